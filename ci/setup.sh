@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need on a fresh Debian machine, when it is missing:
+# cmake and libclang (to build llama.cpp, the C++ reference), and a Python virtual environment
+# in .venv with the `gguf` and `numpy` packages (the independent oracle for GGUF files).
+# Idempotent: a second run installs nothing. Says clearly what is missing when it cannot install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
+  need_apt+=(libclang-dev)
+fi
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} with apt-get" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+      echo "setup: missing ${need_apt[*]} and not root (no sudo): install them, then run again" >&2
+      exit 1
+    fi
+  fi
+  $SUDO apt-get update -qq || { echo "setup: apt-get update failed; install ${need_apt[*]} by hand" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null \
+    || { echo "setup: apt-get install ${need_apt[*]} failed; install them by hand" >&2; exit 1; }
+fi
+
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "setup: python3 is missing: install Python 3.9 or newer" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import gguf, numpy' >/dev/null 2>&1; then
+  echo "setup: creating .venv with the gguf and numpy Python packages" >&2
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check 'gguf==0.19.0' 'numpy>=1.26' \
+    || { echo "setup: pip could not install gguf and numpy into .venv" >&2; exit 1; }
+fi
+echo "setup: ok (cmake $(cmake --version | head -1 | awk '{print $3}'), gguf $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("gguf"))'))" >&2

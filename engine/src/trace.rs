@@ -1,0 +1,296 @@
+//! Trace records: what the engine (and the reference) emit at each canonical trace point.
+//!
+//! Sits between the forward pass and the harness's comparison (see DESIGN.md, "Trace points").
+//! One record per (trace point, decode step). Records stream as JSON lines into `trace.jsonl`;
+//! the values of a point, when requested, go to `<name>.step<step>.npy` beside it.
+//!
+//! Layout convention: every traced tensor is stored row-major with the token positions as the
+//! first axis, so a record covering `positions = [p0, p1)` has `shape[0] == p1 - p0`:
+//!
+//! | canonical | shape |
+//! |---|---|
+//! | `embeddings`, `blk.N.attn_norm`, `blk.N.attn_sub_norm`, `blk.N.attn_out`, `blk.N.ffn_inp`, `blk.N.ffn_norm`, `blk.N.ffn_down`, `blk.N.out`, `output_norm` | `[n_pos, n_embd]` |
+//! | `blk.N.q` | `[n_pos, n_head, head_dim]` (after RoPE) |
+//! | `blk.N.k`, `blk.N.v` | `[n_pos, n_head_kv, head_dim]` (k after RoPE) |
+//! | `blk.N.attn_probs` | `[n_pos, n_head, n_kv]`, `n_kv = p1` (every cached position, masked ones are 0) |
+//! | `blk.N.ffn_act`, `blk.N.ffn_sub_norm` | `[n_pos, n_ff]` |
+//! | `logits` | `[n_pos, n_vocab]` |
+
+use serde::{Deserialize, Serialize};
+
+/// Pipeline stages in execution order within a layer; `Embeddings` comes before every layer and
+/// `OutputNorm`/`Logits` after the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Embeddings,
+    AttnNorm,
+    Q,
+    K,
+    V,
+    AttnProbs,
+    AttnSubNorm,
+    AttnOut,
+    FfnInp,
+    FfnNorm,
+    FfnAct,
+    FfnSubNorm,
+    FfnDown,
+    Out,
+    OutputNorm,
+    Logits,
+}
+
+impl Stage {
+    /// Per-layer stages in execution order.
+    pub const LAYER: [Stage; 13] = [
+        Stage::AttnNorm,
+        Stage::Q,
+        Stage::K,
+        Stage::V,
+        Stage::AttnProbs,
+        Stage::AttnSubNorm,
+        Stage::AttnOut,
+        Stage::FfnInp,
+        Stage::FfnNorm,
+        Stage::FfnAct,
+        Stage::FfnSubNorm,
+        Stage::FfnDown,
+        Stage::Out,
+    ];
+
+    /// The suffix of the canonical name (`blk.N.<suffix>`) or the whole name for global points.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Stage::Embeddings => "embeddings",
+            Stage::AttnNorm => "attn_norm",
+            Stage::Q => "q",
+            Stage::K => "k",
+            Stage::V => "v",
+            Stage::AttnProbs => "attn_probs",
+            Stage::AttnSubNorm => "attn_sub_norm",
+            Stage::AttnOut => "attn_out",
+            Stage::FfnInp => "ffn_inp",
+            Stage::FfnNorm => "ffn_norm",
+            Stage::FfnAct => "ffn_act",
+            Stage::FfnSubNorm => "ffn_sub_norm",
+            Stage::FfnDown => "ffn_down",
+            Stage::Out => "out",
+            Stage::OutputNorm => "output_norm",
+            Stage::Logits => "logits",
+        }
+    }
+
+    /// Whether the stage belongs to a layer (`blk.N.*`).
+    pub fn is_layer(self) -> bool {
+        !matches!(self, Stage::Embeddings | Stage::OutputNorm | Stage::Logits)
+    }
+}
+
+/// A trace point: a stage, and the layer for per-layer stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TracePoint {
+    pub layer: Option<u32>,
+    pub stage: Stage,
+}
+
+impl TracePoint {
+    /// Canonical name as in DESIGN.md (`blk.3.attn_out`, `logits`).
+    pub fn name(&self) -> String {
+        match self.layer {
+            Some(l) => format!("blk.{l}.{}", self.stage.suffix()),
+            None => self.stage.suffix().to_string(),
+        }
+    }
+
+    /// Parse a canonical name; `None` when it is not one.
+    pub fn parse(name: &str) -> Option<TracePoint> {
+        if let Some(rest) = name.strip_prefix("blk.") {
+            let (layer, suffix) = rest.split_once('.')?;
+            if layer.is_empty() || (layer.len() > 1 && layer.starts_with('0')) {
+                return None;
+            }
+            let layer: u32 = layer.parse().ok()?;
+            let stage = Stage::LAYER.into_iter().find(|s| s.suffix() == suffix)?;
+            Some(TracePoint {
+                layer: Some(layer),
+                stage,
+            })
+        } else {
+            let stage = [Stage::Embeddings, Stage::OutputNorm, Stage::Logits]
+                .into_iter()
+                .find(|s| s.suffix() == name)?;
+            Some(TracePoint { layer: None, stage })
+        }
+    }
+
+    /// Every point of a model with `n_layer` layers, in execution order.
+    pub fn all(n_layer: u32) -> Vec<TracePoint> {
+        let mut v = vec![TracePoint {
+            layer: None,
+            stage: Stage::Embeddings,
+        }];
+        for l in 0..n_layer {
+            v.extend(Stage::LAYER.iter().map(|&stage| TracePoint {
+                layer: Some(l),
+                stage,
+            }));
+        }
+        v.push(TracePoint {
+            layer: None,
+            stage: Stage::OutputNorm,
+        });
+        v.push(TracePoint {
+            layer: None,
+            stage: Stage::Logits,
+        });
+        v
+    }
+
+    /// Sort key in execution order: embeddings, then layers in order, then output.
+    pub fn order_key(&self) -> (u32, u32, Stage) {
+        match self.layer {
+            Some(l) => (1, l, self.stage),
+            None if self.stage == Stage::Embeddings => (0, 0, self.stage),
+            None => (2, 0, self.stage),
+        }
+    }
+}
+
+/// One JSON line of `trace.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRecord {
+    /// Canonical name (`blk.0.attn_out`).
+    pub name: String,
+    /// Decode call: 0 = prefill (all prompt chunks together are step 0), k = k-th decode token.
+    pub step: u32,
+    /// Positions covered, half-open `[start, end)`.
+    pub positions: [u32; 2],
+    /// Layer, for per-layer points.
+    pub layer: Option<u32>,
+    /// Stage within the layer.
+    pub stage: Stage,
+    /// Row-major shape, positions first.
+    pub shape: Vec<usize>,
+    /// Always `f32`.
+    pub dtype: String,
+    /// blake3 of the values as f32 little-endian bytes, hex.
+    pub blake3: String,
+    /// Root mean square of the values (NaN/Inf included as they are).
+    pub rms: f64,
+    /// Number of elements.
+    pub count: usize,
+    /// Minimum over finite values (0 when none is finite).
+    pub min: f32,
+    /// Maximum over finite values (0 when none is finite).
+    pub max: f32,
+    pub nan: usize,
+    pub inf: usize,
+    /// File name of the values (`.npy`, beside `trace.jsonl`) when they were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl TraceRecord {
+    /// Summarise `values` for a point at one step.
+    pub fn summarize(
+        point: TracePoint,
+        step: u32,
+        positions: [u32; 2],
+        shape: Vec<usize>,
+        values: &[f32],
+    ) -> TraceRecord {
+        let mut hasher = blake3::Hasher::new();
+        // Hash in chunks to avoid a second copy of large tensors.
+        let mut buf = [0u8; 4096];
+        for chunk in values.chunks(1024) {
+            for (i, v) in chunk.iter().enumerate() {
+                buf[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            hasher.update(&buf[..chunk.len() * 4]);
+        }
+        let (mut sumsq, mut min, mut max, mut nan, mut inf) =
+            (0f64, f32::INFINITY, f32::NEG_INFINITY, 0usize, 0usize);
+        for &v in values {
+            sumsq += (v as f64) * (v as f64);
+            if v.is_nan() {
+                nan += 1;
+            } else if v.is_infinite() {
+                inf += 1;
+            } else {
+                min = min.min(v);
+                max = max.max(v);
+            }
+        }
+        if min > max {
+            (min, max) = (0.0, 0.0);
+        }
+        let rms = if values.is_empty() {
+            0.0
+        } else {
+            (sumsq / values.len() as f64).sqrt()
+        };
+        TraceRecord {
+            name: point.name(),
+            step,
+            positions,
+            layer: point.layer,
+            stage: point.stage,
+            shape,
+            dtype: "f32".into(),
+            blake3: hasher.finalize().to_hex().to_string(),
+            rms,
+            count: values.len(),
+            min,
+            max,
+            nan,
+            inf,
+            file: None,
+        }
+    }
+
+    /// The file name used for this record's values.
+    pub fn values_file_name(name: &str, step: u32) -> String {
+        format!("{name}.step{step}.npy")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_in_execution_order() {
+        let all = TracePoint::all(2);
+        assert_eq!(all.len(), 1 + 2 * 13 + 2);
+        assert_eq!(all[0].name(), "embeddings");
+        assert_eq!(all[1].name(), "blk.0.attn_norm");
+        assert_eq!(all[27].name(), "output_norm");
+        for p in &all {
+            assert_eq!(TracePoint::parse(&p.name()), Some(*p));
+        }
+        let mut sorted = all.clone();
+        sorted.sort_by_key(|p| p.order_key());
+        assert_eq!(sorted, all);
+        assert_eq!(TracePoint::parse("blk.01.q"), None);
+        assert_eq!(TracePoint::parse("blk.0.query"), None);
+        assert_eq!(TracePoint::parse("logit"), None);
+    }
+
+    #[test]
+    fn summary_hashes_le_bytes_and_counts_specials() {
+        let v = [1.0f32, -2.0, f32::NAN, f32::INFINITY];
+        let p = TracePoint {
+            layer: None,
+            stage: Stage::Logits,
+        };
+        let r = TraceRecord::summarize(p, 0, [0, 1], vec![1, 4], &v);
+        let mut bytes = Vec::new();
+        for x in v {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        assert_eq!(r.blake3, blake3::hash(&bytes).to_hex().to_string());
+        assert_eq!((r.nan, r.inf, r.min, r.max, r.count), (1, 1, -2.0, 1.0, 4));
+    }
+}

@@ -5,6 +5,7 @@
 //! canonical intermediate tensor can be captured as a trace record.
 
 pub mod gguf;
+pub mod npy;
 pub mod quant;
 pub mod synth;
 pub mod trace;

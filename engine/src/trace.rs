@@ -256,6 +256,82 @@ impl TraceRecord {
     }
 }
 
+/// Streams trace records into `DIR/trace.jsonl` and, for points whose values are wanted, writes
+/// `DIR/<name>.step<step>.npy`. The JSONL file is written to a temporary name and renamed by
+/// [`TraceWriter::finish`], so a crashed run never leaves a half file under the final name.
+pub struct TraceWriter {
+    dir: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    records: usize,
+}
+
+impl TraceWriter {
+    /// Create `dir` if needed and start `dir/trace.jsonl`.
+    pub fn create(dir: &std::path::Path) -> std::io::Result<TraceWriter> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".trace.jsonl.tmp{}", std::process::id()));
+        let out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        Ok(TraceWriter {
+            dir: dir.to_owned(),
+            tmp,
+            out,
+            records: 0,
+        })
+    }
+
+    /// Append one record; with `values`, also write them as `.npy` and name the file in the record.
+    pub fn write(
+        &mut self,
+        mut record: TraceRecord,
+        values: Option<&[f32]>,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        if let Some(values) = values {
+            let file = TraceRecord::values_file_name(&record.name, record.step);
+            crate::npy::write_npy(&self.dir.join(&file), &record.shape, values)?;
+            record.file = Some(file);
+        }
+        serde_json::to_writer(&mut self.out, &record)?;
+        self.out.write_all(b"\n")?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Number of records written so far.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Whether no record was written.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Flush, sync and move the file to `dir/trace.jsonl`.
+    pub fn finish(self) -> std::io::Result<std::path::PathBuf> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let path = self.dir.join("trace.jsonl");
+        std::fs::rename(&self.tmp, &path)?;
+        Ok(path)
+    }
+}
+
+/// Read `trace.jsonl`; an error names the file and line.
+pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceRecord>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| format!("{}:{}: bad trace record: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +368,25 @@ mod tests {
         }
         assert_eq!(r.blake3, blake3::hash(&bytes).to_hex().to_string());
         assert_eq!((r.nan, r.inf, r.min, r.max, r.count), (1, 1, -2.0, 1.0, 4));
+    }
+
+    #[test]
+    fn writer_streams_records_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TraceWriter::create(dir.path()).unwrap();
+        let p = TracePoint::parse("blk.1.q").unwrap();
+        let v = [0.5f32; 8];
+        w.write(
+            TraceRecord::summarize(p, 2, [3, 4], vec![1, 2, 4], &v),
+            Some(&v),
+        )
+        .unwrap();
+        assert!(!dir.path().join("trace.jsonl").exists());
+        let path = w.finish().unwrap();
+        let recs = read_trace(&path).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].file.as_deref(), Some("blk.1.q.step2.npy"));
+        let (shape, vals) = crate::npy::read_npy(&dir.path().join("blk.1.q.step2.npy")).unwrap();
+        assert_eq!((shape, vals), (vec![1, 2, 4], v.to_vec()));
     }
 }

@@ -1,0 +1,174 @@
+//! Minimal `.npy` (NumPy format version 1.0) reading and writing for little-endian f32 arrays.
+//!
+//! Trace values and logits travel between the engine, the reference and the harness as `.npy`
+//! files (see [`crate::trace`]). Writes are atomic: a temporary file in the same folder, renamed.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// An error reading an `.npy` file: the file, and what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{path}` is not an f32 .npy file: {what}")]
+    Format { path: PathBuf, what: String },
+}
+
+/// Serialize a C-order little-endian f32 array as `.npy` bytes.
+pub fn to_npy_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let shape_str = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
+    // Magic (6) + version (2) + header length (2) + header + '\n' is a multiple of 64.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Write `bytes` to `path` atomically: a crash leaves the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Write an f32 array as `.npy`, atomically.
+pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> io::Result<()> {
+    debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+    write_atomic(path, &to_npy_bytes(shape, values))
+}
+
+/// Read an f32 little-endian C-order `.npy` file: its shape and values.
+pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_npy(&bytes).map_err(|what| NpyError::Format {
+        path: path.to_owned(),
+        what,
+    })
+}
+
+/// Parse `.npy` bytes (versions 1.0 to 3.0, dtype `<f4`, C order).
+pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("bad magic (expected `\\x93NUMPY`)".into());
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err("truncated header".into());
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => return Err(format!("unsupported version {v}")),
+    };
+    let end = start.checked_add(header_len).filter(|&e| e <= bytes.len());
+    let end = end.ok_or("header runs past the end of the file")?;
+    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "header is not UTF-8")?;
+    let field = |key: &str| -> Result<&str, String> {
+        let i = header
+            .find(&format!("'{key}':"))
+            .ok_or(format!("header lacks `{key}`"))?;
+        Ok(header[i + key.len() + 3..].trim_start())
+    };
+    let descr = field("descr")?;
+    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
+        return Err(format!(
+            "dtype is {}, expected '<f4'",
+            descr.split(',').next().unwrap_or("")
+        ));
+    }
+    if !field("fortran_order")?.starts_with("False") {
+        return Err("fortran_order arrays are not supported".into());
+    }
+    let shape_str = field("shape")?;
+    let close = shape_str.find(')').ok_or("malformed shape")?;
+    let shape = shape_str[1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape dimension `{s}`"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
+    let data = &bytes[end..];
+    if Some(data.len()) != count.checked_mul(4) {
+        return Err(format!(
+            "data holds {} bytes, shape needs {}",
+            data.len(),
+            count * 4
+        ));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    Ok((shape, values.collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_alignment() {
+        let v: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
+        let b = to_npy_bytes(&[2, 3], &v);
+        let header_len = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        assert_eq!(parse_npy(&b).unwrap(), (vec![2, 3], v.clone()));
+        let b1 = to_npy_bytes(&[6], &v);
+        assert!(std::str::from_utf8(&b1[10..74])
+            .unwrap()
+            .contains("'shape': (6,)"));
+        assert!(parse_npy(&b1[..b1.len() - 1]).is_err());
+    }
+}

@@ -1,9 +1,16 @@
 //! The `harness` command line: parses arguments, runs one subcommand, maps errors to exit codes.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Exit code: every check passed / the command succeeded.
+const EXIT_OK: u8 = 0;
+/// Exit code: a check failed.
+#[allow(dead_code)]
+const EXIT_FAILED: u8 = 1;
 /// Exit code: bad input or usage.
 const EXIT_USAGE: u8 = 2;
 
@@ -19,7 +26,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Write a synthetic BitNet model (GGUF) from a spec or a preset.
+    GenModel(cli::gen_model::Args),
+    /// Show a GGUF file's metadata and tensors.
+    Inspect(cli::inspect::Args),
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -33,5 +45,24 @@ fn main() -> ExitCode {
             };
         }
     };
-    match cli.command {}
+    let result = match cli.command {
+        Command::GenModel(a) => cli::gen_model::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            // One line: the error and its causes.
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                msg.push_str(&format!(": {cause}"));
+            }
+            eprintln!("{msg}");
+            if e.downcast_ref::<cli::UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
 }

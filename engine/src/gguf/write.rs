@@ -113,8 +113,14 @@ impl GgufWriter {
         Ok(())
     }
 
-    /// Serialize to `out`, calling each tensor's producer in order.
-    fn write_to(self, out: &mut dyn Write, path: &str) -> Result<(), GgufError> {
+    /// Serialize to `out`, calling each tensor's producer in order and `progress(done, total)`
+    /// with bytes of tensor data after each tensor.
+    fn write_to(
+        self,
+        out: &mut dyn Write,
+        path: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), GgufError> {
         self.validate(path)?;
         let alignment = self.alignment();
         let io = |e: std::io::Error| GgufError::Write {
@@ -153,6 +159,8 @@ impl GgufWriter {
         if !self.tensors.is_empty() {
             put(out, &pad(pos), &mut pos)?;
         }
+        let total: u64 = self.tensors.iter().map(|t| t.n_bytes).sum();
+        let mut done = 0u64;
         for t in self.tensors {
             let bytes = (t.data)();
             if bytes.len() as u64 != t.n_bytes {
@@ -170,6 +178,8 @@ impl GgufWriter {
             }
             put(out, &bytes, &mut pos)?;
             put(out, &pad(pos), &mut pos)?;
+            done += t.n_bytes;
+            progress(done, total);
         }
         Ok(())
     }
@@ -177,12 +187,21 @@ impl GgufWriter {
     /// Serialize into memory.
     pub fn to_bytes(self) -> Result<Vec<u8>, GgufError> {
         let mut v = Vec::new();
-        self.write_to(&mut v, "<memory>")?;
+        self.write_to(&mut v, "<memory>", &mut |_, _| {})?;
         Ok(v)
     }
 
     /// Write `path` atomically: a temporary file in the same folder, synced, then renamed.
     pub fn write(self, path: &Path) -> Result<(), GgufError> {
+        self.write_with_progress(path, &mut |_, _| {})
+    }
+
+    /// [`GgufWriter::write`], reporting `progress(bytes_done, bytes_total)` of tensor data.
+    pub fn write_with_progress(
+        self,
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), GgufError> {
         let shown = path.display().to_string();
         let io = |e: std::io::Error| GgufError::Write {
             path: shown.clone(),
@@ -200,7 +219,7 @@ impl GgufWriter {
         let result = (|| {
             let file = std::fs::File::create(&tmp).map_err(io)?;
             let mut w = BufWriter::with_capacity(1 << 20, file);
-            self.write_to(&mut w, &shown)?;
+            self.write_to(&mut w, &shown, progress)?;
             let file = w.into_inner().map_err(|e| io(e.into_error()))?;
             file.sync_all().map_err(io)?;
             std::fs::rename(&tmp, path).map_err(io)

@@ -1,1 +1,0 @@
-//! placeholder module, filled in by its issue.

@@ -1,0 +1,431 @@
+//! Synthetic BitNet models from a seed: the GGUF files scenarios run on when no real model is
+//! needed (DESIGN.md, "harness::model": a synthetic model from a seed).
+//!
+//! A [`ModelSpec`] names the shape and formats; [`generate`] writes a GGUF file that llama.cpp's
+//! `bitnet` architecture loads: exactly the tensors of `src/models/bitnet.cpp`
+//! (`load_arch_tensors`) and the `bitnet.*` keys it reads. The same spec gives the same bytes.
+//!
+//! Scales, so that activations stay of order one and the model is stable at depth:
+//! - projections that feed attention and the FFN (q, k, v, gate, up) are ternary times
+//!   `1/sqrt(2/3 · n_in)`: with a third of the weights zero, an input of RMS 1 gives an output of
+//!   RMS about 1;
+//! - the projections that write into the residual stream (attn_output, ffn_down) are scaled by a
+//!   further `residual_scale` (default `1/sqrt(2 · n_layer)`), so the stream grows to RMS about 1
+//!   over the whole stack instead of √(2·n_layer), and each block is a small step: rounding
+//!   differences are not amplified layer after layer;
+//! - the token embedding has standard deviation `embedding_std` (default 0.05): the output is tied
+//!   to it, and an embedding as large as the hidden state would make greedy decoding repeat the
+//!   last input token (its logit `‖e‖²/rms` would dwarf the others);
+//! - norm weights are uniform in [0.8, 1.2], so a norm applied without its weight is caught.
+//!
+//! Every scale is rounded to f16 first, so a model with `.scale` tensors and one with the scale
+//! folded into the TQ blocks describe the same weights.
+
+mod rng;
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::gguf::{GgmlType, GgufWriter, Value};
+use crate::quant::{f16_to_f32, f32_to_f16, quantize};
+pub use rng::Rng;
+
+/// Ternary weight formats a synthetic model can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TernaryType {
+    #[serde(rename = "TQ2_0")]
+    Tq2_0,
+    #[serde(rename = "TQ1_0")]
+    Tq1_0,
+}
+
+impl TernaryType {
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            TernaryType::Tq2_0 => GgmlType::TQ2_0,
+            TernaryType::Tq1_0 => GgmlType::TQ1_0,
+        }
+    }
+}
+
+/// Embedding formats a synthetic model can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EmbeddingType {
+    F32,
+    F16,
+}
+
+/// The description of a synthetic model. Every field has a default (the `tiny` preset's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSpec {
+    /// Hidden size; a multiple of 256 (the TQ block) and of `n_head`.
+    pub n_embd: u32,
+    /// Number of transformer blocks.
+    pub n_layer: u32,
+    /// Attention heads; `n_embd / n_head` (the head size) must be even for RoPE.
+    pub n_head: u32,
+    /// Key/value heads (grouped-query attention when fewer than `n_head`); divides `n_head`.
+    /// Defaults to `n_head`.
+    pub n_head_kv: Option<u32>,
+    /// FFN hidden size; a multiple of 256.
+    pub n_ff: u32,
+    /// Vocabulary size.
+    pub n_vocab: u32,
+    /// Training context length written to the file.
+    pub n_ctx: u32,
+    /// RoPE frequency base.
+    pub rope_base: f32,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// Format of the ternary projection weights.
+    pub ternary_type: TernaryType,
+    /// Format of the token embedding (also the tied output matrix).
+    pub embedding_type: EmbeddingType,
+    /// Store each projection's scale in a separate `.scale` tensor (block scales then 1).
+    pub scale_tensors: bool,
+    /// Standard deviation of the token embedding.
+    pub embedding_std: f32,
+    /// Extra factor on the projections that write into the residual stream; defaults to
+    /// `1/sqrt(2·n_layer)`.
+    pub residual_scale: Option<f32>,
+    /// Seed of every random draw.
+    pub seed: u64,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            n_embd: 256,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: None,
+            n_ff: 512,
+            n_vocab: 512,
+            n_ctx: 512,
+            rope_base: 10000.0,
+            rms_eps: 1e-5,
+            ternary_type: TernaryType::Tq2_0,
+            embedding_type: EmbeddingType::F32,
+            scale_tensors: false,
+            embedding_std: 0.05,
+            residual_scale: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Names of the presets.
+pub const PRESETS: &[&str] = &["tiny", "tiny-scales", "gqa", "tq1", "f16", "700m"];
+
+/// A named preset.
+pub fn preset(name: &str) -> Option<ModelSpec> {
+    let tiny = ModelSpec::default();
+    Some(match name {
+        "tiny" => tiny,
+        "tiny-scales" => ModelSpec {
+            scale_tensors: true,
+            seed: 1,
+            ..tiny
+        },
+        "gqa" => ModelSpec {
+            n_embd: 512,
+            n_head: 8,
+            n_head_kv: Some(2),
+            n_layer: 3,
+            n_ff: 768,
+            seed: 2,
+            ..tiny
+        },
+        "tq1" => ModelSpec {
+            ternary_type: TernaryType::Tq1_0,
+            seed: 3,
+            ..tiny
+        },
+        "f16" => ModelSpec {
+            embedding_type: EmbeddingType::F16,
+            seed: 4,
+            ..tiny
+        },
+        // The shape of `1bitLLM/bitnet_b1_58-large`.
+        "700m" => ModelSpec {
+            n_embd: 1536,
+            n_layer: 24,
+            n_head: 16,
+            n_head_kv: None,
+            n_ff: 4096,
+            n_vocab: 32002,
+            n_ctx: 2048,
+            embedding_type: EmbeddingType::F16,
+            seed: 700,
+            ..tiny
+        },
+        _ => return None,
+    })
+}
+
+/// A spec that cannot make a model: the field and what it must be.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("model spec: `{field}` is {value}: {expected}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error(transparent)]
+    Write(#[from] crate::gguf::GgufError),
+}
+
+impl ModelSpec {
+    /// Key/value heads.
+    pub fn n_head_kv(&self) -> u32 {
+        self.n_head_kv.unwrap_or(self.n_head)
+    }
+
+    /// Head size.
+    pub fn head_dim(&self) -> u32 {
+        self.n_embd / self.n_head.max(1)
+    }
+
+    /// The residual-stream factor in effect.
+    pub fn residual_scale(&self) -> f32 {
+        self.residual_scale
+            .unwrap_or(1.0 / (2.0 * self.n_layer.max(1) as f32).sqrt())
+    }
+
+    /// Check every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SynthError> {
+        let bad = |field: &'static str, value: &dyn std::fmt::Display, expected: &str| {
+            Err(SynthError::Invalid {
+                field,
+                value: value.to_string(),
+                expected: expected.into(),
+            })
+        };
+        let block = self.ternary_type.ggml().block_size() as u32;
+        if self.n_embd == 0 || self.n_embd % block != 0 || self.n_embd > 16384 {
+            return bad(
+                "n_embd",
+                &self.n_embd,
+                &format!("a multiple of {block} up to 16384"),
+            );
+        }
+        if self.n_ff == 0 || self.n_ff % block != 0 || self.n_ff > 65536 {
+            return bad(
+                "n_ff",
+                &self.n_ff,
+                &format!("a multiple of {block} up to 65536"),
+            );
+        }
+        if self.n_layer == 0 || self.n_layer > 256 {
+            return bad("n_layer", &self.n_layer, "between 1 and 256");
+        }
+        if self.n_head == 0 || self.n_embd % self.n_head != 0 || self.head_dim() % 2 != 0 {
+            return bad(
+                "n_head",
+                &self.n_head,
+                "a divisor of n_embd giving an even head size",
+            );
+        }
+        let kv = self.n_head_kv();
+        if kv == 0 || self.n_head % kv != 0 {
+            return bad("n_head_kv", &kv, "a divisor of n_head");
+        }
+        if self.n_vocab == 0 || self.n_vocab > 1 << 20 {
+            return bad("n_vocab", &self.n_vocab, "between 1 and 1048576");
+        }
+        if self.n_ctx == 0 {
+            return bad("n_ctx", &self.n_ctx, "at least 1");
+        }
+        if !(self.rope_base.is_finite() && self.rope_base > 0.0) {
+            return bad("rope_base", &self.rope_base, "a positive number");
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
+            return bad("rms_eps", &self.rms_eps, "a positive number");
+        }
+        if !(self.embedding_std.is_finite() && self.embedding_std > 0.0) {
+            return bad("embedding_std", &self.embedding_std, "a positive number");
+        }
+        let rs = self.residual_scale();
+        if !(rs.is_finite() && rs > 0.0) {
+            return bad("residual_scale", &rs, "a positive number");
+        }
+        Ok(())
+    }
+
+    /// Total bytes of weights read per token (every tensor once), for bandwidth bounds.
+    pub fn weight_bytes(&self) -> u64 {
+        let tt = self.ternary_type.ggml();
+        let (e, f, kv) = (
+            self.n_embd as u64,
+            self.n_ff as u64,
+            (self.n_head_kv() * self.head_dim()) as u64,
+        );
+        let tern = |n_in: u64, n_out: u64| tt.row_bytes(n_in).unwrap_or(0) * n_out;
+        let per_layer = tern(e, e) * 2 + tern(e, kv) * 2 + tern(e, f) * 2 + tern(f, e);
+        let emb = match self.embedding_type {
+            EmbeddingType::F32 => 4,
+            EmbeddingType::F16 => 2,
+        } * e
+            * self.n_vocab as u64;
+        per_layer * self.n_layer as u64 + emb
+    }
+}
+
+/// Round to the nearest f16 value (scales are f16-exact so TQ block scales hold them exactly).
+fn f16_round(v: f32) -> f32 {
+    f16_to_f32(f32_to_f16(v))
+}
+
+/// A ternary projection `[n_in] → [n_out]`: its tensor bytes and its scale.
+fn ternary_tensor(
+    seed: u64,
+    name: &str,
+    n_in: u32,
+    n_out: u32,
+    scale: f32,
+    spec: &ModelSpec,
+) -> Vec<u8> {
+    let mut rng = Rng::for_tensor(seed, name);
+    let block_scale = if spec.scale_tensors { 1.0 } else { scale };
+    let values: Vec<f32> = (0..n_in as usize * n_out as usize)
+        .map(|_| rng.trit() as f32 * block_scale)
+        .collect();
+    quantize(spec.ternary_type.ggml(), &values).expect("n_in is a multiple of the block size")
+}
+
+/// A norm weight vector, uniform in [0.8, 1.2].
+fn norm_tensor(seed: u64, name: &str, n: u32) -> Vec<u8> {
+    let mut rng = Rng::for_tensor(seed, name);
+    (0..n)
+        .flat_map(|_| (0.8 + 0.4 * rng.uniform()).to_le_bytes())
+        .collect()
+}
+
+/// Write the model described by `spec` to `out` (atomically, one tensor in memory at a time),
+/// calling `progress(done, total)` with bytes of tensor data as they are produced.
+pub fn generate(
+    spec: &ModelSpec,
+    out: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), SynthError> {
+    build(spec)?.write_with_progress(out, progress)?;
+    Ok(())
+}
+
+/// The writer for `spec`, with tensors produced lazily.
+pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
+    spec.validate()?;
+    let s = spec.clone();
+    let seed = spec.seed;
+    let (e, f) = (spec.n_embd, spec.n_ff);
+    let kv = spec.n_head_kv() * spec.head_dim();
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", "bitnet");
+    w.add_kv("general.name", format!("synthetic bitnet (seed {seed})"));
+    w.add_kv(
+        "general.file_type",
+        Value::U32(match spec.ternary_type {
+            TernaryType::Tq1_0 => 36, // LLAMA_FTYPE_MOSTLY_TQ1_0
+            TernaryType::Tq2_0 => 37, // LLAMA_FTYPE_MOSTLY_TQ2_0
+        }),
+    );
+    w.add_kv("bitnet.context_length", Value::U32(spec.n_ctx));
+    w.add_kv("bitnet.embedding_length", Value::U32(e));
+    w.add_kv("bitnet.block_count", Value::U32(spec.n_layer));
+    w.add_kv("bitnet.feed_forward_length", Value::U32(f));
+    w.add_kv("bitnet.attention.head_count", Value::U32(spec.n_head));
+    w.add_kv(
+        "bitnet.attention.head_count_kv",
+        Value::U32(spec.n_head_kv()),
+    );
+    w.add_kv("bitnet.rope.dimension_count", Value::U32(spec.head_dim()));
+    w.add_kv("bitnet.rope.freq_base", Value::F32(spec.rope_base));
+    w.add_kv(
+        "bitnet.attention.layer_norm_rms_epsilon",
+        Value::F32(spec.rms_eps),
+    );
+    w.add_kv("bitnet.vocab_size", Value::U32(spec.n_vocab));
+    w.add_kv("tokenizer.ggml.model", "none");
+
+    // Token embedding [n_embd, n_vocab].
+    let emb_ty = match spec.embedding_type {
+        EmbeddingType::F32 => GgmlType::F32,
+        EmbeddingType::F16 => GgmlType::F16,
+    };
+    let (std, n_vocab) = (spec.embedding_std, spec.n_vocab);
+    w.add_tensor_lazy(
+        "token_embd.weight",
+        &[e as u64, n_vocab as u64],
+        emb_ty,
+        Box::new(move || {
+            let mut rng = Rng::for_tensor(seed, "token_embd.weight");
+            let v: Vec<f32> = (0..e as usize * n_vocab as usize)
+                .map(|_| rng.normal() * std)
+                .collect();
+            quantize(emb_ty, &v).expect("float types have block size 1")
+        }),
+    );
+    w.add_tensor_lazy(
+        "output_norm.weight",
+        &[e as u64],
+        GgmlType::F32,
+        Box::new(move || norm_tensor(seed, "output_norm.weight", e)),
+    );
+
+    let p = 2.0f32 / 3.0;
+    let in_scale = |n_in: u32| f16_round(1.0 / (p * n_in as f32).sqrt());
+    let out_scale = |n_in: u32| f16_round(spec.residual_scale() / (p * n_in as f32).sqrt());
+    for l in 0..spec.n_layer {
+        let name = |t: &str| format!("blk.{l}.{t}");
+        for (t, n) in [
+            ("attn_norm", e),
+            ("attn_sub_norm", e),
+            ("ffn_norm", e),
+            ("ffn_sub_norm", f),
+        ] {
+            let tn = name(&format!("{t}.weight"));
+            let key = tn.clone();
+            w.add_tensor_lazy(
+                &tn,
+                &[n as u64],
+                GgmlType::F32,
+                Box::new(move || norm_tensor(seed, &key, n)),
+            );
+        }
+        let projections = [
+            ("attn_q", e, e, in_scale(e)),
+            ("attn_k", e, kv, in_scale(e)),
+            ("attn_v", e, kv, in_scale(e)),
+            ("attn_output", e, e, out_scale(e)),
+            ("ffn_gate", e, f, in_scale(e)),
+            ("ffn_up", e, f, in_scale(e)),
+            ("ffn_down", f, e, out_scale(f)),
+        ];
+        for (t, n_in, n_out, scale) in projections {
+            let tn = name(&format!("{t}.weight"));
+            let (key, spec_c) = (tn.clone(), s.clone());
+            w.add_tensor_lazy(
+                &tn,
+                &[n_in as u64, n_out as u64],
+                spec.ternary_type.ggml(),
+                Box::new(move || ternary_tensor(seed, &key, n_in, n_out, scale, &spec_c)),
+            );
+            if spec.scale_tensors {
+                w.add_tensor(
+                    &name(&format!("{t}.scale")),
+                    &[1],
+                    GgmlType::F32,
+                    scale.to_le_bytes().to_vec(),
+                );
+            }
+        }
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests;

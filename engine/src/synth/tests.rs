@@ -1,0 +1,180 @@
+use super::*;
+use crate::gguf::GgufFile;
+
+#[test]
+fn same_spec_same_bytes_and_seed_matters() {
+    let a = build(&preset("tiny").unwrap()).unwrap().to_bytes().unwrap();
+    let b = build(&preset("tiny").unwrap()).unwrap().to_bytes().unwrap();
+    assert_eq!(blake3::hash(&a), blake3::hash(&b));
+    let c = build(&ModelSpec {
+        seed: 99,
+        ..preset("tiny").unwrap()
+    })
+    .unwrap()
+    .to_bytes()
+    .unwrap();
+    assert_ne!(blake3::hash(&a), blake3::hash(&c));
+}
+
+#[test]
+fn holds_exactly_the_tensors_llama_cpp_bitnet_loads() {
+    for name in PRESETS.iter().filter(|n| **n != "700m") {
+        let spec = preset(name).unwrap();
+        let f = GgufFile::from_bytes(build(&spec).unwrap().to_bytes().unwrap(), name).unwrap();
+        let (e, ff, kv) = (
+            spec.n_embd as u64,
+            spec.n_ff as u64,
+            (spec.n_head_kv() * spec.head_dim()) as u64,
+        );
+        let mut expected: Vec<(String, Vec<u64>)> = vec![
+            ("token_embd.weight".into(), vec![e, spec.n_vocab as u64]),
+            ("output_norm.weight".into(), vec![e]),
+        ];
+        for l in 0..spec.n_layer {
+            for (t, d) in [
+                ("attn_norm.weight", vec![e]),
+                ("attn_sub_norm.weight", vec![e]),
+                ("ffn_norm.weight", vec![e]),
+                ("ffn_sub_norm.weight", vec![ff]),
+                ("attn_q.weight", vec![e, e]),
+                ("attn_k.weight", vec![e, kv]),
+                ("attn_v.weight", vec![e, kv]),
+                ("attn_output.weight", vec![e, e]),
+                ("ffn_gate.weight", vec![e, ff]),
+                ("ffn_up.weight", vec![e, ff]),
+                ("ffn_down.weight", vec![ff, e]),
+            ] {
+                expected.push((format!("blk.{l}.{t}"), d));
+            }
+            if spec.scale_tensors {
+                for t in [
+                    "attn_q",
+                    "attn_k",
+                    "attn_v",
+                    "attn_output",
+                    "ffn_gate",
+                    "ffn_up",
+                    "ffn_down",
+                ] {
+                    expected.push((format!("blk.{l}.{t}.scale"), vec![1]));
+                }
+            }
+        }
+        let mut got: Vec<(String, Vec<u64>)> = f
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone()))
+            .collect();
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected, "{name}");
+        for key in [
+            "bitnet.context_length",
+            "bitnet.embedding_length",
+            "bitnet.block_count",
+            "bitnet.feed_forward_length",
+            "bitnet.attention.head_count",
+            "bitnet.attention.head_count_kv",
+            "bitnet.rope.dimension_count",
+            "bitnet.vocab_size",
+        ] {
+            assert!(
+                f.get(key).and_then(|v| v.as_u32()).is_some(),
+                "{name}: {key}"
+            );
+        }
+        assert_eq!(
+            f.get("bitnet.attention.layer_norm_rms_epsilon"),
+            Some(&Value::F32(spec.rms_eps))
+        );
+    }
+}
+
+#[test]
+fn scale_tensors_describe_the_same_weights() {
+    // With `.scale` tensors the blocks hold pure ternary values; times the scale they equal the
+    // folded variant's weights exactly (scales are f16-exact).
+    let base = ModelSpec {
+        seed: 5,
+        ..ModelSpec::default()
+    };
+    let folded = GgufFile::from_bytes(build(&base).unwrap().to_bytes().unwrap(), "a").unwrap();
+    let scaled = ModelSpec {
+        scale_tensors: true,
+        ..base
+    };
+    let scaled = GgufFile::from_bytes(build(&scaled).unwrap().to_bytes().unwrap(), "b").unwrap();
+    for t in ["blk.1.attn_q", "blk.0.ffn_down"] {
+        let a = folded.tensor(&format!("{t}.weight")).unwrap();
+        let b = scaled.tensor(&format!("{t}.weight")).unwrap();
+        let s = scaled.tensor(&format!("{t}.scale")).unwrap();
+        let s = f32::from_le_bytes(scaled.tensor_data(s).try_into().unwrap());
+        let n = a.n_elements() as usize;
+        let wa = crate::quant::dequantize(a.ty, folded.tensor_data(a), n).unwrap();
+        let wb = crate::quant::dequantize(b.ty, scaled.tensor_data(b), n).unwrap();
+        assert!(wb.iter().all(|v| [-1.0, 0.0, 1.0].contains(v)));
+        assert!(wa.iter().zip(&wb).all(|(x, y)| *x == y * s), "{t}");
+    }
+}
+
+#[test]
+fn invalid_specs_name_the_field() {
+    let cases = [
+        (
+            ModelSpec {
+                n_embd: 100,
+                ..ModelSpec::default()
+            },
+            "`n_embd` is 100",
+        ),
+        (
+            ModelSpec {
+                n_ff: 300,
+                ..ModelSpec::default()
+            },
+            "`n_ff` is 300",
+        ),
+        (
+            ModelSpec {
+                n_head: 3,
+                ..ModelSpec::default()
+            },
+            "`n_head` is 3",
+        ),
+        (
+            ModelSpec {
+                n_head_kv: Some(3),
+                ..ModelSpec::default()
+            },
+            "`n_head_kv` is 3",
+        ),
+        (
+            ModelSpec {
+                n_layer: 0,
+                ..ModelSpec::default()
+            },
+            "`n_layer` is 0",
+        ),
+        (
+            ModelSpec {
+                rms_eps: -1.0,
+                ..ModelSpec::default()
+            },
+            "`rms_eps` is -1",
+        ),
+    ];
+    for (spec, msg) in cases {
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(e.contains(msg), "{e}");
+    }
+}
+
+#[test]
+fn spec_yaml_refuses_unknown_fields_and_fills_defaults() {
+    let s: ModelSpec = serde_json::from_str(r#"{"n_layer": 4, "ternary_type": "TQ1_0"}"#).unwrap();
+    assert_eq!(
+        (s.n_layer, s.n_embd, s.ternary_type),
+        (4, 256, TernaryType::Tq1_0)
+    );
+    assert!(serde_json::from_str::<ModelSpec>(r#"{"n_layers": 4}"#).is_err());
+}

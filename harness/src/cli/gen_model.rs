@@ -1,0 +1,84 @@
+//! `harness gen-model`: write a synthetic model from a spec file or a preset.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use bitnet_engine::synth::{self, ModelSpec};
+
+use super::UsageError;
+
+/// Arguments of `harness gen-model`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A YAML file with a model spec (fields of `ModelSpec`).
+    #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
+    pub spec: Option<PathBuf>,
+    /// A named preset: tiny, tiny-scales, gqa, tq1, f16, 700m.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Where to write the GGUF file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// Read a spec file; errors name the file, line and column.
+pub fn load_spec(path: &Path) -> Result<ModelSpec> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read `{}`: {e}", path.display())))?;
+    let spec: ModelSpec = serde_yaml::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        UsageError(format!("{}{at}: {e}", path.display()))
+    })?;
+    spec.validate()
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    Ok(spec)
+}
+
+/// Resolve a preset name; the error lists the presets.
+pub fn preset(name: &str) -> Result<ModelSpec> {
+    synth::preset(name).ok_or_else(|| {
+        UsageError(format!(
+            "unknown preset `{name}`; presets: {}",
+            synth::PRESETS.join(", ")
+        ))
+        .into()
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let spec = match (&args.spec, &args.preset) {
+        (Some(p), _) => load_spec(p)?,
+        (None, Some(name)) => preset(name)?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let bar = indicatif::ProgressBar::new(spec.weight_bytes());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("generating {}", args.output.display()));
+    let start = std::time::Instant::now();
+    synth::generate(&spec, &args.output, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("writing `{}`", args.output.display()))?;
+    bar.finish_and_clear();
+    let size = std::fs::metadata(&args.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "wrote {} ({:.1} MB, {} layers, n_embd {}, {}) in {:.2} s",
+        args.output.display(),
+        size as f64 / 1e6,
+        spec.n_layer,
+        spec.n_embd,
+        spec.ternary_type.ggml(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! One module per subcommand; `main.rs` parses arguments and maps errors to exit codes.
+
+pub mod gen_model;
+pub mod inspect;
+
+/// An error that the CLI reports as bad input or usage (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -256,6 +256,60 @@ impl TraceRecord {
     }
 }
 
+/// Which trace points to capture: globs over canonical names (`blk.*.attn_out`, `logits`).
+#[derive(Debug, Clone)]
+pub struct PointFilter {
+    set: globset::GlobSet,
+    patterns: Vec<String>,
+}
+
+impl PointFilter {
+    /// Build from glob patterns; an invalid glob is named in the error.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<PointFilter, String> {
+        let mut b = globset::GlobSetBuilder::new();
+        for p in patterns {
+            let g = globset::GlobBuilder::new(p.as_ref())
+                .literal_separator(false)
+                .build()
+                .map_err(|e| format!("bad trace point glob `{}`: {e}", p.as_ref()))?;
+            b.add(g);
+        }
+        let set = b.build().map_err(|e| e.to_string())?;
+        Ok(PointFilter {
+            set,
+            patterns: patterns.iter().map(|p| p.as_ref().to_string()).collect(),
+        })
+    }
+
+    /// Every point.
+    pub fn all() -> PointFilter {
+        PointFilter::new(&["*"]).expect("valid glob")
+    }
+
+    /// Whether the canonical `name` is selected.
+    pub fn matches(&self, name: &str) -> bool {
+        self.set.is_match(name)
+    }
+
+    /// Patterns that select no point of a model with `n_layer` layers (likely typos).
+    pub fn unmatched(&self, n_layer: u32) -> Vec<String> {
+        let names: Vec<String> = TracePoint::all(n_layer).iter().map(|p| p.name()).collect();
+        self.patterns
+            .iter()
+            .filter(|p| {
+                let one = PointFilter::new(&[p.as_str()]).expect("already built");
+                !names.iter().any(|n| one.matches(n))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The patterns as given.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
 /// Streams trace records into `DIR/trace.jsonl` and, for points whose values are wanted, writes
 /// `DIR/<name>.step<step>.npy`. The JSONL file is written to a temporary name and renamed by
 /// [`TraceWriter::finish`], so a crashed run never leaves a half file under the final name.
@@ -368,6 +422,22 @@ mod tests {
         }
         assert_eq!(r.blake3, blake3::hash(&bytes).to_hex().to_string());
         assert_eq!((r.nan, r.inf, r.min, r.max, r.count), (1, 1, -2.0, 1.0, 4));
+    }
+
+    #[test]
+    fn point_globs_select_canonical_names() {
+        let f = PointFilter::new(&["blk.*.attn_out", "logits"]).unwrap();
+        assert!(f.matches("blk.0.attn_out") && f.matches("blk.11.attn_out") && f.matches("logits"));
+        assert!(!f.matches("blk.0.attn_outx") && !f.matches("output_norm"));
+        assert_eq!(
+            PointFilter::new(&["blk.*.atn_out", "logits"])
+                .unwrap()
+                .unmatched(2),
+            vec!["blk.*.atn_out"]
+        );
+        assert!(PointFilter::new(&["blk.[0"])
+            .unwrap_err()
+            .contains("bad trace point glob `blk.[0`"));
     }
 
     #[test]

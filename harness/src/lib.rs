@@ -2,3 +2,4 @@
 //! compares traces, keeps goldens and receipts (see DESIGN.md for the data flow).
 pub mod calibrate;
 pub mod compare;
+pub mod reference;

@@ -31,6 +31,8 @@ enum Command {
     GenModel(cli::gen_model::Args),
     /// Show a GGUF file's metadata and tensors.
     Inspect(cli::inspect::Args),
+    /// Run llama.cpp (the reference) on a model and tokens; write its trace directory.
+    RefTrace(cli::ref_trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::GenModel(a) => cli::gen_model::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
+        Command::RefTrace(a) => cli::ref_trace::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -2,6 +2,7 @@
 
 pub mod gen_model;
 pub mod inspect;
+pub mod ref_trace;
 
 /// An error that the CLI reports as bad input or usage (exit code 2).
 #[derive(Debug)]

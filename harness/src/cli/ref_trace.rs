@@ -1,0 +1,66 @@
+//! `harness ref-trace`: run llama.cpp on a model and tokens and write its trace directory.
+//! The harness runs this as a child process; it can also be run by hand.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use bitnet_engine::trace::PointFilter;
+
+use super::UsageError;
+use bitnet_harness::reference::{llama, RefRequest};
+
+/// Arguments shared by `harness trace` and `harness ref-trace`.
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// The GGUF model.
+    pub model: PathBuf,
+    /// Input token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tokens: Vec<u32>,
+    /// Greedy tokens to generate after the prompt.
+    #[arg(long, default_value_t = 0)]
+    pub generate: usize,
+    /// Trace points to capture (globs over canonical names); all when none is given.
+    #[arg(long = "points")]
+    pub points: Vec<String>,
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Output directory.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+impl TraceArgs {
+    pub fn filter(&self) -> Result<PointFilter> {
+        let f = if self.points.is_empty() {
+            PointFilter::all()
+        } else {
+            PointFilter::new(&self.points).map_err(UsageError)?
+        };
+        Ok(f)
+    }
+}
+
+pub fn run(args: TraceArgs) -> Result<()> {
+    llama::check_model(&args.model).map_err(UsageError)?;
+    if args.threads == 0 {
+        return Err(UsageError("`--threads` must be at least 1".into()).into());
+    }
+    let req = RefRequest {
+        model: args.model.clone(),
+        tokens: args.tokens.clone(),
+        generate: args.generate,
+        points: args.filter()?,
+        threads: args.threads,
+        out: args.output.clone(),
+    };
+    llama::run(&req).map_err(anyhow::Error::msg)?;
+    println!(
+        "llama.cpp trace of {} tokens (+{} generated) written to {}",
+        req.tokens.len(),
+        req.generate,
+        req.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! llama.cpp in this process, through `llama-cpp-sys-2`: load the model, run the prompt and the
+//! greedy decode steps, capture trace points through the eval callback. Only `harness ref-trace`
+//! calls this, in a child process (see [`super::run_reference`]): an `abort()` inside C++ then
+//! ends that child, not the harness.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::Path;
+use std::sync::Mutex;
+
+use bitnet_engine::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
+use llama_cpp_sys_2 as ll;
+
+use super::mapping::{canonical, NodeOp};
+use super::RefRequest;
+
+/// llama.cpp's log lines of this process, kept for error messages (not printed).
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+extern "C" fn log_callback(_level: ll::ggml_log_level, text: *const c_char, _user: *mut c_void) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.
+    let s = unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned();
+    if let Ok(mut log) = LOG.lock() {
+        if log.len() >= 4096 {
+            log.drain(..2048);
+        }
+        log.push(s);
+    }
+}
+
+/// The last `n` log lines llama.cpp wrote.
+pub fn log_tail(n: usize) -> String {
+    let log = LOG.lock().map(|l| l.clone()).unwrap_or_default();
+    let text: String = log.concat();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Shapes needed to lay captured tensors out positions-first.
+struct Dims {
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+}
+
+/// A captured point: where it is, its positions-first shape, its values.
+type Captured = (TracePoint, Vec<usize>, Vec<f32>);
+
+/// State the eval callback fills during one `llama_decode`.
+struct Capture {
+    filter: PointFilter,
+    dims: Dims,
+    /// Positions of the current step.
+    positions: [u32; 2],
+    /// Captured values of the current step, last node wins.
+    current: BTreeMap<(u32, u32, Stage), Captured>,
+    error: Option<String>,
+}
+
+impl Capture {
+    fn point_of(&self, t: &ll::ggml_tensor) -> Option<TracePoint> {
+        // SAFETY: `name` is a NUL-terminated array inside the tensor struct.
+        let name = unsafe { CStr::from_ptr(t.name.as_ptr()) }.to_str().ok()?;
+        let op = match t.op {
+            ll::GGML_OP_ROPE => NodeOp::Rope,
+            ll::GGML_OP_SOFT_MAX => NodeOp::SoftMax,
+            ll::GGML_OP_GET_ROWS if !t.src[0].is_null() && !t.src[1].is_null() => {
+                // SAFETY: non-null sources of a graph node are valid tensors.
+                let (w, ids) = unsafe {
+                    (
+                        CStr::from_ptr((*t.src[0]).name.as_ptr()),
+                        CStr::from_ptr((*t.src[1]).name.as_ptr()),
+                    )
+                };
+                // The token path's rows (`inp_tokens`), not the mixed-batch branch's, which
+                // llama.cpp builds but does not compute for a plain token batch.
+                if w.to_bytes() == b"token_embd.weight" && ids.to_bytes() == b"inp_tokens" {
+                    NodeOp::TokenRows
+                } else {
+                    NodeOp::Other
+                }
+            }
+            _ => NodeOp::Other,
+        };
+        let p = canonical(name, op)?;
+        (t.type_ == ll::GGML_TYPE_F32 && self.filter.matches(&p.name())).then_some(p)
+    }
+
+    /// Lay out `data` (ggml order) positions-first, as engine/src/trace.rs documents.
+    fn layout(
+        &self,
+        p: TracePoint,
+        ne: [i64; 4],
+        data: Vec<f32>,
+    ) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let n_pos = (self.positions[1] - self.positions[0]) as usize;
+        let d = &self.dims;
+        let ne: Vec<usize> = ne.iter().map(|&x| x as usize).collect();
+        let (shape, values) = match p.stage {
+            Stage::Q => (vec![n_pos, d.n_head, d.head_dim], data),
+            Stage::K | Stage::V => (vec![n_pos, d.n_head_kv, d.head_dim], data),
+            Stage::AttnProbs => {
+                // ggml: [n_kv (padded), n_pos, n_head]; keep the cached positions 0..p1.
+                let (n_kv, keep) = (ne[0], self.positions[1] as usize);
+                if keep > n_kv || ne[1] != n_pos || ne[2] != d.n_head {
+                    return Err(format!(
+                        "kq_soft_max has shape {ne:?}, expected [>={keep}, {n_pos}, {}]",
+                        d.n_head
+                    ));
+                }
+                let mut out = Vec::with_capacity(n_pos * d.n_head * keep);
+                for t in 0..n_pos {
+                    for h in 0..d.n_head {
+                        let row = (h * n_pos + t) * n_kv;
+                        out.extend_from_slice(&data[row..row + keep]);
+                    }
+                }
+                (vec![n_pos, d.n_head, keep], out)
+            }
+            _ => (vec![n_pos, ne[0]], data),
+        };
+        if shape.iter().product::<usize>() != values.len() {
+            return Err(format!(
+                "`{}` holds {} values, expected shape {shape:?}",
+                p.name(),
+                values.len()
+            ));
+        }
+        Ok((shape, values))
+    }
+}
+
+extern "C" fn eval_callback(t: *mut ll::ggml_tensor, ask: bool, user: *mut c_void) -> bool {
+    // SAFETY: `user` is the `Capture` passed in the context params; it outlives the context and
+    // ggml calls this from the thread that called `llama_decode`.
+    let cap = unsafe { &mut *(user as *mut Capture) };
+    // SAFETY: ggml passes a valid tensor.
+    let tensor = unsafe { &*t };
+    let Some(point) = cap.point_of(tensor) else {
+        return !ask;
+    };
+    if ask {
+        return true;
+    }
+    // SAFETY: the tensor was just computed; ggml_nbytes reads only its header.
+    let nbytes = unsafe { ll::ggml_nbytes(t) };
+    let mut data = vec![0f32; nbytes / 4];
+    // SAFETY: `data` holds `nbytes` bytes; the tensor's buffer is valid during the callback.
+    unsafe { ll::ggml_backend_tensor_get(t, data.as_mut_ptr() as *mut c_void, 0, nbytes) };
+    match cap.layout(point, tensor.ne, data) {
+        Ok((shape, values)) => {
+            cap.current
+                .insert(point.order_key(), (point, shape, values));
+        }
+        Err(e) => cap.error = Some(e),
+    }
+    true
+}
+
+/// Run the request in this process; writes the trace directory.
+pub fn run(req: &RefRequest) -> Result<(), String> {
+    let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
+    // SAFETY: registering a plain function as the log sink; it only touches `LOG`.
+    unsafe { ll::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
+    // SAFETY: idempotent global initialisation.
+    unsafe { ll::llama_backend_init() };
+    let path = CString::new(req.model.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: default parameters, then a NUL-terminated path.
+    let model = unsafe {
+        let mut mp = ll::llama_model_default_params();
+        mp.n_gpu_layers = 0;
+        ll::llama_model_load_from_file(path.as_ptr(), mp)
+    };
+    if model.is_null() {
+        return Err(fail(format!(
+            "llama.cpp could not load `{}`",
+            req.model.display()
+        )));
+    }
+    // SAFETY: `model` is non-null and stays alive until freed at the end.
+    let (n_head, n_head_kv, n_embd, n_vocab) = unsafe {
+        let vocab = ll::llama_model_get_vocab(model);
+        (
+            ll::llama_model_n_head(model) as usize,
+            ll::llama_model_n_head_kv(model) as usize,
+            ll::llama_model_n_embd(model) as usize,
+            ll::llama_vocab_n_tokens(vocab) as usize,
+        )
+    };
+    let result = run_model(
+        req,
+        model,
+        Dims {
+            n_head,
+            n_head_kv,
+            head_dim: n_embd / n_head.max(1),
+        },
+        n_vocab,
+    );
+    // SAFETY: freed once, after the context using it was freed in `run_model`.
+    unsafe { ll::llama_model_free(model) };
+    result.map_err(fail)
+}
+
+fn run_model(
+    req: &RefRequest,
+    model: *mut ll::llama_model,
+    dims: Dims,
+    n_vocab: usize,
+) -> Result<(), String> {
+    let tokens = &req.tokens;
+    if tokens.is_empty() {
+        return Err("no input tokens".into());
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(format!(
+            "token id {bad} is outside the vocabulary (n_vocab {n_vocab})"
+        ));
+    }
+    let n = tokens.len();
+    let total = n + req.generate;
+    let mut cap = Box::new(Capture {
+        filter: req.points.clone(),
+        dims,
+        positions: [0, n as u32],
+        current: BTreeMap::new(),
+        error: None,
+    });
+    // SAFETY: default params; the callback's user data is `cap`, boxed so its address is stable
+    // and dropped only after the context is freed.
+    let ctx = unsafe {
+        let mut cp = ll::llama_context_default_params();
+        cp.n_ctx = total.next_multiple_of(256) as u32;
+        cp.n_batch = n.max(1) as u32;
+        cp.n_ubatch = n.max(1) as u32;
+        cp.n_seq_max = 1;
+        cp.n_threads = req.threads as i32;
+        cp.n_threads_batch = req.threads as i32;
+        cp.flash_attn_type = ll::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        cp.type_k = ll::GGML_TYPE_F32;
+        cp.type_v = ll::GGML_TYPE_F32;
+        cp.cb_eval = Some(eval_callback);
+        cp.cb_eval_user_data = &mut *cap as *mut Capture as *mut c_void;
+        cp.no_perf = true;
+        ll::llama_init_from_model(model, cp)
+    };
+    if ctx.is_null() {
+        return Err("llama.cpp could not create a context".into());
+    }
+    let result = decode_all(req, ctx, &mut cap, n_vocab);
+    // SAFETY: the context is freed once; `cap` is still alive here.
+    unsafe { ll::llama_free(ctx) };
+    result
+}
+
+fn decode_all(
+    req: &RefRequest,
+    ctx: *mut ll::llama_context,
+    cap: &mut Capture,
+    n_vocab: usize,
+) -> Result<(), String> {
+    let n = req.tokens.len();
+    let mut writer = TraceWriter::create(&req.out)
+        .map_err(|e| format!("cannot write `{}`: {e}", req.out.display()))?;
+    let mut prefill_logits = Vec::with_capacity(n * n_vocab);
+    let mut generated = Vec::new();
+    let mut step_tokens: Vec<u32> = req.tokens.clone();
+    let mut pos0 = 0usize;
+    for step in 0..req.generate.max(1) {
+        if step > 0 {
+            step_tokens = vec![*generated.last().expect("a token per step")];
+        }
+        let m = step_tokens.len();
+        cap.positions = [pos0 as u32, (pos0 + m) as u32];
+        cap.current.clear();
+        // SAFETY: a batch for `m` tokens, one sequence; every field written below is within it.
+        let logits = unsafe {
+            let batch = ll::llama_batch_init(m as i32, 0, 1);
+            for (i, &t) in step_tokens.iter().enumerate() {
+                *batch.token.add(i) = t as i32;
+                *batch.pos.add(i) = (pos0 + i) as i32;
+                *batch.n_seq_id.add(i) = 1;
+                *(*batch.seq_id.add(i)) = 0;
+                *batch.logits.add(i) = 1;
+            }
+            let mut b = batch;
+            b.n_tokens = m as i32;
+            let rc = ll::llama_decode(ctx, b);
+            let mut out = Vec::with_capacity(m * n_vocab);
+            if rc == 0 {
+                for i in 0..m {
+                    let p = ll::llama_get_logits_ith(ctx, i as i32);
+                    if p.is_null() {
+                        ll::llama_batch_free(batch);
+                        return Err(format!(
+                            "llama.cpp returned no logits for position {}",
+                            pos0 + i
+                        ));
+                    }
+                    out.extend_from_slice(std::slice::from_raw_parts(p, n_vocab));
+                }
+            }
+            ll::llama_batch_free(batch);
+            if rc != 0 {
+                return Err(format!("llama_decode failed with code {rc} at step {step}"));
+            }
+            out
+        };
+        if let Some(e) = cap.error.take() {
+            return Err(e);
+        }
+        for (point, shape, values) in std::mem::take(&mut cap.current).into_values() {
+            let rec = TraceRecord::summarize(point, step as u32, cap.positions, shape, &values);
+            writer
+                .write(rec, Some(&values))
+                .map_err(|e| format!("writing the trace: {e}"))?;
+        }
+        if step == 0 {
+            prefill_logits = logits.clone();
+        }
+        if req.generate > 0 {
+            let last = &logits[(m - 1) * n_vocab..];
+            generated.push(crate::compare::argmax(last) as u32);
+        }
+        pos0 += m;
+    }
+    let io = |e: std::io::Error| format!("writing `{}`: {e}", req.out.display());
+    bitnet_engine::npy::write_npy(&req.out.join("logits.npy"), &[n, n_vocab], &prefill_logits)
+        .map_err(io)?;
+    let gen = serde_json::to_vec(&generated).expect("serialize ids");
+    bitnet_engine::npy::write_atomic(&req.out.join("generated.json"), &gen).map_err(io)?;
+    writer.finish().map_err(io)?;
+    Ok(())
+}
+
+/// Whether `path` exists as a file (used to give a clearer error than llama.cpp's).
+pub fn check_model(path: &Path) -> Result<(), String> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(format!("model file `{}` does not exist", path.display()))
+    }
+}

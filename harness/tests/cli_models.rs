@@ -1,0 +1,121 @@
+//! `harness gen-model` and `harness inspect` as a user runs them.
+
+use std::process::Command;
+
+fn harness() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+}
+
+#[test]
+fn gen_model_then_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("t.gguf");
+    let out = harness()
+        .args(["gen-model", "--preset", "tiny", "-o"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 layers"));
+
+    let out = harness().arg("inspect").arg(&model).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("GGUF v3"), "{text}");
+    assert!(text.contains("bitnet.block_count"), "{text}");
+    assert!(
+        text.contains("blk.1.ffn_down.weight") && text.contains("TQ2_0"),
+        "{text}"
+    );
+
+    let out = harness()
+        .args(["inspect", "--json"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["metadata"]["general.architecture"]["value"], "bitnet");
+    let tensors = j["tensors"].as_array().unwrap();
+    let t = tensors
+        .iter()
+        .find(|t| t["name"] == "blk.0.attn_q.weight")
+        .unwrap();
+    assert_eq!(t["shape"], serde_json::json!([256, 256]));
+    assert_eq!(t["bytes"], 256 * 66);
+}
+
+#[test]
+fn inspect_on_a_truncated_file_prints_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("t.gguf");
+    let ok = harness()
+        .args(["gen-model", "--preset", "tiny", "-o"])
+        .arg(&model)
+        .status();
+    assert!(ok.unwrap().success());
+    let bytes = std::fs::read(&model).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = harness().arg("inspect").arg(&cut).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cut.gguf") && err.contains("runs past the end of the file"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn gen_model_spec_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    let gen = |spec: &std::path::Path, out: &std::path::Path| {
+        harness()
+            .args(["gen-model", "--spec"])
+            .arg(spec)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let x = dir.path().join("x.gguf");
+    std::fs::write(&spec, "n_embd: 512\nn_layers: 3\n").unwrap();
+    let out = gen(&spec, &x);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.yaml:2:1") && err.contains("unknown field `n_layers`"),
+        "{err}"
+    );
+
+    std::fs::write(&spec, "n_embd: 300\n").unwrap();
+    let err = String::from_utf8_lossy(&gen(&spec, &x).stderr).into_owned();
+    assert!(err.contains("`n_embd` is 300"), "{err}");
+    assert!(!x.exists());
+
+    let out = harness()
+        .args(["gen-model", "--preset", "huge", "-o", "x.gguf"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown preset `huge`; presets: tiny"),
+        "{err}"
+    );
+
+    std::fs::write(&spec, "n_layer: 1\nn_head_kv: 2\nseed: 9\n").unwrap();
+    let model = dir.path().join("ok.gguf");
+    let out = gen(&spec, &model);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -31,6 +31,14 @@ enum Command {
     GenModel(cli::gen_model::Args),
     /// Show a GGUF file's metadata and tensors.
     Inspect(cli::inspect::Args),
+    /// Run the engine on a model and tokens; write its trace directory.
+    Trace {
+        #[command(flatten)]
+        args: cli::ref_trace::TraceArgs,
+        /// Kernel variant (`auto`, `scalar`); default from BITNET_KERNEL, else the best available.
+        #[arg(long)]
+        kernel: Option<String>,
+    },
     /// Run llama.cpp (the reference) on a model and tokens; write its trace directory.
     RefTrace(cli::ref_trace::TraceArgs),
 }
@@ -51,6 +59,7 @@ fn main() -> ExitCode {
         Command::GenModel(a) => cli::gen_model::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::RefTrace(a) => cli::ref_trace::run(a),
+        Command::Trace { args, kernel } => cli::trace::run(args, kernel),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -3,6 +3,7 @@
 pub mod gen_model;
 pub mod inspect;
 pub mod ref_trace;
+pub mod trace;
 
 /// An error that the CLI reports as bad input or usage (exit code 2).
 #[derive(Debug)]

@@ -1,0 +1,421 @@
+//! The fast forward pass: what llama.cpp's `bitnet` graph computes, step by step, with a KV
+//! cache, greedy generation and optional trace capture at every canonical point.
+//!
+//! Per layer (llama.cpp `src/models/bitnet.cpp`): RMSNorm·attn_norm → Q,K,V (ternary × int8
+//! activations, times the optional `.scale`) → NEOX RoPE on Q and K → causal attention with GQA,
+//! scale 1/sqrt(head_dim) → RMSNorm·attn_sub_norm → output projection → residual; RMSNorm·ffn_norm
+//! → SiLU(gate)·up → RMSNorm·ffn_sub_norm → down → residual. Then RMSNorm·output_norm and the
+//! logits through the tied token embedding.
+//!
+//! Reduction orders (documented so every kernel variant can match them bit for bit):
+//! - RMSNorm: Σx² in f64 in index order; `scale = 1/sqrtf((float)(Σ/n) + eps)` in f32; `y = x·scale`
+//!   then `y·w` in f32 (`ggml_compute_forward_rms_norm_f32`, then `ggml_mul`);
+//! - attention scores and the weighted sum of V: f32 products summed in f64 in index order;
+//! - softmax: max, then Σexp(x−max) in f64 in index order, `p = exp(x−max) · (float)(1/Σ)`;
+//! - matrix products: see [`crate::kernels`].
+
+use std::path::Path;
+
+use crate::kernels::{matmul, Kernel, KernelLog, Matrix};
+use crate::model::{Model, Proj};
+use crate::quant::f16_to_f32;
+use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
+
+/// Trace capture for one run: which points, where to write.
+pub struct Tracer {
+    filter: PointFilter,
+    writer: TraceWriter,
+    /// Write the values (`.npy`) as well as the records.
+    values: bool,
+    step: u32,
+    error: Option<std::io::Error>,
+}
+
+impl Tracer {
+    pub fn new(filter: PointFilter, dir: &Path, values: bool) -> std::io::Result<Tracer> {
+        Ok(Tracer {
+            filter,
+            writer: TraceWriter::create(dir)?,
+            values,
+            step: 0,
+            error: None,
+        })
+    }
+
+    fn record(&mut self, point: TracePoint, positions: [u32; 2], shape: Vec<usize>, v: &[f32]) {
+        if self.error.is_some() || !self.filter.matches(&point.name()) {
+            return;
+        }
+        let rec = TraceRecord::summarize(point, self.step, positions, shape, v);
+        if let Err(e) = self.writer.write(rec, self.values.then_some(v)) {
+            self.error = Some(e);
+        }
+    }
+
+    /// Finish the file; the first write error, if any, is returned here.
+    pub fn finish(self) -> std::io::Result<std::path::PathBuf> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.writer.finish()
+    }
+}
+
+/// A running inference: the model, its KV cache and settings.
+pub struct Session<'m> {
+    model: &'m Model,
+    pub threads: usize,
+    pub kernel: Kernel,
+    kernels: KernelLog,
+    /// Per layer, positions × n_head_kv × head_dim.
+    k_cache: Vec<Vec<f32>>,
+    v_cache: Vec<Vec<f32>>,
+    n_past: usize,
+    /// Decode calls so far (0 = nothing run; the first call is step 0).
+    calls: u32,
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let mut sum = 0f64;
+        for &v in xr {
+            sum += (v * v) as f64;
+        }
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0f32 / (mean + eps).sqrt();
+        for ((y, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
+            *y = (v * scale) * g;
+        }
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Model, threads: usize, kernel: Kernel) -> Session<'m> {
+        let n = model.config.n_layer;
+        Session {
+            model,
+            threads: threads.max(1),
+            kernel,
+            kernels: KernelLog::default(),
+            k_cache: vec![Vec::new(); n],
+            v_cache: vec![Vec::new(); n],
+            n_past: 0,
+            calls: 0,
+        }
+    }
+
+    /// Positions already in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Kernel IDs that executed so far.
+    pub fn kernels_used(&self) -> Vec<String> {
+        self.kernels.ids()
+    }
+
+    fn project(&self, p: &Proj, x: &[f32], n_tok: usize) -> Vec<f32> {
+        let m = self.model.matrix(p);
+        let mut out = vec![0f32; n_tok * m.rows];
+        matmul(
+            &m,
+            x,
+            n_tok,
+            &mut out,
+            self.threads,
+            self.kernel,
+            &self.kernels,
+        );
+        if let Some(s) = p.scale {
+            for v in &mut out {
+                *v *= s;
+            }
+        }
+        out
+    }
+
+    /// Run `tokens` at the next positions; returns logits (`n_out × n_vocab`) for every position
+    /// (`all_logits`) or the last. With a tracer, records every selected point as one step.
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        all_logits: bool,
+        mut tracer: Option<&mut Tracer>,
+    ) -> Result<Vec<f32>, String> {
+        let m = self.model;
+        let c = &m.config;
+        let n = tokens.len();
+        if n == 0 {
+            return Err("no tokens to run".into());
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(format!(
+                "token id {bad} is outside the vocabulary (n_vocab {})",
+                c.n_vocab
+            ));
+        }
+        let p0 = self.n_past;
+        let positions = [p0 as u32, (p0 + n) as u32];
+        if let Some(t) = tracer.as_deref_mut() {
+            t.step = self.calls;
+        }
+        let mut rec = |point: TracePoint, shape: Vec<usize>, v: &[f32]| {
+            if let Some(t) = tracer.as_deref_mut() {
+                t.record(point, positions, shape, v);
+            }
+        };
+        let at = |layer: usize, stage: Stage| TracePoint {
+            layer: Some(layer as u32),
+            stage,
+        };
+        let (e, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
+
+        // Token embeddings.
+        let emb = m.embedding();
+        let mut x = vec![0f32; n * e];
+        for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
+            let bytes =
+                &emb.data[t as usize * emb.cols * emb_size(&emb)..][..emb.cols * emb_size(&emb)];
+            dequant_row(&emb, bytes, row);
+        }
+        rec(
+            TracePoint {
+                layer: None,
+                stage: Stage::Embeddings,
+            },
+            vec![n, e],
+            &x,
+        );
+
+        let mut h = vec![0f32; n * e];
+        for (l, layer) in m.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h);
+            rec(at(l, Stage::AttnNorm), vec![n, e], &h);
+            let mut q = self.project(&layer.wq, &h, n);
+            let mut k = self.project(&layer.wk, &h, n);
+            let v = self.project(&layer.wv, &h, n);
+            for i in 0..n {
+                let pos = (p0 + i) as f32;
+                rope_neox(
+                    &mut q[i * nh * hd..(i + 1) * nh * hd],
+                    hd,
+                    c.n_rot,
+                    pos,
+                    c.rope_base,
+                );
+                rope_neox(
+                    &mut k[i * nkv * hd..(i + 1) * nkv * hd],
+                    hd,
+                    c.n_rot,
+                    pos,
+                    c.rope_base,
+                );
+            }
+            rec(at(l, Stage::Q), vec![n, nh, hd], &q);
+            rec(at(l, Stage::K), vec![n, nkv, hd], &k);
+            rec(at(l, Stage::V), vec![n, nkv, hd], &v);
+            self.k_cache[l].extend_from_slice(&k);
+            self.v_cache[l].extend_from_slice(&v);
+            let n_kv = p0 + n;
+            let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
+            let scale = 1.0f32 / (hd as f32).sqrt();
+            let group = nh / nkv;
+            let mut probs = vec![0f32; n * nh * n_kv];
+            let mut att = vec![0f32; n * e];
+            for i in 0..n {
+                let limit = p0 + i + 1; // causal: positions 0..=p0+i
+                for hh in 0..nh {
+                    let kvh = hh / group;
+                    let qv = &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd];
+                    let p = &mut probs[(i * nh + hh) * n_kv..(i * nh + hh + 1) * n_kv];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, pj) in p.iter_mut().enumerate().take(limit) {
+                        let kv = &kc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+                        let mut s = 0f64;
+                        for (&a, &b) in kv.iter().zip(qv) {
+                            s += (a * b) as f64;
+                        }
+                        *pj = (s as f32) * scale;
+                        max = max.max(*pj);
+                    }
+                    let mut sum = 0f64;
+                    for pj in p.iter_mut().take(limit) {
+                        *pj = (*pj - max).exp();
+                        sum += *pj as f64;
+                    }
+                    let inv = (1.0 / sum) as f32;
+                    for pj in p.iter_mut().take(limit) {
+                        *pj *= inv;
+                    }
+                    let o = &mut att[i * e + hh * hd..i * e + (hh + 1) * hd];
+                    for (d, od) in o.iter_mut().enumerate() {
+                        let mut s = 0f64;
+                        for (j, &pj) in p.iter().enumerate().take(limit) {
+                            s += (vc[(j * nkv + kvh) * hd + d] * pj) as f64;
+                        }
+                        *od = s as f32;
+                    }
+                }
+            }
+            rec(at(l, Stage::AttnProbs), vec![n, nh, n_kv], &probs);
+            rms_norm(&att, &layer.attn_sub_norm, c.rms_eps, &mut h);
+            rec(at(l, Stage::AttnSubNorm), vec![n, e], &h);
+            let o = self.project(&layer.wo, &h, n);
+            rec(at(l, Stage::AttnOut), vec![n, e], &o);
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += *ov;
+            }
+            rec(at(l, Stage::FfnInp), vec![n, e], &x);
+            rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h);
+            rec(at(l, Stage::FfnNorm), vec![n, e], &h);
+            let gate = self.project(&layer.w_gate, &h, n);
+            let up = self.project(&layer.w_up, &h, n);
+            let act: Vec<f32> = gate.iter().zip(&up).map(|(&g, &u)| silu(g) * u).collect();
+            rec(at(l, Stage::FfnAct), vec![n, c.n_ff], &act);
+            let mut act_n = vec![0f32; act.len()];
+            rms_norm(&act, &layer.ffn_sub_norm, c.rms_eps, &mut act_n);
+            rec(at(l, Stage::FfnSubNorm), vec![n, c.n_ff], &act_n);
+            let d = self.project(&layer.w_down, &act_n, n);
+            rec(at(l, Stage::FfnDown), vec![n, e], &d);
+            for (xv, dv) in x.iter_mut().zip(&d) {
+                *xv += *dv;
+            }
+            rec(at(l, Stage::Out), vec![n, e], &x);
+        }
+        rms_norm(&x, &m.output_norm, c.rms_eps, &mut h);
+        rec(
+            TracePoint {
+                layer: None,
+                stage: Stage::OutputNorm,
+            },
+            vec![n, e],
+            &h,
+        );
+        let (rows, start) = if all_logits { (n, 0) } else { (1, n - 1) };
+        let mut logits = vec![0f32; rows * c.n_vocab];
+        matmul(
+            &emb,
+            &h[start * e..],
+            rows,
+            &mut logits,
+            self.threads,
+            self.kernel,
+            &self.kernels,
+        );
+        if all_logits {
+            rec(
+                TracePoint {
+                    layer: None,
+                    stage: Stage::Logits,
+                },
+                vec![n, c.n_vocab],
+                &logits,
+            );
+        }
+        self.n_past += n;
+        self.calls += 1;
+        Ok(logits)
+    }
+}
+
+fn emb_size(m: &Matrix) -> usize {
+    m.ty.type_size()
+}
+
+fn dequant_row(m: &Matrix, bytes: &[u8], out: &mut [f32]) {
+    match m.ty {
+        crate::gguf::GgmlType::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            }
+        }
+        _ => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+    }
+}
+
+/// NEOX RoPE as ggml computes it: `theta_scale = powf(base, -2/n_rot)`, `theta` multiplied by it
+/// pair after pair from `theta = pos`, pairs `(i, i + n_rot/2)` within each head.
+pub fn rope_neox(x: &mut [f32], head_dim: usize, n_rot: usize, pos: f32, base: f32) {
+    let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let half = n_rot / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        let mut theta = pos;
+        for i in 0..half {
+            let (c, s) = (theta.cos(), theta.sin());
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * c - b * s;
+            head[i + half] = a * s + b * c;
+            theta *= theta_scale;
+        }
+    }
+}
+
+/// Greedy argmax, ties to the lowest id.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Output of [`run`]: prefill logits, greedy tokens, kernels used.
+pub struct RunOutput {
+    /// `n_prompt × n_vocab`.
+    pub logits: Vec<f32>,
+    pub generated: Vec<u32>,
+    pub kernels: Vec<String>,
+}
+
+/// Prefill `tokens` (in chunks of `chunk` tokens, or all at once), then generate `generate` greedy
+/// tokens (step 0 is the prefill, step k the k-th decode call), as llama.cpp's reference runner
+/// does.
+pub fn run(
+    model: &Model,
+    tokens: &[u32],
+    generate: usize,
+    chunk: Option<usize>,
+    threads: usize,
+    kernel: Kernel,
+    mut tracer: Option<&mut Tracer>,
+) -> Result<RunOutput, String> {
+    let mut s = Session::new(model, threads, kernel);
+    let chunk = chunk.unwrap_or(tokens.len()).max(1);
+    let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);
+    for part in tokens.chunks(chunk) {
+        // Chunks of one prefill are one trace step.
+        let calls = s.calls;
+        logits.extend(s.forward(part, true, tracer.as_deref_mut())?);
+        s.calls = calls;
+    }
+    s.calls = 1;
+    let n_vocab = model.config.n_vocab;
+    let mut generated = Vec::new();
+    if generate > 0 {
+        generated.push(argmax(&logits[(tokens.len() - 1) * n_vocab..]));
+        for _ in 1..generate {
+            let next = s.forward(
+                &[*generated.last().expect("one token")],
+                true,
+                tracer.as_deref_mut(),
+            )?;
+            generated.push(argmax(&next));
+        }
+    }
+    Ok(RunOutput {
+        logits,
+        generated,
+        kernels: s.kernels_used(),
+    })
+}

@@ -1,0 +1,338 @@
+//! A BitNet model loaded from GGUF: its configuration from metadata and its weights by tensor
+//! name, as llama.cpp's `bitnet` architecture loads them (`src/models/bitnet.cpp`). Ternary and
+//! F16 weights stay in the memory-mapped file; only norm vectors and scales are copied.
+
+use std::path::Path;
+
+use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
+use crate::kernels::Matrix;
+
+/// Why a model could not be loaded: the key or tensor, and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("`{file}`: architecture is `{found}`, this engine runs `bitnet`")]
+    Architecture { file: String, found: String },
+    #[error("`{file}`: missing metadata key `{key}` ({expected})")]
+    MissingKey {
+        file: String,
+        key: String,
+        expected: &'static str,
+    },
+    #[error("`{file}`: metadata key `{key}` is {found}, expected {expected}")]
+    BadKey {
+        file: String,
+        key: String,
+        found: String,
+        expected: String,
+    },
+    #[error("`{file}`: tensor `{tensor}`: {what}")]
+    Tensor {
+        file: String,
+        tensor: String,
+        what: String,
+    },
+}
+
+/// Hyperparameters of the `bitnet` architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    pub rope_base: f32,
+    /// Dimensions RoPE rotates (`rope.dimension_count`, default head_dim).
+    pub n_rot: usize,
+    pub rms_eps: f32,
+}
+
+/// One transformer block's weights.
+#[derive(Debug)]
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub attn_sub_norm: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
+    pub ffn_sub_norm: Vec<f32>,
+    pub wq: Proj,
+    pub wk: Proj,
+    pub wv: Proj,
+    pub wo: Proj,
+    pub w_gate: Proj,
+    pub w_up: Proj,
+    pub w_down: Proj,
+}
+
+/// A projection: a weight tensor and its optional per-tensor scale.
+#[derive(Debug, Clone)]
+pub struct Proj {
+    pub info: TensorInfo,
+    pub scale: Option<f32>,
+}
+
+/// A loaded model.
+pub struct Model {
+    pub file: GgufFile,
+    pub config: Config,
+    pub token_embd: TensorInfo,
+    pub output_norm: Vec<f32>,
+    pub layers: Vec<Layer>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Load and validate `path`.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        Model::from_file(GgufFile::open(path)?)
+    }
+
+    /// Validate an opened file.
+    pub fn from_file(file: GgufFile) -> Result<Model, ModelError> {
+        let name = file.name().to_string();
+        let arch = match file.get("general.architecture") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => {
+                return Err(ModelError::BadKey {
+                    file: name,
+                    key: "general.architecture".into(),
+                    found: v.type_name().into(),
+                    expected: "a string".into(),
+                })
+            }
+            None => {
+                return Err(ModelError::MissingKey {
+                    file: name,
+                    key: "general.architecture".into(),
+                    expected: "a string",
+                })
+            }
+        };
+        if arch != "bitnet" {
+            return Err(ModelError::Architecture {
+                file: name,
+                found: arch,
+            });
+        }
+        let config = read_config(&file)?;
+        let c = &config;
+        let tensor =
+            |t: &str, dims: &[usize], types: &[GgmlType]| -> Result<TensorInfo, ModelError> {
+                let info = file.tensor(t).ok_or_else(|| ModelError::Tensor {
+                    file: name.clone(),
+                    tensor: t.into(),
+                    what: "missing".into(),
+                })?;
+                let want: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+                if info.dims != want {
+                    return Err(ModelError::Tensor {
+                        file: name.clone(),
+                        tensor: t.into(),
+                        what: format!("shape {:?}, expected {want:?}", info.dims),
+                    });
+                }
+                if !types.contains(&info.ty) {
+                    return Err(ModelError::Tensor {
+                        file: name.clone(),
+                        tensor: t.into(),
+                        what: format!(
+                            "type {} is not supported here (expected one of {})",
+                            info.ty,
+                            types
+                                .iter()
+                                .map(|t| t.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+                Ok(info.clone())
+            };
+        let vector = |t: &str, n: usize| -> Result<Vec<f32>, ModelError> {
+            let info = tensor(t, &[n], &[GgmlType::F32, GgmlType::F16, GgmlType::BF16])?;
+            crate::quant::dequantize(info.ty, file.tensor_data(&info), n).map_err(|e| {
+                ModelError::Tensor {
+                    file: name.clone(),
+                    tensor: t.into(),
+                    what: e.to_string(),
+                }
+            })
+        };
+        const TERNARY: &[GgmlType] = &[
+            GgmlType::TQ2_0,
+            GgmlType::TQ1_0,
+            GgmlType::F32,
+            GgmlType::F16,
+        ];
+        let proj = |base: &str, n_in: usize, n_out: usize| -> Result<Proj, ModelError> {
+            let info = tensor(&format!("{base}.weight"), &[n_in, n_out], TERNARY)?;
+            let scale_name = format!("{base}.scale");
+            let scale = match file.tensor(&scale_name) {
+                None => None,
+                Some(_) => Some(vector(&scale_name, 1)?[0]),
+            };
+            Ok(Proj { info, scale })
+        };
+        let token_embd = tensor(
+            "token_embd.weight",
+            &[c.n_embd, c.n_vocab],
+            &[GgmlType::F32, GgmlType::F16],
+        )?;
+        let output_norm = vector("output_norm.weight", c.n_embd)?;
+        let kv = c.n_head_kv * c.head_dim;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for l in 0..c.n_layer {
+            let b = |t: &str| format!("blk.{l}.{t}");
+            layers.push(Layer {
+                attn_norm: vector(&b("attn_norm.weight"), c.n_embd)?,
+                attn_sub_norm: vector(&b("attn_sub_norm.weight"), c.n_embd)?,
+                ffn_norm: vector(&b("ffn_norm.weight"), c.n_embd)?,
+                ffn_sub_norm: vector(&b("ffn_sub_norm.weight"), c.n_ff)?,
+                wq: proj(&b("attn_q"), c.n_embd, c.n_embd)?,
+                wk: proj(&b("attn_k"), c.n_embd, kv)?,
+                wv: proj(&b("attn_v"), c.n_embd, kv)?,
+                wo: proj(&b("attn_output"), c.n_embd, c.n_embd)?,
+                w_gate: proj(&b("ffn_gate"), c.n_embd, c.n_ff)?,
+                w_up: proj(&b("ffn_up"), c.n_embd, c.n_ff)?,
+                w_down: proj(&b("ffn_down"), c.n_ff, c.n_embd)?,
+            });
+        }
+        Ok(Model {
+            file,
+            config,
+            token_embd,
+            output_norm,
+            layers,
+        })
+    }
+
+    /// The weights of a projection as a matrix view.
+    pub fn matrix(&self, p: &Proj) -> Matrix<'_> {
+        Matrix {
+            ty: p.info.ty,
+            data: self.file.tensor_data(&p.info),
+            rows: p.info.dims[1] as usize,
+            cols: p.info.dims[0] as usize,
+        }
+    }
+
+    /// The token embedding (also the tied output matrix).
+    pub fn embedding(&self) -> Matrix<'_> {
+        Matrix {
+            ty: self.token_embd.ty,
+            data: self.file.tensor_data(&self.token_embd),
+            rows: self.config.n_vocab,
+            cols: self.config.n_embd,
+        }
+    }
+}
+
+fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
+    let name = f.name().to_string();
+    let int = |key: &str, default: Option<usize>| -> Result<usize, ModelError> {
+        let full = format!("bitnet.{key}");
+        match f.get(&full) {
+            Some(v) => v
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| ModelError::BadKey {
+                    file: name.clone(),
+                    key: full.clone(),
+                    found: format!("{} {}", v.type_name(), v.display_short()),
+                    expected: "a non-negative integer".into(),
+                }),
+            None => default.ok_or(ModelError::MissingKey {
+                file: name.clone(),
+                key: full,
+                expected: "an integer",
+            }),
+        }
+    };
+    let float = |key: &str, default: Option<f32>| -> Result<f32, ModelError> {
+        let full = format!("bitnet.{key}");
+        match f.get(&full) {
+            Some(v) => v.as_f32().ok_or_else(|| ModelError::BadKey {
+                file: name.clone(),
+                key: full.clone(),
+                found: format!("{} {}", v.type_name(), v.display_short()),
+                expected: "a float32".into(),
+            }),
+            None => default.ok_or(ModelError::MissingKey {
+                file: name.clone(),
+                key: full,
+                expected: "a float",
+            }),
+        }
+    };
+    let n_embd = int("embedding_length", None)?;
+    let n_layer = int("block_count", None)?;
+    let n_head = int("attention.head_count", None)?;
+    let n_head_kv = int("attention.head_count_kv", Some(n_head))?;
+    let n_ff = int("feed_forward_length", None)?;
+    let bad = |key: &str, found: usize, expected: &str| ModelError::BadKey {
+        file: name.clone(),
+        key: format!("bitnet.{key}"),
+        found: found.to_string(),
+        expected: expected.into(),
+    };
+    if n_layer == 0 {
+        return Err(bad("block_count", n_layer, "at least 1"));
+    }
+    if n_head == 0 || n_embd % n_head != 0 {
+        return Err(bad(
+            "attention.head_count",
+            n_head,
+            "a divisor of the embedding length",
+        ));
+    }
+    if n_head_kv == 0 || n_head % n_head_kv != 0 {
+        return Err(bad(
+            "attention.head_count_kv",
+            n_head_kv,
+            "a divisor of the head count",
+        ));
+    }
+    let head_dim = n_embd / n_head;
+    let n_rot = int("rope.dimension_count", Some(head_dim))?;
+    if n_rot > head_dim || n_rot % 2 != 0 {
+        return Err(bad(
+            "rope.dimension_count",
+            n_rot,
+            "an even number up to the head size",
+        ));
+    }
+    let n_vocab = match f.get("bitnet.vocab_size") {
+        Some(_) => int("vocab_size", None)?,
+        None => match f.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
+            Some(a) => a.values.len(),
+            None => f
+                .tensor("token_embd.weight")
+                .map(|t| t.dims.get(1).copied().unwrap_or(0) as usize)
+                .unwrap_or(0),
+        },
+    };
+    Ok(Config {
+        n_vocab,
+        n_embd,
+        n_layer,
+        n_head,
+        n_head_kv,
+        head_dim,
+        n_ff,
+        n_ctx_train: int("context_length", Some(2048))?,
+        rope_base: float("rope.freq_base", Some(10000.0))?,
+        n_rot,
+        rms_eps: float("attention.layer_norm_rms_epsilon", None)?,
+    })
+}

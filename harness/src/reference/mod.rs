@@ -47,13 +47,14 @@ impl RefRequest {
             self.generate.to_string(),
             "--threads".into(),
             self.threads.to_string(),
-            "-o".into(),
-            self.out.display().to_string(),
         ];
         for p in self.points.patterns() {
             a.push("--points".into());
             a.push(p.clone());
         }
+        // The output directory comes last, so a wrapper script finds it as its last argument.
+        a.push("-o".into());
+        a.push(self.out.display().to_string());
         a
     }
 }

@@ -1,5 +1,12 @@
 //! `bitnet-harness`: runs YAML scenarios against the BitNet engine and the llama.cpp reference,
-//! compares traces, keeps goldens and receipts (see DESIGN.md for the data flow).
+//! compares traces, keeps goldens and writes reports (see DESIGN.md for the data flow):
+//! [`scenario`] → model (in [`run`]) → engine and [`reference`] → [`compare`] → verdicts
+//! ([`run`]) → [`golden`] / [`report`].
+
 pub mod calibrate;
 pub mod compare;
+pub mod golden;
 pub mod reference;
+pub mod report;
+pub mod run;
+pub mod scenario;

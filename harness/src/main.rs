@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 /// Exit code: every check passed / the command succeeded.
 const EXIT_OK: u8 = 0;
 /// Exit code: a check failed.
-#[allow(dead_code)]
 const EXIT_FAILED: u8 = 1;
 /// Exit code: bad input or usage.
 const EXIT_USAGE: u8 = 2;
@@ -27,6 +26,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: run every scenario's checks, print a summary, write reports.
+    Run(cli::run::RunArgs),
+    /// List the trials (scenario × check) without running them.
+    List(cli::run::RunArgs),
+    /// Accept the current engine traces as the goldens of the named scenarios (all by default).
+    Bless(cli::run::BlessArgs),
+    /// Print the JSON Schema of scenario files.
+    Schema,
     /// Write a synthetic BitNet model (GGUF) from a spec or a preset.
     GenModel(cli::gen_model::Args),
     /// Show a GGUF file's metadata and tensors.
@@ -56,6 +63,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Run(a) => cli::run::run(a),
+        Command::List(a) => cli::run::list(a),
+        Command::Bless(a) => cli::run::bless(a),
+        Command::Schema => cli::run::schema(),
         Command::GenModel(a) => cli::gen_model::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::RefTrace(a) => cli::ref_trace::run(a),
@@ -63,6 +74,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) if e.downcast_ref::<cli::ChecksFailed>().is_some() => ExitCode::from(EXIT_FAILED),
         Err(e) => {
             // One line: the error and its causes.
             let mut msg = format!("error: {e}");

@@ -3,6 +3,7 @@
 pub mod gen_model;
 pub mod inspect;
 pub mod ref_trace;
+pub mod run;
 pub mod trace;
 
 /// An error that the CLI reports as bad input or usage (exit code 2).
@@ -16,3 +17,15 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Some checks failed (exit code 1); the report already says which.
+#[derive(Debug)]
+pub struct ChecksFailed;
+
+impl std::fmt::Display for ChecksFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("some checks failed")
+    }
+}
+
+impl std::error::Error for ChecksFailed {}

@@ -1,0 +1,228 @@
+//! `harness run` (the main job), `harness list`, `harness bless`, `harness schema`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Result;
+use bitnet_harness::report::{Report, Row};
+use bitnet_harness::run::{golden_body, trials, Context, Status, Trial};
+use bitnet_harness::scenario::{find_scenarios, load_scenario, LoadedScenario};
+
+use super::{ChecksFailed, UsageError};
+
+/// Arguments of `harness run` and `harness list`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Scenario files or directories.
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
+    /// Only trials whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Scenarios run at once (default: cores / 2, at least 1).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Where reports go.
+    #[arg(long, default_value = "target/harness")]
+    pub out: PathBuf,
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<Vec<LoadedScenario>> {
+    let files = find_scenarios(paths).map_err(UsageError)?;
+    if files.is_empty() {
+        return Err(UsageError(format!("no scenario files (*.yaml) in {paths:?}")).into());
+    }
+    files
+        .iter()
+        .map(|f| load_scenario(f).map_err(|e| UsageError(e.to_string()).into()))
+        .collect()
+}
+
+fn selected(args: &RunArgs) -> Result<Vec<Trial>> {
+    let loaded = load_all(&args.paths)?;
+    Ok(trials(&loaded)
+        .into_iter()
+        .filter(|t| {
+            args.filter
+                .as_ref()
+                .is_none_or(|f| t.name().contains(f.as_str()))
+        })
+        .collect())
+}
+
+pub fn list(args: RunArgs) -> Result<()> {
+    for t in selected(&args)? {
+        match &t.ignored {
+            Some(reason) => println!("{}: test (ignored: {reason})", t.name()),
+            None => println!("{}: test", t.name()),
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let all = selected(&args)?;
+    let root = std::env::current_dir()?;
+    let harness = std::env::current_exe()?;
+    let ctx = Arc::new(Context::new(
+        &root,
+        root.join("target/harness/runs"),
+        harness,
+    ));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
+        .max(1);
+    // Trials of one scenario run in order on one worker (they share its engine run).
+    let mut groups: Vec<Vec<Trial>> = Vec::new();
+    for t in all {
+        match groups.last_mut() {
+            Some(g) if g[0].scenario.stem == t.scenario.stem => g.push(t),
+            _ => groups.push(vec![t]),
+        }
+    }
+    let total: usize = groups.iter().map(|g| g.len()).sum();
+    println!(
+        "running {total} checks of {} scenarios ({jobs} at a time)",
+        groups.len()
+    );
+    let queue = Arc::new(Mutex::new(
+        groups.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let (queue, results, ctx, done) =
+                (queue.clone(), results.clone(), ctx.clone(), done.clone());
+            s.spawn(move || loop {
+                let Some((gi, group)) = queue.lock().expect("queue").pop() else {
+                    break;
+                };
+                for (ti, t) in group.into_iter().enumerate() {
+                    let v = ctx.run_check(&t.scenario, t.check);
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let status = match v.status {
+                        Status::Pass => "pass",
+                        Status::Fail => "FAIL",
+                        Status::Ignored => "ignored",
+                    };
+                    println!(
+                        "[{n}/{total}] {} ... {status} ({:.2} s)",
+                        t.name(),
+                        v.seconds
+                    );
+                    let row = Row {
+                        scenario: t.scenario.stem.clone(),
+                        check: t.check.name().into(),
+                        verdict: v,
+                    };
+                    results.lock().expect("results").push(((gi, ti), row));
+                }
+            });
+        }
+    });
+    let mut rows = Arc::try_unwrap(results)
+        .expect("workers done")
+        .into_inner()
+        .expect("results");
+    rows.sort_by_key(|(k, _)| *k);
+    let report = Report::new(
+        rows.into_iter().map(|(_, r)| r).collect(),
+        start.elapsed().as_secs_f64(),
+    );
+    println!();
+    print!("{}", report.table());
+    for r in report
+        .rows
+        .iter()
+        .filter(|r| r.verdict.status == Status::Fail)
+    {
+        println!(
+            "\n--- scenarios::{}::{} failed:\n{}",
+            r.scenario, r.check, r.verdict.message
+        );
+    }
+    report.write(&args.out)?;
+    println!(
+        "reports: {}, {}",
+        args.out.join("report.json").display(),
+        args.out.join("junit.xml").display()
+    );
+    if report.failed > 0 {
+        return Err(ChecksFailed.into());
+    }
+    Ok(())
+}
+
+/// Arguments of `harness bless`.
+#[derive(clap::Args)]
+pub struct BlessArgs {
+    /// Scenario names (file stems); all when none is given.
+    pub scenarios: Vec<String>,
+    /// Where the scenarios are.
+    #[arg(long, default_value = "scenarios")]
+    pub dir: PathBuf,
+}
+
+pub fn bless(args: BlessArgs) -> Result<()> {
+    let loaded = load_all(std::slice::from_ref(&args.dir))?;
+    for name in &args.scenarios {
+        if !loaded.iter().any(|s| &s.stem == name) {
+            let names: Vec<&str> = loaded.iter().map(|s| s.stem.as_str()).collect();
+            let hint = bitnet_harness::scenario::did_you_mean(name, names.iter().copied())
+                .map(|m| format!("; did you mean `{m}`?"))
+                .unwrap_or_default();
+            return Err(UsageError(format!(
+                "no scenario `{name}` in `{}`{hint}",
+                args.dir.display()
+            ))
+            .into());
+        }
+    }
+    let root = std::env::current_dir()?;
+    let ctx = Context::new(
+        &root,
+        root.join("target/harness/runs"),
+        std::env::current_exe()?,
+    );
+    let goldens = root.join("goldens");
+    for s in loaded
+        .iter()
+        .filter(|s| args.scenarios.is_empty() || args.scenarios.contains(&s.stem))
+    {
+        if !s.scenario.golden {
+            continue;
+        }
+        if let Some(reason) = bitnet_harness::run::skip_reason(s) {
+            println!("skipped {}: {reason}", s.stem);
+            continue;
+        }
+        let cell = ctx.runs(s).map_err(anyhow::Error::msg)?;
+        let runs = cell
+            .get()
+            .expect("initialised")
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", s.stem))?;
+        let body = golden_body(runs);
+        let path = bitnet_harness::golden::write_golden(&goldens, &s.stem, &body)?;
+        let _ = std::fs::remove_file(goldens.join(format!("{}.snap.new", s.stem)));
+        println!(
+            "blessed {} ({} lines)",
+            display(&path, &root),
+            body.lines().count()
+        );
+    }
+    Ok(())
+}
+
+fn display(p: &Path, root: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+pub fn schema() -> Result<()> {
+    print!("{}", bitnet_harness::scenario::json_schema());
+    Ok(())
+}

@@ -1,0 +1,656 @@
+//! Running scenarios: resolve the model, run the engine and the reference once per scenario, and
+//! turn each check into a [`Verdict`]. Used by the `scenarios` test target (one trial per check)
+//! and by `harness run` (the main job).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bitnet_engine::forward::{self, Tracer};
+use bitnet_engine::kernels::Kernel;
+use bitnet_engine::model::Model;
+use bitnet_engine::trace::{read_trace, PointFilter, TraceRecord};
+use serde::Serialize;
+
+use crate::compare::{compare_trace_dirs, CompareSpec, Comparison, Headroom};
+use crate::golden::{self, GoldenOutcome};
+use crate::reference::{run_command, RefRequest};
+use crate::scenario::{Backend, LoadedScenario, Reference};
+
+/// The checks a scenario can have, in the order they are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    /// The engine runs; every trace record is finite and shaped as documented.
+    Engine,
+    /// The trace hashes equal the golden snapshot.
+    Golden,
+    /// Every trace point and the logits agree with the reference within tolerance.
+    Parity,
+    /// Greedy tokens equal the reference's.
+    Generation,
+    /// Prefill in chunks gives the one-shot prefill's logits.
+    Chunking,
+    /// The CUDA backend (not built yet: always ignored with the reason).
+    Cuda,
+}
+
+impl Check {
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Engine => "engine",
+            Check::Golden => "golden",
+            Check::Parity => "parity",
+            Check::Generation => "generation",
+            Check::Chunking => "chunking",
+            Check::Cuda => "cuda",
+        }
+    }
+}
+
+/// One scenario × check.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    pub scenario: Arc<LoadedScenario>,
+    pub check: Check,
+    /// Why it cannot run here, if it cannot.
+    pub ignored: Option<String>,
+}
+
+impl Trial {
+    /// `scenarios::<file stem>::<check>`.
+    pub fn name(&self) -> String {
+        format!("scenarios::{}::{}", self.scenario.stem, self.check.name())
+    }
+}
+
+/// The checks a scenario enables.
+pub fn checks_of(s: &LoadedScenario) -> Vec<Check> {
+    let sc = &s.scenario;
+    let mut v = vec![Check::Engine];
+    if sc.golden {
+        v.push(Check::Golden);
+    }
+    if !sc.reference.is_none() {
+        v.push(Check::Parity);
+        if sc.generation.steps > 0 {
+            v.push(Check::Generation);
+        }
+    }
+    if !sc.prefill_chunks.is_empty() {
+        v.push(Check::Chunking);
+    }
+    if sc.backends.contains(&Backend::Cuda) {
+        v.push(Check::Cuda);
+    }
+    v
+}
+
+/// Why a scenario cannot run here, if it cannot.
+pub fn skip_reason(s: &LoadedScenario) -> Option<String> {
+    let sc = &s.scenario;
+    let dir = s.path.parent().unwrap_or(Path::new("."));
+    if sc.tags.iter().any(|t| t == "slow")
+        && std::env::var("BITNET_SLOW").map_or(true, |v| v.is_empty() || v == "0")
+    {
+        return Some("slow scenario: set BITNET_SLOW=1 to run it".into());
+    }
+    if let Some(p) = &sc.model.path {
+        let full = dir.join(p);
+        if !full.is_file() {
+            return Some(format!("model file `{}` is absent", full.display()));
+        }
+    }
+    for f in &sc.skip_unless.files_exist {
+        let full = dir.join(f);
+        if !full.exists() {
+            return Some(format!("required file `{}` is absent", full.display()));
+        }
+    }
+    for v in &sc.skip_unless.env {
+        if std::env::var(v).map_or(true, |x| x.is_empty()) {
+            return Some(format!("environment variable `{v}` is not set"));
+        }
+    }
+    None
+}
+
+/// All trials of the scenarios, sorted by name.
+pub fn trials(scenarios: &[LoadedScenario]) -> Vec<Trial> {
+    let mut out = Vec::new();
+    for s in scenarios {
+        let shared = Arc::new(s.clone());
+        let skip = skip_reason(s);
+        for check in checks_of(s) {
+            let ignored = match check {
+                Check::Cuda => Some("cuda backend not built in this engine yet".to_string()),
+                _ => skip.clone(),
+            };
+            out.push(Trial {
+                scenario: shared.clone(),
+                check,
+                ignored,
+            });
+        }
+    }
+    out.sort_by_key(|t| t.name());
+    out
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub status: Status,
+    /// One paragraph: what was checked, or what failed and how to fix it.
+    pub message: String,
+    /// The first divergence, for failed parity checks.
+    pub divergence: Option<String>,
+    /// The metric with the least headroom, for parity checks.
+    pub worst: Option<Headroom>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Ignored,
+}
+
+impl Verdict {
+    fn pass(message: String) -> Verdict {
+        Verdict {
+            status: Status::Pass,
+            message,
+            divergence: None,
+            worst: None,
+            seconds: 0.0,
+        }
+    }
+    fn fail(message: String) -> Verdict {
+        Verdict {
+            status: Status::Fail,
+            message,
+            divergence: None,
+            worst: None,
+            seconds: 0.0,
+        }
+    }
+    pub fn ignored(message: String) -> Verdict {
+        Verdict {
+            status: Status::Ignored,
+            message,
+            divergence: None,
+            worst: None,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// A scenario's engine runs, computed once per process.
+pub type RunCell = Arc<OnceLock<Result<Runs, String>>>;
+
+/// A reference run's trace directory, computed once per process.
+type RefCell = Arc<OnceLock<Result<PathBuf, String>>>;
+
+/// Where things live and how to start the reference.
+pub struct Context {
+    /// The workspace root (goldens are in `<root>/goldens`).
+    pub root: PathBuf,
+    /// Generated models: `<root>/target/harness/models`.
+    pub models: PathBuf,
+    /// Run directories: one per scenario and input.
+    pub runs: PathBuf,
+    /// The `harness` binary (for `harness ref-trace`).
+    pub harness: PathBuf,
+    /// Whether a missing golden should leave a `.snap.new` (not under CI).
+    pub write_pending: bool,
+    pub reference_timeout: Duration,
+    cache: Mutex<HashMap<String, RunCell>>,
+    /// Reference runs per (scenario, input), shared by the parity and generation checks.
+    ref_cache: Mutex<HashMap<(String, usize), RefCell>>,
+}
+
+/// Engine (and reference) outputs of one scenario, per input.
+pub struct Runs {
+    pub model: PathBuf,
+    pub inputs: Vec<InputRun>,
+    /// Kernel IDs the engine executed.
+    pub kernels: Vec<String>,
+    pub engine_seconds: f64,
+}
+
+pub struct InputRun {
+    pub tokens: Vec<u32>,
+    pub engine_dir: PathBuf,
+    pub records: Vec<TraceRecord>,
+    pub generated: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+impl Context {
+    pub fn new(root: &Path, runs: PathBuf, harness: PathBuf) -> Context {
+        Context {
+            root: root.to_owned(),
+            models: root.join("target/harness/models"),
+            runs,
+            harness,
+            write_pending: std::env::var_os("CI").is_none(),
+            reference_timeout: Duration::from_secs(600),
+            cache: Mutex::new(HashMap::new()),
+            ref_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The model file of a scenario: generated (once, atomically) for presets and specs.
+    pub fn model_path(&self, s: &LoadedScenario) -> Result<PathBuf, String> {
+        let m = &s.scenario.model;
+        if let Some(p) = &m.path {
+            let full = s.path.parent().unwrap_or(Path::new(".")).join(p);
+            verify_hashes(&full, m.sha256.as_deref(), m.blake3.as_deref())?;
+            return Ok(full);
+        }
+        let spec = match (&m.preset, &m.spec) {
+            (Some(p), _) => {
+                bitnet_engine::synth::preset(p).ok_or(format!("unknown preset `{p}`"))?
+            }
+            (None, Some(spec)) => spec.clone(),
+            (None, None) => return Err("the scenario names no model".into()),
+        };
+        let key = blake3::hash(
+            serde_json::to_string(&spec)
+                .expect("spec serializes")
+                .as_bytes(),
+        )
+        .to_hex();
+        let path = self.models.join(format!("{}.gguf", &key[..16]));
+        if !path.exists() {
+            std::fs::create_dir_all(&self.models)
+                .map_err(|e| format!("cannot create `{}`: {e}", self.models.display()))?;
+            bitnet_engine::synth::generate(&spec, &path, &mut |_, _| {})
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(path)
+    }
+
+    /// Run the engine for every input of the scenario, once per process.
+    pub fn runs(&self, s: &LoadedScenario) -> Result<RunCell, String> {
+        let cell = self
+            .cache
+            .lock()
+            .map_err(|_| "run cache poisoned")?
+            .entry(s.stem.clone())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| self.run_engine(s));
+        Ok(cell)
+    }
+
+    fn run_engine(&self, s: &LoadedScenario) -> Result<Runs, String> {
+        let sc = &s.scenario;
+        if !sc.inputs.prompts.is_empty() {
+            return Err("text prompts need a tokenizer; synthetic models carry no vocabulary (`tokenizer.ggml.model = none`): give `inputs.tokens`".into());
+        }
+        let model_path = self.model_path(s)?;
+        let model = Model::load(&model_path).map_err(|e| e.to_string())?;
+        let filter = PointFilter::new(&sc.trace.points)?;
+        let kernel = Kernel::from_env()?;
+        let mut inputs = Vec::new();
+        let mut kernels = Vec::new();
+        let start = Instant::now();
+        for (i, tokens) in sc.inputs.tokens.iter().enumerate() {
+            let dir = self.runs.join(&s.stem).join(i.to_string()).join("engine");
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut tracer = Tracer::new(filter.clone(), &dir, true)
+                .map_err(|e| format!("`{}`: {e}", dir.display()))?;
+            let out = forward::run(
+                &model,
+                tokens,
+                sc.generation.steps,
+                None,
+                sc.threads,
+                kernel,
+                Some(&mut tracer),
+            )?;
+            tracer.finish().map_err(|e| e.to_string())?;
+            let n_vocab = model.config.n_vocab;
+            bitnet_engine::npy::write_npy(
+                &dir.join("logits.npy"),
+                &[tokens.len(), n_vocab],
+                &out.logits,
+            )
+            .map_err(|e| e.to_string())?;
+            bitnet_engine::npy::write_atomic(
+                &dir.join("generated.json"),
+                &serde_json::to_vec(&out.generated).expect("ids"),
+            )
+            .map_err(|e| e.to_string())?;
+            let records = read_trace(&dir.join("trace.jsonl"))?;
+            kernels.extend(out.kernels);
+            inputs.push(InputRun {
+                tokens: tokens.clone(),
+                engine_dir: dir,
+                records,
+                generated: out.generated,
+                logits: out.logits,
+            });
+        }
+        kernels.sort();
+        kernels.dedup();
+        Ok(Runs {
+            model: model_path,
+            inputs,
+            kernels,
+            engine_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The reference's trace directory for input `i`, run once per process.
+    fn reference(&self, s: &LoadedScenario, runs: &Runs, i: usize) -> Result<PathBuf, String> {
+        let cell = self
+            .ref_cache
+            .lock()
+            .map_err(|_| "reference cache poisoned")?
+            .entry((s.stem.clone(), i))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| self.run_reference(s, runs, i)).clone()
+    }
+
+    fn run_reference(&self, s: &LoadedScenario, runs: &Runs, i: usize) -> Result<PathBuf, String> {
+        let sc = &s.scenario;
+        let dir = self
+            .runs
+            .join(&s.stem)
+            .join(i.to_string())
+            .join("reference");
+        let _ = std::fs::remove_dir_all(&dir);
+        let req = RefRequest {
+            model: runs.model.clone(),
+            tokens: runs.inputs[i].tokens.clone(),
+            generate: sc.generation.steps,
+            points: PointFilter::new(&sc.trace.points)?,
+            threads: sc.threads,
+            out: dir.clone(),
+        };
+        let result = match &sc.reference {
+            Reference::Command { command } => run_command(
+                Path::new(&command[0]),
+                &command[1..],
+                &req,
+                self.reference_timeout,
+            ),
+            _ => run_command(
+                &self.harness,
+                &["ref-trace".to_string()],
+                &req,
+                self.reference_timeout,
+            ),
+        };
+        result.map_err(|e| e.to_string())?;
+        Ok(dir)
+    }
+
+    /// Run one check.
+    pub fn run_check(&self, s: &LoadedScenario, check: Check) -> Verdict {
+        let start = Instant::now();
+        let mut v = self.check_inner(s, check);
+        v.seconds = start.elapsed().as_secs_f64();
+        v
+    }
+
+    fn check_inner(&self, s: &LoadedScenario, check: Check) -> Verdict {
+        if check == Check::Cuda {
+            return Verdict::ignored("cuda backend not built in this engine yet".into());
+        }
+        if let Some(reason) = skip_reason(s) {
+            return Verdict::ignored(reason);
+        }
+        let cell = match self.runs(s) {
+            Ok(c) => c,
+            Err(e) => return Verdict::fail(e),
+        };
+        let runs = match cell.get().expect("initialised by runs()") {
+            Ok(r) => r,
+            Err(e) => return Verdict::fail(format!("the engine did not run: {e}")),
+        };
+        match check {
+            Check::Engine => check_engine(s, runs),
+            Check::Golden => self.check_golden(s, runs),
+            Check::Parity | Check::Generation => self.check_parity(s, runs, check),
+            Check::Chunking => check_chunking(s, runs),
+            Check::Cuda => unreachable!("handled above"),
+        }
+    }
+
+    fn check_golden(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let body = golden_body(runs);
+        let goldens = self.root.join("goldens");
+        match golden::compare_golden(&goldens, &s.stem, &body) {
+            Ok(GoldenOutcome::Match) => Verdict::pass(format!(
+                "{} trace lines match `goldens/{}.snap`",
+                body.lines().count(),
+                s.stem
+            )),
+            Ok(GoldenOutcome::Missing) => {
+                let pending = if self.write_pending {
+                    golden::write_pending(&goldens, &s.stem, &body)
+                        .ok()
+                        .map(|p| format!(" (candidate written to `{}`)", p.display()))
+                } else {
+                    None
+                };
+                Verdict::fail(format!(
+                    "missing golden `goldens/{}.snap`{}: review the trace and accept it with `harness bless {}` or `cargo insta review`",
+                    s.stem,
+                    pending.unwrap_or_default(),
+                    s.stem
+                ))
+            }
+            Ok(GoldenOutcome::Changed { first_point, diff }) => {
+                if self.write_pending {
+                    let _ = golden::write_pending(&goldens, &s.stem, &body);
+                }
+                let shown: Vec<String> = diff.iter().take(12).cloned().collect();
+                let mut v = Verdict::fail(format!(
+                    "golden `goldens/{}.snap` differs, first at `{first_point}` ({} lines changed):\n{}\nif the change is intended, accept it with `harness bless {}` or `cargo insta review`",
+                    s.stem,
+                    diff.len(),
+                    shown.join("\n"),
+                    s.stem
+                ));
+                v.divergence = Some(first_point);
+                v
+            }
+            Err(e) => Verdict::fail(format!("cannot read `goldens/{}.snap`: {e}", s.stem)),
+        }
+    }
+
+    fn check_parity(&self, s: &LoadedScenario, runs: &Runs, check: Check) -> Verdict {
+        let tol = &s.scenario.tolerances;
+        let tolerance = |name: &str| tol.for_point(name);
+        let spec = CompareSpec {
+            tolerance: &tolerance,
+            logits: tol.logits,
+            generated_equal: true,
+        };
+        let mut worst: Option<Headroom> = None;
+        let mut notes = Vec::new();
+        for i in 0..runs.inputs.len() {
+            let ref_dir = match self.reference(s, runs, i) {
+                Ok(d) => d,
+                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+            };
+            let c: Comparison =
+                match compare_trace_dirs(&runs.inputs[i].engine_dir, &ref_dir, &spec) {
+                    Ok(c) => c,
+                    Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+                };
+            if check == Check::Generation {
+                if let Some(at) = c.generated_mismatch {
+                    return Verdict::fail(format!(
+                        "input {i}: generated tokens differ at index {at}: engine {:?}, reference {:?}",
+                        c.engine_generated, c.reference_generated
+                    ));
+                }
+                notes.push(format!(
+                    "input {i}: {} tokens equal",
+                    c.engine_generated.len()
+                ));
+                continue;
+            }
+            if c.first_divergence.is_some()
+                || !c.logit_violations.is_empty()
+                || !c.unmatched.is_empty()
+            {
+                let mut v = Verdict::fail(format!("input {i}: {}", c.failure_summary()));
+                v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
+                v.worst = c.worst_headroom().cloned();
+                return v;
+            }
+            if let Some(h) = c.worst_headroom() {
+                if worst.as_ref().is_none_or(|w| h.factor < w.factor) {
+                    worst = Some(h.clone());
+                }
+            }
+            notes.push(format!(
+                "input {i}: {} points × positions compared",
+                c.points.len()
+            ));
+        }
+        let mut v = Verdict::pass(notes.join("; "));
+        v.worst = worst;
+        v
+    }
+}
+
+fn verify_hashes(path: &Path, sha256: Option<&str>, b3: Option<&str>) -> Result<(), String> {
+    if sha256.is_none() && b3.is_none() {
+        return Ok(());
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if let Some(want) = sha256 {
+        use sha2::Digest;
+        let got: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(format!(
+                "`{}` has sha256 {got}, the scenario expects {want}",
+                path.display()
+            ));
+        }
+    }
+    if let Some(want) = b3 {
+        let got = blake3::hash(&bytes).to_hex().to_string();
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(format!(
+                "`{}` has blake3 {got}, the scenario expects {want}",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The golden body of a scenario's engine runs.
+pub fn golden_body(runs: &Runs) -> String {
+    let mut lines = Vec::new();
+    for (i, input) in runs.inputs.iter().enumerate() {
+        for r in &input.records {
+            lines.push(golden::golden_line(i, r));
+        }
+        lines.push(format!("input {i} | generated {:?}", input.generated));
+    }
+    lines.join("\n")
+}
+
+fn check_engine(s: &LoadedScenario, runs: &Runs) -> Verdict {
+    let mut n = 0;
+    for (i, input) in runs.inputs.iter().enumerate() {
+        for r in &input.records {
+            n += 1;
+            if r.nan > 0 || r.inf > 0 {
+                return Verdict::fail(format!(
+                    "input {i}: `{}` step {} has {} NaN and {} Inf values",
+                    r.name, r.step, r.nan, r.inf
+                ));
+            }
+            let n_pos = (r.positions[1] - r.positions[0]) as usize;
+            if r.shape.first() != Some(&n_pos) || r.shape.iter().product::<usize>() != r.count {
+                return Verdict::fail(format!(
+                    "input {i}: `{}` step {} has shape {:?} for positions {:?}",
+                    r.name, r.step, r.shape, r.positions
+                ));
+            }
+        }
+        let want = s.scenario.generation.steps;
+        if input.generated.len() != want {
+            return Verdict::fail(format!(
+                "input {i}: generated {} tokens, expected {want}",
+                input.generated.len()
+            ));
+        }
+    }
+    Verdict::pass(format!(
+        "{} inputs, {n} trace records, finite and well shaped; kernels: {}",
+        runs.inputs.len(),
+        runs.kernels.join(", ")
+    ))
+}
+
+fn check_chunking(s: &LoadedScenario, runs: &Runs) -> Verdict {
+    let model = match Model::load(&runs.model) {
+        Ok(m) => m,
+        Err(e) => return Verdict::fail(e.to_string()),
+    };
+    let kernel = match Kernel::from_env() {
+        Ok(k) => k,
+        Err(e) => return Verdict::fail(e),
+    };
+    let tol = s.scenario.tolerances.for_point("logits");
+    let mut notes = Vec::new();
+    for (i, input) in runs.inputs.iter().enumerate() {
+        for &chunk in &s.scenario.prefill_chunks {
+            let size = if chunk == 0 {
+                input.tokens.len()
+            } else {
+                chunk
+            };
+            let out = match forward::run(
+                &model,
+                &input.tokens,
+                0,
+                Some(size),
+                s.scenario.threads,
+                kernel,
+                None,
+            ) {
+                Ok(o) => o,
+                Err(e) => return Verdict::fail(e),
+            };
+            let m = crate::compare::tensor_metrics(&input.logits, &out.logits);
+            let violations = tol.violations(&m);
+            if !violations.is_empty() {
+                return Verdict::fail(format!(
+                    "input {i}: prefill in chunks of {size} differs from one prefill: {}",
+                    violations.join(", ")
+                ));
+            }
+            let exact = input.logits == out.logits;
+            notes.push(format!(
+                "chunks of {size}: {}",
+                if exact {
+                    "bit-identical".to_string()
+                } else {
+                    format!("rel L2 {:.2e}", m.rel_l2)
+                }
+            ));
+        }
+    }
+    Verdict::pass(notes.join("; "))
+}

@@ -1,0 +1,626 @@
+//! Scenarios: the YAML files users write (`scenarios/*.yaml`), parsed and validated with errors
+//! that name the file, line and column, what was expected, and a close match for a misspelt
+//! field or trace point. First step of the data flow (DESIGN.md).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bitnet_engine::synth::ModelSpec;
+use bitnet_engine::trace::{PointFilter, TracePoint};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{LogitTolerance, Tolerance};
+
+/// A scenario: one model, some inputs, and the checks to run on them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Defaults to the file name without `.yaml`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the scenario guards.
+    #[serde(default)]
+    pub description: String,
+    /// Free tags; `slow` scenarios run only with `BITNET_SLOW=1`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The model: a preset, an inline synthetic spec, or a local GGUF file.
+    pub model: ModelSource,
+    /// Inputs: token-id lists (each a separate run) and/or text prompts.
+    pub inputs: Inputs,
+    /// Greedy generation after the prompt.
+    #[serde(default)]
+    pub generation: Generation,
+    /// Which trace points to capture and compare.
+    #[serde(default)]
+    pub trace: TraceSpec,
+    /// Comparison tolerances against the reference.
+    #[serde(default)]
+    pub tolerances: Tolerances,
+    /// Backends to run the engine on (`cpu`; `cuda` is accepted and its checks are skipped until
+    /// the CUDA backend exists).
+    #[serde(default = "default_backends")]
+    pub backends: Vec<Backend>,
+    /// The reference: `llama.cpp` (default), `none`, or `{ command: [program, args...] }`.
+    #[serde(default)]
+    pub reference: Reference,
+    /// Keep a golden snapshot of the engine's trace hashes.
+    #[serde(default = "yes")]
+    pub golden: bool,
+    /// Prefill chunk sizes to check against a one-shot prefill (`0` means all tokens at once).
+    #[serde(default)]
+    pub prefill_chunks: Vec<usize>,
+    /// Engine and reference threads.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Conditions under which the scenario's checks are skipped (reported as ignored).
+    #[serde(default)]
+    pub skip_unless: SkipUnless,
+    /// What this scenario's receipt must show.
+    #[serde(default)]
+    pub receipt: ReceiptRequirements,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_backends() -> Vec<Backend> {
+    vec![Backend::Cpu]
+}
+
+/// Where the model comes from: exactly one of `preset`, `spec`, `path`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    /// A synthetic preset (`tiny`, `tiny-scales`, `gqa`, `tq1`, `f16`, `700m`).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// An inline synthetic model spec (fields of `harness gen-model --spec`).
+    #[serde(default)]
+    pub spec: Option<ModelSpec>,
+    /// A local GGUF file, relative to the scenario file. Absent → the scenario is skipped.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Expected SHA-256 of the file at `path` (hex).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Expected BLAKE3 of the file at `path` (hex).
+    #[serde(default)]
+    pub blake3: Option<String>,
+}
+
+/// Inputs of a scenario.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    /// Token-id lists, each run separately.
+    #[serde(default)]
+    pub tokens: Vec<Vec<u32>>,
+    /// Text prompts, tokenized with the model's vocabulary.
+    #[serde(default)]
+    pub prompts: Vec<String>,
+}
+
+/// Generation settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Generation {
+    /// Tokens to generate after the prompt (0: prefill only).
+    #[serde(default)]
+    pub steps: usize,
+    /// Greedy decoding (the only mode: comparisons need determinism).
+    #[serde(default = "yes")]
+    pub greedy: bool,
+}
+
+impl Default for Generation {
+    fn default() -> Self {
+        Generation {
+            steps: 0,
+            greedy: true,
+        }
+    }
+}
+
+/// Trace capture settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSpec {
+    /// Globs over canonical trace point names (`blk.*.attn_out`, `logits`); all by default.
+    #[serde(default = "all_points")]
+    pub points: Vec<String>,
+}
+
+fn all_points() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl Default for TraceSpec {
+    fn default() -> Self {
+        TraceSpec {
+            points: all_points(),
+        }
+    }
+}
+
+/// Tolerances: a default, overrides by point glob (the last matching override wins, field by
+/// field), and logit metrics.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerances {
+    #[serde(default = "default_tolerance")]
+    pub default: Tolerance,
+    #[serde(default)]
+    pub points: BTreeMap<String, Tolerance>,
+    #[serde(default = "default_logit_tolerance")]
+    pub logits: LogitTolerance,
+}
+
+/// Defaults, measured on the shipped scenarios (engine against llama.cpp; see the README's
+/// tolerance section): where no int8 activation flips, points agree to rel L2 ≤ 7e-7; an
+/// activation that sits on a Q8_K rounding boundary flips on a 1e-7 difference upstream and moves
+/// the points after it at that position by up to rel L2 1.1e-2 (cosine 0.99994). These defaults
+/// sit about 5x above that; scenarios without flips declare tight bounds (1e-5) of their own.
+fn default_tolerance() -> Tolerance {
+    Tolerance {
+        cosine_min: Some(0.9997),
+        rel_l2_max: Some(5e-2),
+        max_abs: None,
+        nmse_max: Some(2.5e-3),
+    }
+}
+
+fn default_logit_tolerance() -> LogitTolerance {
+    LogitTolerance {
+        kl_max: Some(1e-4),
+        top1_agreement_min: Some(1.0),
+        ..LogitTolerance::default()
+    }
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Tolerances {
+            default: default_tolerance(),
+            points: BTreeMap::new(),
+            logits: default_logit_tolerance(),
+        }
+    }
+}
+
+impl Tolerances {
+    /// The tolerance in force for a canonical point.
+    pub fn for_point(&self, name: &str) -> Tolerance {
+        let mut t = self.default;
+        for (glob, over) in &self.points {
+            if PointFilter::new(&[glob.as_str()]).is_ok_and(|f| f.matches(name)) {
+                t = t.merged(over);
+            }
+        }
+        t
+    }
+}
+
+/// Engine backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Cpu,
+    Cuda,
+}
+
+/// The reference implementation.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Reference {
+    /// `llama.cpp` or `none`.
+    Named(NamedReference),
+    /// Any program taking `harness ref-trace`'s arguments and writing the same trace files.
+    Command { command: Vec<String> },
+}
+
+impl Default for Reference {
+    fn default() -> Self {
+        Reference::Named(NamedReference::LlamaCpp)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum NamedReference {
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
+    #[serde(rename = "none")]
+    None,
+}
+
+impl Reference {
+    /// Whether a reference runs.
+    pub fn is_none(&self) -> bool {
+        matches!(self, Reference::Named(NamedReference::None))
+    }
+}
+
+/// Conditions for running the scenario's checks.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkipUnless {
+    /// Files that must exist (relative to the scenario file).
+    #[serde(default)]
+    pub files_exist: Vec<PathBuf>,
+    /// Environment variables that must be set to a non-empty value.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// What the receipt must show.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptRequirements {
+    /// Smallest acceptable engine decode tokens/s.
+    #[serde(default)]
+    pub min_decode_tps: Option<f64>,
+    /// Kernel IDs that must have executed (e.g. `tq2_0_q8k_dot_scalar`).
+    #[serde(default)]
+    pub kernels: Vec<String>,
+}
+
+/// A loaded scenario and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedScenario {
+    pub path: PathBuf,
+    /// File stem: the trial prefix.
+    pub stem: String,
+    pub scenario: Scenario,
+    /// blake3 of the file.
+    pub file_blake3: String,
+}
+
+/// A bad scenario: where, and what to change.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}:{line}:{column}: {message}")]
+pub struct ScenarioError {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// The canonical names a scenario may use in point globs, for "did you mean".
+fn field_names() -> &'static [&'static str] {
+    &[
+        "name",
+        "description",
+        "tags",
+        "model",
+        "inputs",
+        "generation",
+        "trace",
+        "tolerances",
+        "backends",
+        "reference",
+        "golden",
+        "prefill_chunks",
+        "threads",
+        "skip_unless",
+        "receipt",
+        "preset",
+        "spec",
+        "path",
+        "sha256",
+        "blake3",
+        "tokens",
+        "prompts",
+        "steps",
+        "greedy",
+        "points",
+        "default",
+        "logits",
+        "cosine_min",
+        "rel_l2_max",
+        "max_abs",
+        "nmse_max",
+        "kl_max",
+        "kl_mean_max",
+        "top1_agreement_min",
+        "topk_overlap_min",
+        "k",
+        "files_exist",
+        "env",
+        "min_decode_tps",
+        "kernels",
+        "command",
+        "n_embd",
+        "n_layer",
+        "n_head",
+        "n_head_kv",
+        "n_ff",
+        "n_vocab",
+        "n_ctx",
+        "rope_base",
+        "rms_eps",
+        "ternary_type",
+        "embedding_type",
+        "scale_tensors",
+        "embedding_std",
+        "residual_scale",
+        "seed",
+    ]
+}
+
+/// Levenshtein distance.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate within a small edit distance.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d > 0 && *d <= 2.max(c.len() / 4))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Find the 1-based line and column of the first occurrence of `needle` as a YAML key or value.
+fn locate(text: &str, needle: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find(needle) {
+            return (i + 1, col + 1);
+        }
+    }
+    (1, 1)
+}
+
+/// Parse and validate a scenario file.
+pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        path: shown.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let mut message = e.to_string();
+        // serde_yaml appends " at line L column C"; the prefix already says where.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            if let Some(word) = rest.split('`').next() {
+                if let Some(m) = did_you_mean(word, field_names().iter().copied()) {
+                    message.push_str(&format!("; did you mean `{m}`?"));
+                }
+            }
+        }
+        ScenarioError {
+            path: shown.clone(),
+            line,
+            column,
+            message,
+        }
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let err = |needle: &str, message: String| {
+        let (line, column) = locate(&text, needle);
+        ScenarioError {
+            path: shown.clone(),
+            line,
+            column,
+            message,
+        }
+    };
+    validate(&scenario, &err)?;
+    Ok(LoadedScenario {
+        path: path.to_owned(),
+        stem,
+        scenario,
+        file_blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
+    })
+}
+
+fn validate(
+    s: &Scenario,
+    err: &dyn Fn(&str, String) -> ScenarioError,
+) -> Result<(), ScenarioError> {
+    let m = &s.model;
+    let sources = [m.preset.is_some(), m.spec.is_some(), m.path.is_some()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if sources != 1 {
+        return Err(err(
+            "model",
+            format!("`model` needs exactly one of `preset`, `spec`, `path` (found {sources})"),
+        ));
+    }
+    if let Some(p) = &m.preset {
+        if bitnet_engine::synth::preset(p).is_none() {
+            let hint = did_you_mean(p, bitnet_engine::synth::PRESETS.iter().copied())
+                .map(|m| format!("; did you mean `{m}`?"))
+                .unwrap_or_default();
+            return Err(err(
+                p,
+                format!(
+                    "unknown preset `{p}`; presets: {}{hint}",
+                    bitnet_engine::synth::PRESETS.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(spec) = &m.spec {
+        spec.validate().map_err(|e| err("spec", e.to_string()))?;
+    }
+    if (m.sha256.is_some() || m.blake3.is_some()) && m.path.is_none() {
+        return Err(err(
+            "model",
+            "`sha256`/`blake3` check a file: they need `path`".into(),
+        ));
+    }
+    for (key, v, len) in [("sha256", &m.sha256, 64), ("blake3", &m.blake3, 64)] {
+        if let Some(h) = v {
+            if h.len() != len || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(err(
+                    key,
+                    format!("`{key}` must be {len} hex digits, found `{h}`"),
+                ));
+            }
+        }
+    }
+    if s.inputs.tokens.is_empty() && s.inputs.prompts.is_empty() {
+        return Err(err(
+            "inputs",
+            "`inputs` needs at least one `tokens` list or `prompts` entry".into(),
+        ));
+    }
+    if let Some(i) = s.inputs.tokens.iter().position(|t| t.is_empty()) {
+        return Err(err(
+            "tokens",
+            format!("`inputs.tokens[{i}]` is empty: give at least one token id"),
+        ));
+    }
+    if !s.generation.greedy {
+        return Err(err(
+            "greedy",
+            "only greedy generation is supported (`greedy: true`): comparisons need determinism"
+                .into(),
+        ));
+    }
+    if s.threads == 0 || s.threads > 256 {
+        return Err(err(
+            "threads",
+            format!("`threads` is {}, expected 1 to 256", s.threads),
+        ));
+    }
+    let names: Vec<String> = TracePoint::all(64).iter().map(|p| p.name()).collect();
+    let check_glob = |g: &str| -> Result<(), ScenarioError> {
+        let f = PointFilter::new(&[g]).map_err(|e| err(g, e))?;
+        if !names.iter().any(|n| f.matches(n)) {
+            // Suggest against the layer-independent form (`blk.*.attn_out`).
+            let generic: Vec<String> = TracePoint::all(1)
+                .iter()
+                .map(|p| p.name().replace("blk.0.", "blk.*."))
+                .collect();
+            let hint = did_you_mean(g, generic.iter().map(|s| s.as_str()))
+                .map(|m| format!("; did you mean `{m}`?"))
+                .unwrap_or_default();
+            return Err(err(
+                g,
+                format!("trace point `{g}` matches no canonical trace point{hint}"),
+            ));
+        }
+        Ok(())
+    };
+    for g in &s.trace.points {
+        check_glob(g)?;
+    }
+    for (g, t) in &s.tolerances.points {
+        check_glob(g)?;
+        check_tolerance(t, &|m| err(g, m))?;
+    }
+    check_tolerance(&s.tolerances.default, &|m| err("default", m))?;
+    let lt = &s.tolerances.logits;
+    if lt.k == 0 {
+        return Err(err("k:", "`tolerances.logits.k` must be at least 1".into()));
+    }
+    for (name, v) in [
+        ("top1_agreement_min", lt.top1_agreement_min),
+        ("topk_overlap_min", lt.topk_overlap_min),
+    ] {
+        if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            return Err(err(name, format!("`{name}` must be between 0 and 1")));
+        }
+    }
+    if let Reference::Command { command } = &s.reference {
+        if command.is_empty() {
+            return Err(err("command", "`reference.command` needs a program".into()));
+        }
+    }
+    if s.prefill_chunks.contains(&0) && s.prefill_chunks.len() == 1 {
+        return Err(err(
+            "prefill_chunks",
+            "`prefill_chunks: [0]` compares a prefill with itself; add chunk sizes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_tolerance(
+    t: &Tolerance,
+    err: &dyn Fn(String) -> ScenarioError,
+) -> Result<(), ScenarioError> {
+    if let Some(c) = t.cosine_min {
+        if !(-1.0..=1.0).contains(&c) {
+            return Err(err(format!(
+                "`cosine_min` is {c}, expected a value between -1 and 1"
+            )));
+        }
+    }
+    for (name, v) in [
+        ("rel_l2_max", t.rel_l2_max),
+        ("max_abs", t.max_abs),
+        ("nmse_max", t.nmse_max),
+    ] {
+        if v.is_some_and(|v| v.is_nan() || v < 0.0) {
+            return Err(err(format!("`{name}` must be a non-negative number")));
+        }
+    }
+    Ok(())
+}
+
+/// Every `*.yaml` under `paths` (files or directories), sorted; `schema.json` is not a scenario.
+pub fn find_scenarios(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries =
+                std::fs::read_dir(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                    out.push(path);
+                }
+            }
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("`{}` does not exist", p.display()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The JSON Schema of scenario files, as checked in at `scenarios/schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Scenario);
+    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+}

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, then runs every test of the workspace,
-# the scenario trials included.
+# The README's test command: installs what is missing (cmake, libclang, the Python `gguf`
+# oracle), then runs every test of the workspace — unit, property, oracle, reference and the
+# scenario trials — and checks that cargo-nextest shards the trials exactly once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 export BITNET_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --locked "$@"
+bash ci/nextest-partition.sh

@@ -402,7 +402,7 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
         message: format!("cannot read the file: {e}"),
     })?;
     let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| {
-        let (line, column) = e
+        let (mut line, mut column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
@@ -411,10 +411,19 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
-        if let Some(rest) = message.strip_prefix("unknown field `") {
+        if message.contains("untagged enum Reference") {
+            // serde gives untagged enums no location: point at the value of `reference:`.
+            message =
+                "`reference` must be `llama.cpp`, `none` or `{ command: [program, args...] }`"
+                    .into();
+            let (l, c) = locate(&text, "reference:");
+            (line, column) = (l, c + "reference: ".len());
+        }
+        if let Some(rest) = message.find("unknown field `").map(|i| &message[i + 15..]) {
             if let Some(word) = rest.split('`').next() {
                 if let Some(m) = did_you_mean(word, field_names().iter().copied()) {
-                    message.push_str(&format!("; did you mean `{m}`?"));
+                    let hint = format!("; did you mean `{m}`?");
+                    message.push_str(&hint);
                 }
             }
         }

@@ -1,0 +1,209 @@
+//! A table of scenario mistakes, each with the file:line:col and the message it must produce;
+//! the checked-in JSON Schema is current; every shipped scenario names it.
+
+use std::path::Path;
+
+use bitnet_harness::scenario::{json_schema, load_scenario};
+
+const GOOD: &str = "description: ok\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 2, 3]\n";
+
+fn error_of(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    match load_scenario(&path) {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(e) => e
+            .to_string()
+            .replace(&path.display().to_string(), "bad.yaml"),
+    }
+}
+
+#[test]
+fn the_good_scenario_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.yaml");
+    std::fs::write(&path, GOOD).unwrap();
+    let s = load_scenario(&path).unwrap();
+    assert_eq!(s.stem, "good");
+    assert_eq!(s.scenario.threads, 2);
+    assert!(s.scenario.golden);
+}
+
+#[test]
+fn mistakes_name_file_line_column_and_the_fix() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "misspelt top-level field",
+            "descripton: x\nmodel:\n  preset: tiny\ninputs:\n  tokens: [[1]]\n",
+            &[
+                "bad.yaml:1:1",
+                "unknown field `descripton`",
+                "did you mean `description`?",
+            ],
+        ),
+        (
+            "misspelt nested field",
+            "model:\n  presett: tiny\ninputs:\n  tokens: [[1]]\n",
+            &[
+                "bad.yaml:2:3",
+                "unknown field `presett`",
+                "did you mean `preset`?",
+            ],
+        ),
+        (
+            "wrong type",
+            &format!("{GOOD}threads: two\n"),
+            &["bad.yaml:7:10", "invalid type: string \"two\"", "usize"],
+        ),
+        (
+            "missing model",
+            "inputs:\n  tokens: [[1]]\n",
+            &["bad.yaml:1:1", "missing field `model`"],
+        ),
+        (
+            "two model sources",
+            "model:\n  preset: tiny\n  path: m.gguf\ninputs:\n  tokens: [[1]]\n",
+            &[
+                "bad.yaml:1:1",
+                "exactly one of `preset`, `spec`, `path` (found 2)",
+            ],
+        ),
+        (
+            "unknown preset",
+            "model:\n  preset: tinny\ninputs:\n  tokens: [[1]]\n",
+            &[
+                "bad.yaml:2:11",
+                "unknown preset `tinny`",
+                "did you mean `tiny`?",
+            ],
+        ),
+        (
+            "misspelt trace point",
+            &format!("{GOOD}trace:\n  points: [\"blk.*.atn_out\"]\n"),
+            &[
+                "bad.yaml:8:13",
+                "matches no canonical trace point",
+                "did you mean `blk.*.attn_out`?",
+            ],
+        ),
+        (
+            "no inputs",
+            "model:\n  preset: tiny\ninputs: {}\n",
+            &["bad.yaml:3:1", "needs at least one `tokens` list"],
+        ),
+        (
+            "empty token list",
+            "model:\n  preset: tiny\ninputs:\n  tokens: [[1], []]\n",
+            &["bad.yaml:4:3", "`inputs.tokens[1]` is empty"],
+        ),
+        (
+            "sampling instead of greedy",
+            &format!("{GOOD}generation:\n  steps: 4\n  greedy: false\n"),
+            &["bad.yaml:9:3", "only greedy generation"],
+        ),
+        (
+            "bad sha256",
+            "model:\n  path: m.gguf\n  sha256: xyz\ninputs:\n  tokens: [[1]]\n",
+            &[
+                "bad.yaml:3:3",
+                "`sha256` must be 64 hex digits, found `xyz`",
+            ],
+        ),
+        (
+            "hash without a path",
+            "model:\n  preset: tiny\n  blake3: abc\ninputs:\n  tokens: [[1]]\n",
+            &["bad.yaml:1:1", "need `path`"],
+        ),
+        (
+            "cosine out of range",
+            &format!("{GOOD}tolerances:\n  default: {{ cosine_min: 2.0 }}\n"),
+            &["bad.yaml:8:3", "`cosine_min` is 2"],
+        ),
+        (
+            "tolerance for an unknown point",
+            &format!("{GOOD}tolerances:\n  points:\n    logit: {{ max_abs: 1.0 }}\n"),
+            &[
+                "bad.yaml:9:5",
+                "`logit` matches no canonical trace point",
+                "did you mean `logits`?",
+            ],
+        ),
+        (
+            "unknown backend",
+            &format!("{GOOD}backends: [tpu]\n"),
+            &[
+                "bad.yaml:7:12",
+                "unknown variant `tpu`",
+                "expected `cpu` or `cuda`",
+            ],
+        ),
+        (
+            "unknown reference",
+            &format!("{GOOD}reference: llama\n"),
+            &[
+                "bad.yaml:7:12",
+                "`reference` must be `llama.cpp`, `none` or",
+            ],
+        ),
+        (
+            "empty reference command",
+            &format!("{GOOD}reference:\n  command: []\n"),
+            &["bad.yaml:8:3", "needs a program"],
+        ),
+        (
+            "invalid YAML",
+            "model: {preset: tiny\ninputs:\n  tokens: [[1]]\n",
+            &["bad.yaml:", "did not find expected"],
+        ),
+        (
+            "zero threads",
+            &format!("{GOOD}threads: 0\n"),
+            &["bad.yaml:7:1", "`threads` is 0, expected 1 to 256"],
+        ),
+        (
+            "bad model spec",
+            "model:\n  spec: { n_embd: 100 }\ninputs:\n  tokens: [[1]]\n",
+            &["bad.yaml:2:3", "`n_embd` is 100"],
+        ),
+    ];
+    assert!(cases.len() >= 12);
+    for (what, yaml, parts) in cases {
+        let e = error_of(yaml);
+        for p in *parts {
+            assert!(e.contains(p), "{what}: `{e}` lacks `{p}`");
+        }
+    }
+}
+
+#[test]
+fn the_checked_in_schema_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let on_disk = std::fs::read_to_string(root.join("scenarios/schema.json")).unwrap_or_default();
+    assert!(
+        on_disk == json_schema(),
+        "scenarios/schema.json is stale: regenerate it with `cargo run -p bitnet-harness --bin harness -- schema > scenarios/schema.json`"
+    );
+}
+
+#[test]
+fn every_shipped_scenario_names_the_schema_and_loads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let files = bitnet_harness::scenario::find_scenarios(&[root.join("scenarios")]).unwrap();
+    assert!(files.len() >= 8);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=./schema.json\n"),
+            "{} does not start with the $schema comment",
+            f.display()
+        );
+        let s = load_scenario(&f).unwrap();
+        assert!(
+            text.lines().nth(1).is_some_and(|l| l.starts_with("# ")),
+            "{}: say what it guards",
+            f.display()
+        );
+        assert!(!s.scenario.description.is_empty());
+    }
+}

@@ -73,6 +73,9 @@ pub struct Session<'m> {
     n_past: usize,
     /// Decode calls so far (0 = nothing run; the first call is step 0).
     calls: u32,
+    /// Nudge every input embedding value up by one f32 ulp (a perturbation that should not
+    /// matter: used by stability tests and calibration).
+    pub nudge_embeddings: bool,
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -106,6 +109,7 @@ impl<'m> Session<'m> {
             v_cache: vec![Vec::new(); n],
             n_past: 0,
             calls: 0,
+            nudge_embeddings: false,
         }
     }
 
@@ -182,6 +186,11 @@ impl<'m> Session<'m> {
             let bytes =
                 &emb.data[t as usize * emb.cols * emb_size(&emb)..][..emb.cols * emb_size(&emb)];
             dequant_row(&emb, bytes, row);
+            if self.nudge_embeddings {
+                for v in row.iter_mut() {
+                    *v = next_up(*v);
+                }
+            }
         }
         rec(
             TracePoint {
@@ -323,6 +332,18 @@ impl<'m> Session<'m> {
     }
 }
 
+/// The next f32 above `v` (one ulp up; for zero the smallest subnormal).
+fn next_up(v: f32) -> f32 {
+    if v.is_nan() || v == f32::INFINITY {
+        return v;
+    }
+    if v == 0.0 {
+        return f32::from_bits(1);
+    }
+    let b = v.to_bits();
+    f32::from_bits(if v > 0.0 { b + 1 } else { b - 1 })
+}
+
 fn emb_size(m: &Matrix) -> usize {
     m.ty.type_size()
 }
@@ -388,9 +409,40 @@ pub fn run(
     chunk: Option<usize>,
     threads: usize,
     kernel: Kernel,
+    tracer: Option<&mut Tracer>,
+) -> Result<RunOutput, String> {
+    let opts = RunOptions {
+        generate,
+        chunk,
+        threads,
+        kernel,
+        nudge_embeddings: false,
+    };
+    run_with(model, tokens, &opts, tracer)
+}
+
+/// Options of [`run_with`].
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub generate: usize,
+    /// Prefill chunk size (all tokens at once when `None`).
+    pub chunk: Option<usize>,
+    pub threads: usize,
+    pub kernel: Kernel,
+    /// See [`Session::nudge_embeddings`].
+    pub nudge_embeddings: bool,
+}
+
+/// [`run`] with every option.
+pub fn run_with(
+    model: &Model,
+    tokens: &[u32],
+    opts: &RunOptions,
     mut tracer: Option<&mut Tracer>,
 ) -> Result<RunOutput, String> {
-    let mut s = Session::new(model, threads, kernel);
+    let (generate, chunk) = (opts.generate, opts.chunk);
+    let mut s = Session::new(model, opts.threads, opts.kernel);
+    s.nudge_embeddings = opts.nudge_embeddings;
     let chunk = chunk.unwrap_or(tokens.len()).max(1);
     let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);
     for part in tokens.chunks(chunk) {

@@ -318,6 +318,17 @@ fn the_valid_base_file_parses() {
 }
 
 #[test]
+fn version_2_files_read_like_version_3() {
+    // GGUF v2 and v3 share the little-endian layout (v3 added big-endian files, which llama.cpp
+    // reads only on big-endian hosts).
+    let mut b = valid_one_tensor().0;
+    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let f = GgufFile::from_bytes(b, "v2.gguf").unwrap();
+    assert_eq!(f.version(), 2);
+    assert_eq!(f.tensors()[0].name, "t");
+}
+
+#[test]
 fn open_names_the_path_of_a_missing_file() {
     let e = GgufFile::open(std::path::Path::new("/nonexistent/m.gguf")).unwrap_err();
     assert!(

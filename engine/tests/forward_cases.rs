@@ -1,0 +1,243 @@
+//! The forward pass on cases whose answers are known independently: a one-layer model worked by
+//! hand (RMSNorm, RoPE, the causal mask, the GQA head mapping), prefill against prefill + decode
+//! and chunked prefill, and stability of the synthetic presets under a one-ulp nudge.
+
+use bitnet_engine::forward::{self, run_with, RunOptions, Session, Tracer};
+use bitnet_engine::gguf::{GgmlType, GgufWriter, Value};
+use bitnet_engine::kernels::Kernel;
+use bitnet_engine::model::Model;
+use bitnet_engine::npy::read_npy;
+use bitnet_engine::synth::{build, preset};
+use bitnet_engine::trace::PointFilter;
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// n_embd 4, two query heads of size 2 sharing one key/value head, RoPE over 2 dimensions,
+/// identity-like F32 projections, a zero FFN.
+fn hand_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut w = GgufWriter::new();
+    for (k, v) in [
+        ("general.architecture", Value::from("bitnet")),
+        ("bitnet.context_length", Value::U32(16)),
+        ("bitnet.embedding_length", Value::U32(4)),
+        ("bitnet.block_count", Value::U32(1)),
+        ("bitnet.feed_forward_length", Value::U32(4)),
+        ("bitnet.attention.head_count", Value::U32(2)),
+        ("bitnet.attention.head_count_kv", Value::U32(1)),
+        ("bitnet.rope.dimension_count", Value::U32(2)),
+        ("bitnet.rope.freq_base", Value::F32(10000.0)),
+        ("bitnet.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("bitnet.vocab_size", Value::U32(3)),
+    ] {
+        w.add_kv(k, v);
+    }
+    let eye4 = [
+        1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1.,
+    ];
+    w.add_tensor(
+        "token_embd.weight",
+        &[4, 3],
+        GgmlType::F32,
+        f32s(&[1., 2., 3., 4., 0.5, -1., 2., 0., 0., 0., 1., 0.]),
+    );
+    w.add_tensor("output_norm.weight", &[4], GgmlType::F32, f32s(&[1.; 4]));
+    for n in ["attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm"] {
+        w.add_tensor(
+            &format!("blk.0.{n}.weight"),
+            &[4],
+            GgmlType::F32,
+            f32s(&[1.; 4]),
+        );
+    }
+    w.add_tensor("blk.0.attn_q.weight", &[4, 4], GgmlType::F32, f32s(&eye4));
+    w.add_tensor(
+        "blk.0.attn_output.weight",
+        &[4, 4],
+        GgmlType::F32,
+        f32s(&eye4),
+    );
+    // k = h[0..2], v = h[2..4].
+    w.add_tensor(
+        "blk.0.attn_k.weight",
+        &[4, 2],
+        GgmlType::F32,
+        f32s(&[1., 0., 0., 0., 0., 1., 0., 0.]),
+    );
+    w.add_tensor(
+        "blk.0.attn_v.weight",
+        &[4, 2],
+        GgmlType::F32,
+        f32s(&[0., 0., 1., 0., 0., 0., 0., 1.]),
+    );
+    for n in ["ffn_gate", "ffn_up", "ffn_down"] {
+        w.add_tensor(
+            &format!("blk.0.{n}.weight"),
+            &[4, 4],
+            GgmlType::F32,
+            f32s(&[0.; 16]),
+        );
+    }
+    let path = dir.join("hand.gguf");
+    w.write(&path).unwrap();
+    path
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() < 2e-6,
+            "{name}[{i}]: engine {g}, by hand {w}"
+        );
+    }
+}
+
+#[test]
+fn a_one_layer_model_worked_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(&hand_model(dir.path())).unwrap();
+    let out = dir.path().join("trace");
+    let mut t = Tracer::new(PointFilter::all(), &out, true).unwrap();
+    forward::run(&model, &[0, 1], 0, None, 1, Kernel::Scalar, Some(&mut t)).unwrap();
+    t.finish().unwrap();
+    let load = |n: &str| read_npy(&out.join(format!("{n}.step0.npy"))).unwrap().1;
+
+    // RMSNorm: e0 = (1,2,3,4), mean square 7.5 → scale 1/sqrt(7.5 + 1e-5);
+    // e1 = (0.5,-1,2,0), mean square 1.3125.
+    let h0 = [
+        0.3651481282381064,
+        0.7302962564762128,
+        1.0954443847143192,
+        1.4605925129524255,
+    ];
+    let h1 = [
+        0.4364341178689883,
+        -0.8728682357379766,
+        1.7457364714759531,
+        0.0,
+    ];
+    assert_close("attn_norm", &load("blk.0.attn_norm"), &[h0, h1].concat());
+
+    // RoPE (NEOX, 2 rotated dims): position 0 unrotated; position 1 rotates each head's pair
+    // (a, b) by theta = 1 rad: (a cos1 − b sin1, a sin1 + b cos1).
+    let q1 = [
+        0.9702996541781082,
+        -0.10436607352130056,
+        0.9432254409765675,
+        1.4689865878679327,
+    ];
+    let q = load("blk.0.q");
+    assert_close("q at position 0", &q[..4], &h0);
+    assert_close("q at position 1", &q[4..], &q1);
+    let k = load("blk.0.k");
+    assert_close("k", &k, &[h0[0], h0[1], q1[0], q1[1]]);
+
+    // Causal mask: position 0 attends only to itself. GQA: both query heads use the single
+    // key/value head. Position 1, head h: softmax(q1[h]·k_j / sqrt(2)) over j = 0, 1.
+    let p = load("blk.0.attn_probs");
+    assert_close("probs at position 0", &p[..4], &[1.0, 0.0, 1.0, 0.0]);
+    let probs1 = [
+        0.3830094264040437,
+        0.6169905735959563,
+        0.6138148900209621,
+        0.38618510997903793,
+    ];
+    assert_close("probs at position 1", &p[4..], &probs1);
+    // The weighted sum of v = h[2..4], then attn_sub_norm; the identity output projection keeps
+    // it: check the un-normalised direction via the ratio of the two components of head 0.
+    let o = load("blk.0.attn_out");
+    let head0 = [1.496668472330291, 0.5594207005959493];
+    assert!((o[4] as f64 / o[5] as f64 - head0[0] / head0[1]).abs() < 1e-5);
+}
+
+#[test]
+fn prefill_then_decode_equals_one_prefill_and_chunks_are_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gqa.gguf");
+    build(&preset("gqa").unwrap())
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    let model = Model::load(&path).unwrap();
+    let tokens = [5u32, 77, 300, 1, 42, 9, 250, 3, 18, 400, 7];
+    let n_vocab = model.config.n_vocab;
+    let one = forward::run(&model, &tokens, 0, None, 2, Kernel::Scalar, None)
+        .unwrap()
+        .logits;
+
+    // Prefill 6, then decode the other 5 one at a time.
+    let mut s = Session::new(&model, 2, Kernel::Scalar);
+    let mut stepwise = s.forward(&tokens[..6], true, None).unwrap();
+    for &t in &tokens[6..] {
+        stepwise.extend(s.forward(&[t], true, None).unwrap());
+    }
+    // Each position's row is the same dot products in the same order, whichever call computes
+    // it: the result is bit-identical (stated, and required).
+    assert_eq!(stepwise.len(), one.len());
+    let first_diff = stepwise
+        .iter()
+        .zip(&one)
+        .position(|(a, b)| a.to_bits() != b.to_bits());
+    assert_eq!(
+        first_diff.map(|i| (i / n_vocab, i % n_vocab)),
+        None,
+        "prefill+decode differs from one prefill"
+    );
+
+    for chunk in [1, 7, tokens.len()] {
+        let opts = RunOptions {
+            generate: 0,
+            chunk: Some(chunk),
+            threads: 2,
+            kernel: Kernel::Scalar,
+            nudge_embeddings: false,
+        };
+        let c = run_with(&model, &tokens, &opts, None).unwrap().logits;
+        assert!(
+            c.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "chunks of {chunk} differ"
+        );
+    }
+}
+
+fn stability(name: &str, tokens: &[u32], generate: usize) -> (f64, Vec<u32>, Vec<u32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.gguf"));
+    build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
+    let model = Model::load(&path).unwrap();
+    let mut opts = RunOptions {
+        generate,
+        chunk: None,
+        threads: 2,
+        kernel: Kernel::Scalar,
+        nudge_embeddings: false,
+    };
+    let a = run_with(&model, tokens, &opts, None).unwrap();
+    opts.nudge_embeddings = true;
+    let b = run_with(&model, tokens, &opts, None).unwrap();
+    let (mut d, mut n) = (0f64, 0f64);
+    for (x, y) in a.logits.iter().zip(&b.logits) {
+        d += ((x - y) as f64).powi(2);
+        n += (*x as f64).powi(2);
+    }
+    ((d / n).sqrt(), a.generated, b.generated)
+}
+
+#[test]
+fn presets_are_stable_under_a_one_ulp_nudge_of_the_input() {
+    // Through the engine's int8 activation quantization: a nudge may flip an int8 rounding, which
+    // must not be amplified by the stack.
+    let tokens = [1u32, 17, 300, 42, 5, 99, 250, 7];
+    let (rel, a, b) = stability("tiny", &tokens, 8);
+    assert!(rel < 1e-3, "tiny: logits moved by rel L2 {rel}");
+    assert_eq!(a, b, "tiny: greedy tokens changed");
+    // On the 24-layer 700m preset a nudge that flips one int8 rounding early cascades: each flip
+    // moves the stream by ~1e-4 relative, which flips more roundings downstream. Measured: logits
+    // rel L2 2.7e-2 through the int8 path (3e-7 in float64 without activation quantization, see
+    // synth_oracle.rs); the greedy tokens hold.
+    let (rel, a, b) = stability("700m", &[1, 450, 7000, 31999, 12, 5], 4);
+    assert!(rel < 0.1, "700m: logits moved by rel L2 {rel}");
+    assert_eq!(a, b, "700m: greedy tokens changed");
+}

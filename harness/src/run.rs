@@ -148,6 +148,9 @@ pub struct Verdict {
     pub divergence: Option<String>,
     /// The metric with the least headroom, for parity checks.
     pub worst: Option<Headroom>,
+    /// Worst metrics per layer, for parity checks (of the input that failed, or the last one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_layer: Vec<crate::compare::LayerRow>,
     pub seconds: f64,
 }
 
@@ -166,6 +169,7 @@ impl Verdict {
             message,
             divergence: None,
             worst: None,
+            per_layer: Vec::new(),
             seconds: 0.0,
         }
     }
@@ -175,6 +179,7 @@ impl Verdict {
             message,
             divergence: None,
             worst: None,
+            per_layer: Vec::new(),
             seconds: 0.0,
         }
     }
@@ -184,6 +189,7 @@ impl Verdict {
             message,
             divergence: None,
             worst: None,
+            per_layer: Vec::new(),
             seconds: 0.0,
         }
     }
@@ -477,6 +483,7 @@ impl Context {
             generated_equal: true,
         };
         let mut worst: Option<Headroom> = None;
+        let mut per_layer = Vec::new();
         let mut notes = Vec::new();
         for i in 0..runs.inputs.len() {
             let ref_dir = match self.reference(s, runs, i) {
@@ -508,6 +515,7 @@ impl Context {
                 let mut v = Verdict::fail(format!("input {i}: {}", c.failure_summary()));
                 v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
                 v.worst = c.worst_headroom().cloned();
+                v.per_layer = c.per_layer.clone();
                 return v;
             }
             if let Some(h) = c.worst_headroom() {
@@ -519,9 +527,11 @@ impl Context {
                 "input {i}: {} points × positions compared",
                 c.points.len()
             ));
+            per_layer = c.per_layer.clone();
         }
         let mut v = Verdict::pass(notes.join("; "));
         v.worst = worst;
+        v.per_layer = per_layer;
         v
     }
 }

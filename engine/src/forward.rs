@@ -397,6 +397,11 @@ pub struct RunOutput {
     pub logits: Vec<f32>,
     pub generated: Vec<u32>,
     pub kernels: Vec<String>,
+    /// Wall time of the prefill and of the decode calls (with tracing, when a tracer was given).
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    /// Decode calls made (`generate − 1` when generating).
+    pub decode_calls: usize,
 }
 
 /// Prefill `tokens` (in chunks of `chunk` tokens, or all at once), then generate `generate` greedy
@@ -445,6 +450,7 @@ pub fn run_with(
     s.nudge_embeddings = opts.nudge_embeddings;
     let chunk = chunk.unwrap_or(tokens.len()).max(1);
     let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);
+    let t0 = std::time::Instant::now();
     for part in tokens.chunks(chunk) {
         // Chunks of one prefill are one trace step.
         let calls = s.calls;
@@ -452,6 +458,8 @@ pub fn run_with(
         s.calls = calls;
     }
     s.calls = 1;
+    let prefill_seconds = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
     let n_vocab = model.config.n_vocab;
     let mut generated = Vec::new();
     if generate > 0 {
@@ -465,9 +473,13 @@ pub fn run_with(
             generated.push(argmax(&next));
         }
     }
+    let decode_calls = generate.saturating_sub(1);
     Ok(RunOutput {
         logits,
         generated,
         kernels: s.kernels_used(),
+        prefill_seconds,
+        decode_seconds: t1.elapsed().as_secs_f64(),
+        decode_calls,
     })
 }

@@ -6,6 +6,7 @@
 pub mod calibrate;
 pub mod compare;
 pub mod golden;
+pub mod receipt;
 pub mod reference;
 pub mod report;
 pub mod run;

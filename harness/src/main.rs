@@ -32,8 +32,13 @@ enum Command {
     List(cli::run::RunArgs),
     /// Accept the current engine traces as the goldens of the named scenarios (all by default).
     Bless(cli::run::BlessArgs),
-    /// Print the JSON Schema of scenario files.
-    Schema,
+    /// Print the JSON Schema of scenario files (`--receipt`: of receipts).
+    Schema {
+        #[arg(long)]
+        receipt: bool,
+    },
+    /// Check receipts; a distinct exit code per failure class (see the README).
+    VerifyReceipt(cli::verify::Args),
     /// Write a synthetic BitNet model (GGUF) from a spec or a preset.
     GenModel(cli::gen_model::Args),
     /// Show a GGUF file's metadata and tensors.
@@ -66,7 +71,18 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(a),
         Command::List(a) => cli::run::list(a),
         Command::Bless(a) => cli::run::bless(a),
-        Command::Schema => cli::run::schema(),
+        Command::Schema { receipt } => {
+            if receipt {
+                print!("{}", bitnet_harness::receipt::json_schema());
+                Ok(())
+            } else {
+                cli::run::schema()
+            }
+        }
+        Command::VerifyReceipt(a) => match cli::verify::run(a) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::GenModel(a) => cli::gen_model::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::RefTrace(a) => cli::ref_trace::run(a),

@@ -226,6 +226,11 @@ pub struct Runs {
     /// Kernel IDs the engine executed.
     pub kernels: Vec<String>,
     pub engine_seconds: f64,
+    /// Prompt tokens and wall time of the prefills, decode calls and their time (all inputs).
+    pub prefill_tokens: usize,
+    pub prefill_seconds: f64,
+    pub decode_calls: usize,
+    pub decode_seconds: f64,
 }
 
 pub struct InputRun {
@@ -305,6 +310,8 @@ impl Context {
         let kernel = Kernel::from_env()?;
         let mut inputs = Vec::new();
         let mut kernels = Vec::new();
+        let (mut prefill_tokens, mut prefill_seconds, mut decode_calls, mut decode_seconds) =
+            (0, 0.0, 0, 0.0);
         let start = Instant::now();
         for (i, tokens) in sc.inputs.tokens.iter().enumerate() {
             let dir = self.runs.join(&s.stem).join(i.to_string()).join("engine");
@@ -335,6 +342,10 @@ impl Context {
             .map_err(|e| e.to_string())?;
             let records = read_trace(&dir.join("trace.jsonl"))?;
             kernels.extend(out.kernels);
+            prefill_tokens += tokens.len();
+            prefill_seconds += out.prefill_seconds;
+            decode_calls += out.decode_calls;
+            decode_seconds += out.decode_seconds;
             inputs.push(InputRun {
                 tokens: tokens.clone(),
                 engine_dir: dir,
@@ -350,7 +361,35 @@ impl Context {
             inputs,
             kernels,
             engine_seconds: start.elapsed().as_secs_f64(),
+            prefill_tokens,
+            prefill_seconds,
+            decode_calls,
+            decode_seconds,
         })
+    }
+
+    /// The reference's timing summed over the inputs it ran for: (prefill tokens, prefill s,
+    /// decode calls, decode s); `None` when it did not run.
+    pub fn reference_timing(&self, s: &LoadedScenario) -> Option<(usize, f64, usize, f64)> {
+        let cache = self.ref_cache.lock().ok()?;
+        let mut total = (0usize, 0f64, 0usize, 0f64);
+        let mut any = false;
+        for ((stem, _), cell) in cache.iter() {
+            if stem != &s.stem {
+                continue;
+            }
+            let Some(Ok(dir)) = cell.get() else {
+                return None;
+            };
+            let text = std::fs::read_to_string(dir.join("timing.json")).ok()?;
+            let t: serde_json::Value = serde_json::from_str(&text).ok()?;
+            total.0 += t["prefill_tokens"].as_u64()? as usize;
+            total.1 += t["prefill_seconds"].as_f64()?;
+            total.2 += t["decode_calls"].as_u64()? as usize;
+            total.3 += t["decode_seconds"].as_f64()?;
+            any = true;
+        }
+        any.then_some(total)
     }
 
     /// The reference's trace directory for input `i`, run once per process.
@@ -663,4 +702,84 @@ fn check_chunking(s: &LoadedScenario, runs: &Runs) -> Verdict {
         }
     }
     Verdict::pass(notes.join("; "))
+}
+
+impl Context {
+    /// The receipt of a scenario whose checks ran (`None` when the engine did not run: every
+    /// check ignored, or the engine failed before producing a trace).
+    pub fn receipt(
+        &self,
+        s: &LoadedScenario,
+        verdicts: &[(Check, Status)],
+        started: std::time::SystemTime,
+        seconds: f64,
+    ) -> Option<crate::receipt::Receipt> {
+        use crate::receipt::{self, BuildInfo, EngineInfo, Receipt, Throughput};
+        if verdicts.iter().all(|(_, st)| *st == Status::Ignored) {
+            return None;
+        }
+        let cell = self.runs(s).ok()?;
+        let runs = cell.get()?.as_ref().ok()?;
+        let rel = |p: &Path| {
+            p.strip_prefix(&self.root)
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        };
+        let model_blake3 = {
+            let mut h = blake3::Hasher::new();
+            h.update_mmap(&runs.model).ok()?;
+            h.finalize().to_hex().to_string()
+        };
+        let (git_commit, git_dirty) = receipt::git_state(&self.root);
+        let per = |n: usize, secs: f64| (n > 0 && secs > 0.0).then(|| n as f64 / secs);
+        let reference = self.reference_timing(s);
+        Some(Receipt {
+            schema_version: 1,
+            scenario: s.stem.clone(),
+            scenario_file: rel(&s.path),
+            scenario_blake3: s.file_blake3.clone(),
+            model: rel(&runs.model),
+            model_blake3,
+            engine: EngineInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                git_commit,
+                git_dirty,
+            },
+            build: BuildInfo {
+                profile: if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+                .into(),
+                target_arch: std::env::consts::ARCH.into(),
+                cpu_features: receipt::cpu_features(),
+            },
+            backend: "cpu".into(),
+            kernels: runs.kernels.clone(),
+            compute_path: "real".into(),
+            threads: s.scenario.threads,
+            throughput: Throughput {
+                prefill_tps: per(runs.prefill_tokens, runs.prefill_seconds).unwrap_or(f64::NAN),
+                decode_tps: per(runs.decode_calls, runs.decode_seconds),
+                reference_prefill_tps: reference.and_then(|r| per(r.0, r.1)),
+                reference_decode_tps: reference.and_then(|r| per(r.2, r.3)),
+            },
+            trace_digest: receipt::trace_digest(&golden_body(runs)),
+            verdicts: verdicts
+                .iter()
+                .map(|(c, st)| {
+                    let v = match st {
+                        Status::Pass => "pass",
+                        Status::Fail => "fail",
+                        Status::Ignored => "ignored",
+                    };
+                    (c.name().to_string(), v.to_string())
+                })
+                .collect(),
+            started_at: receipt::rfc3339(started),
+            duration_seconds: seconds,
+        })
+    }
 }

@@ -5,6 +5,7 @@ pub mod inspect;
 pub mod ref_trace;
 pub mod run;
 pub mod trace;
+pub mod verify;
 
 /// An error that the CLI reports as bad input or usage (exit code 2).
 #[derive(Debug)]

@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Where reports go.
     #[arg(long, default_value = "target/harness")]
     pub out: PathBuf,
+    /// Where receipts go (one `<scenario>.json` per scenario that ran).
+    #[arg(long, default_value = "receipts")]
+    pub receipts: PathBuf,
 }
 
 fn load_all(paths: &[PathBuf]) -> Result<Vec<LoadedScenario>> {
@@ -93,6 +96,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let results = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
+    let receipts_dir = &args.receipts;
     std::thread::scope(|s| {
         for _ in 0..jobs {
             let (queue, results, ctx, done) =
@@ -101,6 +105,9 @@ pub fn run(args: RunArgs) -> Result<()> {
                 let Some((gi, group)) = queue.lock().expect("queue").pop() else {
                     break;
                 };
+                let (started, t0) = (std::time::SystemTime::now(), Instant::now());
+                let mut verdicts: Vec<(bitnet_harness::run::Check, Status)> = Vec::new();
+                let scenario = group[0].scenario.clone();
                 for (ti, t) in group.into_iter().enumerate() {
                     let v = ctx.run_check(&t.scenario, t.check);
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -114,12 +121,23 @@ pub fn run(args: RunArgs) -> Result<()> {
                         t.name(),
                         v.seconds
                     );
+                    verdicts.push((t.check, v.status));
                     let row = Row {
                         scenario: t.scenario.stem.clone(),
                         check: t.check.name().into(),
                         verdict: v,
                     };
                     results.lock().expect("results").push(((gi, ti), row));
+                }
+                if let Some(r) =
+                    ctx.receipt(&scenario, &verdicts, started, t0.elapsed().as_secs_f64())
+                {
+                    if let Err(e) = r.write(receipts_dir) {
+                        eprintln!(
+                            "warning: cannot write the receipt of {}: {e}",
+                            scenario.stem
+                        );
+                    }
                 }
             });
         }

@@ -271,7 +271,9 @@ fn decode_all(
     let mut generated = Vec::new();
     let mut step_tokens: Vec<u32> = req.tokens.clone();
     let mut pos0 = 0usize;
+    let (mut prefill_seconds, mut decode_seconds) = (0f64, 0f64);
     for step in 0..req.generate.max(1) {
+        let t0 = std::time::Instant::now();
         if step > 0 {
             step_tokens = vec![*generated.last().expect("a token per step")];
         }
@@ -311,6 +313,11 @@ fn decode_all(
             }
             out
         };
+        if step == 0 {
+            prefill_seconds = t0.elapsed().as_secs_f64();
+        } else {
+            decode_seconds += t0.elapsed().as_secs_f64();
+        }
         if let Some(e) = cap.error.take() {
             return Err(e);
         }
@@ -334,6 +341,14 @@ fn decode_all(
         .map_err(io)?;
     let gen = serde_json::to_vec(&generated).expect("serialize ids");
     bitnet_engine::npy::write_atomic(&req.out.join("generated.json"), &gen).map_err(io)?;
+    let timing = serde_json::json!({
+        "prefill_seconds": prefill_seconds,
+        "decode_seconds": decode_seconds,
+        "prefill_tokens": n,
+        "decode_calls": req.generate.saturating_sub(1),
+    });
+    bitnet_engine::npy::write_atomic(&req.out.join("timing.json"), timing.to_string().as_bytes())
+        .map_err(io)?;
     writer.finish().map_err(io)?;
     Ok(())
 }

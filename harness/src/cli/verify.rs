@@ -1,0 +1,87 @@
+//! `harness verify-receipt`: the CI gate on receipts. Exit codes: see `bitnet_harness::receipt`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use bitnet_harness::receipt::{parse_duration, verify_file, VerifyOptions, EXIT_OK};
+
+use super::UsageError;
+
+/// Arguments of `harness verify-receipt`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Receipt files, or directories of them (`*.json` except `schema.json`).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Require kernels that ran on a GPU.
+    #[arg(long)]
+    pub require_gpu_kernels: bool,
+    /// Smallest acceptable engine decode tokens/s.
+    #[arg(long)]
+    pub min_decode_tps: Option<f64>,
+    /// Oldest acceptable receipt (`7d`, `12h`, `30m`).
+    #[arg(long)]
+    pub max_age: Option<String>,
+    /// Compare trace digests with the goldens (default directory `goldens`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "goldens")]
+    pub against_goldens: Option<PathBuf>,
+}
+
+/// Returns the exit code.
+pub fn run(args: Args) -> Result<u8> {
+    let mut files = Vec::new();
+    for p in &args.paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| UsageError(format!("cannot read `{}`: {e}", p.display())))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.extension().is_some_and(|x| x == "json")
+                        && !f
+                            .file_name()
+                            .is_some_and(|n| n == "schema.json" || n == "perf-baseline.json")
+                })
+                .collect();
+            v.sort();
+            files.extend(v);
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            return Err(UsageError(format!("`{}` does not exist", p.display())).into());
+        }
+    }
+    if files.is_empty() {
+        return Err(UsageError(format!("no receipts in {:?}", args.paths)).into());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let opts = VerifyOptions {
+        require_gpu_kernels: args.require_gpu_kernels,
+        min_decode_tps: args.min_decode_tps,
+        max_age_seconds: args
+            .max_age
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(UsageError)?,
+        goldens: args.against_goldens.clone(),
+        base: std::env::current_dir()?,
+        now,
+    };
+    let mut first = EXIT_OK;
+    for f in &files {
+        match verify_file(f, &opts) {
+            Ok(()) => println!("ok: {}", f.display()),
+            Err(failure) => {
+                eprintln!("error: {} (exit code {})", failure.message, failure.code);
+                if first == EXIT_OK {
+                    first = failure.code;
+                }
+            }
+        }
+    }
+    Ok(first)
+}

@@ -1,0 +1,605 @@
+//! Receipts: JSON proof of a real run, one per scenario (`receipts/<scenario>.json`, schema in
+//! `receipts/schema.json`), and the checks of `harness verify-receipt`, the CI gate. Last step of
+//! the data flow (DESIGN.md, "Receipts").
+//!
+//! Exit codes of `harness verify-receipt` (the first failing receipt's class when several fail):
+//!
+//! | code | constant | failure |
+//! |---|---|---|
+//! | 0 | `EXIT_OK` | every receipt holds |
+//! | 2 | (usage) | bad arguments, no receipt found |
+//! | 10 | `EXIT_MALFORMED` | not JSON, a field missing, unknown or of the wrong type |
+//! | 11 | `EXIT_VERSION` | `schema_version` is not 1 |
+//! | 12 | `EXIT_COMPUTE_PATH` | `compute_path` is not `real` |
+//! | 13 | `EXIT_KERNELS` | kernels empty, malformed, or not of the backend |
+//! | 14 | `EXIT_GPU_KERNELS` | GPU kernels required (backend `cuda` or `--require-gpu-kernels`) and absent |
+//! | 15 | `EXIT_MODEL_HASH` | `model_blake3` differs from the model file's |
+//! | 16 | `EXIT_TRACE_DIGEST` | `trace_digest` differs from the golden's (`--against-goldens`) or is malformed |
+//! | 17 | `EXIT_THROUGHPUT` | a tokens/s figure not finite and positive, or under `--min-decode-tps` |
+//! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, or older than `--max-age` |
+//! | 19 | `EXIT_VERDICT` | a check failed, or a verdict is not `pass`/`fail`/`ignored` |
+//! | 20 | `EXIT_SCENARIO_HASH` | `scenario_blake3` differs from the scenario file's |
+//! | 21 | `EXIT_PROVENANCE` | engine version, commit, build or backend fields inconsistent |
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_MALFORMED: u8 = 10;
+pub const EXIT_VERSION: u8 = 11;
+pub const EXIT_COMPUTE_PATH: u8 = 12;
+pub const EXIT_KERNELS: u8 = 13;
+pub const EXIT_GPU_KERNELS: u8 = 14;
+pub const EXIT_MODEL_HASH: u8 = 15;
+pub const EXIT_TRACE_DIGEST: u8 = 16;
+pub const EXIT_THROUGHPUT: u8 = 17;
+pub const EXIT_TIME: u8 = 18;
+pub const EXIT_VERDICT: u8 = 19;
+pub const EXIT_SCENARIO_HASH: u8 = 20;
+pub const EXIT_PROVENANCE: u8 = 21;
+
+/// The receipt of one scenario's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// Always 1.
+    pub schema_version: u32,
+    pub scenario: String,
+    /// The scenario file, relative to the directory `harness run` ran in.
+    pub scenario_file: String,
+    pub scenario_blake3: String,
+    /// The model file (generated or the user's).
+    pub model: String,
+    pub model_blake3: String,
+    pub engine: EngineInfo,
+    pub build: BuildInfo,
+    /// `cpu` or `cuda`.
+    pub backend: String,
+    /// Kernel IDs the engine recorded as they executed (`tq2_0_q8k_dot_scalar`, ...).
+    pub kernels: Vec<String>,
+    /// `real`: the numbers come from running the model, not from a mock or a replay.
+    pub compute_path: String,
+    pub threads: usize,
+    pub throughput: Throughput,
+    /// blake3 over the scenario's golden lines (joined by `\n`).
+    pub trace_digest: String,
+    /// Check name → `pass`, `fail` or `ignored`.
+    pub verdicts: BTreeMap<String, String>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub duration_seconds: f64,
+}
+
+/// What produced the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineInfo {
+    pub version: String,
+    /// 40 hex digits, or `unknown` outside a git checkout.
+    pub git_commit: String,
+    pub git_dirty: bool,
+}
+
+/// How it was built and where it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildInfo {
+    /// `release` or `debug`.
+    pub profile: String,
+    pub target_arch: String,
+    /// CPU features detected at run time (`avx2`, `avx512f`, `avx512vnni`, `f16c`, `fma`, `neon`).
+    pub cpu_features: Vec<String>,
+}
+
+/// Tokens per second measured in this run (trace capture on, for both sides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Throughput {
+    pub prefill_tps: f64,
+    /// Absent when the scenario generates fewer than two tokens (no decode call).
+    pub decode_tps: Option<f64>,
+    /// The reference's, measured in the same run; absent when no reference ran.
+    pub reference_prefill_tps: Option<f64>,
+    pub reference_decode_tps: Option<f64>,
+}
+
+/// CPU features this machine has, detected at run time.
+pub fn cpu_features() -> Vec<String> {
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        for (name, on) in [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
+            ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+        ] {
+            if on {
+                v.push(name.to_string());
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            v.push("neon".to_string());
+        }
+    }
+    v
+}
+
+/// `(commit, dirty)` of the git checkout at `dir`, or `("unknown", false)`.
+pub fn git_state(dir: &Path) -> (String, bool) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match run(&["rev-parse", "HEAD"]) {
+        Some(c) if c.len() == 40 => {
+            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            (c, dirty)
+        }
+        _ => ("unknown".into(), false),
+    }
+}
+
+/// RFC 3339 UTC for a time since the epoch (civil-from-days, Howard Hinnant's algorithm).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time written by [`rfc3339`].
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Parse `7d`, `12h`, `30m`, `45s` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        format!("bad duration `{s}`: expected a number and a unit, like 7d, 12h, 30m or 45s")
+    })?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => return Err(format!("bad duration `{s}`: unit must be d, h, m or s")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("bad duration `{s}`: too large"))
+}
+
+/// The ISA suffixes kernel IDs end with.
+pub const ISAS: &[&str] = &["scalar", "avx2", "avx512", "avx512vnni", "neon", "cuda"];
+
+/// Whether a kernel ID is well formed: lowercase words, digits and underscores, at least three
+/// parts, ending with a known ISA.
+pub fn kernel_id_ok(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('_').collect();
+    parts.len() >= 3
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && parts.iter().all(|p| !p.is_empty())
+        && ISAS.iter().any(|isa| id.ends_with(&format!("_{isa}")))
+}
+
+/// The digest of a golden body.
+pub fn trace_digest(golden_body: &str) -> String {
+    blake3::hash(golden_body.as_bytes()).to_hex().to_string()
+}
+
+impl Receipt {
+    /// Write `dir/<scenario>.json` atomically.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}.json", self.scenario));
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        bitnet_engine::npy::write_atomic(&path, &json)?;
+        Ok(path)
+    }
+}
+
+/// The JSON Schema of receipts, as checked in at `receipts/schema.json`.
+pub fn json_schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Receipt)).expect("schema serializes") + "\n"
+}
+
+/// What `verify-receipt` checks beyond the receipt itself.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub require_gpu_kernels: bool,
+    pub min_decode_tps: Option<f64>,
+    pub max_age_seconds: Option<u64>,
+    /// The goldens directory to compare trace digests against.
+    pub goldens: Option<PathBuf>,
+    /// Where relative paths in receipts (scenario and model files) are resolved.
+    pub base: PathBuf,
+    /// "Now", in seconds since the epoch.
+    pub now: i64,
+}
+
+/// A failed check: the exit code of its class and the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+/// Check one receipt file.
+pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
+    let shown = path.display().to_string();
+    let fail = |code: u8, message: String| Failure {
+        code,
+        message: format!("{shown}: {message}"),
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(EXIT_MALFORMED, format!("cannot read: {e}")))?;
+    // The version first, so a future schema is named as such rather than as unknown fields.
+    let raw: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| fail(EXIT_MALFORMED, format!("not JSON: {e}")))?;
+    match raw.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(1) => {}
+        Some(v) => {
+            return Err(fail(
+                EXIT_VERSION,
+                format!("field `schema_version` is {v}, expected 1"),
+            ))
+        }
+        None => {
+            return Err(fail(
+                EXIT_MALFORMED,
+                "field `schema_version` is missing or not a number, expected 1".into(),
+            ))
+        }
+    }
+    let r: Receipt = serde_json::from_str(&text).map_err(|e| {
+        fail(
+            EXIT_MALFORMED,
+            format!("does not match the receipt schema: {e}"),
+        )
+    })?;
+    if r.compute_path != "real" {
+        return Err(fail(
+            EXIT_COMPUTE_PATH,
+            format!(
+                "field `compute_path` is `{}`, expected `real`",
+                r.compute_path
+            ),
+        ));
+    }
+    if r.kernels.is_empty() {
+        return Err(fail(
+            EXIT_KERNELS,
+            "field `kernels` is empty, expected the kernel IDs that executed".into(),
+        ));
+    }
+    if let Some(bad) = r.kernels.iter().find(|k| !kernel_id_ok(k)) {
+        return Err(fail(EXIT_KERNELS, format!("field `kernels` has `{bad}`, expected `<format>_<activation>_<op>_<isa>` with isa one of {}", ISAS.join(", "))));
+    }
+    let gpu: Vec<&String> = r.kernels.iter().filter(|k| k.ends_with("_cuda")).collect();
+    match r.backend.as_str() {
+        "cpu" => {
+            if let Some(k) = gpu.first() {
+                return Err(fail(
+                    EXIT_KERNELS,
+                    format!("field `kernels` has the GPU kernel `{k}` but `backend` is `cpu`"),
+                ));
+            }
+            if o.require_gpu_kernels {
+                return Err(fail(EXIT_GPU_KERNELS, "GPU kernels are required (--require-gpu-kernels) but `kernels` has none and `backend` is `cpu`".into()));
+            }
+        }
+        "cuda" => {
+            if gpu.is_empty() {
+                return Err(fail(
+                    EXIT_GPU_KERNELS,
+                    "field `backend` is `cuda` but `kernels` has no `_cuda` kernel".into(),
+                ));
+            }
+        }
+        other => {
+            return Err(fail(
+                EXIT_PROVENANCE,
+                format!("field `backend` is `{other}`, expected `cpu` or `cuda`"),
+            ))
+        }
+    }
+    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit());
+    if !hex64(&r.model_blake3) {
+        return Err(fail(
+            EXIT_MODEL_HASH,
+            format!(
+                "field `model_blake3` is `{}`, expected 64 hex digits",
+                r.model_blake3
+            ),
+        ));
+    }
+    let model = o.base.join(&r.model);
+    if model.is_file() {
+        let got = blake3_file(&model).map_err(|e| {
+            fail(
+                EXIT_MODEL_HASH,
+                format!("cannot hash `{}`: {e}", model.display()),
+            )
+        })?;
+        if got != r.model_blake3 {
+            return Err(fail(
+                EXIT_MODEL_HASH,
+                format!(
+                    "field `model_blake3` is {}, but `{}` hashes to {got}",
+                    r.model_blake3,
+                    model.display()
+                ),
+            ));
+        }
+    }
+    if !hex64(&r.scenario_blake3) {
+        return Err(fail(
+            EXIT_SCENARIO_HASH,
+            format!(
+                "field `scenario_blake3` is `{}`, expected 64 hex digits",
+                r.scenario_blake3
+            ),
+        ));
+    }
+    let scenario = o.base.join(&r.scenario_file);
+    if scenario.is_file() {
+        let got = blake3_file(&scenario).map_err(|e| fail(EXIT_SCENARIO_HASH, e.to_string()))?;
+        if got != r.scenario_blake3 {
+            return Err(fail(
+                EXIT_SCENARIO_HASH,
+                format!(
+                    "field `scenario_blake3` is {}, but `{}` hashes to {got}",
+                    r.scenario_blake3,
+                    scenario.display()
+                ),
+            ));
+        }
+    }
+    if !hex64(&r.trace_digest) {
+        return Err(fail(
+            EXIT_TRACE_DIGEST,
+            format!(
+                "field `trace_digest` is `{}`, expected 64 hex digits",
+                r.trace_digest
+            ),
+        ));
+    }
+    if let Some(goldens) = &o.goldens {
+        let g = crate::golden::snapshot_path(goldens, &r.scenario);
+        let text = std::fs::read_to_string(&g).map_err(|e| {
+            fail(
+                EXIT_TRACE_DIGEST,
+                format!("cannot read the golden `{}`: {e}", g.display()),
+            )
+        })?;
+        let want = trace_digest(crate::golden::snapshot_body(&text));
+        if want != r.trace_digest {
+            return Err(fail(
+                EXIT_TRACE_DIGEST,
+                format!(
+                    "field `trace_digest` is {}, the golden `{}` gives {want}",
+                    r.trace_digest,
+                    g.display()
+                ),
+            ));
+        }
+    }
+    let t = &r.throughput;
+    for (name, v) in [
+        ("throughput.prefill_tps", Some(t.prefill_tps)),
+        ("throughput.decode_tps", t.decode_tps),
+        ("throughput.reference_prefill_tps", t.reference_prefill_tps),
+        ("throughput.reference_decode_tps", t.reference_decode_tps),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(fail(
+                    EXIT_THROUGHPUT,
+                    format!("field `{name}` is {v}, expected a positive number"),
+                ));
+            }
+        }
+    }
+    if let Some(floor) = o.min_decode_tps {
+        match t.decode_tps {
+            Some(v) if v >= floor => {}
+            Some(v) => {
+                return Err(fail(
+                    EXIT_THROUGHPUT,
+                    format!("field `throughput.decode_tps` is {v:.1}, below the floor {floor}"),
+                ))
+            }
+            None => {
+                return Err(fail(
+                    EXIT_THROUGHPUT,
+                    format!("field `throughput.decode_tps` is absent, the floor is {floor}"),
+                ))
+            }
+        }
+    }
+    let start = parse_rfc3339(&r.started_at).ok_or_else(|| {
+        fail(
+            EXIT_TIME,
+            format!(
+                "field `started_at` is `{}`, expected RFC 3339 UTC like 2026-01-31T12:00:00Z",
+                r.started_at
+            ),
+        )
+    })?;
+    if !(r.duration_seconds.is_finite() && r.duration_seconds >= 0.0) {
+        return Err(fail(
+            EXIT_TIME,
+            format!(
+                "field `duration_seconds` is {}, expected a non-negative number",
+                r.duration_seconds
+            ),
+        ));
+    }
+    let end = start + r.duration_seconds.ceil() as i64;
+    if end > o.now + 300 {
+        return Err(fail(
+            EXIT_TIME,
+            format!(
+                "field `started_at` {} plus the duration lies in the future",
+                r.started_at
+            ),
+        ));
+    }
+    if let Some(max) = o.max_age_seconds {
+        if o.now - start > max as i64 {
+            return Err(fail(
+                EXIT_TIME,
+                format!(
+                    "field `started_at` {} is older than the allowed age ({max} s)",
+                    r.started_at
+                ),
+            ));
+        }
+    }
+    if r.verdicts.is_empty() {
+        return Err(fail(
+            EXIT_VERDICT,
+            "field `verdicts` is empty, expected every check's verdict".into(),
+        ));
+    }
+    for (check, v) in &r.verdicts {
+        match v.as_str() {
+            "pass" | "ignored" => {}
+            "fail" => {
+                return Err(fail(
+                    EXIT_VERDICT,
+                    format!("field `verdicts.{check}` is `fail`"),
+                ))
+            }
+            other => return Err(fail(
+                EXIT_VERDICT,
+                format!(
+                    "field `verdicts.{check}` is `{other}`, expected `pass`, `fail` or `ignored`"
+                ),
+            )),
+        }
+    }
+    if r.engine.version.is_empty()
+        || !(r.engine.git_commit == "unknown"
+            || (r.engine.git_commit.len() == 40
+                && r.engine.git_commit.bytes().all(|c| c.is_ascii_hexdigit())))
+    {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            format!(
+                "field `engine.git_commit` is `{}`, expected 40 hex digits or `unknown`",
+                r.engine.git_commit
+            ),
+        ));
+    }
+    if !["release", "debug"].contains(&r.build.profile.as_str()) || r.build.target_arch.is_empty() {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            format!(
+                "field `build.profile` is `{}`, expected `release` or `debug`",
+                r.build.profile
+            ),
+        ));
+    }
+    if r.threads == 0 {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            "field `threads` is 0, expected at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn blake3_file(path: &Path) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_mmap(path)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_round_trips_and_known_dates() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
+        let s = rfc3339(t);
+        assert_eq!(s, "2026-09-21T14:13:20Z"); // worked out from 1_790_000_000 s: 20717 days + 51200 s
+        assert_eq!(parse_rfc3339(&s), Some(1_790_000_000));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn durations_and_kernel_ids() {
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert_eq!(parse_duration("12h"), Ok(43_200));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert!(parse_duration("7w").is_err());
+        assert!(kernel_id_ok("tq2_0_q8k_dot_scalar"));
+        assert!(kernel_id_ok("f16_f16_dot_avx512vnni"));
+        assert!(!kernel_id_ok("TQ2_dot_scalar"));
+        assert!(!kernel_id_ok("tq2_0_q8k_dot_sse"));
+        assert!(!kernel_id_ok("scalar"));
+        assert!(!kernel_id_ok("tq2__dot_scalar"));
+    }
+}

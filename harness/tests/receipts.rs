@@ -1,0 +1,326 @@
+//! Receipts from a real `harness run`, accepted by `harness verify-receipt`; every field tampered
+//! with, one at a time, fails with that field's exit code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bitnet_harness::receipt::*;
+use serde_json::{json, Value};
+
+fn harness(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CI")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A directory where `harness run` and `harness bless` made a golden and a receipt.
+fn real_run() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/small.yaml"),
+        "description: small\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 2, 3, 4]\ngeneration:\n  steps: 3\n",
+    )
+    .unwrap();
+    assert!(harness(root, &["bless"]).status.success());
+    let out = harness(root, &["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    dir
+}
+
+#[test]
+fn every_tampered_field_fails_with_its_code() {
+    let dir = real_run();
+    let root = dir.path();
+    let out = harness(
+        root,
+        &[
+            "verify-receipt",
+            "receipts",
+            "--against-goldens",
+            "--max-age",
+            "1h",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let receipt: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("receipts/small.json")).unwrap())
+            .unwrap();
+    assert_eq!(receipt["compute_path"], "real");
+    assert!(receipt["throughput"]["decode_tps"].as_f64().unwrap() > 0.0);
+    assert!(
+        receipt["throughput"]["reference_decode_tps"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    std::fs::write(root.join("other.txt"), "not the scenario").unwrap();
+
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit, &[&str], u8)> = vec![
+        (
+            "schema_version",
+            |r| r["schema_version"] = json!(2),
+            &[],
+            EXIT_VERSION,
+        ),
+        (
+            "schema_version missing",
+            |r| {
+                r.as_object_mut().unwrap().remove("schema_version");
+            },
+            &[],
+            EXIT_MALFORMED,
+        ),
+        (
+            "unknown field",
+            |r| r["extra"] = json!(1),
+            &[],
+            EXIT_MALFORMED,
+        ),
+        (
+            "scenario",
+            |r| r["scenario"] = json!("elsewhere"),
+            &["--against-goldens"],
+            EXIT_TRACE_DIGEST,
+        ),
+        (
+            "scenario_file",
+            |r| r["scenario_file"] = json!("other.txt"),
+            &[],
+            EXIT_SCENARIO_HASH,
+        ),
+        (
+            "scenario_blake3",
+            |r| r["scenario_blake3"] = json!("0".repeat(64)),
+            &[],
+            EXIT_SCENARIO_HASH,
+        ),
+        (
+            "model",
+            |r| r["model"] = json!("other.txt"),
+            &[],
+            EXIT_MODEL_HASH,
+        ),
+        (
+            "model_blake3",
+            |r| r["model_blake3"] = json!("f".repeat(64)),
+            &[],
+            EXIT_MODEL_HASH,
+        ),
+        (
+            "engine.version",
+            |r| r["engine"]["version"] = json!(""),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
+            "engine.git_commit",
+            |r| r["engine"]["git_commit"] = json!("abc"),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
+            "engine.git_dirty",
+            |r| r["engine"]["git_dirty"] = json!("no"),
+            &[],
+            EXIT_MALFORMED,
+        ),
+        (
+            "build.profile",
+            |r| r["build"]["profile"] = json!("fast"),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
+            "build.target_arch",
+            |r| r["build"]["target_arch"] = json!(""),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
+            "build.cpu_features",
+            |r| r["build"]["cpu_features"] = json!("avx2"),
+            &[],
+            EXIT_MALFORMED,
+        ),
+        (
+            "backend",
+            |r| r["backend"] = json!("tpu"),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
+            "backend cuda without GPU kernels",
+            |r| r["backend"] = json!("cuda"),
+            &[],
+            EXIT_GPU_KERNELS,
+        ),
+        (
+            "GPU kernels required",
+            |_| {},
+            &["--require-gpu-kernels"],
+            EXIT_GPU_KERNELS,
+        ),
+        (
+            "kernels empty",
+            |r| r["kernels"] = json!([]),
+            &[],
+            EXIT_KERNELS,
+        ),
+        (
+            "kernels malformed",
+            |r| r["kernels"] = json!(["TQ2 fast"]),
+            &[],
+            EXIT_KERNELS,
+        ),
+        (
+            "kernels of another backend",
+            |r| r["kernels"] = json!(["tq2_0_q8k_dot_cuda"]),
+            &[],
+            EXIT_KERNELS,
+        ),
+        (
+            "compute_path",
+            |r| r["compute_path"] = json!("mock"),
+            &[],
+            EXIT_COMPUTE_PATH,
+        ),
+        ("threads", |r| r["threads"] = json!(0), &[], EXIT_PROVENANCE),
+        (
+            "throughput.prefill_tps",
+            |r| r["throughput"]["prefill_tps"] = json!(0.0),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "throughput.decode_tps",
+            |r| r["throughput"]["decode_tps"] = json!(-3.0),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "throughput.reference_prefill_tps",
+            |r| r["throughput"]["reference_prefill_tps"] = json!(0.0),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "throughput.reference_decode_tps",
+            |r| r["throughput"]["reference_decode_tps"] = json!(-1.0),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "decode floor",
+            |_| {},
+            &["--min-decode-tps", "1e12"],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "trace_digest",
+            |r| r["trace_digest"] = json!("1".repeat(64)),
+            &["--against-goldens"],
+            EXIT_TRACE_DIGEST,
+        ),
+        (
+            "trace_digest malformed",
+            |r| r["trace_digest"] = json!("xyz"),
+            &[],
+            EXIT_TRACE_DIGEST,
+        ),
+        (
+            "verdicts fail",
+            |r| r["verdicts"]["parity"] = json!("fail"),
+            &[],
+            EXIT_VERDICT,
+        ),
+        (
+            "verdicts unknown",
+            |r| r["verdicts"]["engine"] = json!("maybe"),
+            &[],
+            EXIT_VERDICT,
+        ),
+        (
+            "verdicts empty",
+            |r| r["verdicts"] = json!({}),
+            &[],
+            EXIT_VERDICT,
+        ),
+        (
+            "started_at",
+            |r| r["started_at"] = json!("yesterday"),
+            &[],
+            EXIT_TIME,
+        ),
+        (
+            "started_at future",
+            |r| r["started_at"] = json!("2999-01-01T00:00:00Z"),
+            &[],
+            EXIT_TIME,
+        ),
+        (
+            "started_at too old",
+            |r| r["started_at"] = json!("2001-01-01T00:00:00Z"),
+            &["--max-age", "7d"],
+            EXIT_TIME,
+        ),
+        (
+            "duration_seconds",
+            |r| r["duration_seconds"] = json!(-1.0),
+            &[],
+            EXIT_TIME,
+        ),
+    ];
+    for (what, edit, flags, code) in cases {
+        let mut r = receipt.clone();
+        edit(&mut r);
+        let path = root.join("tampered.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        let mut args = vec!["verify-receipt", "tampered.json"];
+        args.extend_from_slice(flags);
+        let out = harness(root, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(code as i32),
+            "{what}: {}",
+            text(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("tampered.json"),
+            "{what}: the message names the receipt: {err}"
+        );
+    }
+    // Several receipts: every failure reported, the first one's code returned.
+    let out = harness(root, &["verify-receipt", "receipts", "tampered.json"]);
+    assert_eq!(out.status.code(), Some(EXIT_TIME as i32));
+    assert_eq!(
+        harness(root, &["verify-receipt", "missing-dir"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn the_checked_in_receipt_schema_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let on_disk = std::fs::read_to_string(root.join("receipts/schema.json")).unwrap_or_default();
+    assert!(
+        on_disk == json_schema(),
+        "receipts/schema.json is stale: regenerate it with `cargo run -p bitnet-harness --bin harness -- schema --receipt > receipts/schema.json`"
+    );
+}

@@ -149,6 +149,26 @@ impl<'m> Session<'m> {
         &mut self,
         tokens: &[u32],
         all_logits: bool,
+        tracer: Option<&mut Tracer>,
+    ) -> Result<Vec<f32>, String> {
+        self.forward_impl::<true>(tokens, all_logits, tracer)
+    }
+
+    /// The forward pass compiled without any trace call (`TRACE = false`): what "a build
+    /// without trace calls" costs, for the bench that shows tracing off is free.
+    #[doc(hidden)]
+    pub fn forward_without_trace_calls(
+        &mut self,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<f32>, String> {
+        self.forward_impl::<false>(tokens, all_logits, None)
+    }
+
+    fn forward_impl<const TRACE: bool>(
+        &mut self,
+        tokens: &[u32],
+        all_logits: bool,
         mut tracer: Option<&mut Tracer>,
     ) -> Result<Vec<f32>, String> {
         let m = self.model;
@@ -169,8 +189,10 @@ impl<'m> Session<'m> {
             t.step = self.calls;
         }
         let mut rec = |point: TracePoint, shape: Vec<usize>, v: &[f32]| {
-            if let Some(t) = tracer.as_deref_mut() {
-                t.record(point, positions, shape, v);
+            if TRACE {
+                if let Some(t) = tracer.as_deref_mut() {
+                    t.record(point, positions, shape, v);
+                }
             }
         };
         let at = |layer: usize, stage: Stage| TracePoint {

@@ -47,8 +47,19 @@ pub fn to_npy_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Write `bytes` to `path` atomically: a crash leaves the old file or the new one.
+/// Write `bytes` to `path` atomically: a crash leaves the old file or the new one. The data is
+/// synced before the rename, so a power loss cannot leave an empty file under the new name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_renamed(path, bytes, true)
+}
+
+/// Write a scratch file (trace values) by rename without syncing: a crashed process never leaves
+/// half a file, but a power loss may (trace directories are rewritten by every run).
+pub fn write_scratch(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_renamed(path, bytes, false)
+}
+
+fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -61,7 +72,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -343,7 +343,8 @@ impl TraceWriter {
         use std::io::Write;
         if let Some(values) = values {
             let file = TraceRecord::values_file_name(&record.name, record.step);
-            crate::npy::write_npy(&self.dir.join(&file), &record.shape, values)?;
+            let bytes = crate::npy::to_npy_bytes(&record.shape, values);
+            crate::npy::write_scratch(&self.dir.join(&file), &bytes)?;
             record.file = Some(file);
         }
         serde_json::to_writer(&mut self.out, &record)?;
@@ -362,10 +363,10 @@ impl TraceWriter {
         self.records == 0
     }
 
-    /// Flush, sync and move the file to `dir/trace.jsonl`.
+    /// Flush and move the file to `dir/trace.jsonl` (a scratch file like the values: renamed into
+    /// place, not synced; see [`crate::npy::write_scratch`]).
     pub fn finish(self) -> std::io::Result<std::path::PathBuf> {
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        let _file = self.out.into_inner().map_err(|e| e.into_error())?;
         let path = self.dir.join("trace.jsonl");
         std::fs::rename(&self.tmp, &path)?;
         Ok(path)

@@ -529,12 +529,14 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
                     format!("field `verdicts.{check}` is `fail`"),
                 ))
             }
-            other => return Err(fail(
-                EXIT_VERDICT,
-                format!(
+            other => {
+                return Err(fail(
+                    EXIT_VERDICT,
+                    format!(
                     "field `verdicts.{check}` is `{other}`, expected `pass`, `fail` or `ignored`"
                 ),
-            )),
+                ))
+            }
         }
     }
     if r.engine.version.is_empty()

@@ -64,6 +64,19 @@ pub fn calibrate(
     perturbed: &[(String, &Path)],
     safety_factor: f64,
 ) -> Result<Calibration, CompareError> {
+    let pairs: Vec<(String, &Path, &Path)> = perturbed
+        .iter()
+        .map(|(l, d)| (l.clone(), baseline, *d))
+        .collect();
+    calibrate_pairs(&pairs, safety_factor)
+}
+
+/// [`calibrate`] over several baselines: each `(label, baseline, perturbed)` is compared and the
+/// worst spread over all of them is kept (one baseline per input of a scenario).
+pub fn calibrate_pairs(
+    pairs: &[(String, &Path, &Path)],
+    safety_factor: f64,
+) -> Result<Calibration, CompareError> {
     let none = |_: &str| Tolerance::default();
     let spec = CompareSpec {
         tolerance: &none,
@@ -74,7 +87,7 @@ pub fn calibrate(
     let mut logits: Option<LogitSpread> = None;
     let mut generation_unstable = Vec::new();
     let mut order = 0usize;
-    for (label, dir) in perturbed {
+    for (label, baseline, dir) in pairs {
         let c = compare_trace_dirs(dir, baseline, &spec)?;
         for p in &c.points {
             let m: &Metrics = &p.metrics;

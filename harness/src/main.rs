@@ -37,6 +37,8 @@ enum Command {
         #[arg(long)]
         receipt: bool,
     },
+    /// Run llama.cpp against itself under harmless perturbations; propose tolerances.
+    Calibrate(cli::calibrate::Args),
     /// Check receipts; a distinct exit code per failure class (see the README).
     VerifyReceipt(cli::verify::Args),
     /// Write a synthetic BitNet model (GGUF) from a spec or a preset.
@@ -52,7 +54,7 @@ enum Command {
         kernel: Option<String>,
     },
     /// Run llama.cpp (the reference) on a model and tokens; write its trace directory.
-    RefTrace(cli::ref_trace::TraceArgs),
+    RefTrace(cli::ref_trace::RefTraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
                 cli::run::schema()
             }
         }
+        Command::Calibrate(a) => cli::calibrate::run(a),
         Command::VerifyReceipt(a) => match cli::verify::run(a) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),

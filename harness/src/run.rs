@@ -419,6 +419,8 @@ impl Context {
             points: PointFilter::new(&sc.trace.points)?,
             threads: sc.threads,
             out: dir.clone(),
+            ubatch: None,
+            nudge_embeddings: false,
         };
         let result = match &sc.reference {
             Reference::Command { command } => run_command(

@@ -101,6 +101,8 @@ fn engine_matches_llama_cpp_on_every_preset() {
             points: PointFilter::all(),
             threads: 2,
             out: r.clone(),
+            ubatch: None,
+            nudge_embeddings: false,
         };
         run_reference(
             Path::new(env!("CARGO_BIN_EXE_harness")),
@@ -158,6 +160,8 @@ a = np.load(f); a[3, 5] += 0.05; np.save(f, a)
         points: PointFilter::all(),
         threads: 1,
         out: r.clone(),
+        ubatch: None,
+        nudge_embeddings: false,
     };
     // `-o DIR` is the last argument of a request; the script perturbs that directory.
     assert_eq!(req.args()[req.args().len() - 2], "-o");

@@ -53,6 +53,8 @@ fn request(model: &Path, out: &Path, generate: usize) -> RefRequest {
         points: PointFilter::all(),
         threads: 2,
         out: out.to_owned(),
+        ubatch: None,
+        nudge_embeddings: false,
     }
 }
 

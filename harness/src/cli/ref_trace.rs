@@ -42,7 +42,25 @@ impl TraceArgs {
     }
 }
 
-pub fn run(args: TraceArgs) -> Result<()> {
+/// Arguments of `harness ref-trace`: those of `harness trace`, and the perturbations
+/// calibration uses.
+#[derive(clap::Args, Debug)]
+pub struct RefTraceArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Decode the prompt in calls of this many tokens.
+    #[arg(long)]
+    pub ubatch: Option<usize>,
+    /// Feed the input embeddings nudged up by one f32 ulp instead of token ids.
+    #[arg(long)]
+    pub nudge_embeddings: bool,
+}
+
+pub fn run(a: RefTraceArgs) -> Result<()> {
+    let (args, ubatch, nudge_embeddings) = (a.trace, a.ubatch, a.nudge_embeddings);
+    if ubatch == Some(0) {
+        return Err(UsageError("`--ubatch` must be at least 1".into()).into());
+    }
     llama::check_model(&args.model).map_err(UsageError)?;
     if args.threads == 0 {
         return Err(UsageError("`--threads` must be at least 1".into()).into());
@@ -54,6 +72,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         points: args.filter()?,
         threads: args.threads,
         out: args.output.clone(),
+        ubatch,
+        nudge_embeddings,
     };
     llama::run(&req).map_err(anyhow::Error::msg)?;
     println!(

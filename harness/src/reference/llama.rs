@@ -60,6 +60,8 @@ struct Capture {
     /// Captured values of the current step, last node wins.
     current: BTreeMap<(u32, u32, Stage), Captured>,
     error: Option<String>,
+    /// The batch carries token ids (not embeddings): only then is the token-rows node computed.
+    token_input: bool,
 }
 
 impl Capture {
@@ -87,6 +89,9 @@ impl Capture {
             }
             _ => NodeOp::Other,
         };
+        if op == NodeOp::TokenRows && !self.token_input {
+            return None;
+        }
         let p = canonical(name, op)?;
         (t.type_ == ll::GGML_TYPE_F32 && self.filter.matches(&p.name())).then_some(p)
     }
@@ -230,6 +235,7 @@ fn run_model(
         positions: [0, n as u32],
         current: BTreeMap::new(),
         error: None,
+        token_input: !req.nudge_embeddings,
     });
     // SAFETY: default params; the callback's user data is `cap`, boxed so its address is stable
     // and dropped only after the context is freed.
@@ -258,6 +264,118 @@ fn run_model(
     result
 }
 
+/// Decode `tokens` (or their nudged embeddings) at positions `pos0..`, returning every
+/// position's logits.
+fn decode_batch(
+    ctx: *mut ll::llama_context,
+    tokens: &[u32],
+    embd: Option<&[f32]>,
+    n_embd: usize,
+    pos0: usize,
+    n_vocab: usize,
+) -> Result<Vec<f32>, String> {
+    let m = tokens.len();
+    // SAFETY: a batch for `m` tokens (or `m` embedding rows of `n_embd`), one sequence; every
+    // field written below is within it; it is freed on every path.
+    unsafe {
+        let batch =
+            ll::llama_batch_init(m as i32, if embd.is_some() { n_embd as i32 } else { 0 }, 1);
+        for (i, &t) in tokens.iter().enumerate() {
+            match embd {
+                Some(e) => std::ptr::copy_nonoverlapping(
+                    e[i * n_embd..].as_ptr(),
+                    batch.embd.add(i * n_embd),
+                    n_embd,
+                ),
+                None => *batch.token.add(i) = t as i32,
+            }
+            *batch.pos.add(i) = (pos0 + i) as i32;
+            *batch.n_seq_id.add(i) = 1;
+            *(*batch.seq_id.add(i)) = 0;
+            *batch.logits.add(i) = 1;
+        }
+        let mut b = batch;
+        b.n_tokens = m as i32;
+        let rc = ll::llama_decode(ctx, b);
+        let mut out = Vec::with_capacity(m * n_vocab);
+        if rc == 0 {
+            for i in 0..m {
+                let p = ll::llama_get_logits_ith(ctx, i as i32);
+                if p.is_null() {
+                    ll::llama_batch_free(batch);
+                    return Err(format!(
+                        "llama.cpp returned no logits for position {}",
+                        pos0 + i
+                    ));
+                }
+                out.extend_from_slice(std::slice::from_raw_parts(p, n_vocab));
+            }
+        }
+        ll::llama_batch_free(batch);
+        if rc != 0 {
+            return Err(format!(
+                "llama_decode failed with code {rc} at position {pos0}"
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The input embeddings of `tokens`, each value nudged up by one f32 ulp (the perturbation the
+/// engine's `nudge_embeddings` applies), read from the model file.
+fn nudged_embeddings(model: &std::path::Path, tokens: &[u32]) -> Result<(usize, Vec<f32>), String> {
+    let f = bitnet_engine::gguf::GgufFile::open(model).map_err(|e| e.to_string())?;
+    let t = f
+        .tensor("token_embd.weight")
+        .ok_or("the model has no `token_embd.weight`")?;
+    let n_embd = t.dims[0] as usize;
+    let row_bytes = t.ty.row_bytes(n_embd as u64).ok_or("bad embedding row")? as usize;
+    let data = f.tensor_data(t);
+    let mut out = Vec::with_capacity(tokens.len() * n_embd);
+    for &tok in tokens {
+        let row = data
+            .get(tok as usize * row_bytes..(tok as usize + 1) * row_bytes)
+            .ok_or("token outside the embedding")?;
+        let v = bitnet_engine::quant::dequantize(t.ty, row, n_embd).map_err(|e| e.to_string())?;
+        out.extend(v.into_iter().map(next_up));
+    }
+    Ok((n_embd, out))
+}
+
+fn next_up(v: f32) -> f32 {
+    if v.is_nan() || v == f32::INFINITY {
+        v
+    } else if v == 0.0 {
+        f32::from_bits(1)
+    } else if v > 0.0 {
+        f32::from_bits(v.to_bits() + 1)
+    } else {
+        f32::from_bits(v.to_bits() - 1)
+    }
+}
+
+/// Merge the captures of one step's chunks: rows concatenated along positions; attention rows
+/// padded with zeros to the last chunk's (widest) set of cached positions.
+fn merge_chunks(chunks: Vec<Captured>) -> Captured {
+    let mut it = chunks.into_iter();
+    let (point, mut shape, mut values) = it.next().expect("at least one chunk");
+    for (_, s, v) in it {
+        if point.stage == Stage::AttnProbs {
+            let (heads, old_w, new_w) = (shape[1], shape[2], s[2]);
+            let mut padded = Vec::with_capacity(shape[0] * heads * new_w);
+            for row in values.chunks_exact(old_w) {
+                padded.extend_from_slice(row);
+                padded.extend(std::iter::repeat_n(0.0, new_w - old_w));
+            }
+            values = padded;
+            shape[2] = new_w;
+        }
+        shape[0] += s[0];
+        values.extend_from_slice(&v);
+    }
+    (point, shape, values)
+}
+
 fn decode_all(
     req: &RefRequest,
     ctx: *mut ll::llama_context,
@@ -268,61 +386,57 @@ fn decode_all(
     let mut writer = TraceWriter::create(&req.out)
         .map_err(|e| format!("cannot write `{}`: {e}", req.out.display()))?;
     let mut prefill_logits = Vec::with_capacity(n * n_vocab);
-    let mut generated = Vec::new();
-    let mut step_tokens: Vec<u32> = req.tokens.clone();
+    let mut generated: Vec<u32> = Vec::new();
     let mut pos0 = 0usize;
     let (mut prefill_seconds, mut decode_seconds) = (0f64, 0f64);
+    let ubatch = req.ubatch.unwrap_or(n).max(1);
     for step in 0..req.generate.max(1) {
         let t0 = std::time::Instant::now();
-        if step > 0 {
-            step_tokens = vec![*generated.last().expect("a token per step")];
-        }
-        let m = step_tokens.len();
-        cap.positions = [pos0 as u32, (pos0 + m) as u32];
-        cap.current.clear();
-        // SAFETY: a batch for `m` tokens, one sequence; every field written below is within it.
-        let logits = unsafe {
-            let batch = ll::llama_batch_init(m as i32, 0, 1);
-            for (i, &t) in step_tokens.iter().enumerate() {
-                *batch.token.add(i) = t as i32;
-                *batch.pos.add(i) = (pos0 + i) as i32;
-                *batch.n_seq_id.add(i) = 1;
-                *(*batch.seq_id.add(i)) = 0;
-                *batch.logits.add(i) = 1;
-            }
-            let mut b = batch;
-            b.n_tokens = m as i32;
-            let rc = ll::llama_decode(ctx, b);
-            let mut out = Vec::with_capacity(m * n_vocab);
-            if rc == 0 {
-                for i in 0..m {
-                    let p = ll::llama_get_logits_ith(ctx, i as i32);
-                    if p.is_null() {
-                        ll::llama_batch_free(batch);
-                        return Err(format!(
-                            "llama.cpp returned no logits for position {}",
-                            pos0 + i
-                        ));
-                    }
-                    out.extend_from_slice(std::slice::from_raw_parts(p, n_vocab));
-                }
-            }
-            ll::llama_batch_free(batch);
-            if rc != 0 {
-                return Err(format!("llama_decode failed with code {rc} at step {step}"));
-            }
-            out
+        let step_tokens: Vec<u32> = if step == 0 {
+            req.tokens.clone()
+        } else {
+            vec![*generated.last().expect("a token per step")]
         };
+        let m = step_tokens.len();
+        let mut acc: BTreeMap<(u32, u32, Stage), Vec<Captured>> = BTreeMap::new();
+        let mut logits = Vec::with_capacity(m * n_vocab);
+        for (ci, chunk) in step_tokens
+            .chunks(if step == 0 { ubatch } else { 1 })
+            .enumerate()
+        {
+            let c0 = pos0 + ci * ubatch;
+            cap.positions = [c0 as u32, (c0 + chunk.len()) as u32];
+            cap.current.clear();
+            let embd = if req.nudge_embeddings {
+                Some(nudged_embeddings(&req.model, chunk)?)
+            } else {
+                None
+            };
+            let n_embd = embd.as_ref().map_or(0, |e| e.0);
+            logits.extend(decode_batch(
+                ctx,
+                chunk,
+                embd.as_ref().map(|e| e.1.as_slice()),
+                n_embd,
+                c0,
+                n_vocab,
+            )?);
+            if let Some(e) = cap.error.take() {
+                return Err(e);
+            }
+            for (k, v) in std::mem::take(&mut cap.current) {
+                acc.entry(k).or_default().push(v);
+            }
+        }
         if step == 0 {
             prefill_seconds = t0.elapsed().as_secs_f64();
         } else {
             decode_seconds += t0.elapsed().as_secs_f64();
         }
-        if let Some(e) = cap.error.take() {
-            return Err(e);
-        }
-        for (point, shape, values) in std::mem::take(&mut cap.current).into_values() {
-            let rec = TraceRecord::summarize(point, step as u32, cap.positions, shape, &values);
+        let positions = [pos0 as u32, (pos0 + m) as u32];
+        for chunks in acc.into_values() {
+            let (point, shape, values) = merge_chunks(chunks);
+            let rec = TraceRecord::summarize(point, step as u32, positions, shape, &values);
             writer
                 .write(rec, Some(&values))
                 .map_err(|e| format!("writing the trace: {e}"))?;

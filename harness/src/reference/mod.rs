@@ -29,6 +29,10 @@ pub struct RefRequest {
     pub threads: usize,
     /// The trace directory to write.
     pub out: PathBuf,
+    /// Decode the prompt in calls of this many tokens (one call when `None`).
+    pub ubatch: Option<usize>,
+    /// Feed the input embeddings nudged up by one f32 ulp instead of token ids.
+    pub nudge_embeddings: bool,
 }
 
 impl RefRequest {
@@ -51,6 +55,13 @@ impl RefRequest {
         for p in self.points.patterns() {
             a.push("--points".into());
             a.push(p.clone());
+        }
+        if let Some(u) = self.ubatch {
+            a.push("--ubatch".into());
+            a.push(u.to_string());
+        }
+        if self.nudge_embeddings {
+            a.push("--nudge-embeddings".into());
         }
         // The output directory comes last, so a wrapper script finds it as its last argument.
         a.push("-o".into());

@@ -1,0 +1,137 @@
+//! `harness calibrate SCENARIO`: run llama.cpp against itself under perturbations that should not
+//! matter (another thread count, the prompt decoded in calls of 1 and 7 tokens, the input
+//! embeddings nudged by one ulp) and propose per-point tolerances from the spread.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use bitnet_engine::trace::PointFilter;
+use bitnet_harness::calibrate::calibrate_pairs;
+use bitnet_harness::reference::{run_reference, RefRequest};
+use bitnet_harness::run::Context;
+use bitnet_harness::scenario::load_scenario;
+
+use super::UsageError;
+
+/// Arguments of `harness calibrate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Proposed tolerance = worst spread × this factor (at least a floor of f32 rounding).
+    #[arg(long, default_value_t = 10.0)]
+    pub factor: f64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let s = load_scenario(&args.scenario).map_err(|e| UsageError(e.to_string()))?;
+    if s.scenario.inputs.tokens.is_empty() {
+        return Err(UsageError("calibration needs `inputs.tokens`".into()).into());
+    }
+    let root = std::env::current_dir()?;
+    let harness = std::env::current_exe()?;
+    let ctx = Context::new(&root, root.join("target/harness/runs"), harness.clone());
+    let model = ctx.model_path(&s).map_err(anyhow::Error::msg)?;
+    let work = root.join("target/harness/calibrate").join(&s.stem);
+    let _ = std::fs::remove_dir_all(&work);
+    let threads = s.scenario.threads;
+    let other_threads = if threads > 1 { 1 } else { 2 };
+    let points = PointFilter::new(&s.scenario.trace.points).map_err(UsageError)?;
+    let mut dirs = Vec::new();
+    for (i, tokens) in s.scenario.inputs.tokens.iter().enumerate() {
+        let variants: Vec<(String, usize, Option<usize>, bool)> = vec![
+            ("baseline".into(), threads, None, false),
+            (
+                format!("threads={other_threads}"),
+                other_threads,
+                None,
+                false,
+            ),
+            ("ubatch=1".into(), threads, Some(1), false),
+            ("ubatch=7".into(), threads, Some(7), false),
+            ("embedding+1ulp".into(), threads, None, true),
+        ];
+        let mut base = None;
+        for (label, t, ubatch, nudge) in variants {
+            let out = work
+                .join(i.to_string())
+                .join(label.replace(['=', '+'], "_"));
+            let req = RefRequest {
+                model: model.clone(),
+                tokens: tokens.clone(),
+                generate: s.scenario.generation.steps,
+                points: points.clone(),
+                threads: t,
+                out: out.clone(),
+                ubatch,
+                nudge_embeddings: nudge,
+            };
+            println!("input {i}: llama.cpp, {label}");
+            run_reference(&harness, &req, Duration::from_secs(600))?;
+            match &base {
+                None => base = Some(out),
+                Some(b) => dirs.push((format!("input {i} {label}"), b.clone(), out)),
+            }
+        }
+    }
+    let pairs: Vec<(String, &std::path::Path, &std::path::Path)> = dirs
+        .iter()
+        .map(|(l, b, d)| (l.clone(), b.as_path(), d.as_path()))
+        .collect();
+    let cal = calibrate_pairs(&pairs, args.factor)?;
+    println!(
+        "\nllama.cpp against itself, worst per point over {} perturbed runs:",
+        pairs.len()
+    );
+    println!(
+        "  {:24} {:>12} {:>10} {:>10}  worst under",
+        "point", "1 − cosine", "rel L2", "max |Δ|"
+    );
+    for sp in &cal.spread {
+        println!(
+            "  {:24} {:>12.3e} {:>10.3e} {:>10.3e}  {}",
+            sp.point,
+            1.0 - sp.min_cosine,
+            sp.max_rel_l2,
+            sp.max_abs,
+            sp.worst_perturbation
+        );
+    }
+    if let Some(l) = &cal.logits {
+        println!(
+            "  logits: KL max {:.3e}, KL mean {:.3e}, top-1 agreement {:.4}, top-k overlap {:.4}",
+            l.kl_max, l.kl_mean, l.top1_agreement, l.topk_overlap
+        );
+    }
+    for g in &cal.generation_unstable {
+        println!("  greedy generation is not stable here: {g}");
+    }
+    println!(
+        "\nproposed tolerances (spread × {}), for the scenario's `tolerances:`:",
+        args.factor
+    );
+    println!("tolerances:\n  points:");
+    for (point, t) in &cal.proposed {
+        println!(
+            "    {point}: {{ cosine_min: {}, rel_l2_max: {:.3e}, max_abs: {:.3e}, nmse_max: {:.3e} }}",
+            t.cosine_min.unwrap_or(0.0),
+            t.rel_l2_max.unwrap_or(0.0),
+            t.max_abs.unwrap_or(0.0),
+            t.nmse_max.unwrap_or(0.0)
+        );
+    }
+    let lt = &cal.proposed_logits;
+    println!(
+        "  logits: {{ kl_max: {:.3e}, kl_mean_max: {:.3e}, top1_agreement_min: {}, topk_overlap_min: {} }}",
+        lt.kl_max.unwrap_or(0.0),
+        lt.kl_mean_max.unwrap_or(0.0),
+        lt.top1_agreement_min.unwrap_or(1.0),
+        lt.topk_overlap_min.unwrap_or(1.0)
+    );
+    let json = serde_json::to_vec_pretty(&cal)?;
+    let path = work.join("calibration.json");
+    bitnet_engine::npy::write_atomic(&path, &json)?;
+    println!("\nwritten: {}", path.display());
+    Ok(())
+}

@@ -19,4 +19,5 @@ pub mod model;
 pub mod npy;
 pub mod quant;
 pub mod synth;
+pub mod tokenizer;
 pub mod trace;

@@ -82,6 +82,8 @@ pub struct Model {
     pub token_embd: TensorInfo,
     pub output_norm: Vec<f32>,
     pub layers: Vec<Layer>,
+    /// The vocabulary stored in the file, if it has one.
+    pub tokenizer: Option<crate::tokenizer::Tokenizer>,
 }
 
 impl std::fmt::Debug for Model {
@@ -208,12 +210,29 @@ impl Model {
                 w_down: proj(&b("ffn_down"), c.n_ff, c.n_embd)?,
             });
         }
+        let tokenizer =
+            crate::tokenizer::Tokenizer::from_gguf(&file).map_err(|e| ModelError::Tensor {
+                file: name.clone(),
+                tensor: "tokenizer".into(),
+                what: e.to_string(),
+            })?;
+        if let Some(t) = &tokenizer {
+            if t.len() != c.n_vocab {
+                return Err(ModelError::BadKey {
+                    file: name.clone(),
+                    key: "tokenizer.ggml.tokens".into(),
+                    found: format!("{} tokens", t.len()),
+                    expected: format!("the vocabulary size {}", c.n_vocab),
+                });
+            }
+        }
         Ok(Model {
             file,
             config,
             token_embd,
             output_norm,
             layers,
+            tokenizer,
         })
     }
 

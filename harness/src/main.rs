@@ -37,6 +37,10 @@ enum Command {
         #[arg(long)]
         receipt: bool,
     },
+    /// llama.cpp's token ids of a text (JSON).
+    RefTokenize(cli::ref_trace::TokenizeArgs),
+    /// The engine's token ids of a text (JSON).
+    Tokenize(cli::ref_trace::TokenizeArgs),
     /// Run llama.cpp against itself under harmless perturbations; propose tolerances.
     Calibrate(cli::calibrate::Args),
     /// Check receipts; a distinct exit code per failure class (see the README).
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Calibrate(a) => cli::calibrate::run(a),
+        Command::RefTokenize(a) => cli::ref_trace::ref_tokenize(a),
+        Command::Tokenize(a) => cli::ref_trace::tokenize(a),
         Command::VerifyReceipt(a) => match cli::verify::run(a) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),

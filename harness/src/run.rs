@@ -32,6 +32,8 @@ pub enum Check {
     Generation,
     /// Prefill in chunks gives the one-shot prefill's logits.
     Chunking,
+    /// The engine's token ids of each text prompt equal llama.cpp's.
+    Tokenizer,
     /// The CUDA backend (not built yet: always ignored with the reason).
     Cuda,
 }
@@ -44,6 +46,7 @@ impl Check {
             Check::Parity => "parity",
             Check::Generation => "generation",
             Check::Chunking => "chunking",
+            Check::Tokenizer => "tokenizer",
             Check::Cuda => "cuda",
         }
     }
@@ -80,6 +83,9 @@ pub fn checks_of(s: &LoadedScenario) -> Vec<Check> {
     }
     if !sc.prefill_chunks.is_empty() {
         v.push(Check::Chunking);
+    }
+    if !sc.inputs.prompts.is_empty() && !sc.reference.is_none() {
+        v.push(Check::Tokenizer);
     }
     if sc.backends.contains(&Backend::Cuda) {
         v.push(Check::Cuda);
@@ -301,11 +307,19 @@ impl Context {
 
     fn run_engine(&self, s: &LoadedScenario) -> Result<Runs, String> {
         let sc = &s.scenario;
-        if !sc.inputs.prompts.is_empty() {
-            return Err("text prompts need a tokenizer; synthetic models carry no vocabulary (`tokenizer.ggml.model = none`): give `inputs.tokens`".into());
-        }
         let model_path = self.model_path(s)?;
         let model = Model::load(&model_path).map_err(|e| e.to_string())?;
+        let mut all_inputs = sc.inputs.tokens.clone();
+        for p in &sc.inputs.prompts {
+            let t = model.tokenizer.as_ref().ok_or_else(|| {
+                format!("text prompts need a vocabulary; `{}` has none (`tokenizer.ggml.model = none`): give `inputs.tokens`", model_path.display())
+            })?;
+            let ids = t.encode(p, true);
+            if ids.is_empty() {
+                return Err(format!("the prompt {p:?} gives no tokens"));
+            }
+            all_inputs.push(ids);
+        }
         let filter = PointFilter::new(&sc.trace.points)?;
         let kernel = Kernel::from_env()?;
         let mut inputs = Vec::new();
@@ -313,7 +327,7 @@ impl Context {
         let (mut prefill_tokens, mut prefill_seconds, mut decode_calls, mut decode_seconds) =
             (0, 0.0, 0, 0.0);
         let start = Instant::now();
-        for (i, tokens) in sc.inputs.tokens.iter().enumerate() {
+        for (i, tokens) in all_inputs.iter().enumerate() {
             let dir = self.runs.join(&s.stem).join(i.to_string()).join("engine");
             let _ = std::fs::remove_dir_all(&dir);
             let mut tracer = Tracer::new(filter.clone(), &dir, true)
@@ -468,8 +482,50 @@ impl Context {
             Check::Golden => self.check_golden(s, runs),
             Check::Parity | Check::Generation => self.check_parity(s, runs, check),
             Check::Chunking => check_chunking(s, runs),
+            Check::Tokenizer => self.check_tokenizer(s, runs),
             Check::Cuda => unreachable!("handled above"),
         }
+    }
+
+    fn check_tokenizer(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let n_tok = s.scenario.inputs.tokens.len();
+        let mut notes = Vec::new();
+        for (k, prompt) in s.scenario.inputs.prompts.iter().enumerate() {
+            let engine = &runs.inputs[n_tok + k].tokens;
+            let out = std::process::Command::new(&self.harness)
+                .arg("ref-tokenize")
+                .arg(&runs.model)
+                .args(["--prompt", prompt])
+                .output();
+            let out = match out {
+                Ok(o) if o.status.success() => o,
+                Ok(o) => {
+                    return Verdict::fail(format!(
+                        "llama.cpp could not tokenize prompt {k}: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    ))
+                }
+                Err(e) => return Verdict::fail(format!("cannot run `harness ref-tokenize`: {e}")),
+            };
+            let reference: Vec<u32> = match serde_json::from_slice(&out.stdout) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Verdict::fail(format!("`harness ref-tokenize` printed no id list: {e}"))
+                }
+            };
+            if &reference != engine {
+                let at = engine
+                    .iter()
+                    .zip(&reference)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(engine.len().min(reference.len()));
+                return Verdict::fail(format!(
+                    "prompt {k} {prompt:?}: token ids differ at index {at}: engine {engine:?}, llama.cpp {reference:?}"
+                ));
+            }
+            notes.push(format!("prompt {k}: {} ids equal", engine.len()));
+        }
+        Verdict::pass(notes.join("; "))
     }
 
     fn check_golden(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {

@@ -50,6 +50,16 @@ impl TernaryType {
     }
 }
 
+/// The vocabulary written into a synthetic model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// A small real byte-level BPE vocabulary (`tokenizer.ggml.model = gpt2`), so text prompts work.
+    Bpe,
+    /// No vocabulary (`tokenizer.ggml.model = none`): token ids only.
+    None,
+}
+
 /// Embedding formats a synthetic model can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum EmbeddingType {
@@ -93,6 +103,8 @@ pub struct ModelSpec {
     pub residual_scale: Option<f32>,
     /// Seed of every random draw.
     pub seed: u64,
+    /// The vocabulary: `bpe` (needs `n_vocab` ≥ 258) or `none`.
+    pub tokenizer: TokenizerKind,
 }
 
 impl Default for ModelSpec {
@@ -113,6 +125,7 @@ impl Default for ModelSpec {
             embedding_std: 0.05,
             residual_scale: None,
             seed: 0,
+            tokenizer: TokenizerKind::Bpe,
         }
     }
 }
@@ -249,6 +262,13 @@ impl ModelSpec {
         if !(self.embedding_std.is_finite() && self.embedding_std > 0.0) {
             return bad("embedding_std", &self.embedding_std, "a positive number");
         }
+        if self.tokenizer == TokenizerKind::Bpe && self.n_vocab < 258 {
+            return bad(
+                "n_vocab",
+                &self.n_vocab,
+                "at least 258 with `tokenizer: bpe` (256 bytes and 2 control tokens)",
+            );
+        }
         let rs = self.residual_scale();
         if !(rs.is_finite() && rs > 0.0) {
             return bad("residual_scale", &rs, "a positive number");
@@ -349,7 +369,39 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
         Value::F32(spec.rms_eps),
     );
     w.add_kv("bitnet.vocab_size", Value::U32(spec.n_vocab));
-    w.add_kv("tokenizer.ggml.model", "none");
+    match spec.tokenizer {
+        TokenizerKind::None => w.add_kv("tokenizer.ggml.model", "none"),
+        TokenizerKind::Bpe => {
+            let v = crate::tokenizer::synthetic_bpe_vocab(spec.n_vocab as usize).map_err(|e| {
+                SynthError::Invalid {
+                    field: "n_vocab",
+                    value: spec.n_vocab.to_string(),
+                    expected: e,
+                }
+            })?;
+            w.add_kv("tokenizer.ggml.model", "gpt2");
+            w.add_kv("tokenizer.ggml.pre", "gpt-2");
+            w.add_kv(
+                "tokenizer.ggml.tokens",
+                crate::gguf::string_array(&v.tokens),
+            );
+            w.add_kv(
+                "tokenizer.ggml.token_type",
+                crate::gguf::i32_array(&v.token_types),
+            );
+            w.add_kv(
+                "tokenizer.ggml.merges",
+                crate::gguf::string_array(&v.merges),
+            );
+            if let Some(b) = v.bos {
+                w.add_kv("tokenizer.ggml.bos_token_id", Value::U32(b));
+            }
+            if let Some(e) = v.eos {
+                w.add_kv("tokenizer.ggml.eos_token_id", Value::U32(e));
+            }
+            w.add_kv("tokenizer.ggml.add_bos_token", Value::Bool(v.add_bos));
+        }
+    }
 
     // Token embedding [n_embd, n_vocab].
     let emb_ty = match spec.embedding_type {

@@ -15,8 +15,17 @@ pub struct TraceArgs {
     /// The GGUF model.
     pub model: PathBuf,
     /// Input token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "prompt",
+        conflicts_with = "prompt"
+    )]
     pub tokens: Vec<u32>,
+    /// Input text, tokenized with the model's vocabulary (the engine's tokenizer for `trace`,
+    /// llama.cpp's for `ref-trace`).
+    #[arg(long)]
+    pub prompt: Option<String>,
     /// Greedy tokens to generate after the prompt.
     #[arg(long, default_value_t = 0)]
     pub generate: usize,
@@ -65,9 +74,13 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
     if args.threads == 0 {
         return Err(UsageError("`--threads` must be at least 1".into()).into());
     }
+    let tokens = match &args.prompt {
+        Some(p) => llama::tokenize(&args.model, p).map_err(UsageError)?,
+        None => args.tokens.clone(),
+    };
     let req = RefRequest {
         model: args.model.clone(),
-        tokens: args.tokens.clone(),
+        tokens,
         generate: args.generate,
         points: args.filter()?,
         threads: args.threads,
@@ -82,5 +95,37 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
         req.generate,
         req.out.display()
     );
+    Ok(())
+}
+
+/// Arguments of `harness ref-tokenize` and `harness tokenize`.
+#[derive(clap::Args, Debug)]
+pub struct TokenizeArgs {
+    /// The GGUF model.
+    pub model: PathBuf,
+    /// The text.
+    #[arg(long)]
+    pub prompt: String,
+}
+
+/// `harness ref-tokenize`: llama.cpp's token ids of a text, as a JSON array.
+pub fn ref_tokenize(args: TokenizeArgs) -> Result<()> {
+    llama::check_model(&args.model).map_err(UsageError)?;
+    let ids = llama::tokenize(&args.model, &args.prompt).map_err(UsageError)?;
+    println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}
+
+/// `harness tokenize`: the engine's token ids of a text, as a JSON array.
+pub fn tokenize(args: TokenizeArgs) -> Result<()> {
+    let model =
+        bitnet_engine::model::Model::load(&args.model).map_err(|e| UsageError(e.to_string()))?;
+    let t = model.tokenizer.as_ref().ok_or_else(|| {
+        UsageError(format!(
+            "`{}` has no vocabulary (`tokenizer.ggml.model = none`): give token ids",
+            args.model.display()
+        ))
+    })?;
+    println!("{}", serde_json::to_string(&t.encode(&args.prompt, true))?);
     Ok(())
 }

@@ -18,6 +18,23 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
         None => Kernel::from_env().map_err(UsageError)?,
     };
     let model = Model::load(&args.model).map_err(|e| UsageError(e.to_string()))?;
+    let tokens = match &args.prompt {
+        Some(p) => {
+            let t = model.tokenizer.as_ref().ok_or_else(|| {
+                UsageError(format!(
+                    "`{}` has no vocabulary (`tokenizer.ggml.model = none`): give `--tokens`",
+                    args.model.display()
+                ))
+            })?;
+            let ids = t.encode(p, true);
+            println!("prompt tokens: {ids:?}");
+            ids
+        }
+        None => args.tokens.clone(),
+    };
+    if tokens.is_empty() {
+        return Err(UsageError("the prompt gives no tokens".into()).into());
+    }
     let filter = args.filter()?;
     let unmatched = filter.unmatched(model.config.n_layer as u32);
     if !unmatched.is_empty() {
@@ -46,18 +63,18 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
     let n_vocab = model.config.n_vocab;
     bitnet_engine::npy::write_npy(
         &args.output.join("logits.npy"),
-        &[args.tokens.len(), n_vocab],
+        &[tokens.len(), n_vocab],
         &out.logits,
     )?;
     bitnet_engine::npy::write_atomic(
         &args.output.join("generated.json"),
         &serde_json::to_vec(&out.generated)?,
     )?;
-    let last = &out.logits[(args.tokens.len() - 1) * n_vocab..];
+    let last = &out.logits[(tokens.len() - 1) * n_vocab..];
     let top = forward::argmax(last);
     println!(
         "engine trace of {} tokens written to {} in {:.3} s ({} threads, kernels: {})",
-        args.tokens.len(),
+        tokens.len(),
         args.output.display(),
         elapsed.as_secs_f64(),
         args.threads,

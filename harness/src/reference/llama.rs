@@ -475,3 +475,63 @@ pub fn check_model(path: &Path) -> Result<(), String> {
         Err(format!("model file `{}` does not exist", path.display()))
     }
 }
+
+/// llama.cpp's token ids for `text` (`llama_tokenize` with `add_special`, special tokens not
+/// parsed), loading only the vocabulary.
+pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
+    let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
+    // SAFETY: as in `run`: a plain log sink and idempotent initialisation.
+    unsafe {
+        ll::llama_log_set(Some(log_callback), std::ptr::null_mut());
+        ll::llama_backend_init();
+    }
+    let path = CString::new(model_path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: default parameters with `vocab_only`, then a NUL-terminated path.
+    let model = unsafe {
+        let mut mp = ll::llama_model_default_params();
+        mp.vocab_only = true;
+        ll::llama_model_load_from_file(path.as_ptr(), mp)
+    };
+    if model.is_null() {
+        return Err(fail(format!(
+            "llama.cpp could not load `{}`",
+            model_path.display()
+        )));
+    }
+    // SAFETY: `model` is valid until freed below; the token buffer holds `cap` ids; a negative
+    // result is the size needed, and the call is repeated with that much room.
+    let result = unsafe {
+        let vocab = ll::llama_model_get_vocab(model);
+        if ll::llama_vocab_type(vocab) == ll::LLAMA_VOCAB_TYPE_NONE {
+            Err(format!(
+                "`{}` has no vocabulary (`tokenizer.ggml.model = none`): give token ids",
+                model_path.display()
+            ))
+        } else {
+            let mut cap = text.len() + 8;
+            loop {
+                let mut buf = vec![0i32; cap];
+                let n = ll::llama_tokenize(
+                    vocab,
+                    text.as_ptr() as *const c_char,
+                    text.len() as i32,
+                    buf.as_mut_ptr(),
+                    cap as i32,
+                    true,
+                    false,
+                );
+                if n >= 0 {
+                    buf.truncate(n as usize);
+                    break Ok(buf.into_iter().map(|t| t as u32).collect());
+                }
+                if (-n) as usize <= cap {
+                    break Err(fail("llama_tokenize failed".into()));
+                }
+                cap = (-n) as usize;
+            }
+        }
+    };
+    // SAFETY: freed once.
+    unsafe { ll::llama_model_free(model) };
+    result
+}

@@ -1,0 +1,488 @@
+//! Byte-level BPE tokenizer, as llama.cpp runs `tokenizer.ggml.model = "gpt2"` vocabularies
+//! (`src/llama-vocab.cpp` `llm_tokenizer_bpe`, `src/unicode.cpp`
+//! `unicode_regex_split_custom_gpt2`), and the small real BPE vocabulary of the synthetic models.
+//!
+//! Text prompts go through the vocabulary stored in the GGUF: pre-tokenization with the GPT-2
+//! rules, bytes mapped to printable code points (GPT-2's `bytes_to_unicode`), then merges by rank
+//! (the leftmost pair of the lowest rank first), and byte tokens for anything left unmerged.
+
+use std::collections::HashMap;
+
+use unicode_general_category::{get_general_category, GeneralCategory as G};
+
+use crate::gguf::{GgufFile, Value};
+
+/// Why a vocabulary could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("`{file}`: tokenizer key `{key}`: {what}")]
+    Key {
+        file: String,
+        key: String,
+        what: String,
+    },
+    #[error("`{file}`: tokenizer model `{model}` is not supported (supported: gpt2; `none` has no tokenizer)")]
+    Model { file: String, model: String },
+    #[error("`{file}`: pre-tokenizer `{pre}` is not supported (supported: gpt-2, default)")]
+    Pre { file: String, pre: String },
+}
+
+/// The parts of a BPE vocabulary, as stored under `tokenizer.ggml.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VocabParts {
+    pub tokens: Vec<String>,
+    /// llama.cpp token types: 1 normal, 3 control, 5 unused.
+    pub token_types: Vec<i32>,
+    /// `"left right"`, by rank.
+    pub merges: Vec<String>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+}
+
+/// A byte-level BPE tokenizer.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    tokens: Vec<String>,
+    ids: HashMap<String, u32>,
+    ranks: HashMap<(String, String), usize>,
+    byte_chars: [char; 256],
+    char_bytes: HashMap<char, u8>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+}
+
+/// GPT-2's `bytes_to_unicode`: printable bytes map to themselves, the others to 256 + n in order.
+pub fn byte_chars() -> [char; 256] {
+    let mut out = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..256u32 {
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        out[b as usize] = if printable {
+            char::from_u32(b).expect("valid")
+        } else {
+            n += 1;
+            char::from_u32(255 + n).expect("valid")
+        };
+    }
+    out
+}
+
+fn is_letter(c: char) -> bool {
+    matches!(
+        get_general_category(c),
+        G::UppercaseLetter
+            | G::LowercaseLetter
+            | G::TitlecaseLetter
+            | G::ModifierLetter
+            | G::OtherLetter
+    )
+}
+
+fn is_number(c: char) -> bool {
+    matches!(
+        get_general_category(c),
+        G::DecimalNumber | G::LetterNumber | G::OtherNumber
+    )
+}
+
+/// llama.cpp's whitespace set (`unicode_set_whitespace`).
+fn is_whitespace(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x09..=0x0D | 0x20 | 0x85 | 0xA0 | 0x1680 | 0x2000..=0x200A | 0x2028 | 0x2029 | 0x202F | 0x205F | 0x3000
+    )
+}
+
+/// GPT-2 pre-tokenization, as `unicode_regex_split_custom_gpt2` implements
+/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
+pub fn pre_tokenize(text: &str) -> Vec<String> {
+    let c: Vec<char> = text.chars().collect();
+    let n = c.len();
+    let at = |i: usize| c.get(i).copied();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < n {
+        let start = pos;
+        let cpt = c[pos];
+        if cpt == '\'' && pos + 1 < n {
+            let a = c[pos + 1];
+            if matches!(a, 's' | 't' | 'm' | 'd') {
+                out.push(c[pos..pos + 2].iter().collect());
+                pos += 2;
+                continue;
+            }
+            if pos + 2 < n && matches!((a, c[pos + 2]), ('r', 'e') | ('v', 'e') | ('l', 'l')) {
+                out.push(c[pos..pos + 3].iter().collect());
+                pos += 3;
+                continue;
+            }
+        }
+        let probe = if cpt == ' ' { at(pos + 1) } else { Some(cpt) };
+        let class = |x: Option<char>| -> u8 {
+            match x {
+                None => 0,
+                Some(x) if is_letter(x) => 1,
+                Some(x) if is_number(x) => 2,
+                Some(x) if is_whitespace(x) => 3,
+                Some(_) => 4,
+            }
+        };
+        let k = class(probe);
+        if k == 1 || k == 2 || k == 4 {
+            pos += usize::from(cpt == ' ');
+            while class(at(pos)) == k {
+                pos += 1;
+            }
+            out.push(c[start..pos].iter().collect());
+            continue;
+        }
+        let mut ws = 0;
+        while at(pos + ws).is_some_and(is_whitespace) {
+            ws += 1;
+        }
+        if ws > 1 && pos + ws < n {
+            // \s+(?!\S): leave the last whitespace for the next word.
+            pos += ws - 1;
+        } else if ws > 0 {
+            pos += ws;
+        } else {
+            pos += 1;
+        }
+        out.push(c[start..pos].iter().collect());
+    }
+    out
+}
+
+impl Tokenizer {
+    /// Build from vocabulary parts.
+    pub fn from_parts(p: &VocabParts) -> Tokenizer {
+        let byte_chars = byte_chars();
+        let char_bytes = byte_chars
+            .iter()
+            .enumerate()
+            .map(|(b, &ch)| (ch, b as u8))
+            .collect();
+        let ids = p
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let ranks = p
+            .merges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                m.split_once(' ')
+                    .map(|(a, b)| ((a.to_string(), b.to_string()), i))
+            })
+            .collect();
+        Tokenizer {
+            tokens: p.tokens.clone(),
+            ids,
+            ranks,
+            byte_chars,
+            char_bytes,
+            bos: p.bos,
+            eos: p.eos,
+            add_bos: p.add_bos,
+        }
+    }
+
+    /// The tokenizer of a GGUF file: `None` when it has none (`tokenizer.ggml.model` absent or
+    /// `none`); an error names the key that is missing or malformed.
+    pub fn from_gguf(f: &GgufFile) -> Result<Option<Tokenizer>, TokenizerError> {
+        let file = f.name().to_string();
+        let key_err = |key: &str, what: &str| TokenizerError::Key {
+            file: file.clone(),
+            key: key.into(),
+            what: what.into(),
+        };
+        let model = match f.get("tokenizer.ggml.model") {
+            None => return Ok(None),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| key_err("tokenizer.ggml.model", "expected a string"))?
+                .to_string(),
+        };
+        match model.as_str() {
+            "none" | "no_vocab" => return Ok(None),
+            "gpt2" => {}
+            _ => return Err(TokenizerError::Model { file, model }),
+        }
+        let pre = f
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if !matches!(pre, "gpt-2" | "default") {
+            return Err(TokenizerError::Pre {
+                file,
+                pre: pre.into(),
+            });
+        }
+        let strings = |key: &str| -> Result<Vec<String>, TokenizerError> {
+            let a = f
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| key_err(key, "missing, expected an array of strings"))?;
+            a.values
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| key_err(key, "expected strings"))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let token_types = match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) => a
+                .values
+                .iter()
+                .map(|v| v.as_i64().unwrap_or(1) as i32)
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let id = |key: &str| f.get(key).and_then(Value::as_u32);
+        Ok(Some(Tokenizer::from_parts(&VocabParts {
+            tokens,
+            token_types,
+            merges,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos: id("tokenizer.ggml.eos_token_id"),
+            add_bos: f
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })))
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Token ids of `text` (with BOS first when the vocabulary asks for it and `add_special`).
+    pub fn encode(&self, text: &str, add_special: bool) -> Vec<u32> {
+        let mut out = Vec::new();
+        if add_special && self.add_bos {
+            out.extend(self.bos);
+        }
+        for word in pre_tokenize(text) {
+            let mapped: String = word.bytes().map(|b| self.byte_chars[b as usize]).collect();
+            let mut symbols: Vec<String> = mapped.chars().map(String::from).collect();
+            loop {
+                let mut best: Option<(usize, usize)> = None;
+                for i in 0..symbols.len().saturating_sub(1) {
+                    if let Some(&r) = self
+                        .ranks
+                        .get(&(symbols[i].clone(), symbols[i + 1].clone()))
+                    {
+                        if best.is_none_or(|(br, _)| r < br) {
+                            best = Some((r, i));
+                        }
+                    }
+                }
+                let Some((_, i)) = best else { break };
+                let right = symbols.remove(i + 1);
+                symbols[i].push_str(&right);
+            }
+            for s in symbols {
+                match self.ids.get(&s) {
+                    Some(&id) => out.push(id),
+                    None => {
+                        // Unknown symbol: its byte tokens.
+                        for ch in s.chars() {
+                            let b = self.char_bytes.get(&ch).copied().unwrap_or(b'?');
+                            if let Some(&id) =
+                                self.ids.get(&self.byte_chars[b as usize].to_string())
+                            {
+                                out.push(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Text of `ids` (byte-level decoding; control tokens are skipped, invalid UTF-8 replaced).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            let Some(t) = self.tokens.get(id as usize) else {
+                continue;
+            };
+            if Some(id) == self.bos || Some(id) == self.eos {
+                continue;
+            }
+            for ch in t.chars() {
+                match self.char_bytes.get(&ch) {
+                    Some(&b) => bytes.push(b),
+                    None => bytes.extend_from_slice(ch.to_string().as_bytes()),
+                }
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Text the synthetic vocabulary is trained on (written for this project).
+const CORPUS: &str = "The harness runs the engine and the reference on the same model and the same \
+tokens, and compares every tensor it can see. When the two disagree, it names the first place where \
+they part: the step, the position, the layer and the stage. A ternary weight is minus one, zero or \
+plus one, times a scale; the activations that meet it are rounded to eight bits, so the sums are \
+exact integers. Models are generated from a seed, written to a file, and read back by three \
+readers that were written apart from each other. Numbers such as 1, 2, 3, 10, 42, 100, 256, 1024 and \
+2048 appear in prompts too, and so do words like it's, we're, they've, I'm, you'll and she'd. \
+Tests should fail when something is wrong, and pass when it is right; a test that cannot fail \
+proves nothing. Keep the receipts: they say what ran, on which machine, with which kernels, and how \
+fast. Then the next change can be measured against this one, side by side, in the same run.";
+
+/// A small real BPE vocabulary of exactly `n_vocab` tokens: the 256 byte tokens, merges learned
+/// from an embedded English text (most frequent pair first, ties to the lexically smallest, until
+/// every word is one token),
+/// `<|bos|>` and `<|eos|>` control tokens, and unused tokens to fill the rest. Deterministic.
+pub fn synthetic_bpe_vocab(n_vocab: usize) -> Result<VocabParts, String> {
+    if n_vocab < 258 {
+        return Err(format!(
+            "a byte-level BPE vocabulary needs at least 258 tokens, `n_vocab` is {n_vocab}"
+        ));
+    }
+    let bc = byte_chars();
+    let mut tokens: Vec<String> = bc.iter().map(|c| c.to_string()).collect();
+    let mut token_types = vec![1; 256];
+    let mut words: HashMap<Vec<String>, usize> = HashMap::new();
+    for w in pre_tokenize(CORPUS) {
+        let syms = w.bytes().map(|b| bc[b as usize].to_string()).collect();
+        *words.entry(syms).or_default() += 1;
+    }
+    let mut words: Vec<(Vec<String>, usize)> = words.into_iter().collect();
+    words.sort();
+    let mut merges = Vec::new();
+    let budget = n_vocab - 258;
+    while merges.len() < budget {
+        let mut counts: HashMap<(String, String), usize> = HashMap::new();
+        for (syms, n) in &words {
+            for p in syms.windows(2) {
+                *counts.entry((p[0].clone(), p[1].clone())).or_default() += n;
+            }
+        }
+        let best = counts
+            .into_iter()
+            .filter(|(_, n)| *n >= 1)
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
+        let Some(((l, r), _)) = best else { break };
+        let joined = format!("{l}{r}");
+        for (syms, _) in &mut words {
+            let mut i = 0;
+            while i + 1 < syms.len() {
+                if syms[i] == l && syms[i + 1] == r {
+                    syms[i] = joined.clone();
+                    syms.remove(i + 1);
+                }
+                i += 1;
+            }
+        }
+        merges.push(format!("{l} {r}"));
+        tokens.push(joined);
+        token_types.push(1);
+    }
+    let bos = tokens.len() as u32;
+    tokens.push("<|bos|>".into());
+    tokens.push("<|eos|>".into());
+    token_types.extend([3, 3]);
+    let mut k = 0;
+    while tokens.len() < n_vocab {
+        tokens.push(format!("<|unused_{k}|>"));
+        token_types.push(5);
+        k += 1;
+    }
+    Ok(VocabParts {
+        tokens,
+        token_types,
+        merges,
+        bos: Some(bos),
+        eos: Some(bos + 1),
+        add_bos: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpt2_pre_tokenization_hand_worked() {
+        // As the GPT-2 regex splits them: contractions, ` ?letters`, ` ?digits`, ` ?other`,
+        // whitespace runs leaving one space to the next word.
+        assert_eq!(pre_tokenize("Hello world"), ["Hello", " world"]);
+        assert_eq!(pre_tokenize("it's 42!"), ["it", "'s", " 42", "!"]);
+        assert_eq!(pre_tokenize("a   b"), ["a", "  ", " b"]);
+        assert_eq!(pre_tokenize("end  "), ["end", "  "]);
+        assert_eq!(pre_tokenize("x\n\ny"), ["x", "\n", "\n", "y"]);
+        assert_eq!(pre_tokenize("we're ok"), ["we", "'re", " ok"]);
+        assert_eq!(pre_tokenize("héllo wörld"), ["héllo", " wörld"]);
+        assert_eq!(pre_tokenize("..."), ["..."]);
+    }
+
+    #[test]
+    fn bpe_merges_by_rank_hand_worked() {
+        // Vocabulary: bytes, then merges "a b" (rank 0) and "ab c" (rank 1).
+        let bc = byte_chars();
+        let mut tokens: Vec<String> = bc.iter().map(|c| c.to_string()).collect();
+        tokens.push("ab".into());
+        tokens.push("abc".into());
+        let p = VocabParts {
+            token_types: vec![1; tokens.len()],
+            tokens,
+            merges: vec!["a b".into(), "ab c".into()],
+            bos: None,
+            eos: None,
+            add_bos: false,
+        };
+        let t = Tokenizer::from_parts(&p);
+        assert_eq!(t.encode("abc", true), vec![257]);
+        assert_eq!(t.encode("abd", true), vec![256, b'd' as u32]);
+        // " abc" is one word; the space maps to `Ġ` (byte 32, token 32) and is not merged.
+        assert_eq!(bc[32], 'Ġ');
+        assert_eq!(t.encode(" abc", true), vec![32, 257]);
+        assert_eq!(t.decode(&t.encode("abd ab\n", false)), "abd ab\n");
+    }
+
+    #[test]
+    fn synthetic_vocab_is_deterministic_and_exact_in_size() {
+        let a = synthetic_bpe_vocab(512).unwrap();
+        assert_eq!(a, synthetic_bpe_vocab(512).unwrap());
+        assert_eq!(a.tokens.len(), 512);
+        assert_eq!(a.tokens[a.bos.unwrap() as usize], "<|bos|>");
+        let big = synthetic_bpe_vocab(32002).unwrap();
+        assert_eq!(big.tokens.len(), 32002);
+        assert!(big.merges.len() > 300, "{}", big.merges.len());
+        assert!(synthetic_bpe_vocab(100).is_err());
+        let t = Tokenizer::from_parts(&a);
+        let ids = t.encode("The harness runs the engine", false);
+        assert!(
+            ids.len() < 10,
+            "merges learned from the corpus apply: {ids:?}"
+        );
+        assert_eq!(t.decode(&ids), "The harness runs the engine");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encode_decode_round_trips(s in "\\PC{0,40}") {
+            let t = Tokenizer::from_parts(&synthetic_bpe_vocab(400).unwrap());
+            proptest::prop_assert_eq!(t.decode(&t.encode(&s, false)), s);
+        }
+    }
+}

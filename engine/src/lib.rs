@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod quant;
+pub mod reference;
 pub mod synth;
 pub mod tokenizer;
 pub mod trace;

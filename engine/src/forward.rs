@@ -468,6 +468,9 @@ pub fn run_with(
     mut tracer: Option<&mut Tracer>,
 ) -> Result<RunOutput, String> {
     let (generate, chunk) = (opts.generate, opts.chunk);
+    if tokens.is_empty() {
+        return Err("no input tokens".into());
+    }
     let mut s = Session::new(model, opts.threads, opts.kernel);
     s.nudge_embeddings = opts.nudge_embeddings;
     let chunk = chunk.unwrap_or(tokens.len()).max(1);

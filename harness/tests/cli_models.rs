@@ -119,3 +119,68 @@ fn gen_model_spec_errors_name_file_line_and_field() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn trace_on_a_fresh_tiny_model_writes_every_file_and_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("t.gguf");
+    assert!(harness()
+        .args(["gen-model", "--preset", "tiny", "-o"])
+        .arg(&model)
+        .status()
+        .unwrap()
+        .success());
+    let out_dir = dir.path().join("trace");
+    let out = harness()
+        .arg("trace")
+        .arg(&model)
+        .args([
+            "--prompt",
+            "The harness runs",
+            "--generate",
+            "3",
+            "--points",
+            "blk.*.attn_out",
+            "--points",
+            "logits",
+            "-o",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("prompt tokens: [") && text.contains("generated: ["),
+        "{text}"
+    );
+    assert!(text.contains("last-position logits: argmax"), "{text}");
+    let records = bitnet_engine::trace::read_trace(&out_dir.join("trace.jsonl")).unwrap();
+    // 2 layers' attn_out + logits, for the prefill and 2 decode steps.
+    assert_eq!(records.len(), 3 * 3);
+    assert!(records
+        .iter()
+        .all(|r| r.name == "logits" || r.name.ends_with(".attn_out")));
+    for r in &records {
+        assert!(out_dir.join(r.file.as_ref().unwrap()).exists());
+    }
+    let (shape, _) = bitnet_engine::npy::read_npy(&out_dir.join("logits.npy")).unwrap();
+    assert_eq!(shape[1], 512);
+    let gen: Vec<u32> =
+        serde_json::from_slice(&std::fs::read(out_dir.join("generated.json")).unwrap()).unwrap();
+    assert_eq!(gen.len(), 3);
+    // A point glob that matches nothing is a usage error.
+    let bad = harness()
+        .arg("trace")
+        .arg(&model)
+        .args(["--tokens", "1,2", "--points", "blk.*.atn_out", "-o"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("match no trace point"));
+}

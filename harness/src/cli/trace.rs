@@ -48,7 +48,7 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
     let start = std::time::Instant::now();
     let out = forward::run(
         &model,
-        &args.tokens,
+        &tokens,
         args.generate,
         None,
         args.threads,

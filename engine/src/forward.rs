@@ -355,7 +355,7 @@ impl<'m> Session<'m> {
 }
 
 /// The next f32 above `v` (one ulp up; for zero the smallest subnormal).
-fn next_up(v: f32) -> f32 {
+pub fn next_up(v: f32) -> f32 {
     if v.is_nan() || v == f32::INFINITY {
         return v;
     }

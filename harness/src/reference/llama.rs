@@ -337,21 +337,9 @@ fn nudged_embeddings(model: &std::path::Path, tokens: &[u32]) -> Result<(usize, 
             .get(tok as usize * row_bytes..(tok as usize + 1) * row_bytes)
             .ok_or("token outside the embedding")?;
         let v = bitnet_engine::quant::dequantize(t.ty, row, n_embd).map_err(|e| e.to_string())?;
-        out.extend(v.into_iter().map(next_up));
+        out.extend(v.into_iter().map(bitnet_engine::forward::next_up));
     }
     Ok((n_embd, out))
-}
-
-fn next_up(v: f32) -> f32 {
-    if v.is_nan() || v == f32::INFINITY {
-        v
-    } else if v == 0.0 {
-        f32::from_bits(1)
-    } else if v > 0.0 {
-        f32::from_bits(v.to_bits() + 1)
-    } else {
-        f32::from_bits(v.to_bits() - 1)
-    }
 }
 
 /// Merge the captures of one step's chunks: rows concatenated along positions; attention rows

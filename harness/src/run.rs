@@ -34,6 +34,8 @@ pub enum Check {
     Chunking,
     /// The engine's token ids of each text prompt equal llama.cpp's.
     Tokenizer,
+    /// The run meets the scenario's receipt requirements (decode tokens/s, kernels).
+    Receipt,
     /// The CUDA backend (not built yet: always ignored with the reason).
     Cuda,
 }
@@ -47,6 +49,7 @@ impl Check {
             Check::Generation => "generation",
             Check::Chunking => "chunking",
             Check::Tokenizer => "tokenizer",
+            Check::Receipt => "receipt",
             Check::Cuda => "cuda",
         }
     }
@@ -86,6 +89,9 @@ pub fn checks_of(s: &LoadedScenario) -> Vec<Check> {
     }
     if !sc.inputs.prompts.is_empty() && !sc.reference.is_none() {
         v.push(Check::Tokenizer);
+    }
+    if sc.receipt.min_decode_tps.is_some() || !sc.receipt.kernels.is_empty() {
+        v.push(Check::Receipt);
     }
     if sc.backends.contains(&Backend::Cuda) {
         v.push(Check::Cuda);
@@ -321,6 +327,13 @@ impl Context {
             all_inputs.push(ids);
         }
         let filter = PointFilter::new(&sc.trace.points)?;
+        let unmatched = filter.unmatched(model.config.n_layer as u32);
+        if !unmatched.is_empty() {
+            return Err(format!(
+                "trace points {unmatched:?} match no point of this {}-layer model",
+                model.config.n_layer
+            ));
+        }
         let kernel = Kernel::from_env()?;
         let mut inputs = Vec::new();
         let mut kernels = Vec::new();
@@ -483,6 +496,7 @@ impl Context {
             Check::Parity | Check::Generation => self.check_parity(s, runs, check),
             Check::Chunking => check_chunking(s, runs),
             Check::Tokenizer => self.check_tokenizer(s, runs),
+            Check::Receipt => check_receipt_requirements(s, runs),
             Check::Cuda => unreachable!("handled above"),
         }
     }
@@ -708,6 +722,35 @@ fn check_engine(s: &LoadedScenario, runs: &Runs) -> Verdict {
         runs.inputs.len(),
         runs.kernels.join(", ")
     ))
+}
+
+fn check_receipt_requirements(s: &LoadedScenario, runs: &Runs) -> Verdict {
+    let req = &s.scenario.receipt;
+    let mut notes = Vec::new();
+    if let Some(floor) = req.min_decode_tps {
+        if runs.decode_calls == 0 || runs.decode_seconds <= 0.0 {
+            return Verdict::fail(format!("`receipt.min_decode_tps` is {floor} but the scenario makes no decode call (set `generation.steps` ≥ 2)"));
+        }
+        let tps = runs.decode_calls as f64 / runs.decode_seconds;
+        if tps < floor {
+            return Verdict::fail(format!(
+                "engine decode {tps:.1} tokens/s is below `receipt.min_decode_tps` {floor}"
+            ));
+        }
+        notes.push(format!("decode {tps:.1} tokens/s ≥ {floor}"));
+    }
+    for k in &req.kernels {
+        if !runs.kernels.contains(k) {
+            return Verdict::fail(format!(
+                "kernel `{k}` required by `receipt.kernels` did not run; ran: {}",
+                runs.kernels.join(", ")
+            ));
+        }
+    }
+    if !req.kernels.is_empty() {
+        notes.push(format!("kernels {} ran", req.kernels.join(", ")));
+    }
+    Verdict::pass(notes.join("; "))
 }
 
 fn check_chunking(s: &LoadedScenario, runs: &Runs) -> Verdict {

@@ -198,6 +198,32 @@ fn a_model_llama_cpp_rejects_fails_with_its_log() {
 }
 
 #[test]
+fn an_abort_inside_llama_cpp_fails_with_its_last_log_lines() {
+    // llama.cpp aborts (GGML_ASSERT) on a model with no layers; the child dies, the harness
+    // reports the failure with the log lines llama.cpp wrote before it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = build(&preset("tiny").unwrap()).unwrap();
+    w.add_kv("bitnet.block_count", bitnet_engine::gguf::Value::U32(0));
+    let path = dir.path().join("no-layers.gguf");
+    w.write(&path).unwrap();
+    let start = std::time::Instant::now();
+    let err = run_reference(
+        &harness(),
+        &request(&path, &dir.path().join("o"), 0),
+        Duration::from_secs(60),
+    )
+    .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let text = err.to_string();
+    assert!(matches!(err, RefError::Failed { .. }), "{text}");
+    assert!(text.contains("GGML_ASSERT"), "{text}");
+    assert!(
+        text.contains("llama_model_loader"),
+        "the log before the abort is kept: {text}"
+    );
+}
+
+#[test]
 fn a_hanging_reference_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let req = request(Path::new("/nonexistent.gguf"), dir.path(), 0);

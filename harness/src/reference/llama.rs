@@ -14,7 +14,10 @@ use llama_cpp_sys_2 as ll;
 use super::mapping::{canonical, NodeOp};
 use super::RefRequest;
 
-/// llama.cpp's log lines of this process, kept for error messages (not printed).
+/// Set by the harness on its `ref-trace` child: stream llama.cpp's log to stderr.
+pub const STREAM_LOG_ENV: &str = "BITNET_REF_STREAM_LOG";
+
+/// llama.cpp's log lines of this process, kept for error messages (printed only when streaming).
 static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 extern "C" fn log_callback(_level: ll::ggml_log_level, text: *const c_char, _user: *mut c_void) {
@@ -25,6 +28,12 @@ extern "C" fn log_callback(_level: ll::ggml_log_level, text: *const c_char, _use
     let s = unsafe { CStr::from_ptr(text) }
         .to_string_lossy()
         .into_owned();
+    // In a child started by the harness, stream the log to stderr as it comes, so the lines before
+    // an abort() reach the parent (a buffer dies with the process).
+    if std::env::var_os(STREAM_LOG_ENV).is_some() {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(s.as_bytes());
+    }
     if let Ok(mut log) = LOG.lock() {
         if log.len() >= 4096 {
             log.drain(..2048);

@@ -98,6 +98,9 @@ pub fn run_command(
     let mut child = Command::new(program)
         // Its own process group, so a timeout ends the reference and anything it started.
         .process_group(0)
+        // Stream llama.cpp's log so its last lines survive an abort(); no gdb backtrace on abort.
+        .env(llama::STREAM_LOG_ENV, "1")
+        .env("GGML_NO_BACKTRACE", "1")
         .args(pre_args)
         .args(req.args())
         .stdin(Stdio::null())

@@ -148,12 +148,6 @@ fn catalogue_of_bad_files() {
             "key `k` at byte 33 has unknown value type 13",
         ),
         (
-            "bool that is neither 0 nor 1",
-            B::header(3, 0, 1).str("flag").u32(7).bytes(&[2]),
-            &|e| matches!(e, GgufError::ValueType { .. }),
-            "bool byte 2",
-        ),
-        (
             "duplicate key",
             B::header(3, 0, 2).kv_u32("k", 1).kv_u32("k", 2),
             &|e| matches!(e, GgufError::DuplicateKey { offset: 41, .. }),
@@ -315,6 +309,20 @@ fn the_valid_base_file_parses() {
     let f = GgufFile::from_bytes(valid_one_tensor().0, "ok.gguf").unwrap();
     assert_eq!(f.tensors()[0].n_bytes, 32);
     assert_eq!(f.get("k"), Some(&Value::U32(1)));
+}
+
+#[test]
+fn bools_read_like_ggml_any_nonzero_byte_is_true() {
+    let b = B::header(3, 0, 2)
+        .str("yes")
+        .u32(7)
+        .bytes(&[2])
+        .str("no")
+        .u32(7)
+        .bytes(&[0]);
+    let f = GgufFile::from_bytes(b.0, "bools.gguf").unwrap();
+    assert_eq!(f.get("yes"), Some(&Value::Bool(true)));
+    assert_eq!(f.get("no"), Some(&Value::Bool(false)));
 }
 
 #[test]

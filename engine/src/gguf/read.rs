@@ -289,18 +289,8 @@ impl<'a> Cursor<'a> {
             U32 => Value::U32(self.u32(&w)?),
             I32 => Value::I32(self.u32(&w)? as i32),
             F32 => Value::F32(f32::from_bits(self.u32(&w)?)),
-            BOOL => {
-                let b = self.take(1, &w)?[0];
-                if b > 1 {
-                    return Err(GgufError::ValueType {
-                        file: self.file.into(),
-                        key: format!("{key} (bool byte {b}, expected 0 or 1)"),
-                        type_id: ty,
-                        offset: self.pos as u64 - 1,
-                    });
-                }
-                Value::Bool(b == 1)
-            }
+            // As ggml's gguf.cpp and gguf-py: one byte, any nonzero value is true.
+            BOOL => Value::Bool(self.take(1, &w)?[0] != 0),
             STRING => Value::String(self.string(&w)?),
             U64 => Value::U64(self.u64(&w)?),
             I64 => Value::I64(self.u64(&w)? as i64),

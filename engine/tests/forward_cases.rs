@@ -173,18 +173,32 @@ fn prefill_then_decode_equals_one_prefill_and_chunks_are_bit_identical() {
     for &t in &tokens[6..] {
         stepwise.extend(s.forward(&[t], true, None).unwrap());
     }
-    // Each position's row is the same dot products in the same order, whichever call computes
-    // it: the result is bit-identical (stated, and required).
+    // Every product is computed the same way whichever call computes it, except the tied output
+    // (a float matrix): like ggml, a pass of two or more tokens takes tinyBLAS's summation order
+    // when the vocabulary divides by 4, a single token `ggml_vec_dot`'s. So positions computed
+    // by passes of ≥ 2 tokens are bit-identical, single-token passes agree to float rounding.
     assert_eq!(stepwise.len(), one.len());
-    let first_diff = stepwise
-        .iter()
-        .zip(&one)
-        .position(|(a, b)| a.to_bits() != b.to_bits());
-    assert_eq!(
-        first_diff.map(|i| (i / n_vocab, i % n_vocab)),
-        None,
-        "prefill+decode differs from one prefill"
-    );
+    let compare = |other: &[f32], single: &dyn Fn(usize) -> bool, what: &str| {
+        for p in 0..tokens.len() {
+            let (a, b) = (
+                &other[p * n_vocab..(p + 1) * n_vocab],
+                &one[p * n_vocab..(p + 1) * n_vocab],
+            );
+            if single(p) {
+                let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+                let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+                let rel = (num / den).sqrt();
+                assert!(rel < 1e-6, "{what}: position {p}: rel L2 {rel:e}");
+            } else {
+                let diff = a
+                    .iter()
+                    .zip(b)
+                    .position(|(x, y)| x.to_bits() != y.to_bits());
+                assert_eq!(diff, None, "{what}: position {p} not bit-identical");
+            }
+        }
+    };
+    compare(&stepwise, &|p| p >= 6, "prefill 6 + decode");
 
     for chunk in [1, 7, tokens.len()] {
         let opts = RunOptions {
@@ -195,10 +209,8 @@ fn prefill_then_decode_equals_one_prefill_and_chunks_are_bit_identical() {
             nudge_embeddings: false,
         };
         let c = run_with(&model, &tokens, &opts, None).unwrap().logits;
-        assert!(
-            c.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()),
-            "chunks of {chunk} differ"
-        );
+        // Chunks of 7 leave a last chunk of 4: every pass has ≥ 2 tokens.
+        compare(&c, &|_| chunk == 1, &format!("chunks of {chunk}"));
     }
 }
 

@@ -740,7 +740,12 @@ fn check_receipt_requirements(s: &LoadedScenario, runs: &Runs) -> Verdict {
         notes.push(format!("decode {tps:.1} tokens/s ≥ {floor}"));
     }
     for k in &req.kernels {
-        if !runs.kernels.contains(k) {
+        // A glob (`tq2_0_q8k_dot_*`) asks for the product whatever variant the CPU picked.
+        let matcher = match globset::Glob::new(k) {
+            Ok(g) => g.compile_matcher(),
+            Err(e) => return Verdict::fail(format!("`receipt.kernels` entry `{k}`: {e}")),
+        };
+        if !runs.kernels.iter().any(|ran| matcher.is_match(ran)) {
             return Verdict::fail(format!(
                 "kernel `{k}` required by `receipt.kernels` did not run; ran: {}",
                 runs.kernels.join(", ")

@@ -263,7 +263,8 @@ pub struct ReceiptRequirements {
     /// Smallest acceptable engine decode tokens/s.
     #[serde(default)]
     pub min_decode_tps: Option<f64>,
-    /// Kernel IDs that must have executed (e.g. `tq2_0_q8k_dot_scalar`).
+    /// Kernel IDs that must have executed (e.g. `tq2_0_q8k_dot_avx2`); a glob such as
+    /// `tq2_0_q8k_dot_*` accepts any variant.
     #[serde(default)]
     pub kernels: Vec<String>,
 }

@@ -5,7 +5,12 @@
 //! each output element is one dot product computed the same way whatever the split, so results
 //! are bit-identical across thread counts.
 
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+pub mod pool;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -13,39 +18,95 @@ use std::sync::Mutex;
 pub use scalar::{quantize_q8k, BlockQ8K, QK_K};
 
 use crate::gguf::GgmlType;
-use crate::quant::f32_to_f16;
+use crate::quant::{f16_to_f32, f32_to_f16};
 
-/// A kernel variant. Only the scalar specification exists so far; `auto` resolves to the best
-/// available one.
+/// A kernel variant. `auto` resolves to the fastest one this CPU runs; every variant computes
+/// bit-identical results (the scalar kernels are the specification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`); CPUs with AVX-512 but no VNNI use AVX2.
+    Avx512,
+    /// aarch64 NEON (with the dot-product extension where present).
+    Neon,
 }
 
 impl Kernel {
-    /// The ISA suffix of kernel IDs (`tq2_0_q8k_dot_scalar`).
+    pub const ALL: [Kernel; 4] = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512, Kernel::Neon];
+
+    /// The ISA suffix of kernel IDs (`tq2_0_q8k_dot_avx2`) and the name `BITNET_KERNEL` takes.
     pub fn suffix(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+            Kernel::Neon => "neon",
         }
     }
 
-    /// Every variant this CPU can run.
-    pub fn available() -> Vec<Kernel> {
-        vec![Kernel::Scalar]
+    /// Whether this CPU runs the variant.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                Kernel::Avx2.is_available()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
 
-    /// Parse a name (`scalar`, `auto`); the error lists what is available here.
+    /// Every variant this CPU can run, slowest (scalar) first.
+    pub fn available() -> Vec<Kernel> {
+        Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_available())
+            .collect()
+    }
+
+    /// The fastest variant this CPU runs.
+    pub fn best() -> Kernel {
+        *Kernel::available().last().unwrap_or(&Kernel::Scalar)
+    }
+
+    /// Parse a name (`auto`, `scalar`, `avx2`, `avx512`, `neon`); the error lists what is
+    /// available here.
     pub fn parse(name: &str) -> Result<Kernel, String> {
-        match name {
-            "auto" | "scalar" => Ok(Kernel::Scalar),
-            other => Err(format!(
-                "unknown or unavailable kernel `{other}`; available here: auto, {}",
-                Kernel::available()
-                    .iter()
-                    .map(|k| k.suffix())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+        let list = || {
+            Kernel::available()
+                .iter()
+                .map(|k| k.suffix())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if name == "auto" {
+            return Ok(Kernel::best());
+        }
+        match Kernel::ALL.into_iter().find(|k| k.suffix() == name) {
+            Some(k) if k.is_available() => Ok(k),
+            Some(_) => Err(format!(
+                "kernel `{name}` is not supported by this CPU; available here: auto, {}",
+                list()
+            )),
+            None => Err(format!(
+                "unknown kernel `{name}`; expected one of auto, scalar, avx2, avx512, neon \
+                 (available here: auto, {})",
+                list()
             )),
         }
     }
@@ -54,7 +115,7 @@ impl Kernel {
     pub fn from_env() -> Result<Kernel, String> {
         match std::env::var("BITNET_KERNEL") {
             Ok(v) if !v.is_empty() => Kernel::parse(&v).map_err(|e| format!("BITNET_KERNEL: {e}")),
-            _ => Ok(Kernel::Scalar),
+            _ => Ok(Kernel::best()),
         }
     }
 }
@@ -92,23 +153,26 @@ pub struct Matrix<'a> {
 
 impl Matrix<'_> {
     fn row(&self, r: usize) -> &[u8] {
-        let rb = self
-            .ty
-            .row_bytes(self.cols as u64)
-            .expect("validated at load") as usize;
+        let rb = self.data.len() / self.rows.max(1);
         &self.data[r * rb..(r + 1) * rb]
     }
 }
 
 /// Activations prepared for one weight type (quantized once, used by every row).
 enum Prepared {
-    Q8K(Vec<Vec<BlockQ8K>>),
-    F16(Vec<Vec<u16>>),
-    F32,
+    /// `n_tok × nb` blocks; `perm` holds the AVX-512 TQ2_0 rearrangement when that kernel runs.
+    Q8K {
+        blocks: Vec<BlockQ8K>,
+        perm: Vec<[i8; QK_K]>,
+    },
+    /// `n_tok × cols` activations in the weights' element type (`bytes`, little-endian) and as
+    /// f32 (`vals`: F16-rounded for F16 weights).
+    Float { bytes: Vec<u8>, vals: Vec<f32> },
 }
 
 /// `out[t][r] = Σ_c W[r][c] · x[t][c]` for `n_tok` tokens (`x` is `n_tok × cols`, `out` is
-/// `n_tok × rows`), threaded over rows.
+/// `n_tok × rows`), threaded over contiguous ranges of rows. Each output element is computed the
+/// same way whatever the thread count, tiling or variant.
 pub fn matmul(
     w: &Matrix,
     x: &[f32],
@@ -119,82 +183,289 @@ pub fn matmul(
     log: &KernelLog,
 ) {
     let (rows, cols) = (w.rows, w.cols);
-    debug_assert_eq!(x.len(), n_tok * cols);
-    debug_assert_eq!(out.len(), n_tok * rows);
-    let sfx = kernel.suffix();
+    assert_eq!(x.len(), n_tok * cols);
+    assert_eq!(out.len(), n_tok * rows);
+    assert_eq!(
+        Some(w.data.len() as u64),
+        w.ty.row_bytes(cols as u64).map(|rb| rb * rows as u64),
+        "matrix data is rows × row bytes"
+    );
+    let kernel = if kernel.is_available() {
+        kernel
+    } else {
+        Kernel::Scalar
+    };
     let prepared = match w.ty {
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
-            log.record(&format!("q8k_quantize_{sfx}"));
-            Prepared::Q8K(
-                x.chunks_exact(cols)
-                    .map(|row| {
-                        let mut q = Vec::with_capacity(cols / QK_K);
-                        quantize_q8k(row, &mut q);
-                        q
-                    })
-                    .collect(),
-            )
+            log.record("q8k_quantize_scalar");
+            let mut blocks = Vec::with_capacity(n_tok * cols / QK_K);
+            let mut q = Vec::with_capacity(cols / QK_K);
+            for row in x.chunks_exact(cols) {
+                quantize_q8k(row, &mut q);
+                blocks.extend_from_slice(&q);
+            }
+            #[cfg(target_arch = "x86_64")]
+            let perm = if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ2_0 {
+                x86::permute_for_tq2_0_avx512(&blocks)
+            } else {
+                Vec::new()
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let perm = Vec::new();
+            Prepared::Q8K { blocks, perm }
         }
         // ggml converts the activations to the weights' vec_dot type, F16, before the dot.
-        GgmlType::F16 => Prepared::F16(
-            x.chunks_exact(cols)
-                .map(|r| r.iter().map(|&v| f32_to_f16(v)).collect())
-                .collect(),
-        ),
-        _ => Prepared::F32,
+        GgmlType::F16 => {
+            let bits: Vec<u16> = x.iter().map(|&v| f32_to_f16(v)).collect();
+            Prepared::Float {
+                vals: bits.iter().map(|&h| f16_to_f32(h)).collect(),
+                bytes: bits.iter().flat_map(|h| h.to_le_bytes()).collect(),
+            }
+        }
+        _ => Prepared::Float {
+            bytes: x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            vals: x.to_vec(),
+        },
     };
-    let id = match w.ty {
+    let id = rows_kernel_id(w, n_tok, kernel);
+    log.record(&id);
+    let threads = threads.clamp(1, rows.max(1));
+    // Row ranges in multiples of 8 so the float kernels' row tiles stay whole.
+    let chunk = rows.div_ceil(threads).div_ceil(8) * 8;
+    let parts: Vec<Mutex<Vec<f32>>> = (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+    pool::run(threads, &|i| {
+        let (r0, r1) = ((i * chunk).min(rows), ((i + 1) * chunk).min(rows));
+        let mut part = vec![0f32; (r1 - r0) * n_tok];
+        compute_rows(w, &prepared, n_tok, kernel, r0, r1, &mut part);
+        *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = part;
+    });
+    for (i, part) in parts.into_iter().enumerate() {
+        let part = part.into_inner().unwrap_or_else(|p| p.into_inner());
+        let r0 = (i * chunk).min(rows);
+        let width = part.len().checked_div(n_tok).unwrap_or(0);
+        for r in 0..width {
+            for t in 0..n_tok {
+                out[t * rows + r0 + r] = part[r * n_tok + t];
+            }
+        }
+    }
+}
+
+/// The kernel ID a product of `w` runs under `kernel` (float products fall back to the scalar
+/// kernel when their shape has no SIMD path).
+fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
+    let float_simd = w.ty == GgmlType::F16 && f16_simd_shape(w.rows, w.cols, n_tok).is_some();
+    let sfx = match w.ty {
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => kernel.suffix(),
+        _ if float_simd && kernel != Kernel::Scalar => kernel.suffix(),
+        _ => "scalar",
+    };
+    match w.ty {
         GgmlType::TQ2_0 => format!("tq2_0_q8k_dot_{sfx}"),
         GgmlType::TQ1_0 => format!("tq1_0_q8k_dot_{sfx}"),
         GgmlType::F16 => format!("f16_f16_dot_{sfx}"),
         _ => format!("f32_f32_dot_{sfx}"),
-    };
-    log.record(&id);
-    let dot = |r: usize, t: usize| -> f32 {
-        let row = w.row(r);
-        match (&prepared, w.ty) {
-            (Prepared::Q8K(q), GgmlType::TQ2_0) => scalar::tq2_0_q8k_dot_scalar(row, &q[t]),
-            (Prepared::Q8K(q), _) => scalar::tq1_0_q8k_dot_scalar(row, &q[t]),
-            (Prepared::F16(h), _) => scalar::f16_f16_dot_scalar(row, &h[t]),
-            (Prepared::F32, _) => scalar::f32_bytes_dot_scalar(row, &x[t * cols..(t + 1) * cols]),
-        }
-    };
-    let threads = threads.clamp(1, rows.max(1));
-    if threads == 1 {
-        for t in 0..n_tok {
-            for r in 0..rows {
-                out[t * rows + r] = dot(r, t);
+    }
+}
+
+/// Whether the F16 SIMD kernels serve this shape, and in which order (`Some(true)`: tinyBLAS's).
+fn f16_simd_shape(rows: usize, cols: usize, n_tok: usize) -> Option<bool> {
+    if scalar::tiny_blas_order(rows, n_tok) {
+        (cols % 8 == 0).then_some(true)
+    } else {
+        (cols % 32 == 0).then_some(false)
+    }
+}
+
+/// Output rows `r0..r1` for every token into `part` (`(r1-r0) × n_tok`, row-major by row).
+fn compute_rows(
+    w: &Matrix,
+    prepared: &Prepared,
+    n_tok: usize,
+    kernel: Kernel,
+    r0: usize,
+    r1: usize,
+    part: &mut [f32],
+) {
+    let cols = w.cols;
+    match prepared {
+        Prepared::Q8K { blocks, perm } => {
+            let nb = cols / QK_K;
+            let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
+            let perm_of = |t: usize| {
+                if perm.is_empty() {
+                    &[][..]
+                } else {
+                    &perm[t * nb..(t + 1) * nb]
+                }
+            };
+            for r in r0..r1 {
+                let row = w.row(r);
+                let out = &mut part[(r - r0) * n_tok..(r - r0 + 1) * n_tok];
+                let mut t = 0;
+                // Several tokens at once share each block's unpacked codes (prefill).
+                #[cfg(target_arch = "x86_64")]
+                if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ2_0 {
+                    while t + 4 <= n_tok {
+                        // SAFETY: AVX-512 VNNI checked by `is_available`.
+                        let got = unsafe {
+                            x86::tq2_0_q8k_dot_tokens_avx512vnni::<4>(
+                                row,
+                                [acts(t), acts(t + 1), acts(t + 2), acts(t + 3)],
+                                [perm_of(t), perm_of(t + 1), perm_of(t + 2), perm_of(t + 3)],
+                            )
+                        };
+                        out[t..t + 4].copy_from_slice(&got);
+                        t += 4;
+                    }
+                }
+                for (t, o) in out.iter_mut().enumerate().skip(t) {
+                    *o = ternary_dot(w.ty, kernel, row, acts(t), perm_of(t));
+                }
             }
         }
-        return;
-    }
-    let chunk = rows.div_ceil(threads);
-    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let dot = &dot;
-                s.spawn(move || {
-                    let (r0, r1) = (i * chunk, ((i + 1) * chunk).min(rows));
-                    let mut part = Vec::with_capacity((r1.saturating_sub(r0)) * n_tok);
-                    for t in 0..n_tok {
-                        for r in r0..r1 {
-                            part.push(dot(r, t));
-                        }
-                    }
-                    (r0, part)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("kernel thread"))
-            .collect()
-    });
-    for (r0, part) in parts {
-        let width = part.len().checked_div(n_tok).unwrap_or(0);
-        for t in 0..n_tok {
-            out[t * rows + r0..t * rows + r0 + width]
-                .copy_from_slice(&part[t * width..(t + 1) * width]);
+        Prepared::Float { bytes, vals } => {
+            float_rows(w, bytes, vals, n_tok, kernel, r0, r1, part);
         }
     }
 }
+
+/// One ternary row against one token's Q8_K blocks.
+#[inline]
+fn ternary_dot(
+    ty: GgmlType,
+    kernel: Kernel,
+    row: &[u8],
+    a: &[BlockQ8K],
+    perm: &[[i8; QK_K]],
+) -> f32 {
+    let tq2 = ty == GgmlType::TQ2_0;
+    match kernel {
+        // SAFETY: `matmul` runs a variant only when `is_available` says the CPU has it.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe {
+            if tq2 {
+                x86::tq2_0_q8k_dot_avx2(row, a)
+            } else {
+                x86::tq1_0_q8k_dot_avx2(row, a)
+            }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe {
+            if tq2 {
+                x86::tq2_0_q8k_dot_avx512vnni(row, a, perm)
+            } else {
+                x86::tq1_0_q8k_dot_avx512vnni(row, a)
+            }
+        },
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon => unsafe {
+            if tq2 {
+                neon::tq2_0_q8k_dot_neon(row, a)
+            } else {
+                neon::tq1_0_q8k_dot_neon(row, a)
+            }
+        },
+        _ => {
+            let _ = perm;
+            if tq2 {
+                scalar::tq2_0_q8k_dot_scalar(row, a)
+            } else {
+                scalar::tq1_0_q8k_dot_scalar(row, a)
+            }
+        }
+    }
+}
+
+/// Float rows (F16 or F32 weights) `r0..r1`.
+#[allow(clippy::too_many_arguments)]
+fn float_rows(
+    w: &Matrix,
+    bytes: &[u8],
+    vals: &[f32],
+    n_tok: usize,
+    kernel: Kernel,
+    r0: usize,
+    r1: usize,
+    part: &mut [f32],
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    let f16 = w.ty == GgmlType::F16;
+    let mut r = r0;
+    #[cfg(target_arch = "x86_64")]
+    if f16 && matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {
+        let es = 2;
+        if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
+            while r < r1 {
+                let n = (r1 - r).min(4);
+                for t in 0..n_tok {
+                    let a = &bytes[t * cols * es..(t + 1) * cols * es];
+                    // SAFETY: AVX2/FMA/F16C checked by `is_available` (both variants need them).
+                    let got: [f32; 4] = unsafe {
+                        match (n, tiny_blas) {
+                            (4, true) => x86::float_lanes8_rows::<4>(
+                                [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
+                                a,
+                                cols,
+                                true,
+                            ),
+                            (4, false) => x86::f16_steps32_rows::<4>(
+                                [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
+                                a,
+                                cols,
+                            ),
+                            (_, true) => {
+                                let [v] = x86::float_lanes8_rows::<1>([w.row(r)], a, cols, true);
+                                [v, 0.0, 0.0, 0.0]
+                            }
+                            (_, false) => {
+                                let [v] = x86::f16_steps32_rows::<1>([w.row(r)], a, cols);
+                                [v, 0.0, 0.0, 0.0]
+                            }
+                        }
+                    };
+                    let n = if n == 4 { 4 } else { 1 };
+                    for k in 0..n {
+                        part[(r + k - r0) * n_tok + t] = got[k];
+                    }
+                }
+                r += if n == 4 { 4 } else { 1 };
+            }
+            return;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if f16 && kernel == Kernel::Neon {
+        if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
+            for r in r0..r1 {
+                for t in 0..n_tok {
+                    let a = &bytes[t * cols * 2..(t + 1) * cols * 2];
+                    // SAFETY: NEON checked by `is_available`.
+                    part[(r - r0) * n_tok + t] = unsafe {
+                        if tiny_blas {
+                            neon::f16_lanes8_neon(w.row(r), a, cols)
+                        } else {
+                            neon::f16_steps32_neon(w.row(r), a, cols)
+                        }
+                    };
+                }
+            }
+            return;
+        }
+    }
+    let _ = (kernel, bytes);
+    for r in r..r1 {
+        let row = w.row(r);
+        for t in 0..n_tok {
+            let a = &vals[t * cols..(t + 1) * cols];
+            part[(r - r0) * n_tok + t] = if f16 {
+                scalar::float_dot(&scalar::F16Bytes(row), a, rows, n_tok, true)
+            } else {
+                scalar::float_dot(&scalar::F32Bytes(row), a, rows, n_tok, false)
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,13 +1,26 @@
-//! Scalar kernels: the specification every other variant is tested against. Each follows the
-//! ggml function it names (`ggml/src/ggml-quants.c`, `ggml/src/ggml-cpu/quants.c`, `vec.h`),
-//! including the order of every float operation:
+//! Scalar kernels: the specification every other variant is tested against. Each follows what
+//! llama.cpp's x86 AVX2 build (the reference this project pins, `.cargo/config.toml`) executes for
+//! the product it names, including the order of every float operation, so that the engine's
+//! products equal the reference's bit for bit (checked against ggml itself in
+//! `harness/tests/kernels_ggml.rs`):
 //!
 //! - Q8_K activation quantization: `quantize_row_q8_K_ref` (round half to even via ggml's
-//!   `nearest_int`, scale `-127/max` of the signed extreme);
-//! - ternary dot products: the integer sum of a block is exact; blocks are accumulated in block
-//!   order in f32 as `sumf += (float)sumi * (d_w * d_a)` (TQ1_0) / `(d_a * d_w)` (TQ2_0);
-//! - F16 and F32 dot products: products in f32, summed in f64 in index order, then rounded to f32
-//!   (ggml's generic `ggml_vec_dot_f16` / `ggml_vec_dot_f32`).
+//!   `nearest_int`, scale `-127/max` of the signed extreme).
+//! - Ternary dot products (`ggml_vec_dot_tq{1,2}_0_q8_K`, AVX2): each block's products go to 8
+//!   integer lanes, lane `k` holding the elements whose index modulo 32 lies in `4k..4k+4`, less
+//!   the activations' sum over elements `32k..32k+32` (ggml folds the weights' `+1` offset in through
+//!   `bsums`). The integer lanes are exact; each is converted to f32 and accumulated across blocks
+//!   as `acc[k] = fma(lane, d_a·d_w, acc[k])`; the 8 accumulators are summed as `hsum_float_8`:
+//!   `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+//! - F16 and F32 weight products: ggml sends a product of two or more tokens with a matrix whose
+//!   row count divides by 4 through tinyBLAS (`llamafile_sgemm`): one 8-lane FMA accumulator over
+//!   the row (a ragged tail zero-padded), summed as above ([`f16_dot_lanes8`]). Other products go
+//!   through `ggml_vec_dot_f16`/`_f32`: four 8-lane
+//!   FMA accumulators over steps of 32, reduced `(a0+a2)+(a1+a3)`, then the 8 lanes as
+//!   `(l0+l4)+(l1+l5) + ((l2+l6)+(l3+l7))` (`_mm_hadd_ps` twice), and the elements past the last
+//!   full step added one by one (in f64 for F16, in f32 for F32) ([`f16_dot_steps32`]). F16
+//!   activations are the f32 ones rounded to F16 first, as ggml converts them to the weights'
+//!   `vec_dot_type`.
 
 // The loops index like ggml's C so the two can be read side by side.
 #![allow(clippy::needless_range_loop)]
@@ -71,83 +84,190 @@ pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     }
 }
 
-/// `ggml_vec_dot_tq2_0_q8_K_generic` over one row of `row.len()/66` blocks.
-pub fn tq2_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0f32;
-    for (x, y) in row.chunks_exact(66).zip(a) {
-        let mut sumi = 0i32;
-        for j in (0..64).step_by(32) {
-            for l in 0..4 {
-                for k in 0..32 {
-                    let w = ((x[j + k] >> (2 * l)) & 3) as i32 - 1;
-                    sumi += y.qs[j * 4 + l * 32 + k] as i32 * w;
-                }
-            }
-        }
-        let d = y.d * f16_to_f32(u16::from_le_bytes([x[64], x[65]]));
-        sumf += sumi as f32 * d;
-    }
-    sumf
-}
-
-/// One trit of a TQ1_0 byte: `((uint8)(q * 3^l) * 3) >> 8` minus one.
+/// `hsum_float_8`: the 8 lanes summed `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
 #[inline]
-fn trit(q: u8, pow3: u8) -> i32 {
-    ((q.wrapping_mul(pow3) as u16 * 3) >> 8) as i32 - 1
+pub fn hsum8(a: [f32; 8]) -> f32 {
+    let r = [a[4] + a[0], a[5] + a[1], a[6] + a[2], a[7] + a[3]];
+    (r[0] + r[2]) + (r[1] + r[3])
 }
 
-/// `ggml_vec_dot_tq1_0_q8_K_generic` over one row of `row.len()/54` blocks.
+/// The 8 lanes summed as two `_mm_hadd_ps` do (`GGML_F32x8_REDUCE`'s tail).
+#[inline]
+pub fn hadd8(a: [f32; 8]) -> f32 {
+    let t = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+/// Accumulate one block's integer lanes into the float lanes: `acc[k] = fma(lane_k, d, acc[k])`,
+/// after subtracting the activations' sums over elements `32k..32k+32` (the weights' `+1`).
+#[inline]
+pub fn accumulate_block(acc: &mut [f32; 8], lanes: &[i32; 8], y: &BlockQ8K, dw: f32) {
+    let d = y.d * dw;
+    for k in 0..8 {
+        let lane = lanes[k] - (y.bsums[2 * k] as i32 + y.bsums[2 * k + 1] as i32);
+        acc[k] = (lane as f32).mul_add(d, acc[k]);
+    }
+}
+
+/// TQ2_0 block's weight at element `e` plus one (0, 1 or 2): element `e` of a block is bits
+/// `2l..2l+2` of byte `32·(e/128) + e%32`, with `l = (e%128)/32`.
+#[inline]
+pub fn tq2_0_code(qs: &[u8], e: usize) -> u8 {
+    (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3
+}
+
+/// TQ2_0 × Q8_K over one row of `row.len()/66` blocks.
+pub fn tq2_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (x, y) in row.chunks_exact(66).zip(a) {
+        let mut lanes = [0i32; 8];
+        for e in 0..QK_K {
+            lanes[(e % 32) / 4] += tq2_0_code(x, e) as i32 * y.qs[e] as i32;
+        }
+        accumulate_block(
+            &mut acc,
+            &lanes,
+            y,
+            f16_to_f32(u16::from_le_bytes([x[64], x[65]])),
+        );
+    }
+    hsum8(acc)
+}
+
+/// One trit of a TQ1_0 byte plus one (0, 1 or 2): `((uint8)(q · 3^l) · 3) >> 8`.
+#[inline]
+pub fn trit(q: u8, pow3: u8) -> u8 {
+    ((q.wrapping_mul(pow3) as u16 * 3) >> 8) as u8
+}
+
+/// TQ1_0 block's weight at element `e` plus one: elements `0..160` are trit `e/32` of byte
+/// `e%32`; `160..240` trit `(e-160)/16` of byte `32 + (e-160)%16`; `240..256` trit `(e-240)/4` of
+/// byte `48 + (e-240)%4` (`qh`).
+#[inline]
+pub fn tq1_0_code(x: &[u8], e: usize) -> u8 {
+    const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+    match e {
+        0..160 => trit(x[e % 32], POW3[e / 32]),
+        160..240 => trit(x[32 + (e - 160) % 16], POW3[(e - 160) / 16]),
+        _ => trit(x[48 + (e - 240) % 4], POW3[(e - 240) / 4]),
+    }
+}
+
+/// TQ1_0 × Q8_K over one row of `row.len()/54` blocks.
 pub fn tq1_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
-    const POW3: [u8; 6] = [1, 3, 9, 27, 81, 243];
-    let mut sumf = 0f32;
+    let mut acc = [0f32; 8];
     for (x, y) in row.chunks_exact(54).zip(a) {
-        let mut sum = 0i32;
-        for (l, &p) in POW3.iter().enumerate().take(5) {
-            for m in 0..32 {
-                sum += trit(x[m], p) * y.qs[l * 32 + m] as i32;
-            }
+        let mut lanes = [0i32; 8];
+        for e in 0..QK_K {
+            lanes[(e % 32) / 4] += tq1_0_code(x, e) as i32 * y.qs[e] as i32;
         }
-        for (l, &p) in POW3.iter().enumerate().take(5) {
-            for m in 0..16 {
-                sum += trit(x[32 + m], p) * y.qs[160 + l * 16 + m] as i32;
-            }
-        }
-        for (l, &p) in POW3.iter().enumerate().take(4) {
-            for j in 0..4 {
-                sum += trit(x[48 + j], p) * y.qs[240 + l * 4 + j] as i32;
-            }
-        }
-        let dw = f16_to_f32(u16::from_le_bytes([x[52], x[53]]));
-        sumf += sum as f32 * (dw * y.d);
+        accumulate_block(
+            &mut acc,
+            &lanes,
+            y,
+            f16_to_f32(u16::from_le_bytes([x[52], x[53]])),
+        );
     }
-    sumf
+    hsum8(acc)
 }
 
-/// `ggml_vec_dot_f16` (generic): f16 weights against f16-rounded activations.
-pub fn f16_f16_dot_scalar(row: &[u8], a: &[u16]) -> f32 {
-    let mut sum = 0f64;
-    for (w, &x) in row.chunks_exact(2).zip(a) {
-        sum += (f16_to_f32(u16::from_le_bytes([w[0], w[1]])) * f16_to_f32(x)) as f64;
-    }
-    sum as f32
+/// Weights of an F16 or F32 row, read as f32.
+pub trait FloatRow {
+    fn n_elems(&self) -> usize;
+    fn at(&self, i: usize) -> f32;
 }
 
-/// `ggml_vec_dot_f32` (generic): f32 products summed in f64.
-pub fn f32_f32_dot_scalar(x: &[f32], y: &[f32]) -> f32 {
-    let mut sum = 0f64;
-    for (&a, &b) in x.iter().zip(y) {
-        sum += (a * b) as f64;
+/// An F16 row in file bytes.
+pub struct F16Bytes<'a>(pub &'a [u8]);
+/// An F32 row in file bytes.
+pub struct F32Bytes<'a>(pub &'a [u8]);
+
+impl FloatRow for F16Bytes<'_> {
+    fn n_elems(&self) -> usize {
+        self.0.len() / 2
     }
-    sum as f32
+    fn at(&self, i: usize) -> f32 {
+        f16_to_f32(u16::from_le_bytes([self.0[2 * i], self.0[2 * i + 1]]))
+    }
 }
 
-/// [`f32_f32_dot_scalar`] with the weights as little-endian f32 bytes.
-pub fn f32_bytes_dot_scalar(row: &[u8], a: &[f32]) -> f32 {
-    let mut sum = 0f64;
-    for (w, &x) in row.chunks_exact(4).zip(a) {
-        sum += (f32::from_le_bytes([w[0], w[1], w[2], w[3]]) * x) as f64;
+impl FloatRow for F32Bytes<'_> {
+    fn n_elems(&self) -> usize {
+        self.0.len() / 4
     }
-    sum as f32
+    fn at(&self, i: usize) -> f32 {
+        f32::from_le_bytes(self.0[4 * i..4 * i + 4].try_into().unwrap())
+    }
+}
+
+/// tinyBLAS order: one 8-lane FMA accumulator over the row, a ragged tail as a zero-padded step,
+/// summed as [`hsum8`]. `a` holds the activations as f32 (F16-rounded ones for F16 weights).
+pub fn f16_dot_lanes8(w: &impl FloatRow, a: &[f32]) -> f32 {
+    let n = w.n_elems();
+    let mut acc = [0f32; 8];
+    let mut i = 0;
+    while i < n {
+        for l in 0..8 {
+            let (x, y) = if i + l < n {
+                (w.at(i + l), a[i + l])
+            } else {
+                (0.0, 0.0)
+            };
+            acc[l] = x.mul_add(y, acc[l]);
+        }
+        i += 8;
+    }
+    hsum8(acc)
+}
+
+/// `ggml_vec_dot_f16`/`_f32` order (AVX2): four 8-lane FMA accumulators over steps of 32, reduced
+/// `(a0+a2)+(a1+a3)` and [`hadd8`]; the remaining elements' f32 products added one by one, in f64
+/// (`wide_tail`, F16) or in f32 (F32).
+pub fn f16_dot_steps32(w: &impl FloatRow, a: &[f32], wide_tail: bool) -> f32 {
+    let n = w.n_elems();
+    let np = n & !31;
+    let mut acc = [[0f32; 8]; 4];
+    for i in (0..np).step_by(32) {
+        for (j, accj) in acc.iter_mut().enumerate() {
+            for l in 0..8 {
+                let e = i + 8 * j + l;
+                accj[l] = w.at(e).mul_add(a[e], accj[l]);
+            }
+        }
+    }
+    let mut r = [0f32; 8];
+    for l in 0..8 {
+        r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let head = hadd8(r);
+    if wide_tail {
+        let mut sum = head as f64;
+        for e in np..n {
+            sum += (w.at(e) * a[e]) as f64;
+        }
+        sum as f32
+    } else {
+        let mut sum = head;
+        for e in np..n {
+            sum += w.at(e) * a[e];
+        }
+        sum
+    }
+}
+
+/// Whether ggml takes tinyBLAS's order for a product of `n_tok` tokens with a float matrix of
+/// `rows` rows (`llamafile_sgemm` declines single tokens and row counts not divisible by 4).
+pub fn tiny_blas_order(rows: usize, n_tok: usize) -> bool {
+    n_tok >= 2 && rows % 4 == 0
+}
+
+/// The order ggml uses for a product of `n_tok` tokens with a float matrix of `rows` rows.
+pub fn float_dot(w: &impl FloatRow, a: &[f32], rows: usize, n_tok: usize, wide_tail: bool) -> f32 {
+    if tiny_blas_order(rows, n_tok) {
+        f16_dot_lanes8(w, a)
+    } else {
+        f16_dot_steps32(w, a, wide_tail)
+    }
 }
 
 #[cfg(test)]
@@ -157,28 +277,30 @@ mod tests {
     use crate::quant::{dequantize, quantize};
     use proptest::prelude::*;
 
-    /// Dequantize both sides and sum block by block in the kernel's order: the kernels must
-    /// equal this exactly, since ternary × int8 products are small integers.
+    /// Dequantize the weights and recompute the lanes from their definition: lane `k` holds
+    /// `(t+1)·y` over the elements whose index modulo 32 is in `4k..4k+4`, less `y` summed over
+    /// elements `32k..32k+32`. The kernels must equal this exactly.
     fn reference_dot(ty: GgmlType, row: &[u8], a: &[BlockQ8K], n: usize) -> f32 {
         let w = dequantize(ty, row, n).unwrap();
         let bs = ty.type_size();
-        let mut sumf = 0f32;
+        let mut acc = [0f32; 8];
         for (b, y) in a.iter().enumerate() {
             let dw = f16_to_f32(u16::from_le_bytes([
                 row[b * bs + bs - 2],
                 row[b * bs + bs - 1],
             ]));
-            let mut sumi = 0i32;
-            for k in 0..QK_K {
-                let t = if dw == 0.0 { 0.0 } else { w[b * QK_K + k] / dw };
-                sumi += t as i32 * y.qs[k] as i32;
+            let mut lanes = [0i64; 8];
+            for e in 0..QK_K {
+                let t = if dw == 0.0 { 0.0 } else { w[b * QK_K + e] / dw };
+                lanes[(e % 32) / 4] += (t as i64 + 1) * y.qs[e] as i64;
+                lanes[e / 32] -= y.qs[e] as i64;
             }
-            sumf += match ty {
-                GgmlType::TQ1_0 => sumi as f32 * (dw * y.d),
-                _ => sumi as f32 * (y.d * dw),
-            };
+            for k in 0..8 {
+                acc[k] = (lanes[k] as f32).mul_add(y.d * dw, acc[k]);
+            }
         }
-        sumf
+        let r: Vec<f32> = (0..4).map(|k| acc[k] + acc[k + 4]).collect();
+        (r[0] + r[2]) + (r[1] + r[3])
     }
 
     #[test]

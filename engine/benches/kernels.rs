@@ -1,0 +1,135 @@
+//! Kernel benches: every variant this CPU runs, one thread, on the 700M-shaped matrices
+//! (throughput in bytes of weights read, so criterion prints GB/s), the Q8_K activation
+//! quantizer, and the forward pass (prefill of 128 tokens, one decode step) on the tiny and
+//! 700M-shaped TQ2_0 models. Force a variant elsewhere with `BITNET_KERNEL`; here each runs by
+//! name. `cargo bench -p bitnet-engine --bench kernels [-- FILTER]`; for regressions
+//! `-- --save-baseline main`, later `-- --baseline main`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use bitnet_engine::forward::Session;
+use bitnet_engine::gguf::GgmlType;
+use bitnet_engine::kernels::{matmul, quantize_q8k, Kernel, KernelLog, Matrix};
+use bitnet_engine::model::Model;
+use bitnet_engine::quant::{f32_to_f16, quantize};
+use bitnet_engine::synth::{build, preset};
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+fn matrix_bytes(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    if ty == GgmlType::F16 {
+        return (0..rows * cols)
+            .flat_map(|_| f32_to_f16(rng.f() * 0.05).to_le_bytes())
+            .collect();
+    }
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.f().round() * 0.02).collect();
+    w.chunks(cols)
+        .flat_map(|r| quantize(ty, r).unwrap())
+        .collect()
+}
+
+fn kernels(c: &mut Criterion) {
+    let mut rng = Rng(1);
+    // ffn_up/gate (4096 × 1536), ffn_down (1536 × 4096) and the tied output (32002 × 1536).
+    let shapes = [
+        (GgmlType::TQ2_0, 4096, 1536),
+        (GgmlType::TQ2_0, 1536, 4096),
+        (GgmlType::TQ1_0, 4096, 1536),
+        (GgmlType::F16, 32002, 1536),
+    ];
+    for (ty, rows, cols) in shapes {
+        let data = matrix_bytes(ty, rows, cols, &mut rng);
+        let w = Matrix {
+            ty,
+            data: &data,
+            rows,
+            cols,
+        };
+        let x: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
+        let mut out = vec![0f32; rows];
+        let mut g = c.benchmark_group(format!("matvec_{ty}_{rows}x{cols}"));
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        for k in Kernel::available() {
+            g.bench_function(BenchmarkId::from_parameter(k.suffix()), |b| {
+                b.iter(|| matmul(&w, &x, 1, &mut out, 1, k, &KernelLog::default()))
+            });
+        }
+        g.finish();
+    }
+    // Prefill-shaped product: 128 tokens against ffn_up.
+    let data = matrix_bytes(GgmlType::TQ2_0, 4096, 1536, &mut rng);
+    let w = Matrix {
+        ty: GgmlType::TQ2_0,
+        data: &data,
+        rows: 4096,
+        cols: 1536,
+    };
+    let x: Vec<f32> = (0..128 * 1536).map(|_| rng.f()).collect();
+    let mut out = vec![0f32; 128 * 4096];
+    let mut g = c.benchmark_group("matmul_TQ2_0_4096x1536_128tok");
+    g.throughput(Throughput::Elements(128));
+    for k in Kernel::available() {
+        g.bench_function(BenchmarkId::from_parameter(k.suffix()), |b| {
+            b.iter(|| matmul(&w, &x, 128, &mut out, 1, k, &KernelLog::default()))
+        });
+    }
+    g.finish();
+
+    let x: Vec<f32> = (0..4096).map(|_| rng.f()).collect();
+    let mut q = Vec::new();
+    let mut g = c.benchmark_group("q8k_quantize_4096");
+    g.throughput(Throughput::Elements(4096));
+    g.bench_function("scalar", |b| b.iter(|| quantize_q8k(&x, &mut q)));
+    g.finish();
+}
+
+fn forward(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny", "700m"] {
+        let path = dir.path().join(format!("{name}.gguf"));
+        build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
+        let model = Model::load(&path).unwrap();
+        let n_vocab = model.config.n_vocab as u32;
+        let tokens: Vec<u32> = (0..128u32).map(|i| (i * 7919 + 3) % n_vocab).collect();
+        let mut g = c.benchmark_group(format!("forward_{name}"));
+        g.sample_size(10);
+        for threads in [1, 2] {
+            let k = Kernel::best();
+            g.throughput(Throughput::Elements(128));
+            g.bench_function(format!("prefill128_{}t", threads), |b| {
+                b.iter(|| {
+                    Session::new(&model, threads, k)
+                        .forward(&tokens, false, None)
+                        .unwrap()
+                })
+            });
+            // One decode step after a 16-token prompt (the session is re-made outside the
+            // timing so every step sees the same context length).
+            g.throughput(Throughput::Elements(1));
+            g.bench_function(format!("decode_{}t", threads), |b| {
+                b.iter_batched(
+                    || {
+                        let mut s = Session::new(&model, threads, k);
+                        s.forward(&tokens[..16], false, None).unwrap();
+                        s
+                    },
+                    |mut s| s.forward(&tokens[16..17], false, None).unwrap(),
+                    criterion::BatchSize::LargeInput,
+                )
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, kernels, forward);
+criterion_main!(benches);

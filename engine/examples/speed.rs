@@ -1,0 +1,52 @@
+//! Quick engine speed check: `cargo run --release -p bitnet-engine --example speed -- PRESET
+//! [threads] [kernel] [prompt] [decode]` (the model is generated into the temp dir once).
+//! `harness bench` is the measured comparison against llama.cpp; this is for kernel work.
+
+use std::time::Instant;
+
+use bitnet_engine::forward::{run_with, RunOptions};
+use bitnet_engine::kernels::Kernel;
+use bitnet_engine::model::Model;
+use bitnet_engine::synth::{build, preset};
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args.first().map(String::as_str).unwrap_or("tiny");
+    let threads: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
+    let kernel = Kernel::parse(args.get(2).map(String::as_str).unwrap_or("auto"))?;
+    let prompt: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(32);
+    let decode: usize = args.get(4).and_then(|v| v.parse().ok()).unwrap_or(32);
+    let path = std::env::temp_dir().join(format!("bitnet-speed-{name}.gguf"));
+    if !path.exists() {
+        let spec = preset(name).ok_or(format!("no preset {name}"))?;
+        build(&spec)
+            .map_err(|e| e.to_string())?
+            .write(&path)
+            .map_err(|e| e.to_string())?;
+    }
+    let model = Model::load(&path).map_err(|e| e.to_string())?;
+    let n_vocab = model.config.n_vocab as u32;
+    let tokens: Vec<u32> = (0..prompt as u32)
+        .map(|i| (i * 7919 + 3) % n_vocab)
+        .collect();
+    let opts = RunOptions {
+        generate: decode + 1,
+        chunk: None,
+        threads,
+        kernel,
+        nudge_embeddings: false,
+    };
+    for round in 0..3 {
+        let t = Instant::now();
+        let out = run_with(&model, &tokens, &opts, None)?;
+        println!(
+            "round {round}: prefill {:.1} tok/s, decode {:.1} tok/s ({} calls), total {:.2}s, kernels {:?}",
+            prompt as f64 / out.prefill_seconds,
+            out.decode_calls as f64 / out.decode_seconds,
+            out.decode_calls,
+            t.elapsed().as_secs_f64(),
+            out.kernels
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Every available variant against the scalar specification, bit for bit: single dot products on
+//! random and edge-case blocks, and whole threaded products on ragged shapes.
+
+use super::*;
+use crate::quant::quantize;
+use proptest::prelude::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() % 2_000_001) as f32 / 1_000_000.0 - 1.0
+    }
+}
+
+fn simd_variants() -> Vec<Kernel> {
+    Kernel::available()
+        .into_iter()
+        .filter(|k| *k != Kernel::Scalar)
+        .collect()
+}
+
+/// A ternary row: `mode` 0 random ternary, 1 all −1, 2 all 0, 3 all +1, 4 random bytes (codes
+/// outside the quantizer's range included: the kernels must still agree).
+fn ternary_row(ty: GgmlType, cols: usize, mode: u8, rng: &mut Rng) -> Vec<u8> {
+    if mode == 4 {
+        let mut b: Vec<u8> = (0..ty.row_bytes(cols as u64).unwrap())
+            .map(|_| rng.next() as u8)
+            .collect();
+        // Keep the f16 scales finite and small.
+        let bs = ty.type_size();
+        for blk in b.chunks_exact_mut(bs) {
+            let d = f32_to_f16(rng.f() * 0.1).to_le_bytes();
+            blk[bs - 2..].copy_from_slice(&d);
+        }
+        return b;
+    }
+    let scale = 0.01 + rng.f().abs();
+    let w: Vec<f32> = (0..cols)
+        .map(|_| match mode {
+            1 => -scale,
+            2 => 0.0,
+            3 => scale,
+            _ => ((rng.next() % 3) as f32 - 1.0) * scale,
+        })
+        .collect();
+    quantize(ty, &w).unwrap()
+}
+
+fn acts(cols: usize, mode: u8, rng: &mut Rng) -> Vec<f32> {
+    (0..cols)
+        .map(|i| match mode {
+            0 => rng.f() * 3.0,
+            1 => 1.0,
+            2 => -1.0,
+            // A block with one large value and the rest tiny (rounding edge cases).
+            _ => {
+                if i % 256 == 7 {
+                    -5.0
+                } else {
+                    rng.f() * 1e-3
+                }
+            }
+        })
+        .collect()
+}
+
+fn matmul_with(w: &Matrix, x: &[f32], n_tok: usize, threads: usize, kernel: Kernel) -> Vec<f32> {
+    let mut out = vec![0f32; n_tok * w.rows];
+    matmul(
+        w,
+        x,
+        n_tok,
+        &mut out,
+        threads,
+        kernel,
+        &KernelLog::default(),
+    );
+    out
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn ternary_dots_match_scalar(
+        seed in any::<u64>(), blocks in 1usize..12, wmode in 0u8..5, amode in 0u8..4,
+        tq1 in any::<bool>()
+    ) {
+        let ty = if tq1 { GgmlType::TQ1_0 } else { GgmlType::TQ2_0 };
+        let mut rng = Rng(seed);
+        let cols = blocks * QK_K;
+        let row = ternary_row(ty, cols, wmode, &mut rng);
+        let mut a = Vec::new();
+        quantize_q8k(&acts(cols, amode, &mut rng), &mut a);
+        let want = if tq1 {
+            scalar::tq1_0_q8k_dot_scalar(&row, &a)
+        } else {
+            scalar::tq2_0_q8k_dot_scalar(&row, &a)
+        };
+        #[cfg(target_arch = "x86_64")]
+        let perm = x86::permute_for_tq2_0_avx512(&a);
+        #[cfg(not(target_arch = "x86_64"))]
+        let perm: Vec<[i8; QK_K]> = Vec::new();
+        for k in simd_variants() {
+            let p = if k == Kernel::Avx512 { &perm[..] } else { &[][..] };
+            let got = ternary_dot(ty, k, &row, &a, p);
+            prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} {} {} vs {}", k, ty, got, want);
+        }
+    }
+
+    #[test]
+    fn whole_products_match_scalar_on_ragged_shapes(
+        seed in any::<u64>(), rows in 1usize..23, blocks in 1usize..4, n_tok in 1usize..6,
+        threads in 1usize..4, ty_i in 0usize..3, f16_cols in 1usize..100
+    ) {
+        let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16][ty_i];
+        let mut rng = Rng(seed);
+        // Float matrices get ragged column counts too (tails of the 8- and 32-wide steps).
+        let cols = if ty == GgmlType::F16 { f16_cols * 8 + (seed as usize % 3) * 4 } else { blocks * QK_K };
+        let data: Vec<u8> = if ty == GgmlType::F16 {
+            (0..rows * cols).flat_map(|_| f32_to_f16(rng.f()).to_le_bytes()).collect()
+        } else {
+            (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect()
+        };
+        let w = Matrix { ty, data: &data, rows, cols };
+        let x = acts(n_tok * cols, 0, &mut rng);
+        let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
+        for k in Kernel::available() {
+            prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, threads, k)), &want, "{:?}", k);
+        }
+    }
+}
+
+#[test]
+fn float_products_follow_the_specification_per_element() {
+    // Two or more tokens with rows % 4 == 0 take tinyBLAS's order, other products
+    // ggml_vec_dot_f16's: check the matmul picks them by comparing with the scalar functions.
+    let mut rng = Rng(7);
+    for (rows, n_tok) in [(4usize, 2usize), (4, 1), (6, 2)] {
+        let cols = 96;
+        let data: Vec<u8> = (0..rows * cols)
+            .flat_map(|_| f32_to_f16(rng.f()).to_le_bytes())
+            .collect();
+        let w = Matrix {
+            ty: GgmlType::F16,
+            data: &data,
+            rows,
+            cols,
+        };
+        let x = acts(cols * n_tok, 0, &mut rng);
+        let xr: Vec<f32> = x.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect();
+        for k in Kernel::available() {
+            let got = matmul_with(&w, &x, n_tok, 1, k);
+            for r in 0..rows {
+                let row = scalar::F16Bytes(&data[r * cols * 2..(r + 1) * cols * 2]);
+                let a = &xr[..cols];
+                let want = if rows % 4 == 0 && n_tok >= 2 {
+                    scalar::f16_dot_lanes8(&row, a)
+                } else {
+                    scalar::f16_dot_steps32(&row, a, true)
+                };
+                let msg = format!("{k:?} rows {rows} n_tok {n_tok} row {r}");
+                assert_eq!(got[r].to_bits(), want.to_bits(), "{msg}");
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn trit_extraction_is_exact_for_every_byte() {
+    for v in 0..=255u8 {
+        let v1 = v.saturating_sub(1) as u32;
+        let avg = |a: u32, b: u32| (a + b + 1) >> 1;
+        let t = (avg(v1, avg(v1, 0)) >> 6) & 3;
+        assert_eq!(t as u8, ((v as u16 * 3) >> 8) as u8, "byte {v}");
+    }
+}
+
+#[test]
+fn kernel_names_parse_and_unavailable_ones_are_refused() {
+    assert_eq!(Kernel::parse("scalar"), Ok(Kernel::Scalar));
+    assert_eq!(Kernel::parse("auto"), Ok(Kernel::best()));
+    let e = Kernel::parse("sse9").unwrap_err();
+    assert!(
+        e.contains("unknown kernel `sse9`") && e.contains("available here"),
+        "{e}"
+    );
+    for k in Kernel::ALL {
+        assert_eq!(Kernel::parse(k.suffix()).is_ok(), k.is_available(), "{k:?}");
+    }
+}

@@ -1,0 +1,403 @@
+//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, VNNI). Every function computes
+//! exactly what its scalar specification in [`super::scalar`] computes: the integer lanes are exact
+//! whatever instructions form them, and the float operations (FMA into 8 lanes, the final
+//! horizontal sums) are the specification's, in its order. Checked by proptest against the scalar
+//! kernels (`super::tests`).
+//!
+//! Callers must have checked the CPU features ([`super::Kernel::available`]); the functions are
+//! `unsafe` for that reason only, and read nothing outside the slices they are given (lengths are
+//! asserted on entry).
+
+#![allow(clippy::missing_safety_doc)]
+// Lane loops index several arrays in step, like the intrinsics they stand for.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::scalar::{BlockQ8K, QK_K};
+
+const TQ2_BYTES: usize = 66;
+/// How far ahead of the block being read the ternary kernels prefetch (bytes).
+const PREFETCH: usize = 2048;
+const TQ1_BYTES: usize = 54;
+
+/// A block's F16 scale as f32, converted in-register (F16C; exact, as every F16 is an f32).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16_scale(bytes: &[u8]) -> f32 {
+    let h = u16::from_le_bytes([bytes[0], bytes[1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// `hsum_float_8`, as the specification's [`super::scalar::hsum8`].
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum8(x: __m256) -> f32 {
+    let mut r = _mm256_extractf128_ps(x, 1);
+    r = _mm_add_ps(r, _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// The activations' sums over elements `32k..32k+32`, one per lane (from `bsums`).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lane_ysums(y: &BlockQ8K) -> __m256i {
+    let b = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    _mm256_madd_epi16(b, _mm256_set1_epi16(1))
+}
+
+/// TQ2_0 × Q8_K, AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
+    assert_eq!(row.len(), a.len() * TQ2_BYTES);
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in row.chunks_exact(TQ2_BYTES).zip(a) {
+        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(
+            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
+            _MM_HINT_T0,
+        );
+        let mut s0 = _mm256_setzero_si256();
+        let mut s1 = _mm256_setzero_si256();
+        for j in [0usize, 32] {
+            let q = _mm256_loadu_si256(x.as_ptr().add(j) as *const __m256i);
+            let q0 = _mm256_and_si256(q, m3);
+            let q1 = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3);
+            let q2 = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3);
+            let q3 = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3);
+            let yp = y.qs.as_ptr().add(4 * j);
+            let p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256(yp as *const __m256i));
+            let p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256(yp.add(32) as *const __m256i));
+            let p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256(yp.add(64) as *const __m256i));
+            let p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256(yp.add(96) as *const __m256i));
+            s0 = _mm256_add_epi16(s0, _mm256_add_epi16(p0, p1));
+            s1 = _mm256_add_epi16(s1, _mm256_add_epi16(p2, p3));
+        }
+        // 16-bit sums cannot overflow: at most 8 pairs of 2·127 per lane.
+        let lanes = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), _mm256_set1_epi16(1));
+        let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
+        let d = _mm256_set1_ps(y.d * f16_scale(&x[64..]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+    }
+    hsum8(acc)
+}
+
+/// Bytes `q·3^l` (mod 256) turned into trits plus one: `(v·3) >> 8`, computed as ggml does with
+/// averages (exact for every byte, checked in the tests).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn trits(v: __m256i) -> __m256i {
+    let v = _mm256_subs_epu8(v, _mm256_set1_epi8(1));
+    let v = _mm256_avg_epu8(v, _mm256_avg_epu8(v, _mm256_setzero_si256()));
+    _mm256_and_si256(_mm256_srli_epi16(v, 6), _mm256_set1_epi8(3))
+}
+
+/// `v · 9` per byte (mod 256).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn times9(v: __m256i) -> __m256i {
+    _mm256_add_epi8(
+        _mm256_and_si256(_mm256_slli_epi16(v, 3), _mm256_set1_epi8(-8)),
+        v,
+    )
+}
+
+/// The 8 vectors of TQ1_0 codes (0..=2) of one block, each to be paired with the 32 activations
+/// at `32·i`: trits 0..4 of bytes 0..32, then (trits 0,1 | 2,3 | 4, qh's 0..3) of bytes 32..48.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tq1_0_codes(x: &[u8]) -> [__m256i; 8] {
+    let a = _mm256_loadu_si256(x.as_ptr() as *const __m256i);
+    let a3 = _mm256_add_epi8(a, _mm256_add_epi8(a, a));
+    let a9 = times9(a);
+    let a27 = times9(a3);
+    let a81 = times9(a9);
+    let b = _mm_loadu_si128(x.as_ptr().add(32) as *const __m128i);
+    let b2 = _mm256_set_m128i(b, b);
+    let b3 = _mm256_add_epi8(b2, _mm256_add_epi8(b2, b2));
+    let b9 = times9(b2);
+    let b27 = times9(b3);
+    let b81 = times9(b9);
+    let qh = u32::from_le_bytes([x[48], x[49], x[50], x[51]]);
+    let h = _mm256_cvtepu8_epi16(_mm_set1_epi32(qh as i32));
+    let h = _mm256_mullo_epi16(
+        h,
+        _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1),
+    );
+    let h = _mm256_and_si256(h, _mm256_set1_epi16(0xff));
+    let h = _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    // (low 128 bits, high 128 bits) of the second half's vectors.
+    let b01 = _mm256_blend_epi32(b2, b3, 0xf0);
+    let b23 = _mm256_blend_epi32(b9, b27, 0xf0);
+    let b4h = _mm256_set_m128i(h, _mm256_castsi256_si128(b81));
+    [
+        trits(a),
+        trits(a3),
+        trits(a9),
+        trits(a27),
+        trits(a81),
+        trits(b01),
+        trits(b23),
+        trits(b4h),
+    ]
+}
+
+/// TQ1_0 × Q8_K, AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tq1_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
+    assert_eq!(row.len(), a.len() * TQ1_BYTES);
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in row.chunks_exact(TQ1_BYTES).zip(a) {
+        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(
+            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
+            _MM_HINT_T0,
+        );
+        let c = tq1_0_codes(x);
+        let yp = y.qs.as_ptr();
+        let mut s = _mm256_setzero_si256();
+        for (i, ci) in c.iter().enumerate() {
+            let p = _mm256_maddubs_epi16(*ci, _mm256_loadu_si256(yp.add(32 * i) as *const __m256i));
+            s = _mm256_add_epi16(s, p);
+        }
+        let lanes = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+        let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
+        let d = _mm256_set1_ps(y.d * f16_scale(&x[52..]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+    }
+    hsum8(acc)
+}
+
+/// Q8_K activations rearranged for the AVX-512 TQ2_0 kernel: per block, four 64-byte vectors,
+/// vector `l` holding elements `32l..32l+32` then `128+32l..128+32l+32`, so that one 64-byte load
+/// of a TQ2_0 block's codes pairs with one vector per shift.
+pub fn permute_for_tq2_0_avx512(a: &[BlockQ8K]) -> Vec<[i8; QK_K]> {
+    a.iter()
+        .map(|y| {
+            let mut p = [0i8; QK_K];
+            for l in 0..4 {
+                p[64 * l..64 * l + 32].copy_from_slice(&y.qs[32 * l..32 * l + 32]);
+                p[64 * l + 32..64 * l + 64].copy_from_slice(&y.qs[128 + 32 * l..160 + 32 * l]);
+            }
+            p
+        })
+        .collect()
+}
+
+/// TQ2_0 × Q8_K, AVX-512 VNNI (`perm` from [`permute_for_tq2_0_avx512`] of `a`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn tq2_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], perm: &[[i8; QK_K]]) -> f32 {
+    assert_eq!(row.len(), a.len() * TQ2_BYTES);
+    assert_eq!(perm.len(), a.len());
+    let m3 = _mm512_set1_epi8(3);
+    let mut acc = _mm256_setzero_ps();
+    for ((x, y), p) in row.chunks_exact(TQ2_BYTES).zip(a).zip(perm) {
+        // Rows lie back to back: fetch ahead along the matrix, past this row's end.
+        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(
+            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
+            _MM_HINT_T0,
+        );
+        let q = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
+        let pp = p.as_ptr();
+        let mut s = _mm512_dpbusd_epi32(
+            _mm512_setzero_si512(),
+            _mm512_and_si512(q, m3),
+            _mm512_loadu_si512(pp as *const __m512i),
+        );
+        s = _mm512_dpbusd_epi32(
+            s,
+            _mm512_and_si512(_mm512_srli_epi16(q, 2), m3),
+            _mm512_loadu_si512(pp.add(64) as *const __m512i),
+        );
+        s = _mm512_dpbusd_epi32(
+            s,
+            _mm512_and_si512(_mm512_srli_epi16(q, 4), m3),
+            _mm512_loadu_si512(pp.add(128) as *const __m512i),
+        );
+        s = _mm512_dpbusd_epi32(
+            s,
+            _mm512_and_si512(_mm512_srli_epi16(q, 6), m3),
+            _mm512_loadu_si512(pp.add(192) as *const __m512i),
+        );
+        // Both 32-byte halves map element index modulo 32 to the same 8 lanes.
+        let lanes = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+        let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
+        let d = _mm256_set1_ps(y.d * f16_scale(&x[64..]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+    }
+    hsum8(acc)
+}
+
+/// TQ1_0 × Q8_K, AVX-512 VNNI on 256-bit vectors.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn tq1_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K]) -> f32 {
+    assert_eq!(row.len(), a.len() * TQ1_BYTES);
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in row.chunks_exact(TQ1_BYTES).zip(a) {
+        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(
+            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
+            _MM_HINT_T0,
+        );
+        let c = tq1_0_codes(x);
+        let yp = y.qs.as_ptr();
+        let mut s = _mm256_setzero_si256();
+        for (i, ci) in c.iter().enumerate() {
+            s = _mm256_dpbusd_epi32(s, *ci, _mm256_loadu_si256(yp.add(32 * i) as *const __m256i));
+        }
+        let lanes = _mm256_sub_epi32(s, lane_ysums(y));
+        let d = _mm256_set1_ps(y.d * f16_scale(&x[52..]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+    }
+    hsum8(acc)
+}
+
+/// 8 F16 (`bits`) or F32 values as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn load8(p: *const u8, f16: bool) -> __m256 {
+    if f16 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    } else {
+        _mm256_loadu_ps(p as *const f32)
+    }
+}
+
+/// The tinyBLAS order ([`super::scalar::f16_dot_lanes8`]) for `R` rows against one activation
+/// vector `a` (F16 bits as bytes when `f16`, else f32 bytes), with `cols % 8 == 0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn float_lanes8_rows<const R: usize>(
+    rows: [&[u8]; R],
+    a: &[u8],
+    cols: usize,
+    f16: bool,
+) -> [f32; R] {
+    let es = if f16 { 2 } else { 4 };
+    assert!(cols % 8 == 0 && a.len() == cols * es);
+    for r in &rows {
+        assert_eq!(r.len(), cols * es);
+    }
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut i = 0;
+    while i < cols {
+        if i % 32 == 0 {
+            for r in &rows {
+                let ahead = i * es + R * es * cols;
+                _mm_prefetch(r.as_ptr().wrapping_add(ahead) as *const i8, _MM_HINT_T0);
+                _mm_prefetch(
+                    r.as_ptr().wrapping_add(ahead + 64) as *const i8,
+                    _MM_HINT_T0,
+                );
+            }
+        }
+        let av = load8(a.as_ptr().add(i * es), f16);
+        for k in 0..R {
+            acc[k] = _mm256_fmadd_ps(load8(rows[k].as_ptr().add(i * es), f16), av, acc[k]);
+        }
+        i += 8;
+    }
+    let mut out = [0f32; R];
+    for k in 0..R {
+        out[k] = hsum8(acc[k]);
+    }
+    out
+}
+
+/// The `ggml_vec_dot_f16` order ([`super::scalar::f16_dot_steps32`] with the f64 tail) for `R`
+/// rows against one activation vector of F16 bits, with `cols % 32 == 0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_steps32_rows<const R: usize>(
+    rows: [&[u8]; R],
+    a: &[u8],
+    cols: usize,
+) -> [f32; R] {
+    assert!(cols % 32 == 0 && a.len() == cols * 2);
+    for r in &rows {
+        assert_eq!(r.len(), cols * 2);
+    }
+    let mut acc = [[_mm256_setzero_ps(); 4]; R];
+    let mut i = 0;
+    while i < cols {
+        // The next tile's rows follow these `R` rows: fetch the same place in them.
+        for r in &rows {
+            _mm_prefetch(
+                r.as_ptr().wrapping_add(2 * i + R * 2 * cols) as *const i8,
+                _MM_HINT_T0,
+            );
+        }
+        for j in 0..4 {
+            let av = load8(a.as_ptr().add(2 * (i + 8 * j)), true);
+            for k in 0..R {
+                let wv = load8(rows[k].as_ptr().add(2 * (i + 8 * j)), true);
+                acc[k][j] = _mm256_fmadd_ps(wv, av, acc[k][j]);
+            }
+        }
+        i += 32;
+    }
+    let mut out = [0f32; R];
+    for k in 0..R {
+        let x = _mm256_add_ps(
+            _mm256_add_ps(acc[k][0], acc[k][2]),
+            _mm256_add_ps(acc[k][1], acc[k][3]),
+        );
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        out[k] = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    }
+    out
+}
+
+/// [`tq2_0_q8k_dot_avx512vnni`] for `T` tokens at once: each block's codes are unpacked once and
+/// paired with every token's activations. Each token's result is computed exactly as the
+/// one-token kernel computes it.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn tq2_0_q8k_dot_tokens_avx512vnni<const T: usize>(
+    row: &[u8],
+    a: [&[BlockQ8K]; T],
+    perm: [&[[i8; QK_K]]; T],
+) -> [f32; T] {
+    let nb = row.len() / TQ2_BYTES;
+    assert_eq!(row.len(), nb * TQ2_BYTES);
+    for t in 0..T {
+        assert!(a[t].len() == nb && perm[t].len() == nb);
+    }
+    let m3 = _mm512_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let x = row.as_ptr().add(b * TQ2_BYTES);
+        _mm_prefetch(x.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(x.wrapping_add(PREFETCH + 64) as *const i8, _MM_HINT_T0);
+        let q = _mm512_loadu_si512(x as *const __m512i);
+        let c0 = _mm512_and_si512(q, m3);
+        let c1 = _mm512_and_si512(_mm512_srli_epi16(q, 2), m3);
+        let c2 = _mm512_and_si512(_mm512_srli_epi16(q, 4), m3);
+        let c3 = _mm512_and_si512(_mm512_srli_epi16(q, 6), m3);
+        let dw = f16_scale(std::slice::from_raw_parts(x.add(64), 2));
+        for t in 0..T {
+            let pp = perm[t].as_ptr().add(b) as *const i8;
+            let mut s = _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                c0,
+                _mm512_loadu_si512(pp as *const __m512i),
+            );
+            s = _mm512_dpbusd_epi32(s, c1, _mm512_loadu_si512(pp.add(64) as *const __m512i));
+            s = _mm512_dpbusd_epi32(s, c2, _mm512_loadu_si512(pp.add(128) as *const __m512i));
+            s = _mm512_dpbusd_epi32(s, c3, _mm512_loadu_si512(pp.add(192) as *const __m512i));
+            let y = &a[t][b];
+            let lanes =
+                _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+            let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
+            let d = _mm256_set1_ps(y.d * dw);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc[t]);
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum8(acc[t]);
+    }
+    out
+}

@@ -1,0 +1,274 @@
+//! The engine's kernels against ggml itself (the llama.cpp build the harness links, AVX2 as
+//! pinned in `.cargo/config.toml`): ggml's Q8_K quantizer gives the engine's bytes, and ggml's
+//! TQ1_0/TQ2_0 dot products and F16 matrix products (tinyBLAS for row counts divisible by 4,
+//! `ggml_vec_dot_f16` otherwise) give the engine's values bit for bit, for every kernel variant
+//! this CPU runs. The expected values are computed by ggml, not by the engine.
+
+use std::ffi::c_void;
+
+use bitnet_engine::gguf::GgmlType;
+use bitnet_engine::kernels::{
+    matmul, quantize_q8k, scalar, BlockQ8K, Kernel, KernelLog, Matrix, QK_K,
+};
+use bitnet_engine::quant::{f32_to_f16, quantize};
+use llama_cpp_sys_2 as sys;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() % 2_000_001) as f32 / 1_000_000.0 - 1.0
+    }
+}
+
+fn init() {
+    // SAFETY: ggml_cpu_init only fills ggml's lookup tables; it is idempotent.
+    unsafe { sys::ggml_cpu_init() };
+}
+
+fn traits(ty: sys::ggml_type) -> sys::ggml_type_traits_cpu {
+    // SAFETY: ggml returns a pointer into its static table for every valid type.
+    unsafe { *sys::ggml_get_type_traits_cpu(ty) }
+}
+
+fn ggml_q8k(x: &[f32]) -> Vec<BlockQ8K> {
+    let from_float = traits(sys::GGML_TYPE_Q8_K)
+        .from_float
+        .expect("Q8_K from_float");
+    let mut out = vec![BlockQ8K::default(); x.len() / QK_K];
+    // SAFETY: block_q8_K is {float d; int8 qs[256]; int16 bsums[16]}, the layout of BlockQ8K
+    // (asserted 292 bytes); `out` holds x.len()/256 of them.
+    unsafe { from_float(x.as_ptr(), out.as_mut_ptr() as *mut c_void, x.len() as i64) };
+    out
+}
+
+fn ggml_vec_dot(ty: sys::ggml_type, row: &[u8], a: &[BlockQ8K]) -> f32 {
+    let vec_dot = traits(ty).vec_dot.expect("vec_dot");
+    let mut s = 0f32;
+    // SAFETY: `row` holds a.len() blocks of `ty`, `a` the matching Q8_K blocks.
+    unsafe {
+        vec_dot(
+            (a.len() * QK_K) as i32,
+            &mut s,
+            0,
+            row.as_ptr() as *const c_void,
+            0,
+            a.as_ptr() as *const c_void,
+            0,
+            1,
+        )
+    };
+    s
+}
+
+fn activations(n: usize, rng: &mut Rng, kind: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match kind {
+            0 => rng.f() * 2.0,
+            // Values on rounding ties of the Q8_K scale (max 127 → scale 1).
+            1 => {
+                if i % 256 == 0 {
+                    127.0
+                } else {
+                    (rng.next() % 255) as f32 / 2.0 - 63.5
+                }
+            }
+            _ => rng.f() * 1e-4 + if i % 97 == 0 { -3.0 } else { 0.0 },
+        })
+        .collect()
+}
+
+#[test]
+fn q8k_quantization_equals_ggml() {
+    init();
+    let mut rng = Rng(1);
+    for kind in 0..3 {
+        for _ in 0..50 {
+            let x = activations(4 * QK_K, &mut rng, kind);
+            let mut ours = Vec::new();
+            quantize_q8k(&x, &mut ours);
+            let theirs = ggml_q8k(&x);
+            for (b, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(o.d.to_bits(), t.d.to_bits(), "kind {kind} block {b}: d");
+                assert_eq!(o.qs, t.qs, "kind {kind} block {b}: qs");
+                assert_eq!(o.bsums, t.bsums, "kind {kind} block {b}: bsums");
+            }
+        }
+    }
+}
+
+#[test]
+fn ternary_dot_products_equal_ggml_for_every_variant() {
+    init();
+    let mut rng = Rng(2);
+    for (ty, gty) in [
+        (GgmlType::TQ2_0, sys::GGML_TYPE_TQ2_0),
+        (GgmlType::TQ1_0, sys::GGML_TYPE_TQ1_0),
+    ] {
+        for case in 0..300 {
+            let blocks = 1 + case % 11;
+            let n = blocks * QK_K;
+            let scale = 0.001 + rng.f().abs();
+            let w: Vec<f32> = (0..n)
+                .map(|_| match case % 4 {
+                    0 => -scale,
+                    1 => scale,
+                    _ => ((rng.next() % 3) as f32 - 1.0) * scale,
+                })
+                .collect();
+            let row = quantize(ty, &w).unwrap();
+            let matrix = Matrix {
+                ty,
+                data: &row,
+                rows: 1,
+                cols: n,
+            };
+            let x = activations(n, &mut rng, case % 3);
+            let a = ggml_q8k(&x);
+            let want_m = ggml_vec_dot(gty, &row, &a);
+            let spec = match ty {
+                GgmlType::TQ2_0 => scalar::tq2_0_q8k_dot_scalar(&row, &a),
+                _ => scalar::tq1_0_q8k_dot_scalar(&row, &a),
+            };
+            assert_eq!(
+                spec.to_bits(),
+                want_m.to_bits(),
+                "{ty} case {case}: scalar {spec} vs ggml {want_m}"
+            );
+            for k in Kernel::available() {
+                let mut out = [0f32];
+                matmul(&matrix, &x, 1, &mut out, 1, k, &KernelLog::default());
+                assert_eq!(
+                    out[0].to_bits(),
+                    want_m.to_bits(),
+                    "{ty} case {case} {k:?}: {} vs ggml {want_m}",
+                    out[0]
+                );
+            }
+        }
+    }
+}
+
+/// `C = A·Bᵀ` through a ggml graph on the CPU (the path llama.cpp's `mul_mat` takes).
+fn ggml_mul_mat(
+    ty: sys::ggml_type,
+    a: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    threads: i32,
+) -> Vec<f32> {
+    // SAFETY: a private ggml context sized for the three tensors and the graph; every pointer
+    // comes from ggml and is used within the context's lifetime; data sizes match the shapes.
+    unsafe {
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: a.len() + (x.len() + rows * n_tok) * 4 + (64 << 20),
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: false,
+        });
+        assert!(!ctx.is_null());
+        let ta = sys::ggml_new_tensor_2d(ctx, ty, cols as i64, rows as i64);
+        std::ptr::copy_nonoverlapping(a.as_ptr(), sys::ggml_get_data(ta) as *mut u8, a.len());
+        let tb = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, cols as i64, n_tok as i64);
+        std::ptr::copy_nonoverlapping(x.as_ptr(), sys::ggml_get_data_f32(tb), x.len());
+        let tc = sys::ggml_mul_mat(ctx, ta, tb);
+        let g = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(g, tc);
+        let status = sys::ggml_graph_compute_with_ctx(ctx, g, threads);
+        assert_eq!(status, sys::GGML_STATUS_SUCCESS);
+        let out = std::slice::from_raw_parts(sys::ggml_get_data_f32(tc), rows * n_tok).to_vec();
+        sys::ggml_free(ctx);
+        out
+    }
+}
+
+fn ours(w: &Matrix, x: &[f32], n_tok: usize, threads: usize, k: Kernel) -> Vec<f32> {
+    let mut out = vec![0f32; w.rows * n_tok];
+    matmul(w, x, n_tok, &mut out, threads, k, &KernelLog::default());
+    out
+}
+
+#[test]
+fn f16_matrix_products_equal_ggml_mul_mat() {
+    init();
+    let mut rng = Rng(3);
+    // Two or more tokens with row counts divisible by 4 go through tinyBLAS, other products
+    // through ggml_vec_dot_f16; column counts with and without a tail.
+    for (rows, cols) in [
+        (64, 256),
+        (66, 256),
+        (12, 200),
+        (30, 96),
+        (8, 1536),
+        (34, 1544),
+    ] {
+        let data: Vec<u8> = (0..rows * cols)
+            .flat_map(|_| f32_to_f16(rng.f() * 0.5).to_le_bytes())
+            .collect();
+        let w = Matrix {
+            ty: GgmlType::F16,
+            data: &data,
+            rows,
+            cols,
+        };
+        for n_tok in [1, 3] {
+            let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 4.0).collect();
+            let want = ggml_mul_mat(sys::GGML_TYPE_F16, &data, rows, cols, &x, n_tok, 2);
+            for k in Kernel::available() {
+                for threads in [1, 2] {
+                    let got = ours(&w, &x, n_tok, threads, k);
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            e.to_bits(),
+                            "F16 {rows}x{cols}, {n_tok} tokens, {k:?}, {threads} threads: element {i}: {g} vs ggml {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ternary_matrix_products_equal_ggml_mul_mat() {
+    init();
+    let mut rng = Rng(4);
+    for (ty, gty) in [
+        (GgmlType::TQ2_0, sys::GGML_TYPE_TQ2_0),
+        (GgmlType::TQ1_0, sys::GGML_TYPE_TQ1_0),
+    ] {
+        for (rows, cols) in [(24, 512), (7, 1536)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|_| ((rng.next() % 3) as f32 - 1.0) * 0.02)
+                .collect();
+            let data: Vec<u8> = w
+                .chunks(cols)
+                .flat_map(|r| quantize(ty, r).unwrap())
+                .collect();
+            let m = Matrix {
+                ty,
+                data: &data,
+                rows,
+                cols,
+            };
+            for n_tok in [1, 5] {
+                let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f()).collect();
+                let want = ggml_mul_mat(gty, &data, rows, cols, &x, n_tok, 2);
+                for k in Kernel::available() {
+                    let got = ours(&m, &x, n_tok, 2, k);
+                    let gb: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                    let wb: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(gb, wb, "{ty} {rows}x{cols} {n_tok} tokens {k:?}");
+                }
+            }
+        }
+    }
+}

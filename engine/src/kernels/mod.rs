@@ -302,6 +302,7 @@ fn compute_rows(
             for r in r0..r1 {
                 let row = w.row(r);
                 let out = &mut part[(r - r0) * n_tok..(r - r0 + 1) * n_tok];
+                #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
                 let mut t = 0;
                 // Several tokens at once share each block's unpacked codes (prefill).
                 #[cfg(target_arch = "x86_64")]
@@ -391,6 +392,7 @@ fn float_rows(
 ) {
     let (rows, cols) = (w.rows, w.cols);
     let f16 = w.ty == GgmlType::F16;
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = r0;
     #[cfg(target_arch = "x86_64")]
     if f16 && matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {

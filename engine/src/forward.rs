@@ -258,21 +258,41 @@ impl<'m> Session<'m> {
             let group = nh / nkv;
             let mut probs = vec![0f32; n * nh * n_kv];
             let mut att = vec![0f32; n * e];
+            let mut acc: Vec<f64> = Vec::with_capacity(hd);
             for i in 0..n {
                 let limit = p0 + i + 1; // causal: positions 0..=p0+i
                 for hh in 0..nh {
                     let kvh = hh / group;
                     let qv = &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd];
                     let p = &mut probs[(i * nh + hh) * n_kv..(i * nh + hh + 1) * n_kv];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, pj) in p.iter_mut().enumerate().take(limit) {
-                        let kv = &kc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+                    // Each score sums its products in f64 in index order; four positions at a
+                    // time keep four independent chains in flight (same bits as one by one).
+                    let krow = |j: usize| &kc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+                    let mut j = 0;
+                    while j + 4 <= limit {
+                        let (k0, k1, k2, k3) = (krow(j), krow(j + 1), krow(j + 2), krow(j + 3));
+                        let mut s = [0f64; 4];
+                        for (d, &b) in qv.iter().enumerate() {
+                            s[0] += (k0[d] * b) as f64;
+                            s[1] += (k1[d] * b) as f64;
+                            s[2] += (k2[d] * b) as f64;
+                            s[3] += (k3[d] * b) as f64;
+                        }
+                        for (t, st) in s.iter().enumerate() {
+                            p[j + t] = (*st as f32) * scale;
+                        }
+                        j += 4;
+                    }
+                    for (jj, pj) in p.iter_mut().enumerate().take(limit).skip(j) {
                         let mut s = 0f64;
-                        for (&a, &b) in kv.iter().zip(qv) {
+                        for (&a, &b) in krow(jj).iter().zip(qv) {
                             s += (a * b) as f64;
                         }
                         *pj = (s as f32) * scale;
-                        max = max.max(*pj);
+                    }
+                    let mut max = f32::NEG_INFINITY;
+                    for &pj in p.iter().take(limit) {
+                        max = max.max(pj);
                     }
                     let mut sum = 0f64;
                     for pj in p.iter_mut().take(limit) {
@@ -283,13 +303,19 @@ impl<'m> Session<'m> {
                     for pj in p.iter_mut().take(limit) {
                         *pj *= inv;
                     }
+                    // Output element d sums over positions in order, in f64; positions outer,
+                    // elements inner reads V contiguously and gives the same bits.
                     let o = &mut att[i * e + hh * hd..i * e + (hh + 1) * hd];
-                    for (d, od) in o.iter_mut().enumerate() {
-                        let mut s = 0f64;
-                        for (j, &pj) in p.iter().enumerate().take(limit) {
-                            s += (vc[(j * nkv + kvh) * hd + d] * pj) as f64;
+                    acc.clear();
+                    acc.resize(hd, 0.0);
+                    for (j, &pj) in p.iter().enumerate().take(limit) {
+                        let vrow = &vc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+                        for (a, &v) in acc.iter_mut().zip(vrow) {
+                            *a += (v * pj) as f64;
                         }
-                        *od = s as f32;
+                    }
+                    for (od, &a) in o.iter_mut().zip(acc.iter()) {
+                        *od = a as f32;
                     }
                 }
             }

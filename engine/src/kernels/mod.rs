@@ -160,10 +160,13 @@ impl Matrix<'_> {
 
 /// Activations prepared for one weight type (quantized once, used by every row).
 enum Prepared {
-    /// `n_tok × nb` blocks; `perm` holds the AVX-512 TQ2_0 rearrangement when that kernel runs.
+    /// `n_tok × nb` blocks; `perm` holds the AVX-512 TQ2_0 rearrangement when that kernel runs,
+    /// `pairs` its two-token interleave for prefill.
     Q8K {
         blocks: Vec<BlockQ8K>,
         perm: Vec<[i8; QK_K]>,
+        #[cfg(target_arch = "x86_64")]
+        pairs: Vec<x86::PairBlock>,
     },
     /// `n_tok × cols` activations in the weights' element type (`bytes`, little-endian) and as
     /// f32 (`vals`: F16-rounded for F16 weights).
@@ -210,9 +213,20 @@ pub fn matmul(
             } else {
                 Vec::new()
             };
+            #[cfg(target_arch = "x86_64")]
+            let pairs = if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ2_0 && n_tok >= 4 {
+                x86::pair_for_tq2_0_avx512(&blocks, n_tok, cols / QK_K)
+            } else {
+                Vec::new()
+            };
             #[cfg(not(target_arch = "x86_64"))]
             let perm = Vec::new();
-            Prepared::Q8K { blocks, perm }
+            Prepared::Q8K {
+                blocks,
+                perm,
+                #[cfg(target_arch = "x86_64")]
+                pairs,
+            }
         }
         // ggml converts the activations to the weights' vec_dot type, F16, before the dot.
         GgmlType::F16 => {
@@ -289,7 +303,12 @@ fn compute_rows(
 ) {
     let cols = w.cols;
     match prepared {
-        Prepared::Q8K { blocks, perm } => {
+        Prepared::Q8K {
+            blocks,
+            perm,
+            #[cfg(target_arch = "x86_64")]
+            pairs,
+        } => {
             let nb = cols / QK_K;
             let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
             let perm_of = |t: usize| {
@@ -305,6 +324,24 @@ fn compute_rows(
                 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
                 let mut t = 0;
                 // Several tokens at once share each block's unpacked codes (prefill).
+                #[cfg(target_arch = "x86_64")]
+                if !pairs.is_empty() {
+                    let pair = |p: usize| &pairs[p * nb..(p + 1) * nb];
+                    while t + 8 <= n_tok {
+                        let p = t / 2;
+                        // SAFETY: AVX-512 VNNI checked by `is_available` (pairs exist only then).
+                        let got = unsafe {
+                            x86::tq2_0_q8k_dot_pairs_avx512vnni::<4>(
+                                row,
+                                [pair(p), pair(p + 1), pair(p + 2), pair(p + 3)],
+                            )
+                        };
+                        for (k, g) in got.iter().enumerate() {
+                            out[t + 2 * k..t + 2 * k + 2].copy_from_slice(g);
+                        }
+                        t += 8;
+                    }
+                }
                 #[cfg(target_arch = "x86_64")]
                 if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ2_0 {
                     while t + 4 <= n_tok {

@@ -401,3 +401,96 @@ pub unsafe fn tq2_0_q8k_dot_tokens_avx512vnni<const T: usize>(
     }
     out
 }
+
+/// Q8_K activations of two tokens interleaved for [`tq2_0_q8k_dot_pairs_avx512vnni`]: per block,
+/// eight 64-byte vectors (shift `l` of half `h`: the 32 activations at `128h+32l` of the first
+/// token, then of the second), the two tokens' lane sums (`bsums` pairs) and their scales
+/// broadcast over 8 lanes each.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub struct PairBlock {
+    qs: [[i8; 64]; 8],
+    ysum: [i32; 16],
+    d: [f32; 16],
+}
+
+/// Interleave tokens `2p` and `2p+1` of `blocks` (`n_tok × nb`) for every pair `p`.
+pub fn pair_for_tq2_0_avx512(blocks: &[BlockQ8K], n_tok: usize, nb: usize) -> Vec<PairBlock> {
+    let mut out = Vec::with_capacity(n_tok / 2 * nb);
+    for p in 0..n_tok / 2 {
+        for b in 0..nb {
+            let ys = [&blocks[2 * p * nb + b], &blocks[(2 * p + 1) * nb + b]];
+            let mut pb = PairBlock {
+                qs: [[0; 64]; 8],
+                ysum: [0; 16],
+                d: [0.0; 16],
+            };
+            for h in 0..2 {
+                for l in 0..4 {
+                    for (t, y) in ys.iter().enumerate() {
+                        let o = 128 * h + 32 * l;
+                        pb.qs[4 * h + l][32 * t..32 * t + 32].copy_from_slice(&y.qs[o..o + 32]);
+                    }
+                }
+            }
+            for (t, y) in ys.iter().enumerate() {
+                for k in 0..8 {
+                    pb.ysum[8 * t + k] = y.bsums[2 * k] as i32 + y.bsums[2 * k + 1] as i32;
+                    pb.d[8 * t + k] = y.d;
+                }
+            }
+            out.push(pb);
+        }
+    }
+    out
+}
+
+/// TQ2_0 × Q8_K for `P` pairs of tokens at once (prefill), AVX-512 VNNI: each block's codes are
+/// unpacked once per half into both 256-bit halves of a vector, so one `vpdpbusd` forms the 8
+/// lanes of two tokens; the lanes need no folding. `pairs[p]` is pair `p`'s `nb` blocks from
+/// [`pair_for_tq2_0_avx512`]. Each token's result is exactly the one-token kernel's.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn tq2_0_q8k_dot_pairs_avx512vnni<const P: usize>(
+    row: &[u8],
+    pairs: [&[PairBlock]; P],
+) -> [[f32; 2]; P] {
+    let nb = row.len() / TQ2_BYTES;
+    assert_eq!(row.len(), nb * TQ2_BYTES);
+    for p in &pairs {
+        assert_eq!(p.len(), nb);
+    }
+    let m3 = _mm512_set1_epi8(3);
+    let mut acc = [_mm512_setzero_ps(); P];
+    for b in 0..nb {
+        let x = row.as_ptr().add(b * TQ2_BYTES);
+        _mm_prefetch(x.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(x.wrapping_add(PREFETCH + 64) as *const i8, _MM_HINT_T0);
+        let mut codes = [_mm512_setzero_si512(); 8];
+        for h in 0..2 {
+            let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(32 * h) as *const __m256i));
+            codes[4 * h] = _mm512_and_si512(q, m3);
+            codes[4 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 2), m3);
+            codes[4 * h + 2] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m3);
+            codes[4 * h + 3] = _mm512_and_si512(_mm512_srli_epi16(q, 6), m3);
+        }
+        let dw = _mm512_set1_ps(f16_scale(std::slice::from_raw_parts(x.add(64), 2)));
+        for p in 0..P {
+            let pb = &pairs[p][b];
+            let mut s = _mm512_setzero_si512();
+            for (c, y) in codes.iter().zip(&pb.qs) {
+                s = _mm512_dpbusd_epi32(s, *c, _mm512_load_si512(y.as_ptr() as *const __m512i));
+            }
+            let s = _mm512_sub_epi32(s, _mm512_load_si512(pb.ysum.as_ptr() as *const __m512i));
+            let d = _mm512_mul_ps(_mm512_load_ps(pb.d.as_ptr()), dw);
+            acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[p]);
+        }
+    }
+    let mut out = [[0f32; 2]; P];
+    for p in 0..P {
+        out[p] = [
+            hsum8(_mm512_castps512_ps256(acc[p])),
+            hsum8(_mm512_extractf32x8_ps(acc[p], 1)),
+        ];
+    }
+    out
+}

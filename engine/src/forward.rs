@@ -258,64 +258,51 @@ impl<'m> Session<'m> {
             let group = nh / nkv;
             let mut probs = vec![0f32; n * nh * n_kv];
             let mut att = vec![0f32; n * e];
-            let mut acc: Vec<f64> = Vec::with_capacity(hd);
-            for i in 0..n {
-                let limit = p0 + i + 1; // causal: positions 0..=p0+i
-                for hh in 0..nh {
-                    let kvh = hh / group;
-                    let qv = &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd];
-                    let p = &mut probs[(i * nh + hh) * n_kv..(i * nh + hh + 1) * n_kv];
-                    // Each score sums its products in f64 in index order; four positions at a
-                    // time keep four independent chains in flight (same bits as one by one).
-                    let krow = |j: usize| &kc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
-                    let mut j = 0;
-                    while j + 4 <= limit {
-                        let (k0, k1, k2, k3) = (krow(j), krow(j + 1), krow(j + 2), krow(j + 3));
-                        let mut s = [0f64; 4];
-                        for (d, &b) in qv.iter().enumerate() {
-                            s[0] += (k0[d] * b) as f64;
-                            s[1] += (k1[d] * b) as f64;
-                            s[2] += (k2[d] * b) as f64;
-                            s[3] += (k3[d] * b) as f64;
-                        }
-                        for (t, st) in s.iter().enumerate() {
-                            p[j + t] = (*st as f32) * scale;
-                        }
-                        j += 4;
+            // Heads are independent: split them over the threads (each head's sums are the same
+            // whatever the split).
+            let threads = self.threads.min(nh).max(1);
+            let per = nh.div_ceil(threads);
+            let parts: Vec<std::sync::Mutex<(Vec<f32>, Vec<f32>)>> = (0..threads)
+                .map(|_| std::sync::Mutex::new((Vec::new(), Vec::new())))
+                .collect();
+            crate::kernels::pool::run(threads, &|ti| {
+                let (h0, h1) = ((ti * per).min(nh), ((ti + 1) * per).min(nh));
+                let w = h1 - h0;
+                let mut pp = vec![0f32; n * w * n_kv];
+                let mut oo = vec![0f32; n * w * hd];
+                let mut acc: Vec<f64> = Vec::with_capacity(hd);
+                for i in 0..n {
+                    let limit = p0 + i + 1; // causal: positions 0..=p0+i
+                    for hh in h0..h1 {
+                        let r = i * w + hh - h0;
+                        attend_head(
+                            &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
+                            kc,
+                            vc,
+                            hh / group,
+                            nkv,
+                            hd,
+                            limit,
+                            scale,
+                            &mut pp[r * n_kv..(r + 1) * n_kv],
+                            &mut oo[r * hd..(r + 1) * hd],
+                            &mut acc,
+                        );
                     }
-                    for (jj, pj) in p.iter_mut().enumerate().take(limit).skip(j) {
-                        let mut s = 0f64;
-                        for (&a, &b) in krow(jj).iter().zip(qv) {
-                            s += (a * b) as f64;
-                        }
-                        *pj = (s as f32) * scale;
-                    }
-                    let mut max = f32::NEG_INFINITY;
-                    for &pj in p.iter().take(limit) {
-                        max = max.max(pj);
-                    }
-                    let mut sum = 0f64;
-                    for pj in p.iter_mut().take(limit) {
-                        *pj = (*pj - max).exp();
-                        sum += *pj as f64;
-                    }
-                    let inv = (1.0 / sum) as f32;
-                    for pj in p.iter_mut().take(limit) {
-                        *pj *= inv;
-                    }
-                    // Output element d sums over positions in order, in f64; positions outer,
-                    // elements inner reads V contiguously and gives the same bits.
-                    let o = &mut att[i * e + hh * hd..i * e + (hh + 1) * hd];
-                    acc.clear();
-                    acc.resize(hd, 0.0);
-                    for (j, &pj) in p.iter().enumerate().take(limit) {
-                        let vrow = &vc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
-                        for (a, &v) in acc.iter_mut().zip(vrow) {
-                            *a += (v * pj) as f64;
-                        }
-                    }
-                    for (od, &a) in o.iter_mut().zip(acc.iter()) {
-                        *od = a as f32;
+                }
+                *parts[ti].lock().unwrap_or_else(|e| e.into_inner()) = (pp, oo);
+            });
+            for (ti, part) in parts.into_iter().enumerate() {
+                let (pp, oo) = part.into_inner().unwrap_or_else(|e| e.into_inner());
+                let (h0, h1) = ((ti * per).min(nh), ((ti + 1) * per).min(nh));
+                let w = h1 - h0;
+                for i in 0..n {
+                    for hh in h0..h1 {
+                        let r = i * w + hh - h0;
+                        probs[(i * nh + hh) * n_kv..(i * nh + hh + 1) * n_kv]
+                            .copy_from_slice(&pp[r * n_kv..(r + 1) * n_kv]);
+                        att[i * e + hh * hd..i * e + (hh + 1) * hd]
+                            .copy_from_slice(&oo[r * hd..(r + 1) * hd]);
                     }
                 }
             }
@@ -533,4 +520,75 @@ pub fn run_with(
         decode_seconds: t1.elapsed().as_secs_f64(),
         decode_calls,
     })
+}
+
+/// One query position against the cached keys and values of one head: scores (each sum of
+/// products in f64 in index order, scaled), softmax (max, exponentials summed in f64 in order,
+/// scaled by the f32 inverse), then the probability-weighted values (each element summed over
+/// positions in order, in f64). `p` receives the `limit` probabilities, `o` the `hd` outputs.
+#[allow(clippy::too_many_arguments)]
+fn attend_head(
+    qv: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    kvh: usize,
+    nkv: usize,
+    hd: usize,
+    limit: usize,
+    scale: f32,
+    p: &mut [f32],
+    o: &mut [f32],
+    acc: &mut Vec<f64>,
+) {
+    // Each score sums its products in f64 in index order; four positions at a
+    // time keep four independent chains in flight (same bits as one by one).
+    let krow = |j: usize| &kc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+    let mut j = 0;
+    while j + 4 <= limit {
+        let (k0, k1, k2, k3) = (krow(j), krow(j + 1), krow(j + 2), krow(j + 3));
+        let mut s = [0f64; 4];
+        for (d, &b) in qv.iter().enumerate() {
+            s[0] += (k0[d] * b) as f64;
+            s[1] += (k1[d] * b) as f64;
+            s[2] += (k2[d] * b) as f64;
+            s[3] += (k3[d] * b) as f64;
+        }
+        for (t, st) in s.iter().enumerate() {
+            p[j + t] = (*st as f32) * scale;
+        }
+        j += 4;
+    }
+    for (jj, pj) in p.iter_mut().enumerate().take(limit).skip(j) {
+        let mut s = 0f64;
+        for (&a, &b) in krow(jj).iter().zip(qv) {
+            s += (a * b) as f64;
+        }
+        *pj = (s as f32) * scale;
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &pj in p.iter().take(limit) {
+        max = max.max(pj);
+    }
+    let mut sum = 0f64;
+    for pj in p.iter_mut().take(limit) {
+        *pj = (*pj - max).exp();
+        sum += *pj as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for pj in p.iter_mut().take(limit) {
+        *pj *= inv;
+    }
+    // Output element d sums over positions in order, in f64; positions outer,
+    // elements inner reads V contiguously and gives the same bits.
+    acc.clear();
+    acc.resize(hd, 0.0);
+    for (j, &pj) in p.iter().enumerate().take(limit) {
+        let vrow = &vc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+        for (a, &v) in acc.iter_mut().zip(vrow) {
+            *a += (v * pj) as f64;
+        }
+    }
+    for (od, &a) in o.iter_mut().zip(acc.iter()) {
+        *od = a as f32;
+    }
 }

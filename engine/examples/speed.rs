@@ -1,5 +1,6 @@
-//! Quick engine speed check: `cargo run --release -p bitnet-engine --example speed -- PRESET
-//! [threads] [kernel] [prompt] [decode]` (the model is generated into the temp dir once).
+//! Quick engine speed check: `cargo run --release -p bitnet-engine --example speed --
+//! PRESET|FILE.gguf [threads] [kernel] [prompt] [decode]` (a preset is generated into the temp
+//! dir once; delete it there after changing the generator).
 //! `harness bench` is the measured comparison against llama.cpp; this is for kernel work.
 
 use std::time::Instant;
@@ -16,7 +17,11 @@ fn main() -> Result<(), String> {
     let kernel = Kernel::parse(args.get(2).map(String::as_str).unwrap_or("auto"))?;
     let prompt: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(32);
     let decode: usize = args.get(4).and_then(|v| v.parse().ok()).unwrap_or(32);
-    let path = std::env::temp_dir().join(format!("bitnet-speed-{name}.gguf"));
+    let path = if name.ends_with(".gguf") {
+        std::path::PathBuf::from(name)
+    } else {
+        std::env::temp_dir().join(format!("bitnet-speed-{name}.gguf"))
+    };
     if !path.exists() {
         let spec = preset(name).ok_or(format!("no preset {name}"))?;
         build(&spec)

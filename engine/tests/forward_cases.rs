@@ -243,13 +243,13 @@ fn presets_are_stable_under_a_one_ulp_nudge_of_the_input() {
     // must not be amplified by the stack.
     let tokens = [1u32, 17, 300, 42, 5, 99, 250, 7];
     let (rel, a, b) = stability("tiny", &tokens, 8);
+    eprintln!("one-ulp nudge: tiny logits rel L2 {rel:e}");
     assert!(rel < 1e-3, "tiny: logits moved by rel L2 {rel}");
     assert_eq!(a, b, "tiny: greedy tokens changed");
-    // On the 24-layer 700m preset a nudge that flips one int8 rounding early cascades: each flip
-    // moves the stream by ~1e-4 relative, which flips more roundings downstream. Measured: logits
-    // rel L2 2.7e-2 through the int8 path (3e-7 in float64 without activation quantization, see
-    // synth_oracle.rs); the greedy tokens hold.
+    // The 24-layer 700m preset: the generator's scales keep int8 rounding flips from cascading
+    // (the embedding carries the stream, deep blocks add 5% each; see engine/src/synth).
     let (rel, a, b) = stability("700m", &[1, 450, 7000, 31999, 12, 5], 4);
-    assert!(rel < 0.1, "700m: logits moved by rel L2 {rel}");
+    eprintln!("one-ulp nudge: 700m logits rel L2 {rel:e}");
+    assert!(rel < 1e-3, "700m: logits moved by rel L2 {rel}");
     assert_eq!(a, b, "700m: greedy tokens changed");
 }

@@ -347,6 +347,7 @@ fn field_names() -> &'static [&'static str] {
         "embedding_type",
         "scale_tensors",
         "embedding_std",
+        "first_attn_scale",
         "residual_scale",
         "seed",
     ]

@@ -5,18 +5,52 @@
 //! `bitnet` architecture loads: exactly the tensors of `src/models/bitnet.cpp`
 //! (`load_arch_tensors`) and the `bitnet.*` keys it reads. The same spec gives the same bytes.
 //!
-//! Scales, so that activations stay of order one and the model is stable at depth:
-//! - projections that feed attention and the FFN (q, k, v, gate, up) are ternary times
-//!   `1/sqrt(2/3 · n_in)`: with a third of the weights zero, an input of RMS 1 gives an output of
-//!   RMS about 1;
-//! - the projections that write into the residual stream (attn_output, ffn_down) are scaled by a
-//!   further `residual_scale` (default `1/sqrt(2 · n_layer)`), so the stream grows to RMS about 1
-//!   over the whole stack instead of √(2·n_layer), and each block is a small step: rounding
-//!   differences are not amplified layer after layer;
-//! - the token embedding has standard deviation `embedding_std` (default 0.05): the output is tied
-//!   to it, and an embedding as large as the hidden state would make greedy decoding repeat the
-//!   last input token (its logit `‖e‖²/rms` would dwarf the others);
-//! - norm weights are uniform in [0.8, 1.2], so a norm applied without its weight is caught.
+//! # Scales
+//! Three requirements pull against each other, and the scales are chosen so all three hold on
+//! every preset, the 24-layer `700m` one included:
+//! 1. activations of order one in every layer;
+//! 2. stability: a one-ulp nudge of the input embedding moves the logits by a relative L2 below
+//!    1e-3 *through llama.cpp's int8 activation path*, and leaves the greedy tokens unchanged;
+//! 3. greedy generation that varies (not a copy of the last input token) with modest margins.
+//!
+//! Why (2) shapes everything: llama.cpp quantizes every activation that feeds a ternary weight to
+//! int8 (Q8_K, one step = max|x|/127 ≈ 0.026·rms per 256 values). A perturbation ε far below the
+//! step still flips a rounding with probability ≈ ε/step, and a flip moves one value by a whole
+//! step, so in expectation a quantizer turns a relative perturbation δ into about
+//! `sqrt(δ · 0.026)`: two quantizers per block, and the relative perturbation of a block's output
+//! settles near 1e-2 whatever δ was (measured on this generator's previous scales, whose blocks
+//! made up the residual stream: the 24-layer `700m` moved its logits by 1-5e-2 under a one-ulp
+//! nudge, in the engine and in an f64 emulation of llama.cpp's arithmetic alike). The
+//! logits are stable only if the blocks' share of the residual stream (and so of the logits) is
+//! small: with share φ the perturbation settles near `0.026 · φ^(4/3)`, below 1e-3 for φ ≲ 0.08.
+//! So the residual stream is carried by two things that do not cascade, and every deeper block
+//! is a small correction:
+//! - projections that feed attention and the FFN (q, k, v, gate, up) are ternary (a third of the
+//!   weights zero) times `1/sqrt(2/3 · n_in)`: an input of RMS 1 gives an output of RMS about 1;
+//! - the token embedding has standard deviation `embedding_std` (default 1);
+//! - layer 0's attention output (attn_output times `first_attn_scale`, default 2) adds a
+//!   context-dependent vector about twice as large as the embedding (the stream's RMS is then
+//!   about 2.2). Its input is the embedding itself, so it flips a rounding only when the nudge
+//!   does so directly (a few percent of prompts on `700m`), not by a cascade. With a factor of 1
+//!   greedy generation often falls into two-token cycles (the embedding's part of the logits is
+//!   a symmetric function of the last token); with 2 the context decides more;
+//! - every other projection that writes into the stream (the other attn_output, every ffn_down)
+//!   carries `residual_scale`, by default `0.05/sqrt(2·n_layer)`: together they make up about 5%
+//!   of the stream, so even when their own outputs move by 1e-2 the logits move by about 5e-4;
+//! - the output is tied to the embedding, and with an embedding this large the logit of the last
+//!   input token `Σ e_i² w_i` would dwarf the others (greedy decoding would copy its input). The
+//!   `output_norm` weights therefore carry random signs: `Σ e_i² w_i` then has mean zero, and the
+//!   logits are a random function of the last token plus the context through layer 0's
+//!   attention plus the deeper blocks' share. Their magnitude,
+//!   `3/(embedding_std·sqrt(n_embd))` times [0.8, 1.2], gives logits of standard deviation
+//!   about 3;
+//! - the other norm weights are uniform in [0.8, 1.2], so a norm applied without its weight is
+//!   caught.
+//!
+//! Measured with these scales on `700m` (one-ulp nudge of the input embedding): logits rel L2
+//! 1.3-2.2e-4 through the engine's int8 path, 1.8e-4 in the numpy emulation of llama.cpp
+//! (`tests/py/bitnet_forward.py --q8`), greedy tokens unchanged; the engine against llama.cpp
+//! itself 1.7-2.5e-4 with every argmax equal. The smaller presets stay below 2e-5.
 //!
 //! Every scale is rounded to f16 first, so a model with `.scale` tensors and one with the scale
 //! folded into the TQ blocks describe the same weights.
@@ -71,39 +105,44 @@ pub enum EmbeddingType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSpec {
-    /// Hidden size; a multiple of 256 (the TQ block) and of `n_head`.
+    /// Hidden size; a multiple of 256 (the TQ block) and of `n_head` (default 256).
     pub n_embd: u32,
-    /// Number of transformer blocks.
+    /// Number of transformer blocks (default 2).
     pub n_layer: u32,
-    /// Attention heads; `n_embd / n_head` (the head size) must be even for RoPE.
+    /// Attention heads; `n_embd / n_head` (the head size) must be even for RoPE (default 4).
     pub n_head: u32,
     /// Key/value heads (grouped-query attention when fewer than `n_head`); divides `n_head`.
     /// Defaults to `n_head`.
     pub n_head_kv: Option<u32>,
-    /// FFN hidden size; a multiple of 256.
+    /// FFN hidden size; a multiple of 256 (default 512).
     pub n_ff: u32,
-    /// Vocabulary size.
+    /// Vocabulary size (default 512).
     pub n_vocab: u32,
-    /// Training context length written to the file.
+    /// Training context length written to the file (default 512).
     pub n_ctx: u32,
-    /// RoPE frequency base.
+    /// RoPE frequency base (default 10000).
     pub rope_base: f32,
-    /// RMSNorm epsilon.
+    /// RMSNorm epsilon (default 1e-5).
     pub rms_eps: f32,
-    /// Format of the ternary projection weights.
+    /// Format of the ternary projection weights (default `TQ2_0`).
     pub ternary_type: TernaryType,
-    /// Format of the token embedding (also the tied output matrix).
+    /// Format of the token embedding, also the tied output matrix (default `F32`).
     pub embedding_type: EmbeddingType,
-    /// Store each projection's scale in a separate `.scale` tensor (block scales then 1).
+    /// Store each projection's scale in a separate `.scale` tensor, the block scales then 1
+    /// (default false).
     pub scale_tensors: bool,
-    /// Standard deviation of the token embedding.
+    /// Standard deviation of the token embedding (default 1).
     pub embedding_std: f32,
-    /// Extra factor on the projections that write into the residual stream; defaults to
-    /// `1/sqrt(2·n_layer)`.
+    /// Extra factor on layer 0's attn_output (default 2): its context-dependent output is about
+    /// twice as large as the embedding (see the module docs).
+    pub first_attn_scale: f32,
+    /// Extra factor on every other projection that writes into the residual stream (attn_output
+    /// of layers 1.., every ffn_down); default `0.05/sqrt(2·n_layer)`, so those blocks make up
+    /// about 5% of the stream and the model is stable under int8 activation quantization.
     pub residual_scale: Option<f32>,
-    /// Seed of every random draw.
+    /// Seed of every random draw (default 0).
     pub seed: u64,
-    /// The vocabulary: `bpe` (needs `n_vocab` ≥ 258) or `none`.
+    /// The vocabulary: `bpe` (needs `n_vocab` ≥ 258) or `none` (default `bpe`).
     pub tokenizer: TokenizerKind,
 }
 
@@ -122,13 +161,20 @@ impl Default for ModelSpec {
             ternary_type: TernaryType::Tq2_0,
             embedding_type: EmbeddingType::F32,
             scale_tensors: false,
-            embedding_std: 0.05,
+            embedding_std: 1.0,
+            first_attn_scale: 2.0,
             residual_scale: None,
             seed: 0,
             tokenizer: TokenizerKind::Bpe,
         }
     }
 }
+
+/// The blocks' default share of the residual stream's RMS (see the module docs).
+pub const BLOCK_SHARE: f32 = 0.05;
+
+/// The standard deviation the logits are given (through the `output_norm` weight magnitude).
+pub const LOGIT_STD: f32 = 3.0;
 
 /// Names of the presets.
 pub const PRESETS: &[&str] = &["tiny", "tiny-scales", "gqa", "tq1", "f16", "700m"];
@@ -206,7 +252,7 @@ impl ModelSpec {
     /// The residual-stream factor in effect.
     pub fn residual_scale(&self) -> f32 {
         self.residual_scale
-            .unwrap_or(1.0 / (2.0 * self.n_layer.max(1) as f32).sqrt())
+            .unwrap_or(BLOCK_SHARE / (2.0 * self.n_layer.max(1) as f32).sqrt())
     }
 
     /// Check every field; the error names the first bad one.
@@ -273,6 +319,13 @@ impl ModelSpec {
         if !(rs.is_finite() && rs > 0.0) {
             return bad("residual_scale", &rs, "a positive number");
         }
+        if !(self.first_attn_scale.is_finite() && self.first_attn_scale > 0.0) {
+            return bad(
+                "first_attn_scale",
+                &self.first_attn_scale,
+                "a positive number",
+            );
+        }
         Ok(())
     }
 
@@ -322,6 +375,19 @@ fn norm_tensor(seed: u64, name: &str, n: u32) -> Vec<u8> {
     let mut rng = Rng::for_tensor(seed, name);
     (0..n)
         .flat_map(|_| (0.8 + 0.4 * rng.uniform()).to_le_bytes())
+        .collect()
+}
+
+/// The final norm's weights: `magnitude` times [0.8, 1.2], each with a random sign, so the tied
+/// output does not favour the last input token (module docs).
+fn signed_norm_tensor(seed: u64, name: &str, n: u32, magnitude: f32) -> Vec<u8> {
+    let mut rng = Rng::for_tensor(seed, name);
+    (0..n)
+        .flat_map(|_| {
+            let m = magnitude * (0.8 + 0.4 * rng.uniform());
+            let sign = if rng.next_u64() >> 63 == 0 { 1.0 } else { -1.0 };
+            (sign * m).to_le_bytes()
+        })
         .collect()
 }
 
@@ -414,24 +480,34 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
         &[e as u64, n_vocab as u64],
         emb_ty,
         Box::new(move || {
+            // Straight to bytes: the largest tensor, so no f32 copy of it is held.
             let mut rng = Rng::for_tensor(seed, "token_embd.weight");
-            let v: Vec<f32> = (0..e as usize * n_vocab as usize)
-                .map(|_| rng.normal() * std)
-                .collect();
-            quantize(emb_ty, &v).expect("float types have block size 1")
+            let n = e as usize * n_vocab as usize;
+            let mut out = Vec::with_capacity(n * emb_ty.type_size());
+            for _ in 0..n {
+                let v = rng.normal() * std;
+                match emb_ty {
+                    GgmlType::F16 => out.extend_from_slice(&f32_to_f16(v).to_le_bytes()),
+                    _ => out.extend_from_slice(&v.to_le_bytes()),
+                }
+            }
+            out
         }),
     );
+    let out_magnitude = LOGIT_STD / (std * (e as f32).sqrt());
     w.add_tensor_lazy(
         "output_norm.weight",
         &[e as u64],
         GgmlType::F32,
-        Box::new(move || norm_tensor(seed, "output_norm.weight", e)),
+        Box::new(move || signed_norm_tensor(seed, "output_norm.weight", e, out_magnitude)),
     );
 
     let p = 2.0f32 / 3.0;
     let in_scale = |n_in: u32| f16_round(1.0 / (p * n_in as f32).sqrt());
-    let out_scale = |n_in: u32| f16_round(spec.residual_scale() / (p * n_in as f32).sqrt());
+    let out_scale = |n_in: u32, factor: f32| f16_round(factor / (p * n_in as f32).sqrt());
+    let rs = spec.residual_scale();
     for l in 0..spec.n_layer {
+        let attn_factor = if l == 0 { spec.first_attn_scale } else { rs };
         let name = |t: &str| format!("blk.{l}.{t}");
         for (t, n) in [
             ("attn_norm", e),
@@ -452,10 +528,10 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
             ("attn_q", e, e, in_scale(e)),
             ("attn_k", e, kv, in_scale(e)),
             ("attn_v", e, kv, in_scale(e)),
-            ("attn_output", e, e, out_scale(e)),
+            ("attn_output", e, e, out_scale(e, attn_factor)),
             ("ffn_gate", e, f, in_scale(e)),
             ("ffn_up", e, f, in_scale(e)),
-            ("ffn_down", f, e, out_scale(f)),
+            ("ffn_down", f, e, out_scale(f, rs)),
         ];
         for (t, n_in, n_out, scale) in projections {
             let tn = name(&format!("{t}.weight"));

@@ -178,3 +178,57 @@ fn spec_yaml_refuses_unknown_fields_and_fills_defaults() {
     );
     assert!(serde_json::from_str::<ModelSpec>(r#"{"n_layers": 4}"#).is_err());
 }
+
+#[test]
+fn scales_follow_the_documented_formulas() {
+    // tiny: n_embd 256, n_ff 512, 2 layers: residual_scale 0.05/sqrt(4) = 0.025.
+    let spec = preset("tiny").unwrap();
+    assert_eq!(spec.residual_scale(), 0.025);
+    let f = GgufFile::from_bytes(build(&spec).unwrap().to_bytes().unwrap(), "tiny").unwrap();
+    let magnitude = |name: &str| {
+        let t = f.tensor(name).unwrap();
+        let w = crate::quant::dequantize(t.ty, f.tensor_data(t), t.n_elements() as usize).unwrap();
+        let nz: Vec<f32> = w.iter().map(|v| v.abs()).filter(|v| *v != 0.0).collect();
+        // A third of the weights are zero, the rest ± one per-tensor magnitude.
+        let zeros = w.len() - nz.len();
+        assert!(
+            (zeros as f64 / w.len() as f64 - 1.0 / 3.0).abs() < 0.02,
+            "{name}"
+        );
+        assert!(nz.iter().all(|v| *v == nz[0]), "{name}");
+        nz[0]
+    };
+    let f16 = |v: f64| half::f16::from_f64(v).to_f32();
+    let (n_in, n_ff) = (256f64 * 2.0 / 3.0, 512f64 * 2.0 / 3.0);
+    assert_eq!(magnitude("blk.0.attn_q.weight"), f16(1.0 / n_in.sqrt()));
+    assert_eq!(magnitude("blk.1.ffn_up.weight"), f16(1.0 / n_in.sqrt()));
+    // first_attn_scale 2 on layer 0's attention output.
+    assert_eq!(
+        magnitude("blk.0.attn_output.weight"),
+        f16(2.0 / n_in.sqrt())
+    );
+    assert_eq!(
+        magnitude("blk.1.attn_output.weight"),
+        f16(0.025 / n_in.sqrt())
+    );
+    assert_eq!(magnitude("blk.0.ffn_down.weight"), f16(0.025 / n_ff.sqrt()));
+
+    // output_norm: magnitude 3/sqrt(256) times [0.8, 1.2], random signs.
+    let t = f.tensor("output_norm.weight").unwrap();
+    let w: Vec<f32> = f
+        .tensor_data(t)
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let m = 3.0 / 16.0;
+    assert!(w.iter().all(|v| (0.8 * m..=1.2 * m).contains(&v.abs())));
+    let neg = w.iter().filter(|v| **v < 0.0).count();
+    assert!((100..156).contains(&neg), "{neg} of 256 negative");
+    // The other norms: positive, in [0.8, 1.2].
+    let t = f.tensor("blk.0.ffn_sub_norm.weight").unwrap();
+    assert!(f
+        .tensor_data(t)
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .all(|v| (0.8..=1.2).contains(&v)));
+}

@@ -68,8 +68,9 @@ pub struct Session<'m> {
     pub kernel: Kernel,
     kernels: KernelLog,
     /// Per layer, positions × n_head_kv × head_dim.
-    k_cache: Vec<Vec<f32>>,
-    v_cache: Vec<Vec<f32>>,
+    /// Per layer, per KV head: positions × head_dim (each head's rows contiguous).
+    k_cache: Vec<Vec<Vec<f32>>>,
+    v_cache: Vec<Vec<Vec<f32>>>,
     n_past: usize,
     /// Decode calls so far (0 = nothing run; the first call is step 0).
     calls: u32,
@@ -105,8 +106,8 @@ impl<'m> Session<'m> {
             threads: threads.max(1),
             kernel,
             kernels: KernelLog::default(),
-            k_cache: vec![Vec::new(); n],
-            v_cache: vec![Vec::new(); n],
+            k_cache: vec![vec![Vec::new(); model.config.n_head_kv]; n],
+            v_cache: vec![vec![Vec::new(); model.config.n_head_kv]; n],
             n_past: 0,
             calls: 0,
             nudge_embeddings: false,
@@ -250,8 +251,13 @@ impl<'m> Session<'m> {
             rec(at(l, Stage::Q), vec![n, nh, hd], &q);
             rec(at(l, Stage::K), vec![n, nkv, hd], &k);
             rec(at(l, Stage::V), vec![n, nkv, hd], &v);
-            self.k_cache[l].extend_from_slice(&k);
-            self.v_cache[l].extend_from_slice(&v);
+            for i in 0..n {
+                for kvh in 0..nkv {
+                    let r = (i * nkv + kvh) * hd..(i * nkv + kvh + 1) * hd;
+                    self.k_cache[l][kvh].extend_from_slice(&k[r.clone()]);
+                    self.v_cache[l][kvh].extend_from_slice(&v[r]);
+                }
+            }
             let n_kv = p0 + n;
             let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
             let scale = 1.0f32 / (hd as f32).sqrt();
@@ -277,10 +283,8 @@ impl<'m> Session<'m> {
                         let r = i * w + hh - h0;
                         attend_head(
                             &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
-                            kc,
-                            vc,
-                            hh / group,
-                            nkv,
+                            &kc[hh / group],
+                            &vc[hh / group],
                             hd,
                             limit,
                             scale,
@@ -525,14 +529,13 @@ pub fn run_with(
 /// One query position against the cached keys and values of one head: scores (each sum of
 /// products in f64 in index order, scaled), softmax (max, exponentials summed in f64 in order,
 /// scaled by the f32 inverse), then the probability-weighted values (each element summed over
-/// positions in order, in f64). `p` receives the `limit` probabilities, `o` the `hd` outputs.
+/// positions in order, in f64). `kc`/`vc` are the head's cached rows (positions × `hd`); `p`
+/// receives the `limit` probabilities, `o` the `hd` outputs.
 #[allow(clippy::too_many_arguments)]
 fn attend_head(
     qv: &[f32],
     kc: &[f32],
     vc: &[f32],
-    kvh: usize,
-    nkv: usize,
     hd: usize,
     limit: usize,
     scale: f32,
@@ -542,7 +545,7 @@ fn attend_head(
 ) {
     // Each score sums its products in f64 in index order; four positions at a
     // time keep four independent chains in flight (same bits as one by one).
-    let krow = |j: usize| &kc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+    let krow = |j: usize| &kc[j * hd..(j + 1) * hd];
     let mut j = 0;
     while j + 4 <= limit {
         let (k0, k1, k2, k3) = (krow(j), krow(j + 1), krow(j + 2), krow(j + 3));
@@ -583,7 +586,7 @@ fn attend_head(
     acc.clear();
     acc.resize(hd, 0.0);
     for (j, &pj) in p.iter().enumerate().take(limit) {
-        let vrow = &vc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
+        let vrow = &vc[j * hd..(j + 1) * hd];
         for (a, &v) in acc.iter_mut().zip(vrow) {
             *a += (v * pj) as f64;
         }

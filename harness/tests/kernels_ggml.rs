@@ -272,3 +272,36 @@ fn ternary_matrix_products_equal_ggml_mul_mat() {
         }
     }
 }
+
+#[test]
+fn f32_matrix_products_equal_ggml_mul_mat() {
+    init();
+    let mut rng = Rng(5);
+    // Column counts divisible by 32 (ggml_vec_dot_f32 then has no tail; its tail mixes fused and
+    // unfused adds by length) and, for tinyBLAS's two-token passes, a ragged one.
+    for (rows, cols, toks) in [
+        (64, 256, &[1, 3][..]),
+        (66, 96, &[1, 2]),
+        (12, 200, &[2, 5]),
+    ] {
+        let data: Vec<u8> = (0..rows * cols)
+            .flat_map(|_| (rng.f() * 0.5).to_le_bytes())
+            .collect();
+        let w = Matrix {
+            ty: GgmlType::F32,
+            data: &data,
+            rows,
+            cols,
+        };
+        for &n_tok in toks {
+            let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 4.0).collect();
+            let want = ggml_mul_mat(sys::GGML_TYPE_F32, &data, rows, cols, &x, n_tok, 2);
+            for k in Kernel::available() {
+                let got = ours(&w, &x, n_tok, 2, k);
+                let gb: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                let wb: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(gb, wb, "F32 {rows}x{cols} {n_tok} tokens {k:?}");
+            }
+        }
+    }
+}

@@ -268,7 +268,8 @@ pub fn matmul(
 /// The kernel ID a product of `w` runs under `kernel` (float products fall back to the scalar
 /// kernel when their shape has no SIMD path).
 fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
-    let float_simd = w.ty == GgmlType::F16 && f16_simd_shape(w.rows, w.cols, n_tok).is_some();
+    let float_simd = matches!(w.ty, GgmlType::F16 | GgmlType::F32)
+        && f16_simd_shape(w.rows, w.cols, n_tok).is_some();
     let sfx = match w.ty {
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => kernel.suffix(),
         _ if float_simd && kernel != Kernel::Scalar => kernel.suffix(),
@@ -432,11 +433,11 @@ fn float_rows(
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = r0;
     #[cfg(target_arch = "x86_64")]
-    if f16 && matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {
-        let es = 2;
+    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {
+        let es = if f16 { 2 } else { 4 };
         if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
             while r < r1 {
-                let n = (r1 - r).min(4);
+                let n = if r1 - r >= 4 { 4 } else { 1 };
                 for t in 0..n_tok {
                     let a = &bytes[t * cols * es..(t + 1) * cols * es];
                     // SAFETY: AVX2/FMA/F16C checked by `is_available` (both variants need them).
@@ -446,45 +447,46 @@ fn float_rows(
                                 [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
                                 a,
                                 cols,
-                                true,
+                                f16,
                             ),
-                            (4, false) => x86::f16_steps32_rows::<4>(
+                            (4, false) => x86::float_steps32_rows::<4>(
                                 [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
                                 a,
                                 cols,
+                                f16,
                             ),
                             (_, true) => {
-                                let [v] = x86::float_lanes8_rows::<1>([w.row(r)], a, cols, true);
+                                let [v] = x86::float_lanes8_rows::<1>([w.row(r)], a, cols, f16);
                                 [v, 0.0, 0.0, 0.0]
                             }
                             (_, false) => {
-                                let [v] = x86::f16_steps32_rows::<1>([w.row(r)], a, cols);
+                                let [v] = x86::float_steps32_rows::<1>([w.row(r)], a, cols, f16);
                                 [v, 0.0, 0.0, 0.0]
                             }
                         }
                     };
-                    let n = if n == 4 { 4 } else { 1 };
                     for k in 0..n {
                         part[(r + k - r0) * n_tok + t] = got[k];
                     }
                 }
-                r += if n == 4 { 4 } else { 1 };
+                r += n;
             }
             return;
         }
     }
     #[cfg(target_arch = "aarch64")]
-    if f16 && kernel == Kernel::Neon {
+    if kernel == Kernel::Neon {
         if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
+            let es = if f16 { 2 } else { 4 };
             for r in r0..r1 {
                 for t in 0..n_tok {
-                    let a = &bytes[t * cols * 2..(t + 1) * cols * 2];
+                    let a = &bytes[t * cols * es..(t + 1) * cols * es];
                     // SAFETY: NEON checked by `is_available`.
                     part[(r - r0) * n_tok + t] = unsafe {
                         if tiny_blas {
-                            neon::f16_lanes8_neon(w.row(r), a, cols)
+                            neon::float_lanes8_neon(w.row(r), a, cols, f16)
                         } else {
-                            neon::f16_steps32_neon(w.row(r), a, cols)
+                            neon::float_steps32_neon(w.row(r), a, cols, f16)
                         }
                     };
                 }

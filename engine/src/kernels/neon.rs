@@ -161,31 +161,48 @@ unsafe fn load8_f16(p: *const u8) -> (float32x4_t, float32x4_t) {
     )
 }
 
-/// The tinyBLAS order ([`super::scalar::f16_dot_lanes8`]) for one F16 row, `cols % 8 == 0`.
+/// 8 F16 (`f16`) or F32 values from little-endian bytes as two f32 vectors.
+#[inline]
 #[target_feature(enable = "neon")]
-pub unsafe fn f16_lanes8_neon(row: &[u8], a: &[u8], cols: usize) -> f32 {
-    assert!(cols % 8 == 0 && row.len() == 2 * cols && a.len() == 2 * cols);
+unsafe fn load8(p: *const u8, f16: bool) -> (float32x4_t, float32x4_t) {
+    if f16 {
+        load8_f16(p)
+    } else {
+        (
+            vld1q_f32(p as *const f32),
+            vld1q_f32(p.add(16) as *const f32),
+        )
+    }
+}
+
+/// The tinyBLAS order ([`super::scalar::f16_dot_lanes8`]) for one F16 (`f16`) or F32 row,
+/// `cols % 8 == 0`.
+#[target_feature(enable = "neon")]
+pub unsafe fn float_lanes8_neon(row: &[u8], a: &[u8], cols: usize, f16: bool) -> f32 {
+    let es = if f16 { 2 } else { 4 };
+    assert!(cols % 8 == 0 && row.len() == es * cols && a.len() == es * cols);
     let mut acc = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
     for i in (0..cols).step_by(8) {
-        let w = load8_f16(row.as_ptr().add(2 * i));
-        let x = load8_f16(a.as_ptr().add(2 * i));
+        let w = load8(row.as_ptr().add(es * i), f16);
+        let x = load8(a.as_ptr().add(es * i), f16);
         acc.0 = vfmaq_f32(acc.0, w.0, x.0);
         acc.1 = vfmaq_f32(acc.1, w.1, x.1);
     }
     hsum8(acc)
 }
 
-/// The `ggml_vec_dot_f16` order ([`super::scalar::f16_dot_steps32`]) for one F16 row,
-/// `cols % 32 == 0`.
+/// The `ggml_vec_dot_f16`/`_f32` order ([`super::scalar::f16_dot_steps32`]) for one F16 (`f16`)
+/// or F32 row, `cols % 32 == 0` (no tail).
 #[target_feature(enable = "neon")]
-pub unsafe fn f16_steps32_neon(row: &[u8], a: &[u8], cols: usize) -> f32 {
-    assert!(cols % 32 == 0 && row.len() == 2 * cols && a.len() == 2 * cols);
+pub unsafe fn float_steps32_neon(row: &[u8], a: &[u8], cols: usize, f16: bool) -> f32 {
+    let es = if f16 { 2 } else { 4 };
+    assert!(cols % 32 == 0 && row.len() == es * cols && a.len() == es * cols);
     let z = vdupq_n_f32(0.0);
     let mut acc = [(z, z); 4];
     for i in (0..cols).step_by(32) {
         for (j, accj) in acc.iter_mut().enumerate() {
-            let w = load8_f16(row.as_ptr().add(2 * (i + 8 * j)));
-            let x = load8_f16(a.as_ptr().add(2 * (i + 8 * j)));
+            let w = load8(row.as_ptr().add(es * (i + 8 * j)), f16);
+            let x = load8(a.as_ptr().add(es * (i + 8 * j)), f16);
             accj.0 = vfmaq_f32(accj.0, w.0, x.0);
             accj.1 = vfmaq_f32(accj.1, w.1, x.1);
         }

@@ -122,14 +122,17 @@ proptest! {
     #[test]
     fn whole_products_match_scalar_on_ragged_shapes(
         seed in any::<u64>(), rows in 1usize..23, blocks in 1usize..4, n_tok in 1usize..12,
-        threads in 1usize..4, ty_i in 0usize..3, f16_cols in 1usize..100
+        threads in 1usize..4, ty_i in 0usize..4, f16_cols in 1usize..100
     ) {
-        let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16][ty_i];
+        let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16, GgmlType::F32][ty_i];
         let mut rng = Rng(seed);
         // Float matrices get ragged column counts too (tails of the 8- and 32-wide steps).
-        let cols = if ty == GgmlType::F16 { f16_cols * 8 + (seed as usize % 3) * 4 } else { blocks * QK_K };
+        let float = matches!(ty, GgmlType::F16 | GgmlType::F32);
+        let cols = if float { f16_cols * 8 + (seed as usize % 3) * 4 } else { blocks * QK_K };
         let data: Vec<u8> = if ty == GgmlType::F16 {
             (0..rows * cols).flat_map(|_| f32_to_f16(rng.f()).to_le_bytes()).collect()
+        } else if ty == GgmlType::F32 {
+            (0..rows * cols).flat_map(|_| rng.f().to_le_bytes()).collect()
         } else {
             (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect()
         };

@@ -307,32 +307,39 @@ pub unsafe fn float_lanes8_rows<const R: usize>(
     out
 }
 
-/// The `ggml_vec_dot_f16` order ([`super::scalar::f16_dot_steps32`] with the f64 tail) for `R`
-/// rows against one activation vector of F16 bits, with `cols % 32 == 0`.
+/// The `ggml_vec_dot_f16`/`_f32` order ([`super::scalar::f16_dot_steps32`]) for `R` rows
+/// against one activation vector (F16 bits as bytes when `f16`, else f32 bytes), with
+/// `cols % 32 == 0` (no tail, so F16's f64 tail and F32's f32 one do not arise).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn f16_steps32_rows<const R: usize>(
+pub unsafe fn float_steps32_rows<const R: usize>(
     rows: [&[u8]; R],
     a: &[u8],
     cols: usize,
+    f16: bool,
 ) -> [f32; R] {
-    assert!(cols % 32 == 0 && a.len() == cols * 2);
+    let es = if f16 { 2 } else { 4 };
+    assert!(cols % 32 == 0 && a.len() == cols * es);
     for r in &rows {
-        assert_eq!(r.len(), cols * 2);
+        assert_eq!(r.len(), cols * es);
     }
     let mut acc = [[_mm256_setzero_ps(); 4]; R];
     let mut i = 0;
     while i < cols {
         // The next tile's rows follow these `R` rows: fetch the same place in them.
         for r in &rows {
-            _mm_prefetch(
-                r.as_ptr().wrapping_add(2 * i + R * 2 * cols) as *const i8,
-                _MM_HINT_T0,
-            );
+            let ahead = es * i + R * es * cols;
+            _mm_prefetch(r.as_ptr().wrapping_add(ahead) as *const i8, _MM_HINT_T0);
+            if !f16 {
+                _mm_prefetch(
+                    r.as_ptr().wrapping_add(ahead + 64) as *const i8,
+                    _MM_HINT_T0,
+                );
+            }
         }
         for j in 0..4 {
-            let av = load8(a.as_ptr().add(2 * (i + 8 * j)), true);
+            let av = load8(a.as_ptr().add(es * (i + 8 * j)), f16);
             for k in 0..R {
-                let wv = load8(rows[k].as_ptr().add(2 * (i + 8 * j)), true);
+                let wv = load8(rows[k].as_ptr().add(es * (i + 8 * j)), f16);
                 acc[k][j] = _mm256_fmadd_ps(wv, av, acc[k][j]);
             }
         }

@@ -23,7 +23,7 @@ pub enum TokenizerError {
     },
     #[error("`{file}`: tokenizer model `{model}` is not supported (supported: gpt2; `none` has no tokenizer)")]
     Model { file: String, model: String },
-    #[error("`{file}`: pre-tokenizer `{pre}` is not supported (supported: gpt-2, default)")]
+    #[error("`{file}`: pre-tokenizer `{pre}` is not supported (supported: gpt-2, default, and the LLaMA 3 family: llama-bpe, llama3, llama-v3, falcon3, falcon-h1, pixtral, midm-2.0, lfm2, jina-v5-nano)")]
     Pre { file: String, pre: String },
 }
 
@@ -51,6 +51,7 @@ pub struct Tokenizer {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
+    pub pre: PreTokenizer,
 }
 
 /// GPT-2's `bytes_to_unicode`: printable bytes map to themselves, the others to 256 + n in order.
@@ -156,9 +157,138 @@ pub fn pre_tokenize(text: &str) -> Vec<String> {
     out
 }
 
+/// LLaMA 3 pre-tokenization, as `unicode_regex_split_custom_llama3` implements
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+pub fn pre_tokenize_llama3(text: &str) -> Vec<String> {
+    let c: Vec<char> = text.chars().collect();
+    let n = c.len();
+    let at = |i: usize| c.get(i).copied();
+    let letter = |i: usize| at(i).is_some_and(is_letter);
+    let number = |i: usize| at(i).is_some_and(is_number);
+    let space = |i: usize| at(i).is_some_and(is_whitespace);
+    let crlf = |i: usize| matches!(at(i), Some('\r' | '\n'));
+    let lower = |i: usize| at(i).map(|x| x.to_lowercase().next().unwrap_or(x));
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    let add = |end: usize, start: &mut usize, out: &mut Vec<String>| {
+        if end > *start {
+            out.push(c[*start..end].iter().collect());
+        }
+        *start = end;
+    };
+    while pos < n {
+        let cpt = c[pos];
+        // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+        if cpt == '\'' && pos + 1 < n {
+            let a = lower(pos + 1);
+            if matches!(a, Some('s' | 't' | 'm' | 'd')) {
+                pos += 2;
+                add(pos, &mut start, &mut out);
+                continue;
+            }
+            if pos + 2 < n {
+                let b = lower(pos + 2);
+                if matches!(
+                    (a, b),
+                    (Some('r'), Some('e')) | (Some('v'), Some('e')) | (Some('l'), Some('l'))
+                ) {
+                    pos += 3;
+                    add(pos, &mut start, &mut out);
+                    continue;
+                }
+            }
+        }
+        // [^\r\n\p{L}\p{N}]?\p{L}+
+        if !(cpt == '\r' || cpt == '\n' || is_number(cpt)) && (is_letter(cpt) || letter(pos + 1)) {
+            pos += 1;
+            while letter(pos) {
+                pos += 1;
+            }
+            add(pos, &mut start, &mut out);
+            continue;
+        }
+        // \p{N}{1,3}
+        if is_number(cpt) {
+            let mut ini = pos;
+            while number(pos) {
+                pos += 1;
+                if pos - ini >= 3 {
+                    add(pos, &mut start, &mut out);
+                    ini = pos;
+                }
+            }
+            add(pos, &mut start, &mut out);
+            continue;
+        }
+        // <space>?[^\s\p{L}\p{N}]+[\r\n]*
+        let other = |i: usize| at(i).is_some() && !space(i) && !letter(i) && !number(i);
+        let probe = if cpt == ' ' { pos + 1 } else { pos };
+        if other(probe) {
+            pos += usize::from(cpt == ' ');
+            while other(pos) {
+                pos += 1;
+            }
+            while crlf(pos) {
+                pos += 1;
+            }
+            add(pos, &mut start, &mut out);
+            continue;
+        }
+        let mut ws = 0;
+        let mut last_crlf_end = 0;
+        while space(pos + ws) {
+            if crlf(pos + ws) {
+                last_crlf_end = pos + ws + 1;
+            }
+            ws += 1;
+        }
+        if last_crlf_end > 0 {
+            // \s*[\r\n]+
+            pos = last_crlf_end;
+        } else if ws > 1 && pos + ws < n {
+            // \s+(?!\S)
+            pos += ws - 1;
+        } else if ws > 0 {
+            pos += ws;
+        } else {
+            pos += 1;
+        }
+        add(pos, &mut start, &mut out);
+    }
+    out
+}
+
+/// Which pre-tokenizer a vocabulary uses (`tokenizer.ggml.pre`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreTokenizer {
+    /// `gpt-2` / `default`: [`pre_tokenize`].
+    Gpt2,
+    /// The LLaMA 3 family (`llama-bpe`, ...): [`pre_tokenize_llama3`], and a word that is itself
+    /// a token is taken whole, without merges (llama.cpp's `ignore_merges`).
+    Llama3,
+}
+
+impl PreTokenizer {
+    /// The pre-tokenizer llama.cpp picks for a `tokenizer.ggml.pre` value.
+    pub fn from_name(pre: &str) -> Option<PreTokenizer> {
+        match pre {
+            "gpt-2" | "default" => Some(PreTokenizer::Gpt2),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" => Some(PreTokenizer::Llama3),
+            _ => None,
+        }
+    }
+}
+
 impl Tokenizer {
-    /// Build from vocabulary parts.
+    /// Build from vocabulary parts (GPT-2 pre-tokenization).
     pub fn from_parts(p: &VocabParts) -> Tokenizer {
+        Tokenizer::from_parts_with(p, PreTokenizer::Gpt2)
+    }
+
+    /// Build from vocabulary parts with the given pre-tokenizer.
+    pub fn from_parts_with(p: &VocabParts, pre: PreTokenizer) -> Tokenizer {
         let byte_chars = byte_chars();
         let char_bytes = byte_chars
             .iter()
@@ -189,6 +319,7 @@ impl Tokenizer {
             bos: p.bos,
             eos: p.eos,
             add_bos: p.add_bos,
+            pre,
         }
     }
 
@@ -217,12 +348,12 @@ impl Tokenizer {
             .get("tokenizer.ggml.pre")
             .and_then(Value::as_str)
             .unwrap_or("default");
-        if !matches!(pre, "gpt-2" | "default") {
+        let Some(pre_type) = PreTokenizer::from_name(pre) else {
             return Err(TokenizerError::Pre {
                 file,
                 pre: pre.into(),
             });
-        }
+        };
         let strings = |key: &str| -> Result<Vec<String>, TokenizerError> {
             let a = f
                 .get(key)
@@ -248,17 +379,20 @@ impl Tokenizer {
             None => vec![1; tokens.len()],
         };
         let id = |key: &str| f.get(key).and_then(Value::as_u32);
-        Ok(Some(Tokenizer::from_parts(&VocabParts {
-            tokens,
-            token_types,
-            merges,
-            bos: id("tokenizer.ggml.bos_token_id"),
-            eos: id("tokenizer.ggml.eos_token_id"),
-            add_bos: f
-                .get("tokenizer.ggml.add_bos_token")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        })))
+        Ok(Some(Tokenizer::from_parts_with(
+            &VocabParts {
+                tokens,
+                token_types,
+                merges,
+                bos: id("tokenizer.ggml.bos_token_id"),
+                eos: id("tokenizer.ggml.eos_token_id"),
+                add_bos: f
+                    .get("tokenizer.ggml.add_bos_token")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            },
+            pre_type,
+        )))
     }
 
     /// Number of tokens.
@@ -276,8 +410,18 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
-        for word in pre_tokenize(text) {
+        let words = match self.pre {
+            PreTokenizer::Gpt2 => pre_tokenize(text),
+            PreTokenizer::Llama3 => pre_tokenize_llama3(text),
+        };
+        for word in words {
             let mapped: String = word.bytes().map(|b| self.byte_chars[b as usize]).collect();
+            if self.pre == PreTokenizer::Llama3 {
+                if let Some(&id) = self.ids.get(&mapped) {
+                    out.push(id);
+                    continue;
+                }
+            }
             let mut symbols: Vec<String> = mapped.chars().map(String::from).collect();
             loop {
                 let mut best: Option<(usize, usize)> = None;
@@ -433,6 +577,22 @@ mod tests {
         assert_eq!(pre_tokenize("we're ok"), ["we", "'re", " ok"]);
         assert_eq!(pre_tokenize("héllo wörld"), ["héllo", " wörld"]);
         assert_eq!(pre_tokenize("..."), ["..."]);
+    }
+
+    #[test]
+    fn llama3_pre_tokenization_hand_cases() {
+        let p = |t: &str| pre_tokenize_llama3(t);
+        // Letters take one leading non-letter, non-number, non-newline character.
+        assert_eq!(p("Hello world"), ["Hello", " world"]);
+        assert_eq!(p("(hello)"), ["(hello", ")"]);
+        // Contractions in any case; digits in runs of at most three.
+        assert_eq!(p("IT'S 12345"), ["IT", "'S", " ", "123", "45"]);
+        assert_eq!(p("we'RE"), ["we", "'RE"]);
+        // Punctuation keeps the newlines after it; whitespace ending in a newline is one piece.
+        assert_eq!(p("a.\n\nb"), ["a", ".\n\n", "b"]);
+        assert_eq!(p("x  \n y"), ["x", "  \n", " y"]);
+        // \s+(?!\S) leaves the last space for the next word; trailing spaces stay together.
+        assert_eq!(p("a   b  "), ["a", "  ", " b", "  "]);
     }
 
     #[test]

@@ -99,3 +99,166 @@ fn models_without_a_vocabulary_say_so() {
     let e = llama::tokenize(&path, "hi").unwrap_err();
     assert!(e.contains("has no vocabulary"), "{e}");
 }
+
+/// LLaMA 3 pre-tokenization's own hard cases: contractions in any case, digit runs split in
+/// threes, newlines kept with the punctuation before them, whitespace runs ending in newlines.
+const LLAMA3_HARD: &[&str] = &[
+    "IT'S WE'RE THEY'VE I'M YOU'LL SHE'D It'S",
+    "1234567 12 123456 3.14159265 2024-11-22",
+    "hello\r\nworld\n\n\nbye\r\r",
+    "end.\n\nNext: (a)\n  b\t\n c",
+    "   \n   x  \n",
+    " ?!\n\n...\r\n--",
+    "don't stop—'twas 'S",
+    "١٢٣٤ ٥٦ numerals and ⅫⅩ",
+];
+
+fn llama_bpe(spec: &ModelSpec, path: &Path) {
+    let mut w = build(spec).unwrap();
+    w.add_kv("tokenizer.ggml.pre", "llama-bpe");
+    w.write(path).unwrap();
+    let t = Model::load(path).unwrap().tokenizer.unwrap();
+    assert_eq!(t.pre, bitnet_engine::tokenizer::PreTokenizer::Llama3);
+}
+
+#[test]
+fn llama_bpe_vocabularies_tokenize_as_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut prompts: Vec<String> = HARD
+        .iter()
+        .chain(LLAMA3_HARD)
+        .map(|s| s.to_string())
+        .collect();
+    prompts.extend(shipped_prompts());
+    let path = dir.path().join("tiny-llama3.gguf");
+    llama_bpe(&preset("tiny").unwrap(), &path);
+    check(&path, &prompts);
+    let path = dir.path().join("v32k-llama3.gguf");
+    let spec = ModelSpec {
+        n_vocab: 32002,
+        n_layer: 1,
+        ..ModelSpec::default()
+    };
+    llama_bpe(&spec, &path);
+    check(&path, &prompts);
+}
+
+#[test]
+fn random_strings_tokenize_as_llama_cpp_with_both_pre_tokenizers() {
+    // A deterministic generator over a pool that exercises every branch of both splitters.
+    const POOL: &[&str] = &[
+        "a",
+        "Z",
+        "é",
+        "ß",
+        "ж",
+        "日",
+        "한",
+        "ا",
+        "1",
+        "٣",
+        "Ⅻ",
+        "½",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r",
+        "\r\n",
+        "\u{a0}",
+        "\u{3000}",
+        "'",
+        "'s",
+        "'T",
+        "'re",
+        "'LL",
+        ".",
+        "!",
+        "?",
+        "-",
+        "—",
+        "🙂",
+        "👩\u{200d}💻",
+        "\u{301}",
+        "$",
+        "€",
+        "_",
+        "/",
+    ];
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let prompts: Vec<String> = (0..150)
+        .map(|_| {
+            let len = 1 + next() % 12;
+            (0..len)
+                .map(|_| POOL[(next() % POOL.len() as u64) as usize])
+                .collect()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let gpt2 = dir.path().join("tiny.gguf");
+    build(&preset("tiny").unwrap())
+        .unwrap()
+        .write(&gpt2)
+        .unwrap();
+    check(&gpt2, &prompts);
+    let l3 = dir.path().join("tiny-llama3.gguf");
+    llama_bpe(&preset("tiny").unwrap(), &l3);
+    check(&l3, &prompts);
+}
+
+#[test]
+fn llama3_takes_a_word_that_is_a_token_whole_without_merges() {
+    // Replace the last token of the tiny vocabulary by " zzzq" (byte-mapped `Ġzzzq`), which no
+    // merge produces: llama.cpp's llama3 tokenizer (`ignore_merges`) emits it whole, the gpt2 one
+    // spells it from merges and bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("tiny.gguf");
+    build(&preset("tiny").unwrap())
+        .unwrap()
+        .write(&plain)
+        .unwrap();
+    let f = bitnet_engine::gguf::GgufFile::open(&plain).unwrap();
+    let mut tokens: Vec<String> = f
+        .get("tokenizer.ggml.tokens")
+        .and_then(bitnet_engine::gguf::Value::as_array)
+        .unwrap()
+        .values
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    // The last normal token (type 1; control tokens are not text).
+    let types = f
+        .get("tokenizer.ggml.token_type")
+        .and_then(bitnet_engine::gguf::Value::as_array)
+        .unwrap();
+    let last = (0..tokens.len())
+        .rev()
+        .find(|&i| types.values[i].as_i64() == Some(1))
+        .unwrap();
+    tokens[last] = "\u{120}zzzq".into();
+    for pre in ["gpt-2", "llama-bpe"] {
+        let path = dir.path().join(format!("{pre}.gguf"));
+        let mut w = build(&preset("tiny").unwrap()).unwrap();
+        w.add_kv("tokenizer.ggml.pre", pre);
+        w.add_kv(
+            "tokenizer.ggml.tokens",
+            bitnet_engine::gguf::string_array(&tokens),
+        );
+        w.write(&path).unwrap();
+        let prompts = vec!["a zzzq b".to_string(), " zzzq".to_string()];
+        check(&path, &prompts);
+        let t = Model::load(&path).unwrap().tokenizer.unwrap();
+        let ids = t.encode(" zzzq", false);
+        if pre == "llama-bpe" {
+            assert_eq!(ids, [last as u32], "{pre}");
+        } else {
+            assert!(ids.len() > 1, "{pre}: {ids:?}");
+        }
+    }
+}

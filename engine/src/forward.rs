@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use crate::kernels::{matmul, Kernel, KernelLog, Matrix};
+use crate::kernels::{matmul, matmul_prepared, prepare, Kernel, KernelLog, Matrix, PreparedInput};
 use crate::model::{Model, Proj};
 use crate::quant::f16_to_f32;
 use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
@@ -125,23 +125,50 @@ impl<'m> Session<'m> {
     }
 
     fn project(&self, p: &Proj, x: &[f32], n_tok: usize) -> Vec<f32> {
-        let m = self.model.matrix(p);
-        let mut out = vec![0f32; n_tok * m.rows];
-        matmul(
-            &m,
-            x,
-            n_tok,
-            &mut out,
-            self.threads,
-            self.kernel,
-            &self.kernels,
-        );
-        if let Some(s) = p.scale {
-            for v in &mut out {
-                *v *= s;
-            }
-        }
+        let [out] = self.project_many([p], x, n_tok);
         out
+    }
+
+    /// Several projections of the same input (q/k/v, gate/up): the activations are quantized
+    /// once when the weights share a type and width.
+    fn project_many<const N: usize>(
+        &self,
+        ps: [&Proj; N],
+        x: &[f32],
+        n_tok: usize,
+    ) -> [Vec<f32>; N] {
+        let ms = ps.map(|p| self.model.matrix(p));
+        let mut prepared: Option<PreparedInput> = None;
+        let mut i = 0;
+        ms.map(|m| {
+            let same = prepared.as_ref().is_some_and(|q| q.matches(&m));
+            if !same {
+                prepared = Some(prepare(
+                    m.ty,
+                    x,
+                    n_tok,
+                    m.cols,
+                    self.threads,
+                    self.kernel,
+                    &self.kernels,
+                ));
+            }
+            let mut out = vec![0f32; n_tok * m.rows];
+            matmul_prepared(
+                &m,
+                prepared.as_ref().expect("prepared above"),
+                &mut out,
+                self.threads,
+                &self.kernels,
+            );
+            if let Some(s) = ps[i].scale {
+                for v in &mut out {
+                    *v *= s;
+                }
+            }
+            i += 1;
+            out
+        })
     }
 
     /// Run `tokens` at the next positions; returns logits (`n_out × n_vocab`) for every position
@@ -228,9 +255,7 @@ impl<'m> Session<'m> {
         for (l, layer) in m.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h);
             rec(at(l, Stage::AttnNorm), vec![n, e], &h);
-            let mut q = self.project(&layer.wq, &h, n);
-            let mut k = self.project(&layer.wk, &h, n);
-            let v = self.project(&layer.wv, &h, n);
+            let [mut q, mut k, v] = self.project_many([&layer.wq, &layer.wk, &layer.wv], &h, n);
             for i in 0..n {
                 let pos = (p0 + i) as f32;
                 rope_neox(
@@ -321,8 +346,7 @@ impl<'m> Session<'m> {
             rec(at(l, Stage::FfnInp), vec![n, e], &x);
             rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h);
             rec(at(l, Stage::FfnNorm), vec![n, e], &h);
-            let gate = self.project(&layer.w_gate, &h, n);
-            let up = self.project(&layer.w_up, &h, n);
+            let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], &h, n);
             let act: Vec<f32> = gate.iter().zip(&up).map(|(&g, &u)| silu(g) * u).collect();
             rec(at(l, Stage::FfnAct), vec![n, c.n_ff], &act);
             let mut act_n = vec![0f32; act.len()];

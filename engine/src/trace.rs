@@ -318,6 +318,40 @@ pub struct TraceWriter {
     tmp: std::path::PathBuf,
     out: std::io::BufWriter<std::fs::File>,
     records: usize,
+    /// Value files go to a writer thread, so file creation overlaps the forward pass; its first
+    /// error comes back from [`TraceWriter::finish`].
+    values: Option<ValueWriter>,
+}
+
+struct ValueWriter {
+    send: std::sync::mpsc::SyncSender<(std::path::PathBuf, Vec<u8>)>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl ValueWriter {
+    fn start() -> std::io::Result<ValueWriter> {
+        // Bounded, so a slow disk holds the forward pass back instead of buffering every value.
+        let (send, recv) = std::sync::mpsc::sync_channel::<(std::path::PathBuf, Vec<u8>)>(64);
+        let thread = std::thread::Builder::new()
+            .name("bitnet-trace-values".into())
+            .spawn(move || {
+                let mut first = Ok(());
+                for (path, bytes) in recv {
+                    if first.is_ok() {
+                        first = crate::npy::write_scratch(&path, &bytes);
+                    }
+                }
+                first
+            })?;
+        Ok(ValueWriter { send, thread })
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        drop(self.send);
+        self.thread
+            .join()
+            .map_err(|_| std::io::Error::other("the trace value writer panicked"))?
+    }
 }
 
 impl TraceWriter {
@@ -331,6 +365,7 @@ impl TraceWriter {
             tmp,
             out,
             records: 0,
+            values: None,
         })
     }
 
@@ -344,7 +379,17 @@ impl TraceWriter {
         if let Some(values) = values {
             let file = TraceRecord::values_file_name(&record.name, record.step);
             let bytes = crate::npy::to_npy_bytes(&record.shape, values);
-            crate::npy::write_scratch(&self.dir.join(&file), &bytes)?;
+            if self.values.is_none() {
+                self.values = Some(ValueWriter::start()?);
+            }
+            let path = self.dir.join(&file);
+            let w = self.values.as_ref().expect("started above");
+            if w.send.send((path, bytes)).is_err() {
+                // The writer thread ended early: its error is the one to report.
+                let w = self.values.take().expect("present");
+                w.finish()?;
+                return Err(std::io::Error::other("the trace value writer stopped"));
+            }
             record.file = Some(file);
         }
         serde_json::to_writer(&mut self.out, &record)?;
@@ -366,6 +411,9 @@ impl TraceWriter {
     /// Flush and move the file to `dir/trace.jsonl` (a scratch file like the values: renamed into
     /// place, not synced; see [`crate::npy::write_scratch`]).
     pub fn finish(self) -> std::io::Result<std::path::PathBuf> {
+        if let Some(w) = self.values {
+            w.finish()?;
+        }
         let _file = self.out.into_inner().map_err(|e| e.into_error())?;
         let path = self.dir.join("trace.jsonl");
         std::fs::rename(&self.tmp, &path)?;

@@ -173,49 +173,66 @@ enum Prepared {
     Float { bytes: Vec<u8>, vals: Vec<f32> },
 }
 
-/// `out[t][r] = Σ_c W[r][c] · x[t][c]` for `n_tok` tokens (`x` is `n_tok × cols`, `out` is
-/// `n_tok × rows`), threaded over contiguous ranges of rows. Each output element is computed the
-/// same way whatever the thread count, tiling or variant.
-pub fn matmul(
-    w: &Matrix,
+/// Activations prepared once for every matrix of one weight type and width (the products that
+/// share an input: q/k/v, gate/up).
+pub struct PreparedInput {
+    ty: GgmlType,
+    cols: usize,
+    n_tok: usize,
+    kernel: Kernel,
+    prepared: Prepared,
+}
+
+/// Prepare `x` (`n_tok × cols`) for products with weights of type `ty` under `kernel`: Q8_K
+/// quantization for ternary weights (tokens split over `threads`), F16 rounding for F16 weights.
+pub fn prepare(
+    ty: GgmlType,
     x: &[f32],
     n_tok: usize,
-    out: &mut [f32],
+    cols: usize,
     threads: usize,
     kernel: Kernel,
     log: &KernelLog,
-) {
-    let (rows, cols) = (w.rows, w.cols);
+) -> PreparedInput {
     assert_eq!(x.len(), n_tok * cols);
-    assert_eq!(out.len(), n_tok * rows);
-    assert_eq!(
-        Some(w.data.len() as u64),
-        w.ty.row_bytes(cols as u64).map(|rb| rb * rows as u64),
-        "matrix data is rows × row bytes"
-    );
     let kernel = if kernel.is_available() {
         kernel
     } else {
         Kernel::Scalar
     };
-    let prepared = match w.ty {
+    let prepared = match ty {
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
             log.record("q8k_quantize_scalar");
-            let mut blocks = Vec::with_capacity(n_tok * cols / QK_K);
-            let mut q = Vec::with_capacity(cols / QK_K);
-            for row in x.chunks_exact(cols) {
-                quantize_q8k(row, &mut q);
-                blocks.extend_from_slice(&q);
+            let nb = cols / QK_K;
+            // Each token's blocks are quantized alone, so splitting tokens over threads gives the
+            // same bytes.
+            let threads = threads.clamp(1, n_tok.max(1));
+            let per = n_tok.div_ceil(threads);
+            let parts: Vec<Mutex<Vec<BlockQ8K>>> =
+                (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+            pool::run(threads, &|i| {
+                let (t0, t1) = ((i * per).min(n_tok), ((i + 1) * per).min(n_tok));
+                let mut blocks = Vec::with_capacity((t1 - t0) * nb);
+                let mut q = Vec::with_capacity(nb);
+                for row in x[t0 * cols..t1 * cols].chunks_exact(cols) {
+                    quantize_q8k(row, &mut q);
+                    blocks.extend_from_slice(&q);
+                }
+                *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = blocks;
+            });
+            let mut blocks = Vec::with_capacity(n_tok * nb);
+            for p in parts {
+                blocks.extend(p.into_inner().unwrap_or_else(|p| p.into_inner()));
             }
             #[cfg(target_arch = "x86_64")]
-            let perm = if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ2_0 {
+            let perm = if kernel == Kernel::Avx512 && ty == GgmlType::TQ2_0 {
                 x86::permute_for_tq2_0_avx512(&blocks)
             } else {
                 Vec::new()
             };
             #[cfg(target_arch = "x86_64")]
-            let pairs = if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ2_0 && n_tok >= 4 {
-                x86::pair_for_tq2_0_avx512(&blocks, n_tok, cols / QK_K)
+            let pairs = if kernel == Kernel::Avx512 && ty == GgmlType::TQ2_0 && n_tok >= 4 {
+                x86::pair_for_tq2_0_avx512(&blocks, n_tok, nb)
             } else {
                 Vec::new()
             };
@@ -241,6 +258,61 @@ pub fn matmul(
             vals: x.to_vec(),
         },
     };
+    PreparedInput {
+        ty,
+        cols,
+        n_tok,
+        kernel,
+        prepared,
+    }
+}
+
+impl PreparedInput {
+    /// Whether these activations serve products with `w` (same type and width).
+    pub fn matches(&self, w: &Matrix) -> bool {
+        self.ty == w.ty && self.cols == w.cols
+    }
+}
+
+/// `out[t][r] = Σ_c W[r][c] · x[t][c]` for `n_tok` tokens (`x` is `n_tok × cols`, `out` is
+/// `n_tok × rows`), threaded over contiguous ranges of rows. Each output element is computed the
+/// same way whatever the thread count, tiling or variant.
+pub fn matmul(
+    w: &Matrix,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+    threads: usize,
+    kernel: Kernel,
+    log: &KernelLog,
+) {
+    let p = prepare(w.ty, x, n_tok, w.cols, threads, kernel, log);
+    matmul_prepared(w, &p, out, threads, log);
+}
+
+/// [`matmul`] with activations already prepared for `w`'s type and width.
+pub fn matmul_prepared(
+    w: &Matrix,
+    p: &PreparedInput,
+    out: &mut [f32],
+    threads: usize,
+    log: &KernelLog,
+) {
+    let (rows, cols, n_tok, kernel) = (w.rows, w.cols, p.n_tok, p.kernel);
+    assert!(
+        p.ty == w.ty && p.cols == cols,
+        "activations prepared for {} × {}, matrix is {} × {cols}",
+        p.ty,
+        p.cols,
+        w.ty
+    );
+    assert_eq!(out.len(), n_tok * rows);
+    assert_eq!(
+        Some(w.data.len() as u64),
+        w.ty.row_bytes(cols as u64).map(|rb| rb * rows as u64),
+        "matrix data is rows × row bytes"
+    );
+    let prepared = &p.prepared;
     let id = rows_kernel_id(w, n_tok, kernel);
     log.record(&id);
     let threads = threads.clamp(1, rows.max(1));
@@ -250,7 +322,7 @@ pub fn matmul(
     pool::run(threads, &|i| {
         let (r0, r1) = ((i * chunk).min(rows), ((i + 1) * chunk).min(rows));
         let mut part = vec![0f32; (r1 - r0) * n_tok];
-        compute_rows(w, &prepared, n_tok, kernel, r0, r1, &mut part);
+        compute_rows(w, prepared, n_tok, kernel, r0, r1, &mut part);
         *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = part;
     });
     for (i, part) in parts.into_iter().enumerate() {

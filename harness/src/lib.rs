@@ -3,6 +3,7 @@
 //! [`scenario`] → model (in [`run`]) → engine and [`reference`] → [`compare`] → verdicts
 //! ([`run`]) → [`golden`] / [`report`].
 
+pub mod bench;
 pub mod calibrate;
 pub mod compare;
 pub mod golden;

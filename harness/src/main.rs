@@ -59,6 +59,13 @@ enum Command {
     },
     /// Run llama.cpp (the reference) on a model and tokens; write its trace directory.
     RefTrace(cli::ref_trace::RefTraceArgs),
+    /// Prefill and decode tokens/s of the engine and llama.cpp, side by side.
+    Bench(cli::bench::Args),
+    /// llama.cpp's timings for `bench` (run as a child process; prints one JSON line).
+    #[command(hide = true)]
+    RefBench(cli::bench::RefBenchArgs),
+    /// Fail when a bench report's engine/llama.cpp ratios fall below the stored floors.
+    PerfGate(cli::bench::GateArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +103,9 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::RefTrace(a) => cli::ref_trace::run(a),
         Command::Trace { args, kernel } => cli::trace::run(args, kernel),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::RefBench(a) => cli::bench::ref_bench(a),
+        Command::PerfGate(a) => cli::bench::perf_gate(a),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

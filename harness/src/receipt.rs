@@ -71,6 +71,9 @@ pub struct Receipt {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub duration_seconds: f64,
+    /// `harness bench --receipt`: the engine and llama.cpp side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<crate::bench::BenchReport>,
 }
 
 /// What produced the run.
@@ -570,7 +573,8 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
     Ok(())
 }
 
-fn blake3_file(path: &Path) -> std::io::Result<String> {
+/// blake3 of a file's bytes (memory-mapped).
+pub fn blake3_file(path: &Path) -> std::io::Result<String> {
     let mut h = blake3::Hasher::new();
     h.update_mmap(path)?;
     Ok(h.finalize().to_hex().to_string())

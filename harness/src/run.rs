@@ -886,6 +886,7 @@ impl Context {
                 .collect(),
             started_at: receipt::rfc3339(started),
             duration_seconds: seconds,
+            bench: None,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand; `main.rs` parses arguments and maps errors to exit codes.
 
+pub mod bench;
 pub mod calibrate;
 pub mod gen_model;
 pub mod inspect;

@@ -532,3 +532,150 @@ pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
     unsafe { ll::llama_model_free(model) };
     result
 }
+
+/// What `harness ref-bench` measures of llama.cpp: one prompt pass and greedy single-token
+/// decode steps, timed around `llama_decode` (model loading and context creation excluded).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LlamaTiming {
+    pub prefill_seconds: f64,
+    pub prompt_tokens: usize,
+    pub decode_seconds: f64,
+    pub decode_calls: usize,
+    /// The context settings used.
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    pub threads: usize,
+    pub kv_type: String,
+    pub flash_attn: bool,
+}
+
+/// Time llama.cpp on `model`: the prompt in one batch (logits of the last position only), then
+/// `decode` greedy steps of one token each, with `threads` threads. The context matches the
+/// reference runs (F32 KV cache, flash attention off), so both sides do the same work.
+pub fn bench(
+    model_path: &Path,
+    threads: usize,
+    prompt: &[u32],
+    decode: usize,
+) -> Result<LlamaTiming, String> {
+    let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
+    if prompt.is_empty() {
+        return Err("no prompt tokens".into());
+    }
+    // SAFETY: as in `run`: a plain log sink and idempotent initialisation.
+    unsafe {
+        ll::llama_log_set(Some(log_callback), std::ptr::null_mut());
+        ll::llama_backend_init();
+    }
+    let path = CString::new(model_path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: default parameters, then a NUL-terminated path.
+    let model = unsafe {
+        let mut mp = ll::llama_model_default_params();
+        mp.n_gpu_layers = 0;
+        ll::llama_model_load_from_file(path.as_ptr(), mp)
+    };
+    if model.is_null() {
+        return Err(fail(format!(
+            "llama.cpp could not load `{}`",
+            model_path.display()
+        )));
+    }
+    let n = prompt.len();
+    let n_ctx = (n + decode + 1).next_multiple_of(256) as u32;
+    // SAFETY: `model` is valid until freed at the end; the context is freed before it; every
+    // batch is created for the tokens written into it and freed after its decode.
+    let result = unsafe {
+        let vocab = ll::llama_model_get_vocab(model);
+        let n_vocab = ll::llama_vocab_n_tokens(vocab) as usize;
+        let mut cp = ll::llama_context_default_params();
+        cp.n_ctx = n_ctx;
+        cp.n_batch = n as u32;
+        cp.n_ubatch = n as u32;
+        cp.n_seq_max = 1;
+        cp.n_threads = threads as i32;
+        cp.n_threads_batch = threads as i32;
+        cp.flash_attn_type = ll::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        cp.type_k = ll::GGML_TYPE_F32;
+        cp.type_v = ll::GGML_TYPE_F32;
+        cp.no_perf = true;
+        let ctx = ll::llama_init_from_model(model, cp);
+        let r = if ctx.is_null() {
+            Err("llama.cpp could not create a context".to_string())
+        } else if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
+            Err(format!(
+                "token id {bad} is outside the vocabulary (n_vocab {n_vocab})"
+            ))
+        } else {
+            let step = |tokens: &[u32], pos0: usize| -> Result<u32, String> {
+                let m = tokens.len();
+                let batch = ll::llama_batch_init(m as i32, 0, 1);
+                for (i, &t) in tokens.iter().enumerate() {
+                    *batch.token.add(i) = t as i32;
+                    *batch.pos.add(i) = (pos0 + i) as i32;
+                    *batch.n_seq_id.add(i) = 1;
+                    *(*batch.seq_id.add(i)) = 0;
+                    *batch.logits.add(i) = (i + 1 == m) as i8;
+                }
+                let mut b = batch;
+                b.n_tokens = m as i32;
+                let rc = ll::llama_decode(ctx, b);
+                let next = if rc == 0 {
+                    let p = ll::llama_get_logits_ith(ctx, (m - 1) as i32);
+                    if p.is_null() {
+                        Err("llama.cpp returned no logits".to_string())
+                    } else {
+                        let l = std::slice::from_raw_parts(p, n_vocab);
+                        Ok(bitnet_engine::forward::argmax(l))
+                    }
+                } else {
+                    Err(format!(
+                        "llama_decode failed with code {rc} at position {pos0}"
+                    ))
+                };
+                ll::llama_batch_free(batch);
+                next
+            };
+            let t0 = std::time::Instant::now();
+            match step(prompt, 0) {
+                Err(e) => Err(e),
+                Ok(mut tok) => {
+                    let prefill_seconds = t0.elapsed().as_secs_f64();
+                    let t1 = std::time::Instant::now();
+                    let mut err = None;
+                    for k in 0..decode {
+                        match step(&[tok], n + k) {
+                            Ok(t) => tok = t,
+                            Err(e) => {
+                                err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match err {
+                        Some(e) => Err(e),
+                        None => Ok(LlamaTiming {
+                            prefill_seconds,
+                            prompt_tokens: n,
+                            decode_seconds: t1.elapsed().as_secs_f64(),
+                            decode_calls: decode,
+                            n_ctx,
+                            n_batch: n as u32,
+                            n_ubatch: n as u32,
+                            threads,
+                            kv_type: "f32".into(),
+                            flash_attn: false,
+                        }),
+                    }
+                }
+            }
+        };
+        if !ctx.is_null() {
+            ll::llama_free(ctx);
+        }
+        r
+    };
+    // SAFETY: freed once, after its context.
+    unsafe { ll::llama_model_free(model) };
+    result.map_err(fail)
+}

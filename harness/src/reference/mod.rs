@@ -94,6 +94,20 @@ pub fn run_command(
     req: &RefRequest,
     timeout: Duration,
 ) -> Result<(), RefError> {
+    let mut args = pre_args.to_vec();
+    args.extend(req.args());
+    run_child(program, &args, timeout)?;
+    let trace = req.out.join("trace.jsonl");
+    if trace.exists() {
+        Ok(())
+    } else {
+        Err(RefError::Missing(trace))
+    }
+}
+
+/// Run `program args...` in its own process group with a timeout (the group is killed when it
+/// runs out); returns its standard output when it exits successfully.
+pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<String, RefError> {
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(program)
         // Its own process group, so a timeout ends the reference and anything it started.
@@ -101,8 +115,7 @@ pub fn run_command(
         // Stream llama.cpp's log so its last lines survive an abort(); no gdb backtrace on abort.
         .env(llama::STREAM_LOG_ENV, "1")
         .env("GGML_NO_BACKTRACE", "1")
-        .args(pre_args)
-        .args(req.args())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -139,11 +152,8 @@ pub fn run_command(
             Err(_) => break None,
         }
     };
-    let text = format!(
-        "{}{}",
-        t_out.join().unwrap_or_default(),
-        t_err.join().unwrap_or_default()
-    );
+    let stdout = t_out.join().unwrap_or_default();
+    let text = format!("{stdout}{}", t_err.join().unwrap_or_default());
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(25)..].join("\n");
     match status {
@@ -155,14 +165,7 @@ pub fn run_command(
             status: s.to_string(),
             tail,
         }),
-        Some(_) => {
-            let trace = req.out.join("trace.jsonl");
-            if trace.exists() {
-                Ok(())
-            } else {
-                Err(RefError::Missing(trace))
-            }
-        }
+        Some(_) => Ok(stdout),
     }
 }
 

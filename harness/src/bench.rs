@@ -1,0 +1,489 @@
+//! `harness bench`: the engine and llama.cpp on the same GGUF and thread count, side by side.
+//!
+//! Each round runs the engine (in this process) and then llama.cpp (in a child `harness
+//! ref-bench` process, so it can be another build of llama.cpp: `--reference-bin`), alternating,
+//! each timing one prompt pass (logits of the last position) and greedy single-token decode
+//! steps. Model loading is outside the timings. Results are medians with min–max spread over the
+//! rounds, the engine/llama.cpp ratios, and the share of the memory-bandwidth bound: a decode step
+//! reads every weight once, so `bound = bandwidth / weight bytes`, with the bandwidth measured by
+//! this tool (a plain multi-pass read of a buffer far larger than the caches, same thread count)
+//! in the same run.
+//!
+//! The perf gate ([`gate`]) compares a report's ratios with the floors of
+//! `receipts/perf-baseline.json` less its stated noise margin.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bitnet_engine::forward::{argmax, Session};
+use bitnet_engine::kernels::Kernel;
+use bitnet_engine::model::Model;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::reference::llama::LlamaTiming;
+use crate::reference::run_child;
+
+/// Median and spread of one measured rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub samples: Vec<f64>,
+}
+
+impl Stats {
+    pub fn of(samples: &[f64]) -> Stats {
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let median = match s.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => s[n / 2],
+            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+        };
+        Stats {
+            median,
+            min: s.first().copied().unwrap_or(f64::NAN),
+            max: s.last().copied().unwrap_or(f64::NAN),
+            samples: samples.to_vec(),
+        }
+    }
+}
+
+/// Prefill and decode rates of one side, tokens per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rates {
+    pub prefill_tps: Stats,
+    pub decode_tps: Stats,
+}
+
+/// One thread count's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadResult {
+    pub threads: usize,
+    /// Plain read bandwidth measured in this run at this thread count, GB/s (10^9 bytes).
+    pub bandwidth_gbs: f64,
+    /// Decode tokens/s if every weight byte streamed at that bandwidth.
+    pub bound_decode_tps: f64,
+    pub engine: Rates,
+    pub llama: Rates,
+    /// Engine median / llama.cpp median.
+    pub prefill_ratio: f64,
+    pub decode_ratio: f64,
+    /// Median decode tokens/s over the bound.
+    pub engine_share_of_bound: f64,
+    pub llama_share_of_bound: f64,
+}
+
+/// The llama.cpp side: which binary ran it, how it was built, the context it used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceInfo {
+    pub binary: String,
+    /// `GGML_*` / `LLAMA_*` build options the binary was compiled with (from its
+    /// `harness ref-bench --build-info`).
+    pub build_flags: BTreeMap<String, String>,
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    pub kv_type: String,
+    pub flash_attn: bool,
+}
+
+/// A `harness bench` report (also the receipt's `bench` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BenchReport {
+    /// Always 1.
+    pub schema_version: u32,
+    pub model: String,
+    pub model_blake3: String,
+    /// Bytes of every tensor the model reads per decode step (all weights; the tied embedding
+    /// once, as the output matrix).
+    pub weight_bytes_per_token: u64,
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    pub rounds: usize,
+    /// The engine's kernel variant and the kernel IDs that ran.
+    pub engine_kernel: String,
+    pub engine_kernels: Vec<String>,
+    pub reference: ReferenceInfo,
+    pub cpu_features: Vec<String>,
+    pub results: Vec<ThreadResult>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub model: PathBuf,
+    pub threads: Vec<usize>,
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    pub rounds: usize,
+    pub kernel: Kernel,
+    /// The harness binary whose `ref-bench` runs llama.cpp.
+    pub reference_bin: PathBuf,
+    pub timeout: Duration,
+}
+
+/// The build options of the llama.cpp linked into this binary (`.cargo/config.toml` pins them).
+pub fn build_flags() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("LLAMA_LIB_PROFILE", option_env!("LLAMA_LIB_PROFILE")),
+        ("GGML_NATIVE", option_env!("GGML_NATIVE")),
+        ("GGML_AVX", option_env!("GGML_AVX")),
+        ("GGML_AVX2", option_env!("GGML_AVX2")),
+        ("GGML_AVX512", option_env!("GGML_AVX512")),
+        ("GGML_FMA", option_env!("GGML_FMA")),
+        ("GGML_F16C", option_env!("GGML_F16C")),
+        ("GGML_OPENMP", option_env!("GGML_OPENMP")),
+    ] {
+        m.insert(k.to_string(), v.unwrap_or("default").to_string());
+    }
+    m.insert("llama-cpp-sys-2".into(), "0.1.161".into());
+    m
+}
+
+/// Plain read bandwidth with `threads` threads: each sums its share of a 1 GiB buffer, several
+/// passes, median GB/s.
+pub fn measure_bandwidth(threads: usize) -> f64 {
+    const BYTES: usize = 1 << 30;
+    let words = BYTES / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let per = words.div_ceil(threads.max(1));
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = buf
+                .chunks(per)
+                .map(|c| {
+                    s.spawn(move || {
+                        // Eight independent sums so the loop is bound by the loads.
+                        let mut acc = [0u64; 8];
+                        for w in c.chunks_exact(8) {
+                            for k in 0..8 {
+                                acc[k] = acc[k].wrapping_add(w[k]);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        rates.push(BYTES as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    Stats::of(&rates).median
+}
+
+/// Bytes of all tensors in the file (what one decode step reads).
+pub fn weight_bytes(model: &Path) -> Result<u64, String> {
+    let f = bitnet_engine::gguf::GgufFile::open(model).map_err(|e| e.to_string())?;
+    Ok(f.tensors().iter().map(|t| t.n_bytes).sum())
+}
+
+/// The prompt: deterministic token ids spread over the vocabulary.
+pub fn prompt(n: usize, n_vocab: usize) -> Vec<u32> {
+    (0..n as u64)
+        .map(|i| ((i * 7919 + 3) % n_vocab.max(1) as u64) as u32)
+        .collect()
+}
+
+/// One engine measurement: (prefill seconds, decode seconds, kernel IDs).
+pub fn engine_once(
+    model: &Model,
+    tokens: &[u32],
+    decode: usize,
+    threads: usize,
+    kernel: Kernel,
+) -> Result<(f64, f64, Vec<String>), String> {
+    let mut s = Session::new(model, threads, kernel);
+    let t0 = Instant::now();
+    let logits = s.forward(tokens, false, None)?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut tok = argmax(&logits);
+    let t1 = Instant::now();
+    for _ in 0..decode {
+        tok = argmax(&s.forward(&[tok], false, None)?);
+    }
+    Ok((prefill, t1.elapsed().as_secs_f64(), s.kernels_used()))
+}
+
+/// One llama.cpp measurement in a child `ref-bench` process.
+pub fn llama_once(o: &BenchOptions, threads: usize) -> Result<LlamaTiming, String> {
+    let args: Vec<String> = vec![
+        "ref-bench".into(),
+        o.model.display().to_string(),
+        "--threads".into(),
+        threads.to_string(),
+        "--prompt-tokens".into(),
+        o.prompt_tokens.to_string(),
+        "--decode-tokens".into(),
+        o.decode_tokens.to_string(),
+    ];
+    let out = run_child(&o.reference_bin, &args, o.timeout).map_err(|e| e.to_string())?;
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| {
+            format!(
+                "`{} ref-bench` printed no JSON result",
+                o.reference_bin.display()
+            )
+        })?;
+    serde_json::from_str(line).map_err(|e| format!("`ref-bench` result: {e}"))
+}
+
+/// The reference binary's build flags (`ref-bench --build-info`).
+pub fn reference_flags(o: &BenchOptions) -> Result<BTreeMap<String, String>, String> {
+    let args = vec!["ref-bench".to_string(), "--build-info".to_string()];
+    let out = run_child(&o.reference_bin, &args, o.timeout).map_err(|e| e.to_string())?;
+    serde_json::from_str(out.trim()).map_err(|e| format!("`ref-bench --build-info`: {e}"))
+}
+
+/// Run the whole comparison; `progress` receives a line per measurement.
+pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, String> {
+    if o.threads.is_empty() || o.threads.contains(&0) {
+        return Err("--threads: give thread counts ≥ 1, e.g. 1,2".into());
+    }
+    if o.prompt_tokens == 0 || o.rounds == 0 {
+        return Err("--prompt-tokens and --rounds must be at least 1".into());
+    }
+    let started_at = crate::receipt::rfc3339(std::time::SystemTime::now());
+    let model = Model::load(&o.model).map_err(|e| e.to_string())?;
+    let tokens = prompt(o.prompt_tokens, model.config.n_vocab);
+    let wbytes = weight_bytes(&o.model)?;
+    let flags = reference_flags(o)?;
+    let mut results = Vec::new();
+    let mut kernels = Vec::new();
+    let mut ctx_info = None;
+    for &threads in &o.threads {
+        progress(&format!(
+            "measuring read bandwidth with {threads} thread(s)"
+        ));
+        let bw = measure_bandwidth(threads);
+        let (mut ep, mut ed, mut lp, mut ld) = (vec![], vec![], vec![], vec![]);
+        for round in 0..o.rounds {
+            let (p, d, k) = engine_once(&model, &tokens, o.decode_tokens, threads, o.kernel)?;
+            kernels = k;
+            ep.push(o.prompt_tokens as f64 / p);
+            ed.push(o.decode_tokens as f64 / d);
+            let l = llama_once(o, threads)?;
+            lp.push(l.prompt_tokens as f64 / l.prefill_seconds);
+            ld.push(l.decode_calls as f64 / l.decode_seconds);
+            progress(&format!(
+                "threads {threads} round {}: engine prefill {:.1} decode {:.1} tok/s; \
+                 llama.cpp prefill {:.1} decode {:.1} tok/s",
+                round + 1,
+                ep[round],
+                ed[round],
+                lp[round],
+                ld[round]
+            ));
+            ctx_info = Some(l);
+        }
+        let bound = bw * 1e9 / wbytes as f64;
+        let engine = Rates {
+            prefill_tps: Stats::of(&ep),
+            decode_tps: Stats::of(&ed),
+        };
+        let llama = Rates {
+            prefill_tps: Stats::of(&lp),
+            decode_tps: Stats::of(&ld),
+        };
+        results.push(ThreadResult {
+            threads,
+            bandwidth_gbs: bw,
+            bound_decode_tps: bound,
+            prefill_ratio: engine.prefill_tps.median / llama.prefill_tps.median,
+            decode_ratio: engine.decode_tps.median / llama.decode_tps.median,
+            engine_share_of_bound: engine.decode_tps.median / bound,
+            llama_share_of_bound: llama.decode_tps.median / bound,
+            engine,
+            llama,
+        });
+    }
+    let l = ctx_info.expect("at least one round ran");
+    Ok(BenchReport {
+        schema_version: 1,
+        model: o.model.display().to_string(),
+        model_blake3: crate::receipt::blake3_file(&o.model).map_err(|e| e.to_string())?,
+        weight_bytes_per_token: wbytes,
+        prompt_tokens: o.prompt_tokens,
+        decode_tokens: o.decode_tokens,
+        rounds: o.rounds,
+        engine_kernel: o.kernel.suffix().to_string(),
+        engine_kernels: kernels,
+        reference: ReferenceInfo {
+            binary: o.reference_bin.display().to_string(),
+            build_flags: flags,
+            n_ctx: l.n_ctx,
+            n_batch: l.n_batch,
+            n_ubatch: l.n_ubatch,
+            kv_type: l.kv_type,
+            flash_attn: l.flash_attn,
+        },
+        cpu_features: crate::receipt::cpu_features(),
+        results,
+        started_at,
+    })
+}
+
+/// The human table.
+pub fn table(r: &BenchReport) -> String {
+    let mut s = format!(
+        "model {} ({:.1} MB of weights per token), prompt {} tokens, {} decode steps, {} rounds\n\
+         engine kernel {}; llama.cpp {} (n_ctx {}, n_batch {}, {} KV, flash attention {})\n",
+        r.model,
+        r.weight_bytes_per_token as f64 / 1e6,
+        r.prompt_tokens,
+        r.decode_tokens,
+        r.rounds,
+        r.engine_kernel,
+        r.reference.binary,
+        r.reference.n_ctx,
+        r.reference.n_batch,
+        r.reference.kv_type,
+        if r.reference.flash_attn { "on" } else { "off" },
+    );
+    s.push_str(
+        "threads  phase    engine tok/s [min-max]     llama.cpp tok/s [min-max]  ratio  \
+         share of bound (engine / llama.cpp)\n",
+    );
+    for t in &r.results {
+        for (phase, e, l, ratio) in [
+            (
+                "prefill",
+                &t.engine.prefill_tps,
+                &t.llama.prefill_tps,
+                t.prefill_ratio,
+            ),
+            (
+                "decode",
+                &t.engine.decode_tps,
+                &t.llama.decode_tps,
+                t.decode_ratio,
+            ),
+        ] {
+            let share = if phase == "decode" {
+                format!(
+                    "{:.0}% / {:.0}% of {:.1} tok/s ({:.1} GB/s)",
+                    100.0 * t.engine_share_of_bound,
+                    100.0 * t.llama_share_of_bound,
+                    t.bound_decode_tps,
+                    t.bandwidth_gbs
+                )
+            } else {
+                String::new()
+            };
+            s.push_str(&format!(
+                "{:>7}  {:<7} {:>8.1} [{:.1}-{:.1}]{:>8} {:>8.1} [{:.1}-{:.1}]{:>8} {:>5.2}x  {}\n",
+                t.threads,
+                phase,
+                e.median,
+                e.min,
+                e.max,
+                "",
+                l.median,
+                l.min,
+                l.max,
+                "",
+                ratio,
+                share
+            ));
+        }
+    }
+    s
+}
+
+/// The perf gate's stored floors (`receipts/perf-baseline.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PerfBaseline {
+    /// Always 1.
+    pub schema_version: u32,
+    /// Where the floors come from (the run they were measured in).
+    pub note: String,
+    /// A ratio passes when it is at least `min_ratio × (1 − noise_margin)`.
+    pub noise_margin: f64,
+    pub floors: Vec<Floor>,
+}
+
+/// One floor: engine/llama.cpp ratio of a phase at a thread count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Floor {
+    pub threads: usize,
+    /// `prefill` or `decode`.
+    pub phase: String,
+    pub min_ratio: f64,
+}
+
+/// Read a JSON file into `T`, naming the file, line and column on error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Check a report against the floors: `Ok(lines)` when every floor holds, `Err(lines)` naming
+/// each one that does not (and any floor the report has no measurement for).
+pub fn gate(base: &PerfBaseline, report: &BenchReport) -> Result<Vec<String>, Vec<String>> {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    if !(0.0..1.0).contains(&base.noise_margin) {
+        bad.push(format!(
+            "noise_margin {} is outside [0, 1)",
+            base.noise_margin
+        ));
+    }
+    for f in &base.floors {
+        let Some(t) = report.results.iter().find(|t| t.threads == f.threads) else {
+            bad.push(format!(
+                "{} at {} thread(s): no measurement in the report",
+                f.phase, f.threads
+            ));
+            continue;
+        };
+        let ratio = match f.phase.as_str() {
+            "prefill" => t.prefill_ratio,
+            "decode" => t.decode_ratio,
+            other => {
+                bad.push(format!(
+                    "floor phase `{other}`: expected `prefill` or `decode`"
+                ));
+                continue;
+            }
+        };
+        let limit = f.min_ratio * (1.0 - base.noise_margin);
+        let line = format!(
+            "{} at {} thread(s): engine/llama.cpp {ratio:.3}x, floor {:.3}x less {:.0}% = {limit:.3}x",
+            f.phase,
+            f.threads,
+            f.min_ratio,
+            100.0 * base.noise_margin
+        );
+        if ratio.is_finite() && ratio >= limit {
+            ok.push(line);
+        } else {
+            bad.push(line);
+        }
+    }
+    if bad.is_empty() {
+        Ok(ok)
+    } else {
+        Err(bad)
+    }
+}

@@ -1,0 +1,192 @@
+//! `harness bench`, its llama.cpp child `harness ref-bench`, and `harness perf-gate`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bitnet_engine::kernels::Kernel;
+use bitnet_harness::bench::{self, BenchOptions, BenchReport, PerfBaseline};
+use bitnet_harness::receipt::Receipt;
+
+use super::{ChecksFailed, UsageError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF model (or give `--preset`).
+    model: Option<PathBuf>,
+    /// A synthetic preset (tiny, 700m, ...), generated under `target/harness/models/` once.
+    #[arg(long, conflicts_with = "model")]
+    preset: Option<String>,
+    /// Thread counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    /// Alternating rounds per thread count (engine, then llama.cpp).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Engine kernel variant (default: BITNET_KERNEL, else the fastest available).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// A harness binary built against another llama.cpp build, to run its `ref-bench`
+    /// (default: this binary).
+    #[arg(long)]
+    reference_bin: Option<PathBuf>,
+    /// Write the report as JSON (atomically).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Add the report to this receipt as its `bench` section (rewritten atomically).
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.threads.is_empty() || a.threads.contains(&0) {
+        return Err(UsageError("--threads: give thread counts ≥ 1, e.g. 1,2".into()).into());
+    }
+    if a.prompt_tokens == 0 || a.rounds == 0 {
+        return Err(UsageError("--prompt-tokens and --rounds must be at least 1".into()).into());
+    }
+    let model = match (&a.model, &a.preset) {
+        (Some(m), None) => {
+            if !m.is_file() {
+                return Err(
+                    UsageError(format!("model file `{}` does not exist", m.display())).into(),
+                );
+            }
+            m.clone()
+        }
+        (None, Some(p)) => {
+            let spec = bitnet_engine::synth::preset(p).ok_or_else(|| {
+                UsageError(format!(
+                    "unknown preset `{p}`; expected one of {}",
+                    bitnet_engine::synth::PRESETS.join(", ")
+                ))
+            })?;
+            // Named by the spec's contents, so a changed generator makes a new file.
+            let tag = blake3::hash(format!("{spec:?}").as_bytes()).to_hex();
+            let path =
+                PathBuf::from("target/harness/models").join(format!("{p}-{}.gguf", &tag[..12]));
+            if !path.is_file() {
+                std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+                eprintln!("generating preset `{p}` into {}", path.display());
+                bitnet_engine::synth::build(&spec)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .write(&path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            path
+        }
+        _ => return Err(UsageError("give a MODEL path or --preset NAME".into()).into()),
+    };
+    let kernel = match &a.kernel {
+        Some(k) => Kernel::parse(k).map_err(|e| UsageError(format!("--kernel: {e}")))?,
+        None => Kernel::from_env().map_err(UsageError)?,
+    };
+    let reference_bin = match a.reference_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?,
+    };
+    let o = BenchOptions {
+        model,
+        threads: a.threads,
+        prompt_tokens: a.prompt_tokens,
+        decode_tokens: a.decode_tokens,
+        rounds: a.rounds,
+        kernel,
+        reference_bin,
+        timeout: Duration::from_secs(600),
+    };
+    let report = bench::run(&o, &mut |line| eprintln!("{line}")).map_err(anyhow::Error::msg)?;
+    print!("{}", bench::table(&report));
+    if let Some(path) = &a.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        bitnet_engine::npy::write_atomic(path, &json)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(path) = &a.receipt {
+        let mut r: Receipt = bench::read_json(path).map_err(UsageError)?;
+        r.bench = Some(report);
+        let json = serde_json::to_vec_pretty(&r)?;
+        bitnet_engine::npy::write_atomic(path, &json)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("receipt: {} (bench section)", path.display());
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RefBenchArgs {
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    /// Print this binary's llama.cpp build options (JSON) and exit.
+    #[arg(long)]
+    build_info: bool,
+}
+
+/// The llama.cpp side of `harness bench`, in a child process: one JSON line on stdout.
+pub fn ref_bench(a: RefBenchArgs) -> Result<()> {
+    if a.build_info {
+        println!("{}", serde_json::to_string(&bench::build_flags())?);
+        return Ok(());
+    }
+    let model = a
+        .model
+        .ok_or_else(|| UsageError("ref-bench: give a MODEL path".into()))?;
+    bitnet_harness::reference::llama::check_model(&model).map_err(UsageError)?;
+    let n_vocab = bitnet_engine::model::Model::load(&model)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .config
+        .n_vocab;
+    let tokens = bench::prompt(a.prompt_tokens, n_vocab);
+    let t = bitnet_harness::reference::llama::bench(&model, a.threads, &tokens, a.decode_tokens)
+        .map_err(anyhow::Error::msg)?;
+    println!("{}", serde_json::to_string(&t)?);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct GateArgs {
+    /// The stored floors.
+    #[arg(long, default_value = "receipts/perf-baseline.json")]
+    baseline: PathBuf,
+    /// A `harness bench --json` report.
+    #[arg(long)]
+    bench: PathBuf,
+}
+
+/// Exit 0 when every floor holds, 1 (naming each miss) when not, 2 on unreadable input.
+pub fn perf_gate(a: GateArgs) -> Result<()> {
+    let base: PerfBaseline = bench::read_json(&a.baseline).map_err(UsageError)?;
+    if base.schema_version != 1 {
+        return Err(UsageError(format!(
+            "{}: schema_version {} (expected 1)",
+            a.baseline.display(),
+            base.schema_version
+        ))
+        .into());
+    }
+    let report: BenchReport = bench::read_json(&a.bench).map_err(UsageError)?;
+    match bench::gate(&base, &report) {
+        Ok(lines) => {
+            for l in lines {
+                println!("pass  {l}");
+            }
+            Ok(())
+        }
+        Err(lines) => {
+            for l in lines {
+                println!("FAIL  {l}");
+            }
+            Err(ChecksFailed.into())
+        }
+    }
+}

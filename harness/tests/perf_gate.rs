@@ -1,0 +1,174 @@
+//! `harness perf-gate` on hand-made bench reports: pass, a ratio below its floor, one within the
+//! noise margin, a floor with no measurement, and malformed inputs (the error names the file and
+//! the field). The reports are written by hand here; no timing is asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn harness() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_harness"))
+}
+
+fn stats(v: f64) -> serde_json::Value {
+    serde_json::json!({ "median": v, "min": v, "max": v, "samples": [v] })
+}
+
+/// A report with engine/llama.cpp rates giving the ratios asked for.
+fn report(ratios: &[(usize, f64, f64)]) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = ratios
+        .iter()
+        .map(|&(threads, prefill, decode)| {
+            serde_json::json!({
+                "threads": threads,
+                "bandwidth_gbs": 20.0,
+                "bound_decode_tps": 73.0,
+                "engine": { "prefill_tps": stats(100.0 * prefill), "decode_tps": stats(30.0 * decode) },
+                "llama": { "prefill_tps": stats(100.0), "decode_tps": stats(30.0) },
+                "prefill_ratio": prefill,
+                "decode_ratio": decode,
+                "engine_share_of_bound": 30.0 * decode / 73.0,
+                "llama_share_of_bound": 30.0 / 73.0
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "schema_version": 1,
+        "model": "m.gguf",
+        "model_blake3": "00",
+        "weight_bytes_per_token": 274000000u64,
+        "prompt_tokens": 128,
+        "decode_tokens": 64,
+        "rounds": 3,
+        "engine_kernel": "avx512",
+        "engine_kernels": ["tq2_0_q8k_dot_avx512"],
+        "reference": {
+            "binary": "harness", "build_flags": {}, "n_ctx": 256, "n_batch": 128,
+            "n_ubatch": 128, "kv_type": "f32", "flash_attn": false
+        },
+        "cpu_features": ["avx2"],
+        "results": results,
+        "started_at": "2026-11-22T00:00:00Z"
+    })
+}
+
+fn baseline(margin: f64) -> serde_json::Value {
+    serde_json::json!({
+        "schema_version": 1,
+        "note": "test floors",
+        "noise_margin": margin,
+        "floors": [
+            { "threads": 1, "phase": "decode", "min_ratio": 1.5 },
+            { "threads": 1, "phase": "prefill", "min_ratio": 1.2 },
+            { "threads": 2, "phase": "decode", "min_ratio": 1.5 }
+        ]
+    })
+}
+
+fn gate(dir: &Path, base: &str, rep: &str) -> (i32, String) {
+    let (b, r) = (dir.join("base.json"), dir.join("bench.json"));
+    std::fs::write(&b, base).unwrap();
+    std::fs::write(&r, rep).unwrap();
+    let out = Command::new(harness())
+        .args(["perf-gate", "--baseline"])
+        .arg(&b)
+        .arg("--bench")
+        .arg(&r)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn ratios_at_or_above_their_floors_pass() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, out) = gate(
+        d.path(),
+        &baseline(0.1).to_string(),
+        &report(&[(1, 1.3, 1.6), (2, 1.0, 1.5)]).to_string(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("pass  ").count(), 3, "{out}");
+}
+
+#[test]
+fn a_ratio_below_its_floor_less_the_margin_fails_and_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    // decode at 2 threads: 1.2 < 1.5 × 0.9 = 1.35.
+    let (code, out) = gate(
+        d.path(),
+        &baseline(0.1).to_string(),
+        &report(&[(1, 1.3, 1.6), (2, 1.0, 1.2)]).to_string(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  decode at 2 thread(s): engine/llama.cpp 1.200x"),
+        "{out}"
+    );
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+}
+
+#[test]
+fn the_noise_margin_is_applied() {
+    let d = tempfile::tempdir().unwrap();
+    // 1.4 is below the 1.5 floor but within 10%: passes; with no margin it fails.
+    let rep = report(&[(1, 1.3, 1.4), (2, 1.0, 1.5)]).to_string();
+    assert_eq!(gate(d.path(), &baseline(0.1).to_string(), &rep).0, 0);
+    let (code, out) = gate(d.path(), &baseline(0.0).to_string(), &rep);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("decode at 1 thread(s)"), "{out}");
+}
+
+#[test]
+fn a_floor_without_a_measurement_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, out) = gate(
+        d.path(),
+        &baseline(0.1).to_string(),
+        &report(&[(1, 1.3, 1.6)]).to_string(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("decode at 2 thread(s): no measurement in the report"),
+        "{out}"
+    );
+}
+
+#[test]
+fn malformed_inputs_name_the_file_and_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let rep = report(&[(1, 1.3, 1.6)]).to_string();
+    // A misspelled field.
+    let mut b = baseline(0.1);
+    b["floors"][0] = serde_json::json!({ "threads": 1, "phase": "decode", "min_ration": 1.5 });
+    let (code, out) = gate(d.path(), &b.to_string(), &rep);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("base.json") && out.contains("min_ration"),
+        "{out}"
+    );
+    // Not JSON at all.
+    let (code, out) = gate(d.path(), "floors: [", &rep);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("base.json") && out.contains("line 1"), "{out}");
+    // A phase that does not exist.
+    let mut b = baseline(0.1);
+    b["floors"][0]["phase"] = "warmup".into();
+    let (code, out) = gate(d.path(), &b.to_string(), &rep);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("floor phase `warmup`"), "{out}");
+    // A truncated report.
+    let (code, out) = gate(d.path(), &baseline(0.1).to_string(), &rep[..rep.len() / 2]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("bench.json"), "{out}");
+}
+
+#[test]
+fn the_shipped_baseline_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let b: bitnet_harness::bench::PerfBaseline =
+        bitnet_harness::bench::read_json(&root.join("receipts/perf-baseline.json")).unwrap();
+    assert_eq!(b.schema_version, 1);
+    assert!(!b.floors.is_empty() && (0.0..1.0).contains(&b.noise_margin));
+}

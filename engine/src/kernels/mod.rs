@@ -27,7 +27,7 @@ pub enum Kernel {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`); CPUs with AVX-512 but no VNNI use AVX2.
+    /// x86-64 AVX-512 F/BW/VL/DQ with VNNI (`vpdpbusd`); CPUs with AVX-512 but no VNNI use AVX2.
     Avx512,
     /// aarch64 NEON (with the dot-product extension where present).
     Neon,
@@ -62,6 +62,7 @@ impl Kernel {
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512dq")
                     && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "aarch64")]
@@ -161,12 +162,14 @@ impl Matrix<'_> {
 /// Activations prepared for one weight type (quantized once, used by every row).
 enum Prepared {
     /// `n_tok × nb` blocks; `perm` holds the AVX-512 TQ2_0 rearrangement when that kernel runs,
-    /// `pairs` its two-token interleave for prefill.
+    /// `pairs` its two-token interleave for prefill, `dups` its two-row layout for decode.
     Q8K {
         blocks: Vec<BlockQ8K>,
         perm: Vec<[i8; QK_K]>,
         #[cfg(target_arch = "x86_64")]
         pairs: Vec<x86::PairBlock>,
+        #[cfg(target_arch = "x86_64")]
+        dups: Vec<x86::DupBlock>,
     },
     /// `n_tok × cols` activations in the weights' element type (`bytes`, little-endian) and as
     /// f32 (`vals`: F16-rounded for F16 weights).
@@ -236,6 +239,12 @@ pub fn prepare(
             } else {
                 Vec::new()
             };
+            #[cfg(target_arch = "x86_64")]
+            let dups = if kernel == Kernel::Avx512 && ty == GgmlType::TQ2_0 && n_tok < 4 {
+                x86::dup_for_tq2_0_avx512(&blocks)
+            } else {
+                Vec::new()
+            };
             #[cfg(not(target_arch = "x86_64"))]
             let perm = Vec::new();
             Prepared::Q8K {
@@ -243,6 +252,8 @@ pub fn prepare(
                 perm,
                 #[cfg(target_arch = "x86_64")]
                 pairs,
+                #[cfg(target_arch = "x86_64")]
+                dups,
             }
         }
         // ggml converts the activations to the weights' vec_dot type, F16, before the dot.
@@ -381,8 +392,37 @@ fn compute_rows(
             perm,
             #[cfg(target_arch = "x86_64")]
             pairs,
+            #[cfg(target_arch = "x86_64")]
+            dups,
         } => {
             let nb = cols / QK_K;
+            // Decode: two rows per pass share each activation vector.
+            #[cfg(target_arch = "x86_64")]
+            if !dups.is_empty() {
+                let mut r = r0;
+                while r + 2 <= r1 {
+                    for t in 0..n_tok {
+                        // SAFETY: AVX-512 VNNI/DQ checked by `is_available` (dups exist only then).
+                        let got = unsafe {
+                            x86::tq2_0_q8k_dot_rows2_avx512vnni(
+                                [w.row(r), w.row(r + 1)],
+                                &dups[t * nb..(t + 1) * nb],
+                            )
+                        };
+                        part[(r - r0) * n_tok + t] = got[0];
+                        part[(r + 1 - r0) * n_tok + t] = got[1];
+                    }
+                    r += 2;
+                }
+                for r in r..r1 {
+                    for t in 0..n_tok {
+                        let p = &perm[t * nb..(t + 1) * nb];
+                        part[(r - r0) * n_tok + t] =
+                            ternary_dot(w.ty, kernel, w.row(r), &blocks[t * nb..(t + 1) * nb], p);
+                    }
+                }
+                return;
+            }
             let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
             let perm_of = |t: usize| {
                 if perm.is_empty() {

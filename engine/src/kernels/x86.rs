@@ -1,4 +1,4 @@
-//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, VNNI). Every function computes
+//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, DQ, VNNI). Every function computes
 //! exactly what its scalar specification in [`super::scalar`] computes: the integer lanes are exact
 //! whatever instructions form them, and the float operations (FMA into 8 lanes, the final
 //! horizontal sums) are the specification's, in its order. Checked by proptest against the scalar
@@ -188,7 +188,7 @@ pub fn permute_for_tq2_0_avx512(a: &[BlockQ8K]) -> Vec<[i8; QK_K]> {
 }
 
 /// TQ2_0 × Q8_K, AVX-512 VNNI (`perm` from [`permute_for_tq2_0_avx512`] of `a`).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
 pub unsafe fn tq2_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], perm: &[[i8; QK_K]]) -> f32 {
     assert_eq!(row.len(), a.len() * TQ2_BYTES);
     assert_eq!(perm.len(), a.len());
@@ -233,7 +233,7 @@ pub unsafe fn tq2_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], perm: &[[i8; 
 }
 
 /// TQ1_0 × Q8_K, AVX-512 VNNI on 256-bit vectors.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
 pub unsafe fn tq1_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K]) -> f32 {
     assert_eq!(row.len(), a.len() * TQ1_BYTES);
     let mut acc = _mm256_setzero_ps();
@@ -361,7 +361,7 @@ pub unsafe fn float_steps32_rows<const R: usize>(
 /// [`tq2_0_q8k_dot_avx512vnni`] for `T` tokens at once: each block's codes are unpacked once and
 /// paired with every token's activations. Each token's result is computed exactly as the
 /// one-token kernel computes it.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
 pub unsafe fn tq2_0_q8k_dot_tokens_avx512vnni<const T: usize>(
     row: &[u8],
     a: [&[BlockQ8K]; T],
@@ -456,7 +456,7 @@ pub fn pair_for_tq2_0_avx512(blocks: &[BlockQ8K], n_tok: usize, nb: usize) -> Ve
 /// unpacked once per half into both 256-bit halves of a vector, so one `vpdpbusd` forms the 8
 /// lanes of two tokens; the lanes need no folding. `pairs[p]` is pair `p`'s `nb` blocks from
 /// [`pair_for_tq2_0_avx512`]. Each token's result is exactly the one-token kernel's.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
 pub unsafe fn tq2_0_q8k_dot_pairs_avx512vnni<const P: usize>(
     row: &[u8],
     pairs: [&[PairBlock]; P],
@@ -500,4 +500,111 @@ pub unsafe fn tq2_0_q8k_dot_pairs_avx512vnni<const P: usize>(
         ];
     }
     out
+}
+
+/// One token's Q8_K block duplicated into both 256-bit halves for
+/// [`tq2_0_q8k_dot_rows2_avx512vnni`]: eight 64-byte vectors (shift `l` of half `h`: the 32
+/// activations at `128h+32l`, twice), the lane sums twice, and the block scale.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub struct DupBlock {
+    qs: [[i8; 64]; 8],
+    ysum: [i32; 16],
+    d: f32,
+}
+
+/// Duplicate every block of `blocks` (any number of tokens, in order).
+pub fn dup_for_tq2_0_avx512(blocks: &[BlockQ8K]) -> Vec<DupBlock> {
+    blocks
+        .iter()
+        .map(|y| {
+            let mut b = DupBlock {
+                qs: [[0; 64]; 8],
+                ysum: [0; 16],
+                d: y.d,
+            };
+            for h in 0..2 {
+                for l in 0..4 {
+                    let o = 128 * h + 32 * l;
+                    b.qs[4 * h + l][..32].copy_from_slice(&y.qs[o..o + 32]);
+                    b.qs[4 * h + l][32..].copy_from_slice(&y.qs[o..o + 32]);
+                }
+            }
+            for k in 0..8 {
+                let s = y.bsums[2 * k] as i32 + y.bsums[2 * k + 1] as i32;
+                b.ysum[k] = s;
+                b.ysum[8 + k] = s;
+            }
+            b
+        })
+        .collect()
+}
+
+/// TQ2_0 × Q8_K for two rows against one token (decode), AVX-512 VNNI: the two rows' codes fill
+/// the two 256-bit halves of each vector, so one `vpdpbusd` forms both rows' 8 lanes with no
+/// folding. Each row's result is exactly the one-row kernel's.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
+pub unsafe fn tq2_0_q8k_dot_rows2_avx512vnni(rows: [&[u8]; 2], a: &[DupBlock]) -> [f32; 2] {
+    let nb = a.len();
+    assert!(rows[0].len() == nb * TQ2_BYTES && rows[1].len() == nb * TQ2_BYTES);
+    let m3 = _mm512_set1_epi8(3);
+    let mut acc = _mm512_setzero_ps();
+    for (b, y) in a.iter().enumerate() {
+        let x0 = rows[0].as_ptr().add(b * TQ2_BYTES);
+        let x1 = rows[1].as_ptr().add(b * TQ2_BYTES);
+        _mm_prefetch(x0.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(x1.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        let mut s = _mm512_setzero_si512();
+        for h in 0..2 {
+            let q = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256(x0.add(32 * h) as *const __m256i)),
+                _mm256_loadu_si256(x1.add(32 * h) as *const __m256i),
+                1,
+            );
+            let yq = &y.qs[4 * h..4 * h + 4];
+            s = _mm512_dpbusd_epi32(
+                s,
+                _mm512_and_si512(q, m3),
+                _mm512_load_si512(yq[0].as_ptr() as *const __m512i),
+            );
+            s = _mm512_dpbusd_epi32(
+                s,
+                _mm512_and_si512(_mm512_srli_epi16(q, 2), m3),
+                _mm512_load_si512(yq[1].as_ptr() as *const __m512i),
+            );
+            s = _mm512_dpbusd_epi32(
+                s,
+                _mm512_and_si512(_mm512_srli_epi16(q, 4), m3),
+                _mm512_load_si512(yq[2].as_ptr() as *const __m512i),
+            );
+            s = _mm512_dpbusd_epi32(
+                s,
+                _mm512_and_si512(_mm512_srli_epi16(q, 6), m3),
+                _mm512_load_si512(yq[3].as_ptr() as *const __m512i),
+            );
+        }
+        let s = _mm512_sub_epi32(s, _mm512_load_si512(y.ysum.as_ptr() as *const __m512i));
+        // d = y.d · d_w per row, each broadcast over its half.
+        let dw = _mm_cvtph_ps(_mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from_le_bytes([*x1.add(64), *x1.add(65)]) as i16,
+            u16::from_le_bytes([*x0.add(64), *x0.add(65)]) as i16,
+        ));
+        let dwd = _mm_mul_ps(dw, _mm_set1_ps(y.d));
+        let d = _mm512_insertf32x8(
+            _mm512_castps256_ps512(_mm256_broadcastss_ps(dwd)),
+            _mm256_broadcastss_ps(_mm_movehdup_ps(dwd)),
+            1,
+        );
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+    }
+    [
+        hsum8(_mm512_castps512_ps256(acc)),
+        hsum8(_mm512_extractf32x8_ps(acc, 1)),
+    ]
 }

@@ -16,6 +16,7 @@
 
 use std::path::Path;
 
+use crate::attention::{attend, HeadCache};
 use crate::kernels::{matmul, matmul_prepared, prepare, Kernel, KernelLog, Matrix, PreparedInput};
 use crate::model::{Model, Proj};
 use crate::quant::f16_to_f32;
@@ -68,9 +69,8 @@ pub struct Session<'m> {
     pub kernel: Kernel,
     kernels: KernelLog,
     /// Per layer, positions × n_head_kv × head_dim.
-    /// Per layer, per KV head: positions × head_dim (each head's rows contiguous).
-    k_cache: Vec<Vec<Vec<f32>>>,
-    v_cache: Vec<Vec<Vec<f32>>>,
+    /// Per layer, per KV head.
+    cache: Vec<Vec<HeadCache>>,
     n_past: usize,
     /// Decode calls so far (0 = nothing run; the first call is step 0).
     calls: u32,
@@ -106,8 +106,7 @@ impl<'m> Session<'m> {
             threads: threads.max(1),
             kernel,
             kernels: KernelLog::default(),
-            k_cache: vec![vec![Vec::new(); model.config.n_head_kv]; n],
-            v_cache: vec![vec![Vec::new(); model.config.n_head_kv]; n],
+            cache: vec![vec![HeadCache::new(model.config.head_dim); model.config.n_head_kv]; n],
             n_past: 0,
             calls: 0,
             nudge_embeddings: false,
@@ -279,12 +278,11 @@ impl<'m> Session<'m> {
             for i in 0..n {
                 for kvh in 0..nkv {
                     let r = (i * nkv + kvh) * hd..(i * nkv + kvh + 1) * hd;
-                    self.k_cache[l][kvh].extend_from_slice(&k[r.clone()]);
-                    self.v_cache[l][kvh].extend_from_slice(&v[r]);
+                    self.cache[l][kvh].push(&k[r.clone()], &v[r]);
                 }
             }
             let n_kv = p0 + n;
-            let (kc, vc) = (&self.k_cache[l], &self.v_cache[l]);
+            let heads = &self.cache[l];
             let scale = 1.0f32 / (hd as f32).sqrt();
             let group = nh / nkv;
             let mut probs = vec![0f32; n * nh * n_kv];
@@ -306,11 +304,9 @@ impl<'m> Session<'m> {
                     let limit = p0 + i + 1; // causal: positions 0..=p0+i
                     for hh in h0..h1 {
                         let r = i * w + hh - h0;
-                        attend_head(
+                        attend(
                             &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
-                            &kc[hh / group],
-                            &vc[hh / group],
-                            hd,
+                            &heads[hh / group],
                             limit,
                             scale,
                             &mut pp[r * n_kv..(r + 1) * n_kv],
@@ -548,74 +544,4 @@ pub fn run_with(
         decode_seconds: t1.elapsed().as_secs_f64(),
         decode_calls,
     })
-}
-
-/// One query position against the cached keys and values of one head: scores (each sum of
-/// products in f64 in index order, scaled), softmax (max, exponentials summed in f64 in order,
-/// scaled by the f32 inverse), then the probability-weighted values (each element summed over
-/// positions in order, in f64). `kc`/`vc` are the head's cached rows (positions × `hd`); `p`
-/// receives the `limit` probabilities, `o` the `hd` outputs.
-#[allow(clippy::too_many_arguments)]
-fn attend_head(
-    qv: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    hd: usize,
-    limit: usize,
-    scale: f32,
-    p: &mut [f32],
-    o: &mut [f32],
-    acc: &mut Vec<f64>,
-) {
-    // Each score sums its products in f64 in index order; four positions at a
-    // time keep four independent chains in flight (same bits as one by one).
-    let krow = |j: usize| &kc[j * hd..(j + 1) * hd];
-    let mut j = 0;
-    while j + 4 <= limit {
-        let (k0, k1, k2, k3) = (krow(j), krow(j + 1), krow(j + 2), krow(j + 3));
-        let mut s = [0f64; 4];
-        for (d, &b) in qv.iter().enumerate() {
-            s[0] += (k0[d] * b) as f64;
-            s[1] += (k1[d] * b) as f64;
-            s[2] += (k2[d] * b) as f64;
-            s[3] += (k3[d] * b) as f64;
-        }
-        for (t, st) in s.iter().enumerate() {
-            p[j + t] = (*st as f32) * scale;
-        }
-        j += 4;
-    }
-    for (jj, pj) in p.iter_mut().enumerate().take(limit).skip(j) {
-        let mut s = 0f64;
-        for (&a, &b) in krow(jj).iter().zip(qv) {
-            s += (a * b) as f64;
-        }
-        *pj = (s as f32) * scale;
-    }
-    let mut max = f32::NEG_INFINITY;
-    for &pj in p.iter().take(limit) {
-        max = max.max(pj);
-    }
-    let mut sum = 0f64;
-    for pj in p.iter_mut().take(limit) {
-        *pj = (*pj - max).exp();
-        sum += *pj as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for pj in p.iter_mut().take(limit) {
-        *pj *= inv;
-    }
-    // Output element d sums over positions in order, in f64; positions outer,
-    // elements inner reads V contiguously and gives the same bits.
-    acc.clear();
-    acc.resize(hd, 0.0);
-    for (j, &pj) in p.iter().enumerate().take(limit) {
-        let vrow = &vc[j * hd..(j + 1) * hd];
-        for (a, &v) in acc.iter_mut().zip(vrow) {
-            *a += (v * pj) as f64;
-        }
-    }
-    for (od, &a) in o.iter_mut().zip(acc.iter()) {
-        *od = a as f32;
-    }
 }

@@ -12,6 +12,7 @@
 //! println!("greedy tokens: {:?}", out.generated);
 //! ```
 
+pub mod attention;
 pub mod forward;
 pub mod gguf;
 pub mod kernels;

@@ -240,7 +240,7 @@ pub fn prepare(
                 Vec::new()
             };
             #[cfg(target_arch = "x86_64")]
-            let dups = if kernel == Kernel::Avx512 && ty == GgmlType::TQ2_0 && n_tok < 4 {
+            let dups = if kernel == Kernel::Avx512 && n_tok < 4 {
                 x86::dup_for_tq2_0_avx512(&blocks)
             } else {
                 Vec::new()
@@ -403,11 +403,14 @@ fn compute_rows(
                 while r + 2 <= r1 {
                     for t in 0..n_tok {
                         // SAFETY: AVX-512 VNNI/DQ checked by `is_available` (dups exist only then).
+                        let rows2 = [w.row(r), w.row(r + 1)];
+                        let d = &dups[t * nb..(t + 1) * nb];
                         let got = unsafe {
-                            x86::tq2_0_q8k_dot_rows2_avx512vnni(
-                                [w.row(r), w.row(r + 1)],
-                                &dups[t * nb..(t + 1) * nb],
-                            )
+                            if w.ty == GgmlType::TQ2_0 {
+                                x86::tq2_0_q8k_dot_rows2_avx512vnni(rows2, d)
+                            } else {
+                                x86::tq1_0_q8k_dot_rows2_avx512vnni(rows2, d)
+                            }
                         };
                         part[(r - r0) * n_tok + t] = got[0];
                         part[(r + 1 - r0) * n_tok + t] = got[1];
@@ -416,7 +419,11 @@ fn compute_rows(
                 }
                 for r in r..r1 {
                     for t in 0..n_tok {
-                        let p = &perm[t * nb..(t + 1) * nb];
+                        let p = if perm.is_empty() {
+                            &[][..]
+                        } else {
+                            &perm[t * nb..(t + 1) * nb]
+                        };
                         part[(r - r0) * n_tok + t] =
                             ternary_dot(w.ty, kernel, w.row(r), &blocks[t * nb..(t + 1) * nb], p);
                     }
@@ -453,6 +460,20 @@ fn compute_rows(
                             out[t + 2 * k..t + 2 * k + 2].copy_from_slice(g);
                         }
                         t += 8;
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ1_0 {
+                    while t + 4 <= n_tok {
+                        // SAFETY: AVX-512 VNNI checked by `is_available`.
+                        let got = unsafe {
+                            x86::tq1_0_q8k_dot_tokens_avx512vnni::<4>(
+                                row,
+                                [acts(t), acts(t + 1), acts(t + 2), acts(t + 3)],
+                            )
+                        };
+                        out[t..t + 4].copy_from_slice(&got);
+                        t += 4;
                     }
                 }
                 #[cfg(target_arch = "x86_64")]

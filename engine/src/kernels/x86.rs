@@ -608,3 +608,167 @@ pub unsafe fn tq2_0_q8k_dot_rows2_avx512vnni(rows: [&[u8]; 2], a: &[DupBlock]) -
         hsum8(_mm512_extractf32x8_ps(acc, 1)),
     ]
 }
+
+/// [`tq1_0_q8k_dot_avx512vnni`] for `T` tokens at once (prefill): each block's trits are decoded
+/// once and paired with every token's activations; each token's result is exactly the one-token
+/// kernel's.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
+pub unsafe fn tq1_0_q8k_dot_tokens_avx512vnni<const T: usize>(
+    row: &[u8],
+    a: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let nb = row.len() / TQ1_BYTES;
+    assert_eq!(row.len(), nb * TQ1_BYTES);
+    for t in &a {
+        assert_eq!(t.len(), nb);
+    }
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let x = &row[b * TQ1_BYTES..(b + 1) * TQ1_BYTES];
+        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        let c = tq1_0_codes(x);
+        let dw = f16_scale(&x[52..]);
+        for t in 0..T {
+            let y = &a[t][b];
+            let yp = y.qs.as_ptr();
+            let mut s = _mm256_setzero_si256();
+            for (i, ci) in c.iter().enumerate() {
+                s = _mm256_dpbusd_epi32(
+                    s,
+                    *ci,
+                    _mm256_loadu_si256(yp.add(32 * i) as *const __m256i),
+                );
+            }
+            let lanes = _mm256_sub_epi32(s, lane_ysums(y));
+            let d = _mm256_set1_ps(y.d * dw);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc[t]);
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum8(acc[t]);
+    }
+    out
+}
+
+/// `v · 9` per byte (mod 256), 512-bit.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn times9_512(v: __m512i) -> __m512i {
+    _mm512_add_epi8(
+        _mm512_and_si512(_mm512_slli_epi16(v, 3), _mm512_set1_epi8(-8)),
+        v,
+    )
+}
+
+/// [`trits`], 512-bit.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn trits_512(v: __m512i) -> __m512i {
+    let v = _mm512_subs_epu8(v, _mm512_set1_epi8(1));
+    let v = _mm512_avg_epu8(v, _mm512_avg_epu8(v, _mm512_setzero_si512()));
+    _mm512_and_si512(_mm512_srli_epi16(v, 6), _mm512_set1_epi8(3))
+}
+
+/// The qh trits' bytes of one TQ1_0 block: `qh[j]·3^l` at byte `4l + j`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tq1_0_qh_bytes(x: &[u8]) -> __m128i {
+    let qh = u32::from_le_bytes([x[48], x[49], x[50], x[51]]);
+    let h = _mm256_cvtepu8_epi16(_mm_set1_epi32(qh as i32));
+    let h = _mm256_mullo_epi16(
+        h,
+        _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1),
+    );
+    let h = _mm256_and_si256(h, _mm256_set1_epi16(0xff));
+    _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))
+}
+
+/// [`tq1_0_codes`] of two rows' blocks at once: vector `i` holds row 0's codes for activations
+/// `32i..32i+32` in its low half and row 1's in its high half.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
+unsafe fn tq1_0_codes2(x0: &[u8], x1: &[u8]) -> [__m512i; 8] {
+    let a = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(x0.as_ptr() as *const __m256i)),
+        _mm256_loadu_si256(x1.as_ptr() as *const __m256i),
+        1,
+    );
+    let a3 = _mm512_add_epi8(a, _mm512_add_epi8(a, a));
+    let a9 = times9_512(a);
+    let a27 = times9_512(a3);
+    let a81 = times9_512(a9);
+    let b0 = _mm_loadu_si128(x0.as_ptr().add(32) as *const __m128i);
+    let b1 = _mm_loadu_si128(x1.as_ptr().add(32) as *const __m128i);
+    // 128-bit lanes: row 0's bytes 32..48 twice, then row 1's twice.
+    let b = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_set_m128i(b0, b0)),
+        _mm256_set_m128i(b1, b1),
+        1,
+    );
+    let b3 = _mm512_add_epi8(b, _mm512_add_epi8(b, b));
+    let b9 = times9_512(b);
+    let b27 = times9_512(b3);
+    let b81 = times9_512(b9);
+    // Lanes 1 and 3 (dwords 4..8, 12..16) from the second operand.
+    let b01 = _mm512_mask_blend_epi32(0xf0f0, b, b3);
+    let b23 = _mm512_mask_blend_epi32(0xf0f0, b9, b27);
+    let b4h = _mm512_inserti32x4(
+        _mm512_inserti32x4(b81, tq1_0_qh_bytes(x0), 1),
+        tq1_0_qh_bytes(x1),
+        3,
+    );
+    [
+        trits_512(a),
+        trits_512(a3),
+        trits_512(a9),
+        trits_512(a27),
+        trits_512(a81),
+        trits_512(b01),
+        trits_512(b23),
+        trits_512(b4h),
+    ]
+}
+
+/// TQ1_0 × Q8_K for two rows against one token (decode), AVX-512 VNNI, with the activations of
+/// [`dup_for_tq2_0_avx512`] (the same duplicated layout: vector `i` is activations `32i..32i+32`
+/// twice). Each row's result is exactly the one-row kernel's.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
+pub unsafe fn tq1_0_q8k_dot_rows2_avx512vnni(rows: [&[u8]; 2], a: &[DupBlock]) -> [f32; 2] {
+    let nb = a.len();
+    assert!(rows[0].len() == nb * TQ1_BYTES && rows[1].len() == nb * TQ1_BYTES);
+    let mut acc = _mm512_setzero_ps();
+    for (b, y) in a.iter().enumerate() {
+        let x0 = &rows[0][b * TQ1_BYTES..(b + 1) * TQ1_BYTES];
+        let x1 = &rows[1][b * TQ1_BYTES..(b + 1) * TQ1_BYTES];
+        _mm_prefetch(x0.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(x1.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        let c = tq1_0_codes2(x0, x1);
+        let mut s = _mm512_setzero_si512();
+        for (ci, yq) in c.iter().zip(&y.qs) {
+            s = _mm512_dpbusd_epi32(s, *ci, _mm512_load_si512(yq.as_ptr() as *const __m512i));
+        }
+        let s = _mm512_sub_epi32(s, _mm512_load_si512(y.ysum.as_ptr() as *const __m512i));
+        let dw = _mm_cvtph_ps(_mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from_le_bytes([x1[52], x1[53]]) as i16,
+            u16::from_le_bytes([x0[52], x0[53]]) as i16,
+        ));
+        let dwd = _mm_mul_ps(dw, _mm_set1_ps(y.d));
+        let d = _mm512_insertf32x8(
+            _mm512_castps256_ps512(_mm256_broadcastss_ps(dwd)),
+            _mm256_broadcastss_ps(_mm_movehdup_ps(dwd)),
+            1,
+        );
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+    }
+    [
+        hsum8(_mm512_castps512_ps256(acc)),
+        hsum8(_mm512_extractf32x8_ps(acc, 1)),
+    ]
+}

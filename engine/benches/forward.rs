@@ -1,4 +1,4 @@
-//! Forward-pass benches on the tiny preset: tracing off against the same pass compiled without
+//! Forward-pass benches on the tiny preset (fastest kernel variant): tracing off against the same pass compiled without
 //! any trace call (they must be within noise), and every trace point on with values written
 //! (the overhead ratio). Run: `cargo bench -p bitnet-engine --bench forward`; for regressions,
 //! `-- --save-baseline main` then `-- --baseline main`.
@@ -23,14 +23,14 @@ fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("tiny_prefill16");
     g.bench_function("tracing_off", |b| {
         b.iter(|| {
-            Session::new(&model, 1, Kernel::Scalar)
+            Session::new(&model, 1, Kernel::best())
                 .forward(&tokens, false, None)
                 .unwrap()
         })
     });
     g.bench_function("no_trace_calls", |b| {
         b.iter(|| {
-            Session::new(&model, 1, Kernel::Scalar)
+            Session::new(&model, 1, Kernel::best())
                 .forward_without_trace_calls(&tokens, false)
                 .unwrap()
         })
@@ -39,7 +39,7 @@ fn forward(c: &mut Criterion) {
     g.bench_function("all_points_with_values", |b| {
         b.iter(|| {
             let mut t = Tracer::new(PointFilter::all(), &out, true).unwrap();
-            let r = Session::new(&model, 1, Kernel::Scalar)
+            let r = Session::new(&model, 1, Kernel::best())
                 .forward(&tokens, false, Some(&mut t))
                 .unwrap();
             t.finish().unwrap();
@@ -49,7 +49,7 @@ fn forward(c: &mut Criterion) {
     g.bench_function("all_points_records_only", |b| {
         b.iter(|| {
             let mut t = Tracer::new(PointFilter::all(), &out, false).unwrap();
-            let r = Session::new(&model, 1, Kernel::Scalar)
+            let r = Session::new(&model, 1, Kernel::best())
                 .forward(&tokens, false, Some(&mut t))
                 .unwrap();
             t.finish().unwrap();

@@ -338,7 +338,10 @@ impl ValueWriter {
                 let mut first = Ok(());
                 for (path, bytes) in recv {
                     if first.is_ok() {
-                        first = crate::npy::write_scratch(&path, &bytes);
+                        // Written in place: `trace.jsonl`, renamed into place last, is what
+                        // makes a run's directory complete, so a value file of a crashed run is
+                        // never referenced by a finished trace.
+                        first = std::fs::write(&path, &bytes);
                     }
                 }
                 first

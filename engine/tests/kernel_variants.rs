@@ -1,0 +1,66 @@
+//! End to end: forcing each kernel variant this CPU runs gives the same trace hashes as the
+//! scalar specification at every point, step and position, on every preset shape (TQ2_0, TQ1_0,
+//! GQA, F16 and F32 outputs, `.scale` tensors), with prefill, decode and two threads. So goldens
+//! hold whichever variant a CPU picks.
+
+use bitnet_engine::forward::{run_with, RunOptions, Tracer};
+use bitnet_engine::kernels::Kernel;
+use bitnet_engine::model::Model;
+use bitnet_engine::synth::{build, preset};
+use bitnet_engine::trace::{read_trace, PointFilter};
+
+fn hashes(model: &Model, tokens: &[u32], kernel: Kernel, dir: &std::path::Path) -> Vec<String> {
+    let mut t = Tracer::new(PointFilter::all(), dir, false).unwrap();
+    let opts = RunOptions {
+        generate: 4,
+        chunk: None,
+        threads: 2,
+        kernel,
+        nudge_embeddings: false,
+    };
+    let out = run_with(model, tokens, &opts, Some(&mut t)).unwrap();
+    let path = t.finish().unwrap();
+    let mut h: Vec<String> = read_trace(&path)
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{} step {} {:?}: {}", r.name, r.step, r.positions, r.blake3))
+        .collect();
+    h.push(format!("generated {:?}", out.generated));
+    h
+}
+
+#[test]
+fn every_variant_gives_the_scalar_trace_hashes() {
+    let available = Kernel::available();
+    eprintln!("variants here: {available:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny", "tiny-scales", "gqa", "tq1", "f16"] {
+        let path = dir.path().join(format!("{name}.gguf"));
+        build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
+        let model = Model::load(&path).unwrap();
+        // Nine tokens: the AVX-512 prefill paths (pairs of tokens, four-token tiles) and the
+        // two-row decode path all run.
+        let tokens = [1u32, 17, 300, 42, 5, 99, 250, 7, 12];
+        let want = hashes(
+            &model,
+            &tokens,
+            Kernel::Scalar,
+            &dir.path().join(format!("{name}-s")),
+        );
+        for k in available.iter().filter(|k| **k != Kernel::Scalar) {
+            let got = hashes(
+                &model,
+                &tokens,
+                *k,
+                &dir.path().join(format!("{name}-{k:?}")),
+            );
+            assert_eq!(got.len(), want.len());
+            if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+                panic!(
+                    "{name}, {k:?}: first difference\n  scalar: {}\n  {k:?}: {}",
+                    want[i], got[i]
+                );
+            }
+        }
+    }
+}

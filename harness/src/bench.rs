@@ -152,13 +152,16 @@ pub fn build_flags() -> BTreeMap<String, String> {
     m
 }
 
-/// Plain read bandwidth with `threads` threads: each sums its share of a 1 GiB buffer, several
-/// passes, median GB/s.
-pub fn measure_bandwidth(threads: usize) -> f64 {
-    const BYTES: usize = 1 << 30;
-    let words = BYTES / 8;
-    let buf: Vec<u64> = (0..words as u64).collect();
-    let per = words.div_ceil(threads.max(1));
+/// The buffer [`measure_bandwidth`] reads: 1 GiB, far larger than the caches, touched once.
+pub fn bandwidth_buffer() -> Vec<u64> {
+    (0..(1u64 << 30) / 8).collect()
+}
+
+/// Plain read bandwidth with `threads` threads: each sums its share of `buf`, several passes,
+/// median GB/s.
+pub fn measure_bandwidth(buf: &[u64], threads: usize) -> f64 {
+    let bytes = std::mem::size_of_val(buf);
+    let per = buf.len().div_ceil(threads.max(1));
     let mut rates = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -183,7 +186,7 @@ pub fn measure_bandwidth(threads: usize) -> f64 {
                 .fold(0, u64::wrapping_add)
         });
         std::hint::black_box(total);
-        rates.push(BYTES as f64 / t.elapsed().as_secs_f64() / 1e9);
+        rates.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e9);
     }
     Stats::of(&rates).median
 }
@@ -270,11 +273,12 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     let mut results = Vec::new();
     let mut kernels = Vec::new();
     let mut ctx_info = None;
+    let buf = bandwidth_buffer();
     for &threads in &o.threads {
         progress(&format!(
             "measuring read bandwidth with {threads} thread(s)"
         ));
-        let bw = measure_bandwidth(threads);
+        let bw = measure_bandwidth(&buf, threads);
         let (mut ep, mut ed, mut lp, mut ld) = (vec![], vec![], vec![], vec![]);
         for round in 0..o.rounds {
             let (p, d, k) = engine_once(&model, &tokens, o.decode_tokens, threads, o.kernel)?;

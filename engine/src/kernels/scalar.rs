@@ -116,22 +116,25 @@ pub fn tq2_0_code(qs: &[u8], e: usize) -> u8 {
     (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3
 }
 
-/// TQ2_0 × Q8_K over one row of `row.len()/66` blocks.
-pub fn tq2_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
+/// A ternary row of blocks of `block` bytes (codes, then the F16 scale) against Q8_K blocks,
+/// `code(block, e)` giving element `e`'s weight plus one: 8 exact lanes per block, accumulated
+/// as [`accumulate_block`] and summed as [`hsum8`].
+fn ternary_dot(row: &[u8], a: &[BlockQ8K], block: usize, code: fn(&[u8], usize) -> u8) -> f32 {
     let mut acc = [0f32; 8];
-    for (x, y) in row.chunks_exact(66).zip(a) {
+    for (x, y) in row.chunks_exact(block).zip(a) {
         let mut lanes = [0i32; 8];
         for e in 0..QK_K {
-            lanes[(e % 32) / 4] += tq2_0_code(x, e) as i32 * y.qs[e] as i32;
+            lanes[(e % 32) / 4] += code(x, e) as i32 * y.qs[e] as i32;
         }
-        accumulate_block(
-            &mut acc,
-            &lanes,
-            y,
-            f16_to_f32(u16::from_le_bytes([x[64], x[65]])),
-        );
+        let dw = f16_to_f32(u16::from_le_bytes([x[block - 2], x[block - 1]]));
+        accumulate_block(&mut acc, &lanes, y, dw);
     }
     hsum8(acc)
+}
+
+/// TQ2_0 × Q8_K over one row of `row.len()/66` blocks.
+pub fn tq2_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
+    ternary_dot(row, a, 66, tq2_0_code)
 }
 
 /// One trit of a TQ1_0 byte plus one (0, 1 or 2): `((uint8)(q · 3^l) · 3) >> 8`.
@@ -155,20 +158,7 @@ pub fn tq1_0_code(x: &[u8], e: usize) -> u8 {
 
 /// TQ1_0 × Q8_K over one row of `row.len()/54` blocks.
 pub fn tq1_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (x, y) in row.chunks_exact(54).zip(a) {
-        let mut lanes = [0i32; 8];
-        for e in 0..QK_K {
-            lanes[(e % 32) / 4] += tq1_0_code(x, e) as i32 * y.qs[e] as i32;
-        }
-        accumulate_block(
-            &mut acc,
-            &lanes,
-            y,
-            f16_to_f32(u16::from_le_bytes([x[52], x[53]])),
-        );
-    }
-    hsum8(acc)
+    ternary_dot(row, a, 54, tq1_0_code)
 }
 
 /// Weights of an F16 or F32 row, read as f32.

@@ -48,6 +48,15 @@ unsafe fn lane_ysums(y: &BlockQ8K) -> __m256i {
     _mm256_madd_epi16(b, _mm256_set1_epi16(1))
 }
 
+/// One block into the 8 float lanes: `acc + (lanes − the activations' lane sums)·(y.d·d_w)`,
+/// fused, as the specification's `accumulate_block`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_block(acc: __m256, lanes: __m256i, y: &BlockQ8K, dw: f32) -> __m256 {
+    let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(y.d * dw), acc)
+}
+
 /// TQ2_0 × Q8_K, AVX2.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
@@ -78,9 +87,7 @@ pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
         }
         // 16-bit sums cannot overflow: at most 8 pairs of 2·127 per lane.
         let lanes = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), _mm256_set1_epi16(1));
-        let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
-        let d = _mm256_set1_ps(y.d * f16_scale(&x[64..]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+        acc = accumulate_block(acc, lanes, y, f16_scale(&x[64..]));
     }
     hsum8(acc)
 }
@@ -164,9 +171,7 @@ pub unsafe fn tq1_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
             s = _mm256_add_epi16(s, p);
         }
         let lanes = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
-        let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
-        let d = _mm256_set1_ps(y.d * f16_scale(&x[52..]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+        acc = accumulate_block(acc, lanes, y, f16_scale(&x[52..]));
     }
     hsum8(acc)
 }
@@ -225,9 +230,7 @@ pub unsafe fn tq2_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], perm: &[[i8; 
         );
         // Both 32-byte halves map element index modulo 32 to the same 8 lanes.
         let lanes = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
-        let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
-        let d = _mm256_set1_ps(y.d * f16_scale(&x[64..]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+        acc = accumulate_block(acc, lanes, y, f16_scale(&x[64..]));
     }
     hsum8(acc)
 }
@@ -249,9 +252,7 @@ pub unsafe fn tq1_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K]) -> f32 {
         for (i, ci) in c.iter().enumerate() {
             s = _mm256_dpbusd_epi32(s, *ci, _mm256_loadu_si256(yp.add(32 * i) as *const __m256i));
         }
-        let lanes = _mm256_sub_epi32(s, lane_ysums(y));
-        let d = _mm256_set1_ps(y.d * f16_scale(&x[52..]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+        acc = accumulate_block(acc, s, y, f16_scale(&x[52..]));
     }
     hsum8(acc)
 }
@@ -397,9 +398,7 @@ pub unsafe fn tq2_0_q8k_dot_tokens_avx512vnni<const T: usize>(
             let y = &a[t][b];
             let lanes =
                 _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
-            let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
-            let d = _mm256_set1_ps(y.d * dw);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc[t]);
+            acc[t] = accumulate_block(acc[t], lanes, y, dw);
         }
     }
     let mut out = [0f32; T];
@@ -639,9 +638,7 @@ pub unsafe fn tq1_0_q8k_dot_tokens_avx512vnni<const T: usize>(
                     _mm256_loadu_si256(yp.add(32 * i) as *const __m256i),
                 );
             }
-            let lanes = _mm256_sub_epi32(s, lane_ysums(y));
-            let d = _mm256_set1_ps(y.d * dw);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc[t]);
+            acc[t] = accumulate_block(acc[t], s, y, dw);
         }
     }
     let mut out = [0f32; T];

@@ -177,25 +177,36 @@ extern "C" fn eval_callback(t: *mut ll::ggml_tensor, ask: bool, user: *mut c_voi
 }
 
 /// Run the request in this process; writes the trace directory.
-pub fn run(req: &RefRequest) -> Result<(), String> {
-    let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
-    // SAFETY: registering a plain function as the log sink; it only touches `LOG`.
-    unsafe { ll::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
-    // SAFETY: idempotent global initialisation.
-    unsafe { ll::llama_backend_init() };
-    let path = CString::new(req.model.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+/// Install the log sink, initialise llama.cpp and load `path` (only its vocabulary when
+/// `vocab_only`), on the CPU; the error names the file and carries llama.cpp's last log lines.
+fn load_model(path: &Path, vocab_only: bool) -> Result<*mut ll::llama_model, String> {
+    // SAFETY: registering a plain function as the log sink (it only touches `LOG`), and
+    // idempotent global initialisation.
+    unsafe {
+        ll::llama_log_set(Some(log_callback), std::ptr::null_mut());
+        ll::llama_backend_init();
+    }
+    let c = CString::new(path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: default parameters, then a NUL-terminated path.
     let model = unsafe {
         let mut mp = ll::llama_model_default_params();
         mp.n_gpu_layers = 0;
-        ll::llama_model_load_from_file(path.as_ptr(), mp)
+        mp.vocab_only = vocab_only;
+        ll::llama_model_load_from_file(c.as_ptr(), mp)
     };
     if model.is_null() {
-        return Err(fail(format!(
-            "llama.cpp could not load `{}`",
-            req.model.display()
-        )));
+        return Err(format!(
+            "llama.cpp could not load `{}`\nllama.cpp log (last lines):\n{}",
+            path.display(),
+            log_tail(20)
+        ));
     }
+    Ok(model)
+}
+
+pub fn run(req: &RefRequest) -> Result<(), String> {
+    let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
+    let model = load_model(&req.model, false)?;
     // SAFETY: `model` is non-null and stays alive until freed at the end.
     let (n_head, n_head_kv, n_embd, n_vocab) = unsafe {
         let vocab = ll::llama_model_get_vocab(model);
@@ -477,24 +488,7 @@ pub fn check_model(path: &Path) -> Result<(), String> {
 /// parsed), loading only the vocabulary.
 pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
     let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
-    // SAFETY: as in `run`: a plain log sink and idempotent initialisation.
-    unsafe {
-        ll::llama_log_set(Some(log_callback), std::ptr::null_mut());
-        ll::llama_backend_init();
-    }
-    let path = CString::new(model_path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: default parameters with `vocab_only`, then a NUL-terminated path.
-    let model = unsafe {
-        let mut mp = ll::llama_model_default_params();
-        mp.vocab_only = true;
-        ll::llama_model_load_from_file(path.as_ptr(), mp)
-    };
-    if model.is_null() {
-        return Err(fail(format!(
-            "llama.cpp could not load `{}`",
-            model_path.display()
-        )));
-    }
+    let model = load_model(model_path, true)?;
     // SAFETY: `model` is valid until freed below; the token buffer holds `cap` ids; a negative
     // result is the size needed, and the call is repeated with that much room.
     let result = unsafe {
@@ -563,24 +557,7 @@ pub fn bench(
     if prompt.is_empty() {
         return Err("no prompt tokens".into());
     }
-    // SAFETY: as in `run`: a plain log sink and idempotent initialisation.
-    unsafe {
-        ll::llama_log_set(Some(log_callback), std::ptr::null_mut());
-        ll::llama_backend_init();
-    }
-    let path = CString::new(model_path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: default parameters, then a NUL-terminated path.
-    let model = unsafe {
-        let mut mp = ll::llama_model_default_params();
-        mp.n_gpu_layers = 0;
-        ll::llama_model_load_from_file(path.as_ptr(), mp)
-    };
-    if model.is_null() {
-        return Err(fail(format!(
-            "llama.cpp could not load `{}`",
-            model_path.display()
-        )));
-    }
+    let model = load_model(model_path, false)?;
     let n = prompt.len();
     let n_ctx = (n + decode + 1).next_multiple_of(256) as u32;
     // SAFETY: `model` is valid until freed at the end; the context is freed before it; every

@@ -1,6 +1,6 @@
 //! Kernel benches: every variant this CPU runs, one thread, on the 700M-shaped matrices
-//! (throughput in bytes of weights read, so criterion prints GB/s), the Q8_K activation
-//! quantizer, and the forward pass (prefill of 128 tokens, one decode step) on the tiny and
+//! (throughput in bytes of weights read, so criterion prints GB/s) for TQ2_0, TQ1_0, I2_S and the
+//! F16 output, the Q8_K and I8_S activation quantizers, and the forward pass (prefill of 128 tokens, one decode step) on the tiny and
 //! 700M-shaped TQ2_0 models. Force a variant elsewhere with `BITNET_KERNEL`; here each runs by
 //! name. `cargo bench -p bitnet-engine --bench kernels [-- FILTER]`; for regressions
 //! `-- --save-baseline main`, later `-- --baseline main`.
@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 use bitnet_engine::forward::Session;
 use bitnet_engine::gguf::GgmlType;
-use bitnet_engine::kernels::{matmul, quantize_q8k, Kernel, KernelLog, Matrix};
+use bitnet_engine::kernels::{matmul, quantize_i8s, quantize_q8k, Kernel, KernelLog, Matrix};
 use bitnet_engine::model::Model;
 use bitnet_engine::quant::{f32_to_f16, quantize};
 use bitnet_engine::synth::{build, preset};
@@ -32,6 +32,10 @@ fn matrix_bytes(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8
             .collect();
     }
     let w: Vec<f32> = (0..rows * cols).map(|_| rng.f().round() * 0.02).collect();
+    if ty == GgmlType::I2_S {
+        // One scale for the whole tensor, after every row's codes.
+        return quantize(ty, &w).unwrap();
+    }
     w.chunks(cols)
         .flat_map(|r| quantize(ty, r).unwrap())
         .collect()
@@ -44,6 +48,8 @@ fn kernels(c: &mut Criterion) {
         (GgmlType::TQ2_0, 4096, 1536),
         (GgmlType::TQ2_0, 1536, 4096),
         (GgmlType::TQ1_0, 4096, 1536),
+        (GgmlType::I2_S, 4096, 1536),
+        (GgmlType::I2_S, 1536, 4096),
         (GgmlType::F16, 32002, 1536),
     ];
     for (ty, rows, cols) in shapes {
@@ -65,30 +71,37 @@ fn kernels(c: &mut Criterion) {
         }
         g.finish();
     }
-    // Prefill-shaped product: 128 tokens against ffn_up.
-    let data = matrix_bytes(GgmlType::TQ2_0, 4096, 1536, &mut rng);
-    let w = Matrix {
-        ty: GgmlType::TQ2_0,
-        data: &data,
-        rows: 4096,
-        cols: 1536,
-    };
-    let x: Vec<f32> = (0..128 * 1536).map(|_| rng.f()).collect();
-    let mut out = vec![0f32; 128 * 4096];
-    let mut g = c.benchmark_group("matmul_TQ2_0_4096x1536_128tok");
-    g.throughput(Throughput::Elements(128));
-    for k in Kernel::available() {
-        g.bench_function(BenchmarkId::from_parameter(k.suffix()), |b| {
-            b.iter(|| matmul(&w, &x, 128, &mut out, 1, k, &KernelLog::default()))
-        });
+    // Prefill-shaped products: 128 tokens against ffn_up.
+    for ty in [GgmlType::TQ2_0, GgmlType::I2_S] {
+        let data = matrix_bytes(ty, 4096, 1536, &mut rng);
+        let w = Matrix {
+            ty,
+            data: &data,
+            rows: 4096,
+            cols: 1536,
+        };
+        let x: Vec<f32> = (0..128 * 1536).map(|_| rng.f()).collect();
+        let mut out = vec![0f32; 128 * 4096];
+        let mut g = c.benchmark_group(format!("matmul_{ty}_4096x1536_128tok"));
+        g.throughput(Throughput::Elements(128));
+        for k in Kernel::available() {
+            g.bench_function(BenchmarkId::from_parameter(k.suffix()), |b| {
+                b.iter(|| matmul(&w, &x, 128, &mut out, 1, k, &KernelLog::default()))
+            });
+        }
+        g.finish();
     }
-    g.finish();
 
     let x: Vec<f32> = (0..4096).map(|_| rng.f()).collect();
     let mut q = Vec::new();
     let mut g = c.benchmark_group("q8k_quantize_4096");
     g.throughput(Throughput::Elements(4096));
     g.bench_function("scalar", |b| b.iter(|| quantize_q8k(&x, &mut q)));
+    g.finish();
+    let mut q8 = vec![0i8; 4096];
+    let mut g = c.benchmark_group("i8_s_quantize_4096");
+    g.throughput(Throughput::Elements(4096));
+    g.bench_function("scalar", |b| b.iter(|| quantize_i8s(&x, &mut q8)));
     g.finish();
 }
 

@@ -174,6 +174,7 @@ impl Model {
         const TERNARY: &[GgmlType] = &[
             GgmlType::TQ2_0,
             GgmlType::TQ1_0,
+            GgmlType::I2_S,
             GgmlType::F32,
             GgmlType::F16,
         ];

@@ -1,6 +1,6 @@
 //! The fast path (packed ternary weights, int8 activations, scalar kernels) against the F32
 //! reference path on candle-core (dequantized weights, textbook ops), at every trace point, on
-//! the tiny preset, a GQA model, TQ1_0 and TQ2_0, with and without `.scale` tensors.
+//! the tiny preset, a GQA model, TQ1_0, TQ2_0 and I2_S, with and without `.scale` tensors.
 
 use bitnet_engine::forward::{self, Tracer};
 use bitnet_engine::kernels::Kernel;
@@ -14,7 +14,7 @@ use bitnet_engine::trace::PointFilter;
 fn fast_path_matches_the_f32_reference_at_every_point() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = [1u32, 17, 300, 42, 5, 99, 250, 7, 11, 400];
-    for name in ["tiny", "tiny-scales", "gqa", "tq1", "f16"] {
+    for name in ["tiny", "tiny-scales", "gqa", "tq1", "i2s", "f16"] {
         let path = dir.path().join(format!("{name}.gguf"));
         build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
         let model = Model::load(&path).unwrap();
@@ -42,7 +42,8 @@ fn fast_path_matches_the_f32_reference_at_every_point() {
             } else {
                 dot / (n.sqrt() * gg.sqrt())
             };
-            // The fast path rounds every activation that meets a ternary matrix to int8 (Q8_K):
+            // The fast path rounds every activation that meets a ternary matrix to int8 (Q8_K,
+            // or one scale per token for I2_S):
             // measured rel L2 up to 4.0e-2 (blk.N.ffn_down, whose 512-wide input is rounded), 0
             // where no quantization happened yet (embeddings, attn_norm of layer 0).
             assert!(

@@ -1,6 +1,6 @@
 //! End to end: forcing each kernel variant this CPU runs gives the same trace hashes as the
 //! scalar specification at every point, step and position, on every preset shape (TQ2_0, TQ1_0,
-//! GQA, F16 and F32 outputs, `.scale` tensors), with prefill, decode and two threads. So goldens
+//! I2_S, GQA, F16 and F32 outputs, `.scale` tensors), with prefill, decode and two threads. So goldens
 //! hold whichever variant a CPU picks.
 
 use bitnet_engine::forward::{run_with, RunOptions, Tracer};
@@ -34,7 +34,7 @@ fn every_variant_gives_the_scalar_trace_hashes() {
     let available = Kernel::available();
     eprintln!("variants here: {available:?}");
     let dir = tempfile::tempdir().unwrap();
-    for name in ["tiny", "tiny-scales", "gqa", "tq1", "f16"] {
+    for name in ["tiny", "tiny-scales", "gqa", "tq1", "i2s", "f16"] {
         let path = dir.path().join(format!("{name}.gguf"));
         build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
         let model = Model::load(&path).unwrap();

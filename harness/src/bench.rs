@@ -267,6 +267,21 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     }
     let started_at = crate::receipt::rfc3339(std::time::SystemTime::now());
     let model = Model::load(&o.model).map_err(|e| e.to_string())?;
+    if let Some(l) = model
+        .layers
+        .iter()
+        .find(|l| l.wq.info.ty == bitnet_engine::gguf::GgmlType::I2_S)
+    {
+        return Err(format!(
+            "`{}`: `{}` is I2_S, bitnet.cpp's type, which llama.cpp does not read, so there is \
+             no side-by-side run; time the engine alone with `cargo bench -p bitnet-engine \
+             --bench kernels -- I2_S` or `cargo run --release -p bitnet-engine --example speed \
+             -- {}`",
+            o.model.display(),
+            l.wq.info.name,
+            o.model.display()
+        ));
+    }
     let tokens = prompt(o.prompt_tokens, model.config.n_vocab);
     let wbytes = weight_bytes(&o.model)?;
     let flags = reference_flags(o)?;

@@ -167,3 +167,17 @@ fn bad_arguments_are_usage_errors() {
         assert!(text(&out).contains(want), "{args:?}: {}", text(&out));
     }
 }
+
+#[test]
+fn an_i2_s_model_is_refused_before_measuring_saying_why() {
+    let d = tempfile::tempdir().unwrap();
+    let out = harness(d.path(), &["bench", "--preset", "i2s", "--rounds", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(
+            "`blk.0.attn_q.weight` is I2_S, bitnet.cpp's type, which llama.cpp does not read"
+        ) && !t.contains("measuring"),
+        "{t}"
+    );
+}

@@ -11,11 +11,13 @@ pub mod pool;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_i2s;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-pub use scalar::{quantize_q8k, BlockQ8K, QK_K};
+pub use scalar::{quantize_i8s, quantize_q8k, BlockQ8K, QK_I2_S, QK_K};
 
 use crate::gguf::GgmlType;
 use crate::quant::{f16_to_f32, f32_to_f16};
@@ -153,9 +155,22 @@ pub struct Matrix<'a> {
 }
 
 impl Matrix<'_> {
+    /// Bytes of one row (for I2_S, of its codes: the tensor's scale trails all rows).
+    fn row_bytes(&self) -> usize {
+        self.ty
+            .row_bytes(self.cols as u64)
+            .expect("row length fits the block size") as usize
+    }
+
     fn row(&self, r: usize) -> &[u8] {
-        let rb = self.data.len() / self.rows.max(1);
+        let rb = self.row_bytes();
         &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// An I2_S tensor's scale (the f32 after the codes of every row).
+    fn i2_s_scale(&self) -> f32 {
+        let at = self.rows * self.row_bytes();
+        f32::from_le_bytes(self.data[at..at + 4].try_into().expect("4 bytes"))
     }
 }
 
@@ -170,6 +185,14 @@ enum Prepared {
         pairs: Vec<x86::PairBlock>,
         #[cfg(target_arch = "x86_64")]
         dups: Vec<x86::DupBlock>,
+    },
+    /// bitnet.cpp's per-token int8 activations for I2_S weights (`n_tok × cols`), each token's
+    /// scale and quant sum; `perm` holds the AVX-512 kernel's rearrangement when it runs.
+    I8S {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+        sums: Vec<i32>,
+        perm: Vec<i8>,
     },
     /// `n_tok × cols` activations in the weights' element type (`bytes`, little-endian) and as
     /// f32 (`vals`: F16-rounded for F16 weights).
@@ -256,6 +279,51 @@ pub fn prepare(
                 dups,
             }
         }
+        GgmlType::I2_S => {
+            log.record("i8_s_quantize_scalar");
+            // Each token is quantized alone, so splitting tokens over threads gives the same bytes.
+            let threads = threads.clamp(1, n_tok.max(1));
+            let per = n_tok.div_ceil(threads);
+            type Part = (Vec<i8>, Vec<f32>, Vec<i32>);
+            let parts: Vec<Mutex<Part>> = (0..threads).map(|_| Mutex::default()).collect();
+            pool::run(threads, &|i| {
+                let (t0, t1) = ((i * per).min(n_tok), ((i + 1) * per).min(n_tok));
+                let mut q = vec![0i8; (t1 - t0) * cols];
+                let (mut scales, mut sums) = (Vec::new(), Vec::new());
+                for (row, qr) in x[t0 * cols..t1 * cols]
+                    .chunks_exact(cols)
+                    .zip(q.chunks_exact_mut(cols))
+                {
+                    let (s, sum) = quantize_i8s(row, qr);
+                    scales.push(s);
+                    sums.push(sum);
+                }
+                *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = (q, scales, sums);
+            });
+            let (mut q, mut scales, mut sums) = (Vec::new(), Vec::new(), Vec::new());
+            for p in parts {
+                let (pq, ps, pu) = p.into_inner().unwrap_or_else(|p| p.into_inner());
+                q.extend(pq);
+                scales.extend(ps);
+                sums.extend(pu);
+            }
+            #[cfg(target_arch = "x86_64")]
+            let perm = if kernel == Kernel::Avx512 {
+                q.chunks_exact(cols.max(1))
+                    .flat_map(x86_i2s::permute_for_i2_s_avx512)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let perm = Vec::new();
+            Prepared::I8S {
+                q,
+                scales,
+                sums,
+                perm,
+            }
+        }
         // ggml converts the activations to the weights' vec_dot type, F16, before the dot.
         GgmlType::F16 => {
             let bits: Vec<u16> = x.iter().map(|&v| f32_to_f16(v)).collect();
@@ -320,8 +388,8 @@ pub fn matmul_prepared(
     assert_eq!(out.len(), n_tok * rows);
     assert_eq!(
         Some(w.data.len() as u64),
-        w.ty.row_bytes(cols as u64).map(|rb| rb * rows as u64),
-        "matrix data is rows × row bytes"
+        w.ty.data_bytes(cols as u64, (rows * cols) as u64),
+        "matrix data is rows × row bytes (and I2_S's trailing scale)"
     );
     let prepared = &p.prepared;
     let id = rows_kernel_id(w, n_tok, kernel);
@@ -354,13 +422,14 @@ fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
     let float_simd = matches!(w.ty, GgmlType::F16 | GgmlType::F32)
         && f16_simd_shape(w.rows, w.cols, n_tok).is_some();
     let sfx = match w.ty {
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => kernel.suffix(),
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S => kernel.suffix(),
         _ if float_simd && kernel != Kernel::Scalar => kernel.suffix(),
         _ => "scalar",
     };
     match w.ty {
         GgmlType::TQ2_0 => format!("tq2_0_q8k_dot_{sfx}"),
         GgmlType::TQ1_0 => format!("tq1_0_q8k_dot_{sfx}"),
+        GgmlType::I2_S => format!("i2_s_i8_dot_{sfx}"),
         GgmlType::F16 => format!("f16_f16_dot_{sfx}"),
         _ => format!("f32_f32_dot_{sfx}"),
     }
@@ -496,8 +565,99 @@ fn compute_rows(
                 }
             }
         }
+        Prepared::I8S {
+            q,
+            scales,
+            sums,
+            perm,
+        } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, r0, r1, part),
         Prepared::Float { bytes, vals } => {
             float_rows(w, bytes, vals, n_tok, kernel, r0, r1, part);
+        }
+    }
+}
+
+/// I2_S rows `r0..r1`: the exact integer dot of each row and token (SIMD kernels take four
+/// tokens per unpacked group), finished as [`scalar::i2_s_finish`].
+#[allow(clippy::too_many_arguments)]
+fn i2_s_rows(
+    w: &Matrix,
+    q: &[i8],
+    scales: &[f32],
+    sums: &[i32],
+    perm: &[i8],
+    n_tok: usize,
+    kernel: Kernel,
+    r0: usize,
+    r1: usize,
+    part: &mut [f32],
+) {
+    let cols = w.cols;
+    let w_scale = w.i2_s_scale();
+    let _ = perm;
+    let mut dots = vec![0i32; n_tok];
+    for r in r0..r1 {
+        let row = w.row(r);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut t = 0;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let act = |t: usize| &q[t * cols..(t + 1) * cols];
+            let pact = |t: usize| &perm[t * cols..(t + 1) * cols];
+            match kernel {
+                Kernel::Avx2 => {
+                    while t + 4 <= n_tok {
+                        // SAFETY: AVX2 checked by `is_available`.
+                        let d = unsafe {
+                            x86_i2s::i2_s_i8_dot_avx2::<4>(
+                                row,
+                                [act(t), act(t + 1), act(t + 2), act(t + 3)],
+                            )
+                        };
+                        dots[t..t + 4].copy_from_slice(&d);
+                        t += 4;
+                    }
+                    while t < n_tok {
+                        // SAFETY: as above.
+                        dots[t] = unsafe { x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)])[0] };
+                        t += 1;
+                    }
+                }
+                Kernel::Avx512 => {
+                    while t + 4 <= n_tok {
+                        // SAFETY: AVX-512 VNNI checked by `is_available` (perm exists only then).
+                        let d = unsafe {
+                            x86_i2s::i2_s_i8_dot_avx512vnni::<4>(
+                                row,
+                                [pact(t), pact(t + 1), pact(t + 2), pact(t + 3)],
+                            )
+                        };
+                        dots[t..t + 4].copy_from_slice(&d);
+                        t += 4;
+                    }
+                    while t < n_tok {
+                        // SAFETY: as above.
+                        dots[t] =
+                            unsafe { x86_i2s::i2_s_i8_dot_avx512vnni::<1>(row, [pact(t)])[0] };
+                        t += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if kernel == Kernel::Neon {
+            while t < n_tok {
+                // SAFETY: NEON checked by `is_available`.
+                dots[t] = unsafe { neon::i2_s_i8_dot_neon(row, &q[t * cols..(t + 1) * cols]) };
+                t += 1;
+            }
+        }
+        for (t, d) in dots.iter_mut().enumerate().skip(t) {
+            *d = scalar::i2_s_i8_dot_scalar(row, &q[t * cols..(t + 1) * cols]);
+        }
+        for t in 0..n_tok {
+            part[(r - r0) * n_tok + t] = scalar::i2_s_finish(dots[t], sums[t], scales[t], w_scale);
         }
     }
 }

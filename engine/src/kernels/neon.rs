@@ -215,3 +215,39 @@ pub unsafe fn float_steps32_neon(row: &[u8], a: &[u8], cols: usize, f16: bool) -
     let (t2, t3) = (vgetq_lane_f32::<2>(t), vgetq_lane_f32::<3>(t));
     (t0 + t1) + (t2 + t3)
 }
+
+/// `Σ code·q` of one I2_S row (bitnet.cpp's x86 layout) against one token's int8 activations,
+/// exactly [`super::scalar::i2_s_i8_dot_scalar`]: each 32-byte group gives four runs of 32 codes
+/// (shifts 6, 4, 2, 0), multiplied by widening `vmull_s8` (codes ≤ 2: products fit i16) and
+/// added pairwise into i32 lanes per group.
+#[target_feature(enable = "neon")]
+pub unsafe fn i2_s_i8_dot_neon(row: &[u8], q: &[i8]) -> i32 {
+    let ng = row.len() / 32;
+    assert_eq!(q.len(), ng * super::scalar::QK_I2_S);
+    let mask = vdupq_n_u8(3);
+    let mut acc = vdupq_n_s32(0);
+    for g in 0..ng {
+        let p = row.as_ptr().add(32 * g);
+        let x = [vld1q_u8(p), vld1q_u8(p.add(16))];
+        let y = q.as_ptr().add(128 * g);
+        for l in 0..4 {
+            let shift = [6, 4, 2, 0][l];
+            // Per 16-bit lane at most 4 products of 2·128: no overflow.
+            let mut s = vdupq_n_s16(0);
+            for (h, xh) in x.iter().enumerate() {
+                let c = match shift {
+                    6 => vshrq_n_u8::<6>(*xh),
+                    4 => vandq_u8(vshrq_n_u8::<4>(*xh), mask),
+                    2 => vandq_u8(vshrq_n_u8::<2>(*xh), mask),
+                    _ => vandq_u8(*xh, mask),
+                };
+                let c = vreinterpretq_s8_u8(c);
+                let a = vld1q_s8(y.add(32 * l + 16 * h));
+                s = vaddq_s16(s, vmull_s8(vget_low_s8(c), vget_low_s8(a)));
+                s = vaddq_s16(s, vmull_high_s8(c, a));
+            }
+            acc = vpadalq_s16(acc, s);
+        }
+    }
+    vaddvq_s32(acc)
+}

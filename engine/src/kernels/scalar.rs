@@ -12,6 +12,11 @@
 //!   `bsums`). The integer lanes are exact; each is converted to f32 and accumulated across blocks
 //!   as `acc[k] = fma(lane, d_a·d_w, acc[k])`; the 8 accumulators are summed as `hsum_float_8`:
 //!   `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+//! - I2_S (bitnet.cpp's x86 layout) against its per-token int8 activations: `quantize_row_i8_s`,
+//!   the integer `Σ code·q` of `ggml_vec_dot_i2_i8_s`, exact here (bitnet.cpp's AVX2 kernel
+//!   adds 256 products per 16-bit lane before widening, so it wraps where such a partial sum
+//!   passes ±32767, e.g. long runs of activations at ±127; typical activations stay far below), and
+//!   `mul_mat`'s finish `((f32)Σcode·q − (f32)Σq) / s · scale` ([`i2_s_finish`]).
 //! - F16 and F32 weight products: ggml sends a product of two or more tokens with a matrix whose
 //!   row count divides by 4 through tinyBLAS (`llamafile_sgemm`): one 8-lane FMA accumulator over
 //!   the row (a ragged tail zero-padded), summed as above ([`f16_dot_lanes8`]). Other products go
@@ -159,6 +164,52 @@ pub fn tq1_0_code(x: &[u8], e: usize) -> u8 {
 /// TQ1_0 × Q8_K over one row of `row.len()/54` blocks.
 pub fn tq1_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
     ternary_dot(row, a, 54, tq1_0_code)
+}
+
+/// Elements per I2_S packing group (bitnet.cpp's x86 `QK_I2_S`).
+pub const QK_I2_S: usize = 128;
+
+/// bitnet.cpp's `quantize_row_i8_s` for one token: one scale per token,
+/// `s = (float)(127 / max(1e-5, max |x|))` with the maximum taken in double,
+/// `q = clamp(nearest_int(x·s), −128, 127)` (`x·s` in f32, ties to even), and the exact sum of the
+/// quants, which the product subtracts to undo the weights' `+1` offset. Returns `(s, Σq)`.
+pub fn quantize_i8s(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    assert_eq!(x.len(), q.len());
+    let mut max = 0.00001f64;
+    for &v in x {
+        let a = (v as f64).abs();
+        // C's `MAX(max, a)`: `max > a ? max : a`.
+        max = if max > a { max } else { a };
+    }
+    let s = (127.0 / max) as f32;
+    let mut sum = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        let n = nearest_int(v * s).clamp(-128, 127);
+        sum += n;
+        *o = n as i8;
+    }
+    (s, sum)
+}
+
+/// I2_S weight at element `e` of a row plus one (0, 1 or 2): element `e` is bits
+/// `6−2l..8−2l` of byte `32·(e/128) + e%32`, with `l = (e%128)/32`.
+#[inline]
+pub fn i2_s_code(row: &[u8], e: usize) -> u8 {
+    (row[32 * (e / QK_I2_S) + e % 32] >> (6 - 2 * ((e % QK_I2_S) / 32))) & 3
+}
+
+/// `Σ code·q` over one I2_S row (`ggml_vec_dot_i2_i8_s`'s integer result), exact in i32.
+pub fn i2_s_i8_dot_scalar(row: &[u8], q: &[i8]) -> i32 {
+    (0..q.len())
+        .map(|e| i2_s_code(row, e) as i32 * q[e] as i32)
+        .sum()
+}
+
+/// The product's value from its integer parts, as bitnet.cpp's `mul_mat` finishes it:
+/// `((float)Σcode·q − (float)Σq) / s · scale`, each step in f32.
+#[inline]
+pub fn i2_s_finish(dot: i32, sum: i32, s: f32, w_scale: f32) -> f32 {
+    (dot as f32 - sum as f32) / s * w_scale
 }
 
 /// Weights of an F16 or F32 row, read as f32.

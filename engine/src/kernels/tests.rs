@@ -53,12 +53,37 @@ fn ternary_row(ty: GgmlType, cols: usize, mode: u8, rng: &mut Rng) -> Vec<u8> {
     quantize(ty, &w).unwrap()
 }
 
+/// An I2_S matrix of `rows × cols` (codes of every row, then the tensor's scale padded to 32):
+/// `mode` as [`ternary_row`]'s (4: random code bytes, code 3 included).
+fn i2_s_matrix(rows: usize, cols: usize, mode: u8, rng: &mut Rng) -> Vec<u8> {
+    if mode == 4 {
+        let mut b: Vec<u8> = (0..rows * cols / 4).map(|_| rng.next() as u8).collect();
+        b.extend_from_slice(&(rng.f() * 0.1).to_le_bytes());
+        b.extend_from_slice(&[0; 28]);
+        return b;
+    }
+    let scale = 0.01 + rng.f().abs();
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|_| match mode {
+            1 => -scale,
+            2 => 0.0,
+            3 => scale,
+            _ => ((rng.next() % 3) as f32 - 1.0) * scale,
+        })
+        .collect();
+    quantize(GgmlType::I2_S, &w).unwrap()
+}
+
 fn acts(cols: usize, mode: u8, rng: &mut Rng) -> Vec<f32> {
     (0..cols)
         .map(|i| match mode {
             0 => rng.f() * 3.0,
             1 => 1.0,
             2 => -1.0,
+            // Alternating extremes: quants of ±127/−128 everywhere.
+            3 if i % 2 == 0 => -7.0,
+            3 => 7.0,
+            4 => 0.0,
             // A block with one large value and the rest tiny (rounding edge cases).
             _ => {
                 if i % 256 == 7 {
@@ -120,19 +145,43 @@ proptest! {
     }
 
     #[test]
+    fn i2_s_products_match_scalar(
+        seed in any::<u64>(), rows in 1usize..6, groups in 1usize..40, n_tok in 1usize..10,
+        wmode in 0u8..5, amode in 0u8..6
+    ) {
+        let mut rng = Rng(seed);
+        let cols = groups * QK_I2_S;
+        let data = i2_s_matrix(rows, cols, wmode, &mut rng);
+        let w = Matrix { ty: GgmlType::I2_S, data: &data, rows, cols };
+        let x = acts(n_tok * cols, amode, &mut rng);
+        let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
+        for k in simd_variants() {
+            prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, 2, k)), &want, "{:?}", k);
+        }
+    }
+
+    #[test]
     fn whole_products_match_scalar_on_ragged_shapes(
         seed in any::<u64>(), rows in 1usize..23, blocks in 1usize..4, n_tok in 1usize..12,
-        threads in 1usize..4, ty_i in 0usize..4, f16_cols in 1usize..100
+        threads in 1usize..4, ty_i in 0usize..5, f16_cols in 1usize..100
     ) {
-        let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16, GgmlType::F32][ty_i];
+        let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16, GgmlType::F32, GgmlType::I2_S][ty_i];
         let mut rng = Rng(seed);
         // Float matrices get ragged column counts too (tails of the 8- and 32-wide steps).
         let float = matches!(ty, GgmlType::F16 | GgmlType::F32);
-        let cols = if float { f16_cols * 8 + (seed as usize % 3) * 4 } else { blocks * QK_K };
+        let cols = if float {
+            f16_cols * 8 + (seed as usize % 3) * 4
+        } else if ty == GgmlType::I2_S {
+            (2 * blocks - 1 + (seed as usize % 2)) * QK_I2_S
+        } else {
+            blocks * QK_K
+        };
         let data: Vec<u8> = if ty == GgmlType::F16 {
             (0..rows * cols).flat_map(|_| f32_to_f16(rng.f()).to_le_bytes()).collect()
         } else if ty == GgmlType::F32 {
             (0..rows * cols).flat_map(|_| rng.f().to_le_bytes()).collect()
+        } else if ty == GgmlType::I2_S {
+            i2_s_matrix(rows, cols, (rng.next() % 5) as u8, &mut rng)
         } else {
             (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect()
         };
@@ -202,5 +251,58 @@ fn kernel_names_parse_and_unavailable_ones_are_refused() {
     );
     for k in Kernel::ALL {
         assert_eq!(Kernel::parse(k.suffix()).is_ok(), k.is_available(), "{k:?}");
+    }
+}
+
+#[test]
+fn i8_s_quantization_hand_worked() {
+    // max |x| = 2 (in f64): s = (f32)(127/2) = 63.5; 1.0·63.5 = 63.5 ties to even (64),
+    // 0.5/63.5·63.5 rounds to 0.5 → 0 (even), 1.5/63.5·63.5 → 2; −2 → −127.
+    let x = [-2.0f32, 1.0, 0.5 / 63.5, 1.5 / 63.5, 0.0, 2.0];
+    let mut q = [0i8; 6];
+    let (s, sum) = quantize_i8s(&x, &mut q);
+    assert_eq!(s, 63.5);
+    assert_eq!(q, [-127, 64, 0, 2, 0, 127]);
+    assert_eq!(sum, -127 + 64 + 2 + 127);
+    // All zeros: the floor 1e-5 gives s = (f32)(127e5), every quant 0.
+    let (s, sum) = quantize_i8s(&[0.0; 4], &mut q[..4]);
+    assert_eq!((s, sum), ((127.0f64 / 0.00001) as f32, 0));
+    assert_eq!(q[..4], [0; 4]);
+}
+
+#[test]
+fn i2_s_product_hand_worked() {
+    // One group of 128: weights +1 at elements 0 and 33, −1 at 64 and 127, 0 elsewhere, scale 0.5;
+    // activations 2.0 at 0, 33, 64, 127 and 1.0 at 5 (max 2 → s = 63.5: quants 127, and 64 at 5).
+    let mut w = vec![0f32; 128];
+    w[0] = 0.5;
+    w[33] = 0.5;
+    w[64] = -0.5;
+    w[127] = -0.5;
+    let data = quantize(GgmlType::I2_S, &w).unwrap();
+    assert_eq!(data[0], 0b10_01_00_01, "byte 0: elements 0, 32, 64, 96");
+    assert_eq!(data[31], 0b01_01_01_00, "byte 31: elements 31, 63, 95, 127");
+    let mut x = vec![0f32; 128];
+    for e in [0, 33, 64, 127] {
+        x[e] = 2.0;
+    }
+    x[5] = 1.0;
+    let m = Matrix {
+        ty: GgmlType::I2_S,
+        data: &data,
+        rows: 1,
+        cols: 128,
+    };
+    // Σ code·q = 2·127 + 2·127 + 0·127 + 0·127 + 1·64 = 572 and Σq = 4·127 + 64 = 572: the
+    // product (572 − 572) / 63.5 · 0.5 is exactly 0.
+    let got = matmul_with(&m, &x, 1, 1, Kernel::Scalar);
+    assert_eq!(got, [0.0]);
+    // With element 5's weight +1 as well: Σ(code−1)·q = 64 → 64 / 63.5 · 0.5.
+    w[5] = 0.5;
+    let data = quantize(GgmlType::I2_S, &w).unwrap();
+    let m = Matrix { data: &data, ..m };
+    for k in Kernel::available() {
+        let got = matmul_with(&m, &x, 1, 1, k);
+        assert_eq!(got, [64.0f32 / 63.5 * 0.5], "{k:?}");
     }
 }

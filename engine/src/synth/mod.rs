@@ -73,6 +73,9 @@ pub enum TernaryType {
     Tq2_0,
     #[serde(rename = "TQ1_0")]
     Tq1_0,
+    /// bitnet.cpp's I2_S (x86 layout, one scale per tensor); llama.cpp does not read it.
+    #[serde(rename = "I2_S")]
+    I2s,
 }
 
 impl TernaryType {
@@ -80,6 +83,7 @@ impl TernaryType {
         match self {
             TernaryType::Tq2_0 => GgmlType::TQ2_0,
             TernaryType::Tq1_0 => GgmlType::TQ1_0,
+            TernaryType::I2s => GgmlType::I2_S,
         }
     }
 }
@@ -177,7 +181,7 @@ pub const BLOCK_SHARE: f32 = 0.05;
 pub const LOGIT_STD: f32 = 3.0;
 
 /// Names of the presets.
-pub const PRESETS: &[&str] = &["tiny", "tiny-scales", "gqa", "tq1", "f16", "700m"];
+pub const PRESETS: &[&str] = &["tiny", "tiny-scales", "gqa", "tq1", "i2s", "f16", "700m"];
 
 /// A named preset.
 pub fn preset(name: &str) -> Option<ModelSpec> {
@@ -201,6 +205,11 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
         "tq1" => ModelSpec {
             ternary_type: TernaryType::Tq1_0,
             seed: 3,
+            ..tiny
+        },
+        "i2s" => ModelSpec {
+            ternary_type: TernaryType::I2s,
+            seed: 5,
             ..tiny
         },
         "f16" => ModelSpec {
@@ -417,6 +426,7 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
         Value::U32(match spec.ternary_type {
             TernaryType::Tq1_0 => 36, // LLAMA_FTYPE_MOSTLY_TQ1_0
             TernaryType::Tq2_0 => 37, // LLAMA_FTYPE_MOSTLY_TQ2_0
+            TernaryType::I2s => 40,   // bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S
         }),
     );
     w.add_kv("bitnet.context_length", Value::U32(spec.n_ctx));

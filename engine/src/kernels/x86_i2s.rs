@@ -1,0 +1,147 @@
+//! x86-64 kernels for I2_S weights (bitnet.cpp's x86 layout) against per-token int8 activations:
+//! AVX2 and AVX-512 VNNI. Each returns the exact integer `Σ code·q` of
+//! [`super::scalar::i2_s_i8_dot_scalar`] (the float finish is shared, [`super::scalar::i2_s_finish`]),
+//! so every variant is bit-identical to the specification; `kernels/tests.rs` checks them by
+//! proptest.
+//!
+//! A group of 128 weights is 32 bytes: byte `j` holds element `j` in bits 6..8, `j+32` in 4..6,
+//! `j+64` in 2..4 and `j+96` in 0..2, so one 32-byte load shifted by 6, 4, 2 and 0 gives the
+//! codes of four runs of 32 consecutive elements.
+
+//! Callers must have checked the CPU features; the functions are `unsafe` for that reason only
+//! and read nothing outside the slices they are given (lengths are asserted on entry).
+
+#![allow(clippy::missing_safety_doc)]
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::scalar::QK_I2_S;
+
+/// Bytes of one group of 128 codes.
+const GROUP: usize = 32;
+/// How far ahead of the group being read the kernels prefetch (bytes).
+const PREFETCH: usize = 1024;
+
+/// The sum of 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The four code vectors of one 32-byte group: vector `l` holds the codes of elements
+/// `32l..32l+32`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn codes(p: *const u8) -> [__m256i; 4] {
+    let mask = _mm256_set1_epi8(3);
+    let x = _mm256_loadu_si256(p as *const __m256i);
+    [
+        _mm256_and_si256(_mm256_srli_epi16(x, 6), mask),
+        _mm256_and_si256(_mm256_srli_epi16(x, 4), mask),
+        _mm256_and_si256(_mm256_srli_epi16(x, 2), mask),
+        _mm256_and_si256(x, mask),
+    ]
+}
+
+/// `Σ code·q` of one I2_S row against `T` tokens' activations, AVX2: each group's codes are
+/// unpacked once; `maddubs` (codes ≤ 2, so no saturation) and `madd` widen every group to i32.
+#[target_feature(enable = "avx2")]
+pub unsafe fn i2_s_i8_dot_avx2<const T: usize>(row: &[u8], q: [&[i8]; T]) -> [i32; T] {
+    let ng = row.len() / GROUP;
+    for a in q {
+        assert_eq!(a.len(), ng * QK_I2_S);
+    }
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); T];
+    for g in 0..ng {
+        let p = row.as_ptr().add(g * GROUP);
+        _mm_prefetch(p.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        let c = codes(p);
+        for t in 0..T {
+            let y = q[t].as_ptr().add(g * QK_I2_S) as *const __m256i;
+            let p0 = _mm256_maddubs_epi16(c[0], _mm256_loadu_si256(y));
+            let p1 = _mm256_maddubs_epi16(c[1], _mm256_loadu_si256(y.add(1)));
+            let p2 = _mm256_maddubs_epi16(c[2], _mm256_loadu_si256(y.add(2)));
+            let p3 = _mm256_maddubs_epi16(c[3], _mm256_loadu_si256(y.add(3)));
+            // Each 16-bit lane is at most 4·2·(2·128) = 2048 in magnitude here.
+            let s = _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
+            acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(s, ones));
+        }
+    }
+    let mut out = [0i32; T];
+    for t in 0..T {
+        out[t] = hsum_i32(acc[t]);
+    }
+    out
+}
+
+/// Activations rearranged for [`i2_s_i8_dot_avx512vnni`]: per pair of groups, four 64-byte
+/// vectors, vector `l` holding elements `32l..32l+32` of the first group and then of the second,
+/// so that one 64-byte load of two groups' codes pairs with one vector per shift. A last unpaired
+/// group is copied as it is.
+pub fn permute_for_i2_s_avx512(q: &[i8]) -> Vec<i8> {
+    let mut out = Vec::with_capacity(q.len());
+    let mut pairs = q.chunks_exact(2 * QK_I2_S);
+    for pair in &mut pairs {
+        for l in 0..4 {
+            out.extend_from_slice(&pair[32 * l..32 * l + 32]);
+            out.extend_from_slice(&pair[QK_I2_S + 32 * l..QK_I2_S + 32 * l + 32]);
+        }
+    }
+    out.extend_from_slice(pairs.remainder());
+    out
+}
+
+/// `Σ code·q` of one I2_S row against `T` tokens' activations, AVX-512 VNNI: two groups' codes
+/// per 64-byte load, `vpdpbusd` (unsigned codes × signed activations, four products per i32 lane,
+/// exact). `q[t]` is token `t`'s activations from [`permute_for_i2_s_avx512`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+pub unsafe fn i2_s_i8_dot_avx512vnni<const T: usize>(row: &[u8], q: [&[i8]; T]) -> [i32; T] {
+    let ng = row.len() / GROUP;
+    for a in q {
+        assert_eq!(a.len(), ng * QK_I2_S);
+    }
+    let mask = _mm512_set1_epi8(3);
+    let mut acc = [_mm512_setzero_si512(); T];
+    let mut g = 0;
+    while g + 2 <= ng {
+        let p = row.as_ptr().add(g * GROUP);
+        _mm_prefetch(p.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        let x = _mm512_loadu_si512(p as *const __m512i);
+        let c = [
+            _mm512_and_si512(_mm512_srli_epi16(x, 6), mask),
+            _mm512_and_si512(_mm512_srli_epi16(x, 4), mask),
+            _mm512_and_si512(_mm512_srli_epi16(x, 2), mask),
+            _mm512_and_si512(x, mask),
+        ];
+        for t in 0..T {
+            let y = q[t].as_ptr().add(g * QK_I2_S) as *const __m512i;
+            let mut a = acc[t];
+            for (l, cl) in c.iter().enumerate() {
+                a = _mm512_dpbusd_epi32(a, *cl, _mm512_loadu_si512(y.add(l)));
+            }
+            acc[t] = a;
+        }
+        g += 2;
+    }
+    let mut out = [0i32; T];
+    for t in 0..T {
+        let lo = _mm512_castsi512_si256(acc[t]);
+        let hi = _mm512_extracti64x4_epi64(acc[t], 1);
+        let mut a = _mm256_add_epi32(lo, hi);
+        if g < ng {
+            let c = codes(row.as_ptr().add(g * GROUP));
+            let y = q[t].as_ptr().add(g * QK_I2_S) as *const __m256i;
+            for (l, cl) in c.iter().enumerate() {
+                a = _mm256_dpbusd_epi32(a, *cl, _mm256_loadu_si256(y.add(l)));
+            }
+        }
+        out[t] = hsum_i32(a);
+    }
+    out
+}

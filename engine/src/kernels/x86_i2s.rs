@@ -107,7 +107,8 @@ pub unsafe fn i2_s_i8_dot_avx512vnni<const T: usize>(row: &[u8], q: [&[i8]; T]) 
         assert_eq!(a.len(), ng * QK_I2_S);
     }
     let mask = _mm512_set1_epi8(3);
-    let mut acc = [_mm512_setzero_si512(); T];
+    // One accumulator per shift, so the four `vpdpbusd` of a step do not wait on each other.
+    let mut acc = [[_mm512_setzero_si512(); 4]; T];
     let mut g = 0;
     while g + 2 <= ng {
         let p = row.as_ptr().add(g * GROUP);
@@ -121,18 +122,20 @@ pub unsafe fn i2_s_i8_dot_avx512vnni<const T: usize>(row: &[u8], q: [&[i8]; T]) 
         ];
         for t in 0..T {
             let y = q[t].as_ptr().add(g * QK_I2_S) as *const __m512i;
-            let mut a = acc[t];
             for (l, cl) in c.iter().enumerate() {
-                a = _mm512_dpbusd_epi32(a, *cl, _mm512_loadu_si512(y.add(l)));
+                acc[t][l] = _mm512_dpbusd_epi32(acc[t][l], *cl, _mm512_loadu_si512(y.add(l)));
             }
-            acc[t] = a;
         }
         g += 2;
     }
     let mut out = [0i32; T];
     for t in 0..T {
-        let lo = _mm512_castsi512_si256(acc[t]);
-        let hi = _mm512_extracti64x4_epi64(acc[t], 1);
+        let sum = _mm512_add_epi32(
+            _mm512_add_epi32(acc[t][0], acc[t][1]),
+            _mm512_add_epi32(acc[t][2], acc[t][3]),
+        );
+        let lo = _mm512_castsi512_si256(sum);
+        let hi = _mm512_extracti64x4_epi64(sum, 1);
         let mut a = _mm256_add_epi32(lo, hi);
         if g < ng {
             let c = codes(row.as_ptr().add(g * GROUP));

@@ -598,70 +598,63 @@ fn i2_s_rows(
 ) {
     let cols = w.cols;
     let w_scale = w.i2_s_scale();
-    let _ = perm;
-    let mut dots = vec![0i32; n_tok];
+    let act = |t: usize| &q[t * cols..(t + 1) * cols];
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    let pact = |t: usize| &perm[t * cols..(t + 1) * cols];
+    // `n` tokens (1 or 4) from `t` against one row, by the chosen variant.
+    let dots = |row: &[u8], t: usize, n: usize| -> [i32; 4] {
+        let mut d = [0i32; 4];
+        match kernel {
+            // SAFETY: each variant runs only when `is_available` says the CPU has it (the
+            // AVX-512 activations, `perm`, exist only then).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if n == 4 => unsafe {
+                d = x86_i2s::i2_s_i8_dot_avx2::<4>(
+                    row,
+                    [act(t), act(t + 1), act(t + 2), act(t + 3)],
+                );
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe {
+                d[0] = x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)])[0];
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if n == 4 => unsafe {
+                d = x86_i2s::i2_s_i8_dot_avx512vnni::<4>(
+                    row,
+                    [pact(t), pact(t + 1), pact(t + 2), pact(t + 3)],
+                );
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe {
+                d[0] = x86_i2s::i2_s_i8_dot_avx512vnni::<1>(row, [pact(t)])[0];
+            },
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => {
+                for (k, dk) in d.iter_mut().enumerate().take(n) {
+                    // SAFETY: NEON checked by `is_available`.
+                    *dk = unsafe { neon::i2_s_i8_dot_neon(row, act(t + k)) };
+                }
+            }
+            _ => {
+                for (k, dk) in d.iter_mut().enumerate().take(n) {
+                    *dk = scalar::i2_s_i8_dot_scalar(row, act(t + k));
+                }
+            }
+        }
+        d
+    };
     for r in r0..r1 {
         let row = w.row(r);
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut t = 0;
-        #[cfg(target_arch = "x86_64")]
-        {
-            let act = |t: usize| &q[t * cols..(t + 1) * cols];
-            let pact = |t: usize| &perm[t * cols..(t + 1) * cols];
-            match kernel {
-                Kernel::Avx2 => {
-                    while t + 4 <= n_tok {
-                        // SAFETY: AVX2 checked by `is_available`.
-                        let d = unsafe {
-                            x86_i2s::i2_s_i8_dot_avx2::<4>(
-                                row,
-                                [act(t), act(t + 1), act(t + 2), act(t + 3)],
-                            )
-                        };
-                        dots[t..t + 4].copy_from_slice(&d);
-                        t += 4;
-                    }
-                    while t < n_tok {
-                        // SAFETY: as above.
-                        dots[t] = unsafe { x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)])[0] };
-                        t += 1;
-                    }
-                }
-                Kernel::Avx512 => {
-                    while t + 4 <= n_tok {
-                        // SAFETY: AVX-512 VNNI checked by `is_available` (perm exists only then).
-                        let d = unsafe {
-                            x86_i2s::i2_s_i8_dot_avx512vnni::<4>(
-                                row,
-                                [pact(t), pact(t + 1), pact(t + 2), pact(t + 3)],
-                            )
-                        };
-                        dots[t..t + 4].copy_from_slice(&d);
-                        t += 4;
-                    }
-                    while t < n_tok {
-                        // SAFETY: as above.
-                        dots[t] =
-                            unsafe { x86_i2s::i2_s_i8_dot_avx512vnni::<1>(row, [pact(t)])[0] };
-                        t += 1;
-                    }
-                }
-                _ => {}
+        while t < n_tok {
+            let n = if n_tok - t >= 4 { 4 } else { 1 };
+            let d = dots(row, t, n);
+            for k in 0..n {
+                part[(r - r0) * n_tok + t + k] =
+                    scalar::i2_s_finish(d[k], sums[t + k], scales[t + k], w_scale);
             }
-        }
-        #[cfg(target_arch = "aarch64")]
-        if kernel == Kernel::Neon {
-            while t < n_tok {
-                // SAFETY: NEON checked by `is_available`.
-                dots[t] = unsafe { neon::i2_s_i8_dot_neon(row, &q[t * cols..(t + 1) * cols]) };
-                t += 1;
-            }
-        }
-        for (t, d) in dots.iter_mut().enumerate().skip(t) {
-            *d = scalar::i2_s_i8_dot_scalar(row, &q[t * cols..(t + 1) * cols]);
-        }
-        for t in 0..n_tok {
-            part[(r - r0) * n_tok + t] = scalar::i2_s_finish(dots[t], sums[t], scales[t], w_scale);
+            t += n;
         }
     }
 }

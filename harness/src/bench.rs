@@ -267,10 +267,11 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     }
     let started_at = crate::receipt::rfc3339(std::time::SystemTime::now());
     let model = Model::load(&o.model).map_err(|e| e.to_string())?;
-    if let Some(l) = model
+    if let Some(p) = model
         .layers
         .iter()
-        .find(|l| l.wq.info.ty == bitnet_engine::gguf::GgmlType::I2_S)
+        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+        .find(|p| p.info.ty == bitnet_engine::gguf::GgmlType::I2_S)
     {
         return Err(format!(
             "`{}`: `{}` is I2_S, bitnet.cpp's type, which llama.cpp does not read, so there is \
@@ -278,7 +279,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
              --bench kernels -- I2_S` or `cargo run --release -p bitnet-engine --example speed \
              -- {}`",
             o.model.display(),
-            l.wq.info.name,
+            p.info.name,
             o.model.display()
         ));
     }

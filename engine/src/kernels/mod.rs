@@ -234,26 +234,13 @@ pub fn prepare(
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
             log.record("q8k_quantize_scalar");
             let nb = cols / QK_K;
-            // Each token's blocks are quantized alone, so splitting tokens over threads gives the
-            // same bytes.
-            let threads = threads.clamp(1, n_tok.max(1));
-            let per = n_tok.div_ceil(threads);
-            let parts: Vec<Mutex<Vec<BlockQ8K>>> =
-                (0..threads).map(|_| Mutex::new(Vec::new())).collect();
-            pool::run(threads, &|i| {
-                let (t0, t1) = ((i * per).min(n_tok), ((i + 1) * per).min(n_tok));
-                let mut blocks = Vec::with_capacity((t1 - t0) * nb);
+            let blocks = split_tokens(x, n_tok, cols, threads, &|rows, out| {
                 let mut q = Vec::with_capacity(nb);
-                for row in x[t0 * cols..t1 * cols].chunks_exact(cols) {
+                for row in rows.chunks_exact(cols) {
                     quantize_q8k(row, &mut q);
-                    blocks.extend_from_slice(&q);
+                    out.extend_from_slice(&q);
                 }
-                *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = blocks;
             });
-            let mut blocks = Vec::with_capacity(n_tok * nb);
-            for p in parts {
-                blocks.extend(p.into_inner().unwrap_or_else(|p| p.into_inner()));
-            }
             #[cfg(target_arch = "x86_64")]
             let perm = if kernel == Kernel::Avx512 && ty == GgmlType::TQ2_0 {
                 x86::permute_for_tq2_0_avx512(&blocks)
@@ -285,31 +272,19 @@ pub fn prepare(
         }
         GgmlType::I2_S => {
             log.record("i8_s_quantize_scalar");
-            // Each token is quantized alone, so splitting tokens over threads gives the same bytes.
-            let threads = threads.clamp(1, n_tok.max(1));
-            let per = n_tok.div_ceil(threads);
-            type Part = (Vec<i8>, Vec<f32>, Vec<i32>);
-            let parts: Vec<Mutex<Part>> = (0..threads).map(|_| Mutex::default()).collect();
-            pool::run(threads, &|i| {
-                let (t0, t1) = ((i * per).min(n_tok), ((i + 1) * per).min(n_tok));
-                let mut q = vec![0i8; (t1 - t0) * cols];
-                let (mut scales, mut sums) = (Vec::new(), Vec::new());
-                for (row, qr) in x[t0 * cols..t1 * cols]
-                    .chunks_exact(cols)
-                    .zip(q.chunks_exact_mut(cols))
-                {
-                    let (s, sum) = quantize_i8s(row, qr);
-                    scales.push(s);
-                    sums.push(sum);
+            let tokens = split_tokens(x, n_tok, cols, threads, &|rows, out| {
+                for row in rows.chunks_exact(cols) {
+                    let mut q = vec![0i8; cols];
+                    let (s, sum) = quantize_i8s(row, &mut q);
+                    out.push((q, s, sum));
                 }
-                *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = (q, scales, sums);
             });
-            let (mut q, mut scales, mut sums) = (Vec::new(), Vec::new(), Vec::new());
-            for p in parts {
-                let (pq, ps, pu) = p.into_inner().unwrap_or_else(|p| p.into_inner());
-                q.extend(pq);
-                scales.extend(ps);
-                sums.extend(pu);
+            let mut q = Vec::with_capacity(n_tok * cols);
+            let (mut scales, mut sums) = (Vec::with_capacity(n_tok), Vec::with_capacity(n_tok));
+            for (tq, s, sum) in tokens {
+                q.extend_from_slice(&tq);
+                scales.push(s);
+                sums.push(sum);
             }
             #[cfg(target_arch = "x86_64")]
             let perm = if kernel == Kernel::Avx512 {
@@ -348,6 +323,32 @@ pub fn prepare(
         kernel,
         prepared,
     }
+}
+
+/// `f(rows, out)` over contiguous ranges of the `n_tok` rows of `x` (`cols` wide) split over
+/// `threads`, the outputs concatenated in token order. Each token is processed alone, so the
+/// split changes nothing.
+fn split_tokens<T: Send>(
+    x: &[f32],
+    n_tok: usize,
+    cols: usize,
+    threads: usize,
+    f: &(dyn Fn(&[f32], &mut Vec<T>) + Sync),
+) -> Vec<T> {
+    let threads = threads.clamp(1, n_tok.max(1));
+    let per = n_tok.div_ceil(threads);
+    let parts: Vec<Mutex<Vec<T>>> = (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+    pool::run(threads, &|i| {
+        let (t0, t1) = ((i * per).min(n_tok), ((i + 1) * per).min(n_tok));
+        let mut out = Vec::new();
+        f(&x[t0 * cols..t1 * cols], &mut out);
+        *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = out;
+    });
+    let mut all = Vec::new();
+    for p in parts {
+        all.extend(p.into_inner().unwrap_or_else(|p| p.into_inner()));
+    }
+    all
 }
 
 impl PreparedInput {

@@ -8,6 +8,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod pool;
+pub mod rows_out;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -402,23 +403,13 @@ pub fn matmul_prepared(
     let threads = threads.clamp(1, rows.max(1));
     // Row ranges in multiples of 8 so the float kernels' row tiles stay whole.
     let chunk = rows.div_ceil(threads).div_ceil(8) * 8;
-    let parts: Vec<Mutex<Vec<f32>>> = (0..threads).map(|_| Mutex::new(Vec::new())).collect();
+    let shared = rows_out::SharedOut::new(out, rows, n_tok);
     pool::run(threads, &|i| {
         let (r0, r1) = ((i * chunk).min(rows), ((i + 1) * chunk).min(rows));
-        let mut part = vec![0f32; (r1 - r0) * n_tok];
-        compute_rows(w, prepared, n_tok, kernel, r0, r1, &mut part);
-        *parts[i].lock().unwrap_or_else(|p| p.into_inner()) = part;
+        // SAFETY: call `i` writes rows `i·chunk..(i+1)·chunk` only; the ranges do not overlap.
+        let mut o = unsafe { shared.rows(r0, r1) };
+        compute_rows(w, prepared, n_tok, kernel, r0, r1, &mut o);
     });
-    for (i, part) in parts.into_iter().enumerate() {
-        let part = part.into_inner().unwrap_or_else(|p| p.into_inner());
-        let r0 = (i * chunk).min(rows);
-        let width = part.len().checked_div(n_tok).unwrap_or(0);
-        for r in 0..width {
-            for t in 0..n_tok {
-                out[t * rows + r0 + r] = part[r * n_tok + t];
-            }
-        }
-    }
 }
 
 /// The kernel ID a product of `w` runs under `kernel` (float products fall back to the scalar
@@ -449,7 +440,7 @@ fn f16_simd_shape(rows: usize, cols: usize, n_tok: usize) -> Option<bool> {
     }
 }
 
-/// Output rows `r0..r1` for every token into `part` (`(r1-r0) × n_tok`, row-major by row).
+/// Output rows `r0..r1` for every token, written through `o`.
 fn compute_rows(
     w: &Matrix,
     prepared: &Prepared,
@@ -457,7 +448,7 @@ fn compute_rows(
     kernel: Kernel,
     r0: usize,
     r1: usize,
-    part: &mut [f32],
+    o: &mut rows_out::RowsOut,
 ) {
     let cols = w.cols;
     match prepared {
@@ -486,8 +477,8 @@ fn compute_rows(
                                 x86::tq1_0_q8k_dot_rows2_avx512vnni(rows2, d)
                             }
                         };
-                        part[(r - r0) * n_tok + t] = got[0];
-                        part[(r + 1 - r0) * n_tok + t] = got[1];
+                        o.set(r, t, got[0]);
+                        o.set(r + 1, t, got[1]);
                     }
                     r += 2;
                 }
@@ -498,8 +489,9 @@ fn compute_rows(
                         } else {
                             &perm[t * nb..(t + 1) * nb]
                         };
-                        part[(r - r0) * n_tok + t] =
+                        let v =
                             ternary_dot(w.ty, kernel, w.row(r), &blocks[t * nb..(t + 1) * nb], p);
+                        o.set(r, t, v);
                     }
                 }
                 return;
@@ -514,7 +506,6 @@ fn compute_rows(
             };
             for r in r0..r1 {
                 let row = w.row(r);
-                let out = &mut part[(r - r0) * n_tok..(r - r0 + 1) * n_tok];
                 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
                 let mut t = 0;
                 // Several tokens at once share each block's unpacked codes (prefill).
@@ -531,7 +522,8 @@ fn compute_rows(
                             )
                         };
                         for (k, g) in got.iter().enumerate() {
-                            out[t + 2 * k..t + 2 * k + 2].copy_from_slice(g);
+                            o.set(r, t + 2 * k, g[0]);
+                            o.set(r, t + 2 * k + 1, g[1]);
                         }
                         t += 8;
                     }
@@ -546,7 +538,9 @@ fn compute_rows(
                                 [acts(t), acts(t + 1), acts(t + 2), acts(t + 3)],
                             )
                         };
-                        out[t..t + 4].copy_from_slice(&got);
+                        for (k, g) in got.iter().enumerate() {
+                            o.set(r, t + k, *g);
+                        }
                         t += 4;
                     }
                 }
@@ -561,12 +555,14 @@ fn compute_rows(
                                 [perm_of(t), perm_of(t + 1), perm_of(t + 2), perm_of(t + 3)],
                             )
                         };
-                        out[t..t + 4].copy_from_slice(&got);
+                        for (k, g) in got.iter().enumerate() {
+                            o.set(r, t + k, *g);
+                        }
                         t += 4;
                     }
                 }
-                for (t, o) in out.iter_mut().enumerate().skip(t) {
-                    *o = ternary_dot(w.ty, kernel, row, acts(t), perm_of(t));
+                for t in t..n_tok {
+                    o.set(r, t, ternary_dot(w.ty, kernel, row, acts(t), perm_of(t)));
                 }
             }
         }
@@ -575,9 +571,9 @@ fn compute_rows(
             scales,
             sums,
             perm,
-        } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, r0, r1, part),
+        } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, r0, r1, o),
         Prepared::Float { bytes, vals } => {
-            float_rows(w, bytes, vals, n_tok, kernel, r0, r1, part);
+            float_rows(w, bytes, vals, n_tok, kernel, r0, r1, o);
         }
     }
 }
@@ -595,7 +591,7 @@ fn i2_s_rows(
     kernel: Kernel,
     r0: usize,
     r1: usize,
-    part: &mut [f32],
+    o: &mut rows_out::RowsOut,
 ) {
     let cols = w.cols;
     let w_scale = w.i2_s_scale();
@@ -652,8 +648,11 @@ fn i2_s_rows(
             let n = if n_tok - t >= 4 { 4 } else { 1 };
             let d = dots(row, t, n);
             for k in 0..n {
-                part[(r - r0) * n_tok + t + k] =
-                    scalar::i2_s_finish(d[k], sums[t + k], scales[t + k], w_scale);
+                o.set(
+                    r,
+                    t + k,
+                    scalar::i2_s_finish(d[k], sums[t + k], scales[t + k], w_scale),
+                );
             }
             t += n;
         }
@@ -717,7 +716,7 @@ fn float_rows(
     kernel: Kernel,
     r0: usize,
     r1: usize,
-    part: &mut [f32],
+    o: &mut rows_out::RowsOut,
 ) {
     let (rows, cols) = (w.rows, w.cols);
     let f16 = w.ty == GgmlType::F16;
@@ -756,8 +755,8 @@ fn float_rows(
                             }
                         }
                     };
-                    for k in 0..n {
-                        part[(r + k - r0) * n_tok + t] = got[k];
+                    for (k, v) in got.iter().enumerate().take(n) {
+                        o.set(r + k, t, *v);
                     }
                 }
                 r += n;
@@ -773,13 +772,14 @@ fn float_rows(
                 for t in 0..n_tok {
                     let a = &bytes[t * cols * es..(t + 1) * cols * es];
                     // SAFETY: NEON checked by `is_available`.
-                    part[(r - r0) * n_tok + t] = unsafe {
+                    let v = unsafe {
                         if tiny_blas {
                             neon::float_lanes8_neon(w.row(r), a, cols, f16)
                         } else {
                             neon::float_steps32_neon(w.row(r), a, cols, f16)
                         }
                     };
+                    o.set(r, t, v);
                 }
             }
             return;
@@ -790,11 +790,12 @@ fn float_rows(
         let row = w.row(r);
         for t in 0..n_tok {
             let a = &vals[t * cols..(t + 1) * cols];
-            part[(r - r0) * n_tok + t] = if f16 {
+            let v = if f16 {
                 scalar::float_dot(&scalar::F16Bytes(row), a, rows, n_tok, true)
             } else {
                 scalar::float_dot(&scalar::F32Bytes(row), a, rows, n_tok, false)
             };
+            o.set(r, t, v);
         }
     }
 }

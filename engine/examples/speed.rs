@@ -37,8 +37,8 @@ fn main() -> Result<(), String> {
     // As `harness bench` measures: the prompt in one call with the last position's logits only,
     // then greedy decode one token per call.
     for round in 0..3 {
-        let t = Instant::now();
         let mut s = Session::new(&model, threads, kernel);
+        let t = Instant::now();
         let logits = s.forward(&tokens, false, None)?;
         let prefill = t.elapsed().as_secs_f64();
         let mut tok = argmax(&logits);

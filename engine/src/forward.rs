@@ -17,6 +17,7 @@
 use std::path::Path;
 
 use crate::attention::{attend, HeadCache};
+use crate::gguf::GgmlType;
 use crate::kernels::{matmul, matmul_prepared, prepare, Kernel, KernelLog, Matrix, PreparedInput};
 use crate::model::{Model, Proj};
 use crate::quant::f16_to_f32;
@@ -77,6 +78,16 @@ pub struct Session<'m> {
     /// Nudge every input embedding value up by one f32 ulp (a perturbation that should not
     /// matter: used by stability tests and calibration).
     pub nudge_embeddings: bool,
+    /// Run TQ1_0 products on the weights rewritten as TQ2_0 ([`Model::tq1_as_tq2`]: the same
+    /// results bit for bit, several times faster to unpack). On by default for the x86 SIMD
+    /// variants; `BITNET_TQ1_UNPACK=0` keeps the base-3 kernels.
+    pub unpack_tq1: bool,
+}
+
+/// Whether a session with `kernel` rewrites TQ1_0 weights as TQ2_0 (see `Session::unpack_tq1`).
+pub fn unpack_tq1_for(kernel: Kernel) -> bool {
+    matches!(kernel, Kernel::Avx2 | Kernel::Avx512)
+        && std::env::var("BITNET_TQ1_UNPACK").map_or(true, |v| v.trim() != "0")
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -100,8 +111,18 @@ fn silu(x: f32) -> f32 {
 
 impl<'m> Session<'m> {
     pub fn new(model: &'m Model, threads: usize, kernel: Kernel) -> Session<'m> {
+        Session::new_with(model, threads, kernel, unpack_tq1_for(kernel))
+    }
+
+    /// [`Session::new`] choosing whether TQ1_0 weights are rewritten (see `unpack_tq1`).
+    pub fn new_with(
+        model: &'m Model,
+        threads: usize,
+        kernel: Kernel,
+        unpack_tq1: bool,
+    ) -> Session<'m> {
         let n = model.config.n_layer;
-        Session {
+        let s = Session {
             model,
             threads: threads.max(1),
             kernel,
@@ -110,7 +131,19 @@ impl<'m> Session<'m> {
             n_past: 0,
             calls: 0,
             nudge_embeddings: false,
+            unpack_tq1,
+        };
+        if s.unpack_tq1 {
+            // Rewrite now (once per model), not inside the first timed forward pass.
+            for l in &model.layers {
+                for p in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                    if p.info.ty == GgmlType::TQ1_0 {
+                        model.tq1_as_tq2(p);
+                    }
+                }
+            }
         }
+        s
     }
 
     /// Positions already in the KV cache.
@@ -121,6 +154,16 @@ impl<'m> Session<'m> {
     /// Kernel IDs that executed so far.
     pub fn kernels_used(&self) -> Vec<String> {
         self.kernels.ids()
+    }
+
+    /// The weights a product with `p` reads (TQ1_0 ones rewritten when `unpack_tq1`).
+    fn matrix<'a>(&'a self, p: &'a Proj) -> Matrix<'a> {
+        if self.unpack_tq1 && p.info.ty == GgmlType::TQ1_0 {
+            self.kernels.record("tq1_0_unpack_tq2_0_scalar");
+            self.model.tq1_as_tq2(p)
+        } else {
+            self.model.matrix(p)
+        }
     }
 
     fn project(&self, p: &Proj, x: &[f32], n_tok: usize) -> Vec<f32> {
@@ -136,7 +179,7 @@ impl<'m> Session<'m> {
         x: &[f32],
         n_tok: usize,
     ) -> [Vec<f32>; N] {
-        let ms = ps.map(|p| self.model.matrix(p));
+        let ms = ps.map(|p| self.matrix(p));
         let mut prepared: Option<PreparedInput> = None;
         let mut i = 0;
         ms.map(|m| {
@@ -481,6 +524,7 @@ pub fn run(
         threads,
         kernel,
         nudge_embeddings: false,
+        unpack_tq1: None,
     };
     run_with(model, tokens, &opts, tracer)
 }
@@ -495,6 +539,8 @@ pub struct RunOptions {
     pub kernel: Kernel,
     /// See [`Session::nudge_embeddings`].
     pub nudge_embeddings: bool,
+    /// See [`Session::unpack_tq1`]; `None`: the default for the kernel ([`unpack_tq1_for`]).
+    pub unpack_tq1: Option<bool>,
 }
 
 /// [`run`] with every option.
@@ -508,7 +554,10 @@ pub fn run_with(
     if tokens.is_empty() {
         return Err("no input tokens".into());
     }
-    let mut s = Session::new(model, opts.threads, opts.kernel);
+    let unpack = opts
+        .unpack_tq1
+        .unwrap_or_else(|| unpack_tq1_for(opts.kernel));
+    let mut s = Session::new_with(model, opts.threads, opts.kernel, unpack);
     s.nudge_embeddings = opts.nudge_embeddings;
     let chunk = chunk.unwrap_or(tokens.len()).max(1);
     let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);

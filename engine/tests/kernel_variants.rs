@@ -1,7 +1,7 @@
 //! End to end: forcing each kernel variant this CPU runs gives the same trace hashes as the
 //! scalar specification at every point, step and position, on every preset shape (TQ2_0, TQ1_0,
-//! I2_S, GQA, F16 and F32 outputs, `.scale` tensors), with prefill, decode and two threads. So goldens
-//! hold whichever variant a CPU picks.
+//! I2_S, GQA, F16 and F32 outputs, `.scale` tensors), with prefill, decode and two threads, and TQ1_0
+//! both on its base-3 kernels and rewritten as TQ2_0. So goldens hold whichever variant a CPU picks.
 
 use bitnet_engine::forward::{run_with, RunOptions, Tracer};
 use bitnet_engine::kernels::Kernel;
@@ -9,7 +9,13 @@ use bitnet_engine::model::Model;
 use bitnet_engine::synth::{build, preset};
 use bitnet_engine::trace::{read_trace, PointFilter};
 
-fn hashes(model: &Model, tokens: &[u32], kernel: Kernel, dir: &std::path::Path) -> Vec<String> {
+fn hashes(
+    model: &Model,
+    tokens: &[u32],
+    kernel: Kernel,
+    unpack_tq1: Option<bool>,
+    dir: &std::path::Path,
+) -> Vec<String> {
     let mut t = Tracer::new(PointFilter::all(), dir, false).unwrap();
     let opts = RunOptions {
         generate: 4,
@@ -17,6 +23,7 @@ fn hashes(model: &Model, tokens: &[u32], kernel: Kernel, dir: &std::path::Path) 
         threads: 2,
         kernel,
         nudge_embeddings: false,
+        unpack_tq1,
     };
     let out = run_with(model, tokens, &opts, Some(&mut t)).unwrap();
     let path = t.finish().unwrap();
@@ -45,21 +52,31 @@ fn every_variant_gives_the_scalar_trace_hashes() {
             &model,
             &tokens,
             Kernel::Scalar,
+            Some(false),
             &dir.path().join(format!("{name}-s")),
         );
+        // TQ1_0 runs both ways on every variant: on its base-3 kernels and rewritten as TQ2_0.
+        let unpack = if name == "tq1" {
+            vec![Some(false), Some(true)]
+        } else {
+            vec![None]
+        };
         for k in available.iter().filter(|k| **k != Kernel::Scalar) {
-            let got = hashes(
-                &model,
-                &tokens,
-                *k,
-                &dir.path().join(format!("{name}-{k:?}")),
-            );
-            assert_eq!(got.len(), want.len());
-            if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
-                panic!(
-                    "{name}, {k:?}: first difference\n  scalar: {}\n  {k:?}: {}",
-                    want[i], got[i]
+            for &u in &unpack {
+                let got = hashes(
+                    &model,
+                    &tokens,
+                    *k,
+                    u,
+                    &dir.path().join(format!("{name}-{k:?}-{u:?}")),
                 );
+                assert_eq!(got.len(), want.len());
+                if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+                    panic!(
+                        "{name}, {k:?}, unpack_tq1 {u:?}: first difference\n  scalar: {}\n  {k:?}: {}",
+                        want[i], got[i]
+                    );
+                }
             }
         }
     }

@@ -145,6 +145,30 @@ proptest! {
     }
 
     #[test]
+    fn tq1_0_rewritten_as_tq2_0_keeps_every_code_and_product(
+        seed in any::<u64>(), blocks in 1usize..6, wmode in 0u8..5, amode in 0u8..6
+    ) {
+        let mut rng = Rng(seed);
+        let cols = blocks * QK_K;
+        let row = ternary_row(GgmlType::TQ1_0, cols, wmode, &mut rng);
+        let tq2 = scalar::tq1_0_to_tq2_0(&row);
+        prop_assert_eq!(tq2.len(), blocks * scalar::TQ2_0_BYTES);
+        for b in 0..blocks {
+            let (x, y) = (&row[54 * b..54 * b + 54], &tq2[66 * b..66 * b + 66]);
+            for e in 0..QK_K {
+                prop_assert_eq!(scalar::tq2_0_code(y, e), scalar::tq1_0_code(x, e), "element {}", e);
+            }
+            prop_assert_eq!(&y[64..], &x[52..]);
+        }
+        let mut a = Vec::new();
+        quantize_q8k(&acts(cols, amode, &mut rng), &mut a);
+        prop_assert_eq!(
+            scalar::tq2_0_q8k_dot_scalar(&tq2, &a).to_bits(),
+            scalar::tq1_0_q8k_dot_scalar(&row, &a).to_bits()
+        );
+    }
+
+    #[test]
     fn i2_s_products_match_scalar(
         seed in any::<u64>(), rows in 1usize..6, groups in 1usize..40, n_tok in 1usize..10,
         wmode in 0u8..5, amode in 0u8..6
@@ -304,5 +328,20 @@ fn i2_s_product_hand_worked() {
     for k in Kernel::available() {
         let got = matmul_with(&m, &x, 1, 1, k);
         assert_eq!(got, [64.0f32 / 63.5 * 0.5], "{k:?}");
+    }
+}
+
+#[test]
+fn tq1_0_rewritten_as_tq2_0_equals_quantizing_to_tq2_0() {
+    // Both quantizers are checked against gguf-py elsewhere; for ternary weights the rewrite must
+    // give the TQ2_0 quantizer's bytes exactly.
+    let mut rng = Rng(7);
+    for scale in [0.5f32, 0.02, 1.0] {
+        let w: Vec<f32> = (0..4 * QK_K)
+            .map(|_| ((rng.next() % 3) as f32 - 1.0) * scale)
+            .collect();
+        let tq1 = quantize(GgmlType::TQ1_0, &w).unwrap();
+        let tq2 = quantize(GgmlType::TQ2_0, &w).unwrap();
+        assert_eq!(scalar::tq1_0_to_tq2_0(&tq1), tq2, "scale {scale}");
     }
 }

@@ -440,6 +440,10 @@ fn f16_simd_shape(rows: usize, cols: usize, n_tok: usize) -> Option<bool> {
     }
 }
 
+/// Rows per tile of the paired prefill kernel (see `compute_rows`).
+#[cfg(target_arch = "x86_64")]
+const PAIR_ROW_TILE: usize = 16;
+
 /// Output rows `r0..r1` for every token, written through `o`.
 fn compute_rows(
     w: &Matrix,
@@ -504,30 +508,42 @@ fn compute_rows(
                     &perm[t * nb..(t + 1) * nb]
                 }
             };
+            // Several tokens at once share each block's unpacked codes (prefill): eight tokens
+            // (four pairs) per call, over tiles of rows so that those tokens' activations stay
+            // in L1 while the rows stream past.
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+            let mut paired = 0;
+            #[cfg(target_arch = "x86_64")]
+            if !pairs.is_empty() {
+                paired = n_tok / 8 * 8;
+                let pair = |p: usize| &pairs[p * nb..(p + 1) * nb];
+                let mut rt = r0;
+                while rt < r1 {
+                    let re = (rt + PAIR_ROW_TILE).min(r1);
+                    for t in (0..paired).step_by(8) {
+                        let p = t / 2;
+                        for r in rt..re {
+                            // SAFETY: AVX-512 VNNI checked by `is_available` (pairs exist only
+                            // then).
+                            let got = unsafe {
+                                x86::tq2_0_q8k_dot_pairs_avx512vnni::<4>(
+                                    w.row(r),
+                                    [pair(p), pair(p + 1), pair(p + 2), pair(p + 3)],
+                                )
+                            };
+                            for (k, g) in got.iter().enumerate() {
+                                o.set(r, t + 2 * k, g[0]);
+                                o.set(r, t + 2 * k + 1, g[1]);
+                            }
+                        }
+                    }
+                    rt = re;
+                }
+            }
             for r in r0..r1 {
                 let row = w.row(r);
                 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-                let mut t = 0;
-                // Several tokens at once share each block's unpacked codes (prefill).
-                #[cfg(target_arch = "x86_64")]
-                if !pairs.is_empty() {
-                    let pair = |p: usize| &pairs[p * nb..(p + 1) * nb];
-                    while t + 8 <= n_tok {
-                        let p = t / 2;
-                        // SAFETY: AVX-512 VNNI checked by `is_available` (pairs exist only then).
-                        let got = unsafe {
-                            x86::tq2_0_q8k_dot_pairs_avx512vnni::<4>(
-                                row,
-                                [pair(p), pair(p + 1), pair(p + 2), pair(p + 3)],
-                            )
-                        };
-                        for (k, g) in got.iter().enumerate() {
-                            o.set(r, t + 2 * k, g[0]);
-                            o.set(r, t + 2 * k + 1, g[1]);
-                        }
-                        t += 8;
-                    }
-                }
+                let mut t = paired;
                 #[cfg(target_arch = "x86_64")]
                 if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ1_0 {
                     while t + 4 <= n_tok {

@@ -76,11 +76,33 @@ pub fn attend(
 ) {
     assert!(limit <= cache.len && q.len() == cache.hd && p.len() >= limit && o.len() == cache.hd);
     #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected; the body reads only within the slices (asserted above).
+        unsafe { attend_avx512(q, cache, limit, scale, p, o, acc) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected; the body reads only within the slices (asserted above).
         unsafe { attend_avx2(q, cache, limit, scale, p, o, acc) };
         return;
     }
+    attend_body(q, cache, limit, scale, p, o, acc);
+}
+
+/// [`attend_body`] compiled for AVX-512 (the position tiles' f64 sums in 8-lane vectors; each
+/// lane still sums its position in index order, so the bits are the portable body's).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn attend_avx512(
+    q: &[f32],
+    cache: &HeadCache,
+    limit: usize,
+    scale: f32,
+    p: &mut [f32],
+    o: &mut [f32],
+    acc: &mut Vec<f64>,
+) {
     attend_body(q, cache, limit, scale, p, o, acc);
 }
 
@@ -214,11 +236,26 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&p[..limit]), bits(&wp));
             prop_assert_eq!(bits(&o), bits(&wo));
-            // The portable body gives the same bits as the dispatched one.
+            // The portable body and every compiled copy this CPU runs give the same bits.
             let (mut p2, mut o2) = (vec![0f32; n], vec![0f32; hd]);
             attend_body(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc);
             prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
             prop_assert_eq!(bits(&o2), bits(&wo));
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 detected.
+                    unsafe { attend_avx2(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc) };
+                    prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
+                    prop_assert_eq!(bits(&o2), bits(&wo));
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: AVX-512F detected.
+                    unsafe { attend_avx512(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc) };
+                    prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
+                    prop_assert_eq!(bits(&o2), bits(&wo));
+                }
+            }
         }
     }
 }

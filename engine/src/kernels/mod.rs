@@ -16,6 +16,7 @@ pub mod x86;
 pub mod x86_i2s;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 pub use scalar::{quantize_i8s, quantize_q8k, BlockQ8K, QK_I2_S, QK_K};
@@ -401,12 +402,22 @@ pub fn matmul_prepared(
     let id = rows_kernel_id(w, n_tok, kernel);
     log.record(&id);
     let threads = threads.clamp(1, rows.max(1));
-    // Row ranges in multiples of 8 so the float kernels' row tiles stay whole.
-    let chunk = rows.div_ceil(threads).div_ceil(8) * 8;
+    // With several threads the rows go out in chunks, eight per thread, taken in turn: a thread
+    // slowed by the machine's other work takes fewer, instead of the others waiting for it at
+    // the end of every product. Chunks are multiples of 16 rows so the kernels' row tiles stay
+    // whole (every element is computed the same way whichever thread takes its row).
+    let chunks = if threads == 1 { 1 } else { threads * 8 };
+    let chunk = rows.div_ceil(chunks).div_ceil(16) * 16;
+    let chunks = rows.div_ceil(chunk);
+    let next = AtomicUsize::new(0);
     let shared = rows_out::SharedOut::new(out, rows, n_tok);
-    pool::run(threads, &|i| {
-        let (r0, r1) = ((i * chunk).min(rows), ((i + 1) * chunk).min(rows));
-        // SAFETY: call `i` writes rows `i·chunk..(i+1)·chunk` only; the ranges do not overlap.
+    pool::run(threads.min(chunks), &|_| loop {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= chunks {
+            break;
+        }
+        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+        // SAFETY: chunk `c` is handed out once (`fetch_add`), and chunks do not overlap.
         let mut o = unsafe { shared.rows(r0, r1) };
         compute_rows(w, prepared, n_tok, kernel, r0, r1, &mut o);
     });
@@ -517,20 +528,17 @@ fn compute_rows(
             if !pairs.is_empty() {
                 paired = n_tok / 8 * 8;
                 let pair = |p: usize| &pairs[p * nb..(p + 1) * nb];
+                let rb = w.row_bytes();
                 let mut rt = r0;
                 while rt < r1 {
                     let re = (rt + PAIR_ROW_TILE).min(r1);
                     for t in (0..paired).step_by(8) {
                         let p = t / 2;
-                        for r in rt..re {
+                        let ps = [pair(p), pair(p + 1), pair(p + 2), pair(p + 3)];
+                        for (r, row) in (rt..re).zip(w.data[rt * rb..re * rb].chunks_exact(rb)) {
                             // SAFETY: AVX-512 VNNI checked by `is_available` (pairs exist only
                             // then).
-                            let got = unsafe {
-                                x86::tq2_0_q8k_dot_pairs_avx512vnni::<4>(
-                                    w.row(r),
-                                    [pair(p), pair(p + 1), pair(p + 2), pair(p + 3)],
-                                )
-                            };
+                            let got = unsafe { x86::tq2_0_q8k_dot_pairs_avx512vnni::<4>(row, ps) };
                             for (k, g) in got.iter().enumerate() {
                                 o.set(r, t + 2 * k, g[0]);
                                 o.set(r, t + 2 * k + 1, g[1]);

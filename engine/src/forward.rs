@@ -105,6 +105,31 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// `f(part, first_row)` over `data` (rows of `width` values) split into one contiguous part per
+/// thread. Each row is computed alone, so the split changes no result.
+fn par_rows(
+    threads: usize,
+    data: &mut [f32],
+    width: usize,
+    f: &(dyn Fn(&mut [f32], usize) + Sync),
+) {
+    let rows = data.len() / width.max(1);
+    let threads = threads.min(rows).max(1);
+    if threads == 1 {
+        f(data, 0);
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    let parts: Vec<std::sync::Mutex<&mut [f32]>> = data
+        .chunks_mut(per * width)
+        .map(std::sync::Mutex::new)
+        .collect();
+    crate::kernels::pool::run(parts.len(), &|i| {
+        let mut part = parts[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut part, i * per);
+    });
+}
+
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
@@ -154,6 +179,14 @@ impl<'m> Session<'m> {
     /// Kernel IDs that executed so far.
     pub fn kernels_used(&self) -> Vec<String> {
         self.kernels.ids()
+    }
+
+    /// [`rms_norm`] of every row of `x`, the rows split over the threads.
+    fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut [f32]) {
+        let (n, eps) = (w.len(), self.model.config.rms_eps);
+        par_rows(self.threads, out, n, &|part, r0| {
+            rms_norm(&x[r0 * n..r0 * n + part.len()], w, eps, part)
+        });
     }
 
     /// The weights a product with `p` reads (TQ1_0 ones rewritten when `unpack_tq1`).
@@ -295,7 +328,7 @@ impl<'m> Session<'m> {
 
         let mut h = vec![0f32; n * e];
         for (l, layer) in m.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h);
+            self.rms_norm(&x, &layer.attn_norm, &mut h);
             rec(at(l, Stage::AttnNorm), vec![n, e], &h);
             let [mut q, mut k, v] = self.project_many([&layer.wq, &layer.wk, &layer.wv], &h, n);
             for i in 0..n {
@@ -375,7 +408,7 @@ impl<'m> Session<'m> {
                 }
             }
             rec(at(l, Stage::AttnProbs), vec![n, nh, n_kv], &probs);
-            rms_norm(&att, &layer.attn_sub_norm, c.rms_eps, &mut h);
+            self.rms_norm(&att, &layer.attn_sub_norm, &mut h);
             rec(at(l, Stage::AttnSubNorm), vec![n, e], &h);
             let o = self.project(&layer.wo, &h, n);
             rec(at(l, Stage::AttnOut), vec![n, e], &o);
@@ -383,13 +416,19 @@ impl<'m> Session<'m> {
                 *xv += *ov;
             }
             rec(at(l, Stage::FfnInp), vec![n, e], &x);
-            rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h);
+            self.rms_norm(&x, &layer.ffn_norm, &mut h);
             rec(at(l, Stage::FfnNorm), vec![n, e], &h);
             let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], &h, n);
-            let act: Vec<f32> = gate.iter().zip(&up).map(|(&g, &u)| silu(g) * u).collect();
+            let mut act = vec![0f32; gate.len()];
+            par_rows(self.threads, &mut act, c.n_ff, &|part, r0| {
+                let at = r0 * c.n_ff;
+                for (i, a) in part.iter_mut().enumerate() {
+                    *a = silu(gate[at + i]) * up[at + i];
+                }
+            });
             rec(at(l, Stage::FfnAct), vec![n, c.n_ff], &act);
             let mut act_n = vec![0f32; act.len()];
-            rms_norm(&act, &layer.ffn_sub_norm, c.rms_eps, &mut act_n);
+            self.rms_norm(&act, &layer.ffn_sub_norm, &mut act_n);
             rec(at(l, Stage::FfnSubNorm), vec![n, c.n_ff], &act_n);
             let d = self.project(&layer.w_down, &act_n, n);
             rec(at(l, Stage::FfnDown), vec![n, e], &d);
@@ -398,7 +437,7 @@ impl<'m> Session<'m> {
             }
             rec(at(l, Stage::Out), vec![n, e], &x);
         }
-        rms_norm(&x, &m.output_norm, c.rms_eps, &mut h);
+        self.rms_norm(&x, &m.output_norm, &mut h);
         rec(
             TracePoint {
                 layer: None,
@@ -470,14 +509,18 @@ fn dequant_row(m: &Matrix, bytes: &[u8], out: &mut [f32]) {
 pub fn rope_neox(x: &mut [f32], head_dim: usize, n_rot: usize, pos: f32, base: f32) {
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let half = n_rot / 2;
+    // The angles are the same for every head: their cosines and sines once per position.
+    let mut cs = Vec::with_capacity(half);
+    let mut theta = pos;
+    for _ in 0..half {
+        cs.push((theta.cos(), theta.sin()));
+        theta *= theta_scale;
+    }
     for head in x.chunks_exact_mut(head_dim) {
-        let mut theta = pos;
-        for i in 0..half {
-            let (c, s) = (theta.cos(), theta.sin());
+        for (i, &(c, s)) in cs.iter().enumerate() {
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * c - b * s;
             head[i + half] = a * s + b * c;
-            theta *= theta_scale;
         }
     }
 }

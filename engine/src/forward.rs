@@ -288,6 +288,8 @@ impl<'m> Session<'m> {
         }
         let p0 = self.n_past;
         let positions = [p0 as u32, (p0 + n) as u32];
+        // Attention probabilities are kept only to be recorded.
+        let keep_probs = TRACE && tracer.is_some();
         if let Some(t) = tracer.as_deref_mut() {
             t.step = self.calls;
         }
@@ -361,7 +363,7 @@ impl<'m> Session<'m> {
             let heads = &self.cache[l];
             let scale = 1.0f32 / (hd as f32).sqrt();
             let group = nh / nkv;
-            let mut probs = vec![0f32; n * nh * n_kv];
+            let mut probs = vec![0f32; if keep_probs { n * nh * n_kv } else { 0 }];
             let mut att = vec![0f32; n * e];
             // Heads are independent: split them over the threads (each head's sums are the same
             // whatever the split).
@@ -373,19 +375,21 @@ impl<'m> Session<'m> {
             crate::kernels::pool::run(threads, &|ti| {
                 let (h0, h1) = ((ti * per).min(nh), ((ti + 1) * per).min(nh));
                 let w = h1 - h0;
-                let mut pp = vec![0f32; n * w * n_kv];
+                // Every row's probabilities when kept, else one row reused.
+                let mut pp = vec![0f32; if keep_probs { n * w * n_kv } else { n_kv }];
                 let mut oo = vec![0f32; n * w * hd];
                 let mut acc: Vec<f64> = Vec::with_capacity(hd);
                 for i in 0..n {
                     let limit = p0 + i + 1; // causal: positions 0..=p0+i
                     for hh in h0..h1 {
                         let r = i * w + hh - h0;
+                        let pr = if keep_probs { r } else { 0 };
                         attend(
                             &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
                             &heads[hh / group],
                             limit,
                             scale,
-                            &mut pp[r * n_kv..(r + 1) * n_kv],
+                            &mut pp[pr * n_kv..(pr + 1) * n_kv],
                             &mut oo[r * hd..(r + 1) * hd],
                             &mut acc,
                         );
@@ -400,8 +404,10 @@ impl<'m> Session<'m> {
                 for i in 0..n {
                     for hh in h0..h1 {
                         let r = i * w + hh - h0;
-                        probs[(i * nh + hh) * n_kv..(i * nh + hh + 1) * n_kv]
-                            .copy_from_slice(&pp[r * n_kv..(r + 1) * n_kv]);
+                        if keep_probs {
+                            probs[(i * nh + hh) * n_kv..(i * nh + hh + 1) * n_kv]
+                                .copy_from_slice(&pp[r * n_kv..(r + 1) * n_kv]);
+                        }
                         att[i * e + hh * hd..i * e + (hh + 1) * hd]
                             .copy_from_slice(&oo[r * hd..(r + 1) * hd]);
                     }

@@ -101,6 +101,19 @@ fn q8k_quantization_equals_ggml() {
             }
         }
     }
+    // The largest magnitude twice with opposite signs (ggml keeps the first), in either order,
+    // and an all-zero block.
+    for (a, b) in [(-3.0f32, 3.0f32), (3.0, -3.0), (0.0, 0.0)] {
+        let mut x: Vec<f32> = (0..QK_K).map(|_| rng.f() * (a.abs() / 4.0)).collect();
+        x[5] = a;
+        x[200] = b;
+        let mut ours = Vec::new();
+        quantize_q8k(&x, &mut ours);
+        let theirs = ggml_q8k(&x);
+        assert_eq!(ours[0].d.to_bits(), theirs[0].d.to_bits(), "tie {a} {b}: d");
+        assert_eq!(ours[0].qs, theirs[0].qs, "tie {a} {b}: qs");
+        assert_eq!(ours[0].bsums, theirs[0].bsums, "tie {a} {b}: bsums");
+    }
 }
 
 #[test]

@@ -66,14 +66,17 @@ fn nearest_int(v: f32) -> i32 {
 pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     out.clear();
     for block in x.chunks_exact(QK_K) {
-        let (mut max, mut amax) = (0f32, 0f32);
-        for &v in block {
-            let a = v.abs();
-            if a > amax {
-                amax = a;
-                max = v;
-            }
-        }
+        // ggml keeps the first value whose magnitude beats every earlier one: the first value
+        // of the largest magnitude (NaNs never win). In two passes, the first one vectorizes.
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max = if amax > 0.0 {
+            *block
+                .iter()
+                .find(|v| v.abs() == amax)
+                .expect("amax is one of the magnitudes")
+        } else {
+            0.0
+        };
         let mut y = BlockQ8K::default();
         if amax != 0.0 {
             let iscale = -127.0f32 / max;

@@ -345,3 +345,23 @@ fn tq1_0_rewritten_as_tq2_0_equals_quantizing_to_tq2_0() {
         assert_eq!(scalar::tq1_0_to_tq2_0(&tq1), tq2, "scale {scale}");
     }
 }
+
+#[test]
+fn q8k_scale_takes_the_first_value_of_the_largest_magnitude() {
+    // -3 comes before +3: ggml's loop keeps -3, so the scale is -127/-3 and the quants of the
+    // 0.5s are positive. NaNs are passed over.
+    let mut x = vec![0.5f32; QK_K];
+    x[2] = f32::NAN;
+    x[5] = -3.0;
+    x[9] = 3.0;
+    let mut q = Vec::new();
+    quantize_q8k(&x, &mut q);
+    assert_eq!(q[0].qs[5], -127);
+    assert_eq!(q[0].qs[9], 127);
+    assert_eq!(q[0].qs[0], 21); // nearest(0.5 · 127/3 = 21.17)
+    assert_eq!(q[0].d, 1.0 / (-127.0f32 / -3.0));
+    // All zeros: a zero block.
+    quantize_q8k(&[0.0; QK_K], &mut q);
+    assert_eq!(q[0].d, 0.0);
+    assert!(q[0].qs.iter().all(|&v| v == 0));
+}

@@ -161,7 +161,7 @@ impl<'m> Session<'m> {
         if s.unpack_tq1 {
             // Rewrite now (once per model), not inside the first timed forward pass.
             for l in &model.layers {
-                for p in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                for p in l.projections() {
                     if p.info.ty == GgmlType::TQ1_0 {
                         model.tq1_as_tq2(p);
                     }

@@ -71,6 +71,21 @@ pub struct Layer {
     pub w_down: Proj,
 }
 
+impl Layer {
+    /// The block's seven projections, attention first.
+    pub fn projections(&self) -> [&Proj; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+}
+
 /// A projection: a weight tensor and its optional per-tensor scale.
 #[derive(Debug, Clone)]
 pub struct Proj {

@@ -270,7 +270,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     if let Some(p) = model
         .layers
         .iter()
-        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+        .flat_map(|l| l.projections())
         .find(|p| p.info.ty == bitnet_engine::gguf::GgmlType::I2_S)
     {
         return Err(format!(

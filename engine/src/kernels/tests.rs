@@ -41,16 +41,20 @@ fn ternary_row(ty: GgmlType, cols: usize, mode: u8, rng: &mut Rng) -> Vec<u8> {
         }
         return b;
     }
+    quantize(ty, &ternary_weights(cols, mode, rng)).unwrap()
+}
+
+/// `n` ternary weights times one random scale: `mode` 1 all −1, 2 all 0, 3 all +1, else random.
+fn ternary_weights(n: usize, mode: u8, rng: &mut Rng) -> Vec<f32> {
     let scale = 0.01 + rng.f().abs();
-    let w: Vec<f32> = (0..cols)
+    (0..n)
         .map(|_| match mode {
             1 => -scale,
             2 => 0.0,
             3 => scale,
             _ => ((rng.next() % 3) as f32 - 1.0) * scale,
         })
-        .collect();
-    quantize(ty, &w).unwrap()
+        .collect()
 }
 
 /// An I2_S matrix of `rows × cols` (codes of every row, then the tensor's scale padded to 32):
@@ -62,16 +66,7 @@ fn i2_s_matrix(rows: usize, cols: usize, mode: u8, rng: &mut Rng) -> Vec<u8> {
         b.extend_from_slice(&[0; 28]);
         return b;
     }
-    let scale = 0.01 + rng.f().abs();
-    let w: Vec<f32> = (0..rows * cols)
-        .map(|_| match mode {
-            1 => -scale,
-            2 => 0.0,
-            3 => scale,
-            _ => ((rng.next() % 3) as f32 - 1.0) * scale,
-        })
-        .collect();
-    quantize(GgmlType::I2_S, &w).unwrap()
+    quantize(GgmlType::I2_S, &ternary_weights(rows * cols, mode, rng)).unwrap()
 }
 
 fn acts(cols: usize, mode: u8, rng: &mut Rng) -> Vec<f32> {

@@ -15,10 +15,12 @@
 //! - matrix products: see [`crate::kernels`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::attention::{attend, HeadCache};
 use crate::gguf::GgmlType;
-use crate::kernels::{matmul, matmul_prepared, prepare, Kernel, KernelLog, Matrix, PreparedInput};
+use crate::kernels::rows_out::SharedOut;
+use crate::kernels::{matmul, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
 use crate::model::{Model, Proj};
 use crate::quant::f16_to_f32;
 use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
@@ -205,7 +207,8 @@ impl<'m> Session<'m> {
     }
 
     /// Several projections of the same input (q/k/v, gate/up): the activations are quantized
-    /// once when the weights share a type and width.
+    /// once, and the products run in one pass over the threads, when the weights share a type and
+    /// width.
     fn project_many<const N: usize>(
         &self,
         ps: [&Proj; N],
@@ -213,37 +216,41 @@ impl<'m> Session<'m> {
         n_tok: usize,
     ) -> [Vec<f32>; N] {
         let ms = ps.map(|p| self.matrix(p));
-        let mut prepared: Option<PreparedInput> = None;
+        let mut outs = ms.each_ref().map(|m| vec![0f32; n_tok * m.rows]);
         let mut i = 0;
-        ms.map(|m| {
-            let same = prepared.as_ref().is_some_and(|q| q.matches(&m));
-            if !same {
-                prepared = Some(prepare(
-                    m.ty,
-                    x,
-                    n_tok,
-                    m.cols,
-                    self.threads,
-                    self.kernel,
-                    &self.kernels,
-                ));
+        while i < N {
+            let prepared = prepare(
+                ms[i].ty,
+                x,
+                n_tok,
+                ms[i].cols,
+                self.threads,
+                self.kernel,
+                &self.kernels,
+            );
+            let mut j = i + 1;
+            while j < N && prepared.matches(&ms[j]) {
+                j += 1;
             }
-            let mut out = vec![0f32; n_tok * m.rows];
-            matmul_prepared(
-                &m,
-                prepared.as_ref().expect("prepared above"),
-                &mut out,
+            let mut group: Vec<&mut [f32]> =
+                outs[i..j].iter_mut().map(|o| o.as_mut_slice()).collect();
+            matmul_prepared_many(
+                &ms[i..j],
+                &prepared,
+                &mut group,
                 self.threads,
                 &self.kernels,
             );
-            if let Some(s) = ps[i].scale {
-                for v in &mut out {
+            i = j;
+        }
+        for (out, p) in outs.iter_mut().zip(ps) {
+            if let Some(s) = p.scale {
+                for v in out.iter_mut() {
                     *v *= s;
                 }
             }
-            i += 1;
-            out
-        })
+        }
+        outs
     }
 
     /// Run `tokens` at the next positions; returns logits (`n_out × n_vocab`) for every position
@@ -365,53 +372,48 @@ impl<'m> Session<'m> {
             let group = nh / nkv;
             let mut probs = vec![0f32; if keep_probs { n * nh * n_kv } else { 0 }];
             let mut att = vec![0f32; n * e];
-            // Heads are independent: split them over the threads (each head's sums are the same
-            // whatever the split).
-            let threads = self.threads.min(nh).max(1);
-            let per = nh.div_ceil(threads);
-            let parts: Vec<std::sync::Mutex<(Vec<f32>, Vec<f32>)>> = (0..threads)
-                .map(|_| std::sync::Mutex::new((Vec::new(), Vec::new())))
-                .collect();
-            crate::kernels::pool::run(threads, &|ti| {
-                let (h0, h1) = ((ti * per).min(nh), ((ti + 1) * per).min(nh));
-                let w = h1 - h0;
-                // Every row's probabilities when kept, else one row reused.
-                let mut pp = vec![0f32; if keep_probs { n * w * n_kv } else { n_kv }];
-                let mut oo = vec![0f32; n * w * hd];
-                let mut acc: Vec<f64> = Vec::with_capacity(hd);
-                for i in 0..n {
-                    let limit = p0 + i + 1; // causal: positions 0..=p0+i
-                    for hh in h0..h1 {
-                        let r = i * w + hh - h0;
-                        let pr = if keep_probs { r } else { 0 };
-                        attend(
-                            &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
-                            &heads[hh / group],
-                            limit,
-                            scale,
-                            &mut pp[pr * n_kv..(pr + 1) * n_kv],
-                            &mut oo[r * hd..(r + 1) * hd],
-                            &mut acc,
-                        );
-                    }
-                }
-                *parts[ti].lock().unwrap_or_else(|e| e.into_inner()) = (pp, oo);
-            });
-            for (ti, part) in parts.into_iter().enumerate() {
-                let (pp, oo) = part.into_inner().unwrap_or_else(|e| e.into_inner());
-                let (h0, h1) = ((ti * per).min(nh), ((ti + 1) * per).min(nh));
-                let w = h1 - h0;
-                for i in 0..n {
-                    for hh in h0..h1 {
-                        let r = i * w + hh - h0;
-                        if keep_probs {
-                            probs[(i * nh + hh) * n_kv..(i * nh + hh + 1) * n_kv]
-                                .copy_from_slice(&pp[r * n_kv..(r + 1) * n_kv]);
+            // Heads are independent: the threads take them in turn from a counter (a head's sums
+            // are the same whichever thread computes it) and write their rows in place.
+            {
+                let (p_rows, p_tok) = if keep_probs { (nh * n_kv, n) } else { (0, 0) };
+                let att_out = SharedOut::new(&mut att, nh * hd, n);
+                let probs_out = SharedOut::new(&mut probs, p_rows, p_tok);
+                let next = AtomicUsize::new(0);
+                crate::kernels::pool::run(self.threads.min(nh).max(1), &|_| {
+                    let (mut pp, mut oo) = (vec![0f32; n_kv], vec![0f32; hd]);
+                    let mut acc: Vec<f64> = Vec::with_capacity(hd);
+                    loop {
+                        let hh = next.fetch_add(1, Ordering::Relaxed);
+                        if hh >= nh {
+                            break;
                         }
-                        att[i * e + hh * hd..i * e + (hh + 1) * hd]
-                            .copy_from_slice(&oo[r * hd..(r + 1) * hd]);
+                        // SAFETY: head `hh` is handed out once, and heads' rows do not overlap.
+                        let mut ao = unsafe { att_out.rows(hh * hd, (hh + 1) * hd) };
+                        let mut po = keep_probs
+                            // SAFETY: as above.
+                            .then(|| unsafe { probs_out.rows(hh * n_kv, (hh + 1) * n_kv) });
+                        for i in 0..n {
+                            let limit = p0 + i + 1; // causal: positions 0..=p0+i
+                            attend(
+                                &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
+                                &heads[hh / group],
+                                limit,
+                                scale,
+                                &mut pp,
+                                &mut oo,
+                                &mut acc,
+                            );
+                            for (d, &v) in oo.iter().enumerate() {
+                                ao.set(hh * hd + d, i, v);
+                            }
+                            if let Some(po) = po.as_mut() {
+                                for (j, &pj) in pp.iter().enumerate() {
+                                    po.set(hh * n_kv + j, i, if j < limit { pj } else { 0.0 });
+                                }
+                            }
+                        }
                     }
-                }
+                });
             }
             rec(at(l, Stage::AttnProbs), vec![n, nh, n_kv], &probs);
             self.rms_norm(&att, &layer.attn_sub_norm, &mut h);
@@ -426,8 +428,8 @@ impl<'m> Session<'m> {
             rec(at(l, Stage::FfnNorm), vec![n, e], &h);
             let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], &h, n);
             let mut act = vec![0f32; gate.len()];
-            par_rows(self.threads, &mut act, c.n_ff, &|part, r0| {
-                let at = r0 * c.n_ff;
+            // Element by element, split over the threads (a decode step has one row).
+            par_rows(self.threads, &mut act, 1, &|part, at| {
                 for (i, a) in part.iter_mut().enumerate() {
                     *a = silu(gate[at + i]) * up[at + i];
                 }

@@ -384,42 +384,69 @@ pub fn matmul_prepared(
     threads: usize,
     log: &KernelLog,
 ) {
-    let (rows, cols, n_tok, kernel) = (w.rows, w.cols, p.n_tok, p.kernel);
-    assert!(
-        p.ty == w.ty && p.cols == cols,
-        "activations prepared for {} × {}, matrix is {} × {cols}",
-        p.ty,
-        p.cols,
-        w.ty
-    );
-    assert_eq!(out.len(), n_tok * rows);
-    assert_eq!(
-        Some(w.data.len() as u64),
-        w.ty.data_bytes(cols as u64, (rows * cols) as u64),
-        "matrix data is rows × row bytes (and I2_S's trailing scale)"
-    );
-    let prepared = &p.prepared;
-    let id = rows_kernel_id(w, n_tok, kernel);
-    log.record(&id);
-    let threads = threads.clamp(1, rows.max(1));
-    // With several threads the rows go out in chunks, eight per thread, taken in turn: a thread
-    // slowed by the machine's other work takes fewer, instead of the others waiting for it at
-    // the end of every product. Chunks are multiples of 16 rows so the kernels' row tiles stay
-    // whole (every element is computed the same way whichever thread takes its row).
-    let chunks = if threads == 1 { 1 } else { threads * 8 };
-    let chunk = rows.div_ceil(chunks).div_ceil(16) * 16;
-    let chunks = rows.div_ceil(chunk);
-    let next = AtomicUsize::new(0);
-    let shared = rows_out::SharedOut::new(out, rows, n_tok);
-    pool::run(threads.min(chunks), &|_| loop {
-        let c = next.fetch_add(1, Ordering::Relaxed);
-        if c >= chunks {
-            break;
+    matmul_prepared_many(std::slice::from_ref(w), p, &mut [out], threads, log);
+}
+
+/// Products of several matrices with the same prepared activations (`outs[i]` receives
+/// `ws[i]`'s, as [`matmul_prepared`] would): their rows go out to the threads from one queue, so
+/// the threads meet once at the end instead of once per matrix. Each output element is computed
+/// the same way whichever thread takes its row.
+pub fn matmul_prepared_many(
+    ws: &[Matrix],
+    p: &PreparedInput,
+    outs: &mut [&mut [f32]],
+    threads: usize,
+    log: &KernelLog,
+) {
+    assert_eq!(ws.len(), outs.len(), "one output per matrix");
+    let (n_tok, kernel) = (p.n_tok, p.kernel);
+    let threads = threads.max(1);
+    // With several threads each matrix's rows go out in chunks, eight per thread, taken in turn:
+    // a thread slowed by the machine's other work takes fewer, instead of the others waiting for
+    // it at the end of every product. Chunks are multiples of 16 rows so the kernels' row tiles
+    // stay whole.
+    let mut chunks = Vec::new();
+    for (i, (w, out)) in ws.iter().zip(outs.iter()).enumerate() {
+        let (rows, cols) = (w.rows, w.cols);
+        assert!(
+            p.ty == w.ty && p.cols == cols,
+            "activations prepared for {} × {}, matrix is {} × {cols}",
+            p.ty,
+            p.cols,
+            w.ty
+        );
+        assert_eq!(out.len(), n_tok * rows);
+        assert_eq!(
+            Some(w.data.len() as u64),
+            w.ty.data_bytes(cols as u64, (rows * cols) as u64),
+            "matrix data is rows × row bytes (and I2_S's trailing scale)"
+        );
+        log.record(&rows_kernel_id(w, n_tok, kernel));
+        if rows == 0 {
+            continue;
         }
-        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
-        // SAFETY: chunk `c` is handed out once (`fetch_add`), and chunks do not overlap.
-        let mut o = unsafe { shared.rows(r0, r1) };
-        compute_rows(w, prepared, n_tok, kernel, r0, r1, &mut o);
+        let n = if threads == 1 { 1 } else { threads * 8 };
+        let chunk = rows.div_ceil(n).div_ceil(16) * 16;
+        for r0 in (0..rows).step_by(chunk) {
+            chunks.push((i, r0, (r0 + chunk).min(rows)));
+        }
+    }
+    let prepared = &p.prepared;
+    let next = AtomicUsize::new(0);
+    let shared: Vec<rows_out::SharedOut> = outs
+        .iter_mut()
+        .zip(ws)
+        .map(|(out, w)| rows_out::SharedOut::new(out, w.rows, n_tok))
+        .collect();
+    pool::run(threads.min(chunks.len()).max(1), &|_| loop {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&(i, r0, r1)) = chunks.get(c) else {
+            break;
+        };
+        // SAFETY: chunk `c` is handed out once (`fetch_add`), and a matrix's chunks do not
+        // overlap.
+        let mut o = unsafe { shared[i].rows(r0, r1) };
+        compute_rows(&ws[i], prepared, n_tok, kernel, r0, r1, &mut o);
     });
 }
 

@@ -15,7 +15,8 @@
 //! - matrix products: see [`crate::kernels`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::RwLock;
 
 use crate::attention::{attend, HeadCache};
 use crate::gguf::GgmlType;
@@ -130,6 +131,15 @@ fn par_rows(
         let mut part = parts[i].lock().unwrap_or_else(|e| e.into_inner());
         f(&mut part, i * per);
     });
+}
+
+/// Sets its flag when dropped (also while unwinding).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 fn silu(x: f32) -> f32 {
@@ -360,14 +370,17 @@ impl<'m> Session<'m> {
             rec(at(l, Stage::Q), vec![n, nh, hd], &q);
             rec(at(l, Stage::K), vec![n, nkv, hd], &k);
             rec(at(l, Stage::V), vec![n, nkv, hd], &v);
-            for i in 0..n {
-                for kvh in 0..nkv {
-                    let r = (i * nkv + kvh) * hd..(i * nkv + kvh + 1) * hd;
-                    self.cache[l][kvh].push(&k[r.clone()], &v[r]);
-                }
-            }
             let n_kv = p0 + n;
-            let heads = &self.cache[l];
+            // Each KV head's new positions are appended by the thread that takes the first query
+            // head of its group, inside the attention pass (appending is stores to cold cache
+            // lines, ~1 µs per head, which one thread did alone before); the group's other heads
+            // wait for that append. Heads are handed out in order, so the appending head of a
+            // group is always taken before the others: no wait can block the append.
+            let heads: Vec<RwLock<HeadCache>> = std::mem::take(&mut self.cache[l])
+                .into_iter()
+                .map(RwLock::new)
+                .collect();
+            let appended: Vec<AtomicBool> = (0..nkv).map(|_| AtomicBool::new(false)).collect();
             let scale = 1.0f32 / (hd as f32).sqrt();
             let group = nh / nkv;
             let mut probs = vec![0f32; if keep_probs { n * nh * n_kv } else { 0 }];
@@ -387,6 +400,22 @@ impl<'m> Session<'m> {
                         if hh >= nh {
                             break;
                         }
+                        let g = hh / group;
+                        if hh % group == 0 {
+                            // Marks the append done also if it panics, so no head waits forever
+                            // (the pass then fails with that panic).
+                            let _done = SetOnDrop(&appended[g]);
+                            let mut cache = heads[g].write().unwrap_or_else(|e| e.into_inner());
+                            for i in 0..n {
+                                let r = (i * nkv + g) * hd..(i * nkv + g + 1) * hd;
+                                cache.push(&k[r.clone()], &v[r]);
+                            }
+                        } else {
+                            while !appended[g].load(Ordering::Acquire) {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        let cache = heads[g].read().unwrap_or_else(|e| e.into_inner());
                         // SAFETY: head `hh` is handed out once, and heads' rows do not overlap.
                         let mut ao = unsafe { att_out.rows(hh * hd, (hh + 1) * hd) };
                         let mut po = keep_probs
@@ -396,7 +425,7 @@ impl<'m> Session<'m> {
                             let limit = p0 + i + 1; // causal: positions 0..=p0+i
                             attend(
                                 &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
-                                &heads[hh / group],
+                                &cache,
                                 limit,
                                 scale,
                                 &mut pp,
@@ -415,6 +444,10 @@ impl<'m> Session<'m> {
                     }
                 });
             }
+            self.cache[l] = heads
+                .into_iter()
+                .map(|h| h.into_inner().unwrap_or_else(|e| e.into_inner()))
+                .collect();
             rec(at(l, Stage::AttnProbs), vec![n, nh, n_kv], &probs);
             self.rms_norm(&att, &layer.attn_sub_norm, &mut h);
             rec(at(l, Stage::AttnSubNorm), vec![n, e], &h);

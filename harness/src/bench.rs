@@ -7,7 +7,7 @@
 //! rounds, the engine/llama.cpp ratios, and the share of the memory-bandwidth bound: a decode step
 //! reads every weight once, so `bound = bandwidth / weight bytes`, with the bandwidth measured by
 //! this tool (a plain multi-pass read of a buffer far larger than the caches, same thread count)
-//! in the same run.
+//! in every round, beside the runs it bounds (median over the rounds).
 //!
 //! The perf gate ([`gate`]) compares a report's ratios with the floors of
 //! `receipts/perf-baseline.json` less its stated noise margin.
@@ -66,7 +66,8 @@ pub struct Rates {
 #[serde(deny_unknown_fields)]
 pub struct ThreadResult {
     pub threads: usize,
-    /// Plain read bandwidth measured in this run at this thread count, GB/s (10^9 bytes).
+    /// Plain read bandwidth at this thread count, GB/s (10^9 bytes): the median of one
+    /// measurement per round, each taken just before that round's runs.
     pub bandwidth_gbs: f64,
     /// Decode tokens/s if every weight byte streamed at that bandwidth.
     pub bound_decode_tps: f64,
@@ -291,12 +292,12 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     let mut ctx_info = None;
     let buf = bandwidth_buffer();
     for &threads in &o.threads {
-        progress(&format!(
-            "measuring read bandwidth with {threads} thread(s)"
-        ));
-        let bw = measure_bandwidth(&buf, threads);
         let (mut ep, mut ed, mut lp, mut ld) = (vec![], vec![], vec![], vec![]);
+        let mut bws = Vec::new();
         for round in 0..o.rounds {
+            // The bandwidth is measured in every round, beside the runs it bounds: the machine's
+            // other load moves it as much as it moves them.
+            bws.push(measure_bandwidth(&buf, threads));
             let (p, d, k) = engine_once(&model, &tokens, o.decode_tokens, threads, o.kernel)?;
             kernels = k;
             ep.push(o.prompt_tokens as f64 / p);
@@ -305,9 +306,10 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
             lp.push(l.prompt_tokens as f64 / l.prefill_seconds);
             ld.push(l.decode_calls as f64 / l.decode_seconds);
             progress(&format!(
-                "threads {threads} round {}: engine prefill {:.1} decode {:.1} tok/s; \
-                 llama.cpp prefill {:.1} decode {:.1} tok/s",
+                "threads {threads} round {}: read {:.1} GB/s; engine prefill {:.1} decode {:.1} \
+                 tok/s; llama.cpp prefill {:.1} decode {:.1} tok/s",
                 round + 1,
+                bws[round],
                 ep[round],
                 ed[round],
                 lp[round],
@@ -315,6 +317,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
             ));
             ctx_info = Some(l);
         }
+        let bw = Stats::of(&bws).median;
         let bound = bw * 1e9 / wbytes as f64;
         let engine = Rates {
             prefill_tps: Stats::of(&ep),

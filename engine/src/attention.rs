@@ -265,17 +265,18 @@ mod tests {
             prop_assert_eq!(bits(&o2), bits(&wo));
             #[cfg(target_arch = "x86_64")]
             {
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: AVX2 detected.
-                    unsafe { attend_avx2(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc) };
-                    prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
-                    prop_assert_eq!(bits(&o2), bits(&wo));
-                }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: AVX-512F detected.
-                    unsafe { attend_avx512(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc) };
-                    prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
-                    prop_assert_eq!(bits(&o2), bits(&wo));
+                type Copy = unsafe fn(&[f32], &HeadCache, usize, f32, &mut [f32], &mut [f32], &mut Vec<f64>);
+                let copies: [(bool, Copy); 2] = [
+                    (std::is_x86_feature_detected!("avx2"), attend_avx2),
+                    (std::is_x86_feature_detected!("avx512f"), attend_avx512),
+                ];
+                for (here, copy) in copies {
+                    if here {
+                        // SAFETY: the copy's features were detected on this CPU.
+                        unsafe { copy(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc) };
+                        prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
+                        prop_assert_eq!(bits(&o2), bits(&wo));
+                    }
                 }
             }
         }

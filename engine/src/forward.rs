@@ -351,19 +351,14 @@ impl<'m> Session<'m> {
             rec(at(l, Stage::AttnNorm), vec![n, e], &h);
             let [mut q, mut k, v] = self.project_many([&layer.wq, &layer.wk, &layer.wv], &h, n);
             for i in 0..n {
-                let pos = (p0 + i) as f32;
                 rope_neox(
-                    &mut q[i * nh * hd..(i + 1) * nh * hd],
+                    [
+                        &mut q[i * nh * hd..(i + 1) * nh * hd],
+                        &mut k[i * nkv * hd..(i + 1) * nkv * hd],
+                    ],
                     hd,
                     c.n_rot,
-                    pos,
-                    c.rope_base,
-                );
-                rope_neox(
-                    &mut k[i * nkv * hd..(i + 1) * nkv * hd],
-                    hd,
-                    c.n_rot,
-                    pos,
+                    (p0 + i) as f32,
                     c.rope_base,
                 );
             }
@@ -546,18 +541,26 @@ fn dequant_row(m: &Matrix, bytes: &[u8], out: &mut [f32]) {
 }
 
 /// NEOX RoPE as ggml computes it: `theta_scale = powf(base, -2/n_rot)`, `theta` multiplied by it
-/// pair after pair from `theta = pos`, pairs `(i, i + n_rot/2)` within each head.
-pub fn rope_neox(x: &mut [f32], head_dim: usize, n_rot: usize, pos: f32, base: f32) {
+/// pair after pair from `theta = pos`, pairs `(i, i + n_rot/2)` within each head of each of `xs`
+/// (one position's query and key heads).
+pub fn rope_neox<const N: usize>(
+    xs: [&mut [f32]; N],
+    head_dim: usize,
+    n_rot: usize,
+    pos: f32,
+    base: f32,
+) {
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let half = n_rot / 2;
-    // The angles are the same for every head: their cosines and sines once per position.
+    // The angles are the same for every head, query or key: their cosines and sines once per
+    // position.
     let mut cs = Vec::with_capacity(half);
     let mut theta = pos;
     for _ in 0..half {
         cs.push((theta.cos(), theta.sin()));
         theta *= theta_scale;
     }
-    for head in x.chunks_exact_mut(head_dim) {
+    for head in xs.into_iter().flat_map(|x| x.chunks_exact_mut(head_dim)) {
         for (i, &(c, s)) in cs.iter().enumerate() {
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * c - b * s;

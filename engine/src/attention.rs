@@ -1,31 +1,38 @@
-//! One attention head against its KV cache, with the engine's summation order: each score sums
-//! its products `k·q` (f32) in f64 in index order, then scales; softmax subtracts the max,
-//! exponentiates, sums in f64 in order and scales by the f32 inverse; each output element sums
-//! `v·p` (f32) over positions in order in f64.
+//! One attention head against its KV cache, in ggml's order (the llama.cpp graph without flash
+//! attention over an F32 cache): `kq = mul_mat(k, q)`, `soft_max_ext(kq, mask, scale)`,
+//! `kqv = mul_mat(v, kq)`. See [`crate::ggml_math`] for the orders:
 //!
-//! Keys are stored in tiles of [`TILE`] positions, dimension-major inside a tile, so the scores
-//! of a tile's positions advance together (one vector lane per position) with the same operations
-//! in the same order per position as one position at a time. On x86-64 with AVX2 the same code
-//! is compiled for AVX2 and chosen at run time; results are bit-identical either way (no fused
-//! operations, no reassociation), which the tests check against a plain per-position loop.
+//! - each score is the dot product of the key row and the query in `ggml_vec_dot_f32`'s order
+//!   (the permuted query is not contiguous, so ggml declines tinyBLAS), except with a single query
+//!   head and two or more tokens, where the query is contiguous and tinyBLAS takes the product;
+//!   then times the scale;
+//! - the softmax as `ggml_soft_max_f32` computes it ([`crate::ggml_math::softmax`]);
+//! - each output element sums `v·p` over positions in tinyBLAS's order (8 lanes by position
+//!   modulo 8) when the pass has two or more tokens and the head size divides by 4, else in
+//!   `ggml_vec_dot_f32`'s (32 lanes by position modulo 32; the reference's rows are padded to a
+//!   multiple of 256 positions, so no position falls in a tail). Masked and padded positions add
+//!   `0·v`, which changes no sum, so only the positions `0..limit` are visited.
+//!
+//! The cache keeps keys and values as rows of `head_dim` per position, in chunks of [`CHUNK`]
+//! positions that never move.
 
-/// Positions per key tile.
-pub const TILE: usize = 8;
+use crate::ggml_math::{dot_lanes8, dot_steps32};
+use crate::kernels::scalar::{hadd8, hsum8};
+use crate::kernels::Kernel;
 
-/// Positions per storage chunk (whole tiles). The cache grows a chunk at a time and never moves
-/// what it holds: growing one contiguous vector copied the whole cache at every doubling, ~0.75 ms
-/// per layer of a 700M-shaped model at 128 positions, with the other kernel threads waiting.
-pub const CHUNK: usize = 8 * TILE;
+/// Positions per storage chunk. The cache grows a chunk at a time and never moves what it holds:
+/// growing one contiguous vector copied the whole cache at every doubling, ~0.75 ms per layer of a
+/// 700M-shaped model at 128 positions, with the other kernel threads waiting.
+pub const CHUNK: usize = 64;
 
 /// One KV head's cache.
 #[derive(Debug, Clone, Default)]
 pub struct HeadCache {
     hd: usize,
     len: usize,
-    /// Chunks of `CHUNK` positions, keys in tiles of `TILE`: element `(pos, d)` of a chunk at
-    /// `(p/TILE)·TILE·hd + d·TILE + p%TILE`, `p = pos % CHUNK`.
+    /// Chunks of `CHUNK` rows: element `(pos, d)` of a chunk at `p·hd + d`, `p = pos % CHUNK`.
     k: Vec<Box<[f32]>>,
-    /// Chunks of `CHUNK` rows: element `(pos, d)` of a chunk at `p·hd + d`.
+    /// Likewise.
     v: Vec<Box<[f32]>>,
 }
 
@@ -55,191 +62,185 @@ impl HeadCache {
             self.k.push(vec![0.0; CHUNK * hd].into_boxed_slice());
             self.v.push(vec![0.0; CHUNK * hd].into_boxed_slice());
         }
-        let base = (p / TILE) * TILE * hd + p % TILE;
-        let kc = &mut self.k[c];
-        for (d, &x) in k.iter().enumerate() {
-            kc[base + d * TILE] = x;
-        }
+        self.k[c][p * hd..(p + 1) * hd].copy_from_slice(k);
         self.v[c][p * hd..(p + 1) * hd].copy_from_slice(v);
         self.len += 1;
     }
 
-    /// The key of position `pos` (for tests and inspection).
-    pub fn key(&self, pos: usize) -> Vec<f32> {
-        let (c, p) = (pos / CHUNK, pos % CHUNK);
-        let base = (p / TILE) * TILE * self.hd + p % TILE;
-        (0..self.hd).map(|d| self.k[c][base + d * TILE]).collect()
-    }
-
-    /// The tile of keys holding positions `t·TILE..(t+1)·TILE`.
-    fn key_tile(&self, t: usize) -> &[f32] {
-        let per = CHUNK / TILE;
-        let size = TILE * self.hd;
-        &self.k[t / per][(t % per) * size..(t % per + 1) * size]
+    /// The key of position `pos`.
+    pub fn key(&self, pos: usize) -> &[f32] {
+        let p = pos % CHUNK;
+        &self.k[pos / CHUNK][p * self.hd..(p + 1) * self.hd]
     }
 
     /// The value of position `pos`.
-    fn value(&self, pos: usize) -> &[f32] {
+    pub fn value(&self, pos: usize) -> &[f32] {
         let p = pos % CHUNK;
         &self.v[pos / CHUNK][p * self.hd..(p + 1) * self.hd]
     }
 }
 
+/// Which of ggml's two summation orders each attention product takes (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnOrder {
+    /// Scores in tinyBLAS's order (else `ggml_vec_dot_f32`'s).
+    pub kq_lanes8: bool,
+    /// Outputs in tinyBLAS's order (else `ggml_vec_dot_f32`'s).
+    pub kqv_lanes8: bool,
+}
+
+impl AttnOrder {
+    /// The orders ggml takes for a pass of `n_tok` tokens with `n_head` query heads of size `hd`.
+    pub fn for_pass(n_tok: usize, n_head: usize, hd: usize) -> AttnOrder {
+        AttnOrder {
+            kq_lanes8: n_head == 1 && n_tok >= 2 && hd % 8 == 0,
+            kqv_lanes8: n_tok >= 2 && hd % 4 == 0,
+        }
+    }
+}
+
 /// Attend query `q` to positions `0..limit` of `cache`: `p` receives the `limit` probabilities,
 /// `o` the `hd` outputs; `acc` is scratch.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
+    kernel: Kernel,
     q: &[f32],
     cache: &HeadCache,
     limit: usize,
     scale: f32,
+    order: AttnOrder,
     p: &mut [f32],
     o: &mut [f32],
-    acc: &mut Vec<f64>,
+    acc: &mut Vec<f32>,
 ) {
     assert!(limit <= cache.len && q.len() == cache.hd && p.len() >= limit && o.len() == cache.hd);
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was detected; the body reads only within the slices (asserted above).
-        unsafe { attend_avx512(q, cache, limit, scale, p, o, acc) };
+    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512)
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: AVX2 and FMA were detected; the body reads only within the slices (asserted
+        // above).
+        unsafe { attend_avx2(q, cache, limit, scale, order, p, o, acc) };
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected; the body reads only within the slices (asserted above).
-        unsafe { attend_avx2(q, cache, limit, scale, p, o, acc) };
-        return;
-    }
-    attend_body(q, cache, limit, scale, p, o, acc);
+    let _ = kernel;
+    attend_body(q, cache, limit, scale, order, p, o, acc);
 }
 
-/// [`attend_body`] compiled for AVX-512 (the position tiles' f64 sums in 8-lane vectors; each
-/// lane still sums its position in index order, so the bits are the portable body's).
+/// [`attend_body`] compiled for AVX2 + FMA (the same operations, so the same bits).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2")]
-unsafe fn attend_avx512(
-    q: &[f32],
-    cache: &HeadCache,
-    limit: usize,
-    scale: f32,
-    p: &mut [f32],
-    o: &mut [f32],
-    acc: &mut Vec<f64>,
-) {
-    attend_body(q, cache, limit, scale, p, o, acc);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     q: &[f32],
     cache: &HeadCache,
     limit: usize,
     scale: f32,
+    order: AttnOrder,
     p: &mut [f32],
     o: &mut [f32],
-    acc: &mut Vec<f64>,
+    acc: &mut Vec<f32>,
 ) {
-    attend_body(q, cache, limit, scale, p, o, acc);
+    attend_body(q, cache, limit, scale, order, p, o, acc);
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attend_body(
     q: &[f32],
     cache: &HeadCache,
     limit: usize,
     scale: f32,
+    order: AttnOrder,
     p: &mut [f32],
     o: &mut [f32],
-    acc: &mut Vec<f64>,
+    acc: &mut Vec<f32>,
 ) {
     let hd = cache.hd;
-    // Scores, a tile of positions at a time (positions past `limit` in the last tile are
-    // computed on the tile's padding and dropped).
-    for t in 0..limit.div_ceil(TILE) {
-        let tile = cache.key_tile(t);
-        let mut s = [0f64; TILE];
-        for (d, &qd) in q.iter().enumerate() {
-            let kd = &tile[d * TILE..(d + 1) * TILE];
-            for i in 0..TILE {
-                s[i] += (kd[i] * qd) as f64;
-            }
-        }
-        for (i, &si) in s.iter().enumerate() {
-            let j = t * TILE + i;
-            if j < limit {
-                p[j] = (si as f32) * scale;
-            }
-        }
+    for (j, pj) in p[..limit].iter_mut().enumerate() {
+        let dot = if order.kq_lanes8 {
+            dot_lanes8(cache.key(j), q)
+        } else {
+            dot_steps32(cache.key(j), q)
+        };
+        *pj = dot * scale;
     }
-    let mut max = f32::NEG_INFINITY;
-    for &pj in &p[..limit] {
-        max = max.max(pj);
-    }
-    let mut sum = 0f64;
-    for pj in &mut p[..limit] {
-        *pj = (*pj - max).exp();
-        sum += *pj as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for pj in &mut p[..limit] {
-        *pj *= inv;
-    }
+    crate::ggml_math::softmax_body(&mut p[..limit]);
+    // Lane accumulators: lane `j % L` of output element `d` at `acc[(j % L)·hd + d]`.
+    let lanes = if order.kqv_lanes8 { 8 } else { 32 };
     acc.clear();
-    acc.resize(hd, 0.0);
+    acc.resize(lanes * hd, 0.0);
     for (j, &pj) in p[..limit].iter().enumerate() {
-        let vrow = cache.value(j);
-        for (a, &v) in acc.iter_mut().zip(vrow) {
-            *a += (v * pj) as f64;
+        let a = &mut acc[(j % lanes) * hd..(j % lanes + 1) * hd];
+        for (ad, &v) in a.iter_mut().zip(cache.value(j)) {
+            *ad = v.mul_add(pj, *ad);
         }
     }
-    for (od, &a) in o.iter_mut().zip(acc.iter()) {
-        *od = a as f32;
+    for (d, od) in o.iter_mut().enumerate() {
+        let lane = |l: usize| acc[l * hd + d];
+        *od = if order.kqv_lanes8 {
+            hsum8(std::array::from_fn(lane))
+        } else {
+            let r: [f32; 8] =
+                std::array::from_fn(|l| (lane(l) + lane(16 + l)) + (lane(8 + l) + lane(24 + l)));
+            hadd8(r)
+        };
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ggml_math::{dot_lanes8, dot_steps32, softmax};
     use proptest::prelude::*;
 
-    /// The plain order, one position at a time, rows as they came.
-    fn reference(q: &[f32], ks: &[Vec<f32>], vs: &[Vec<f32>], scale: f32) -> (Vec<f32>, Vec<f32>) {
-        let mut p: Vec<f32> = ks
-            .iter()
-            .map(|k| {
-                let mut s = 0f64;
-                for (a, b) in k.iter().zip(q) {
-                    s += (a * b) as f64;
-                }
-                (s as f32) * scale
+    /// ggml's computation spelled out on its own shapes: the scores row and the value columns
+    /// padded to a multiple of 256 positions (zero keys and values, scores masked to −∞), each
+    /// product one dot over the whole padded length.
+    fn reference(
+        q: &[f32],
+        ks: &[Vec<f32>],
+        vs: &[Vec<f32>],
+        limit: usize,
+        scale: f32,
+        order: AttnOrder,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let n_kv = ks.len().div_ceil(256) * 256;
+        let hd = q.len();
+        let zero = vec![0f32; hd];
+        let mut p: Vec<f32> = (0..n_kv)
+            .map(|j| {
+                let k = ks.get(j).unwrap_or(&zero);
+                let dot = if order.kq_lanes8 {
+                    dot_lanes8(k, q)
+                } else {
+                    dot_steps32(k, q)
+                };
+                let masked = if j < limit { 0.0 } else { f32::NEG_INFINITY };
+                dot * scale + masked
             })
             .collect();
-        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0f64;
-        for x in &mut p {
-            *x = (*x - max).exp();
-            sum += *x as f64;
-        }
-        let inv = (1.0 / sum) as f32;
-        for x in &mut p {
-            *x *= inv;
-        }
-        let o = (0..q.len())
+        softmax(Kernel::Scalar, &mut p);
+        let o = (0..hd)
             .map(|d| {
-                let mut s = 0f64;
-                for (j, v) in vs.iter().enumerate() {
-                    s += (v[d] * p[j]) as f64;
+                let col: Vec<f32> = (0..n_kv).map(|j| vs.get(j).map_or(0.0, |v| v[d])).collect();
+                if order.kqv_lanes8 {
+                    dot_lanes8(&col, &p)
+                } else {
+                    dot_steps32(&col, &p)
                 }
-                s as f32
             })
             .collect();
+        p.truncate(limit);
         (p, o)
     }
 
     proptest! {
         #[test]
-        fn tiles_give_the_plain_order_bit_for_bit(
-            seed in any::<u64>(), n in 1usize..150, hd in 1usize..70, limit_back in 0usize..5
+        fn attend_equals_ggml_on_padded_rows(
+            seed in any::<u64>(), n in 1usize..150, hd in 1usize..70, limit_back in 0usize..5,
+            kq8 in any::<bool>(), kqv8 in any::<bool>(),
         ) {
             let mut s = seed | 1;
             let mut f = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0 };
@@ -250,35 +251,54 @@ mod tests {
             for (k, v) in ks.iter().zip(&vs) {
                 c.push(k, v);
             }
-            prop_assert_eq!(c.key(n - 1), ks[n - 1].clone());
+            prop_assert_eq!(c.key(n - 1), &ks[n - 1][..]);
+            prop_assert_eq!(c.value(n - 1), &vs[n - 1][..]);
             let limit = n.saturating_sub(limit_back).max(1);
-            let (wp, wo) = reference(&q, &ks[..limit], &vs[..limit], 0.125);
-            let (mut p, mut o, mut acc) = (vec![0f32; n], vec![0f32; hd], Vec::new());
-            attend(&q, &c, limit, 0.125, &mut p, &mut o, &mut acc);
+            let order = AttnOrder { kq_lanes8: kq8, kqv_lanes8: kqv8 };
+            let (wp, wo) = reference(&q, &ks, &vs, limit, 0.125, order);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            prop_assert_eq!(bits(&p[..limit]), bits(&wp));
-            prop_assert_eq!(bits(&o), bits(&wo));
-            // The portable body and every compiled copy this CPU runs give the same bits.
-            let (mut p2, mut o2) = (vec![0f32; n], vec![0f32; hd]);
-            attend_body(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc);
-            prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
-            prop_assert_eq!(bits(&o2), bits(&wo));
-            #[cfg(target_arch = "x86_64")]
-            {
-                type Copy = unsafe fn(&[f32], &HeadCache, usize, f32, &mut [f32], &mut [f32], &mut Vec<f64>);
-                let copies: [(bool, Copy); 2] = [
-                    (std::is_x86_feature_detected!("avx2"), attend_avx2),
-                    (std::is_x86_feature_detected!("avx512f"), attend_avx512),
-                ];
-                for (here, copy) in copies {
-                    if here {
-                        // SAFETY: the copy's features were detected on this CPU.
-                        unsafe { copy(&q, &c, limit, 0.125, &mut p2, &mut o2, &mut acc) };
-                        prop_assert_eq!(bits(&p2[..limit]), bits(&wp));
-                        prop_assert_eq!(bits(&o2), bits(&wo));
-                    }
-                }
+            let mut acc = Vec::new();
+            for k in Kernel::available() {
+                let (mut p, mut o) = (vec![0f32; n], vec![0f32; hd]);
+                attend(k, &q, &c, limit, 0.125, order, &mut p, &mut o, &mut acc);
+                prop_assert_eq!(bits(&p[..limit]), bits(&wp), "{:?}", k);
+                prop_assert_eq!(bits(&o), bits(&wo), "{:?}", k);
             }
         }
+    }
+
+    #[test]
+    fn orders_follow_ggml_dispatch() {
+        // Decode: vec_dot for both products.
+        assert_eq!(
+            AttnOrder::for_pass(1, 8, 64),
+            AttnOrder {
+                kq_lanes8: false,
+                kqv_lanes8: false
+            }
+        );
+        // Prefill: tinyBLAS for kqv; kq only when the query is contiguous (one head).
+        assert_eq!(
+            AttnOrder::for_pass(5, 8, 64),
+            AttnOrder {
+                kq_lanes8: false,
+                kqv_lanes8: true
+            }
+        );
+        assert_eq!(
+            AttnOrder::for_pass(5, 1, 64),
+            AttnOrder {
+                kq_lanes8: true,
+                kqv_lanes8: true
+            }
+        );
+        // tinyBLAS declines rows not divisible by 4 and lengths not divisible by 8.
+        assert_eq!(
+            AttnOrder::for_pass(5, 1, 66),
+            AttnOrder {
+                kq_lanes8: false,
+                kqv_lanes8: false
+            }
+        );
     }
 }

@@ -10,15 +10,15 @@
 //! Reduction orders (documented so every kernel variant can match them bit for bit):
 //! - RMSNorm: Σx² in f64 in index order; `scale = 1/sqrtf((float)(Σ/n) + eps)` in f32; `y = x·scale`
 //!   then `y·w` in f32 (`ggml_compute_forward_rms_norm_f32`, then `ggml_mul`);
-//! - attention scores and the weighted sum of V: f32 products summed in f64 in index order;
-//! - softmax: max, then Σexp(x−max) in f64 in index order, `p = exp(x−max) · (float)(1/Σ)`;
+//! - attention (scores, softmax, weighted sum of V) and SiLU·up: see [`crate::attention`] and
+//!   [`crate::ggml_math`];
 //! - matrix products: see [`crate::kernels`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::RwLock;
 
-use crate::attention::{attend, HeadCache};
+use crate::attention::{attend, AttnOrder, HeadCache};
 use crate::gguf::GgmlType;
 use crate::kernels::rows_out::SharedOut;
 use crate::kernels::{matmul, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
@@ -93,7 +93,8 @@ pub fn unpack_tq1_for(kernel: Kernel) -> bool {
         && std::env::var("BITNET_TQ1_UNPACK").map_or(true, |v| v.trim() != "0")
 }
 
-fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+/// RMSNorm of each row of `x` (rows of `w.len()`), times `w`, as ggml computes `mul(rms_norm(x), w)`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
         let mut sum = 0f64;
@@ -140,10 +141,6 @@ impl Drop for SetOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Release);
     }
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 impl<'m> Session<'m> {
@@ -387,9 +384,11 @@ impl<'m> Session<'m> {
                 let att_out = SharedOut::new(&mut att, nh * hd, n);
                 let probs_out = SharedOut::new(&mut probs, p_rows, p_tok);
                 let next = AtomicUsize::new(0);
+                let order = AttnOrder::for_pass(n, nh, hd);
+                let kernel = self.kernel;
                 crate::kernels::pool::run(self.threads.min(nh).max(1), &|_| {
                     let (mut pp, mut oo) = (vec![0f32; n_kv], vec![0f32; hd]);
-                    let mut acc: Vec<f64> = Vec::with_capacity(hd);
+                    let mut acc: Vec<f32> = Vec::new();
                     loop {
                         let hh = next.fetch_add(1, Ordering::Relaxed);
                         if hh >= nh {
@@ -419,10 +418,12 @@ impl<'m> Session<'m> {
                         for i in 0..n {
                             let limit = p0 + i + 1; // causal: positions 0..=p0+i
                             attend(
+                                kernel,
                                 &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
                                 &cache,
                                 limit,
                                 scale,
+                                order,
                                 &mut pp,
                                 &mut oo,
                                 &mut acc,
@@ -457,10 +458,10 @@ impl<'m> Session<'m> {
             let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], &h, n);
             let mut act = vec![0f32; gate.len()];
             // Element by element, split over the threads (a decode step has one row).
+            let (n_ff, kernel) = (c.n_ff, self.kernel);
             par_rows(self.threads, &mut act, 1, &|part, at| {
-                for (i, a) in part.iter_mut().enumerate() {
-                    *a = silu(gate[at + i]) * up[at + i];
-                }
+                let r = at..at + part.len();
+                crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at);
             });
             rec(at(l, Stage::FfnAct), vec![n, c.n_ff], &act);
             let mut act_n = vec![0f32; act.len()];
@@ -563,8 +564,10 @@ pub fn rope_neox<const N: usize>(
     for head in xs.into_iter().flat_map(|x| x.chunks_exact_mut(head_dim)) {
         for (i, &(c, s)) in cs.iter().enumerate() {
             let (a, b) = (head[i], head[i + half]);
-            head[i] = a * c - b * s;
-            head[i + half] = a * s + b * c;
+            // ggml's rotate_pairs, `x0·cos − x1·sin` and `x0·sin + x1·cos`, as GCC contracts
+            // them (-ffp-contract=fast with FMA): the first product fused into the sum.
+            head[i] = a.mul_add(c, -(b * s));
+            head[i + half] = a.mul_add(s, b * c);
         }
     }
 }

@@ -143,6 +143,7 @@ pub fn calibrate_pairs(
                 rel_l2_max: Some((s.max_rel_l2 * k).max(REL_FLOOR)),
                 max_abs: Some((s.max_abs * k).max(ABS_FLOOR)),
                 nmse_max: Some((s.max_nmse * k * k).max(REL_FLOOR * REL_FLOOR)),
+                exact: None,
             };
             (s.point.clone(), t)
         })

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::compare::{compare_trace_dirs, CompareSpec, Comparison, Headroom};
 use crate::golden::{self, GoldenOutcome};
-use crate::reference::{run_command, RefRequest};
-use crate::scenario::{Backend, LoadedScenario, Reference};
+use crate::reference::{run_command, RefBuild, RefRequest};
+use crate::scenario::{Backend, LoadedScenario, NamedReference, Reference};
 
 /// The checks a scenario can have, in the order they are listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -587,12 +587,10 @@ impl Context {
 
     fn check_parity(&self, s: &LoadedScenario, runs: &Runs, check: Check) -> Verdict {
         let tol = &s.scenario.tolerances;
-        let tolerance = |name: &str| tol.for_point(name);
-        let spec = CompareSpec {
-            tolerance: &tolerance,
-            logits: tol.logits,
-            generated_equal: true,
-        };
+        let default_exact = s.scenario.exact.unwrap_or(matches!(
+            s.scenario.reference,
+            Reference::Named(NamedReference::LlamaCpp)
+        ));
         let mut worst: Option<Headroom> = None;
         let mut per_layer = Vec::new();
         let mut notes = Vec::new();
@@ -601,11 +599,35 @@ impl Context {
                 Ok(d) => d,
                 Err(e) => return Verdict::fail(format!("input {i}: {e}")),
             };
+            // Whether the reference's build allows exactness at all.
+            let build_reason = match RefBuild::read(&ref_dir) {
+                Ok(Some(b)) => b.inexact_reason(),
+                Ok(None) => {
+                    Some("the reference wrote no `build.json` saying how it was built".into())
+                }
+                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+            };
+            let tolerance = |name: &str| {
+                let mut t = tol.for_point(name);
+                t.exact = Some(t.exact.unwrap_or(default_exact) && build_reason.is_none());
+                t
+            };
+            let spec = CompareSpec {
+                tolerance: &tolerance,
+                logits: tol.logits,
+                generated_equal: true,
+            };
             let c: Comparison =
                 match compare_trace_dirs(&runs.inputs[i].engine_dir, &ref_dir, &spec) {
                     Ok(c) => c,
                     Err(e) => return Verdict::fail(format!("input {i}: {e}")),
                 };
+            let exact_points = c.points.iter().filter(|p| p.exact).count();
+            let why_not: Vec<String> = build_reason
+                .iter()
+                .filter(|_| default_exact)
+                .map(|r| format!("not exact: {r}; the tolerances apply"))
+                .collect();
             if check == Check::Generation {
                 if let Some(at) = c.generated_mismatch {
                     return Verdict::fail(format!(
@@ -635,8 +657,13 @@ impl Context {
                 }
             }
             notes.push(format!(
-                "input {i}: {} points × positions compared",
-                c.points.len()
+                "input {i}: {} points × positions compared, {exact_points} of them bit-exact{}",
+                c.points.len(),
+                if why_not.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", why_not.join("; "))
+                }
             ));
             per_layer = c.per_layer.clone();
         }

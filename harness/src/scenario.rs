@@ -38,6 +38,14 @@ pub struct Scenario {
     /// Comparison tolerances against the reference.
     #[serde(default)]
     pub tolerances: Tolerances,
+    /// Hold every trace point to exact equality with the reference (bit for bit; a mismatch names
+    /// the first differing element, both values and their ULP distance). Defaults to `true`
+    /// against llama.cpp, whose CPU build the engine reproduces bit for bit, and `false` against
+    /// other references. Where exactness cannot hold (a reference built for another instruction
+    /// set, a shape ggml sums in an order the engine does not reproduce) the report says why,
+    /// per point, and the tolerances apply there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<bool>,
     /// Backends to run the engine on (`cpu`; `cuda` is accepted and its checks are skipped until
     /// the CUDA backend exists).
     #[serde(default = "default_backends")]
@@ -171,6 +179,7 @@ fn default_tolerance() -> Tolerance {
         rel_l2_max: Some(5e-2),
         max_abs: None,
         nmse_max: Some(2.5e-3),
+        exact: None,
     }
 }
 
@@ -306,6 +315,7 @@ fn field_names() -> &'static [&'static str] {
         "golden",
         "prefill_chunks",
         "threads",
+        "exact",
         "skip_unless",
         "receipt",
         "preset",

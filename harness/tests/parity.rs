@@ -43,34 +43,24 @@ fn engine_trace(model: &Path, out: &Path, generate: usize, threads: usize) -> Ve
     r.kernels
 }
 
-fn tight(name: &str) -> Tolerance {
-    // Measured on these presets: rel L2 at most ~7e-7 at any point (matrix products are bit-equal;
-    // RMSNorm/softmax/RoPE round differently); the bounds leave at least 14x headroom.
-    let t = Tolerance {
+/// Bit-exact: the engine reproduces llama.cpp's CPU build op for op (`ops_ggml.rs` checks each op
+/// against ggml), so every value of every point equals the reference's.
+fn exact(_name: &str) -> Tolerance {
+    Tolerance {
+        exact: Some(true),
+        ..Tolerance::default()
+    }
+}
+
+/// Loose bounds (the old flip-tolerant defaults), for a planted perturbation that must still be
+/// found by the metrics.
+fn tight(_name: &str) -> Tolerance {
+    Tolerance {
         cosine_min: Some(0.99999),
         rel_l2_max: Some(1e-5),
         max_abs: None,
         nmse_max: Some(1e-10),
-    };
-    if name == "logits" {
-        // With an F16 output matrix the activations are rounded to F16 first: a 1e-7 difference
-        // upstream can move one across an F16 rounding boundary. Measured rel L2 up to 4e-5.
-        return Tolerance {
-            rel_l2_max: Some(2e-4),
-            nmse_max: Some(4e-8),
-            ..t
-        };
-    }
-    t
-}
-
-/// The scenario defaults: a Q8_K rounding flip moves the points after it by up to ~1e-2.
-fn flip_tolerant(_name: &str) -> Tolerance {
-    Tolerance {
-        cosine_min: Some(0.9997),
-        rel_l2_max: Some(5e-2),
-        max_abs: None,
-        nmse_max: Some(2.5e-3),
+        exact: None,
     }
 }
 
@@ -120,23 +110,12 @@ fn engine_matches_llama_cpp_on_every_preset() {
             Duration::from_secs(120),
         )
         .unwrap();
-        // On gqa this prompt puts a Q8_K activation of blk.0.ffn_down (position 7) on a rounding
-        // boundary: it flips, and the points after it move by rel L2 1.5e-3. That preset is held
-        // to the flip-tolerant scenario defaults instead.
-        let tol: &dyn Fn(&str) -> Tolerance = if name == "gqa" {
-            &flip_tolerant
-        } else {
-            &tight
-        };
-        let c = compare_trace_dirs(&e, &r, &spec(tol)).unwrap();
+        let c = compare_trace_dirs(&e, &r, &spec(&exact)).unwrap();
         assert!(c.passed(), "{name}: {}", c.failure_summary());
         assert_eq!(c.engine_generated.len(), 4);
-        let worst = c.worst_headroom().unwrap();
-        assert!(worst.factor > 1.0, "{name}: {worst:?}");
-        eprintln!(
-            "{name}: worst headroom {:.1}x on {} at {}",
-            worst.factor, worst.metric, worst.at
-        );
+        assert!(c.points.iter().all(|p| p.exact && p.diff.is_none()));
+        assert!(c.points.iter().all(|p| p.metrics.max_abs == 0.0), "{name}");
+        eprintln!("{name}: {} points × positions bit-exact", c.points.len());
     }
 }
 
@@ -205,6 +184,86 @@ a = np.load(f); a[3, 5] += 0.05; np.save(f, a)
             .unwrap()
             .violations,
         1
+    );
+}
+
+#[test]
+fn exact_mode_names_a_one_ulp_difference_that_tolerances_admit() {
+    // The reference's blk.0.attn_norm at position 2, element 7, moved by one ulp: within any
+    // tolerance, but not equal. Exact comparison names the element, both values and the distance.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    build(&preset("tiny").unwrap())
+        .unwrap()
+        .write(&model)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("perturb.py"),
+        r#"
+import sys, numpy as np
+f = sys.argv[1] + "/blk.0.attn_norm.step0.npy"
+a = np.load(f); a[2, 7] = np.nextafter(a[2, 7], np.float32(np.inf)); np.save(f, a)
+"#,
+    )
+    .unwrap();
+    let harness = env!("CARGO_BIN_EXE_harness");
+    let python = std::env::var("BITNET_PYTHON")
+        .unwrap_or_else(|_| format!("{}/../.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let script = dir.path().join("ulp-reference.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\n\"{harness}\" ref-trace \"$@\"\nfor a in \"$@\"; do last=\"$a\"; done\n\"{python}\" \"{}\" \"$last\"\n",
+            dir.path().join("perturb.py").display()
+        ),
+    )
+    .unwrap();
+    let (e, r) = (dir.path().join("e"), dir.path().join("r"));
+    engine_trace(&model, &e, 1, 2);
+    let req = RefRequest {
+        model: model.clone(),
+        tokens: PROMPT.to_vec(),
+        generate: 1,
+        points: PointFilter::all(),
+        threads: 2,
+        out: r.clone(),
+        ubatch: None,
+        nudge_embeddings: false,
+    };
+    run_command(
+        Path::new("sh"),
+        &[script.display().to_string()],
+        &req,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(compare_trace_dirs(&e, &r, &spec(&tight)).unwrap().passed());
+    let c = compare_trace_dirs(&e, &r, &spec(&exact)).unwrap();
+    let d = c.first_divergence.expect("one ulp is found");
+    assert_eq!(
+        (d.step, d.position, d.layer, d.stage),
+        (0, 2, Some(0), Stage::AttnNorm),
+        "{d}"
+    );
+    let p = c
+        .points
+        .iter()
+        .find(|p| p.name == "blk.0.attn_norm" && p.position == 2)
+        .unwrap();
+    let diff = p.diff.as_ref().unwrap();
+    assert_eq!(
+        (diff.index, diff.coords.clone(), diff.ulps, diff.count),
+        (7, vec![7], 1, 1)
+    );
+    let up = if diff.engine > 0.0 {
+        diff.engine.to_bits() + 1
+    } else {
+        diff.engine.to_bits() - 1
+    };
+    assert_eq!(diff.reference.to_bits(), up);
+    assert!(
+        d.violations[0].contains("first at [7]") && d.violations[0].contains("(1 ulp)"),
+        "{d}"
     );
 }
 

@@ -148,6 +148,15 @@ pub struct ModelSpec {
     pub seed: u64,
     /// The vocabulary: `bpe` (needs `n_vocab` ≥ 258) or `none` (default `bpe`).
     pub tokenizer: TokenizerKind,
+    /// The BPE vocabulary's pre-tokenizer (`tokenizer.ggml.pre`): `gpt-2` (default) or
+    /// `llama-bpe` (LLaMA 3's, as BitNet b1.58 2B files use).
+    pub pre_tokenizer: String,
+    /// Give each projection its own scale (q, k, v, gate and up differ instead of sharing one),
+    /// so a product that takes a sibling's scale changes the result (default false).
+    pub distinct_scales: bool,
+    /// With an F16 embedding, make every 37th value an F16 subnormal (magnitude below 6.1e-5),
+    /// so conversions that flush subnormals change the result (default false).
+    pub f16_subnormals: bool,
 }
 
 impl Default for ModelSpec {
@@ -170,6 +179,9 @@ impl Default for ModelSpec {
             residual_scale: None,
             seed: 0,
             tokenizer: TokenizerKind::Bpe,
+            pre_tokenizer: "gpt-2".into(),
+            distinct_scales: false,
+            f16_subnormals: false,
         }
     }
 }
@@ -181,7 +193,16 @@ pub const BLOCK_SHARE: f32 = 0.05;
 pub const LOGIT_STD: f32 = 3.0;
 
 /// Names of the presets.
-pub const PRESETS: &[&str] = &["tiny", "tiny-scales", "gqa", "tq1", "i2s", "f16", "700m"];
+pub const PRESETS: &[&str] = &[
+    "tiny",
+    "tiny-scales",
+    "gqa",
+    "tq1",
+    "i2s",
+    "f16",
+    "mixed",
+    "700m",
+];
 
 /// A named preset.
 pub fn preset(name: &str) -> Option<ModelSpec> {
@@ -215,6 +236,24 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
         "f16" => ModelSpec {
             embedding_type: EmbeddingType::F16,
             seed: 4,
+            ..tiny
+        },
+        // What the other presets leave unexercised: a LLaMA-3-style RoPE base and
+        // pre-tokenizer, a 2:1 GQA ratio with 128-wide heads, a distinct scale per projection,
+        // F16 subnormals in the embedding, and an output row count (509) that no kernel tile
+        // divides.
+        "mixed" => ModelSpec {
+            n_embd: 512,
+            n_head: 4,
+            n_head_kv: Some(2),
+            n_ff: 768,
+            n_vocab: 509,
+            rope_base: 500000.0,
+            embedding_type: EmbeddingType::F16,
+            distinct_scales: true,
+            f16_subnormals: true,
+            pre_tokenizer: "llama-bpe".into(),
+            seed: 6,
             ..tiny
         },
         // The shape of `1bitLLM/bitnet_b1_58-large`.
@@ -322,6 +361,13 @@ impl ModelSpec {
                 "n_vocab",
                 &self.n_vocab,
                 "at least 258 with `tokenizer: bpe` (256 bytes and 2 control tokens)",
+            );
+        }
+        if !matches!(self.pre_tokenizer.as_str(), "gpt-2" | "llama-bpe") {
+            return bad(
+                "pre_tokenizer",
+                &self.pre_tokenizer,
+                "`gpt-2` or `llama-bpe`",
             );
         }
         let rs = self.residual_scale();
@@ -456,7 +502,7 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
                 }
             })?;
             w.add_kv("tokenizer.ggml.model", "gpt2");
-            w.add_kv("tokenizer.ggml.pre", "gpt-2");
+            w.add_kv("tokenizer.ggml.pre", spec.pre_tokenizer.as_str());
             w.add_kv(
                 "tokenizer.ggml.tokens",
                 crate::gguf::string_array(&v.tokens),
@@ -484,7 +530,7 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
         EmbeddingType::F32 => GgmlType::F32,
         EmbeddingType::F16 => GgmlType::F16,
     };
-    let (std, n_vocab) = (spec.embedding_std, spec.n_vocab);
+    let (std, n_vocab, subnormals) = (spec.embedding_std, spec.n_vocab, spec.f16_subnormals);
     w.add_tensor_lazy(
         "token_embd.weight",
         &[e as u64, n_vocab as u64],
@@ -494,8 +540,14 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
             let mut rng = Rng::for_tensor(seed, "token_embd.weight");
             let n = e as usize * n_vocab as usize;
             let mut out = Vec::with_capacity(n * emb_ty.type_size());
-            for _ in 0..n {
-                let v = rng.normal() * std;
+            for i in 0..n {
+                let mut v = rng.normal() * std;
+                if subnormals && i % 37 == 5 {
+                    // An F16 subnormal: mantissa 1..=1023, exponent 0, either sign.
+                    let m = 1 + (rng.next_u64() % 1023) as u16;
+                    let sign = if rng.next_u64() >> 63 == 0 { 0 } else { 0x8000 };
+                    v = f16_to_f32(sign | m);
+                }
                 match emb_ty {
                     GgmlType::F16 => out.extend_from_slice(&f32_to_f16(v).to_le_bytes()),
                     _ => out.extend_from_slice(&v.to_le_bytes()),
@@ -534,13 +586,16 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
                 Box::new(move || norm_tensor(seed, &key, n)),
             );
         }
+        // With `distinct_scales` each projection's scale is moved by its own factor (f16-exact
+        // products of f16 scales stay close to the balanced ones the module docs derive).
+        let d = |k: f32| if spec.distinct_scales { k } else { 1.0 };
         let projections = [
-            ("attn_q", e, e, in_scale(e)),
-            ("attn_k", e, kv, in_scale(e)),
-            ("attn_v", e, kv, in_scale(e)),
+            ("attn_q", e, e, f16_round(in_scale(e) * d(1.25))),
+            ("attn_k", e, kv, f16_round(in_scale(e) * d(0.75))),
+            ("attn_v", e, kv, f16_round(in_scale(e) * d(1.5))),
             ("attn_output", e, e, out_scale(e, attn_factor)),
-            ("ffn_gate", e, f, in_scale(e)),
-            ("ffn_up", e, f, in_scale(e)),
+            ("ffn_gate", e, f, f16_round(in_scale(e) * d(0.875))),
+            ("ffn_up", e, f, f16_round(in_scale(e) * d(1.125))),
             ("ffn_down", f, e, out_scale(f, rs)),
         ];
         for (t, n_in, n_out, scale) in projections {

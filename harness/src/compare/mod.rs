@@ -38,6 +38,12 @@ pub struct Tolerance {
     /// Largest acceptable NMSE `Σ(a−b)²/Σa²` (llama.cpp's test-backend-ops definition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nmse_max: Option<f64>,
+    /// Every element must equal the reference's (bit for bit; +0 and −0 count as equal, and so
+    /// do two NaNs). A mismatch names the first differing element, both values and their
+    /// distance in ULPs. The scenario's `exact` sets it for every point; a point's own entry
+    /// overrides that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<bool>,
 }
 
 impl Tolerance {
@@ -48,6 +54,7 @@ impl Tolerance {
             rel_l2_max: other.rel_l2_max.or(self.rel_l2_max),
             max_abs: other.max_abs.or(self.max_abs),
             nmse_max: other.nmse_max.or(self.nmse_max),
+            exact: other.exact.or(self.exact),
         }
     }
 
@@ -149,6 +156,87 @@ impl LogitTolerance {
     }
 }
 
+/// The first element where two tensors differ.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ElementDiff {
+    /// Index within the position's row (row-major over the record's shape less its first axis).
+    pub index: usize,
+    /// `index` over the record's shape less its first axis (e.g. `[head, dim]` for `q`).
+    pub coords: Vec<usize>,
+    pub reference: f32,
+    pub engine: f32,
+    /// Distance in units in the last place (f32 values strictly between them, plus one);
+    /// `u64::MAX` when one is NaN.
+    pub ulps: u64,
+    /// Elements of the row that differ.
+    pub count: usize,
+}
+
+impl std::fmt::Display for ElementDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ulps = if self.ulps == u64::MAX {
+            "NaN".to_string()
+        } else {
+            format!("{} ulp", self.ulps)
+        };
+        write!(
+            f,
+            "not bit-exact: {} element(s) differ, first at {:?} (index {}): engine {:e} vs reference {:e} ({ulps})",
+            self.count, self.coords, self.index, self.engine, self.reference
+        )
+    }
+}
+
+/// Whether two values count as equal for exact comparison: same bits, both zero, or both NaN.
+pub fn same_value(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || a == b || (a.is_nan() && b.is_nan())
+}
+
+/// ULPs between two f32 values (`u64::MAX` when either is NaN).
+pub fn ulp_distance(a: f32, b: f32) -> u64 {
+    if a.is_nan() || b.is_nan() {
+        return u64::MAX;
+    }
+    // Map the bit patterns to a line where adjacent floats are adjacent integers.
+    let key = |v: f32| {
+        let b = v.to_bits() as i64;
+        if b & 0x8000_0000 != 0 {
+            -(b & 0x7fff_ffff)
+        } else {
+            b
+        }
+    };
+    key(a).abs_diff(key(b))
+}
+
+/// The first element where `engine` differs from `reference`, with its coordinates in `shape`.
+pub fn first_difference(reference: &[f32], engine: &[f32], shape: &[usize]) -> Option<ElementDiff> {
+    let mut first = None;
+    let mut count = 0;
+    for (i, (&r, &e)) in reference.iter().zip(engine).enumerate() {
+        if !same_value(r, e) {
+            count += 1;
+            first.get_or_insert(i);
+        }
+    }
+    let index = first?;
+    let mut coords = vec![0; shape.len()];
+    let mut rest = index;
+    for (c, &dim) in coords.iter_mut().zip(shape).rev() {
+        let dim = dim.max(1);
+        *c = rest % dim;
+        rest /= dim;
+    }
+    Some(ElementDiff {
+        index,
+        coords,
+        reference: reference[index],
+        engine: engine[index],
+        ulps: ulp_distance(reference[index], engine[index]),
+        count,
+    })
+}
+
 /// One compared (point, step, position).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PointResult {
@@ -160,6 +248,11 @@ pub struct PointResult {
     pub metrics: Metrics,
     /// Empty when within tolerance.
     pub violations: Vec<String>,
+    /// Whether this point was held to exact equality.
+    pub exact: bool,
+    /// With `exact`: the first differing element, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ElementDiff>,
 }
 
 /// The first place where the two traces part.
@@ -233,6 +326,9 @@ pub struct Comparison {
     pub reference_generated: Vec<u32>,
     /// The first generated index where the tokens differ.
     pub generated_mismatch: Option<usize>,
+    /// When the greedy tokens split at index m, only steps 0..=m were compared (step k consumes
+    /// token k−1, so later steps see different inputs on the two sides).
+    pub steps_compared_to: Option<u32>,
     /// `(point, step)` present on one side only, or without values on one side.
     pub unmatched: Vec<String>,
     pub headroom: Vec<Headroom>,
@@ -265,8 +361,8 @@ impl Comparison {
         }
         if let Some(i) = self.generated_mismatch {
             parts.push(format!(
-                "generated tokens differ at index {i}: engine {:?}, reference {:?}",
-                self.engine_generated, self.reference_generated
+                "generated tokens differ at index {i}: engine {:?}, reference {:?} (steps after {} not compared: the two sides no longer see the same tokens)",
+                self.engine_generated, self.reference_generated, i
             ));
         }
         if !self.unmatched.is_empty() {
@@ -359,11 +455,23 @@ pub fn compare_trace_dirs(
     let refr = Side::load(reference_dir)?;
     let mut unmatched = Vec::new();
     let mut points = Vec::new();
+    let engine_generated = read_generated(engine_dir)?;
+    let reference_generated = read_generated(reference_dir)?;
+    // Step k ≥ 1 consumes generated token k−1: after the first token that differs, the two runs
+    // no longer see the same input, so their later steps are not compared.
+    let token_split = engine_generated
+        .iter()
+        .zip(&reference_generated)
+        .position(|(a, b)| a != b);
+    let last_step = token_split.map(|m| m as u32);
 
     // Pair records by (name, step), then order by step and execution order.
     type Key = (u32, (u32, u32, Stage), String, TracePoint);
     let mut keys: Vec<Key> = Vec::new();
     for (name, step) in eng.records.keys() {
+        if last_step.is_some_and(|l| *step > l) {
+            continue;
+        }
         if !refr.records.contains_key(&(name.clone(), *step)) {
             unmatched.push(format!("`{name}` step {step} only in the engine's trace"));
             continue;
@@ -375,6 +483,9 @@ pub fn compare_trace_dirs(
         keys.push((*step, p.order_key(), name.clone(), p));
     }
     for (name, step) in refr.records.keys() {
+        if last_step.is_some_and(|l| *step > l) {
+            continue;
+        }
         if !eng.records.contains_key(&(name.clone(), *step)) {
             unmatched.push(format!(
                 "`{name}` step {step} only in the reference's trace"
@@ -412,16 +523,28 @@ pub fn compare_trace_dirs(
             continue;
         }
         let row = ev.len().checked_div(n_pos).unwrap_or(0);
+        let exact = tol.exact == Some(true);
         for i in 0..n_pos {
-            let m = tensor_metrics(&rv[i * row..(i + 1) * row], &ev[i * row..(i + 1) * row]);
+            let (rr, er) = (&rv[i * row..(i + 1) * row], &ev[i * row..(i + 1) * row]);
+            let m = tensor_metrics(rr, er);
+            let (mut violations, diff) = if exact {
+                (Vec::new(), first_difference(rr, er, &e.shape[1..]))
+            } else {
+                (tol.violations(&m), None)
+            };
+            if let Some(d) = &diff {
+                violations.push(d.to_string());
+            }
             points.push(PointResult {
                 name: name.clone(),
                 step: *step,
                 position: e.positions[0] + i as u32,
                 layer: point.layer,
                 stage: point.stage,
-                violations: tol.violations(&m),
+                violations,
                 metrics: m,
+                exact,
+                diff,
             });
         }
     }
@@ -460,8 +583,6 @@ pub fn compare_trace_dirs(
     let (logits, logit_violations) =
         compare_logits(engine_dir, reference_dir, spec, &mut headroom)?;
 
-    let engine_generated = read_generated(engine_dir)?;
-    let reference_generated = read_generated(reference_dir)?;
     let generated_mismatch = if spec.generated_equal && engine_generated != reference_generated {
         Some(
             engine_generated
@@ -483,6 +604,7 @@ pub fn compare_trace_dirs(
         engine_generated,
         reference_generated,
         generated_mismatch,
+        steps_compared_to: last_step,
         unmatched,
         headroom,
     })

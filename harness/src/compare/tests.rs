@@ -43,6 +43,7 @@ fn tight(_: &str) -> Tolerance {
         rel_l2_max: Some(1e-3),
         max_abs: None,
         nmse_max: None,
+        exact: None,
     }
 }
 

@@ -463,6 +463,13 @@ fn decode_all(
         .map_err(io)?;
     let gen = serde_json::to_vec(&generated).expect("serialize ids");
     bitnet_engine::npy::write_atomic(&req.out.join("generated.json"), &gen).map_err(io)?;
+    bitnet_engine::npy::write_atomic(
+        &req.out.join(super::BUILD_FILE),
+        serde_json::to_string(&super::RefBuild::this_llama())
+            .expect("serialize build")
+            .as_bytes(),
+    )
+    .map_err(io)?;
     let timing = serde_json::json!({
         "prefill_seconds": prefill_seconds,
         "decode_seconds": decode_seconds,

@@ -18,6 +18,114 @@ use std::time::{Duration, Instant};
 
 use bitnet_engine::trace::PointFilter;
 
+/// The file in a reference's trace directory that says how the reference was built.
+pub const BUILD_FILE: &str = "build.json";
+
+/// How a reference was built: what decides whether the engine can equal it bit for bit. llama.cpp
+/// (`harness ref-trace`) writes it; an external reference may.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefBuild {
+    /// `llama.cpp`, or an external reference's own name.
+    pub implementation: String,
+    /// The instruction sets its CPU code was compiled for (ggml's `ggml_cpu_has_*`, which report
+    /// the build, not the machine): `avx2`, `fma`, `f16c`, `avx512`, `neon`, ...
+    pub isa: Vec<String>,
+    /// `target_arch` of the build (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// llama.cpp's `llama_print_system_info()`.
+    #[serde(default)]
+    pub system_info: String,
+}
+
+impl RefBuild {
+    /// The llama.cpp linked into this binary.
+    pub fn this_llama() -> RefBuild {
+        use llama_cpp_sys_2 as sys;
+        // SAFETY: these ggml/llama functions only read compile-time flags and static strings.
+        let (flags, info) = unsafe {
+            let flags = [
+                ("avx", sys::ggml_cpu_has_avx()),
+                ("avx2", sys::ggml_cpu_has_avx2()),
+                ("fma", sys::ggml_cpu_has_fma()),
+                ("f16c", sys::ggml_cpu_has_f16c()),
+                ("avx512", sys::ggml_cpu_has_avx512()),
+                ("avx512_vnni", sys::ggml_cpu_has_avx512_vnni()),
+                ("neon", sys::ggml_cpu_has_neon()),
+            ];
+            let p = sys::llama_print_system_info();
+            let info = if p.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+            };
+            (flags, info)
+        };
+        RefBuild {
+            implementation: "llama.cpp".into(),
+            isa: flags
+                .iter()
+                .filter(|(_, on)| *on != 0)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            arch: std::env::consts::ARCH.into(),
+            system_info: info.trim().to_string(),
+        }
+    }
+
+    /// Read `dir/build.json` (at most 64 KiB); `Ok(None)` when the reference wrote none.
+    pub fn read(dir: &Path) -> Result<Option<RefBuild>, String> {
+        let path = dir.join(BUILD_FILE);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+        };
+        let mut text = String::new();
+        file.take(64 << 10)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            format!(
+                "`{}`: expected {{implementation, isa, arch, system_info}}: {e}",
+                path.display()
+            )
+        })
+    }
+
+    /// Why the engine cannot equal this reference bit for bit, or `None` when it can: the engine
+    /// reproduces llama.cpp's x86-64 build with AVX2, FMA and F16C and without AVX-512 (the build
+    /// `.cargo/config.toml` pins), whose vector widths fix the summation orders.
+    pub fn inexact_reason(&self) -> Option<String> {
+        if self.implementation != "llama.cpp" {
+            return Some(format!(
+                "the reference is `{}`, not llama.cpp",
+                self.implementation
+            ));
+        }
+        let has = |f: &str| self.isa.iter().any(|x| x == f);
+        if self.arch != "x86_64" {
+            return Some(format!(
+                "the reference was built for {} ({}); the engine reproduces llama.cpp's x86-64 AVX2 build",
+                self.arch,
+                self.isa.join(", ")
+            ));
+        }
+        if has("avx512") {
+            return Some(format!(
+                "the reference was built with AVX-512 ({}): ggml's softmax, SiLU and float products then sum 16 lanes, the engine reproduces the AVX2 build's 8",
+                self.isa.join(", ")
+            ));
+        }
+        if !(has("avx2") && has("fma") && has("f16c")) {
+            return Some(format!(
+                "the reference was built without AVX2+FMA+F16C ({}): ggml's vector code then sums in other orders",
+                if self.isa.is_empty() { "no SIMD".to_string() } else { self.isa.join(", ") }
+            ));
+        }
+        None
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RefRequest {

@@ -64,6 +64,11 @@ impl HeadCache {
         }
         self.k[c][p * hd..(p + 1) * hd].copy_from_slice(k);
         self.v[c][p * hd..(p + 1) * hd].copy_from_slice(v);
+        if crate::planted::on("v_cache_f16") {
+            for x in &mut self.v[c][p * hd..(p + 1) * hd] {
+                *x = crate::quant::f16_to_f32(crate::quant::f32_to_f16(*x));
+            }
+        }
         self.len += 1;
     }
 
@@ -125,7 +130,7 @@ pub fn attend(
         return;
     }
     let _ = kernel;
-    attend_body(q, cache, limit, scale, order, p, o, acc);
+    attend_body::<false>(q, cache, limit, scale, order, p, o, acc);
 }
 
 /// [`attend_body`] compiled for AVX2 + FMA (the same operations, so the same bits).
@@ -142,12 +147,12 @@ unsafe fn attend_avx2(
     o: &mut [f32],
     acc: &mut Vec<f32>,
 ) {
-    attend_body(q, cache, limit, scale, order, p, o, acc);
+    attend_body::<true>(q, cache, limit, scale, order, p, o, acc);
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_body(
+fn attend_body<const SIMD: bool>(
     q: &[f32],
     cache: &HeadCache,
     limit: usize,
@@ -167,13 +172,21 @@ fn attend_body(
         *pj = dot * scale;
     }
     crate::ggml_math::softmax_body(&mut p[..limit]);
+    if SIMD && crate::planted::on("simd_softmax_remainder") && limit % 8 != 0 {
+        p[limit - 1] = 0.0;
+    }
     // Lane accumulators: lane `j % L` of output element `d` at `acc[(j % L)·hd + d]`.
     let lanes = if order.kqv_lanes8 { 8 } else { 32 };
     acc.clear();
     acc.resize(lanes * hd, 0.0);
     for (j, &pj) in p[..limit].iter().enumerate() {
         let a = &mut acc[(j % lanes) * hd..(j % lanes + 1) * hd];
-        for (ad, &v) in a.iter_mut().zip(cache.value(j)) {
+        let jv = if crate::planted::on("kv_cache_value_offset") {
+            j.saturating_sub(1)
+        } else {
+            j
+        };
+        for (ad, &v) in a.iter_mut().zip(cache.value(jv)) {
             *ad = v.mul_add(pj, *ad);
         }
     }

@@ -130,7 +130,8 @@ fn par_rows(
         .collect();
     crate::kernels::pool::run(parts.len(), &|i| {
         let mut part = parts[i].lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut part, i * per);
+        let skew = usize::from(crate::planted::on("thread_split_offset") && i > 0);
+        f(&mut part, i * per - skew);
     });
 }
 
@@ -192,7 +193,10 @@ impl<'m> Session<'m> {
 
     /// [`rms_norm`] of every row of `x`, the rows split over the threads.
     fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut [f32]) {
-        let (n, eps) = (w.len(), self.model.config.rms_eps);
+        let (n, mut eps) = (w.len(), self.model.config.rms_eps);
+        if crate::planted::on("norm_eps_x2") {
+            eps *= 2.0;
+        }
         par_rows(self.threads, out, n, &|part, r0| {
             rms_norm(&x[r0 * n..r0 * n + part.len()], w, eps, part)
         });
@@ -251,6 +255,14 @@ impl<'m> Session<'m> {
             i = j;
         }
         for (out, p) in outs.iter_mut().zip(ps) {
+            let p = if crate::planted::on("fused_projections_first_scale") {
+                ps[0]
+            } else {
+                p
+            };
+            if N == 1 && crate::planted::on("projection_scale_dropped") {
+                continue;
+            }
             if let Some(s) = p.scale {
                 for v in out.iter_mut() {
                     *v *= s;
@@ -324,6 +336,11 @@ impl<'m> Session<'m> {
         let emb = m.embedding();
         let mut x = vec![0f32; n * e];
         for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
+            let t = if emb.ty == GgmlType::F16 && crate::planted::on("f16_embedding_next_row") {
+                (t + 1) % c.n_vocab as u32
+            } else {
+                t
+            };
             let bytes =
                 &emb.data[t as usize * emb.cols * emb_size(&emb)..][..emb.cols * emb_size(&emb)];
             dequant_row(&emb, bytes, row);
@@ -347,6 +364,16 @@ impl<'m> Session<'m> {
             self.rms_norm(&x, &layer.attn_norm, &mut h);
             rec(at(l, Stage::AttnNorm), vec![n, e], &h);
             let [mut q, mut k, v] = self.project_many([&layer.wq, &layer.wk, &layer.wv], &h, n);
+            let rope_base = if crate::planted::on("rope_base_default") {
+                10000.0
+            } else {
+                c.rope_base
+            };
+            let shift = if crate::planted::on("rope_position_plus_one") {
+                1
+            } else {
+                0
+            };
             for i in 0..n {
                 rope_neox(
                     [
@@ -355,8 +382,8 @@ impl<'m> Session<'m> {
                     ],
                     hd,
                     c.n_rot,
-                    (p0 + i) as f32,
-                    c.rope_base,
+                    (p0 + i + shift) as f32,
+                    rope_base,
                 );
             }
             rec(at(l, Stage::Q), vec![n, nh, hd], &q);
@@ -373,7 +400,11 @@ impl<'m> Session<'m> {
                 .map(RwLock::new)
                 .collect();
             let appended: Vec<AtomicBool> = (0..nkv).map(|_| AtomicBool::new(false)).collect();
-            let scale = 1.0f32 / (hd as f32).sqrt();
+            let scale = if crate::planted::on("attn_scale_inverse_dim") {
+                1.0f32 / hd as f32
+            } else {
+                1.0f32 / (hd as f32).sqrt()
+            };
             let group = nh / nkv;
             let mut probs = vec![0f32; if keep_probs { n * nh * n_kv } else { 0 }];
             let mut att = vec![0f32; n * e];
@@ -400,8 +431,13 @@ impl<'m> Session<'m> {
                             // (the pass then fails with that panic).
                             let _done = SetOnDrop(&appended[g]);
                             let mut cache = heads[g].write().unwrap_or_else(|e| e.into_inner());
+                            let src = if crate::planted::on("gqa_kv_head_swapped") {
+                                (g + 1) % nkv
+                            } else {
+                                g
+                            };
                             for i in 0..n {
-                                let r = (i * nkv + g) * hd..(i * nkv + g + 1) * hd;
+                                let r = (i * nkv + src) * hd..(i * nkv + src + 1) * hd;
                                 cache.push(&k[r.clone()], &v[r]);
                             }
                         } else {
@@ -416,7 +452,11 @@ impl<'m> Session<'m> {
                             // SAFETY: as above.
                             .then(|| unsafe { probs_out.rows(hh * n_kv, (hh + 1) * n_kv) });
                         for i in 0..n {
-                            let limit = p0 + i + 1; // causal: positions 0..=p0+i
+                            let limit = if crate::planted::on("causal_mask_missing") {
+                                n_kv
+                            } else {
+                                p0 + i + 1 // causal: positions 0..=p0+i
+                            };
                             attend(
                                 kernel,
                                 &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
@@ -445,7 +485,13 @@ impl<'m> Session<'m> {
                 .map(|h| h.into_inner().unwrap_or_else(|e| e.into_inner()))
                 .collect();
             rec(at(l, Stage::AttnProbs), vec![n, nh, n_kv], &probs);
-            self.rms_norm(&att, &layer.attn_sub_norm, &mut h);
+            rec(at(l, Stage::KqvOut), vec![n, e], &att);
+            let sub_norm = if crate::planted::on("sub_norm_weight_swapped") {
+                &layer.attn_norm
+            } else {
+                &layer.attn_sub_norm
+            };
+            self.rms_norm(&att, sub_norm, &mut h);
             rec(at(l, Stage::AttnSubNorm), vec![n, e], &h);
             let o = self.project(&layer.wo, &h, n);
             rec(at(l, Stage::AttnOut), vec![n, e], &o);
@@ -483,11 +529,16 @@ impl<'m> Session<'m> {
             vec![n, e],
             &h,
         );
-        let (rows, start) = if all_logits { (n, 0) } else { (1, n - 1) };
+        let last = if crate::planted::on("last_logits_row_zero") {
+            0
+        } else {
+            n - 1
+        };
+        let (rows, start) = if all_logits { (n, 0) } else { (1, last) };
         let mut logits = vec![0f32; rows * c.n_vocab];
         matmul(
             &emb,
-            &h[start * e..],
+            &h[start * e..(start + rows) * e],
             rows,
             &mut logits,
             self.threads,
@@ -529,8 +580,14 @@ fn emb_size(m: &Matrix) -> usize {
 fn dequant_row(m: &Matrix, bytes: &[u8], out: &mut [f32]) {
     match m.ty {
         crate::gguf::GgmlType::F16 => {
+            let flush = crate::planted::on("f16_subnormals_flushed");
             for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                let h = u16::from_le_bytes([b[0], b[1]]);
+                *o = if flush && h & 0x7c00 == 0 {
+                    0.0
+                } else {
+                    f16_to_f32(h)
+                };
             }
         }
         _ => {
@@ -561,8 +618,11 @@ pub fn rope_neox<const N: usize>(
         cs.push((theta.cos(), theta.sin()));
         theta *= theta_scale;
     }
+    // Planted: adjacent pairs `(2i, 2i+1)` (GGML_ROPE_TYPE_NORMAL) instead of NEOX's.
+    let adjacent = crate::planted::on("rope_pairs_adjacent");
     for head in xs.into_iter().flat_map(|x| x.chunks_exact_mut(head_dim)) {
         for (i, &(c, s)) in cs.iter().enumerate() {
+            let (i, half) = if adjacent { (2 * i, 1) } else { (i, half) };
             let (a, b) = (head[i], head[i + half]);
             // ggml's rotate_pairs, `x0·cos − x1·sin` and `x0·sin + x1·cos`, as GCC contracts
             // them (-ffp-contract=fast with FMA): the first product fused into the sum.
@@ -617,6 +677,27 @@ pub fn run(
         unpack_tq1: None,
     };
     run_with(model, tokens, &opts, tracer)
+}
+
+/// Greedy generation as `harness bench` and real use run it: no tracer, and each call computes
+/// the logits of its last position only. Returns the `generate` tokens and the last call's logits.
+pub fn generate_last_only(
+    model: &Model,
+    tokens: &[u32],
+    generate: usize,
+    threads: usize,
+    kernel: Kernel,
+) -> Result<(Vec<u32>, Vec<f32>), String> {
+    let mut s = Session::new(model, threads, kernel);
+    let mut logits = s.forward(tokens, false, None)?;
+    let mut out = Vec::with_capacity(generate);
+    for i in 0..generate {
+        out.push(argmax(&logits));
+        if i + 1 < generate {
+            logits = s.forward(&[out[i]], false, None)?;
+        }
+    }
+    Ok((out, logits))
 }
 
 /// Options of [`run_with`].

@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod npy;
+pub mod planted;
 pub mod quant;
 pub mod reference;
 pub mod synth;

@@ -177,6 +177,7 @@ pub fn reference_forward(model: &Model, tokens: &[u32]) -> R<ReferenceOutput> {
             &Tensor::cat(&probs_all, 1).map_err(err)?,
         )?; // [T, nh, T]
         let att = Tensor::cat(&heads, 1).map_err(err)?; // [T, e]
+        keep(Stage::KqvOut, at, &att)?;
         let att = rms_norm(&att, &layer.attn_sub_norm, c.rms_eps)?;
         keep(Stage::AttnSubNorm, at, &att)?;
         let o = att

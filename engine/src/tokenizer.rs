@@ -430,6 +430,11 @@ impl Tokenizer {
                         .ranks
                         .get(&(symbols[i].clone(), symbols[i + 1].clone()))
                     {
+                        let r = if crate::planted::on("tokenizer_merge_rank_reversed") {
+                            usize::MAX - r
+                        } else {
+                            r
+                        };
                         if best.is_none_or(|(br, _)| r < br) {
                             best = Some((r, i));
                         }

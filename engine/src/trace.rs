@@ -9,7 +9,7 @@
 //!
 //! | canonical | shape |
 //! |---|---|
-//! | `embeddings`, `blk.N.attn_norm`, `blk.N.attn_sub_norm`, `blk.N.attn_out`, `blk.N.ffn_inp`, `blk.N.ffn_norm`, `blk.N.ffn_down`, `blk.N.out`, `output_norm` | `[n_pos, n_embd]` |
+//! | `embeddings`, `blk.N.attn_norm`, `blk.N.kqv_out`, `blk.N.attn_sub_norm`, `blk.N.attn_out`, `blk.N.ffn_inp`, `blk.N.ffn_norm`, `blk.N.ffn_down`, `blk.N.out`, `output_norm` | `[n_pos, n_embd]` |
 //! | `blk.N.q` | `[n_pos, n_head, head_dim]` (after RoPE) |
 //! | `blk.N.k`, `blk.N.v` | `[n_pos, n_head_kv, head_dim]` (k after RoPE) |
 //! | `blk.N.attn_probs` | `[n_pos, n_head, n_kv]`, `n_kv = p1` (every cached position, masked ones are 0) |
@@ -29,6 +29,8 @@ pub enum Stage {
     K,
     V,
     AttnProbs,
+    /// The attention output before its sub-norm (llama.cpp's `kqv_out`).
+    KqvOut,
     AttnSubNorm,
     AttnOut,
     FfnInp,
@@ -43,12 +45,13 @@ pub enum Stage {
 
 impl Stage {
     /// Per-layer stages in execution order.
-    pub const LAYER: [Stage; 13] = [
+    pub const LAYER: [Stage; 14] = [
         Stage::AttnNorm,
         Stage::Q,
         Stage::K,
         Stage::V,
         Stage::AttnProbs,
+        Stage::KqvOut,
         Stage::AttnSubNorm,
         Stage::AttnOut,
         Stage::FfnInp,
@@ -68,6 +71,7 @@ impl Stage {
             Stage::K => "k",
             Stage::V => "v",
             Stage::AttnProbs => "attn_probs",
+            Stage::KqvOut => "kqv_out",
             Stage::AttnSubNorm => "attn_sub_norm",
             Stage::AttnOut => "attn_out",
             Stage::FfnInp => "ffn_inp",
@@ -445,7 +449,7 @@ mod tests {
     #[test]
     fn names_round_trip_in_execution_order() {
         let all = TracePoint::all(2);
-        assert_eq!(all.len(), 1 + 2 * 13 + 2);
+        assert_eq!(all.len(), 1 + 2 * 14 + 2);
         assert_eq!(all[0].name(), "embeddings");
         assert_eq!(all[1].name(), "blk.0.attn_norm");
         assert_eq!(all[27].name(), "output_norm");

@@ -635,8 +635,32 @@ impl Context {
                         c.engine_generated, c.reference_generated
                     ));
                 }
+                // The path `harness bench` and real use run: no tracer, last-position logits only.
+                let fast = Model::load(&runs.model)
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| {
+                        let k = Kernel::from_env()?;
+                        let steps = s.scenario.generation.steps;
+                        forward::generate_last_only(
+                            &m,
+                            &runs.inputs[i].tokens,
+                            steps,
+                            s.scenario.threads,
+                            k,
+                        )
+                    });
+                match fast {
+                    Ok((tokens, _)) if tokens == c.engine_generated => {}
+                    Ok((tokens, _)) => {
+                        return Verdict::fail(format!(
+                            "input {i}: generation without tracing, with last-position logits only, gives {tokens:?}; the traced run (equal to the reference's) gave {:?}",
+                            c.engine_generated
+                        ))
+                    }
+                    Err(e) => return Verdict::fail(format!("input {i}: untraced generation: {e}")),
+                }
                 notes.push(format!(
-                    "input {i}: {} tokens equal",
+                    "input {i}: {} tokens equal (traced, untraced last-logits-only, reference)",
                     c.engine_generated.len()
                 ));
                 continue;

@@ -79,7 +79,11 @@ pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) {
         };
         let mut y = BlockQ8K::default();
         if amax != 0.0 {
-            let iscale = -127.0f32 / max;
+            let iscale = if crate::planted::on("q8k_scale_128") {
+                -128.0f32 / max
+            } else {
+                -127.0f32 / max
+            };
             for (q, &v) in y.qs.iter_mut().zip(block) {
                 *q = nearest_int(iscale * v).min(127) as i8;
             }

@@ -251,6 +251,7 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
             rope_base: 500000.0,
             embedding_type: EmbeddingType::F16,
             distinct_scales: true,
+            scale_tensors: true,
             f16_subnormals: true,
             pre_tokenizer: "llama-bpe".into(),
             seed: 6,

@@ -38,6 +38,7 @@ pub fn llama_name(stage: Stage) -> (&'static str, OpFilter) {
         Stage::K => ("Kcur", OpFilter::Rope),
         Stage::V => ("Vcur", OpFilter::Any),
         Stage::AttnProbs => ("kq_soft_max", OpFilter::SoftMax),
+        Stage::KqvOut => ("kqv_out", OpFilter::Any),
         Stage::AttnSubNorm => ("attn_sub_norm", OpFilter::Any),
         Stage::AttnOut => ("attn_out", OpFilter::Any),
         Stage::FfnInp => ("ffn_inp", OpFilter::Any),

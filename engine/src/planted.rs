@@ -1,0 +1,68 @@
+//! Planted bugs, for the harness's own tests (`harness/tests/planted.rs`): realistic one-line
+//! engine bugs, each switched on by name at run time, so those tests can show that the harness
+//! catches each one and names the right layer and stage. The switch exists only with the
+//! `planted` cargo feature, which only the harness's test builds enable (a dev-dependency
+//! feature); a release build has no switch and [`on`] is a constant `false` there.
+
+/// Every bug that can be planted, by name.
+pub const BUGS: &[&str] = &[
+    "norm_eps_x2",
+    "rope_base_default",
+    "rope_position_plus_one",
+    "rope_pairs_adjacent",
+    "gqa_kv_head_swapped",
+    "attn_scale_inverse_dim",
+    "causal_mask_missing",
+    "kv_cache_value_offset",
+    "v_cache_f16",
+    "sub_norm_weight_swapped",
+    "projection_scale_dropped",
+    "fused_projections_first_scale",
+    "q8k_scale_128",
+    "last_logits_row_zero",
+    "tokenizer_merge_rank_reversed",
+    "thread_split_offset",
+    "f16_embedding_next_row",
+    "f16_subnormals_flushed",
+    "simd_softmax_remainder",
+];
+
+#[cfg(feature = "planted")]
+mod imp {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// 0: none; i + 1: `BUGS[i]`.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Plant `name` (one of [`super::BUGS`]) for the whole process, or clear with `None`.
+    pub fn set(name: Option<&str>) {
+        let i = match name {
+            None => 0,
+            Some(n) => {
+                1 + super::BUGS
+                    .iter()
+                    .position(|b| *b == n)
+                    .unwrap_or_else(|| panic!("no planted bug named `{n}`"))
+            }
+        };
+        ACTIVE.store(i, Ordering::SeqCst);
+    }
+
+    /// Whether bug `name` is planted.
+    #[inline]
+    pub fn on(name: &str) -> bool {
+        let i = ACTIVE.load(Ordering::Relaxed);
+        i != 0 && super::BUGS[i - 1] == name
+    }
+}
+
+#[cfg(not(feature = "planted"))]
+mod imp {
+    /// Always `false`: this build has no planted bugs.
+    #[inline(always)]
+    pub fn on(_name: &str) -> bool {
+        false
+    }
+}
+
+pub use imp::*;

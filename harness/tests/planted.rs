@@ -1,0 +1,218 @@
+//! The planted-bug suite: realistic one-line engine bugs (`bitnet_engine::planted`, compiled into
+//! test builds only), planted one at a time. Each must be caught, and the first divergence must be
+//! named at the layer and stage the bug lives in: the engine's trace is compared exactly with
+//! llama.cpp's on the preset that exercises the bug, or, for bugs outside the traced pass, the
+//! check that covers them must fail (the untraced last-logits path against the traced run, the
+//! tokenizer against llama.cpp's).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bitnet_engine::forward::{self, Tracer};
+use bitnet_engine::kernels::Kernel;
+use bitnet_engine::model::Model;
+use bitnet_engine::planted;
+use bitnet_engine::synth::{build, preset};
+use bitnet_engine::trace::{PointFilter, Stage};
+use bitnet_harness::compare::{compare_trace_dirs, CompareSpec, LogitTolerance, Tolerance};
+use bitnet_harness::reference::{run_reference, RefRequest};
+
+const PROMPT: [u32; 9] = [1, 17, 300, 42, 5, 99, 250, 7, 11];
+const THREADS: usize = 2;
+
+/// The switch is process-wide: the tests here take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exact(_: &str) -> Tolerance {
+    Tolerance {
+        exact: Some(true),
+        ..Tolerance::default()
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn model(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.gguf"));
+        if !path.exists() {
+            build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
+        }
+        path
+    }
+
+    /// llama.cpp's trace of `preset` (made once).
+    fn reference(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("{name}-ref"));
+        if !out.exists() {
+            let req = RefRequest {
+                model: self.model(name),
+                tokens: PROMPT.to_vec(),
+                generate: 2,
+                points: PointFilter::all(),
+                threads: THREADS,
+                out: out.clone(),
+                ubatch: None,
+                nudge_embeddings: false,
+            };
+            run_reference(
+                Path::new(env!("CARGO_BIN_EXE_harness")),
+                &req,
+                Duration::from_secs(120),
+            )
+            .unwrap();
+        }
+        out
+    }
+
+    /// The engine's trace of `preset` with whatever bug is planted now.
+    fn engine(&self, name: &str, tag: &str, kernel: Kernel) -> PathBuf {
+        let out = self.dir.path().join(format!("{name}-{tag}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let m = Model::load(&self.model(name)).unwrap();
+        let mut t = Tracer::new(PointFilter::all(), &out, true).unwrap();
+        let r = forward::run(&m, &PROMPT, 2, None, THREADS, kernel, Some(&mut t)).unwrap();
+        t.finish().unwrap();
+        bitnet_engine::npy::write_npy(
+            &out.join("logits.npy"),
+            &[PROMPT.len(), m.config.n_vocab],
+            &r.logits,
+        )
+        .unwrap();
+        std::fs::write(
+            out.join("generated.json"),
+            serde_json::to_vec(&r.generated).unwrap(),
+        )
+        .unwrap();
+        out
+    }
+}
+
+/// The fastest SIMD variant this CPU runs, if any.
+fn simd_kernel() -> Option<Kernel> {
+    Kernel::available()
+        .into_iter()
+        .rfind(|k| *k != Kernel::Scalar)
+}
+
+#[test]
+fn every_planted_bug_is_caught_and_named_at_its_layer_and_stage() {
+    let _turn = turn();
+    let fx = Fixture {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    // (bug, preset that exercises it, the stage of layer 0 where it must be named).
+    let cases: &[(&str, &str, Stage)] = &[
+        ("norm_eps_x2", "tiny", Stage::AttnNorm),
+        ("rope_base_default", "mixed", Stage::Q),
+        ("rope_position_plus_one", "tiny", Stage::Q),
+        ("rope_pairs_adjacent", "tiny", Stage::Q),
+        ("gqa_kv_head_swapped", "gqa", Stage::AttnProbs),
+        ("attn_scale_inverse_dim", "tiny", Stage::AttnProbs),
+        ("causal_mask_missing", "tiny", Stage::AttnProbs),
+        ("kv_cache_value_offset", "tiny", Stage::KqvOut),
+        ("v_cache_f16", "tiny", Stage::KqvOut),
+        ("sub_norm_weight_swapped", "tiny", Stage::AttnSubNorm),
+        ("projection_scale_dropped", "tiny-scales", Stage::AttnOut),
+        ("fused_projections_first_scale", "mixed", Stage::K),
+        ("q8k_scale_128", "tiny", Stage::Q),
+        ("thread_split_offset", "tiny", Stage::AttnNorm),
+        ("f16_embedding_next_row", "f16", Stage::Embeddings),
+        ("f16_subnormals_flushed", "mixed", Stage::Embeddings),
+        ("simd_softmax_remainder", "tiny", Stage::AttnProbs),
+    ];
+    let spec = CompareSpec {
+        tolerance: &exact,
+        logits: LogitTolerance::default(),
+        generated_equal: true,
+    };
+    let mut named = Vec::new();
+    for &(bug, name, stage) in cases {
+        let kernel = if bug.starts_with("simd_") {
+            match simd_kernel() {
+                Some(k) => k,
+                None => {
+                    eprintln!("{bug}: skipped, this CPU runs no SIMD variant");
+                    continue;
+                }
+            }
+        } else {
+            Kernel::Scalar
+        };
+        let reference = fx.reference(name);
+        // Without the bug the engine equals llama.cpp exactly on this preset.
+        planted::set(None);
+        let clean = fx.engine(name, "clean", kernel);
+        let c = compare_trace_dirs(&clean, &reference, &spec).unwrap();
+        assert!(c.passed(), "{name} without a bug: {}", c.failure_summary());
+        planted::set(Some(bug));
+        let buggy = fx.engine(name, bug, kernel);
+        planted::set(None);
+        let c = compare_trace_dirs(&buggy, &reference, &spec).unwrap();
+        let d = c
+            .first_divergence
+            .unwrap_or_else(|| panic!("planted bug `{bug}` on `{name}` was not caught"));
+        let layer = stage.is_layer().then_some(0);
+        assert_eq!(
+            (d.step, d.layer, d.stage),
+            (0, layer, stage),
+            "planted bug `{bug}` on `{name}` named at {d}"
+        );
+        named.push(format!("{bug}: {d}"));
+    }
+    eprintln!("{}", named.join("\n"));
+}
+
+#[test]
+fn a_bug_in_the_last_logits_path_fails_the_untraced_generation() {
+    let _turn = turn();
+    // The traced run computes every position's logits; harness bench and real generation compute
+    // the last one only. A bug there is invisible to the trace and must show in the tokens.
+    let fx = Fixture {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let m = Model::load(&fx.model("tiny")).unwrap();
+    let traced = forward::run(&m, &PROMPT, 4, None, THREADS, Kernel::Scalar, None).unwrap();
+    let (fast, _) = forward::generate_last_only(&m, &PROMPT, 4, THREADS, Kernel::Scalar).unwrap();
+    assert_eq!(fast, traced.generated, "untraced path without a bug");
+    planted::set(Some("last_logits_row_zero"));
+    let (buggy, _) = forward::generate_last_only(&m, &PROMPT, 4, THREADS, Kernel::Scalar).unwrap();
+    planted::set(None);
+    assert_ne!(
+        buggy, traced.generated,
+        "the last-logits bug was not caught"
+    );
+}
+
+#[test]
+fn a_bug_in_the_bpe_merge_ranks_fails_the_tokenizer_against_llama_cpp() {
+    let _turn = turn();
+    let fx = Fixture {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let path = fx.model("mixed");
+    let m = Model::load(&path).unwrap();
+    let t = m.tokenizer.as_ref().unwrap();
+    let prompt = "Call 1234567 at 12:30pm; naïve café 東京 x²";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["ref-tokenize", path.to_str().unwrap(), "--prompt", prompt])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t.encode(prompt, true), theirs, "without a bug");
+    planted::set(Some("tokenizer_merge_rank_reversed"));
+    let ours = t.encode(prompt, true);
+    planted::set(None);
+    assert_ne!(ours, theirs, "the merge-rank bug was not caught");
+}

@@ -22,7 +22,7 @@ use crate::attention::{attend, AttnOrder, HeadCache};
 use crate::gguf::GgmlType;
 use crate::kernels::rows_out::SharedOut;
 use crate::kernels::{matmul, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
-use crate::model::{Model, Proj};
+use crate::model::{Layer, Model, Proj};
 use crate::quant::f16_to_f32;
 use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
 
@@ -212,7 +212,8 @@ impl<'m> Session<'m> {
         }
     }
 
-    fn project(&self, p: &Proj, x: &[f32], n_tok: usize) -> Vec<f32> {
+    /// The product of projection `p` with `n_tok` rows of `x` (times its `.scale`).
+    pub fn project(&self, p: &Proj, x: &[f32], n_tok: usize) -> Vec<f32> {
         let [out] = self.project_many([p], x, n_tok);
         out
     }
@@ -330,11 +331,62 @@ impl<'m> Session<'m> {
             layer: Some(layer as u32),
             stage,
         };
+        let global = |stage: Stage| TracePoint { layer: None, stage };
         let (e, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
 
-        // Token embeddings.
+        let mut x = self.embed(tokens);
+        rec(global(Stage::Embeddings), vec![n, e], &x);
+        for (l, layer) in m.layers.iter().enumerate() {
+            // Attention block.
+            let h = self.norm(&x, &layer.attn_norm);
+            rec(at(l, Stage::AttnNorm), vec![n, e], &h);
+            let [q, k, v] = self.qkv(layer, &h, n, p0);
+            rec(at(l, Stage::Q), vec![n, nh, hd], &q);
+            rec(at(l, Stage::K), vec![n, nkv, hd], &k);
+            rec(at(l, Stage::V), vec![n, nkv, hd], &v);
+            let (att, probs) = self.attention(l, &q, &k, &v, n, keep_probs);
+            rec(at(l, Stage::AttnProbs), vec![n, nh, p0 + n], &probs);
+            rec(at(l, Stage::KqvOut), vec![n, e], &att);
+            let sub_norm = if crate::planted::on("sub_norm_weight_swapped") {
+                &layer.attn_norm
+            } else {
+                &layer.attn_sub_norm
+            };
+            let h = self.norm(&att, sub_norm);
+            rec(at(l, Stage::AttnSubNorm), vec![n, e], &h);
+            let o = self.project(&layer.wo, &h, n);
+            rec(at(l, Stage::AttnOut), vec![n, e], &o);
+            residual(&mut x, &o);
+            rec(at(l, Stage::FfnInp), vec![n, e], &x);
+            // Feed-forward block.
+            let h = self.norm(&x, &layer.ffn_norm);
+            rec(at(l, Stage::FfnNorm), vec![n, e], &h);
+            let act = self.ffn_act(layer, &h, n);
+            rec(at(l, Stage::FfnAct), vec![n, c.n_ff], &act);
+            let act_n = self.norm(&act, &layer.ffn_sub_norm);
+            rec(at(l, Stage::FfnSubNorm), vec![n, c.n_ff], &act_n);
+            let d = self.project(&layer.w_down, &act_n, n);
+            rec(at(l, Stage::FfnDown), vec![n, e], &d);
+            residual(&mut x, &d);
+            rec(at(l, Stage::Out), vec![n, e], &x);
+        }
+        let h = self.norm(&x, &m.output_norm);
+        rec(global(Stage::OutputNorm), vec![n, e], &h);
+        let logits = self.logits(&h, n, all_logits);
+        if all_logits {
+            rec(global(Stage::Logits), vec![n, c.n_vocab], &logits);
+        }
+        self.n_past += n;
+        self.calls += 1;
+        Ok(logits)
+    }
+
+    /// Token embeddings: one row of `token_embd` per token (`n × n_embd`).
+    pub fn embed(&self, tokens: &[u32]) -> Vec<f32> {
+        let (m, c) = (self.model, &self.model.config);
         let emb = m.embedding();
-        let mut x = vec![0f32; n * e];
+        let e = c.n_embd;
+        let mut x = vec![0f32; tokens.len() * e];
         for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
             let t = if emb.ty == GgmlType::F16 && crate::planted::on("f16_embedding_next_row") {
                 (t + 1) % c.n_vocab as u32
@@ -350,194 +402,97 @@ impl<'m> Session<'m> {
                 }
             }
         }
-        rec(
-            TracePoint {
-                layer: None,
-                stage: Stage::Embeddings,
-            },
-            vec![n, e],
-            &x,
-        );
+        x
+    }
 
-        let mut h = vec![0f32; n * e];
-        for (l, layer) in m.layers.iter().enumerate() {
-            self.rms_norm(&x, &layer.attn_norm, &mut h);
-            rec(at(l, Stage::AttnNorm), vec![n, e], &h);
-            let [mut q, mut k, v] = self.project_many([&layer.wq, &layer.wk, &layer.wv], &h, n);
-            let rope_base = if crate::planted::on("rope_base_default") {
-                10000.0
-            } else {
-                c.rope_base
-            };
-            let shift = if crate::planted::on("rope_position_plus_one") {
-                1
-            } else {
-                0
-            };
-            for i in 0..n {
-                rope_neox(
-                    [
-                        &mut q[i * nh * hd..(i + 1) * nh * hd],
-                        &mut k[i * nkv * hd..(i + 1) * nkv * hd],
-                    ],
-                    hd,
-                    c.n_rot,
-                    (p0 + i + shift) as f32,
-                    rope_base,
-                );
-            }
-            rec(at(l, Stage::Q), vec![n, nh, hd], &q);
-            rec(at(l, Stage::K), vec![n, nkv, hd], &k);
-            rec(at(l, Stage::V), vec![n, nkv, hd], &v);
-            let n_kv = p0 + n;
-            // Each KV head's new positions are appended by the thread that takes the first query
-            // head of its group, inside the attention pass (appending is stores to cold cache
-            // lines, ~1 µs per head, which one thread did alone before); the group's other heads
-            // wait for that append. Heads are handed out in order, so the appending head of a
-            // group is always taken before the others: no wait can block the append.
-            let heads: Vec<RwLock<HeadCache>> = std::mem::take(&mut self.cache[l])
-                .into_iter()
-                .map(RwLock::new)
-                .collect();
-            let appended: Vec<AtomicBool> = (0..nkv).map(|_| AtomicBool::new(false)).collect();
-            let scale = if crate::planted::on("attn_scale_inverse_dim") {
-                1.0f32 / hd as f32
-            } else {
-                1.0f32 / (hd as f32).sqrt()
-            };
-            let group = nh / nkv;
-            let mut probs = vec![0f32; if keep_probs { n * nh * n_kv } else { 0 }];
-            let mut att = vec![0f32; n * e];
-            // Heads are independent: the threads take them in turn from a counter (a head's sums
-            // are the same whichever thread computes it) and write their rows in place.
-            {
-                let (p_rows, p_tok) = if keep_probs { (nh * n_kv, n) } else { (0, 0) };
-                let att_out = SharedOut::new(&mut att, nh * hd, n);
-                let probs_out = SharedOut::new(&mut probs, p_rows, p_tok);
-                let next = AtomicUsize::new(0);
-                let order = AttnOrder::for_pass(n, nh, hd);
-                let kernel = self.kernel;
-                crate::kernels::pool::run(self.threads.min(nh).max(1), &|_| {
-                    let (mut pp, mut oo) = (vec![0f32; n_kv], vec![0f32; hd]);
-                    let mut acc: Vec<f32> = Vec::new();
-                    loop {
-                        let hh = next.fetch_add(1, Ordering::Relaxed);
-                        if hh >= nh {
-                            break;
-                        }
-                        let g = hh / group;
-                        if hh % group == 0 {
-                            // Marks the append done also if it panics, so no head waits forever
-                            // (the pass then fails with that panic).
-                            let _done = SetOnDrop(&appended[g]);
-                            let mut cache = heads[g].write().unwrap_or_else(|e| e.into_inner());
-                            let src = if crate::planted::on("gqa_kv_head_swapped") {
-                                (g + 1) % nkv
-                            } else {
-                                g
-                            };
-                            for i in 0..n {
-                                let r = (i * nkv + src) * hd..(i * nkv + src + 1) * hd;
-                                cache.push(&k[r.clone()], &v[r]);
-                            }
-                        } else {
-                            while !appended[g].load(Ordering::Acquire) {
-                                std::hint::spin_loop();
-                            }
-                        }
-                        let cache = heads[g].read().unwrap_or_else(|e| e.into_inner());
-                        // SAFETY: head `hh` is handed out once, and heads' rows do not overlap.
-                        let mut ao = unsafe { att_out.rows(hh * hd, (hh + 1) * hd) };
-                        let mut po = keep_probs
-                            // SAFETY: as above.
-                            .then(|| unsafe { probs_out.rows(hh * n_kv, (hh + 1) * n_kv) });
-                        for i in 0..n {
-                            let limit = if crate::planted::on("causal_mask_missing") {
-                                n_kv
-                            } else {
-                                p0 + i + 1 // causal: positions 0..=p0+i
-                            };
-                            attend(
-                                kernel,
-                                &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
-                                &cache,
-                                limit,
-                                scale,
-                                order,
-                                &mut pp,
-                                &mut oo,
-                                &mut acc,
-                            );
-                            for (d, &v) in oo.iter().enumerate() {
-                                ao.set(hh * hd + d, i, v);
-                            }
-                            if let Some(po) = po.as_mut() {
-                                for (j, &pj) in pp.iter().enumerate() {
-                                    po.set(hh * n_kv + j, i, if j < limit { pj } else { 0.0 });
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-            self.cache[l] = heads
-                .into_iter()
-                .map(|h| h.into_inner().unwrap_or_else(|e| e.into_inner()))
-                .collect();
-            rec(at(l, Stage::AttnProbs), vec![n, nh, n_kv], &probs);
-            rec(at(l, Stage::KqvOut), vec![n, e], &att);
-            let sub_norm = if crate::planted::on("sub_norm_weight_swapped") {
-                &layer.attn_norm
-            } else {
-                &layer.attn_sub_norm
-            };
-            self.rms_norm(&att, sub_norm, &mut h);
-            rec(at(l, Stage::AttnSubNorm), vec![n, e], &h);
-            let o = self.project(&layer.wo, &h, n);
-            rec(at(l, Stage::AttnOut), vec![n, e], &o);
-            for (xv, ov) in x.iter_mut().zip(&o) {
-                *xv += *ov;
-            }
-            rec(at(l, Stage::FfnInp), vec![n, e], &x);
-            self.rms_norm(&x, &layer.ffn_norm, &mut h);
-            rec(at(l, Stage::FfnNorm), vec![n, e], &h);
-            let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], &h, n);
-            let mut act = vec![0f32; gate.len()];
-            // Element by element, split over the threads (a decode step has one row).
-            let (n_ff, kernel) = (c.n_ff, self.kernel);
-            par_rows(self.threads, &mut act, 1, &|part, at| {
-                let r = at..at + part.len();
-                crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at);
-            });
-            rec(at(l, Stage::FfnAct), vec![n, c.n_ff], &act);
-            let mut act_n = vec![0f32; act.len()];
-            self.rms_norm(&act, &layer.ffn_sub_norm, &mut act_n);
-            rec(at(l, Stage::FfnSubNorm), vec![n, c.n_ff], &act_n);
-            let d = self.project(&layer.w_down, &act_n, n);
-            rec(at(l, Stage::FfnDown), vec![n, e], &d);
-            for (xv, dv) in x.iter_mut().zip(&d) {
-                *xv += *dv;
-            }
-            rec(at(l, Stage::Out), vec![n, e], &x);
+    /// RMSNorm of every row of `x` times `w` (rows of `w.len()`).
+    pub fn norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        self.rms_norm(x, w, &mut out);
+        out
+    }
+
+    /// The query, key and value projections of `h` (`n` tokens at positions `p0..`), with NEOX
+    /// RoPE applied to the query and key: `[n × n_head × hd, n × n_head_kv × hd, same]`.
+    pub fn qkv(&self, layer: &Layer, h: &[f32], n: usize, p0: usize) -> [Vec<f32>; 3] {
+        let c = &self.model.config;
+        let (hd, nh, nkv) = (c.head_dim, c.n_head, c.n_head_kv);
+        let [mut q, mut k, v] = self.project_many([&layer.wq, &layer.wk, &layer.wv], h, n);
+        let rope_base = if crate::planted::on("rope_base_default") {
+            10000.0
+        } else {
+            c.rope_base
+        };
+        let shift = usize::from(crate::planted::on("rope_position_plus_one"));
+        for i in 0..n {
+            rope_neox(
+                [
+                    &mut q[i * nh * hd..(i + 1) * nh * hd],
+                    &mut k[i * nkv * hd..(i + 1) * nkv * hd],
+                ],
+                hd,
+                c.n_rot,
+                (p0 + i + shift) as f32,
+                rope_base,
+            );
         }
-        self.rms_norm(&x, &m.output_norm, &mut h);
-        rec(
-            TracePoint {
-                layer: None,
-                stage: Stage::OutputNorm,
-            },
-            vec![n, e],
-            &h,
+        [q, k, v]
+    }
+
+    /// Attention of `n` new tokens (after the `n_past` positions in layer `l`'s KV cache): appends
+    /// their keys and values to the cache and returns the attention output (`n × n_embd`) and, with
+    /// `keep_probs`, the probabilities (`n × n_head × (n_past + n)`, zero past each position).
+    pub fn attention(
+        &mut self,
+        l: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n: usize,
+        keep_probs: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let caches = std::mem::take(&mut self.cache[l]);
+        let (caches, out) = attend_layer(
+            &self.model.config,
+            caches,
+            q,
+            k,
+            v,
+            n,
+            keep_probs,
+            self.threads,
+            self.kernel,
         );
+        self.cache[l] = caches;
+        out
+    }
+
+    /// SiLU(gate)·up of `h` (`n × n_ff`).
+    pub fn ffn_act(&self, layer: &Layer, h: &[f32], n: usize) -> Vec<f32> {
+        let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], h, n);
+        let mut act = vec![0f32; gate.len()];
+        // Element by element, split over the threads (a decode step has one row).
+        let (n_ff, kernel) = (self.model.config.n_ff, self.kernel);
+        par_rows(self.threads, &mut act, 1, &|part, at| {
+            let r = at..at + part.len();
+            crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at);
+        });
+        act
+    }
+
+    /// Logits through the tied embedding: every row of `h` (`n × n_vocab`) or the last.
+    pub fn logits(&self, h: &[f32], n: usize, all: bool) -> Vec<f32> {
+        let c = &self.model.config;
+        let e = c.n_embd;
         let last = if crate::planted::on("last_logits_row_zero") {
             0
         } else {
             n - 1
         };
-        let (rows, start) = if all_logits { (n, 0) } else { (1, last) };
+        let (rows, start) = if all { (n, 0) } else { (1, last) };
         let mut logits = vec![0f32; rows * c.n_vocab];
         matmul(
-            &emb,
+            &self.model.embedding(),
             &h[start * e..(start + rows) * e],
             rows,
             &mut logits,
@@ -545,20 +500,126 @@ impl<'m> Session<'m> {
             self.kernel,
             &self.kernels,
         );
-        if all_logits {
-            rec(
-                TracePoint {
-                    layer: None,
-                    stage: Stage::Logits,
-                },
-                vec![n, c.n_vocab],
-                &logits,
-            );
-        }
-        self.n_past += n;
-        self.calls += 1;
-        Ok(logits)
+        logits
     }
+}
+
+/// `x += y`, element by element (ggml_add).
+pub fn residual(x: &mut [f32], y: &[f32]) {
+    for (xv, yv) in x.iter_mut().zip(y) {
+        *xv += *yv;
+    }
+}
+
+/// Attention of `n` new tokens against one layer's KV heads `caches` (which hold the earlier
+/// positions): appends the new keys and values, returns the caches and (output `n × n_embd`,
+/// probabilities `n × n_head × n_kv` when `keep_probs`).
+///
+/// Heads are independent: the threads take them in turn from a counter (a head's sums are the same
+/// whichever thread computes it) and write their rows in place. Each KV head's new positions are
+/// appended by the thread that takes the first query head of its group, inside the pass (appending
+/// is stores to cold cache lines, ~1 µs per head, which one thread did alone before); the group's
+/// other heads wait for that append. Heads are handed out in order, so the appending head of a
+/// group is always taken before the others: no wait can block the append.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_layer(
+    c: &crate::model::Config,
+    caches: Vec<HeadCache>,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n: usize,
+    keep_probs: bool,
+    threads: usize,
+    kernel: Kernel,
+) -> (Vec<HeadCache>, (Vec<f32>, Vec<f32>)) {
+    let (e, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
+    let p0 = caches.first().map_or(0, |h| h.len());
+    let n_kv = p0 + n;
+    let heads: Vec<RwLock<HeadCache>> = caches.into_iter().map(RwLock::new).collect();
+    let appended: Vec<AtomicBool> = (0..nkv).map(|_| AtomicBool::new(false)).collect();
+    let scale = if crate::planted::on("attn_scale_inverse_dim") {
+        1.0f32 / hd as f32
+    } else {
+        1.0f32 / (hd as f32).sqrt()
+    };
+    let group = nh / nkv;
+    let mut probs = vec![0f32; if keep_probs { n * nh * n_kv } else { 0 }];
+    let mut att = vec![0f32; n * e];
+    {
+        let (p_rows, p_tok) = if keep_probs { (nh * n_kv, n) } else { (0, 0) };
+        let att_out = SharedOut::new(&mut att, nh * hd, n);
+        let probs_out = SharedOut::new(&mut probs, p_rows, p_tok);
+        let next = AtomicUsize::new(0);
+        let order = AttnOrder::for_pass(n, nh, hd);
+        crate::kernels::pool::run(threads.min(nh).max(1), &|_| {
+            let (mut pp, mut oo) = (vec![0f32; n_kv], vec![0f32; hd]);
+            let mut acc: Vec<f32> = Vec::new();
+            loop {
+                let hh = next.fetch_add(1, Ordering::Relaxed);
+                if hh >= nh {
+                    break;
+                }
+                let g = hh / group;
+                if hh % group == 0 {
+                    // Marks the append done also if it panics, so no head waits forever (the pass
+                    // then fails with that panic).
+                    let _done = SetOnDrop(&appended[g]);
+                    let mut cache = heads[g].write().unwrap_or_else(|e| e.into_inner());
+                    let src = if crate::planted::on("gqa_kv_head_swapped") {
+                        (g + 1) % nkv
+                    } else {
+                        g
+                    };
+                    for i in 0..n {
+                        let r = (i * nkv + src) * hd..(i * nkv + src + 1) * hd;
+                        cache.push(&k[r.clone()], &v[r]);
+                    }
+                } else {
+                    while !appended[g].load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                }
+                let cache = heads[g].read().unwrap_or_else(|e| e.into_inner());
+                // SAFETY: head `hh` is handed out once, and heads' rows do not overlap.
+                let mut ao = unsafe { att_out.rows(hh * hd, (hh + 1) * hd) };
+                let mut po = keep_probs
+                    // SAFETY: as above.
+                    .then(|| unsafe { probs_out.rows(hh * n_kv, (hh + 1) * n_kv) });
+                for i in 0..n {
+                    let limit = if crate::planted::on("causal_mask_missing") {
+                        n_kv
+                    } else {
+                        p0 + i + 1 // causal: positions 0..=p0+i
+                    };
+                    attend(
+                        kernel,
+                        &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
+                        &cache,
+                        limit,
+                        scale,
+                        order,
+                        &mut pp,
+                        &mut oo,
+                        &mut acc,
+                    );
+                    for (d, &v) in oo.iter().enumerate() {
+                        ao.set(hh * hd + d, i, v);
+                    }
+                    if let Some(po) = po.as_mut() {
+                        for (j, &pj) in pp.iter().enumerate() {
+                            po.set(hh * n_kv + j, i, if j < limit { pj } else { 0.0 });
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let caches = heads
+        .into_iter()
+        .map(|h| h.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    (caches, (att, probs))
 }
 
 /// The next f32 above `v` (one ulp up; for zero the smallest subnormal).

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod golden;
 pub mod receipt;
 pub mod reference;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -30,6 +30,9 @@ pub enum Check {
     Parity,
     /// Greedy tokens equal the reference's.
     Generation,
+    /// Each stage of the engine, fed the reference's own input to it, reproduces the reference's
+    /// output of that stage ([`crate::replay`]).
+    Replay,
     /// Prefill in chunks gives the one-shot prefill's logits.
     Chunking,
     /// The engine's token ids of each text prompt equal llama.cpp's.
@@ -47,6 +50,7 @@ impl Check {
             Check::Golden => "golden",
             Check::Parity => "parity",
             Check::Generation => "generation",
+            Check::Replay => "replay",
             Check::Chunking => "chunking",
             Check::Tokenizer => "tokenizer",
             Check::Receipt => "receipt",
@@ -80,6 +84,7 @@ pub fn checks_of(s: &LoadedScenario) -> Vec<Check> {
     }
     if !sc.reference.is_none() {
         v.push(Check::Parity);
+        v.push(Check::Replay);
         if sc.generation.steps > 0 {
             v.push(Check::Generation);
         }
@@ -494,6 +499,7 @@ impl Context {
             Check::Engine => check_engine(s, runs),
             Check::Golden => self.check_golden(s, runs),
             Check::Parity | Check::Generation => self.check_parity(s, runs, check),
+            Check::Replay => self.check_replay(s, runs),
             Check::Chunking => check_chunking(s, runs),
             Check::Tokenizer => self.check_tokenizer(s, runs),
             Check::Receipt => check_receipt_requirements(s, runs),
@@ -583,6 +589,92 @@ impl Context {
             }
             Err(e) => Verdict::fail(format!("cannot read `goldens/{}.snap`: {e}", s.stem)),
         }
+    }
+
+    /// Whether exactness applies against the reference that wrote `ref_dir`: `Err` names why not.
+    fn exactness(s: &LoadedScenario, ref_dir: &Path) -> Result<(bool, Option<String>), String> {
+        let default_exact = s.scenario.exact.unwrap_or(matches!(
+            s.scenario.reference,
+            Reference::Named(NamedReference::LlamaCpp)
+        ));
+        let build_reason = match RefBuild::read(ref_dir)? {
+            Some(b) => b.inexact_reason(),
+            None => Some("the reference wrote no `build.json` saying how it was built".into()),
+        };
+        Ok((default_exact, build_reason))
+    }
+
+    fn check_replay(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let tol = &s.scenario.tolerances;
+        let model = match Model::load(&runs.model) {
+            Ok(m) => m,
+            Err(e) => return Verdict::fail(e.to_string()),
+        };
+        let kernel = match Kernel::from_env() {
+            Ok(k) => k,
+            Err(e) => return Verdict::fail(e),
+        };
+        let mut notes = Vec::new();
+        for (i, input) in runs.inputs.iter().enumerate() {
+            let ref_dir = match self.reference(s, runs, i) {
+                Ok(d) => d,
+                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+            };
+            let (default_exact, build_reason) = match Self::exactness(s, &ref_dir) {
+                Ok(x) => x,
+                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+            };
+            // Stages are held exactly wherever the end-to-end comparison is; otherwise to the
+            // points' tolerances.
+            let tolerance = |name: &str| {
+                let mut t = tol.for_point(name);
+                t.exact = Some(t.exact.unwrap_or(default_exact) && build_reason.is_none());
+                t
+            };
+            let r = match crate::replay::replay(
+                &model,
+                &input.tokens,
+                &ref_dir,
+                s.scenario.threads,
+                kernel,
+                &tolerance,
+            ) {
+                Ok(r) => r,
+                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+            };
+            if let Some(f) = r.first_failure() {
+                let failed = r.stages.iter().filter(|s| !s.violations.is_empty()).count();
+                let mut v = Verdict::fail(format!(
+                    "input {i}: {failed} of {} replayed stages differ; the first: {f}",
+                    r.stages.len()
+                ));
+                v.divergence = Some(format!("replay: {f}"));
+                return v;
+            }
+            if r.stages.is_empty() {
+                return Verdict::ignored(format!(
+                    "input {i}: nothing to replay: {} (replay feeds each stage the reference's input, so the inputs must be traced too; `trace.points: [\"*\"]` traces them all)",
+                    r.skipped.join("; ")
+                ));
+            }
+            let boundary: usize = r
+                .stages
+                .iter()
+                .filter_map(|s| s.q8k.as_ref())
+                .map(|q| q.boundary)
+                .sum();
+            let exact = r.stages.iter().filter(|s| s.exact).count();
+            notes.push(format!(
+                "input {i}: {} stages replayed, {exact} of them bit-exact, {boundary} Q8_K boundary flips{}",
+                r.stages.len(),
+                if r.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not replayed: {}", r.skipped.join("; "))
+                }
+            ));
+        }
+        Verdict::pass(notes.join("; "))
     }
 
     fn check_parity(&self, s: &LoadedScenario, runs: &Runs, check: Check) -> Verdict {

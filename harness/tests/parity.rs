@@ -177,6 +177,25 @@ a = np.load(f); a[3, 5] += 0.05; np.save(f, a)
         "{d}"
     );
     assert!(d.before.iter().all(|p| p.violations.is_empty()));
+    // Stage replay attributes it to that stage and no other downstream: the perturbation was
+    // written into the reference's record after llama.cpp ran, so its `out` (computed from the
+    // unperturbed value) no longer equals `ffn_inp + ffn_down` either; every later stage, fed the
+    // reference's own inputs, reproduces the reference's outputs.
+    let m = Model::load(&model).unwrap();
+    let r = bitnet_harness::replay::replay(&m, &PROMPT, &r, 1, Kernel::Scalar, &exact).unwrap();
+    let failed: Vec<(u32, Option<u32>, Stage)> = r
+        .stages
+        .iter()
+        .filter(|s| !s.violations.is_empty())
+        .map(|s| (s.step, s.layer, s.stage))
+        .collect();
+    assert_eq!(
+        failed,
+        vec![(0, Some(1), Stage::FfnDown), (0, Some(1), Stage::Out)],
+        "{:?}",
+        r.first_failure()
+    );
+    assert!(r.stages.len() > 50);
     assert_eq!(
         c.per_layer
             .iter()

@@ -16,6 +16,7 @@ use bitnet_engine::synth::{build, preset};
 use bitnet_engine::trace::{PointFilter, Stage};
 use bitnet_harness::compare::{compare_trace_dirs, CompareSpec, LogitTolerance, Tolerance};
 use bitnet_harness::reference::{run_reference, RefRequest};
+use bitnet_harness::replay::replay;
 
 const PROMPT: [u32; 9] = [1, 17, 300, 42, 5, 99, 250, 7, 11];
 const THREADS: usize = 2;
@@ -164,6 +165,27 @@ fn every_planted_bug_is_caught_and_named_at_its_layer_and_stage() {
             (0, layer, stage),
             "planted bug `{bug}` on `{name}` named at {d}"
         );
+        // Stage replay, fed llama.cpp's own inputs, names the same stage wherever it sees the bug
+        // (a bug in the forward pass's wiring, such as a swapped norm weight, is outside the
+        // stages it replays).
+        planted::set(Some(bug));
+        let m = Model::load(&fx.model(name)).unwrap();
+        let r = replay(&m, &PROMPT, &reference, THREADS, kernel, &exact).unwrap();
+        planted::set(None);
+        if let Some(f) = r.first_failure() {
+            if bug == "q8k_scale_128" {
+                // The quantized stage reports the engine's int8 activations against ggml's.
+                let q = f.q8k.as_ref().expect("q is a Q8_K product");
+                assert!(q.other > 0 && q.blocks > 0, "{q:?}");
+            }
+            assert_eq!(
+                (f.step, f.layer, f.stage),
+                (0, layer, stage),
+                "planted bug `{bug}` on `{name}`: replay named {f}"
+            );
+        } else {
+            assert_eq!(bug, "sub_norm_weight_swapped", "replay missed `{bug}`");
+        }
         named.push(format!("{bug}: {d}"));
     }
     eprintln!("{}", named.join("\n"));

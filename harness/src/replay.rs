@@ -1,0 +1,423 @@
+//! Stage replay: each stage of the engine's forward pass fed the reference's own input to that
+//! stage, taken from the reference's trace, and its result compared with the reference's output
+//! of the stage. A bug is then attributed to the stage that introduced it, not smeared over every
+//! point after it, and stage comparisons stay tight even against a reference the engine does not
+//! equal end to end (an AVX-512 llama.cpp build, an external reference).
+//!
+//! Stages and their inputs (step k's, at its positions; the KV cache of earlier steps is rebuilt
+//! from the reference's `k`/`v` of those steps):
+//!
+//! | stage | input (reference) | engine |
+//! |---|---|---|
+//! | `embeddings` | the step's tokens | [`Session::embed`] |
+//! | `attn_norm` | `embeddings` (layer 0) or the previous layer's `out` | [`Session::norm`] |
+//! | `q`, `k`, `v` | `attn_norm` | [`Session::qkv`] (Q8_K products, RoPE) |
+//! | `attn_probs`, `kqv_out` | `q`, `k`, `v` and earlier steps' `k`, `v` | [`attend_layer`] |
+//! | `attn_sub_norm` | `kqv_out` | [`Session::norm`] |
+//! | `attn_out` | `attn_sub_norm` | [`Session::project`] |
+//! | `ffn_inp` | `attn_out` + the layer's input | residual add |
+//! | `ffn_norm` | `ffn_inp` | [`Session::norm`] |
+//! | `ffn_act` | `ffn_norm` | [`Session::ffn_act`] |
+//! | `ffn_sub_norm` | `ffn_act` | [`Session::norm`] |
+//! | `ffn_down` | `ffn_sub_norm` | [`Session::project`] |
+//! | `out` | `ffn_down` + `ffn_inp` | residual add |
+//! | `output_norm`, `logits` | the last `out`, `output_norm` | [`Session::norm`], [`Session::logits`] |
+//!
+//! Stages that quantize their input to Q8_K (the ternary TQ1_0/TQ2_0 products) also compare the
+//! engine's quantization of the reference's input with ggml's own (`quantize_row_q8_K`, called in
+//! this process): scales and block sums must be equal, and each differing int8 is reported as a
+//! flip, a ±1 on a rounding boundary (noise from an input one ulp away) or anything else (a bug).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bitnet_engine::attention::HeadCache;
+use bitnet_engine::forward::{attend_layer, residual, Session};
+use bitnet_engine::gguf::GgmlType;
+use bitnet_engine::kernels::{quantize_q8k, BlockQ8K, Kernel, QK_K};
+use bitnet_engine::model::Model;
+use bitnet_engine::trace::{read_trace, Stage, TracePoint, TraceRecord};
+use serde::Serialize;
+
+use crate::compare::{first_difference, tensor_metrics, ElementDiff, Tolerance};
+
+/// The Q8_K activations of one replayed product's input: the engine's against ggml's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Q8kFlips {
+    /// Blocks compared.
+    pub blocks: usize,
+    /// Int8 values that differ by ±1 where the scaled input lies within 1e-4 of a rounding
+    /// boundary (k + ½): noise.
+    pub boundary: usize,
+    /// Int8 values that differ otherwise, and blocks whose scale or block sums differ: a bug.
+    pub other: usize,
+}
+
+/// One replayed stage at one step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageReplay {
+    /// The stage's output point (`blk.3.q`).
+    pub name: String,
+    pub step: u32,
+    pub layer: Option<u32>,
+    pub stage: Stage,
+    /// Whether the output was held to exact equality (else to the point's tolerance).
+    pub exact: bool,
+    /// Empty when the stage reproduced the reference's output.
+    pub violations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ElementDiff>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub q8k: Option<Q8kFlips>,
+}
+
+/// The result of replaying every stage whose input and output the reference traced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Replay {
+    pub stages: Vec<StageReplay>,
+    /// Stages not replayed, with why (a point not traced).
+    pub skipped: Vec<String>,
+}
+
+impl Replay {
+    /// The first stage, in execution order, that did not reproduce the reference.
+    pub fn first_failure(&self) -> Option<&StageReplay> {
+        self.stages.iter().find(|s| !s.violations.is_empty())
+    }
+}
+
+impl std::fmt::Display for StageReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let layer = self
+            .layer
+            .map(|l| format!("layer {l}, "))
+            .unwrap_or_default();
+        write!(
+            f,
+            "step {}, {layer}stage {} (`{}`) fed the reference's input: {}",
+            self.step,
+            self.stage.suffix(),
+            self.name,
+            self.violations.join(", ")
+        )?;
+        if let Some(q) = &self.q8k {
+            if q.boundary + q.other > 0 {
+                write!(
+                    f,
+                    "; Q8_K activations: {} boundary flips, {} other differences in {} blocks",
+                    q.boundary, q.other, q.blocks
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ggml's Q8_K quantization of `x` (a multiple of 256 values), through the llama.cpp build this
+/// binary links.
+fn ggml_q8k(x: &[f32]) -> Vec<BlockQ8K> {
+    use llama_cpp_sys_2 as sys;
+    let mut out = vec![BlockQ8K::default(); x.len() / QK_K];
+    // SAFETY: ggml_cpu_init fills lookup tables (idempotent); the type traits are a static table;
+    // block_q8_K is {float d; int8 qs[256]; int16 bsums[16]}, BlockQ8K's layout; `out` holds
+    // x.len()/256 of them.
+    unsafe {
+        sys::ggml_cpu_init();
+        let t = *sys::ggml_get_type_traits_cpu(sys::GGML_TYPE_Q8_K);
+        let from_float = t.from_float.expect("Q8_K from_float");
+        from_float(
+            x.as_ptr(),
+            out.as_mut_ptr() as *mut std::ffi::c_void,
+            (x.len() / QK_K * QK_K) as i64,
+        );
+    }
+    out
+}
+
+/// The engine's Q8_K activations of `x` against ggml's.
+pub fn q8k_flips(x: &[f32]) -> Q8kFlips {
+    let n = x.len() / QK_K * QK_K;
+    let mut ours = Vec::new();
+    quantize_q8k(&x[..n], &mut ours);
+    let theirs = ggml_q8k(&x[..n]);
+    let mut r = Q8kFlips {
+        blocks: ours.len(),
+        ..Q8kFlips::default()
+    };
+    for (b, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+        if o.d.to_bits() != t.d.to_bits() || o.bsums != t.bsums {
+            r.other += 1;
+        }
+        let iscale = if t.d != 0.0 { 1.0 / t.d } else { 0.0 };
+        for (i, (&a, &c)) in o.qs.iter().zip(&t.qs).enumerate() {
+            if a != c {
+                let scaled = x[b * QK_K + i] * iscale;
+                let frac = (scaled - scaled.floor() - 0.5).abs();
+                if (a as i32 - c as i32).abs() == 1 && frac < 1e-4 {
+                    r.boundary += 1;
+                } else {
+                    r.other += 1;
+                }
+            }
+        }
+    }
+    r
+}
+
+struct RefTrace {
+    records: BTreeMap<(String, u32), TraceRecord>,
+    dir: std::path::PathBuf,
+}
+
+impl RefTrace {
+    fn values(&self, name: &str, step: u32) -> Result<Option<(TraceRecord, Vec<f32>)>, String> {
+        let Some(r) = self.records.get(&(name.to_string(), step)) else {
+            return Ok(None);
+        };
+        let Some(file) = &r.file else { return Ok(None) };
+        let path = self.dir.join(file);
+        let (shape, v) = bitnet_engine::npy::read_npy(&path).map_err(|e| e.to_string())?;
+        if shape != r.shape {
+            return Err(format!(
+                "`{}`: shape {shape:?} differs from its trace record's {:?}",
+                path.display(),
+                r.shape
+            ));
+        }
+        Ok(Some((r.clone(), v)))
+    }
+}
+
+/// Replay every stage of the reference trace in `ref_dir` (made for `tokens` then its generated
+/// tokens) through the engine's stage functions on `model`.
+pub fn replay(
+    model: &Model,
+    tokens: &[u32],
+    ref_dir: &Path,
+    threads: usize,
+    kernel: Kernel,
+    tolerance: &dyn Fn(&str) -> Tolerance,
+) -> Result<Replay, String> {
+    let recs = read_trace(&ref_dir.join("trace.jsonl"))?;
+    let mut steps: Vec<u32> = recs.iter().map(|r| r.step).collect();
+    steps.sort();
+    steps.dedup();
+    let rt = RefTrace {
+        records: recs
+            .into_iter()
+            .map(|r| ((r.name.clone(), r.step), r))
+            .collect(),
+        dir: ref_dir.to_owned(),
+    };
+    let generated: Vec<u32> = match std::fs::read_to_string(ref_dir.join("generated.json")) {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| {
+            format!(
+                "`{}`: expected a JSON array of token ids: {e}",
+                ref_dir.join("generated.json").display()
+            )
+        })?,
+        Err(_) => Vec::new(),
+    };
+    let c = &model.config;
+    let s = Session::new(model, threads, kernel);
+    let mut out = Replay::default();
+    // Keys and values of earlier steps, per layer, from the reference.
+    let mut past: Vec<Vec<HeadCache>> =
+        vec![vec![HeadCache::new(c.head_dim); c.n_head_kv]; c.n_layer];
+    let ternary = |ty: GgmlType| matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0);
+    for &step in &steps {
+        let step_tokens: Vec<u32> = if step == 0 {
+            tokens.to_vec()
+        } else {
+            match generated.get(step as usize - 1) {
+                Some(&t) => vec![t],
+                None => {
+                    out.skipped
+                        .push(format!("step {step}: no generated token feeds it"));
+                    continue;
+                }
+            }
+        };
+        let n = step_tokens.len();
+        let point = |layer: Option<usize>, stage: Stage| TracePoint {
+            layer: layer.map(|l| l as u32),
+            stage,
+        };
+        let check = |out: &mut Replay,
+                     p: TracePoint,
+                     got: &[f32],
+                     q8k: Option<Q8kFlips>|
+         -> Result<(), String> {
+            let name = p.name();
+            let Some((rec, want)) = rt.values(&name, step)? else {
+                out.skipped
+                    .push(format!("`{name}` step {step}: not traced"));
+                return Ok(());
+            };
+            if want.len() != got.len() {
+                out.stages.push(StageReplay {
+                    name: name.clone(),
+                    step,
+                    layer: p.layer,
+                    stage: p.stage,
+                    exact: false,
+                    violations: vec![format!(
+                        "the engine's stage gives {} values, the reference's record {:?}",
+                        got.len(),
+                        rec.shape
+                    )],
+                    diff: None,
+                    q8k,
+                });
+                return Ok(());
+            }
+            let tol = tolerance(&name);
+            let exact = tol.exact == Some(true);
+            let (mut violations, diff) = if exact {
+                let d = first_difference(&want, got, &rec.shape);
+                (d.iter().map(|d| d.to_string()).collect(), d)
+            } else {
+                (tol.violations(&tensor_metrics(&want, got)), None)
+            };
+            if let Some(q) = &q8k {
+                if q.other > 0 {
+                    violations.push(format!(
+                        "the engine's Q8_K activations differ from ggml's beyond rounding boundaries ({} values or blocks)",
+                        q.other
+                    ));
+                }
+            }
+            out.stages.push(StageReplay {
+                name,
+                step,
+                layer: p.layer,
+                stage: p.stage,
+                exact,
+                violations,
+                diff,
+                q8k,
+            });
+            Ok(())
+        };
+        let input = |name: String| -> Result<Option<Vec<f32>>, String> {
+            Ok(rt.values(&name, step)?.map(|(_, v)| v))
+        };
+        let emb = s.embed(&step_tokens);
+        check(&mut out, point(None, Stage::Embeddings), &emb, None)?;
+        for (l, layer) in model.layers.iter().enumerate() {
+            let at = |st: Stage| point(Some(l), st);
+            let name = |st: Stage| at(st).name();
+            let layer_in = if l == 0 {
+                input("embeddings".into())?
+            } else {
+                input(format!("blk.{}.out", l - 1))?
+            };
+            if let Some(x) = &layer_in {
+                check(
+                    &mut out,
+                    at(Stage::AttnNorm),
+                    &s.norm(x, &layer.attn_norm),
+                    None,
+                )?;
+            }
+            if let Some(h) = input(name(Stage::AttnNorm))? {
+                let [q, k, v] = s.qkv(layer, &h, n, past[l][0].len());
+                let flips = ternary(layer.wq.info.ty).then(|| q8k_flips(&h));
+                check(&mut out, at(Stage::Q), &q, flips)?;
+                check(&mut out, at(Stage::K), &k, None)?;
+                check(&mut out, at(Stage::V), &v, None)?;
+            }
+            let (q, k, v) = (
+                input(name(Stage::Q))?,
+                input(name(Stage::K))?,
+                input(name(Stage::V))?,
+            );
+            if let (Some(q), Some(k), Some(v)) = (q, k, v) {
+                let caches = std::mem::take(&mut past[l]);
+                let (caches, (att, probs)) =
+                    attend_layer(c, caches, &q, &k, &v, n, true, threads, kernel);
+                past[l] = caches;
+                check(&mut out, at(Stage::AttnProbs), &probs, None)?;
+                check(&mut out, at(Stage::KqvOut), &att, None)?;
+            } else {
+                out.skipped.push(format!(
+                    "layer {l} attention at step {step} and after: q, k or v not traced"
+                ));
+                return Ok(out);
+            }
+            if let Some(a) = input(name(Stage::KqvOut))? {
+                check(
+                    &mut out,
+                    at(Stage::AttnSubNorm),
+                    &s.norm(&a, &layer.attn_sub_norm),
+                    None,
+                )?;
+            }
+            if let Some(h) = input(name(Stage::AttnSubNorm))? {
+                let flips = ternary(layer.wo.info.ty).then(|| q8k_flips(&h));
+                check(
+                    &mut out,
+                    at(Stage::AttnOut),
+                    &s.project(&layer.wo, &h, n),
+                    flips,
+                )?;
+            }
+            if let (Some(mut x), Some(o)) = (layer_in, input(name(Stage::AttnOut))?) {
+                residual(&mut x, &o);
+                check(&mut out, at(Stage::FfnInp), &x, None)?;
+            }
+            if let Some(x) = input(name(Stage::FfnInp))? {
+                check(
+                    &mut out,
+                    at(Stage::FfnNorm),
+                    &s.norm(&x, &layer.ffn_norm),
+                    None,
+                )?;
+            }
+            if let Some(h) = input(name(Stage::FfnNorm))? {
+                let flips = ternary(layer.w_gate.info.ty).then(|| q8k_flips(&h));
+                check(&mut out, at(Stage::FfnAct), &s.ffn_act(layer, &h, n), flips)?;
+            }
+            if let Some(a) = input(name(Stage::FfnAct))? {
+                check(
+                    &mut out,
+                    at(Stage::FfnSubNorm),
+                    &s.norm(&a, &layer.ffn_sub_norm),
+                    None,
+                )?;
+            }
+            if let Some(h) = input(name(Stage::FfnSubNorm))? {
+                let flips = ternary(layer.w_down.info.ty).then(|| q8k_flips(&h));
+                check(
+                    &mut out,
+                    at(Stage::FfnDown),
+                    &s.project(&layer.w_down, &h, n),
+                    flips,
+                )?;
+            }
+            if let (Some(mut x), Some(d)) =
+                (input(name(Stage::FfnInp))?, input(name(Stage::FfnDown))?)
+            {
+                residual(&mut x, &d);
+                check(&mut out, at(Stage::Out), &x, None)?;
+            }
+        }
+        if let Some(x) = input(format!("blk.{}.out", c.n_layer.saturating_sub(1)))? {
+            check(
+                &mut out,
+                point(None, Stage::OutputNorm),
+                &s.norm(&x, &model.output_norm),
+                None,
+            )?;
+        }
+        if let Some(h) = input("output_norm".into())? {
+            check(
+                &mut out,
+                point(None, Stage::Logits),
+                &s.logits(&h, n, true),
+                None,
+            )?;
+        }
+    }
+    Ok(out)
+}

@@ -34,7 +34,13 @@ pub struct Tracer {
     values: bool,
     step: u32,
     error: Option<std::io::Error>,
+    /// While a prefill runs in chunks: each chunk's records, merged into one record per point
+    /// when the prefill ends ([`Tracer::release`]).
+    held: Option<Vec<HeldRecord>>,
 }
+
+/// A record held while a prefill runs in chunks: point, positions, shape, values.
+type HeldRecord = (TracePoint, [u32; 2], Vec<usize>, Vec<f32>);
 
 impl Tracer {
     pub fn new(filter: PointFilter, dir: &Path, values: bool) -> std::io::Result<Tracer> {
@@ -44,11 +50,16 @@ impl Tracer {
             values,
             step: 0,
             error: None,
+            held: None,
         })
     }
 
     fn record(&mut self, point: TracePoint, positions: [u32; 2], shape: Vec<usize>, v: &[f32]) {
         if self.error.is_some() || !self.filter.matches(&point.name()) {
+            return;
+        }
+        if let Some(held) = self.held.as_mut() {
+            held.push((point, positions, shape, v.to_vec()));
             return;
         }
         let rec = TraceRecord::summarize(point, self.step, positions, shape, v);
@@ -57,8 +68,41 @@ impl Tracer {
         }
     }
 
+    /// Hold the records of the forward calls that follow (the chunks of one prefill).
+    fn hold(&mut self) {
+        self.held = Some(Vec::new());
+    }
+
+    /// Write the held records, one per point: the chunks' positions merged in order
+    /// ([`crate::trace::merge_position_chunks`]), as the reference writes a chunked prefill.
+    fn release(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let mut order: Vec<TracePoint> = Vec::new();
+        let mut by_point: std::collections::HashMap<TracePoint, Vec<_>> = Default::default();
+        for (point, positions, shape, v) in held {
+            if !by_point.contains_key(&point) {
+                order.push(point);
+            }
+            by_point
+                .entry(point)
+                .or_default()
+                .push((positions, shape, v));
+        }
+        for point in order {
+            let chunks = by_point.remove(&point).unwrap_or_default();
+            let start = chunks.first().map_or(0, |c| c.0[0]);
+            let end = chunks.last().map_or(0, |c| c.0[1]);
+            let (shape, values) = crate::trace::merge_position_chunks(
+                point.stage,
+                chunks.into_iter().map(|(_, s, v)| (s, v)).collect(),
+            );
+            self.record(point, [start, end], shape, &values);
+        }
+    }
+
     /// Finish the file; the first write error, if any, is returned here.
-    pub fn finish(self) -> std::io::Result<std::path::PathBuf> {
+    pub fn finish(mut self) -> std::io::Result<std::path::PathBuf> {
+        self.release();
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -794,11 +838,20 @@ pub fn run_with(
     let chunk = chunk.unwrap_or(tokens.len()).max(1);
     let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);
     let t0 = std::time::Instant::now();
+    let chunked = chunk < tokens.len();
+    if chunked {
+        if let Some(t) = tracer.as_deref_mut() {
+            t.hold();
+        }
+    }
     for part in tokens.chunks(chunk) {
         // Chunks of one prefill are one trace step.
         let calls = s.calls;
         logits.extend(s.forward(part, true, tracer.as_deref_mut())?);
         s.calls = calls;
+    }
+    if let Some(t) = tracer.as_deref_mut() {
+        t.release();
     }
     s.calls = 1;
     let prefill_seconds = t0.elapsed().as_secs_f64();

@@ -161,6 +161,34 @@ impl TracePoint {
     }
 }
 
+/// One point's values over consecutive chunks of a prefill (`[n_i, ...]` each, in position order)
+/// merged into one `[Σn_i, ...]` tensor. `attn_probs` rows, whose width is the positions cached so
+/// far, are zero-padded to the last chunk's width, as a one-shot prefill leaves masked positions.
+pub fn merge_position_chunks(
+    stage: Stage,
+    chunks: Vec<(Vec<usize>, Vec<f32>)>,
+) -> (Vec<usize>, Vec<f32>) {
+    let mut it = chunks.into_iter();
+    let Some((mut shape, mut values)) = it.next() else {
+        return (Vec::new(), Vec::new());
+    };
+    for (s, v) in it {
+        if stage == Stage::AttnProbs && shape.len() == 3 && s.len() == 3 && s[2] > shape[2] {
+            let (old_w, new_w) = (shape[2], s[2]);
+            let mut padded = Vec::with_capacity(shape[0] * shape[1] * new_w);
+            for row in values.chunks_exact(old_w.max(1)) {
+                padded.extend_from_slice(row);
+                padded.extend(std::iter::repeat_n(0.0, new_w - old_w));
+            }
+            values = padded;
+            shape[2] = new_w;
+        }
+        shape[0] += s[0];
+        values.extend_from_slice(&v);
+    }
+    (shape, values)
+}
+
 /// One JSON line of `trace.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -452,7 +480,8 @@ mod tests {
         assert_eq!(all.len(), 1 + 2 * 14 + 2);
         assert_eq!(all[0].name(), "embeddings");
         assert_eq!(all[1].name(), "blk.0.attn_norm");
-        assert_eq!(all[27].name(), "output_norm");
+        assert_eq!(all[6].name(), "blk.0.kqv_out");
+        assert_eq!(all[29].name(), "output_norm");
         for p in &all {
             assert_eq!(TracePoint::parse(&p.name()), Some(*p));
         }

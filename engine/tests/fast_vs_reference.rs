@@ -23,7 +23,7 @@ fn fast_path_matches_the_f32_reference_at_every_point() {
         forward::run(&model, &tokens, 0, None, 2, Kernel::Scalar, Some(&mut t)).unwrap();
         t.finish().unwrap();
         let reference = reference_forward(&model, &tokens).unwrap();
-        assert_eq!(reference.points.len(), 1 + 13 * model.config.n_layer + 2);
+        assert_eq!(reference.points.len(), 1 + 14 * model.config.n_layer + 2);
         let mut worst = (0f64, String::new());
         for (point, shape, want) in &reference.points {
             let (got_shape, got) =

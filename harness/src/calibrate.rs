@@ -206,7 +206,7 @@ mod tests {
             10.0,
         )
         .unwrap();
-        assert_eq!(cal.spread.len(), 16);
+        assert_eq!(cal.spread.len(), 17);
         assert_eq!(cal.spread[0].point, "embeddings");
         // Position 0 row is [1,2,3,4+1e-3]; max_abs is the nudge (f32 rounding of 4.001).
         let s = &cal.spread[0];

@@ -76,7 +76,16 @@ impl Report {
                 ),
                 (None, None, Status::Ignored) => v.message.clone(),
                 (None, None, Status::Fail) => v.message.lines().next().unwrap_or("").to_string(),
-                (None, None, Status::Pass) => String::new(),
+                (None, None, Status::Pass) => {
+                    // The first input's note, shortened (e.g. "319 points × positions compared,
+                    // 319 of them bit-exact").
+                    let first = v.message.split("; ").next().unwrap_or("");
+                    let first = match first.strip_prefix("input ") {
+                        Some(rest) => rest.split_once(": ").map_or(first, |(_, r)| r),
+                        None => first,
+                    };
+                    first.chars().take(90).collect()
+                }
             };
             out.push_str(&format!(
                 "{:w$}  {:10}  {:7}  {:>6.2}s  {}\n",

@@ -38,7 +38,7 @@ fn calibrate_proposes_tolerances_from_the_reference_spread() {
     let proposed = cal["proposed"].as_object().unwrap();
     assert_eq!(
         proposed.len(),
-        29,
+        31,
         "every canonical point of the 2-layer model"
     );
     for (point, t) in proposed {

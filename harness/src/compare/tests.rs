@@ -66,8 +66,8 @@ fn identical_traces_pass_with_infinite_headroom() {
     write_trace(b.path(), None, &[1, 2]);
     let c = compare_trace_dirs(a.path(), b.path(), &spec(&tight)).unwrap();
     assert!(c.passed(), "{}", c.failure_summary());
-    // 29 points × (3 prefill positions + 1 decode position).
-    assert_eq!(c.points.len(), 29 * 4);
+    // 31 points × (3 prefill positions + 1 decode position).
+    assert_eq!(c.points.len(), 31 * 4);
     assert!(c.headroom.iter().all(|h| h.factor.is_infinite()));
     assert_eq!(c.per_layer.len(), 4);
     assert_eq!(c.logits.unwrap().top1_agreement, 1.0);

@@ -365,22 +365,11 @@ fn nudged_embeddings(model: &std::path::Path, tokens: &[u32]) -> Result<(usize, 
 /// Merge the captures of one step's chunks: rows concatenated along positions; attention rows
 /// padded with zeros to the last chunk's (widest) set of cached positions.
 fn merge_chunks(chunks: Vec<Captured>) -> Captured {
-    let mut it = chunks.into_iter();
-    let (point, mut shape, mut values) = it.next().expect("at least one chunk");
-    for (_, s, v) in it {
-        if point.stage == Stage::AttnProbs {
-            let (heads, old_w, new_w) = (shape[1], shape[2], s[2]);
-            let mut padded = Vec::with_capacity(shape[0] * heads * new_w);
-            for row in values.chunks_exact(old_w) {
-                padded.extend_from_slice(row);
-                padded.extend(std::iter::repeat_n(0.0, new_w - old_w));
-            }
-            values = padded;
-            shape[2] = new_w;
-        }
-        shape[0] += s[0];
-        values.extend_from_slice(&v);
-    }
+    let point = chunks[0].0;
+    let (shape, values) = bitnet_engine::trace::merge_position_chunks(
+        point.stage,
+        chunks.into_iter().map(|(_, s, v)| (s, v)).collect(),
+    );
     (point, shape, values)
 }
 

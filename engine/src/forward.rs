@@ -434,6 +434,8 @@ impl<'m> Session<'m> {
         for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
             let t = if emb.ty == GgmlType::F16 && crate::planted::on("f16_embedding_next_row") {
                 (t + 1) % c.n_vocab as u32
+            } else if crate::planted::on("embedding_row_past_end") {
+                t + c.n_vocab as u32
             } else {
                 t
             };

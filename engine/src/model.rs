@@ -231,7 +231,8 @@ impl Model {
         )?;
         let output_norm = vector("output_norm.weight", c.n_embd)?;
         let kv = c.n_head_kv * c.head_dim;
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Not pre-sized: the count was checked against the file, but grows with what is read.
+        let mut layers = Vec::new();
         for l in 0..c.n_layer {
             let b = |t: &str| format!("blk.{l}.{t}");
             layers.push(Layer {
@@ -400,6 +401,44 @@ fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
                 .unwrap_or(0),
         },
     };
+    // Each layer is at least 11 tensors: a block count beyond what the file holds is refused
+    // before anything is sized by it, and so is one that leaves layers of the file unread.
+    let n_tensors = f.tensors().len();
+    if n_layer > n_tensors / 11 {
+        return Err(bad(
+            "block_count",
+            n_layer,
+            &format!(
+                "at most {} (the file holds {n_tensors} tensors, 11 or more per layer)",
+                n_tensors / 11
+            ),
+        ));
+    }
+    if f.tensor(&format!("blk.{n_layer}.attn_norm.weight"))
+        .is_some()
+    {
+        return Err(bad(
+            "block_count",
+            n_layer,
+            &format!("the number of layers in the file (it has a `blk.{n_layer}`)"),
+        ));
+    }
+    let n_ctx_train = int("context_length", Some(2048))?;
+    if n_ctx_train == 0 {
+        return Err(bad("context_length", 0, "at least 1"));
+    }
+    let positive = |key: &str, v: f32| -> Result<f32, ModelError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(ModelError::BadKey {
+                file: name.clone(),
+                key: format!("bitnet.{key}"),
+                found: v.to_string(),
+                expected: "a finite positive number".into(),
+            })
+        }
+    };
     Ok(Config {
         n_vocab,
         n_embd,
@@ -408,9 +447,12 @@ fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
         n_head_kv,
         head_dim,
         n_ff,
-        n_ctx_train: int("context_length", Some(2048))?,
-        rope_base: float("rope.freq_base", Some(10000.0))?,
+        n_ctx_train,
+        rope_base: positive("rope.freq_base", float("rope.freq_base", Some(10000.0))?)?,
         n_rot,
-        rms_eps: float("attention.layer_norm_rms_epsilon", None)?,
+        rms_eps: positive(
+            "attention.layer_norm_rms_epsilon",
+            float("attention.layer_norm_rms_epsilon", None)?,
+        )?,
     })
 }

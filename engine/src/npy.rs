@@ -89,16 +89,37 @@ pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> io::Result<()>
     write_atomic(path, &to_npy_bytes(shape, values))
 }
 
-/// Read an f32 little-endian C-order `.npy` file: its shape and values.
+/// Largest `.npy` file [`read_npy`] reads (4 GiB): a trace tensor is far smaller.
+pub const MAX_NPY_BYTES: u64 = 4 << 30;
+
+/// Read an f32 little-endian C-order `.npy` file: its shape and values. Only a regular file is
+/// read, and at most its size as it was opened (never more than [`MAX_NPY_BYTES`]), so a path to a
+/// device or a pipe is refused rather than read without end.
 pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+    use std::io::Read;
+    let io = |source| NpyError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    parse_npy(&bytes).map_err(|what| NpyError::Format {
+    };
+    let format = |what: String| NpyError::Format {
         path: path.to_owned(),
         what,
-    })
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(format("not a regular file".into()));
+    }
+    if meta.len() > MAX_NPY_BYTES {
+        return Err(format(format!(
+            "{} bytes, more than the {} a trace tensor may have",
+            meta.len(),
+            MAX_NPY_BYTES
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(meta.len()).read_to_end(&mut bytes).map_err(io)?;
+    parse_npy(&bytes).map_err(format)
 }
 
 /// Parse `.npy` bytes (versions 1.0 to 3.0, dtype `<f4`, C order).
@@ -122,11 +143,13 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
     let end = start.checked_add(header_len).filter(|&e| e <= bytes.len());
     let end = end.ok_or("header runs past the end of the file")?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "header is not UTF-8")?;
+    if !header.is_ascii() {
+        return Err("header is not ASCII (numpy writes an ASCII dict)".into());
+    }
     let field = |key: &str| -> Result<&str, String> {
-        let i = header
-            .find(&format!("'{key}':"))
-            .ok_or(format!("header lacks `{key}`"))?;
-        Ok(header[i + key.len() + 3..].trim_start())
+        let pat = format!("'{key}':");
+        let i = header.find(&pat).ok_or(format!("header lacks `{key}`"))?;
+        Ok(header[i + pat.len()..].trim_start())
     };
     let descr = field("descr")?;
     if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
@@ -140,6 +163,9 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
     }
     let shape_str = field("shape")?;
     let close = shape_str.find(')').ok_or("malformed shape")?;
+    if !shape_str.starts_with('(') || close == 0 {
+        return Err("malformed shape (expected a tuple such as `(2, 3)`)".into());
+    }
     let shape = shape_str[1..close]
         .split(',')
         .map(str::trim)
@@ -156,9 +182,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
     let data = &bytes[end..];
     if Some(data.len()) != count.checked_mul(4) {
         return Err(format!(
-            "data holds {} bytes, shape needs {}",
+            "data holds {} bytes, shape {shape:?} needs {count} × 4",
             data.len(),
-            count * 4
         ));
     }
     let values = data
@@ -183,5 +208,39 @@ mod tests {
             .unwrap()
             .contains("'shape': (6,)"));
         assert!(parse_npy(&b1[..b1.len() - 1]).is_err());
+    }
+
+    /// Hostile headers are errors, never panics: a shape of `)`, non-ASCII bytes, a shape whose
+    /// element count overflows, a header length past the end.
+    #[test]
+    fn hostile_headers_are_errors() {
+        let with_header = |h: &str| {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            b.extend_from_slice(h.as_bytes());
+            b
+        };
+        for h in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': )}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': é(2,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (é)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 3)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape':",
+            "{'descr':",
+        ] {
+            assert!(parse_npy(&with_header(h)).is_err(), "{h}");
+        }
+        let mut b = with_header("{}");
+        b[8] = 0xff;
+        assert!(parse_npy(&b).is_err());
+        assert!(parse_npy(b"\x93NUMPY\x02\x00\x01").is_err());
+    }
+
+    /// A path to a device is refused, not read without end.
+    #[test]
+    fn devices_are_refused() {
+        let e = read_npy(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -25,33 +25,39 @@ pub const BUGS: &[&str] = &[
     "f16_embedding_next_row",
     "f16_subnormals_flushed",
     "simd_softmax_remainder",
+    "embedding_row_past_end",
 ];
 
 #[cfg(feature = "planted")]
 mod imp {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// 0: none; i + 1: `BUGS[i]`.
-    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    /// 0: none; i + 1: `BUGS[i]`; `usize::MAX`: not read from `BITNET_PLANT` yet.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+    fn index(name: &str) -> usize {
+        1 + super::BUGS
+            .iter()
+            .position(|b| *b == name)
+            .unwrap_or_else(|| panic!("no planted bug named `{name}`"))
+    }
 
     /// Plant `name` (one of [`super::BUGS`]) for the whole process, or clear with `None`.
     pub fn set(name: Option<&str>) {
-        let i = match name {
-            None => 0,
-            Some(n) => {
-                1 + super::BUGS
-                    .iter()
-                    .position(|b| *b == n)
-                    .unwrap_or_else(|| panic!("no planted bug named `{n}`"))
-            }
-        };
-        ACTIVE.store(i, Ordering::SeqCst);
+        ACTIVE.store(name.map_or(0, index), Ordering::SeqCst);
     }
 
-    /// Whether bug `name` is planted.
+    /// Whether bug `name` is planted: by [`set`], or else by the environment variable
+    /// `BITNET_PLANT` (for a test-built `harness` binary).
     #[inline]
     pub fn on(name: &str) -> bool {
-        let i = ACTIVE.load(Ordering::Relaxed);
+        let mut i = ACTIVE.load(Ordering::Relaxed);
+        if i == usize::MAX {
+            let from_env = std::env::var("BITNET_PLANT").map_or(0, |v| index(v.trim()));
+            let _ =
+                ACTIVE.compare_exchange(usize::MAX, from_env, Ordering::SeqCst, Ordering::SeqCst);
+            i = ACTIVE.load(Ordering::SeqCst);
+        }
         i != 0 && super::BUGS[i - 1] == name
     }
 }

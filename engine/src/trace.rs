@@ -456,16 +456,46 @@ impl TraceWriter {
     }
 }
 
-/// Read `trace.jsonl`; an error names the file and line.
+/// Largest `trace.jsonl` [`read_trace`] reads (64 MiB: a record is a few hundred bytes).
+pub const MAX_TRACE_BYTES: u64 = 64 << 20;
+
+/// Read `trace.jsonl`; an error names the file and line. The file is read only when it is a
+/// regular file of at most [`MAX_TRACE_BYTES`], and each record's `file` must be a plain file name
+/// inside the trace directory (no path separators, not `.` or `..`), since the directory may come
+/// from an external reference.
 pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceRecord>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() || meta.len() > MAX_TRACE_BYTES {
+        return Err(format!(
+            "`{}`: expected a regular file of at most {MAX_TRACE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    file.take(meta.len())
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| format!("{}:{}: bad trace record: {e}", path.display(), i + 1))
+            let r: TraceRecord = serde_json::from_str(l)
+                .map_err(|e| format!("{}:{}: bad trace record: {e}", path.display(), i + 1))?;
+            if let Some(f) = &r.file {
+                let plain =
+                    !f.is_empty() && f != "." && f != ".." && !f.contains(['/', '\\', '\0']);
+                if !plain {
+                    return Err(format!(
+                        "{}:{}: `file` is {f:?}; expected a file name inside the trace directory",
+                        path.display(),
+                        i + 1
+                    ));
+                }
+            }
+            Ok(r)
         })
         .collect()
 }
@@ -473,6 +503,25 @@ pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceRecord>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_pointing_outside_their_directory_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("trace.jsonl");
+        let rec = TraceRecord::summarize(TracePoint::all(1)[0], 0, [0, 1], vec![1, 1], &[1.0]);
+        for bad in ["/dev/zero", "../x.npy", "a/b.npy", "..", ""] {
+            let mut r = rec.clone();
+            r.file = Some(bad.into());
+            std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
+            let e = read_trace(&p).unwrap_err();
+            assert!(e.contains("expected a file name"), "{bad}: {e}");
+        }
+        let mut r = rec.clone();
+        r.file = Some("embeddings.step0.npy".into());
+        std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(read_trace(&p).unwrap(), vec![r]);
+        assert!(read_trace(std::path::Path::new("/dev/zero")).is_err());
+    }
 
     #[test]
     fn names_round_trip_in_execution_order() {

@@ -11,15 +11,15 @@
 //! | 10 | `EXIT_MALFORMED` | not JSON, a field missing, unknown or of the wrong type |
 //! | 11 | `EXIT_VERSION` | `schema_version` is not 1 |
 //! | 12 | `EXIT_COMPUTE_PATH` | `compute_path` is not `real` |
-//! | 13 | `EXIT_KERNELS` | kernels empty, malformed, or not of the backend |
+//! | 13 | `EXIT_KERNELS` | kernels empty, malformed, not of the backend, unknown to this engine, of an ISA the build lacks, mixed variants, or lacking the scenario's `receipt.kernels` |
 //! | 14 | `EXIT_GPU_KERNELS` | GPU kernels required (backend `cuda` or `--require-gpu-kernels`) and absent |
-//! | 15 | `EXIT_MODEL_HASH` | `model_blake3` differs from the model file's |
+//! | 15 | `EXIT_MODEL_HASH` | the model is not a file, or `model_blake3` differs from its hash |
 //! | 16 | `EXIT_TRACE_DIGEST` | `trace_digest` differs from the golden's (`--against-goldens`) or is malformed |
-//! | 17 | `EXIT_THROUGHPUT` | a tokens/s figure not finite and positive, or under `--min-decode-tps` |
-//! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, or older than `--max-age` |
-//! | 19 | `EXIT_VERDICT` | a check failed, or a verdict is not `pass`/`fail`/`ignored` |
-//! | 20 | `EXIT_SCENARIO_HASH` | `scenario_blake3` differs from the scenario file's |
-//! | 21 | `EXIT_PROVENANCE` | engine version, commit, build or backend fields inconsistent |
+//! | 17 | `EXIT_THROUGHPUT` | a tokens/s figure outside [`MIN_TPS`, `MAX_TPS`], under `--min-decode-tps`, or a reference figure null although parity ran |
+//! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, or older than `--max-age`; a duration over a week |
+//! | 19 | `EXIT_VERDICT` | a check failed, a verdict is not `pass`/`fail`/`ignored`, or a check the scenario implies is missing |
+//! | 20 | `EXIT_SCENARIO_HASH` | the scenario is not a file or does not load, or `scenario_blake3` differs from its hash |
+//! | 21 | `EXIT_PROVENANCE` | engine version not this one, a commit not in this checkout, build, backend or threads inconsistent |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -336,6 +336,58 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
     if let Some(bad) = r.kernels.iter().find(|k| !kernel_id_ok(k)) {
         return Err(fail(EXIT_KERNELS, format!("field `kernels` has `{bad}`, expected `<format>_<activation>_<op>_<isa>` with isa one of {}", ISAS.join(", "))));
     }
+    if r.build.target_arch.is_empty() {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            "field `build.target_arch` is empty, expected the target (`x86_64`, `aarch64`)".into(),
+        ));
+    }
+    // Kernels the engine can record, of an instruction set the recorded target and CPU have.
+    let known = bitnet_engine::kernels::known_kernel_ids();
+    for k in &r.kernels {
+        if k.ends_with("_cuda") {
+            continue;
+        }
+        if !known.contains(k) {
+            return Err(fail(
+                EXIT_KERNELS,
+                format!("field `kernels` has `{k}`, which this engine has no kernel of"),
+            ));
+        }
+        let isa = k.rsplit('_').next().unwrap_or("");
+        let (arch_ok, feature) = match isa {
+            "scalar" => (true, None),
+            "avx2" => (r.build.target_arch == "x86_64", Some("avx2")),
+            "avx512" => (r.build.target_arch == "x86_64", Some("avx512f")),
+            "neon" => (r.build.target_arch == "aarch64", Some("neon")),
+            _ => (false, None),
+        };
+        let has = feature.is_none_or(|f| r.build.cpu_features.iter().any(|c| c == f));
+        if !arch_ok || !has {
+            return Err(fail(
+                EXIT_KERNELS,
+                format!(
+                    "field `kernels` has `{k}`, an {isa} kernel, but the build is {} with CPU features [{}]",
+                    r.build.target_arch,
+                    r.build.cpu_features.join(", ")
+                ),
+            ));
+        }
+    }
+    let simd: std::collections::BTreeSet<&str> = r
+        .kernels
+        .iter()
+        .filter_map(|k| k.rsplit('_').next())
+        .filter(|isa| !matches!(*isa, "scalar" | "cuda"))
+        .collect();
+    if simd.len() > 1 {
+        return Err(fail(
+            EXIT_KERNELS,
+            format!(
+                "field `kernels` mixes the variants {simd:?}; one run uses one variant (and scalar helpers)"
+            ),
+        ));
+    }
     let gpu: Vec<&String> = r.kernels.iter().filter(|k| k.ends_with("_cuda")).collect();
     match r.backend.as_str() {
         "cpu" => {
@@ -375,7 +427,17 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         ));
     }
     let model = o.base.join(&r.model);
-    if model.is_file() {
+    if r.model.is_empty() || !model.is_file() {
+        return Err(fail(
+            EXIT_MODEL_HASH,
+            format!(
+                "field `model` is `{}`: `{}` is not a file, so `model_blake3` cannot be checked",
+                r.model,
+                model.display()
+            ),
+        ));
+    }
+    {
         let got = blake3_file(&model).map_err(|e| {
             fail(
                 EXIT_MODEL_HASH,
@@ -403,7 +465,17 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         ));
     }
     let scenario = o.base.join(&r.scenario_file);
-    if scenario.is_file() {
+    if r.scenario_file.is_empty() || !scenario.is_file() {
+        return Err(fail(
+            EXIT_SCENARIO_HASH,
+            format!(
+                "field `scenario_file` is `{}`: `{}` is not a file, so `scenario_blake3` cannot be checked",
+                r.scenario_file,
+                scenario.display()
+            ),
+        ));
+    }
+    {
         let got = blake3_file(&scenario).map_err(|e| fail(EXIT_SCENARIO_HASH, e.to_string()))?;
         if got != r.scenario_blake3 {
             return Err(fail(
@@ -453,10 +525,10 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         ("throughput.reference_decode_tps", t.reference_decode_tps),
     ] {
         if let Some(v) = v {
-            if !(v.is_finite() && v > 0.0) {
+            if !(MIN_TPS..=MAX_TPS).contains(&v) {
                 return Err(fail(
                     EXIT_THROUGHPUT,
-                    format!("field `{name}` is {v}, expected a positive number"),
+                    format!("field `{name}` is {v}, expected tokens/s between {MIN_TPS} and {MAX_TPS:e}"),
                 ));
             }
         }
@@ -487,16 +559,16 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ),
         )
     })?;
-    if !(r.duration_seconds.is_finite() && r.duration_seconds >= 0.0) {
+    if !(r.duration_seconds.is_finite() && (0.0..=MAX_DURATION).contains(&r.duration_seconds)) {
         return Err(fail(
             EXIT_TIME,
             format!(
-                "field `duration_seconds` is {}, expected a non-negative number",
+                "field `duration_seconds` is {}, expected 0 to {MAX_DURATION} seconds",
                 r.duration_seconds
             ),
         ));
     }
-    let end = start + r.duration_seconds.ceil() as i64;
+    let end = start.saturating_add(r.duration_seconds.ceil() as i64);
     if end > o.now + 300 {
         return Err(fail(
             EXIT_TIME,
@@ -507,7 +579,7 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         ));
     }
     if let Some(max) = o.max_age_seconds {
-        if o.now - start > max as i64 {
+        if o.now.saturating_sub(start) > i64::try_from(max).unwrap_or(i64::MAX) {
             return Err(fail(
                 EXIT_TIME,
                 format!(
@@ -570,8 +642,95 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             "field `threads` is 0, expected at least 1".into(),
         ));
     }
+    if r.engine.version != env!("CARGO_PKG_VERSION") {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            format!(
+                "field `engine.version` is `{}`, this engine is {}",
+                r.engine.version,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+    // A commit must be one of this checkout's (when it is a git checkout).
+    if r.engine.git_commit != "unknown" && git_state(&o.base).0 != "unknown" {
+        let known = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&o.base)
+            .args(["cat-file", "-e"])
+            .arg(format!("{}^{{commit}}", r.engine.git_commit))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !known {
+            return Err(fail(
+                EXIT_PROVENANCE,
+                format!(
+                    "field `engine.git_commit` is {}, which is not a commit of `{}`",
+                    r.engine.git_commit,
+                    o.base.display()
+                ),
+            ));
+        }
+    }
+    // What the scenario file (present and hash-checked above) implies.
+    let loaded = crate::scenario::load_scenario(&scenario).map_err(|e| {
+        fail(
+            EXIT_SCENARIO_HASH,
+            format!("the scenario does not load: {e}"),
+        )
+    })?;
+    let sc = &loaded.scenario;
+    if r.threads != sc.threads {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            format!(
+                "field `threads` is {}, the scenario runs {}",
+                r.threads, sc.threads
+            ),
+        ));
+    }
+    for check in crate::run::checks_of(&loaded) {
+        if !r.verdicts.contains_key(check.name()) {
+            return Err(fail(
+                EXIT_VERDICT,
+                format!(
+                    "field `verdicts` lacks `{}`, a check the scenario implies",
+                    check.name()
+                ),
+            ));
+        }
+    }
+    for want in &sc.receipt.kernels {
+        let m = globset::Glob::new(want)
+            .map_err(|e| fail(EXIT_KERNELS, format!("the scenario's kernel `{want}`: {e}")))?
+            .compile_matcher();
+        if !r.kernels.iter().any(|k| m.is_match(k)) {
+            return Err(fail(
+                EXIT_KERNELS,
+                format!("field `kernels` lacks `{want}`, which the scenario's `receipt.kernels` requires"),
+            ));
+        }
+    }
+    let ran_reference = matches!(r.verdicts.get("parity").map(String::as_str), Some("pass"));
+    if ran_reference
+        && (r.throughput.reference_prefill_tps.is_none()
+            || (r.throughput.decode_tps.is_some() && r.throughput.reference_decode_tps.is_none()))
+    {
+        return Err(fail(
+            EXIT_THROUGHPUT,
+            "the reference ran (parity passed) but a reference tokens/s figure is null".into(),
+        ));
+    }
     Ok(())
 }
+
+/// Tokens/s a receipt may state: below is not a run, above is not this machine.
+pub const MIN_TPS: f64 = 1e-3;
+/// See [`MIN_TPS`].
+pub const MAX_TPS: f64 = 1e8;
+/// Longest run a receipt may state (one week).
+pub const MAX_DURATION: f64 = 7.0 * 86400.0;
 
 /// blake3 of a file's bytes (memory-mapped).
 pub fn blake3_file(path: &Path) -> std::io::Result<String> {

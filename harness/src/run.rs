@@ -130,7 +130,9 @@ pub fn skip_reason(s: &LoadedScenario) -> Option<String> {
     }
     if let Some(p) = &sc.model.path {
         let full = dir.join(p);
-        if !full.is_file() {
+        // Absent: skipped with the reason. Present but not a file (a directory, say): the engine
+        // run fails saying so, rather than every check being ignored.
+        if !full.exists() {
             return Some(format!("model file `{}` is absent", full.display()));
         }
     }
@@ -292,6 +294,12 @@ impl Context {
         let m = &s.scenario.model;
         if let Some(p) = &m.path {
             let full = s.path.parent().unwrap_or(Path::new(".")).join(p);
+            if !full.is_file() {
+                return Err(format!(
+                    "`model.path` `{}` is not a file (expected a GGUF file)",
+                    full.display()
+                ));
+            }
             verify_hashes(&full, m.sha256.as_deref(), m.blake3.as_deref())?;
             return Ok(full);
         }
@@ -464,9 +472,30 @@ impl Context {
     }
 
     /// Run one check.
+    /// Run one check. A panic inside it (the engine's included, on any of its threads) fails
+    /// this check alone, with the panic's message and location; the run goes on.
     pub fn run_check(&self, s: &LoadedScenario, check: Check) -> Verdict {
         let start = Instant::now();
-        let mut v = self.check_inner(s, check);
+        install_panic_capture();
+        let mut v = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.check_inner(s, check)
+        })) {
+            Ok(v) => v,
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic without a message".into());
+                let first = FIRST_PANIC
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.take())
+                    .map(|p| format!(" (first panic: {p})"))
+                    .unwrap_or_default();
+                Verdict::fail(format!("the {} check panicked: {msg}{first}", check.name()))
+            }
+        };
         v.seconds = start.elapsed().as_secs_f64();
         v
     }
@@ -993,6 +1022,34 @@ fn verify_hashes(path: &Path, sha256: Option<&str>, b3: Option<&str>) -> Result<
     Ok(())
 }
 
+/// The first panic's message and location since it was last taken (any thread: the engine's
+/// kernel threads re-panic on the caller without the original location).
+static FIRST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Record each panic's message and location in [`FIRST_PANIC`], then report it as before.
+fn install_panic_capture() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_default();
+            if let Ok(mut p) = FIRST_PANIC.lock() {
+                p.get_or_insert(format!("{msg} at {at}"));
+            }
+            prev(info);
+        }));
+    });
+}
+
 /// Run the engine on `tokens` (prefill in chunks of `chunk`, then the scenario's generation)
 /// with a tracer into `dir` (cleared first), and write its `logits.npy` and `generated.json`.
 fn engine_trace(
@@ -1179,7 +1236,8 @@ impl Context {
         if verdicts.iter().all(|(_, st)| *st == Status::Ignored) {
             return None;
         }
-        let cell = self.runs(s).ok()?;
+        // Only a run that completed: a receipt never starts (or re-panics) an engine run.
+        let cell = self.cache.lock().ok()?.get(&s.stem)?.clone();
         let runs = cell.get()?.as_ref().ok()?;
         let rel = |p: &Path| {
             p.strip_prefix(&self.root)

@@ -59,8 +59,9 @@ pub struct Scenario {
     /// Prefill chunk sizes to check against a one-shot prefill (`0` means all tokens at once).
     #[serde(default)]
     pub prefill_chunks: Vec<usize>,
-    /// Engine and reference threads.
+    /// Engine and reference threads (1 to 256).
     #[serde(default = "default_threads")]
+    #[schemars(range(min = 1, max = 256))]
     pub threads: usize,
     /// Conditions under which the scenario's checks are skipped (reported as ignored).
     #[serde(default)]
@@ -117,8 +118,9 @@ pub struct Inputs {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Generation {
-    /// Tokens to generate after the prompt (0: prefill only).
+    /// Tokens to generate after the prompt (0: prefill only; at most 4096).
     #[serde(default)]
+    #[schemars(range(max = 4096))]
     pub steps: usize,
     /// Greedy decoding (the only mode: comparisons need determinism).
     #[serde(default = "yes")]
@@ -140,6 +142,7 @@ impl Default for Generation {
 pub struct TraceSpec {
     /// Globs over canonical trace point names (`blk.*.attn_out`, `logits`); all by default.
     #[serde(default = "all_points")]
+    #[schemars(length(min = 1))]
     pub points: Vec<String>,
 }
 
@@ -468,6 +471,9 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     })
 }
 
+/// Most greedy steps a scenario may ask for (each is traced, run by the reference and compared).
+pub const MAX_STEPS: usize = 4096;
+
 fn validate(
     s: &Scenario,
     err: &dyn Fn(&str, String) -> ScenarioError,
@@ -571,6 +577,34 @@ fn validate(
     let lt = &s.tolerances.logits;
     if lt.k == 0 {
         return Err(err("k:", "`tolerances.logits.k` must be at least 1".into()));
+    }
+    for (name, v) in [("kl_max", lt.kl_max), ("kl_mean_max", lt.kl_mean_max)] {
+        if v.is_some_and(|v| v.is_nan() || v < 0.0) {
+            return Err(err(name, format!("`{name}` must be a non-negative number")));
+        }
+    }
+    if let Some(v) = s.receipt.min_decode_tps {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(err(
+                "min_decode_tps",
+                format!("`min_decode_tps` is {v}, expected a finite positive number"),
+            ));
+        }
+    }
+    if s.trace.points.is_empty() {
+        return Err(err(
+            "points",
+            "`trace.points` is empty: name at least one point (`[\"*\"]` traces them all)".into(),
+        ));
+    }
+    if s.generation.steps > MAX_STEPS {
+        return Err(err(
+            "steps",
+            format!(
+                "`generation.steps` is {}, at most {MAX_STEPS} (every step is traced and compared)",
+                s.generation.steps
+            ),
+        ));
     }
     for (name, v) in [
         ("top1_agreement_min", lt.top1_agreement_min),

@@ -238,3 +238,44 @@ fn a_bug_in_the_bpe_merge_ranks_fails_the_tokenizer_against_llama_cpp() {
     planted::set(None);
     assert_ne!(ours, theirs, "the merge-rank bug was not caught");
 }
+
+#[test]
+fn an_engine_panic_fails_its_checks_and_the_run_goes_on_with_a_report() {
+    // The test-built harness binary reads the switch from BITNET_PLANT: every engine run reads an
+    // embedding row past its tensor and panics. Each check fails with the panic's message and
+    // location; every scenario's checks still run and the report is written.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    for name in ["a", "b"] {
+        std::fs::write(
+            root.join(format!("scenarios/{name}.yaml")),
+            "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 2, 3]\ngeneration:\n  steps: 2\ngolden: false\n",
+        )
+        .unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(root)
+        .env("BITNET_PLANT", "embedding_row_past_end")
+        .args(["run", "scenarios"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("target/harness/report.json")).unwrap())
+            .unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    for s in ["a", "b"] {
+        let engine = rows
+            .iter()
+            .find(|r| r["scenario"] == s && r["check"] == "engine")
+            .unwrap_or_else(|| panic!("no engine row for {s}: {report}"));
+        let msg = engine["verdict"]["message"].as_str().unwrap();
+        assert_eq!(engine["verdict"]["status"], "fail");
+        assert!(
+            msg.contains("panicked") && msg.contains("engine/src/forward.rs"),
+            "{msg}"
+        );
+    }
+}

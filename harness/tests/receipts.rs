@@ -283,6 +283,116 @@ fn every_tampered_field_fails_with_its_code() {
             &[],
             EXIT_TIME,
         ),
+        // Forgeries that used to pass the gate.
+        (
+            "duration_seconds overflowing the age check",
+            |r| r["duration_seconds"] = json!(1e19),
+            &[],
+            EXIT_TIME,
+        ),
+        (
+            "tokens/s too small to be a run",
+            |r| r["throughput"]["decode_tps"] = json!(5e-324),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "tokens/s too large to be this machine",
+            |r| r["throughput"]["prefill_tps"] = json!(1.8e19),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "reference figure nulled",
+            |r| r["throughput"]["reference_prefill_tps"] = json!(null),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "model path missing",
+            |r| r["model"] = json!("no/such/model.gguf"),
+            &[],
+            EXIT_MODEL_HASH,
+        ),
+        (
+            "model path empty",
+            |r| r["model"] = json!(""),
+            &[],
+            EXIT_MODEL_HASH,
+        ),
+        (
+            "model path a directory",
+            |r| r["model"] = json!("scenarios"),
+            &[],
+            EXIT_MODEL_HASH,
+        ),
+        (
+            "model path a device",
+            |r| r["model"] = json!("/dev/null"),
+            &[],
+            EXIT_MODEL_HASH,
+        ),
+        (
+            "scenario path missing",
+            |r| r["scenario_file"] = json!("scenarios/none.yaml"),
+            &[],
+            EXIT_SCENARIO_HASH,
+        ),
+        (
+            "scenario path a device",
+            |r| r["scenario_file"] = json!("/dev/null"),
+            &[],
+            EXIT_SCENARIO_HASH,
+        ),
+        (
+            "kernels of an instruction set the build does not have",
+            |r| {
+                let k: Vec<Value> = r["kernels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|k| {
+                        let s = k.as_str().unwrap();
+                        let base = s.rsplit_once('_').unwrap().0;
+                        json!(format!("{base}_neon"))
+                    })
+                    .collect();
+                r["kernels"] = json!(k);
+            },
+            &[],
+            EXIT_KERNELS,
+        ),
+        (
+            "a made-up kernel added",
+            |r| {
+                r["kernels"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("q4_q8_dot_scalar"))
+            },
+            &[],
+            EXIT_KERNELS,
+        ),
+        (
+            "a failing check's verdict dropped",
+            |r| {
+                r["verdicts"].as_object_mut().unwrap().remove("parity");
+            },
+            &[],
+            EXIT_VERDICT,
+        ),
+        (
+            "another engine version",
+            |r| r["engine"]["version"] = json!("9.9.9"),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
+            "threads the scenario does not run",
+            |r| r["threads"] = json!(7),
+            &[],
+            EXIT_PROVENANCE,
+        ),
     ];
     for (what, edit, flags, code) in cases {
         let mut r = receipt.clone();
@@ -306,7 +416,8 @@ fn every_tampered_field_fails_with_its_code() {
     }
     // Several receipts: every failure reported, the first one's code returned.
     let out = harness(root, &["verify-receipt", "receipts", "tampered.json"]);
-    assert_eq!(out.status.code(), Some(EXIT_TIME as i32));
+    // The last case written (threads) is a provenance failure.
+    assert_eq!(out.status.code(), Some(EXIT_PROVENANCE as i32));
     assert_eq!(
         harness(root, &["verify-receipt", "missing-dir"])
             .status

@@ -166,6 +166,34 @@ fn mistakes_name_file_line_column_and_the_fix() {
             "model:\n  spec: { n_embd: 100 }\ninputs:\n  tokens: [[1]]\n",
             &["bad.yaml:2:3", "`n_embd` is 100"],
         ),
+        (
+            "NaN logits bound (would disable the check)",
+            &format!("{GOOD}tolerances:\n  logits: {{ kl_max: .nan }}\n"),
+            &["bad.yaml:", "`kl_max` must be a non-negative number"],
+        ),
+        (
+            "negative decode floor",
+            &format!("{GOOD}receipt:\n  min_decode_tps: -1\n"),
+            &[
+                "bad.yaml:",
+                "`min_decode_tps` is -1, expected a finite positive number",
+            ],
+        ),
+        (
+            "NaN decode floor",
+            &format!("{GOOD}receipt:\n  min_decode_tps: .nan\n"),
+            &["bad.yaml:", "expected a finite positive number"],
+        ),
+        (
+            "no trace points",
+            &format!("{GOOD}trace:\n  points: []\n"),
+            &["bad.yaml:", "`trace.points` is empty"],
+        ),
+        (
+            "unbounded steps",
+            &format!("{GOOD}generation:\n  steps: 9223372036854775807\n"),
+            &["bad.yaml:", "at most 4096"],
+        ),
     ];
     assert!(cases.len() >= 12);
     for (what, yaml, parts) in cases {

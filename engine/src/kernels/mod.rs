@@ -452,6 +452,30 @@ pub fn matmul_prepared_many(
 
 /// The kernel ID a product of `w` runs under `kernel` (float products fall back to the scalar
 /// kernel when their shape has no SIMD path).
+/// Every kernel ID the engine can record (what receipts may list).
+pub fn known_kernel_ids() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "q8k_quantize_scalar",
+        "i8_s_quantize_scalar",
+        "tq1_0_unpack_tq2_0_scalar",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for k in Kernel::ALL {
+        for p in [
+            "tq2_0_q8k_dot",
+            "tq1_0_q8k_dot",
+            "i2_s_i8_dot",
+            "f16_f16_dot",
+            "f32_f32_dot",
+        ] {
+            v.push(format!("{p}_{}", k.suffix()));
+        }
+    }
+    v
+}
+
 fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
     let float_simd = matches!(w.ty, GgmlType::F16 | GgmlType::F32)
         && f16_simd_shape(w.rows, w.cols, n_tok).is_some();

@@ -213,11 +213,121 @@ pub fn run_command(
     }
 }
 
-/// Run `program args...` in its own process group with a timeout (the group is killed when it
-/// runs out); returns its standard output when it exits successfully.
+/// Most of a child's standard output kept (the result of `ref-tokenize` and friends); past it the
+/// run fails.
+pub const MAX_CHILD_STDOUT: usize = 16 << 20;
+/// The end of a child's standard error (and of its output, for the failure message) kept.
+pub const CHILD_LOG_TAIL: usize = 64 << 10;
+
+/// The process groups of the children running now, so a signal to the harness ends them too.
+static CHILD_GROUPS: [std::sync::atomic::AtomicI32; 64] =
+    [const { std::sync::atomic::AtomicI32::new(0) }; 64];
+
+extern "C" fn kill_children_and_exit(sig: libc::c_int) {
+    for g in &CHILD_GROUPS {
+        let pgid = g.load(std::sync::atomic::Ordering::SeqCst);
+        if pgid > 0 {
+            // SAFETY: kill is async-signal-safe; pgid is a child's process group.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(128 + sig) };
+}
+
+/// On SIGTERM, SIGINT or SIGHUP the harness kills its children's process groups, then exits.
+fn install_signal_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            // SAFETY: the handler only calls async-signal-safe functions.
+            unsafe {
+                libc::signal(
+                    sig,
+                    kill_children_and_exit as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                )
+            };
+        }
+    });
+}
+
+/// A registered child process group, unregistered on drop.
+struct GroupSlot(Option<usize>);
+
+impl GroupSlot {
+    fn register(pgid: i32) -> GroupSlot {
+        use std::sync::atomic::Ordering;
+        for (i, g) in CHILD_GROUPS.iter().enumerate() {
+            if g.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return GroupSlot(Some(i));
+            }
+        }
+        GroupSlot(None)
+    }
+}
+
+impl Drop for GroupSlot {
+    fn drop(&mut self) {
+        if let Some(i) = self.0 {
+            CHILD_GROUPS[i].store(0, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Drain `r` on a thread: keep the first `head` bytes, and the last `tail` bytes of the rest;
+/// report whether anything was dropped. The result arrives on the returned channel.
+fn drain(
+    mut r: impl Read + Send + 'static,
+    head: usize,
+    tail: usize,
+) -> std::sync::mpsc::Receiver<(Vec<u8>, Vec<u8>, bool)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut first, mut last, mut dropped) = (Vec::new(), Vec::new(), false);
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut chunk = &buf[..n];
+                    let room = head.saturating_sub(first.len());
+                    let take = room.min(chunk.len());
+                    first.extend_from_slice(&chunk[..take]);
+                    chunk = &chunk[take..];
+                    if !chunk.is_empty() {
+                        last.extend_from_slice(chunk);
+                        if last.len() > 2 * tail.max(1) {
+                            let cut = last.len() - tail;
+                            last.drain(..cut);
+                            dropped = true;
+                        }
+                    }
+                }
+            }
+        }
+        if last.len() > tail {
+            let cut = last.len() - tail;
+            last.drain(..cut);
+            dropped = true;
+        }
+        let _ = tx.send((first, last, dropped));
+    });
+    rx
+}
+
+/// Run `program args...` in its own process group with a timeout; returns its standard output
+/// when it exits successfully. The reference is untrusted: its output is kept up to
+/// [`MAX_CHILD_STDOUT`] (more fails the run) and the last [`CHILD_LOG_TAIL`] bytes of its errors;
+/// its whole process group is killed on timeout, as soon as it exits (so a background child
+/// holding its pipes cannot hold the harness), when the harness is signalled, and (through
+/// `PR_SET_PDEATHSIG`) when the harness dies.
 pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<String, RefError> {
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(program)
+    install_signal_handlers();
+    let mut cmd = Command::new(program);
+    cmd
         // Its own process group, so a timeout ends the reference and anything it started.
         .process_group(0)
         // Stream llama.cpp's log so its last lines survive an abort(); no gdb backtrace on abort.
@@ -226,32 +336,37 @@ pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<S
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| RefError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().map_err(|source| RefError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
+    let pgid = child.id() as i32;
+    let _slot = GroupSlot::register(pgid);
+    let kill_group = || {
+        // SAFETY: signalling the child's process group, which `process_group(0)` made.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    };
     // Drain both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let out = drain(
+        child.stdout.take().expect("piped"),
+        MAX_CHILD_STDOUT,
+        CHILD_LOG_TAIL,
+    );
+    let err = drain(child.stderr.take().expect("piped"), 0, CHILD_LOG_TAIL);
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if start.elapsed() >= timeout => {
-                // SAFETY: signalling the child's process group, which `process_group(0)` made.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                kill_group();
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -260,8 +375,18 @@ pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<S
             Err(_) => break None,
         }
     };
-    let stdout = t_out.join().unwrap_or_default();
-    let text = format!("{stdout}{}", t_err.join().unwrap_or_default());
+    // Whatever the child left running in its group goes with it.
+    kill_group();
+    let wait = Duration::from_secs(5);
+    let (o_head, o_tail, o_dropped) = out.recv_timeout(wait).unwrap_or_default();
+    let (_, e_tail, _) = err.recv_timeout(wait).unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&o_head).into_owned();
+    let text = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&o_head[o_head.len().saturating_sub(CHILD_LOG_TAIL)..]),
+        String::from_utf8_lossy(&o_tail),
+        String::from_utf8_lossy(&e_tail)
+    );
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(25)..].join("\n");
     match status {
@@ -271,6 +396,10 @@ pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<S
         }),
         Some(s) if !s.success() => Err(RefError::Failed {
             status: s.to_string(),
+            tail,
+        }),
+        Some(_) if o_dropped || !o_tail.is_empty() => Err(RefError::Failed {
+            status: format!("printed more than {MAX_CHILD_STDOUT} bytes on standard output"),
             tail,
         }),
         Some(_) => Ok(stdout),

@@ -471,7 +471,8 @@ impl<'m> Session<'m> {
         };
         let shift = usize::from(crate::planted::on("rope_position_plus_one"));
         for i in 0..n {
-            rope_neox(
+            rope_neox_with(
+                self.kernel,
                 [
                     &mut q[i * nh * hd..(i + 1) * nh * hd],
                     &mut k[i * nkv * hd..(i + 1) * nkv * hd],
@@ -707,8 +708,21 @@ fn dequant_row(m: &Matrix, bytes: &[u8], out: &mut [f32]) {
 
 /// NEOX RoPE as ggml computes it: `theta_scale = powf(base, -2/n_rot)`, `theta` multiplied by it
 /// pair after pair from `theta = pos`, pairs `(i, i + n_rot/2)` within each head of each of `xs`
-/// (one position's query and key heads).
+/// (one position's query and key heads). The portable copy; [`rope_neox_with`] picks the FMA one.
 pub fn rope_neox<const N: usize>(
+    xs: [&mut [f32]; N],
+    head_dim: usize,
+    n_rot: usize,
+    pos: f32,
+    base: f32,
+) {
+    rope_neox_with(Kernel::Scalar, xs, head_dim, n_rot, pos, base);
+}
+
+/// [`rope_neox`] with the rotation compiled for `kernel` (the same bits: ggml's contraction is
+/// one `mul_add` per output, fused in every copy).
+pub fn rope_neox_with<const N: usize>(
+    kernel: Kernel,
     xs: [&mut [f32]; N],
     head_dim: usize,
     n_rot: usize,
@@ -727,15 +741,8 @@ pub fn rope_neox<const N: usize>(
     }
     // Planted: adjacent pairs `(2i, 2i+1)` (GGML_ROPE_TYPE_NORMAL) instead of NEOX's.
     let adjacent = crate::planted::on("rope_pairs_adjacent");
-    for head in xs.into_iter().flat_map(|x| x.chunks_exact_mut(head_dim)) {
-        for (i, &(c, s)) in cs.iter().enumerate() {
-            let (i, half) = if adjacent { (2 * i, 1) } else { (i, half) };
-            let (a, b) = (head[i], head[i + half]);
-            // ggml's rotate_pairs, `x0·cos − x1·sin` and `x0·sin + x1·cos`, as GCC contracts
-            // them (-ffp-contract=fast with FMA): the first product fused into the sum.
-            head[i] = a.mul_add(c, -(b * s));
-            head[i + half] = a.mul_add(s, b * c);
-        }
+    for x in xs {
+        crate::ggml_math::rope_rotate(kernel, x, head_dim, &cs, adjacent);
     }
 }
 

@@ -188,6 +188,27 @@ dispatch! {
     pub fn softmax / softmax_body / softmax_avx2(p: &mut [f32])
 }
 
+#[inline(always)]
+fn rope_rotate_body(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)], adjacent: bool) {
+    let half = cs.len();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(c, s)) in cs.iter().enumerate() {
+            let (i, half) = if adjacent { (2 * i, 1) } else { (i, half) };
+            let (a, b) = (head[i], head[i + half]);
+            // ggml's rotate_pairs, `x0·cos − x1·sin` and `x0·sin + x1·cos`, as GCC contracts
+            // them (-ffp-contract=fast with FMA): the first product fused into the sum.
+            head[i] = a.mul_add(c, -(b * s));
+            head[i + half] = a.mul_add(s, b * c);
+        }
+    }
+}
+
+dispatch! {
+    /// The NEOX rotation of every head (`head_dim` values) of `x` by the angles' `(cos, sin)`,
+    /// pairs `(i, i + cs.len())` (or `(2i, 2i+1)` with `adjacent`, a planted bug's pairing).
+    pub fn rope_rotate / rope_rotate_body / rope_rotate_avx2(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)], adjacent: bool)
+}
+
 /// `ggml_vec_dot_f32`'s order (AVX2): four 8-lane FMA accumulators over steps of 32, reduced
 /// `(a0+a2)+(a1+a3)` and [`hadd8`], the elements past the last whole step added one by one in f32.
 #[inline(always)]
@@ -289,6 +310,14 @@ mod tests {
                 let col = (first + i) % width;
                 let e = if col < (width & !7) { silu_lane(xs[i]) } else { silu_tail(xs[i]) } * up[i];
                 prop_assert_eq!(w.to_bits(), e.to_bits());
+            }
+            let cs: Vec<(f32, f32)> = (0..3).map(|i| ((i as f32).cos(), (i as f32).sin())).collect();
+            let mut rope_want = xs.clone();
+            rope_rotate_body(&mut rope_want, 6, &cs, false);
+            for k in Kernel::available() {
+                let mut r = xs.clone();
+                rope_rotate(k, &mut r, 6, &cs, false);
+                prop_assert_eq!(bits(&r), bits(&rope_want), "rope {:?}", k);
             }
             let mut sm = xs.clone();
             softmax_body(&mut sm);

@@ -6,7 +6,7 @@
 //! equal bit for bit, for every kernel variant this CPU runs. The expected values are ggml's.
 
 use bitnet_engine::attention::{attend, AttnOrder, HeadCache};
-use bitnet_engine::forward::{rms_norm, rope_neox};
+use bitnet_engine::forward::{rms_norm, rope_neox, rope_neox_with};
 use bitnet_engine::ggml_math::swiglu;
 use bitnet_engine::kernels::Kernel;
 use llama_cpp_sys_2 as sys;
@@ -147,6 +147,14 @@ fn rope_neox_equals_ggml_rope_ext() {
                 &want,
                 &format!("rope hd {hd} base {base} at {positions:?}"),
             );
+            for k in Kernel::available() {
+                let mut got = x.clone();
+                for (i, &p) in positions.iter().enumerate() {
+                    let row = &mut got[i * n_head * hd..(i + 1) * n_head * hd];
+                    rope_neox_with(k, [row], hd, hd, p as f32, base);
+                }
+                assert_bits(&got, &want, &format!("rope {k:?} hd {hd} at {positions:?}"));
+            }
         }
     }
 }

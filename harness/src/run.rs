@@ -453,25 +453,35 @@ impl Context {
             ubatch: None,
             nudge_embeddings: false,
         };
-        let result = match &sc.reference {
+        self.run_scenario_reference(sc, &req)
+            .map_err(|e| e.to_string())?;
+        Ok(dir)
+    }
+
+    /// Run one check.
+    /// Run the scenario's reference (llama.cpp through `harness ref-trace`, or its command) on
+    /// `req`.
+    fn run_scenario_reference(
+        &self,
+        sc: &crate::scenario::Scenario,
+        req: &RefRequest,
+    ) -> Result<(), crate::reference::RefError> {
+        match &sc.reference {
             Reference::Command { command } => run_command(
                 Path::new(&command[0]),
                 &command[1..],
-                &req,
+                req,
                 self.reference_timeout,
             ),
             _ => run_command(
                 &self.harness,
                 &["ref-trace".to_string()],
-                &req,
+                req,
                 self.reference_timeout,
             ),
-        };
-        result.map_err(|e| e.to_string())?;
-        Ok(dir)
+        }
     }
 
-    /// Run one check.
     /// Run one check. A panic inside it (the engine's included, on any of its threads) fails
     /// this check alone, with the panic's message and location; the run goes on.
     pub fn run_check(&self, s: &LoadedScenario, check: Check) -> Verdict {
@@ -683,21 +693,7 @@ impl Context {
                     ubatch: Some(size),
                     nudge_embeddings: false,
                 };
-                let ran = match &sc.reference {
-                    Reference::Command { command } => run_command(
-                        Path::new(&command[0]),
-                        &command[1..],
-                        &req,
-                        self.reference_timeout,
-                    ),
-                    _ => run_command(
-                        &self.harness,
-                        &["ref-trace".to_string()],
-                        &req,
-                        self.reference_timeout,
-                    ),
-                };
-                if let Err(e) = ran {
+                if let Err(e) = self.run_scenario_reference(sc, &req) {
                     return Verdict::fail(format!(
                         "input {i}: the reference with chunks of {size}: {e}"
                     ));
@@ -706,11 +702,7 @@ impl Context {
                     Ok(x) => x,
                     Err(e) => return Verdict::fail(format!("input {i}: {e}")),
                 };
-                let tolerance = |name: &str| {
-                    let mut t = tol.for_point(name);
-                    t.exact = Some(t.exact.unwrap_or(default_exact) && build_reason.is_none());
-                    t
-                };
+                let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
                 let spec = CompareSpec {
                     tolerance: &tolerance,
                     logits: tol.logits,
@@ -824,11 +816,7 @@ impl Context {
             };
             // Stages are held exactly wherever the end-to-end comparison is; otherwise to the
             // points' tolerances.
-            let tolerance = |name: &str| {
-                let mut t = tol.for_point(name);
-                t.exact = Some(t.exact.unwrap_or(default_exact) && build_reason.is_none());
-                t
-            };
+            let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
             let r = match crate::replay::replay(
                 &model,
                 &input.tokens,
@@ -877,10 +865,6 @@ impl Context {
 
     fn check_parity(&self, s: &LoadedScenario, runs: &Runs, check: Check) -> Verdict {
         let tol = &s.scenario.tolerances;
-        let default_exact = s.scenario.exact.unwrap_or(matches!(
-            s.scenario.reference,
-            Reference::Named(NamedReference::LlamaCpp)
-        ));
         let mut worst: Option<Headroom> = None;
         let mut per_layer = Vec::new();
         let mut notes = Vec::new();
@@ -890,18 +874,11 @@ impl Context {
                 Err(e) => return Verdict::fail(format!("input {i}: {e}")),
             };
             // Whether the reference's build allows exactness at all.
-            let build_reason = match RefBuild::read(&ref_dir) {
-                Ok(Some(b)) => b.inexact_reason(),
-                Ok(None) => {
-                    Some("the reference wrote no `build.json` saying how it was built".into())
-                }
+            let (default_exact, build_reason) = match Self::exactness(s, &ref_dir) {
+                Ok(x) => x,
                 Err(e) => return Verdict::fail(format!("input {i}: {e}")),
             };
-            let tolerance = |name: &str| {
-                let mut t = tol.for_point(name);
-                t.exact = Some(t.exact.unwrap_or(default_exact) && build_reason.is_none());
-                t
-            };
+            let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
             let spec = CompareSpec {
                 tolerance: &tolerance,
                 logits: tol.logits,
@@ -1020,6 +997,20 @@ fn verify_hashes(path: &Path, sha256: Option<&str>, b3: Option<&str>) -> Result<
         }
     }
     Ok(())
+}
+
+/// The tolerance of each point: the scenario's, held to exactness where the scenario asks for it
+/// (`exact`, by default against llama.cpp) and the reference's build allows it.
+fn exact_tolerance(
+    tol: &crate::scenario::Tolerances,
+    default_exact: bool,
+    build_allows: bool,
+) -> impl Fn(&str) -> crate::compare::Tolerance + '_ {
+    move |name| {
+        let mut t = tol.for_point(name);
+        t.exact = Some(t.exact.unwrap_or(default_exact) && build_allows);
+        t
+    }
 }
 
 /// The first panic's message and location since it was last taken (any thread: the engine's

@@ -119,44 +119,37 @@ fn engine_matches_llama_cpp_on_every_preset() {
     }
 }
 
-#[test]
-fn a_planted_divergence_is_named_at_its_layer_and_stage() {
-    // An external reference: llama.cpp's trace, then blk.1.ffn_down of the prefill perturbed at
-    // position 3 (what a buggy kernel in one layer would look like).
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.gguf");
-    build(&preset("tiny").unwrap())
-        .unwrap()
-        .write(&model)
-        .unwrap();
-    let script = dir.path().join("perturbing-reference.sh");
-    let py = r#"
-import sys, numpy as np
-out = sys.argv[1]
-f = out + "/blk.1.ffn_down.step0.npy"
-a = np.load(f); a[3, 5] += 0.05; np.save(f, a)
-"#;
-    std::fs::write(dir.path().join("perturb.py"), py).unwrap();
+/// llama.cpp's trace of `model` (PROMPT, `generate` tokens, `threads`) written to `out` by an
+/// external reference: `harness ref-trace`, then the Python body `py` run on the trace directory
+/// (`sys.argv[1]`) to perturb it, as a buggy reference or one engine layer would.
+fn perturbed_reference(
+    dir: &Path,
+    model: &Path,
+    py: &str,
+    generate: usize,
+    threads: usize,
+    out: &Path,
+) {
+    std::fs::write(dir.join("perturb.py"), py).unwrap();
     let harness = env!("CARGO_BIN_EXE_harness");
     let python = std::env::var("BITNET_PYTHON")
         .unwrap_or_else(|_| format!("{}/../.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let script = dir.join("perturbing-reference.sh");
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\nset -e\n\"{harness}\" ref-trace \"$@\"\nfor a in \"$@\"; do last=\"$a\"; done\n\"{python}\" \"{}\" \"$last\"\n",
-            dir.path().join("perturb.py").display()
+            dir.join("perturb.py").display()
         ),
     )
     .unwrap();
-    let (e, r) = (dir.path().join("e"), dir.path().join("r"));
-    engine_trace(&model, &e, 2, 1);
     let req = RefRequest {
-        model: model.clone(),
+        model: model.to_owned(),
         tokens: PROMPT.to_vec(),
-        generate: 2,
+        generate,
         points: PointFilter::all(),
-        threads: 1,
-        out: r.clone(),
+        threads,
+        out: out.to_owned(),
         ubatch: None,
         nudge_embeddings: false,
     };
@@ -169,6 +162,27 @@ a = np.load(f); a[3, 5] += 0.05; np.save(f, a)
         Duration::from_secs(60),
     )
     .unwrap();
+}
+
+#[test]
+fn a_planted_divergence_is_named_at_its_layer_and_stage() {
+    // An external reference: llama.cpp's trace, then blk.1.ffn_down of the prefill perturbed at
+    // position 3 (what a buggy kernel in one layer would look like).
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    build(&preset("tiny").unwrap())
+        .unwrap()
+        .write(&model)
+        .unwrap();
+    let py = r#"
+import sys, numpy as np
+out = sys.argv[1]
+f = out + "/blk.1.ffn_down.step0.npy"
+a = np.load(f); a[3, 5] += 0.05; np.save(f, a)
+"#;
+    let (e, r) = (dir.path().join("e"), dir.path().join("r"));
+    engine_trace(&model, &e, 2, 1);
+    perturbed_reference(dir.path(), &model, py, 2, 1, &r);
     let c = compare_trace_dirs(&e, &r, &spec(&tight)).unwrap();
     let d = c.first_divergence.expect("the perturbation is found");
     assert_eq!(
@@ -216,46 +230,14 @@ fn exact_mode_names_a_one_ulp_difference_that_tolerances_admit() {
         .unwrap()
         .write(&model)
         .unwrap();
-    std::fs::write(
-        dir.path().join("perturb.py"),
-        r#"
+    let py = r#"
 import sys, numpy as np
 f = sys.argv[1] + "/blk.0.attn_norm.step0.npy"
 a = np.load(f); a[2, 7] = np.nextafter(a[2, 7], np.float32(np.inf)); np.save(f, a)
-"#,
-    )
-    .unwrap();
-    let harness = env!("CARGO_BIN_EXE_harness");
-    let python = std::env::var("BITNET_PYTHON")
-        .unwrap_or_else(|_| format!("{}/../.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
-    let script = dir.path().join("ulp-reference.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nset -e\n\"{harness}\" ref-trace \"$@\"\nfor a in \"$@\"; do last=\"$a\"; done\n\"{python}\" \"{}\" \"$last\"\n",
-            dir.path().join("perturb.py").display()
-        ),
-    )
-    .unwrap();
+"#;
     let (e, r) = (dir.path().join("e"), dir.path().join("r"));
     engine_trace(&model, &e, 1, 2);
-    let req = RefRequest {
-        model: model.clone(),
-        tokens: PROMPT.to_vec(),
-        generate: 1,
-        points: PointFilter::all(),
-        threads: 2,
-        out: r.clone(),
-        ubatch: None,
-        nudge_embeddings: false,
-    };
-    run_command(
-        Path::new("sh"),
-        &[script.display().to_string()],
-        &req,
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    perturbed_reference(dir.path(), &model, py, 1, 2, &r);
     assert!(compare_trace_dirs(&e, &r, &spec(&tight)).unwrap().passed());
     let c = compare_trace_dirs(&e, &r, &spec(&exact)).unwrap();
     let d = c.first_divergence.expect("one ulp is found");

@@ -14,7 +14,7 @@
 
 pub mod attention;
 pub mod forward;
-pub mod ggml_math;
+pub use kernels::ggml_math;
 pub mod gguf;
 pub mod kernels;
 pub mod model;

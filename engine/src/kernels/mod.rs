@@ -5,6 +5,7 @@
 //! each output element is one dot product computed the same way whatever the split, so results
 //! are bit-identical across thread counts.
 
+pub mod ggml_math;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod pool;

@@ -19,6 +19,7 @@ pub const BUGS: &[&str] = &[
     "projection_scale_dropped",
     "fused_projections_first_scale",
     "q8k_scale_128",
+    "q8k_round_half_away",
     "last_logits_row_zero",
     "tokenizer_merge_rank_reversed",
     "thread_split_offset",

@@ -48,13 +48,18 @@ impl Fixture {
         path
     }
 
-    /// llama.cpp's trace of `preset` (made once).
+    /// llama.cpp's trace of `preset` on PROMPT (made once).
     fn reference(&self, name: &str) -> PathBuf {
-        let out = self.dir.path().join(format!("{name}-ref"));
+        self.reference_of(name, &PROMPT)
+    }
+
+    /// llama.cpp's trace of `preset` on `tokens` (made once).
+    fn reference_of(&self, name: &str, tokens: &[u32]) -> PathBuf {
+        let out = self.dir.path().join(format!("{name}-{}-ref", tokens.len()));
         if !out.exists() {
             let req = RefRequest {
                 model: self.model(name),
-                tokens: PROMPT.to_vec(),
+                tokens: tokens.to_vec(),
                 generate: 2,
                 points: PointFilter::all(),
                 threads: THREADS,
@@ -72,17 +77,22 @@ impl Fixture {
         out
     }
 
-    /// The engine's trace of `preset` with whatever bug is planted now.
+    /// The engine's trace of `preset` on PROMPT with whatever bug is planted now.
     fn engine(&self, name: &str, tag: &str, kernel: Kernel) -> PathBuf {
+        self.engine_of(name, &PROMPT, tag, kernel)
+    }
+
+    /// The engine's trace of `preset` on `tokens` with whatever bug is planted now.
+    fn engine_of(&self, name: &str, tokens: &[u32], tag: &str, kernel: Kernel) -> PathBuf {
         let out = self.dir.path().join(format!("{name}-{tag}"));
         let _ = std::fs::remove_dir_all(&out);
         let m = Model::load(&self.model(name)).unwrap();
         let mut t = Tracer::new(PointFilter::all(), &out, true).unwrap();
-        let r = forward::run(&m, &PROMPT, 2, None, THREADS, kernel, Some(&mut t)).unwrap();
+        let r = forward::run(&m, tokens, 2, None, THREADS, kernel, Some(&mut t)).unwrap();
         t.finish().unwrap();
         bitnet_engine::npy::write_npy(
             &out.join("logits.npy"),
-            &[PROMPT.len(), m.config.n_vocab],
+            &[tokens.len(), m.config.n_vocab],
             &r.logits,
         )
         .unwrap();
@@ -278,4 +288,48 @@ fn an_engine_panic_fails_its_checks_and_the_run_goes_on_with_a_report() {
             "{msg}"
         );
     }
+}
+
+#[test]
+fn a_q8k_rounding_mode_bug_is_caught_where_an_activation_sits_on_a_tie() {
+    // Rounding half away from zero instead of to even changes only activations exactly on a
+    // rounding tie (k + ½ after scaling): rare, but the gqa scenario's prompt has one in layer 0's
+    // FFN input at position 3. Parity names that product, and replay, fed llama.cpp's own input,
+    // finds the engine's Q8_K activations differing from ggml's quantization of the same values.
+    let _turn = turn();
+    let fx = Fixture {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let tokens = [11u32, 22, 33, 44, 55, 66, 77, 88, 99, 111];
+    let reference = fx.reference_of("gqa", &tokens);
+    let spec = CompareSpec {
+        tolerance: &exact,
+        logits: LogitTolerance::default(),
+        generated_equal: true,
+    };
+    planted::set(None);
+    let clean = fx.engine_of("gqa", &tokens, "clean-q8k", Kernel::Scalar);
+    assert!(compare_trace_dirs(&clean, &reference, &spec)
+        .unwrap()
+        .passed());
+    planted::set(Some("q8k_round_half_away"));
+    let buggy = fx.engine_of("gqa", &tokens, "q8k-round", Kernel::Scalar);
+    let m = Model::load(&fx.model("gqa")).unwrap();
+    let r = replay(&m, &tokens, &reference, THREADS, Kernel::Scalar, &exact).unwrap();
+    planted::set(None);
+    let c = compare_trace_dirs(&buggy, &reference, &spec).unwrap();
+    let d = c.first_divergence.expect("the rounding bug is caught");
+    assert_eq!(
+        (d.step, d.position, d.layer, d.stage),
+        (0, 3, Some(0), Stage::FfnAct),
+        "{d}"
+    );
+    let f = r.first_failure().expect("replay catches it");
+    assert_eq!(
+        (f.step, f.layer, f.stage),
+        (0, Some(0), Stage::FfnAct),
+        "{f}"
+    );
+    let q = f.q8k.as_ref().unwrap();
+    assert!(q.boundary > 0, "{q:?}");
 }

@@ -58,6 +58,9 @@ impl Default for BlockQ8K {
 /// ggml's `nearest_int`: round to nearest, ties to even, through the float mantissa.
 #[inline]
 fn nearest_int(v: f32) -> i32 {
+    if crate::planted::on("q8k_round_half_away") {
+        return v.round() as i32;
+    }
     let bits = (v + 12_582_912.0f32).to_bits() as i32;
     (bits & 0x007f_ffff) - 0x0040_0000
 }

@@ -369,6 +369,17 @@ impl Tokenizer {
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
+        // llama.cpp aborts on a vocabulary with one string twice (its text-to-id map would drop
+        // one of them): refuse it, naming both ids.
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            if let Some(first) = seen.insert(t.as_str(), i) {
+                return Err(key_err(
+                    "tokenizer.ggml.tokens",
+                    &format!("token {i} repeats token {first}'s string {t:?}; each must be unique"),
+                ));
+            }
+        }
         let merges = strings("tokenizer.ggml.merges")?;
         let token_types = match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
             Some(a) => a

@@ -425,3 +425,31 @@ proptest! {
         }
     }
 }
+
+/// Files gguf's own loader refuses (and on which llama.cpp aborts) are refused here too, naming
+/// the field: an alignment below 8, a tensor name with a NUL byte, tensor data with a gap or in
+/// another order than the tensors are declared.
+#[test]
+fn files_llama_cpp_refuses_are_refused() {
+    let e = err(B::header(3, 1, 1)
+        .kv_u32("general.alignment", 1)
+        .tensor("t", &[8], 0, 0)
+        .data(32));
+    assert!(matches!(e, GgufError::Alignment { .. }), "{e}");
+    let e = err(B::header(3, 1, 0).tensor("a\0b", &[8], 0, 0).data(32));
+    assert!(e.to_string().contains("NUL"), "{e}");
+    // `a` is 32 bytes (8 f32): `b` must start at 32.
+    let gap = err(B::header(3, 2, 0)
+        .tensor("a", &[8], 0, 0)
+        .tensor("b", &[8], 0, 64)
+        .data(128));
+    assert!(
+        gap.to_string().contains("tensor `b`") && gap.to_string().contains("expected 32"),
+        "{gap}"
+    );
+    let reordered = err(B::header(3, 2, 0)
+        .tensor("a", &[8], 0, 32)
+        .tensor("b", &[8], 0, 0)
+        .data(64));
+    assert!(reordered.to_string().contains("expected 0"), "{reordered}");
+}

@@ -48,3 +48,19 @@ fn invalid_hyperparameters_are_refused_with_the_key_named() {
         }
     }
 }
+
+#[test]
+fn a_vocabulary_with_a_repeated_string_is_refused() {
+    let mut tokens = bitnet_engine::tokenizer::synthetic_bpe_vocab(512)
+        .unwrap()
+        .tokens;
+    tokens[300] = tokens[299].clone();
+    let e = load_with(
+        "tokenizer.ggml.tokens",
+        bitnet_engine::gguf::string_array(&tokens),
+    );
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("token 300 repeats token 299"),
+        "{e}"
+    );
+}

@@ -395,7 +395,9 @@ fn parse_header(b: &[u8], file: &str) -> Result<Header, GgufError> {
 
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         None => DEFAULT_ALIGNMENT,
-        Some((_, Value::U32(a))) if *a != 0 && a.is_power_of_two() => *a as u64,
+        // A power of two of at least 8, as ggml's loader needs (1 passes gguf's check, then
+        // llama.cpp aborts on an assert).
+        Some((_, Value::U32(a))) if *a >= 8 && a.is_power_of_two() => *a as u64,
         Some((_, v)) => {
             return Err(GgufError::Alignment {
                 file: file.into(),
@@ -420,6 +422,11 @@ fn parse_header(b: &[u8], file: &str) -> Result<Header, GgufError> {
                 "name is {} bytes long, ggml allows at most {MAX_NAME}",
                 name.len()
             )));
+        }
+        if name.contains('\0') {
+            return Err(terr(
+                "name holds a NUL byte (ggml names are C strings)".into(),
+            ));
         }
         if !names.insert(name.clone()) {
             return Err(GgufError::DuplicateTensor {
@@ -530,6 +537,28 @@ fn parse_header(b: &[u8], file: &str) -> Result<Header, GgufError> {
                 end: e1,
             });
         }
+    }
+
+    // And each tensor's right after the previous one's, padded to the alignment: gguf's loader
+    // refuses gaps and reordering.
+    let mut expected = 0u64;
+    for t in &tensors {
+        if t.offset != expected {
+            return Err(GgufError::Tensor {
+                file: file.into(),
+                tensor: t.name.clone(),
+                what: format!(
+                    "data at offset {}, expected {expected}: each tensor's data must follow the previous one's, padded to the alignment {alignment}",
+                    t.offset
+                ),
+            });
+        }
+        expected = t
+            .n_bytes
+            .div_ceil(alignment)
+            .checked_mul(alignment)
+            .and_then(|n| n.checked_add(expected))
+            .unwrap_or(u64::MAX);
     }
 
     Ok(Header {

@@ -190,6 +190,11 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["bad.yaml:", "`trace.points` is empty"],
         ),
         (
+            "nesting 50,000 levels deep (slow to parse)",
+            &format!("{GOOD}x: {}\n", "[".repeat(50_000)),
+            &["bad.yaml:7:", "nested deeper than 64 levels"],
+        ),
+        (
             "unbounded steps",
             &format!("{GOOD}generation:\n  steps: 9223372036854775807\n"),
             &["bad.yaml:", "at most 4096"],

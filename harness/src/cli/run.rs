@@ -64,9 +64,49 @@ pub fn list(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive lock on `target/harness/run.lock` for the whole run: a second `harness run` in the
+/// same checkout would delete this one's run directories and overwrite its report. The lock is
+/// `flock`, released by the kernel when the process ends however it ends; the file names the
+/// holder for the second run's error.
+struct RunLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_run_dir(dir: &Path) -> Result<RunLock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("run.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    // SAFETY: flock on a descriptor this process owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        return Err(UsageError(format!(
+            "another `harness run` holds `{}` ({}): one run at a time per checkout, as each clears the run directories and rewrites the report",
+            path.display(),
+            holder.trim()
+        ))
+        .into());
+    }
+    f.set_len(0)?;
+    f.rewind()?;
+    writeln!(
+        f,
+        "pid {}, started {}",
+        std::process::id(),
+        bitnet_harness::receipt::rfc3339(std::time::SystemTime::now())
+    )?;
+    Ok(RunLock(f))
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
     let all = selected(&args)?;
     let root = std::env::current_dir()?;
+    let _lock = lock_run_dir(&root.join("target/harness"))?;
     let harness = std::env::current_exe()?;
     let ctx = Arc::new(Context::new(
         &root,

@@ -256,6 +256,10 @@ pub struct Context {
 /// Engine (and reference) outputs of one scenario, per input.
 pub struct Runs {
     pub model: PathBuf,
+    /// That model, loaded once for every check of the scenario.
+    pub loaded: Arc<Model>,
+    /// The kernel variant the engine ran (`BITNET_KERNEL`, or the fastest).
+    pub kernel: Kernel,
     pub inputs: Vec<InputRun>,
     /// Kernel IDs the engine executed.
     pub kernels: Vec<String>,
@@ -388,6 +392,8 @@ impl Context {
         kernels.sort();
         kernels.dedup();
         Ok(Runs {
+            loaded: Arc::new(model),
+            kernel,
             model: model_path,
             inputs,
             kernels,
@@ -643,14 +649,7 @@ impl Context {
         if sc.reference.is_none() {
             return check_chunking_engine_only(s, runs);
         }
-        let model = match Model::load(&runs.model) {
-            Ok(m) => m,
-            Err(e) => return Verdict::fail(e.to_string()),
-        };
-        let kernel = match Kernel::from_env() {
-            Ok(k) => k,
-            Err(e) => return Verdict::fail(e),
-        };
+        let (model, kernel) = (&*runs.loaded, runs.kernel);
         let filter = match PointFilter::new(&sc.trace.points) {
             Ok(f) => f,
             Err(e) => return Verdict::fail(e),
@@ -675,7 +674,7 @@ impl Context {
                     .join(format!("chunks{size}"));
                 let (eng, refd) = (dir.join("engine"), dir.join("reference"));
                 if let Err(e) =
-                    engine_trace(&model, &input.tokens, sc, Some(size), kernel, &filter, &eng)
+                    engine_trace(model, &input.tokens, sc, Some(size), kernel, &filter, &eng)
                 {
                     return Verdict::fail(format!("input {i}: chunks of {size}: {e}"));
                 }
@@ -735,10 +734,7 @@ impl Context {
     /// against the default variant's trace: every record's hash and the greedy tokens equal.
     fn check_variants(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
         let sc = &s.scenario;
-        let model = match Model::load(&runs.model) {
-            Ok(m) => m,
-            Err(e) => return Verdict::fail(e.to_string()),
-        };
+        let model = &*runs.loaded;
         let filter = match PointFilter::new(&sc.trace.points) {
             Ok(f) => f,
             Err(e) => return Verdict::fail(e),
@@ -751,7 +747,7 @@ impl Context {
                     .join(&s.stem)
                     .join(i.to_string())
                     .join(format!("variant-{k:?}").to_lowercase());
-                let out = match engine_trace(&model, &input.tokens, sc, None, k, &filter, &dir) {
+                let out = match engine_trace(model, &input.tokens, sc, None, k, &filter, &dir) {
                     Ok(o) => o,
                     Err(e) => return Verdict::fail(format!("input {i}: {k:?}: {e}")),
                 };
@@ -796,29 +792,23 @@ impl Context {
 
     fn check_replay(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
         let tol = &s.scenario.tolerances;
-        let model = match Model::load(&runs.model) {
-            Ok(m) => m,
-            Err(e) => return Verdict::fail(e.to_string()),
-        };
-        let kernel = match Kernel::from_env() {
-            Ok(k) => k,
-            Err(e) => return Verdict::fail(e),
-        };
+        let (model, kernel) = (&*runs.loaded, runs.kernel);
         let mut notes = Vec::new();
         for (i, input) in runs.inputs.iter().enumerate() {
-            let ref_dir = match self.reference(s, runs, i) {
-                Ok(d) => d,
-                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
-            };
-            let (default_exact, build_reason) = match Self::exactness(s, &ref_dir) {
-                Ok(x) => x,
-                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
-            };
+            // The reference's run, and whether its build allows exactness at all.
+            let (ref_dir, default_exact, build_reason) =
+                match self.reference(s, runs, i).and_then(|d| {
+                    let (x, why) = Self::exactness(s, &d)?;
+                    Ok((d, x, why))
+                }) {
+                    Ok(r) => r,
+                    Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+                };
             // Stages are held exactly wherever the end-to-end comparison is; otherwise to the
             // points' tolerances.
             let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
             let r = match crate::replay::replay(
-                &model,
+                model,
                 &input.tokens,
                 &ref_dir,
                 s.scenario.threads,
@@ -869,15 +859,15 @@ impl Context {
         let mut per_layer = Vec::new();
         let mut notes = Vec::new();
         for i in 0..runs.inputs.len() {
-            let ref_dir = match self.reference(s, runs, i) {
-                Ok(d) => d,
-                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
-            };
-            // Whether the reference's build allows exactness at all.
-            let (default_exact, build_reason) = match Self::exactness(s, &ref_dir) {
-                Ok(x) => x,
-                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
-            };
+            // The reference's run, and whether its build allows exactness at all.
+            let (ref_dir, default_exact, build_reason) =
+                match self.reference(s, runs, i).and_then(|d| {
+                    let (x, why) = Self::exactness(s, &d)?;
+                    Ok((d, x, why))
+                }) {
+                    Ok(r) => r,
+                    Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+                };
             let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
             let spec = CompareSpec {
                 tolerance: &tolerance,
@@ -903,19 +893,13 @@ impl Context {
                     ));
                 }
                 // The path `harness bench` and real use run: no tracer, last-position logits only.
-                let fast = Model::load(&runs.model)
-                    .map_err(|e| e.to_string())
-                    .and_then(|m| {
-                        let k = Kernel::from_env()?;
-                        let steps = s.scenario.generation.steps;
-                        forward::generate_last_only(
-                            &m,
-                            &runs.inputs[i].tokens,
-                            steps,
-                            s.scenario.threads,
-                            k,
-                        )
-                    });
+                let fast = forward::generate_last_only(
+                    &runs.loaded,
+                    &runs.inputs[i].tokens,
+                    s.scenario.generation.steps,
+                    s.scenario.threads,
+                    runs.kernel,
+                );
                 match fast {
                     Ok((tokens, _)) if tokens == c.engine_generated => {}
                     Ok((tokens, _)) => {
@@ -1162,14 +1146,7 @@ fn check_receipt_requirements(s: &LoadedScenario, runs: &Runs) -> Verdict {
 /// Without a reference: each chunked prefill's logits against the one-shot prefill's, within the
 /// logits tolerance (chunks of one token sum some products in another order, as llama.cpp does).
 fn check_chunking_engine_only(s: &LoadedScenario, runs: &Runs) -> Verdict {
-    let model = match Model::load(&runs.model) {
-        Ok(m) => m,
-        Err(e) => return Verdict::fail(e.to_string()),
-    };
-    let kernel = match Kernel::from_env() {
-        Ok(k) => k,
-        Err(e) => return Verdict::fail(e),
-    };
+    let (model, kernel) = (&*runs.loaded, runs.kernel);
     let tol = s.scenario.tolerances.for_point("logits");
     let mut notes = Vec::new();
     for (i, input) in runs.inputs.iter().enumerate() {
@@ -1180,7 +1157,7 @@ fn check_chunking_engine_only(s: &LoadedScenario, runs: &Runs) -> Verdict {
                 chunk
             };
             let out = match forward::run(
-                &model,
+                model,
                 &input.tokens,
                 0,
                 Some(size),

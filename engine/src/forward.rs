@@ -22,7 +22,7 @@ use crate::attention::{attend, AttnOrder, HeadCache};
 use crate::gguf::GgmlType;
 use crate::kernels::rows_out::SharedOut;
 use crate::kernels::{matmul, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
-use crate::model::{Layer, Model, Proj};
+use crate::model::{FfnAct, Layer, Model, Proj};
 use crate::quant::f16_to_f32;
 use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
 
@@ -514,15 +514,22 @@ impl<'m> Session<'m> {
         out
     }
 
-    /// SiLU(gate)·up of `h` (`n × n_ff`).
+    /// The FFN activation of `h` (`n × n_ff`): `silu(gate)·up`, or `relu(gate)²·up` for
+    /// `bitnet-b1.58`.
     pub fn ffn_act(&self, layer: &Layer, h: &[f32], n: usize) -> Vec<f32> {
         let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], h, n);
         let mut act = vec![0f32; gate.len()];
         // Element by element, split over the threads (a decode step has one row).
         let (n_ff, kernel) = (self.model.config.n_ff, self.kernel);
+        let ffn = self.model.config.arch.ffn();
         par_rows(self.threads, &mut act, 1, &|part, at| {
             let r = at..at + part.len();
-            crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at);
+            match ffn {
+                FfnAct::Silu => {
+                    crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at)
+                }
+                FfnAct::Relu2 => crate::ggml_math::relu2_mul(&gate[r.clone()], &up[r], part),
+            }
         });
         act
     }

@@ -15,7 +15,9 @@ use crate::kernels::Matrix;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("`{file}`: architecture is `{found}`, this engine runs `bitnet`")]
+    #[error(
+        "`{file}`: architecture is `{found}`; this engine runs `bitnet` (SiLU FFN, llama.cpp's) and `bitnet-b1.58` (ReLU² FFN, bitnet.cpp's; older files say `bitnet-25`)"
+    )]
     Architecture { file: String, found: String },
     #[error("`{file}`: missing metadata key `{key}` ({expected})")]
     MissingKey {
@@ -38,9 +40,62 @@ pub enum ModelError {
     },
 }
 
-/// Hyperparameters of the `bitnet` architecture.
+/// The architectures the engine runs: the same graph (llama.cpp's `src/models/bitnet.cpp`) with
+/// the FFN activation as the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// llama.cpp's `bitnet`: `silu(gate) · up` (build_ffn with LLM_FFN_SILU, LLM_FFN_PAR).
+    Bitnet,
+    /// bitnet.cpp's `bitnet-b1.58` (BitNet b1.58 2B4T; `bitnet-25` in older files):
+    /// `relu(gate)² · up` (LLM_FFN_RELU_SQR: ggml_relu, ggml_sqr, then ggml_mul by up).
+    BitnetB158,
+}
+
+/// The FFN's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FfnAct {
+    /// `silu(gate) · up` (ggml_swiglu_split).
+    Silu,
+    /// `relu(gate)² · up`.
+    Relu2,
+}
+
+impl Arch {
+    /// Every `general.architecture` value the engine loads, with its architecture.
+    pub const NAMES: [(&'static str, Arch); 3] = [
+        ("bitnet", Arch::Bitnet),
+        ("bitnet-b1.58", Arch::BitnetB158),
+        ("bitnet-25", Arch::BitnetB158),
+    ];
+
+    /// The architecture of a `general.architecture` value; `None` when the engine does not know it.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, a)| a)
+    }
+
+    /// The FFN activation of the architecture.
+    pub fn ffn(self) -> FfnAct {
+        match self {
+            Arch::Bitnet => FfnAct::Silu,
+            Arch::BitnetB158 => FfnAct::Relu2,
+        }
+    }
+
+    /// Whether llama.cpp (the reference linked into the harness) runs this architecture.
+    pub fn llama_cpp_runs(self) -> bool {
+        self == Arch::Bitnet
+    }
+}
+
+/// Hyperparameters of a `bitnet`-family architecture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub arch: Arch,
+    /// `general.architecture` as the file spells it: the prefix of its hyperparameter keys.
+    pub arch_name: String,
     pub n_vocab: usize,
     pub n_embd: usize,
     pub n_layer: usize,
@@ -154,13 +209,13 @@ impl Model {
                 })
             }
         };
-        if arch != "bitnet" {
+        let Some(kind) = Arch::from_name(&arch) else {
             return Err(ModelError::Architecture {
                 file: name,
                 found: arch,
             });
-        }
-        let config = read_config(&file)?;
+        };
+        let config = read_config(&file, kind, &arch)?;
         let c = &config;
         let tensor =
             |t: &str, dims: &[usize], types: &[GgmlType]| -> Result<TensorInfo, ModelError> {
@@ -317,10 +372,10 @@ impl Model {
     }
 }
 
-fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
+fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelError> {
     let name = f.name().to_string();
     let int = |key: &str, default: Option<usize>| -> Result<usize, ModelError> {
-        let full = format!("bitnet.{key}");
+        let full = format!("{prefix}.{key}");
         match f.get(&full) {
             Some(v) => v
                 .as_u64()
@@ -339,7 +394,7 @@ fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
         }
     };
     let float = |key: &str, default: Option<f32>| -> Result<f32, ModelError> {
-        let full = format!("bitnet.{key}");
+        let full = format!("{prefix}.{key}");
         match f.get(&full) {
             Some(v) => v.as_f32().ok_or_else(|| ModelError::BadKey {
                 file: name.clone(),
@@ -361,7 +416,7 @@ fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
     let n_ff = int("feed_forward_length", None)?;
     let bad = |key: &str, found: usize, expected: &str| ModelError::BadKey {
         file: name.clone(),
-        key: format!("bitnet.{key}"),
+        key: format!("{prefix}.{key}"),
         found: found.to_string(),
         expected: expected.into(),
     };
@@ -391,7 +446,7 @@ fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
             "an even number up to the head size",
         ));
     }
-    let n_vocab = match f.get("bitnet.vocab_size") {
+    let n_vocab = match f.get(&format!("{prefix}.vocab_size")) {
         Some(_) => int("vocab_size", None)?,
         None => match f.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
             Some(a) => a.values.len(),
@@ -433,13 +488,15 @@ fn read_config(f: &GgufFile) -> Result<Config, ModelError> {
         } else {
             Err(ModelError::BadKey {
                 file: name.clone(),
-                key: format!("bitnet.{key}"),
+                key: format!("{prefix}.{key}"),
                 found: v.to_string(),
                 expected: "a finite positive number".into(),
             })
         }
     };
     Ok(Config {
+        arch,
+        arch_name: prefix.to_string(),
         n_vocab,
         n_embd,
         n_layer,

@@ -186,7 +186,7 @@ pub fn reference_forward(model: &Model, tokens: &[u32]) -> R<ReferenceOutput> {
         keep(Stage::AttnOut, at, &o)?;
         x = (x + o).map_err(err)?;
         keep(Stage::FfnInp, at, &x)?;
-        // Feed-forward block: SiLU(gate) · up, sub-norm, down.
+        // Feed-forward block: SiLU(gate) · up (ReLU(gate)² · up for bitnet-b1.58), sub-norm, down.
         let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
         keep(Stage::FfnNorm, at, &h)?;
         let gate = h
@@ -195,7 +195,11 @@ pub fn reference_forward(model: &Model, tokens: &[u32]) -> R<ReferenceOutput> {
         let up = h
             .matmul(&weight(model, &layer.w_up)?.t().map_err(err)?)
             .map_err(err)?;
-        let act = (gate.silu().map_err(err)? * up).map_err(err)?; // [T, n_ff]
+        let gate = match c.arch.ffn() {
+            crate::model::FfnAct::Silu => gate.silu().map_err(err)?,
+            crate::model::FfnAct::Relu2 => gate.relu().map_err(err)?.sqr().map_err(err)?,
+        };
+        let act = (gate * up).map_err(err)?; // [T, n_ff]
         keep(Stage::FfnAct, at, &act)?;
         let act = rms_norm(&act, &layer.ffn_sub_norm, c.rms_eps)?;
         keep(Stage::FfnSubNorm, at, &act)?;

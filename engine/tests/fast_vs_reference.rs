@@ -14,7 +14,16 @@ use bitnet_engine::trace::PointFilter;
 fn fast_path_matches_the_f32_reference_at_every_point() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = [1u32, 17, 300, 42, 5, 99, 250, 7, 11, 400];
-    for name in ["tiny", "tiny-scales", "gqa", "tq1", "i2s", "f16"] {
+    for name in [
+        "tiny",
+        "tiny-scales",
+        "gqa",
+        "tq1",
+        "i2s",
+        "f16",
+        "mixed",
+        "b158-tiny",
+    ] {
         let path = dir.path().join(format!("{name}.gguf"));
         build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
         let model = Model::load(&path).unwrap();

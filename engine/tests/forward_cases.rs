@@ -15,23 +15,29 @@ fn f32s(v: &[f32]) -> Vec<u8> {
 }
 
 /// n_embd 4, two query heads of size 2 sharing one key/value head, RoPE over 2 dimensions,
-/// identity-like F32 projections, a zero FFN.
+/// identity-like F32 projections, an FFN with identity gate and up and a zero down projection.
 fn hand_model(dir: &std::path::Path) -> std::path::PathBuf {
+    hand_model_of(dir, "bitnet", "bitnet")
+}
+
+/// [`hand_model`] with `general.architecture` = `arch` and its hyperparameter keys under
+/// `prefix`.
+fn hand_model_of(dir: &std::path::Path, arch: &str, prefix: &str) -> std::path::PathBuf {
     let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::from(arch));
     for (k, v) in [
-        ("general.architecture", Value::from("bitnet")),
-        ("bitnet.context_length", Value::U32(16)),
-        ("bitnet.embedding_length", Value::U32(4)),
-        ("bitnet.block_count", Value::U32(1)),
-        ("bitnet.feed_forward_length", Value::U32(4)),
-        ("bitnet.attention.head_count", Value::U32(2)),
-        ("bitnet.attention.head_count_kv", Value::U32(1)),
-        ("bitnet.rope.dimension_count", Value::U32(2)),
-        ("bitnet.rope.freq_base", Value::F32(10000.0)),
-        ("bitnet.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("bitnet.vocab_size", Value::U32(3)),
+        ("context_length", Value::U32(16)),
+        ("embedding_length", Value::U32(4)),
+        ("block_count", Value::U32(1)),
+        ("feed_forward_length", Value::U32(4)),
+        ("attention.head_count", Value::U32(2)),
+        ("attention.head_count_kv", Value::U32(1)),
+        ("rope.dimension_count", Value::U32(2)),
+        ("rope.freq_base", Value::F32(10000.0)),
+        ("attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("vocab_size", Value::U32(3)),
     ] {
-        w.add_kv(k, v);
+        w.add_kv(&format!("{prefix}.{k}"), v);
     }
     let eye4 = [
         1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1.,
@@ -71,15 +77,21 @@ fn hand_model(dir: &std::path::Path) -> std::path::PathBuf {
         GgmlType::F32,
         f32s(&[0., 0., 1., 0., 0., 0., 0., 1.]),
     );
-    for n in ["ffn_gate", "ffn_up", "ffn_down"] {
+    for n in ["ffn_gate", "ffn_up"] {
         w.add_tensor(
             &format!("blk.0.{n}.weight"),
             &[4, 4],
             GgmlType::F32,
-            f32s(&[0.; 16]),
+            f32s(&eye4),
         );
     }
-    let path = dir.join("hand.gguf");
+    w.add_tensor(
+        "blk.0.ffn_down.weight",
+        &[4, 4],
+        GgmlType::F32,
+        f32s(&[0.; 16]),
+    );
+    let path = dir.join(format!("hand-{arch}.gguf"));
     w.write(&path).unwrap();
     path
 }
@@ -150,6 +162,64 @@ fn a_one_layer_model_worked_by_hand() {
     let o = load("blk.0.attn_out");
     let head0 = [1.496668472330291, 0.5594207005959493];
     assert!((o[4] as f64 / o[5] as f64 - head0[0] / head0[1]).abs() < 1e-5);
+}
+
+/// The FFN activation of the hand model at both positions, for each architecture: the FFN input
+/// is the residual stream after attention (`ffn_inp`), its norm `h` (unit weights), and with
+/// identity gate and up the activation is `act(h)·h`, worked here in f64 from the traced `h`.
+#[test]
+fn the_ffn_activation_follows_the_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let silu = |x: f64| x / (1.0 + (-x).exp());
+    let relu2 = |x: f64| if x > 0.0 { x * x } else { 0.0 };
+    for (arch, act, what) in [
+        ("bitnet", &silu as &dyn Fn(f64) -> f64, "silu(h)·h"),
+        ("bitnet-b1.58", &relu2, "relu(h)²·h"),
+        ("bitnet-25", &relu2, "relu(h)²·h"),
+    ] {
+        let path = hand_model_of(dir.path(), arch, arch);
+        let model = Model::load(&path).unwrap();
+        let out = dir.path().join(format!("trace-{arch}"));
+        let mut t = Tracer::new(PointFilter::all(), &out, true).unwrap();
+        forward::run(&model, &[0, 1], 0, None, 1, Kernel::Scalar, Some(&mut t)).unwrap();
+        t.finish().unwrap();
+        let load = |n: &str| read_npy(&out.join(format!("{n}.step0.npy"))).unwrap().1;
+        let h = load("blk.0.ffn_norm");
+        // Both signs occur, so a ReLU that passes negatives (or a SiLU in its place) shows.
+        assert!(h.iter().any(|&v| v < 0.0) && h.iter().any(|&v| v > 0.0));
+        let want: Vec<f64> = h.iter().map(|&v| act(v as f64) * v as f64).collect();
+        let got = load("blk.0.ffn_act");
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{arch}: ffn_act[{i}] is {g}, {what} is {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn architectures_and_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    // An architecture the engine does not know is refused by name.
+    let e = Model::load(&hand_model_of(dir.path(), "bitnet-b2", "bitnet-b2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("architecture is `bitnet-b2`") && e.contains("bitnet-b1.58"),
+        "{e}"
+    );
+    // Keys are read under the file's own architecture name, not `bitnet.`.
+    let e = Model::load(&hand_model_of(dir.path(), "bitnet-b1.58", "bitnet"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("missing metadata key `bitnet-b1.58.embedding_length`"),
+        "{e}"
+    );
+    let m = Model::load(&hand_model_of(dir.path(), "bitnet-25", "bitnet-25")).unwrap();
+    assert_eq!(m.config.arch, bitnet_engine::model::Arch::BitnetB158);
+    assert_eq!(m.config.arch_name, "bitnet-25");
 }
 
 #[test]
@@ -248,6 +318,12 @@ fn presets_are_stable_under_a_one_ulp_nudge_of_the_input() {
     eprintln!("one-ulp nudge: tiny logits rel L2 {rel:e}");
     assert!(rel < 1e-3, "tiny: logits moved by rel L2 {rel}");
     assert_eq!(a, b, "tiny: greedy tokens changed");
+    // ReLU² squares the gate: the FFN's output is steeper in its input than SiLU's, and I2_S
+    // quantizes each activation row with one scale.
+    let (rel, a, b) = stability("b158-tiny", &tokens, 8);
+    eprintln!("one-ulp nudge: b158-tiny logits rel L2 {rel:e}, tokens {a:?}");
+    assert!(rel < 1e-3, "b158-tiny: logits moved by rel L2 {rel}");
+    assert_eq!(a, b, "b158-tiny: greedy tokens changed");
     // The 24-layer 700m preset: the generator's scales keep int8 rounding flips from cascading
     // (the embedding carries the stream, deep blocks add 5% each; see engine/src/synth).
     let (rel, a, b) = stability("700m", &[1, 450, 7000, 31999, 12, 5], 4);

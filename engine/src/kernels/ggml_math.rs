@@ -148,6 +148,16 @@ dispatch! {
     pub fn swiglu / swiglu_body / swiglu_avx2(gate: &[f32], up: &[f32], out: &mut [f32], width: usize, first: usize)
 }
 
+/// bitnet.cpp's ReLU² FFN gate (LLM_FFN_RELU_SQR, then LLM_FFN_PAR): `ggml_relu` (`x > 0 ? x :
+/// 0`, so −0 and NaN give +0), `ggml_sqr` (`r·r`) and `ggml_mul` by `up`, each rounded to f32.
+/// Element by element, so any split over threads or vector lanes gives the same bits.
+pub fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let r = if g > 0.0 { g } else { 0.0 };
+        *o = (r * r) * u;
+    }
+}
+
 #[inline(always)]
 pub(crate) fn softmax_body(p: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;

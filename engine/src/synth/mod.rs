@@ -98,6 +98,32 @@ pub enum TokenizerKind {
     None,
 }
 
+/// The architecture a synthetic model is written for (`general.architecture`, and the prefix of
+/// its hyperparameter keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ArchName {
+    /// llama.cpp's `bitnet` (SiLU FFN).
+    #[serde(rename = "bitnet")]
+    Bitnet,
+    /// bitnet.cpp's `bitnet-b1.58` (ReLU² FFN), as BitNet b1.58 2B4T's GGUF says.
+    #[serde(rename = "bitnet-b1.58")]
+    BitnetB158,
+    /// The older name of `bitnet-b1.58` (bitnet.cpp's first 2B4T files).
+    #[serde(rename = "bitnet-25")]
+    Bitnet25,
+}
+
+impl ArchName {
+    /// The `general.architecture` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchName::Bitnet => "bitnet",
+            ArchName::BitnetB158 => "bitnet-b1.58",
+            ArchName::Bitnet25 => "bitnet-25",
+        }
+    }
+}
+
 /// Embedding formats a synthetic model can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum EmbeddingType {
@@ -109,6 +135,8 @@ pub enum EmbeddingType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSpec {
+    /// The architecture: `bitnet` (default), `bitnet-b1.58` or `bitnet-25`.
+    pub architecture: ArchName,
     /// Hidden size; a multiple of 256 (the TQ block) and of `n_head` (default 256).
     pub n_embd: u32,
     /// Number of transformer blocks (default 2).
@@ -162,6 +190,7 @@ pub struct ModelSpec {
 impl Default for ModelSpec {
     fn default() -> Self {
         ModelSpec {
+            architecture: ArchName::Bitnet,
             n_embd: 256,
             n_layer: 2,
             n_head: 4,
@@ -201,8 +230,14 @@ pub const PRESETS: &[&str] = &[
     "i2s",
     "f16",
     "mixed",
+    "b158-tiny",
     "700m",
+    "2b4t",
 ];
+
+/// Presets whose files take seconds to minutes to generate (hundreds of MB to GB): tests that
+/// walk every preset leave them to the slow scenarios.
+pub const SLOW_PRESETS: &[&str] = &["700m", "2b4t"];
 
 /// A named preset.
 pub fn preset(name: &str) -> Option<ModelSpec> {
@@ -255,6 +290,43 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
             f16_subnormals: true,
             pre_tokenizer: "llama-bpe".into(),
             seed: 6,
+            ..tiny
+        },
+        // bitnet.cpp's `bitnet-b1.58` in small: ReLU² FFN, I2_S weights (one scale per tensor),
+        // F16 tied embedding, LLaMA-3 pre-tokenizer and RoPE base, 4:1 GQA as 2B4T's 20:5, and an
+        // FFN width (640) that is a whole number of I2_S blocks (128) but not of 256.
+        "b158-tiny" => ModelSpec {
+            architecture: ArchName::BitnetB158,
+            n_embd: 256,
+            n_head: 4,
+            n_head_kv: Some(1),
+            n_ff: 640,
+            n_vocab: 1000,
+            rope_base: 500000.0,
+            ternary_type: TernaryType::I2s,
+            embedding_type: EmbeddingType::F16,
+            pre_tokenizer: "llama-bpe".into(),
+            seed: 158,
+            ..tiny
+        },
+        // The shape of `microsoft/bitnet-b1.58-2B-4T` in bitnet.cpp's GGUF: 2560 wide, 30 layers,
+        // 20 heads over 5 KV heads, n_ff 6912, a LLaMA-3 vocabulary of 128256 (`llama-bpe`; the
+        // learned merges are the generator's corpus's, the rest of the 128256 entries unused
+        // tokens), RoPE base 500000, I2_S weights and an F16 tied embedding. About 1.2 GB.
+        "2b4t" => ModelSpec {
+            architecture: ArchName::BitnetB158,
+            n_embd: 2560,
+            n_layer: 30,
+            n_head: 20,
+            n_head_kv: Some(5),
+            n_ff: 6912,
+            n_vocab: 128256,
+            n_ctx: 4096,
+            rope_base: 500000.0,
+            ternary_type: TernaryType::I2s,
+            embedding_type: EmbeddingType::F16,
+            pre_tokenizer: "llama-bpe".into(),
+            seed: 2404,
             ..tiny
         },
         // The shape of `1bitLLM/bitnet_b1_58-large`.
@@ -466,8 +538,9 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
     let (e, f) = (spec.n_embd, spec.n_ff);
     let kv = spec.n_head_kv() * spec.head_dim();
     let mut w = GgufWriter::new();
-    w.add_kv("general.architecture", "bitnet");
-    w.add_kv("general.name", format!("synthetic bitnet (seed {seed})"));
+    let arch = spec.architecture.as_str();
+    w.add_kv("general.architecture", arch);
+    w.add_kv("general.name", format!("synthetic {arch} (seed {seed})"));
     w.add_kv(
         "general.file_type",
         Value::U32(match spec.ternary_type {
@@ -476,22 +549,23 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
             TernaryType::I2s => 40,   // bitnet.cpp's LLAMA_FTYPE_MOSTLY_I2_S
         }),
     );
-    w.add_kv("bitnet.context_length", Value::U32(spec.n_ctx));
-    w.add_kv("bitnet.embedding_length", Value::U32(e));
-    w.add_kv("bitnet.block_count", Value::U32(spec.n_layer));
-    w.add_kv("bitnet.feed_forward_length", Value::U32(f));
-    w.add_kv("bitnet.attention.head_count", Value::U32(spec.n_head));
+    let key = |k: &str| format!("{arch}.{k}");
+    w.add_kv(&key("context_length"), Value::U32(spec.n_ctx));
+    w.add_kv(&key("embedding_length"), Value::U32(e));
+    w.add_kv(&key("block_count"), Value::U32(spec.n_layer));
+    w.add_kv(&key("feed_forward_length"), Value::U32(f));
+    w.add_kv(&key("attention.head_count"), Value::U32(spec.n_head));
     w.add_kv(
-        "bitnet.attention.head_count_kv",
+        &key("attention.head_count_kv"),
         Value::U32(spec.n_head_kv()),
     );
-    w.add_kv("bitnet.rope.dimension_count", Value::U32(spec.head_dim()));
-    w.add_kv("bitnet.rope.freq_base", Value::F32(spec.rope_base));
+    w.add_kv(&key("rope.dimension_count"), Value::U32(spec.head_dim()));
+    w.add_kv(&key("rope.freq_base"), Value::F32(spec.rope_base));
     w.add_kv(
-        "bitnet.attention.layer_norm_rms_epsilon",
+        &key("attention.layer_norm_rms_epsilon"),
         Value::F32(spec.rms_eps),
     );
-    w.add_kv("bitnet.vocab_size", Value::U32(spec.n_vocab));
+    w.add_kv(&key("vocab_size"), Value::U32(spec.n_vocab));
     match spec.tokenizer {
         TokenizerKind::None => w.add_kv("tokenizer.ggml.model", "none"),
         TokenizerKind::Bpe => {

@@ -12,6 +12,7 @@
 //! println!("greedy tokens: {:?}", out.generated);
 //! ```
 
+pub mod arch;
 pub mod attention;
 pub mod forward;
 pub use kernels::ggml_math;

@@ -250,7 +250,7 @@ impl Model {
                 Ok(info.clone())
             };
         let vector = |t: &str, n: usize| -> Result<Vec<f32>, ModelError> {
-            let info = tensor(t, &[n], &[GgmlType::F32, GgmlType::F16, GgmlType::BF16])?;
+            let info = tensor(t, &[n], crate::arch::VECTOR_TYPES)?;
             crate::quant::dequantize(info.ty, file.tensor_data(&info), n).map_err(|e| {
                 ModelError::Tensor {
                     file: name.clone(),
@@ -259,15 +259,12 @@ impl Model {
                 }
             })
         };
-        const TERNARY: &[GgmlType] = &[
-            GgmlType::TQ2_0,
-            GgmlType::TQ1_0,
-            GgmlType::I2_S,
-            GgmlType::F32,
-            GgmlType::F16,
-        ];
         let proj = |base: &str, n_in: usize, n_out: usize| -> Result<Proj, ModelError> {
-            let info = tensor(&format!("{base}.weight"), &[n_in, n_out], TERNARY)?;
+            let info = tensor(
+                &format!("{base}.weight"),
+                &[n_in, n_out],
+                crate::arch::PROJECTION_TYPES,
+            )?;
             let scale_name = format!("{base}.scale");
             let scale = match file.tensor(&scale_name) {
                 None => None,
@@ -282,7 +279,7 @@ impl Model {
         let token_embd = tensor(
             "token_embd.weight",
             &[c.n_embd, c.n_vocab],
-            &[GgmlType::F32, GgmlType::F16],
+            crate::arch::EMBEDDING_TYPES,
         )?;
         let output_norm = vector("output_norm.weight", c.n_embd)?;
         let kv = c.n_head_kv * c.head_dim;

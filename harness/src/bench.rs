@@ -72,13 +72,15 @@ pub struct ThreadResult {
     /// Decode tokens/s if every weight byte streamed at that bandwidth.
     pub bound_decode_tps: f64,
     pub engine: Rates,
-    pub llama: Rates,
-    /// Engine median / llama.cpp median.
-    pub prefill_ratio: f64,
-    pub decode_ratio: f64,
+    /// llama.cpp's rates; `None` when it cannot run the model (the report's
+    /// `reference_unavailable` says why) and the engine was timed alone.
+    pub llama: Option<Rates>,
+    /// Engine median / llama.cpp median (`None` without a llama.cpp run).
+    pub prefill_ratio: Option<f64>,
+    pub decode_ratio: Option<f64>,
     /// Median decode tokens/s over the bound.
     pub engine_share_of_bound: f64,
-    pub llama_share_of_bound: f64,
+    pub llama_share_of_bound: Option<f64>,
 }
 
 /// The llama.cpp side: which binary ran it, how it was built, the context it used.
@@ -113,7 +115,12 @@ pub struct BenchReport {
     /// The engine's kernel variant and the kernel IDs that ran.
     pub engine_kernel: String,
     pub engine_kernels: Vec<String>,
-    pub reference: ReferenceInfo,
+    /// The llama.cpp side; `None` when it cannot run the model.
+    pub reference: Option<ReferenceInfo>,
+    /// Why there is no side-by-side reference (the model is I2_S or `bitnet-b1.58`, which
+    /// upstream llama.cpp does not run): the engine is then timed alone against the bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_unavailable: Option<String>,
     pub cpu_features: Vec<String>,
     pub results: Vec<ThreadResult>,
     /// RFC 3339, UTC.
@@ -268,25 +275,21 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     }
     let started_at = crate::receipt::rfc3339(std::time::SystemTime::now());
     let model = Model::load(&o.model).map_err(|e| e.to_string())?;
-    if let Some(p) = model
-        .layers
-        .iter()
-        .flat_map(|l| l.projections())
-        .find(|p| p.info.ty == bitnet_engine::gguf::GgmlType::I2_S)
-    {
-        return Err(format!(
-            "`{}`: `{}` is I2_S, bitnet.cpp's type, which llama.cpp does not read, so there is \
-             no side-by-side run; time the engine alone with `cargo bench -p bitnet-engine \
-             --bench kernels -- I2_S` or `cargo run --release -p bitnet-engine --example speed \
-             -- {}`",
-            o.model.display(),
-            p.info.name,
-            o.model.display()
+    // I2_S and `bitnet-b1.58` models: upstream llama.cpp runs neither, so the engine is timed
+    // alone, against the bandwidth bound.
+    let unavailable = crate::reference::llama_cannot_run(&o.model);
+    if let Some(why) = &unavailable {
+        progress(&format!(
+            "no side-by-side reference: {}; timing the engine alone",
+            why.split("; give").next().unwrap_or(why)
         ));
     }
     let tokens = prompt(o.prompt_tokens, model.config.n_vocab);
     let wbytes = weight_bytes(&o.model)?;
-    let flags = reference_flags(o)?;
+    let flags = match unavailable {
+        None => Some(reference_flags(o)?),
+        Some(_) => None,
+    };
     let mut results = Vec::new();
     let mut kernels = Vec::new();
     let mut ctx_info = None;
@@ -302,18 +305,24 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
             kernels = k;
             ep.push(o.prompt_tokens as f64 / p);
             ed.push(o.decode_tokens as f64 / d);
-            let l = llama_once(o, threads)?;
-            lp.push(l.prompt_tokens as f64 / l.prefill_seconds);
-            ld.push(l.decode_calls as f64 / l.decode_seconds);
-            progress(&format!(
+            let line = format!(
                 "threads {threads} round {}: read {:.1} GB/s; engine prefill {:.1} decode {:.1} \
-                 tok/s; llama.cpp prefill {:.1} decode {:.1} tok/s",
+                 tok/s",
                 round + 1,
                 bws[round],
                 ep[round],
                 ed[round],
-                lp[round],
-                ld[round]
+            );
+            if unavailable.is_some() {
+                progress(&line);
+                continue;
+            }
+            let l = llama_once(o, threads)?;
+            lp.push(l.prompt_tokens as f64 / l.prefill_seconds);
+            ld.push(l.decode_calls as f64 / l.decode_seconds);
+            progress(&format!(
+                "{line}; llama.cpp prefill {:.1} decode {:.1} tok/s",
+                lp[round], ld[round]
             ));
             ctx_info = Some(l);
         }
@@ -323,23 +332,38 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
             prefill_tps: Stats::of(&ep),
             decode_tps: Stats::of(&ed),
         };
-        let llama = Rates {
+        let llama = (!lp.is_empty()).then(|| Rates {
             prefill_tps: Stats::of(&lp),
             decode_tps: Stats::of(&ld),
-        };
+        });
         results.push(ThreadResult {
             threads,
             bandwidth_gbs: bw,
             bound_decode_tps: bound,
-            prefill_ratio: engine.prefill_tps.median / llama.prefill_tps.median,
-            decode_ratio: engine.decode_tps.median / llama.decode_tps.median,
+            prefill_ratio: llama
+                .as_ref()
+                .map(|l| engine.prefill_tps.median / l.prefill_tps.median),
+            decode_ratio: llama
+                .as_ref()
+                .map(|l| engine.decode_tps.median / l.decode_tps.median),
             engine_share_of_bound: engine.decode_tps.median / bound,
-            llama_share_of_bound: llama.decode_tps.median / bound,
+            llama_share_of_bound: llama.as_ref().map(|l| l.decode_tps.median / bound),
             engine,
             llama,
         });
     }
-    let l = ctx_info.expect("at least one round ran");
+    let reference = match (ctx_info, flags) {
+        (Some(l), Some(build_flags)) => Some(ReferenceInfo {
+            binary: o.reference_bin.display().to_string(),
+            build_flags,
+            n_ctx: l.n_ctx,
+            n_batch: l.n_batch,
+            n_ubatch: l.n_ubatch,
+            kv_type: l.kv_type,
+            flash_attn: l.flash_attn,
+        }),
+        _ => None,
+    };
     Ok(BenchReport {
         schema_version: 1,
         model: o.model.display().to_string(),
@@ -350,15 +374,8 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         rounds: o.rounds,
         engine_kernel: o.kernel.suffix().to_string(),
         engine_kernels: kernels,
-        reference: ReferenceInfo {
-            binary: o.reference_bin.display().to_string(),
-            build_flags: flags,
-            n_ctx: l.n_ctx,
-            n_batch: l.n_batch,
-            n_ubatch: l.n_ubatch,
-            kv_type: l.kv_type,
-            flash_attn: l.flash_attn,
-        },
+        reference,
+        reference_unavailable: unavailable,
         cpu_features: crate::receipt::cpu_features(),
         results,
         started_at,
@@ -367,45 +384,61 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
 
 /// The human table.
 pub fn table(r: &BenchReport) -> String {
+    let reference = match (&r.reference, &r.reference_unavailable) {
+        (Some(x), _) => format!(
+            "llama.cpp {} (n_ctx {}, n_batch {}, {} KV, flash attention {})",
+            x.binary,
+            x.n_ctx,
+            x.n_batch,
+            x.kv_type,
+            if x.flash_attn { "on" } else { "off" },
+        ),
+        (None, Some(why)) => format!(
+            "no side-by-side reference: {}",
+            why.split("; give").next().unwrap_or(why)
+        ),
+        (None, None) => "no reference".into(),
+    };
     let mut s = format!(
         "model {} ({:.1} MB of weights per token), prompt {} tokens, {} decode steps, {} rounds\n\
-         engine kernel {}; llama.cpp {} (n_ctx {}, n_batch {}, {} KV, flash attention {})\n",
+         engine kernel {}; {reference}\n",
         r.model,
         r.weight_bytes_per_token as f64 / 1e6,
         r.prompt_tokens,
         r.decode_tokens,
         r.rounds,
         r.engine_kernel,
-        r.reference.binary,
-        r.reference.n_ctx,
-        r.reference.n_batch,
-        r.reference.kv_type,
-        if r.reference.flash_attn { "on" } else { "off" },
     );
     s.push_str(
         "threads  phase    engine tok/s [min-max]     llama.cpp tok/s [min-max]  ratio  \
          share of bound (engine / llama.cpp)\n",
     );
+    let rate = |x: Option<&Stats>| match x {
+        Some(x) => format!("{:>8.1} [{:.1}-{:.1}]", x.median, x.min, x.max),
+        None => format!("{:>8}", "—"),
+    };
+    let pct = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{:.0}%", 100.0 * v));
     for t in &r.results {
-        for (phase, e, l, ratio) in [
+        let l = t.llama.as_ref();
+        for (phase, e, lr, ratio) in [
             (
                 "prefill",
                 &t.engine.prefill_tps,
-                &t.llama.prefill_tps,
+                l.map(|l| &l.prefill_tps),
                 t.prefill_ratio,
             ),
             (
                 "decode",
                 &t.engine.decode_tps,
-                &t.llama.decode_tps,
+                l.map(|l| &l.decode_tps),
                 t.decode_ratio,
             ),
         ] {
             let share = if phase == "decode" {
                 format!(
-                    "{:.0}% / {:.0}% of {:.1} tok/s ({:.1} GB/s)",
+                    "{:.0}% / {} of {:.1} tok/s ({:.1} GB/s)",
                     100.0 * t.engine_share_of_bound,
-                    100.0 * t.llama_share_of_bound,
+                    pct(t.llama_share_of_bound),
                     t.bound_decode_tps,
                     t.bandwidth_gbs
                 )
@@ -413,18 +446,14 @@ pub fn table(r: &BenchReport) -> String {
                 String::new()
             };
             s.push_str(&format!(
-                "{:>7}  {:<7} {:>8.1} [{:.1}-{:.1}]{:>8} {:>8.1} [{:.1}-{:.1}]{:>8} {:>5.2}x  {}\n",
+                "{:>7}  {:<7} {}{:>8} {}{:>8} {:>6}  {}\n",
                 t.threads,
                 phase,
-                e.median,
-                e.min,
-                e.max,
+                rate(Some(e)),
                 "",
-                l.median,
-                l.min,
-                l.max,
+                rate(lr),
                 "",
-                ratio,
+                ratio.map_or("—".to_string(), |x| format!("{x:.2}x")),
                 share
             ));
         }
@@ -489,6 +518,18 @@ pub fn gate(base: &PerfBaseline, report: &BenchReport) -> Result<Vec<String>, Ve
                 ));
                 continue;
             }
+        };
+        let Some(ratio) = ratio else {
+            bad.push(format!(
+                "{} at {} thread(s): the report has no llama.cpp run to compare with ({})",
+                f.phase,
+                f.threads,
+                report
+                    .reference_unavailable
+                    .as_deref()
+                    .unwrap_or("no reference")
+            ));
+            continue;
         };
         let limit = f.min_ratio * (1.0 - base.noise_margin);
         let line = format!(

@@ -47,7 +47,8 @@ enum Command {
     VerifyReceipt(cli::verify::Args),
     /// Write a synthetic BitNet model (GGUF) from a spec or a preset.
     GenModel(cli::gen_model::Args),
-    /// Show a GGUF file's metadata and tensors.
+    /// Show a GGUF file's metadata and tensors; `--check-arch` checks it maps to its
+    /// architecture (exit 30 when not, 31 for an unknown architecture).
     Inspect(cli::inspect::Args),
     /// Run the engine on a model and tokens; write its trace directory.
     Trace {
@@ -100,7 +101,10 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::GenModel(a) => cli::gen_model::run(a),
-        Command::Inspect(a) => cli::inspect::run(a),
+        Command::Inspect(a) => match cli::inspect::run(a) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::RefTrace(a) => cli::ref_trace::run(a),
         Command::Trace { args, kernel } => cli::trace::run(args, kernel),
         Command::Bench(a) => cli::bench::run(a),

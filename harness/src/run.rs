@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::compare::{compare_trace_dirs, CompareSpec, Comparison, Headroom};
 use crate::golden::{self, GoldenOutcome};
-use crate::reference::{run_command, RefBuild, RefRequest};
+use crate::reference::{RefBuild, RefRequest};
 use crate::scenario::{Backend, LoadedScenario, NamedReference, Reference};
 
 /// The checks a scenario can have, in the order they are listed.
@@ -347,6 +347,20 @@ impl Context {
         let sc = &s.scenario;
         let model_path = self.model_path(s)?;
         let model = Model::load(&model_path).map_err(|e| e.to_string())?;
+        // The gate mapper (`harness inspect --check-arch`): a tensor the engine would not read
+        // (an untied output, a fused projection) fails the run instead of being ignored.
+        let findings = bitnet_engine::arch::check(&model.file);
+        if !findings.is_empty() {
+            return Err(format!(
+                "`{}` does not map to its architecture (`harness inspect --check-arch`): {}",
+                model_path.display(),
+                findings
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
         let mut all_inputs = sc.inputs.tokens.clone();
         for p in &sc.inputs.prompts {
             let t = model.tokenizer.as_ref().ok_or_else(|| {
@@ -459,33 +473,25 @@ impl Context {
             ubatch: None,
             nudge_embeddings: false,
         };
-        self.run_scenario_reference(sc, &req)
+        self.run_scenario_reference(s, &req)
             .map_err(|e| e.to_string())?;
         Ok(dir)
     }
 
-    /// Run one check.
     /// Run the scenario's reference (llama.cpp through `harness ref-trace`, or its command) on
     /// `req`.
     fn run_scenario_reference(
         &self,
-        sc: &crate::scenario::Scenario,
+        s: &LoadedScenario,
         req: &RefRequest,
     ) -> Result<(), crate::reference::RefError> {
-        match &sc.reference {
-            Reference::Command { command } => run_command(
-                Path::new(&command[0]),
-                &command[1..],
-                req,
-                self.reference_timeout,
-            ),
-            _ => run_command(
-                &self.harness,
-                &["ref-trace".to_string()],
-                req,
-                self.reference_timeout,
-            ),
-        }
+        crate::reference::run_scenario_reference(
+            &s.scenario.reference,
+            s.path.parent().unwrap_or(Path::new(".")),
+            &self.harness,
+            req,
+            self.reference_timeout,
+        )
     }
 
     /// Run one check. A panic inside it (the engine's included, on any of its threads) fails
@@ -692,7 +698,7 @@ impl Context {
                     ubatch: Some(size),
                     nudge_embeddings: false,
                 };
-                if let Err(e) = self.run_scenario_reference(sc, &req) {
+                if let Err(e) = self.run_scenario_reference(s, &req) {
                     return Verdict::fail(format!(
                         "input {i}: the reference with chunks of {size}: {e}"
                     ));

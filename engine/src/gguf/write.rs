@@ -42,6 +42,20 @@ impl GgufWriter {
         }
     }
 
+    /// Remove a metadata entry; whether it was there.
+    pub fn remove_kv(&mut self, key: &str) -> bool {
+        let before = self.metadata.len();
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.len() != before
+    }
+
+    /// Remove a tensor; whether it was there.
+    pub fn remove_tensor(&mut self, name: &str) -> bool {
+        let before = self.tensors.len();
+        self.tensors.retain(|t| t.name != name);
+        self.tensors.len() != before
+    }
+
     /// Add a tensor whose bytes are already encoded in `ty`'s layout.
     pub fn add_tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) {
         self.add_tensor_lazy(name, dims, ty, Box::new(move || data));

@@ -1,5 +1,5 @@
-//! `harness calibrate SCENARIO`: run llama.cpp against itself under perturbations that should not
-//! matter (another thread count, the prompt decoded in calls of 1 and 7 tokens, the input
+//! `harness calibrate SCENARIO`: run the scenario's reference (llama.cpp, or its
+//! `reference.command`) against itself under perturbations that should not matter (another thread count, the prompt decoded in calls of 1 and 7 tokens, the input
 //! embeddings nudged by one ulp) and propose per-point tolerances from the spread.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use bitnet_engine::trace::PointFilter;
 use bitnet_harness::calibrate::calibrate_pairs;
-use bitnet_harness::reference::{run_reference, RefRequest};
+use bitnet_harness::reference::{run_scenario_reference, RefRequest};
 use bitnet_harness::run::Context;
 use bitnet_harness::scenario::load_scenario;
 
@@ -26,6 +26,17 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let s = load_scenario(&args.scenario).map_err(|e| UsageError(e.to_string()))?;
+    if s.scenario.reference.is_none() {
+        return Err(UsageError(format!(
+            "`{}` has `reference: none`: there is no reference to calibrate",
+            args.scenario.display()
+        ))
+        .into());
+    }
+    let ref_name = match &s.scenario.reference {
+        bitnet_harness::scenario::Reference::Command { command } => format!("`{}`", command[0]),
+        _ => "llama.cpp".to_string(),
+    };
     if s.scenario.inputs.tokens.is_empty() {
         return Err(UsageError("calibration needs `inputs.tokens`".into()).into());
     }
@@ -67,8 +78,14 @@ pub fn run(args: Args) -> Result<()> {
                 ubatch,
                 nudge_embeddings: nudge,
             };
-            println!("input {i}: llama.cpp, {label}");
-            run_reference(&harness, &req, Duration::from_secs(600))?;
+            println!("input {i}: {ref_name}, {label}");
+            run_scenario_reference(
+                &s.scenario.reference,
+                s.path.parent().unwrap_or(std::path::Path::new(".")),
+                &harness,
+                &req,
+                Duration::from_secs(600),
+            )?;
             match &base {
                 None => base = Some(out),
                 Some(b) => dirs.push((format!("input {i} {label}"), b.clone(), out)),
@@ -81,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let cal = calibrate_pairs(&pairs, args.factor)?;
     println!(
-        "\nllama.cpp against itself, worst per point over {} perturbed runs:",
+        "\n{ref_name} against itself, worst per point over {} perturbed runs:",
         pairs.len()
     );
     println!(

@@ -1,4 +1,6 @@
-//! `harness inspect`: a GGUF file's metadata and tensor table.
+//! `harness inspect`: a GGUF file's metadata and tensor table; with `--check-arch`, the gate
+//! mapper ([`bitnet_engine::arch::check`]): whether every tensor and key maps to the file's
+//! architecture.
 
 use std::path::PathBuf;
 
@@ -15,6 +17,58 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Check that every tensor maps to a role of the file's architecture, every required tensor
+    /// is present with its shape and a type the engine reads, and the metadata agrees with
+    /// itself. Exit 0 when it maps, [`EXIT_UNMAPPED`] when it does not, [`EXIT_UNKNOWN_ARCH`]
+    /// when the architecture is missing or unknown, 2 when the file is not readable GGUF.
+    #[arg(long)]
+    pub check_arch: bool,
+}
+
+/// Exit code of `--check-arch`: the file does not map to its architecture.
+pub const EXIT_UNMAPPED: u8 = 30;
+/// Exit code of `--check-arch`: the file names no architecture, or one the engine does not run.
+pub const EXIT_UNKNOWN_ARCH: u8 = 31;
+
+/// `--check-arch`: print the findings; the exit code.
+fn check_arch(args: &Args, f: &GgufFile) -> Result<u8> {
+    let findings = bitnet_engine::arch::check(f);
+    let arch = f
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let code = if findings.is_empty() {
+        0
+    } else if findings.iter().any(|x| x.code.starts_with("architecture-")) {
+        EXIT_UNKNOWN_ARCH
+    } else {
+        EXIT_UNMAPPED
+    };
+    if args.json {
+        let doc = serde_json::json!({
+            "file": args.file, "architecture": arch, "maps": findings.is_empty(),
+            "findings": findings,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(code);
+    }
+    if findings.is_empty() {
+        println!(
+            "{}: maps to `{arch}`: {} tensors, every one in a role, every required one present",
+            args.file.display(),
+            f.tensors().len()
+        );
+    } else {
+        println!(
+            "{}: does not map to `{arch}` ({} findings):",
+            args.file.display(),
+            findings.len()
+        );
+        for x in &findings {
+            println!("  {x}");
+        }
+    }
+    Ok(code)
 }
 
 fn value_json(v: &Value) -> serde_json::Value {
@@ -36,8 +90,12 @@ fn value_json(v: &Value) -> serde_json::Value {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// The exit code: 0, or with `--check-arch` one of [`EXIT_UNMAPPED`], [`EXIT_UNKNOWN_ARCH`].
+pub fn run(args: Args) -> Result<u8> {
     let f = GgufFile::open(&args.file).map_err(|e| UsageError(e.to_string()))?;
+    if args.check_arch {
+        return check_arch(&args, &f);
+    }
     if args.json {
         let meta: serde_json::Map<String, serde_json::Value> = f
             .metadata()
@@ -64,7 +122,7 @@ pub fn run(args: Args) -> Result<()> {
             "data_offset": f.data_offset(), "metadata": meta, "tensors": tensors,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        return Ok(0);
     }
     println!(
         "{}: GGUF v{}, {} metadata keys, {} tensors, alignment {}, data at byte {}",
@@ -115,5 +173,5 @@ pub fn run(args: Args) -> Result<()> {
         f.tensors().len(),
         total as f64 / 1e6
     );
-    Ok(())
+    Ok(0)
 }

@@ -193,6 +193,8 @@ pub enum RefError {
     Failed { status: String, tail: String },
     #[error("the reference exited successfully but wrote no `{0}`")]
     Missing(PathBuf),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Run `program args... <request args>` with a timeout, capturing its output.
@@ -404,6 +406,63 @@ pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<S
         }),
         Some(_) => Ok(stdout),
     }
+}
+
+/// Run a scenario's reference on `req`: llama.cpp through `harness ref-trace` (after checking it
+/// can run the model: upstream llama.cpp has neither bitnet.cpp's I2_S nor `bitnet-b1.58`), or
+/// the scenario's `reference.command`, whose program, when it is a relative path with a `/`, is
+/// taken from the scenario file's directory (so a scenario names `../ci/refs/numpy-ref` whatever
+/// the working directory).
+pub fn run_scenario_reference(
+    reference: &crate::scenario::Reference,
+    scenario_dir: &Path,
+    harness: &Path,
+    req: &RefRequest,
+    timeout: Duration,
+) -> Result<(), RefError> {
+    use crate::scenario::Reference;
+    match reference {
+        Reference::Command { command } => {
+            let program = Path::new(&command[0]);
+            let program = if program.is_relative() && command[0].contains('/') {
+                scenario_dir.join(program)
+            } else {
+                program.to_path_buf()
+            };
+            run_command(&program, &command[1..], req, timeout)
+        }
+        _ => {
+            if let Some(why) = llama_cannot_run(&req.model) {
+                return Err(RefError::Unsupported(why));
+            }
+            run_command(harness, &["ref-trace".to_string()], req, timeout)
+        }
+    }
+}
+
+/// Why upstream llama.cpp cannot run the model at `path`, or `None` when it can (or the file
+/// cannot be read here: llama.cpp then says why itself).
+pub fn llama_cannot_run(path: &Path) -> Option<String> {
+    let file = bitnet_engine::gguf::GgufFile::open(path).ok()?;
+    let arch = file
+        .get("general.architecture")
+        .and_then(bitnet_engine::gguf::Value::as_str)?
+        .to_string();
+    let known = bitnet_engine::model::Arch::from_name(&arch);
+    let hint = "; give the scenario a reference that can (`reference: { command: [../ci/refs/numpy-ref] }`, the numpy second implementation) or `reference: none`";
+    if known.is_some_and(|a| !a.llama_cpp_runs()) {
+        return Some(format!(
+            "llama.cpp cannot run architecture `{arch}` (bitnet.cpp's ReLU² graph){hint}"
+        ));
+    }
+    let i2s = file
+        .tensors()
+        .iter()
+        .find(|t| t.ty == bitnet_engine::gguf::GgmlType::I2_S)?;
+    Some(format!(
+        "llama.cpp cannot read I2_S weights (type 36, bitnet.cpp's own; `{}` is one){hint}",
+        i2s.name
+    ))
 }
 
 /// Run llama.cpp on `req` in a child `harness ref-trace` process. `harness` is the path of the

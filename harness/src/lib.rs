@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod compare;
+pub mod fetch;
 pub mod golden;
 pub mod receipt;
 pub mod reference;

@@ -67,6 +67,8 @@ enum Command {
     RefBench(cli::bench::RefBenchArgs),
     /// Fail when a bench report's engine/llama.cpp ratios fall below the stored floors.
     PerfGate(cli::bench::GateArgs),
+    /// Download the real models of `models.lock` (resumable, verified); `--offline` verifies.
+    FetchModels(cli::fetch::Args),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +112,10 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::RefBench(a) => cli::bench::ref_bench(a),
         Command::PerfGate(a) => cli::bench::perf_gate(a),
+        Command::FetchModels(a) => match cli::fetch::run(a) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

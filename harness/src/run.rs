@@ -136,6 +136,12 @@ pub fn skip_reason(s: &LoadedScenario) -> Option<String> {
             return Some(format!("model file `{}` is absent", full.display()));
         }
     }
+    if let Some(name) = &sc.model.locked {
+        // Not fetched: skipped, with the command that fetches it.
+        if let Some(reason) = crate::fetch::locked_skip_reason(&s.path, name) {
+            return Some(reason);
+        }
+    }
     for f in &sc.skip_unless.files_exist {
         let full = dir.join(f);
         if !full.exists() {
@@ -293,9 +299,13 @@ impl Context {
         }
     }
 
-    /// The model file of a scenario: generated (once, atomically) for presets and specs.
+    /// The model file of a scenario: generated (once, atomically) for presets and specs; for a
+    /// locked model, the fetched file, verified against the lock once per process.
     pub fn model_path(&self, s: &LoadedScenario) -> Result<PathBuf, String> {
         let m = &s.scenario.model;
+        if let Some(name) = &m.locked {
+            return crate::fetch::locked_model_path(&s.path, name);
+        }
         if let Some(p) = &m.path {
             let full = s.path.parent().unwrap_or(Path::new(".")).join(p);
             if !full.is_file() {

@@ -25,7 +25,8 @@ pub struct Scenario {
     /// Free tags; `slow` scenarios run only with `BITNET_SLOW=1`.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// The model: a preset, an inline synthetic spec, or a local GGUF file.
+    /// The model: a preset, an inline synthetic spec, a local GGUF file, or a model of
+    /// `models.lock`.
     pub model: ModelSource,
     /// Inputs: token-id lists (each a separate run) and/or text prompts.
     pub inputs: Inputs,
@@ -81,7 +82,7 @@ fn default_backends() -> Vec<Backend> {
     vec![Backend::Cpu]
 }
 
-/// Where the model comes from: exactly one of `preset`, `spec`, `path`.
+/// Where the model comes from: exactly one of `preset`, `spec`, `path`, `locked`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSource {
@@ -100,6 +101,11 @@ pub struct ModelSource {
     /// Expected BLAKE3 of the file at `path` (hex).
     #[serde(default)]
     pub blake3: Option<String>,
+    /// A real model named in `models.lock` (the nearest one above the scenario file), fetched by
+    /// `harness fetch-models NAME` to `target/harness/models/NAME.gguf` and verified against the
+    /// lock's hashes. Absent → the scenario is skipped, with the fetch command in the reason.
+    #[serde(default)]
+    pub locked: Option<String>,
 }
 
 /// Inputs of a scenario.
@@ -326,6 +332,7 @@ fn field_names() -> &'static [&'static str] {
         "path",
         "sha256",
         "blake3",
+        "locked",
         "tokens",
         "prompts",
         "steps",
@@ -504,7 +511,7 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
             message,
         }
     };
-    validate(&scenario, &err)?;
+    validate(&scenario, path, &err)?;
     Ok(LoadedScenario {
         path: path.to_owned(),
         stem,
@@ -518,6 +525,7 @@ pub const MAX_STEPS: usize = 4096;
 
 fn validate(
     s: &Scenario,
+    path: &Path,
     err: &dyn Fn(&str, String) -> ScenarioError,
 ) -> Result<(), ScenarioError> {
     let m = &s.model;
@@ -525,10 +533,18 @@ fn validate(
         .iter()
         .filter(|&&b| b)
         .count();
-    if sources != 1 {
+    if let Some(name) = &m.locked {
+        if sources != 0 || m.sha256.is_some() || m.blake3.is_some() {
+            return Err(err(
+                "locked:",
+                "`model.locked` names a model of `models.lock`, which holds its URL and hashes: drop `preset`, `spec`, `path`, `sha256` and `blake3`".into(),
+            ));
+        }
+        crate::fetch::resolve_locked(path, name).map_err(|e| err("locked:", e))?;
+    } else if sources != 1 {
         return Err(err(
             "model",
-            format!("`model` needs exactly one of `preset`, `spec`, `path` (found {sources})"),
+            format!("`model` needs exactly one of `preset`, `spec`, `path` (found {sources}), or `locked`: a model of `models.lock`"),
         ));
     }
     if let Some(p) = &m.preset {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod fetch;
 pub mod gen_model;
 pub mod inspect;
 pub mod ref_trace;

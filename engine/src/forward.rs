@@ -528,6 +528,11 @@ impl<'m> Session<'m> {
                 FfnAct::Silu => {
                     crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at)
                 }
+                FfnAct::Relu2 if crate::planted::on("relu2_passes_negatives") => {
+                    for ((o, &g), &u) in part.iter_mut().zip(&gate[r.clone()]).zip(&up[r]) {
+                        *o = (g * g) * u;
+                    }
+                }
                 FfnAct::Relu2 => crate::ggml_math::relu2_mul(&gate[r.clone()], &up[r], part),
             }
         });

@@ -25,8 +25,10 @@
 //!
 //! Stages that quantize their input to Q8_K (the ternary TQ1_0/TQ2_0 products) also compare the
 //! engine's quantization of the reference's input with ggml's own (`quantize_row_q8_K`, called in
-//! this process): scales and block sums must be equal, and each differing int8 is reported as a
-//! flip, a ±1 on a rounding boundary (k + ½ after scaling) or anything else. Both sides quantize
+//! this process), and I2_S products with bitnet.cpp's per-token `quantize_row_i8_s` (transcribed
+//! here from its C source, [`bitnet_i8s`]): scales and block sums must be equal, and each
+//! differing int8 is reported as a flip, a ±1 on a rounding boundary (k + ½ after scaling) or
+//! anything else. Both sides quantize
 //! the same values, so either kind fails the stage: a boundary flip there is a rounding-mode bug
 //! (between two runs whose inputs differ by an ulp it would be noise).
 
@@ -43,10 +45,13 @@ use serde::Serialize;
 
 use crate::compare::{first_difference, tensor_metrics, ElementDiff, Tolerance};
 
-/// The Q8_K activations of one replayed product's input: the engine's against ggml's.
+/// The int8 activations of one replayed product's input, the engine's against an independent
+/// quantizer's: ggml's Q8_K (TQ1_0/TQ2_0 products) or bitnet.cpp's per-token I8_S (I2_S products).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Q8kFlips {
-    /// Blocks compared.
+    /// `Q8_K` or `I8_S`.
+    pub format: &'static str,
+    /// Blocks (Q8_K: 256 values; I8_S: one token's row) compared.
     pub blocks: usize,
     /// Int8 values that differ by ±1 where the scaled input lies within 1e-4 of a rounding
     /// boundary (k + ½): noise.
@@ -106,8 +111,8 @@ impl std::fmt::Display for StageReplay {
             if q.boundary + q.other > 0 {
                 write!(
                     f,
-                    "; Q8_K activations: {} boundary flips, {} other differences in {} blocks",
-                    q.boundary, q.other, q.blocks
+                    "; {} activations: {} boundary flips, {} other differences in {} blocks",
+                    q.format, q.boundary, q.other, q.blocks
                 )?;
             }
         }
@@ -143,6 +148,7 @@ pub fn q8k_flips(x: &[f32]) -> Q8kFlips {
     quantize_q8k(&x[..n], &mut ours);
     let theirs = ggml_q8k(&x[..n]);
     let mut r = Q8kFlips {
+        format: "Q8_K",
         blocks: ours.len(),
         ..Q8kFlips::default()
     };
@@ -154,6 +160,56 @@ pub fn q8k_flips(x: &[f32]) -> Q8kFlips {
         for (i, (&a, &c)) in o.qs.iter().zip(&t.qs).enumerate() {
             if a != c {
                 let scaled = x[b * QK_K + i] * iscale;
+                let frac = (scaled - scaled.floor() - 0.5).abs();
+                if (a as i32 - c as i32).abs() == 1 && frac < 1e-4 {
+                    r.boundary += 1;
+                } else {
+                    r.other += 1;
+                }
+            }
+        }
+    }
+    r
+}
+
+/// bitnet.cpp's `quantize_row_i8_s` (`src/ggml-bitnet-mad.cpp`) for one token's row, transcribed
+/// here from its C source as replay's independent check of the engine's I2_S activations: the
+/// absolute maximum in double from 1e-5, `s = (float)(127 / max)`, `nearest_int(x·s)` (an f32
+/// product, ties to even through the 1.5·2²³ trick) clamped to [−128, 127].
+fn bitnet_i8s(x: &[f32]) -> (f32, Vec<i8>) {
+    let max = x
+        .iter()
+        .fold(0.00001f64, |m, &v| if m > (v as f64).abs() { m } else { (v as f64).abs() });
+    let s = (127.0 / max) as f32;
+    let q = x
+        .iter()
+        .map(|&v| {
+            let val = v * s + 12582912.0;
+            let i = (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
+            i.clamp(-128, 127) as i8
+        })
+        .collect();
+    (s, q)
+}
+
+/// The engine's I8_S activations of `x` (rows of `width`) against [`bitnet_i8s`].
+pub fn i8s_flips(x: &[f32], width: usize) -> Q8kFlips {
+    let mut r = Q8kFlips {
+        format: "I8_S",
+        ..Q8kFlips::default()
+    };
+    for row in x.chunks_exact(width.max(1)) {
+        r.blocks += 1;
+        let mut ours = vec![0i8; row.len()];
+        let (s_ours, sum) = bitnet_engine::kernels::quantize_i8s(row, &mut ours);
+        let (s_theirs, theirs) = bitnet_i8s(row);
+        let their_sum: i32 = theirs.iter().map(|&v| v as i32).sum();
+        if s_ours.to_bits() != s_theirs.to_bits() || sum != their_sum {
+            r.other += 1;
+        }
+        for (i, (&a, &c)) in ours.iter().zip(&theirs).enumerate() {
+            if a != c {
+                let scaled = row[i] * s_theirs;
                 let frac = (scaled - scaled.floor() - 0.5).abs();
                 if (a as i32 - c as i32).abs() == 1 && frac < 1e-4 {
                     r.boundary += 1;
@@ -226,7 +282,14 @@ pub fn replay(
     // Keys and values of earlier steps, per layer, from the reference.
     let mut past: Vec<Vec<HeadCache>> =
         vec![vec![HeadCache::new(c.head_dim); c.n_head_kv]; c.n_layer];
-    let ternary = |ty: GgmlType| matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0);
+    // The int8 activations a product of this weight type quantizes its input to, checked
+    // against an independent quantizer.
+    let flips = |ty: GgmlType, h: &[f32], width: usize| match ty {
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => Some(q8k_flips(h)),
+        GgmlType::I2_S => Some(i8s_flips(h, width)),
+        _ => None,
+    };
+    let (e, ff) = (c.n_embd, c.n_ff);
     for &step in &steps {
         let step_tokens: Vec<u32> = if step == 0 {
             tokens.to_vec()
@@ -286,7 +349,9 @@ pub fn replay(
                 // the engine's: a flip on a tie is a rounding-mode bug, any other a worse one.
                 if q.boundary + q.other > 0 {
                     violations.push(format!(
-                        "the engine's Q8_K activations of the reference's input differ from ggml's: {} flips on a rounding boundary, {} other differences",
+                        "the engine's {} activations of the reference's input differ from {}: {} flips on a rounding boundary, {} other differences",
+                        q.format,
+                        if q.format == "I8_S" { "bitnet.cpp's quantize_row_i8_s" } else { "ggml's" },
                         q.boundary, q.other
                     ));
                 }
@@ -326,7 +391,7 @@ pub fn replay(
             }
             if let Some(h) = input(name(Stage::AttnNorm))? {
                 let [q, k, v] = s.qkv(layer, &h, n, past[l][0].len());
-                let flips = ternary(layer.wq.info.ty).then(|| q8k_flips(&h));
+                let flips = flips(layer.wq.info.ty, &h, e);
                 check(&mut out, at(Stage::Q), &q, flips)?;
                 check(&mut out, at(Stage::K), &k, None)?;
                 check(&mut out, at(Stage::V), &v, None)?;
@@ -358,7 +423,7 @@ pub fn replay(
                 )?;
             }
             if let Some(h) = input(name(Stage::AttnSubNorm))? {
-                let flips = ternary(layer.wo.info.ty).then(|| q8k_flips(&h));
+                let flips = flips(layer.wo.info.ty, &h, e);
                 check(
                     &mut out,
                     at(Stage::AttnOut),
@@ -379,7 +444,7 @@ pub fn replay(
                 )?;
             }
             if let Some(h) = input(name(Stage::FfnNorm))? {
-                let flips = ternary(layer.w_gate.info.ty).then(|| q8k_flips(&h));
+                let flips = flips(layer.w_gate.info.ty, &h, e);
                 check(&mut out, at(Stage::FfnAct), &s.ffn_act(layer, &h, n), flips)?;
             }
             if let Some(a) = input(name(Stage::FfnAct))? {
@@ -391,7 +456,7 @@ pub fn replay(
                 )?;
             }
             if let Some(h) = input(name(Stage::FfnSubNorm))? {
-                let flips = ternary(layer.w_down.info.ty).then(|| q8k_flips(&h));
+                let flips = flips(layer.w_down.info.ty, &h, ff);
                 check(
                     &mut out,
                     at(Stage::FfnDown),
@@ -424,4 +489,29 @@ pub fn replay(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitnet_i8s_hand_worked() {
+        // max 1 → s = 127: 127, −63.5 → −64 (ties to even), 31.75 → 32, 0.
+        let (s, q) = bitnet_i8s(&[1.0, -0.5, 0.25, 0.0]);
+        assert_eq!(s, 127.0);
+        assert_eq!(q, [127, -64, 32, 0]);
+        // All zero: the maximum floors at 1e-5, every quant 0.
+        let (s, q) = bitnet_i8s(&[0.0; 3]);
+        assert_eq!(s, (127.0 / 0.00001f64) as f32);
+        assert_eq!(q, [0, 0, 0]);
+    }
+
+    #[test]
+    fn the_engines_i8s_agrees_row_by_row_and_a_changed_row_is_counted() {
+        let mut rng = bitnet_engine::synth::Rng::for_tensor(7, "i8s");
+        let x: Vec<f32> = (0..4 * 640).map(|_| rng.normal()).collect();
+        let f = i8s_flips(&x, 640);
+        assert_eq!((f.format, f.blocks, f.boundary, f.other), ("I8_S", 4, 0, 0));
+    }
 }

@@ -285,6 +285,48 @@ pub struct InputRun {
     pub logits: Vec<f32>,
 }
 
+/// Models larger than this are generated with a progress bar (on a terminal) or a line when
+/// generation starts and ends (in logs).
+const BIG_MODEL_BYTES: u64 = 64 << 20;
+
+/// Write the synthetic model `spec` to `path` (atomically); a large one shows its progress on
+/// standard error.
+pub fn generate_with_progress(
+    spec: &bitnet_engine::synth::ModelSpec,
+    path: &Path,
+) -> Result<(), String> {
+    let total = spec.weight_bytes();
+    if total < BIG_MODEL_BYTES {
+        return bitnet_engine::synth::generate(spec, path, &mut |_, _| {})
+            .map_err(|e| e.to_string());
+    }
+    let start = Instant::now();
+    eprintln!(
+        "generating a {:.2} GB synthetic model into `{}` (once; later runs reuse it)",
+        total as f64 / 1e9,
+        path.display()
+    );
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("generating");
+    let r = bitnet_engine::synth::generate(spec, path, &mut |done, all| {
+        bar.set_length(all);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    r.map_err(|e| e.to_string())?;
+    eprintln!(
+        "generated `{}` in {:.0} s",
+        path.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 impl Context {
     pub fn new(root: &Path, runs: PathBuf, harness: PathBuf) -> Context {
         Context {
@@ -334,8 +376,7 @@ impl Context {
         if !path.exists() {
             std::fs::create_dir_all(&self.models)
                 .map_err(|e| format!("cannot create `{}`: {e}", self.models.display()))?;
-            bitnet_engine::synth::generate(&spec, &path, &mut |_, _| {})
-                .map_err(|e| e.to_string())?;
+            generate_with_progress(&spec, &path)?;
         }
         Ok(path)
     }
@@ -822,7 +863,14 @@ impl Context {
                 };
             // Stages are held exactly wherever the end-to-end comparison is; otherwise to the
             // points' tolerances.
-            let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
+            let points = exact_tolerance(tol, default_exact, build_reason.is_none());
+            let tolerance = |name: &str| match &tol.replay {
+                Some(r) => crate::compare::Tolerance {
+                    exact: Some(r.exact.unwrap_or(false) && build_reason.is_none()),
+                    ..*r
+                },
+                None => points(name),
+            };
             let r = match crate::replay::replay(
                 model,
                 &input.tokens,
@@ -857,8 +905,18 @@ impl Context {
                 .sum();
             let exact = r.stages.iter().filter(|s| s.exact).count();
             notes.push(format!(
-                "input {i}: {} stages replayed, {exact} of them bit-exact, {boundary} Q8_K boundary flips{}",
+                "input {i}: {} stages replayed, {exact} of them bit-exact, {boundary} int8 boundary flips ({}){}",
                 r.stages.len(),
+                {
+                    let mut f: Vec<&str> = r
+                        .stages
+                        .iter()
+                        .filter_map(|s| s.q8k.as_ref().map(|q| q.format))
+                        .collect();
+                    f.sort_unstable();
+                    f.dedup();
+                    if f.is_empty() { "no int8 products".to_string() } else { f.join(", ") + " activations checked" }
+                },
                 if r.skipped.is_empty() {
                     String::new()
                 } else {

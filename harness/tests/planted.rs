@@ -333,3 +333,25 @@ fn a_q8k_rounding_mode_bug_is_caught_where_an_activation_sits_on_a_tie() {
     let q = f.q8k.as_ref().unwrap();
     assert!(q.boundary > 0, "{q:?}");
 }
+
+/// Replay's I8_S check (I2_S products' per-token int8 activations, against bitnet.cpp's
+/// `quantize_row_i8_s` transcribed in the harness) names a rounding-mode bug in the engine's
+/// quantizer: with s = 127/127 = 1, 2.5 and −4.5 are ties that round to even (2, −4), and half away
+/// from zero gives 3 and −5.
+#[test]
+fn replays_i8s_check_counts_a_rounding_bug_as_boundary_flips() {
+    let _turn = turn();
+    let x = [127.0f32, 2.5, -4.5, 1.25];
+    planted::set(None);
+    let clean = bitnet_harness::replay::i8s_flips(&x, 4);
+    assert_eq!((clean.boundary, clean.other), (0, 0), "{clean:?}");
+    planted::set(Some("q8k_round_half_away"));
+    let buggy = bitnet_harness::replay::i8s_flips(&x, 4);
+    planted::set(None);
+    // Two ties flipped by one, in opposite directions (the row's quant sum, 126, is unchanged).
+    assert_eq!(
+        (buggy.format, buggy.blocks, buggy.boundary, buggy.other),
+        ("I8_S", 1, 2, 0),
+        "{buggy:?}"
+    );
+}

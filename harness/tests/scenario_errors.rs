@@ -28,6 +28,10 @@ fn the_good_scenario_loads() {
     assert_eq!(s.stem, "good");
     assert_eq!(s.scenario.threads, 2);
     assert!(s.scenario.golden);
+    // More threads than cores only when forced.
+    std::fs::write(&path, format!("{GOOD}threads: 256\nforce_threads: true\n")).unwrap();
+    let s = load_scenario(&path).unwrap();
+    assert_eq!((s.scenario.threads, s.scenario.force_threads), (256, true));
 }
 
 #[test]
@@ -160,6 +164,15 @@ fn mistakes_name_file_line_column_and_the_fix() {
             "zero threads",
             &format!("{GOOD}threads: 0\n"),
             &["bad.yaml:7:1", "`threads` is 0, expected 1 to 256"],
+        ),
+        (
+            "more threads than this machine has cores",
+            &format!("{GOOD}threads: 256\n"),
+            &[
+                "bad.yaml:7:1",
+                "`threads` is 256, but this machine has",
+                "set `force_threads: true`",
+            ],
         ),
         (
             "bad model spec",

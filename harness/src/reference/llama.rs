@@ -480,11 +480,44 @@ pub fn check_model(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Write `out`: the metadata of the model at `path` (its tokenizer with it) and no tensors, with
+/// `general.architecture` = `bitnet` and the architecture's own keys renamed to `bitnet.*`, so
+/// llama.cpp loads its vocabulary whatever weights or architecture the model has.
+pub fn vocab_copy(path: &Path, out: &Path) -> Result<(), String> {
+    let f = bitnet_engine::gguf::GgufFile::open(path).map_err(|e| e.to_string())?;
+    let arch = f
+        .get("general.architecture")
+        .and_then(bitnet_engine::gguf::Value::as_str)
+        .unwrap_or("bitnet")
+        .to_string();
+    let prefix = format!("{arch}.");
+    let mut w = bitnet_engine::gguf::GgufWriter::new();
+    for (k, v) in f.metadata() {
+        match k.strip_prefix(&prefix) {
+            Some(rest) => w.add_kv(&format!("bitnet.{rest}"), v.clone()),
+            None => w.add_kv(k, v.clone()),
+        }
+    }
+    w.add_kv("general.architecture", "bitnet");
+    w.write(out).map_err(|e| e.to_string())
+}
+
 /// llama.cpp's token ids for `text` (`llama_tokenize` with `add_special`, special tokens not
 /// parsed), loading only the vocabulary.
 pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
     let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
-    let model = load_model(model_path, true)?;
+    // A model llama.cpp cannot load (I2_S weights, bitnet.cpp's architecture) still has a
+    // vocabulary it reads: its metadata alone, under the `bitnet` architecture, without tensors.
+    let _vocab_dir;
+    let model = if super::llama_cannot_run(model_path).is_some() {
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+        let copy = dir.path().join("vocab.gguf");
+        vocab_copy(model_path, &copy)?;
+        _vocab_dir = dir;
+        load_model(&copy, true)?
+    } else {
+        load_model(model_path, true)?
+    };
     // SAFETY: `model` is valid until freed below; the token buffer holds `cap` ids; a negative
     // result is the size needed, and the call is repeated with that much room.
     let result = unsafe {

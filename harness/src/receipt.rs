@@ -40,6 +40,9 @@ pub const EXIT_TIME: u8 = 18;
 pub const EXIT_VERDICT: u8 = 19;
 pub const EXIT_SCENARIO_HASH: u8 = 20;
 pub const EXIT_PROVENANCE: u8 = 21;
+/// `--reproduce`: the scenario's engine run here gives another trace digest, or a throughput
+/// outside the stated factor of the recorded one, or cannot run.
+pub const EXIT_REPRODUCE: u8 = 22;
 
 /// The receipt of one scenario's run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

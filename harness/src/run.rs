@@ -1345,3 +1345,84 @@ impl Context {
         })
     }
 }
+
+/// `verify-receipt --reproduce`: re-run the receipt's scenario on the engine side here (model
+/// generated or read as the scenario says, `threads` as recorded) and confirm the trace digest,
+/// then the engine's throughput within `tps_factor` of the recorded figure (decode when the
+/// scenario decodes, else prefill). The receipt must have passed [`receipt::verify_file`] first.
+/// Returns a line describing what was reproduced.
+pub fn reproduce_receipt(
+    path: &Path,
+    base: &Path,
+    harness: &Path,
+    tps_factor: f64,
+) -> Result<String, crate::receipt::Failure> {
+    use crate::receipt::{self, Receipt};
+    let shown = path.display().to_string();
+    let fail = |code: u8, message: String| receipt::Failure {
+        code,
+        message: format!("{shown}: --reproduce: {message}"),
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(receipt::EXIT_MALFORMED, format!("cannot read: {e}")))?;
+    let r: Receipt = serde_json::from_str(&text)
+        .map_err(|e| fail(receipt::EXIT_MALFORMED, format!("not a receipt: {e}")))?;
+    let s = crate::scenario::load_scenario(&base.join(&r.scenario_file))
+        .map_err(|e| fail(receipt::EXIT_SCENARIO_HASH, e.to_string()))?;
+    if let Some(why) = skip_reason(&s) {
+        return Err(fail(
+            receipt::EXIT_REPRODUCE,
+            format!("the scenario cannot run here: {why}"),
+        ));
+    }
+    let runs_dir = tempfile::tempdir()
+        .map_err(|e| fail(receipt::EXIT_REPRODUCE, format!("no scratch directory: {e}")))?;
+    let ctx = Context::new(base, runs_dir.path().to_path_buf(), harness.to_path_buf());
+    let cell = ctx
+        .runs(&s)
+        .map_err(|e| fail(receipt::EXIT_REPRODUCE, e))?;
+    let runs = match cell.get() {
+        Some(Ok(runs)) => runs,
+        Some(Err(e)) => {
+            return Err(fail(
+                receipt::EXIT_REPRODUCE,
+                format!("the engine run failed: {e}"),
+            ))
+        }
+        None => unreachable!("runs() initialises the cell"),
+    };
+    let digest = receipt::trace_digest(&golden_body(runs));
+    if digest != r.trace_digest {
+        return Err(fail(
+            receipt::EXIT_REPRODUCE,
+            format!(
+                "the engine's trace here has digest {digest}, the receipt says {}: the recorded run is not this scenario's on this engine",
+                r.trace_digest
+            ),
+        ));
+    }
+    let per = |n: usize, secs: f64| (n > 0 && secs > 0.0).then(|| n as f64 / secs);
+    let (what, here, claimed) = match (
+        per(runs.decode_calls, runs.decode_seconds),
+        r.throughput.decode_tps,
+    ) {
+        (Some(h), Some(c)) => ("decode", h, c),
+        _ => (
+            "prefill",
+            per(runs.prefill_tokens, runs.prefill_seconds).unwrap_or(f64::NAN),
+            r.throughput.prefill_tps,
+        ),
+    };
+    if !(claimed <= here * tps_factor && claimed >= here / tps_factor) {
+        return Err(fail(
+            receipt::EXIT_REPRODUCE,
+            format!(
+                "{what} {claimed:.1} tokens/s recorded, {here:.1} measured here: outside a factor of {tps_factor}"
+            ),
+        ));
+    }
+    Ok(format!(
+        "reproduced: trace digest {}…, {what} {claimed:.1} tokens/s recorded, {here:.1} here (within {tps_factor}x)",
+        &digest[..12]
+    ))
+}

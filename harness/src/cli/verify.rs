@@ -25,6 +25,13 @@ pub struct Args {
     /// Compare trace digests with the goldens (default directory `goldens`).
     #[arg(long, num_args = 0..=1, default_missing_value = "goldens")]
     pub against_goldens: Option<PathBuf>,
+    /// Re-run each receipt's scenario on the engine side here and confirm its trace digest, and
+    /// its recorded throughput within `--tps-factor` of the one measured here (exit 22 if not).
+    #[arg(long)]
+    pub reproduce: bool,
+    /// With `--reproduce`: how far the recorded tokens/s may be from this machine's (either way).
+    #[arg(long, default_value_t = 3.0)]
+    pub tps_factor: f64,
 }
 
 /// Returns the exit code.
@@ -71,9 +78,25 @@ pub fn run(args: Args) -> Result<u8> {
         base: std::env::current_dir()?,
         now,
     };
+    if !(args.tps_factor.is_finite() && args.tps_factor >= 1.0) {
+        return Err(UsageError(format!(
+            "--tps-factor is {}, expected a number of at least 1",
+            args.tps_factor
+        ))
+        .into());
+    }
+    let harness = std::env::current_exe()?;
     let mut first = EXIT_OK;
     for f in &files {
-        match verify_file(f, &opts) {
+        let checked = verify_file(f, &opts).and_then(|()| {
+            if args.reproduce {
+                bitnet_harness::run::reproduce_receipt(f, &opts.base, &harness, args.tps_factor)
+                    .map(|line| println!("{}: {line}", f.display()))
+            } else {
+                Ok(())
+            }
+        });
+        match checked {
             Ok(()) => println!("ok: {}", f.display()),
             Err(failure) => {
                 eprintln!("error: {} (exit code {})", failure.message, failure.code);

@@ -510,7 +510,8 @@ pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
     // vocabulary it reads: its metadata alone, under the `bitnet` architecture, without tensors.
     let _vocab_dir;
     let model = if super::llama_cannot_run(model_path).is_some() {
-        let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
         let copy = dir.path().join("vocab.gguf");
         vocab_copy(model_path, &copy)?;
         _vocab_dir = dir;

@@ -20,6 +20,7 @@ use std::sync::RwLock;
 
 use crate::attention::{attend, AttnOrder, HeadCache};
 use crate::gguf::GgmlType;
+use crate::kernels::plan::KernelPlan;
 use crate::kernels::rows_out::SharedOut;
 use crate::kernels::{matmul, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
 use crate::model::{FfnAct, Layer, Model, Proj};
@@ -69,13 +70,13 @@ impl Tracer {
     }
 
     /// Hold the records of the forward calls that follow (the chunks of one prefill).
-    fn hold(&mut self) {
+    pub(crate) fn hold(&mut self) {
         self.held = Some(Vec::new());
     }
 
     /// Write the held records, one per point: the chunks' positions merged in order
     /// ([`crate::trace::merge_position_chunks`]), as the reference writes a chunked prefill.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         let Some(held) = self.held.take() else { return };
         let mut order: Vec<TracePoint> = Vec::new();
         let mut by_point: std::collections::HashMap<TracePoint, Vec<_>> = Default::default();
@@ -114,7 +115,10 @@ impl Tracer {
 pub struct Session<'m> {
     model: &'m Model,
     pub threads: usize,
+    /// The variant of everything but the products (norms, RoPE, attention, activations).
     pub kernel: Kernel,
+    /// The variant of each kind of product (by default `kernel` for all).
+    pub plan: KernelPlan,
     kernels: KernelLog,
     /// Per layer, positions × n_head_kv × head_dim.
     /// Per layer, per KV head.
@@ -205,6 +209,7 @@ impl<'m> Session<'m> {
             model,
             threads: threads.max(1),
             kernel,
+            plan: KernelPlan::uniform(kernel),
             kernels: KernelLog::default(),
             cache: vec![vec![HeadCache::new(model.config.head_dim); model.config.n_head_kv]; n],
             n_past: 0,
@@ -281,7 +286,7 @@ impl<'m> Session<'m> {
                 n_tok,
                 ms[i].cols,
                 self.threads,
-                self.kernel,
+                self.plan.product(ms[i].ty, n_tok),
                 &self.kernels,
             );
             let mut j = i + 1;
@@ -550,13 +555,14 @@ impl<'m> Session<'m> {
         };
         let (rows, start) = if all { (n, 0) } else { (1, last) };
         let mut logits = vec![0f32; rows * c.n_vocab];
+        let emb = self.model.embedding();
         matmul(
-            &self.model.embedding(),
+            &emb,
             &h[start * e..(start + rows) * e],
             rows,
             &mut logits,
             self.threads,
-            self.kernel,
+            self.plan.product(emb.ty, rows),
             &self.kernels,
         );
         logits
@@ -567,6 +573,32 @@ impl<'m> Session<'m> {
 pub fn residual(x: &mut [f32], y: &[f32]) {
     for (xv, yv) in x.iter_mut().zip(y) {
         *xv += *yv;
+    }
+
+    /// Run each kind of product on the variant `plan` names, everything else on `plan.base`.
+    pub fn set_plan(&mut self, plan: KernelPlan) {
+        self.kernel = plan.base;
+        self.plan = plan;
+    }
+
+    /// One matrix per weight format, as this session's products read them (TQ1_0 rewritten as
+    /// TQ2_0 when it does so): the largest projection of each format and the output matrix, named.
+    /// What [`crate::kernels::plan::tune`] times.
+    pub fn representative_matrices(&self) -> Vec<(String, Matrix<'_>)> {
+        let mut by_type: Vec<(String, Matrix<'_>)> = Vec::new();
+        let layer0 = self.model.layers.first();
+        for p in layer0.iter().flat_map(|l| l.projections()) {
+            let m = self.matrix(p);
+            match by_type.iter_mut().find(|(_, x)| x.ty == m.ty) {
+                Some(slot) if slot.1.rows * slot.1.cols >= m.rows * m.cols => {}
+                Some(slot) => *slot = (p.info.name.clone(), m),
+                None => by_type.push((p.info.name.clone(), m)),
+            }
+        }
+        let emb = self.model.embedding();
+        by_type.retain(|(_, m)| m.ty != emb.ty);
+        by_type.push(("token_embd.weight".into(), emb));
+        by_type
     }
 }
 

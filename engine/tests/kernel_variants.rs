@@ -81,3 +81,52 @@ fn every_variant_gives_the_scalar_trace_hashes() {
         }
     }
 }
+
+/// A plan that mixes variants per kind of product (each kind on another variant, as a tuned plan
+/// may) gives the scalar logits bit for bit, and the session records each kind's kernel.
+#[test]
+fn a_mixed_plan_gives_the_scalar_logits_and_runs_each_kinds_variant() {
+    use bitnet_engine::forward::Session;
+    use bitnet_engine::gguf::GgmlType;
+    use bitnet_engine::kernels::plan::{KernelPlan, ProductKind};
+    let variants = Kernel::available();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f16.gguf");
+    build(&preset("f16").unwrap())
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    let model = Model::load(&path).unwrap();
+    let tokens = [1u32, 17, 300, 42, 5, 99];
+    let run = |plan: KernelPlan| {
+        let mut s = Session::new(&model, 2, plan.base);
+        s.set_plan(plan);
+        let mut logits = s.forward(&tokens, false, None).unwrap();
+        logits.extend(s.forward(&[7], false, None).unwrap());
+        (logits, s.kernels_used())
+    };
+    let (want, _) = run(KernelPlan::uniform(Kernel::Scalar));
+    // Decode products on the last variant, prefill on the first, the output matrix the other way.
+    let (first, last) = (variants[0], *variants.last().unwrap());
+    let mut plan = KernelPlan::uniform(first);
+    for (ty, n, k) in [
+        (GgmlType::TQ2_0, 1, last),
+        (GgmlType::TQ2_0, 6, first),
+        (GgmlType::F16, 1, first),
+        (GgmlType::F16, 6, last),
+    ] {
+        plan.products.insert(ProductKind::of(ty, n), k);
+    }
+    let (got, ids) = run(plan);
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    for k in [first, last] {
+        assert!(
+            ids.iter()
+                .any(|id| id.starts_with("tq2_0_q8k_dot_") && id.ends_with(k.suffix())),
+            "{k:?}: {ids:?}"
+        );
+    }
+}

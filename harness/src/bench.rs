@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bitnet_engine::forward::{argmax, Session};
+use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_engine::kernels::Kernel;
 use bitnet_engine::model::Model;
 use schemars::JsonSchema;
@@ -72,6 +73,10 @@ pub struct ThreadResult {
     /// Decode tokens/s if every weight byte streamed at that bandwidth.
     pub bound_decode_tps: f64,
     pub engine: Rates,
+    /// The engine's variant per kind of product at this thread count (`TQ2_0/decode` →
+    /// `avx512`; `other` for the rest), tuned by measurement unless one variant was forced.
+    #[serde(default)]
+    pub engine_plan: BTreeMap<String, String>,
     /// llama.cpp's rates; `None` when it cannot run the model (the report's
     /// `reference_unavailable` says why) and the engine was timed alone.
     pub llama: Option<Rates>,
@@ -112,7 +117,8 @@ pub struct BenchReport {
     pub prompt_tokens: usize,
     pub decode_tokens: usize,
     pub rounds: usize,
-    /// The engine's kernel variant and the kernel IDs that ran.
+    /// The engine's kernel variant (`tuned`: chosen per kind of product by measurement, see each
+    /// result's `engine_plan`) and the kernel IDs that ran.
     pub engine_kernel: String,
     pub engine_kernels: Vec<String>,
     /// The llama.cpp side; `None` when it cannot run the model.
@@ -122,6 +128,9 @@ pub struct BenchReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_unavailable: Option<String>,
     pub cpu_features: Vec<String>,
+    /// `/proc/cpuinfo`'s model name, family and model.
+    #[serde(default)]
+    pub cpu_model: String,
     pub results: Vec<ThreadResult>,
     /// RFC 3339, UTC.
     pub started_at: String,
@@ -135,7 +144,10 @@ pub struct BenchOptions {
     pub prompt_tokens: usize,
     pub decode_tokens: usize,
     pub rounds: usize,
-    pub kernel: Kernel,
+    /// One variant for everything, or `None`: each kind of product on the variant measured
+    /// fastest for it ([`crate::tune`], cached in `tune_cache`).
+    pub kernel: Option<Kernel>,
+    pub tune_cache: PathBuf,
     /// The harness binary whose `ref-bench` runs llama.cpp.
     pub reference_bin: PathBuf,
     pub timeout: Duration,
@@ -218,9 +230,10 @@ pub fn engine_once(
     tokens: &[u32],
     decode: usize,
     threads: usize,
-    kernel: Kernel,
+    plan: &KernelPlan,
 ) -> Result<(f64, f64, Vec<String>), String> {
-    let mut s = Session::new(model, threads, kernel);
+    let mut s = Session::new(model, threads, plan.base);
+    s.set_plan(plan.clone());
     let t0 = Instant::now();
     let logits = s.forward(tokens, false, None)?;
     let prefill = t0.elapsed().as_secs_f64();
@@ -295,13 +308,41 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     let mut ctx_info = None;
     let buf = bandwidth_buffer();
     for &threads in &o.threads {
+        let plan = match o.kernel {
+            Some(k) => KernelPlan::uniform(k),
+            None => {
+                let s = Session::new(&model, threads, Kernel::best());
+                let (entry, cached) =
+                    crate::tune::plan_for(&s, &o.tune_cache, Duration::from_millis(150))?;
+                progress(&format!(
+                    "threads {threads}: kernel plan {} ({})",
+                    entry
+                        .plan
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if cached {
+                        format!(
+                            "measured {}, from {}",
+                            entry.measured_at,
+                            o.tune_cache.display()
+                        )
+                    } else {
+                        "measured now".to_string()
+                    }
+                ));
+                KernelPlan::from_description(&entry.plan)
+                    .ok_or("the tuned plan names a variant this CPU does not run")?
+            }
+        };
         let (mut ep, mut ed, mut lp, mut ld) = (vec![], vec![], vec![], vec![]);
         let mut bws = Vec::new();
         for round in 0..o.rounds {
             // The bandwidth is measured in every round, beside the runs it bounds: the machine's
             // other load moves it as much as it moves them.
             bws.push(measure_bandwidth(&buf, threads));
-            let (p, d, k) = engine_once(&model, &tokens, o.decode_tokens, threads, o.kernel)?;
+            let (p, d, k) = engine_once(&model, &tokens, o.decode_tokens, threads, &plan)?;
             kernels = k;
             ep.push(o.prompt_tokens as f64 / p);
             ed.push(o.decode_tokens as f64 / d);
@@ -338,6 +379,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         });
         results.push(ThreadResult {
             threads,
+            engine_plan: plan.describe(),
             bandwidth_gbs: bw,
             bound_decode_tps: bound,
             prefill_ratio: llama
@@ -372,11 +414,12 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         prompt_tokens: o.prompt_tokens,
         decode_tokens: o.decode_tokens,
         rounds: o.rounds,
-        engine_kernel: o.kernel.suffix().to_string(),
+        engine_kernel: o.kernel.map_or("tuned", |k| k.suffix()).to_string(),
         engine_kernels: kernels,
         reference,
         reference_unavailable: unavailable,
         cpu_features: crate::receipt::cpu_features(),
+        cpu_model: crate::tune::cpu_model(),
         results,
         started_at,
     })
@@ -409,6 +452,22 @@ pub fn table(r: &BenchReport) -> String {
         r.rounds,
         r.engine_kernel,
     );
+    if !r.cpu_model.is_empty() {
+        s.push_str(&format!("cpu {}\n", r.cpu_model));
+    }
+    for t in &r.results {
+        if r.engine_kernel == "tuned" {
+            s.push_str(&format!(
+                "engine plan at {} thread(s): {}\n",
+                t.threads,
+                t.engine_plan
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     s.push_str(
         "threads  phase    engine tok/s [min-max]     llama.cpp tok/s [min-max]  ratio  \
          share of bound (engine / llama.cpp)\n",

@@ -98,6 +98,9 @@ pub struct BuildInfo {
     pub target_arch: String,
     /// CPU features detected at run time (`avx2`, `avx512f`, `avx512vnni`, `f16c`, `fma`, `neon`).
     pub cpu_features: Vec<String>,
+    /// `/proc/cpuinfo`'s model name, family and model (empty in receipts older than the field).
+    #[serde(default)]
+    pub cpu_model: String,
 }
 
 /// Tokens per second measured in this run (trace capture on, for both sides).

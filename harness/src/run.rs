@@ -1316,6 +1316,7 @@ impl Context {
                 .into(),
                 target_arch: std::env::consts::ARCH.into(),
                 cpu_features: receipt::cpu_features(),
+                cpu_model: crate::tune::cpu_model(),
             },
             backend: "cpu".into(),
             kernels: runs.kernels.clone(),

@@ -226,3 +226,115 @@ fn i2_s_and_b158_models_run_engine_only_saying_why() {
         assert!(r.engine_kernels.iter().any(|k| k.starts_with("i2_s_i8_dot_")), "{:?}", r.engine_kernels);
     }
 }
+
+/// Without `--kernel` (and `BITNET_KERNEL`), each kind of product runs on the variant measured
+/// fastest for it here: the plan is in the report per thread count, cached in
+/// `target/harness/tune.json` by CPU model, shape and threads, and reused by the next run.
+#[test]
+fn the_kernel_plan_is_measured_once_cached_and_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "--preset",
+        "f16",
+        "--threads",
+        "1",
+        "--rounds",
+        "1",
+        "--prompt-tokens",
+        "8",
+        "--decode-tokens",
+        "2",
+        "--json",
+        "bench.json",
+    ];
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .current_dir(d.path())
+            .args(args)
+            .env_remove("CI")
+            .env_remove("BITNET_KERNEL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let first = run();
+    assert!(
+        first.contains("kernel plan") && first.contains("measured now"),
+        "{first}"
+    );
+    let r: BenchReport =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("bench.json")).unwrap())
+            .unwrap();
+    assert_eq!(r.engine_kernel, "tuned");
+    assert!(!r.cpu_model.is_empty());
+    let available: Vec<&str> = bitnet_engine::kernels::Kernel::available()
+        .iter()
+        .map(|k| k.suffix())
+        .collect();
+    let plan = &r.results[0].engine_plan;
+    for kind in [
+        "TQ2_0/decode",
+        "TQ2_0/prefill",
+        "F16/decode",
+        "F16/prefill",
+        "other",
+    ] {
+        let v = plan
+            .get(kind)
+            .unwrap_or_else(|| panic!("{kind} not in {plan:?}"));
+        assert!(available.contains(&v.as_str()), "{kind}: {v}");
+    }
+    // The cache holds the measurements behind the plan: the chosen variant is the fastest.
+    let cache: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("target/harness/tune.json")).unwrap(),
+    )
+    .unwrap();
+    let entry = &cache["entries"][0];
+    assert_eq!(entry["threads"], 1);
+    for (kind, chosen) in plan.iter().filter(|(k, _)| *k != "other") {
+        let fastest = entry["timings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["kind"] == kind.as_str())
+            .min_by(|a, b| {
+                a["micros"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["micros"].as_f64().unwrap())
+            })
+            .unwrap();
+        assert_eq!(fastest["variant"], chosen.as_str(), "{kind}");
+    }
+    let second = run();
+    assert!(second.contains("from target/harness/tune.json"), "{second}");
+    // Forcing a variant bypasses the plan.
+    let out = harness(
+        d.path(),
+        &[
+            "bench",
+            "--preset",
+            "f16",
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--prompt-tokens",
+            "4",
+            "--decode-tokens",
+            "2",
+            "--kernel",
+            "scalar",
+            "--json",
+            "forced.json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let r: BenchReport =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("forced.json")).unwrap())
+            .unwrap();
+    assert_eq!(r.engine_kernel, "scalar");
+    assert!(r.results[0].engine_plan.values().all(|v| v == "scalar"));
+}

@@ -8,6 +8,7 @@
 pub mod ggml_math;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+pub mod plan;
 pub mod pool;
 pub mod rows_out;
 pub mod scalar;

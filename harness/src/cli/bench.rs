@@ -27,7 +27,9 @@ pub struct Args {
     /// Alternating rounds per thread count (engine, then llama.cpp).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Engine kernel variant (default: BITNET_KERNEL, else the fastest available).
+    /// Engine kernel variant for everything (default: BITNET_KERNEL, else each kind of product on
+    /// the variant measured fastest for it on this CPU and model, cached in
+    /// `target/harness/tune.json`).
     #[arg(long)]
     kernel: Option<String>,
     /// A harness binary built against another llama.cpp build, to run its `ref-bench`
@@ -82,8 +84,11 @@ pub fn run(a: Args) -> Result<()> {
         _ => return Err(UsageError("give a MODEL path or --preset NAME".into()).into()),
     };
     let kernel = match &a.kernel {
-        Some(k) => Kernel::parse(k).map_err(|e| UsageError(format!("--kernel: {e}")))?,
-        None => Kernel::from_env().map_err(UsageError)?,
+        Some(k) => Some(Kernel::parse(k).map_err(|e| UsageError(format!("--kernel: {e}")))?),
+        None => match std::env::var("BITNET_KERNEL") {
+            Ok(v) if !v.is_empty() => Some(Kernel::from_env().map_err(UsageError)?),
+            _ => None,
+        },
     };
     let reference_bin = match a.reference_bin {
         Some(p) => p,
@@ -96,6 +101,7 @@ pub fn run(a: Args) -> Result<()> {
         decode_tokens: a.decode_tokens,
         rounds: a.rounds,
         kernel,
+        tune_cache: PathBuf::from("target/harness/tune.json"),
         reference_bin,
         timeout: Duration::from_secs(600),
     };

@@ -1,0 +1,243 @@
+//! Which kernel variant runs each kind of product, chosen by measurement ([`tune`]) on this CPU
+//! and this model's own shapes. Every variant computes the same bits (the scalar kernels are the
+//! specification), so the choice is speed alone: a CPU whose 512-bit operations are
+//! double-pumped (AVX-512 on Zen 4) may decode faster on the AVX2 kernels and prefill faster on
+//! the AVX-512 ones, and a feature list cannot know that.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{matmul_prepared, prepare, Kernel, KernelLog, Matrix};
+use crate::gguf::GgmlType;
+
+/// Prompt chunks of at least this many tokens are prefill products; fewer are decode products
+/// (the AVX-512 TQ2_0 kernels switch layouts there too).
+pub const PREFILL_MIN_TOKENS: usize = 4;
+
+/// A kind of product: the weight format and whether it is a decode (a few tokens: the weights
+/// stream once per token) or a prefill (many tokens: the weights are reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProductKind {
+    /// The weights' GGML type name (`TQ2_0`, `TQ1_0`, `I2_S`, `F16`, `F32`).
+    pub weights: &'static str,
+    pub prefill: bool,
+}
+
+impl ProductKind {
+    /// The kind of a product of `ty` weights with `n_tok` tokens.
+    pub fn of(ty: GgmlType, n_tok: usize) -> ProductKind {
+        ProductKind {
+            weights: ty.name(),
+            prefill: n_tok >= PREFILL_MIN_TOKENS,
+        }
+    }
+
+    /// `TQ2_0/decode`, `F16/prefill`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{}",
+            self.weights,
+            if self.prefill { "prefill" } else { "decode" }
+        )
+    }
+}
+
+/// The variant for each kind of product, and for everything else (norms, RoPE, attention).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPlan {
+    /// Attention, RoPE, softmax, the FFN activation, and any product kind not listed.
+    pub base: Kernel,
+    pub products: BTreeMap<ProductKind, Kernel>,
+}
+
+impl KernelPlan {
+    /// One variant for everything (`BITNET_KERNEL`, `--kernel`).
+    pub fn uniform(k: Kernel) -> KernelPlan {
+        KernelPlan {
+            base: k,
+            products: BTreeMap::new(),
+        }
+    }
+
+    /// The variant of a product of `ty` weights with `n_tok` tokens.
+    pub fn product(&self, ty: GgmlType, n_tok: usize) -> Kernel {
+        self.products
+            .get(&ProductKind::of(ty, n_tok))
+            .copied()
+            .unwrap_or(self.base)
+    }
+
+    /// `label → variant` for reports and receipts (the base under `other`).
+    pub fn describe(&self) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = self
+            .products
+            .iter()
+            .map(|(k, v)| (k.label(), v.suffix().to_string()))
+            .collect();
+        m.insert("other".into(), self.base.suffix().to_string());
+        m
+    }
+
+    /// The plan [`describe`](Self::describe) wrote; `None` when a label or variant is unknown
+    /// or not available on this CPU.
+    pub fn from_description(d: &BTreeMap<String, String>) -> Option<KernelPlan> {
+        let variant = |s: &str| {
+            Kernel::ALL
+                .into_iter()
+                .find(|k| k.suffix() == s && k.is_available())
+        };
+        let mut plan = KernelPlan::uniform(variant(d.get("other")?)?);
+        for (label, v) in d {
+            if label == "other" {
+                continue;
+            }
+            let (w, phase) = label.split_once('/')?;
+            let ty = GgmlType::all().find(|t| t.name() == w)?;
+            let prefill = match phase {
+                "prefill" => true,
+                "decode" => false,
+                _ => return None,
+            };
+            plan.products.insert(
+                ProductKind {
+                    weights: ty.name(),
+                    prefill,
+                },
+                variant(v)?,
+            );
+        }
+        Some(plan)
+    }
+}
+
+/// One variant's time on one kind of product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// `TQ2_0/decode`, ...
+    pub kind: String,
+    /// The matrix timed (`blk.0.ffn_up.weight`), rows × cols, and the tokens per call.
+    pub matrix: String,
+    pub tokens: usize,
+    pub variant: String,
+    /// Best of the repetitions, microseconds per call.
+    pub micros: f64,
+}
+
+/// Time every variant this CPU runs on each kind of product in `matrices` (a representative
+/// matrix per weight type: `(name, matrix)`), with `threads` threads, and choose the fastest per
+/// kind. Each (kind, variant) is run until `budget` has passed (at least three calls) and its
+/// best call counts, so a busy moment on a shared machine does not decide. Returns the plan and
+/// every timing.
+pub fn tune(
+    matrices: &[(String, Matrix<'_>)],
+    threads: usize,
+    budget: Duration,
+) -> (KernelPlan, Vec<Timing>) {
+    let variants = Kernel::available();
+    let base = Kernel::best();
+    let mut plan = KernelPlan::uniform(base);
+    let mut timings = Vec::new();
+    for (name, m) in matrices {
+        for tokens in [1, 16] {
+            let kind = ProductKind::of(m.ty, tokens);
+            // Deterministic activations of order one.
+            let x: Vec<f32> = (0..tokens * m.cols)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+                .collect();
+            let mut out = vec![0f32; tokens * m.rows];
+            let mut best: Option<(f64, Kernel)> = None;
+            for &k in &variants {
+                let log = KernelLog::default();
+                let start = Instant::now();
+                let mut fastest = f64::INFINITY;
+                let mut calls = 0;
+                while calls < 3 || start.elapsed() < budget {
+                    let t = Instant::now();
+                    let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log);
+                    matmul_prepared(m, &p, &mut out, threads, &log);
+                    fastest = fastest.min(t.elapsed().as_secs_f64());
+                    calls += 1;
+                    if calls >= 1000 {
+                        break;
+                    }
+                }
+                std::hint::black_box(&out);
+                timings.push(Timing {
+                    kind: kind.label(),
+                    matrix: format!("{name} ({} × {})", m.rows, m.cols),
+                    tokens,
+                    variant: k.suffix().into(),
+                    micros: fastest * 1e6,
+                });
+                if best.is_none_or(|(b, _)| fastest < b) {
+                    best = Some((fastest, k));
+                }
+            }
+            if let Some((_, k)) = best {
+                plan.products.insert(kind, k);
+            }
+        }
+    }
+    (plan, timings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_descriptions_round_trip() {
+        assert_eq!(ProductKind::of(GgmlType::TQ2_0, 1).label(), "TQ2_0/decode");
+        assert_eq!(ProductKind::of(GgmlType::TQ2_0, 3).label(), "TQ2_0/decode");
+        assert_eq!(ProductKind::of(GgmlType::F16, 4).label(), "F16/prefill");
+        let mut plan = KernelPlan::uniform(Kernel::Scalar);
+        plan.products
+            .insert(ProductKind::of(GgmlType::I2_S, 1), Kernel::Scalar);
+        assert_eq!(plan.product(GgmlType::I2_S, 1), Kernel::Scalar);
+        assert_eq!(plan.product(GgmlType::F16, 100), Kernel::Scalar);
+        let d = plan.describe();
+        assert_eq!(d["I2_S/decode"], "scalar");
+        assert_eq!(d["other"], "scalar");
+        assert_eq!(KernelPlan::from_description(&d), Some(plan));
+        let mut bad = d.clone();
+        bad.insert("Q9/decode".into(), "scalar".into());
+        assert_eq!(KernelPlan::from_description(&bad), None);
+        let mut bad = d;
+        bad.insert("other".into(), "sse9".into());
+        assert_eq!(KernelPlan::from_description(&bad), None);
+    }
+
+    #[test]
+    fn tune_times_every_available_variant_and_picks_one_of_them() {
+        let rows = 64;
+        let cols = 256;
+        let data = crate::quant::quantize(GgmlType::TQ2_0, &vec![0.5f32; rows * cols]).unwrap();
+        let m = Matrix {
+            ty: GgmlType::TQ2_0,
+            data: &data,
+            rows,
+            cols,
+        };
+        let (plan, timings) = tune(&[("w".into(), m)], 1, Duration::from_millis(1));
+        let n = Kernel::available().len();
+        assert_eq!(timings.len(), 2 * n);
+        assert!(timings
+            .iter()
+            .all(|t| t.micros > 0.0 && t.micros.is_finite()));
+        for prefill in [false, true] {
+            let kind = ProductKind {
+                weights: "TQ2_0",
+                prefill,
+            };
+            let chosen = plan.products[&kind];
+            let fastest = timings
+                .iter()
+                .filter(|t| t.kind == kind.label())
+                .min_by(|a, b| a.micros.total_cmp(&b.micros))
+                .unwrap();
+            assert_eq!(chosen.suffix(), fastest.variant);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The kernel choice by measurement, cached: [`bitnet_engine::kernels::plan::tune`] times every
+//! variant on each kind of product of a model, once per CPU model, model shape and thread count,
+//! and `target/harness/tune.json` keeps the result (written atomically). `BITNET_KERNEL` and
+//! `--kernel` still force one variant for everything.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bitnet_engine::forward::Session;
+use bitnet_engine::kernels::plan::{tune, KernelPlan, Timing};
+use serde::{Deserialize, Serialize};
+
+/// One tuned plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneEntry {
+    /// `/proc/cpuinfo`'s model name with family and model numbers.
+    pub cpu_model: String,
+    /// The matrices timed (name, type, rows × cols): the model's shape as the products see it.
+    pub shape: String,
+    pub threads: usize,
+    /// Kind of product (`TQ2_0/decode`) → variant, and `other` → the rest's variant.
+    pub plan: BTreeMap<String, String>,
+    pub timings: Vec<Timing>,
+    /// RFC 3339, UTC.
+    pub measured_at: String,
+}
+
+/// `target/harness/tune.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneFile {
+    pub schema_version: u32,
+    pub entries: Vec<TuneEntry>,
+}
+
+/// This CPU: `model name` of `/proc/cpuinfo` with its family and model numbers (x86), or the
+/// architecture when there is none.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |k: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|n| n.trim() == k))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match field("model name") {
+        Some(name) => match (field("cpu family"), field("model")) {
+            (Some(f), Some(m)) => format!("{name} (family {f}, model {m})"),
+            _ => name,
+        },
+        None => format!("{} CPU", std::env::consts::ARCH),
+    }
+}
+
+/// The shape key of a session's products.
+pub fn shape_key(s: &Session) -> String {
+    s.representative_matrices()
+        .iter()
+        .map(|(n, m)| format!("{n} {} {}x{}", m.ty, m.rows, m.cols))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The plan for `s` at its thread count: from `cache` when this CPU model, shape and thread count
+/// were tuned before (and every variant it names runs here), else measured now (`budget` per
+/// kind and variant) and added to `cache`. Returns the entry and whether it was cached.
+pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntry, bool), String> {
+    let (cpu, shape, threads) = (cpu_model(), shape_key(s), s.threads);
+    let mut file: TuneFile = match std::fs::read_to_string(cache) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+        Err(_) => TuneFile::default(),
+    };
+    if let Some(e) = file
+        .entries
+        .iter()
+        .find(|e| e.cpu_model == cpu && e.shape == shape && e.threads == threads)
+    {
+        if KernelPlan::from_description(&e.plan).is_some() {
+            return Ok((e.clone(), true));
+        }
+    }
+    let (plan, timings) = tune(&s.representative_matrices(), threads, budget);
+    let entry = TuneEntry {
+        cpu_model: cpu,
+        shape,
+        threads,
+        plan: plan.describe(),
+        timings,
+        measured_at: crate::receipt::rfc3339(std::time::SystemTime::now()),
+    };
+    file.schema_version = 1;
+    file.entries.retain(|e| {
+        !(e.cpu_model == entry.cpu_model && e.shape == entry.shape && e.threads == threads)
+    });
+    file.entries.push(entry.clone());
+    if let Some(dir) = cache.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
+    bitnet_engine::npy::write_atomic(cache, &json)
+        .map_err(|e| format!("cannot write `{}`: {e}", cache.display()))?;
+    Ok((entry, false))
+}

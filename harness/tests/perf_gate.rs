@@ -89,7 +89,53 @@ fn ratios_at_or_above_their_floors_pass() {
         &report(&[(1, 1.3, 1.6), (2, 1.0, 1.5)]).to_string(),
     );
     assert_eq!(code, 0, "{out}");
+    // The floors in use, then one line per floor.
     assert_eq!(out.matches("pass  ").count(), 3, "{out}");
+    assert!(
+        out.contains("note  using the conservative floors (no entry for CPU `unknown`)"),
+        "{out}"
+    );
+}
+
+/// Floors are per processor family: the entry whose `cpu_match` is part of the report's CPU
+/// model applies, any other CPU gets the conservative floors; a noisy round set is named.
+#[test]
+fn floors_follow_the_cpu_model_and_noise_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let mut base = baseline(0.0);
+    base["floors"] = serde_json::json!([{ "threads": 1, "phase": "decode", "min_ratio": 0.5 }]);
+    base["cpus"] = serde_json::json!([{
+        "cpu_match": "(family 25, model 17)",
+        "note": "test",
+        "floors": [{ "threads": 1, "phase": "decode", "min_ratio": 2.0 }]
+    }]);
+    let mut rep = report(&[(1, 1.3, 1.6)]);
+    rep["cpu_model"] = "AMD EPYC 9R14 (family 25, model 17)".into();
+    let (code, out) = gate(d.path(), &base.to_string(), &rep.to_string());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("using the floors of `(family 25, model 17)`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  decode at 1 thread(s): engine/llama.cpp 1.600x, floor 2.000x"),
+        "{out}"
+    );
+    rep["cpu_model"] = "Some Other CPU (family 6, model 1)".into();
+    let (code, out) = gate(d.path(), &base.to_string(), &rep.to_string());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("conservative floors (no entry for CPU `Some Other CPU"),
+        "{out}"
+    );
+    // Engine decode samples 10 and 30 around a median of 48: spread 3x, named as noisy.
+    rep["results"][0]["engine"]["decode_tps"] =
+        serde_json::json!({ "median": 48.0, "min": 10.0, "max": 30.0, "samples": [10.0, 30.0] });
+    let (_, out) = gate(d.path(), &base.to_string(), &rep.to_string());
+    assert!(
+        out.contains("(noisy: engine decode [10.0-30.0] spreads more than 1.5x)"),
+        "{out}"
+    );
 }
 
 #[test]

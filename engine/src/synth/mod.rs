@@ -232,12 +232,13 @@ pub const PRESETS: &[&str] = &[
     "mixed",
     "b158-tiny",
     "700m",
+    "700m-tq1",
     "2b4t",
 ];
 
 /// Presets whose files take seconds to minutes to generate (hundreds of MB to GB): tests that
 /// walk every preset leave them to the slow scenarios.
-pub const SLOW_PRESETS: &[&str] = &["700m", "2b4t"];
+pub const SLOW_PRESETS: &[&str] = &["700m", "700m-tq1", "2b4t"];
 
 /// A named preset.
 pub fn preset(name: &str) -> Option<ModelSpec> {
@@ -341,6 +342,12 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
             embedding_type: EmbeddingType::F16,
             seed: 700,
             ..tiny
+        },
+        // `700m` in TQ1_0 (1.69 bits per weight), for `harness bench` on the base-3 format.
+        "700m-tq1" => ModelSpec {
+            ternary_type: TernaryType::Tq1_0,
+            seed: 701,
+            ..preset("700m")?
         },
         _ => return None,
     })

@@ -184,13 +184,23 @@ pub fn perf_gate(a: GateArgs) -> Result<()> {
     match bench::gate(&base, &report) {
         Ok(lines) => {
             for l in lines {
-                println!("pass  {l}");
+                let tag = if l.starts_with("using the ") {
+                    "note"
+                } else {
+                    "pass"
+                };
+                println!("{tag}  {l}");
             }
             Ok(())
         }
         Err(lines) => {
             for l in lines {
-                println!("FAIL  {l}");
+                let tag = if l.starts_with("using the ") {
+                    "note"
+                } else {
+                    "FAIL"
+                };
+                println!("{tag}  {l}");
             }
             Err(ChecksFailed.into())
         }

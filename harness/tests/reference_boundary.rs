@@ -49,3 +49,58 @@ fn a_hanging_child_times_out_with_its_last_output() {
         other => panic!("{other}"),
     }
 }
+
+/// A reference's trace directory is whole or absent: it writes into a sibling renamed into place
+/// only on success, so a failed run leaves no half-written directory, and a new run leaves no
+/// file of an earlier one.
+#[test]
+fn the_trace_directory_is_replaced_whole_or_not_at_all() {
+    use bitnet_engine::trace::PointFilter;
+    use bitnet_harness::reference::{run_command, RefRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("reference");
+    let req = RefRequest {
+        model: dir.path().join("m.gguf"),
+        tokens: vec![1, 2],
+        generate: 0,
+        points: PointFilter::all(),
+        threads: 1,
+        out: out.clone(),
+        ubatch: None,
+        nudge_embeddings: false,
+    };
+    // The output directory is the last argument.
+    let run = |script: &str| {
+        run_command(
+            Path::new("sh"),
+            &[
+                "-c".into(),
+                format!("eval d=\\${{$#}}; {script}"),
+                "ref".into(),
+            ],
+            &req,
+            Duration::from_secs(60),
+        )
+    };
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("stale.step3.npy"), b"old").unwrap();
+    run(r#"mkdir -p "$d" && echo '{}' > "$d/trace.jsonl" && echo new > "$d/x.npy""#).unwrap();
+    assert!(out.join("x.npy").is_file() && !out.join("stale.step3.npy").exists());
+    // A failing run (after writing part of its files) leaves the last good directory as it was.
+    let e = run(r#"mkdir -p "$d" && echo partial > "$d/trace.jsonl"; exit 3"#).unwrap_err();
+    assert!(e.to_string().contains("failed"), "{e}");
+    assert_eq!(std::fs::read_to_string(out.join("x.npy")).unwrap(), "new\n");
+    // Nothing of the failed run is left beside it.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A reference that exits 0 without a trace: missing, and no directory renamed into place.
+    std::fs::remove_dir_all(&out).unwrap();
+    let e = run(r#"mkdir -p "$d""#).unwrap_err();
+    assert!(e.to_string().contains("wrote no"), "{e}");
+    assert!(!out.exists());
+}

@@ -204,15 +204,43 @@ pub fn run_command(
     req: &RefRequest,
     timeout: Duration,
 ) -> Result<(), RefError> {
-    let mut args = pre_args.to_vec();
-    args.extend(req.args());
-    run_child(program, &args, timeout)?;
-    let trace = req.out.join("trace.jsonl");
-    if trace.exists() {
-        Ok(())
-    } else {
-        Err(RefError::Missing(trace))
+    // The reference writes into a fresh sibling directory, renamed into place only when it
+    // succeeded: `req.out` is then whole (this run's files and nothing else) or absent, never a
+    // half-written or stale mix.
+    let name = req
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "reference".into());
+    let partial = req
+        .out
+        .with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    let io = |what: &str, e: std::io::Error| RefError::Failed {
+        status: format!("cannot {what}"),
+        tail: e.to_string(),
+    };
+    if let Some(parent) = partial.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io("create the trace directory", e))?;
     }
+    let mut inner = req.clone();
+    inner.out = partial.clone();
+    let mut args = pre_args.to_vec();
+    args.extend(inner.args());
+    let ran = run_child(program, &args, timeout).and_then(|_| {
+        let trace = partial.join("trace.jsonl");
+        if trace.is_file() {
+            Ok(())
+        } else {
+            Err(RefError::Missing(req.out.join("trace.jsonl")))
+        }
+    });
+    if let Err(e) = ran {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&req.out);
+    std::fs::rename(&partial, &req.out).map_err(|e| io("move the trace directory into place", e))
 }
 
 /// Most of a child's standard output kept (the result of `ref-tokenize` and friends); past it the

@@ -209,7 +209,9 @@ pub struct TraceRecord {
     pub dtype: String,
     /// blake3 of the values as f32 little-endian bytes, hex.
     pub blake3: String,
-    /// Root mean square of the values (NaN/Inf included as they are).
+    /// Root mean square of the values (NaN/Inf included as they are). JSON has no NaN or
+    /// infinity: such an rms is written as `null` and read back as NaN.
+    #[serde(deserialize_with = "nan_from_null")]
     pub rms: f64,
     /// Number of elements.
     pub count: usize,
@@ -222,6 +224,11 @@ pub struct TraceRecord {
     /// File name of the values (`.npy`, beside `trace.jsonl`) when they were written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+}
+
+/// An f64 that JSON wrote as `null` (serde_json's NaN and ±infinity) read as NaN.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl TraceRecord {
@@ -521,6 +528,26 @@ mod tests {
         std::fs::write(&p, serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(read_trace(&p).unwrap(), vec![r]);
         assert!(read_trace(std::path::Path::new("/dev/zero")).is_err());
+    }
+
+    #[test]
+    fn a_record_with_nan_values_round_trips_through_its_json_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("trace.jsonl");
+        let rec = TraceRecord::summarize(
+            TracePoint::all(1)[0],
+            0,
+            [0, 1],
+            vec![1, 3],
+            &[1.0, f32::NAN, f32::INFINITY],
+        );
+        assert!(rec.rms.is_nan());
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(line.contains("\"rms\":null"), "{line}");
+        std::fs::write(&p, line).unwrap();
+        let back = read_trace(&p).unwrap();
+        assert!(back[0].rms.is_nan());
+        assert_eq!((back[0].nan, back[0].inf, back[0].max), (1, 1, 1.0));
     }
 
     #[test]

@@ -55,7 +55,24 @@ impl Tracer {
         })
     }
 
-    fn record(&mut self, point: TracePoint, positions: [u32; 2], shape: Vec<usize>, v: &[f32]) {
+    /// Whether `point` is selected (and nothing failed): the CUDA backend copies a point's values
+    /// back from the device only then.
+    pub(crate) fn wants(&self, point: &TracePoint) -> bool {
+        self.error.is_none() && self.filter.matches(&point.name())
+    }
+
+    /// The step the records that follow belong to.
+    pub(crate) fn set_step(&mut self, step: u32) {
+        self.step = step;
+    }
+
+    pub(crate) fn record(
+        &mut self,
+        point: TracePoint,
+        positions: [u32; 2],
+        shape: Vec<usize>,
+        v: &[f32],
+    ) {
         if self.error.is_some() || !self.filter.matches(&point.name()) {
             return;
         }
@@ -567,13 +584,6 @@ impl<'m> Session<'m> {
         );
         logits
     }
-}
-
-/// `x += y`, element by element (ggml_add).
-pub fn residual(x: &mut [f32], y: &[f32]) {
-    for (xv, yv) in x.iter_mut().zip(y) {
-        *xv += *yv;
-    }
 
     /// Run each kind of product on the variant `plan` names, everything else on `plan.base`.
     pub fn set_plan(&mut self, plan: KernelPlan) {
@@ -599,6 +609,13 @@ pub fn residual(x: &mut [f32], y: &[f32]) {
         by_type.retain(|(_, m)| m.ty != emb.ty);
         by_type.push(("token_embd.weight".into(), emb));
         by_type
+    }
+}
+
+/// `x += y`, element by element (ggml_add).
+pub fn residual(x: &mut [f32], y: &[f32]) {
+    for (xv, yv) in x.iter_mut().zip(y) {
+        *xv += *yv;
     }
 }
 

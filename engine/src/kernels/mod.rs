@@ -5,6 +5,7 @@
 //! each output element is one dot product computed the same way whatever the split, so results
 //! are bit-identical across thread counts.
 
+pub mod cuda;
 pub mod ggml_math;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
@@ -475,6 +476,7 @@ pub fn known_kernel_ids() -> Vec<String> {
             v.push(format!("{p}_{}", k.suffix()));
         }
     }
+    v.extend(cuda::KERNEL_IDS.iter().map(|s| s.to_string()));
     v
 }
 

@@ -35,6 +35,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     || { echo "setup: apt-get install ${need_apt[*]} failed; install them by hand" >&2; exit 1; }
 fi
 
+# Optional: headless Chromium renders the HTML report in harness/tests/report_html.rs; without
+# it those checks are skipped, saying so. A failed install does not stop the setup.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+  if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+    echo "setup: installing chromium with apt-get (optional: the HTML report's browser test)" >&2
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 $SUDO apt-get install -y -qq chromium >/dev/null; } \
+      || echo "setup: chromium could not be installed; the HTML report's browser checks will be skipped" >&2
+  else
+    echo "setup: no chromium and not root: the HTML report's browser checks will be skipped" >&2
+  fi
+fi
+
 if ! command -v python3 >/dev/null 2>&1; then
   echo "setup: python3 is missing: install Python 3.9 or newer" >&2
   exit 1

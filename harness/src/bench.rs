@@ -24,6 +24,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::reference::llama::LlamaTiming;
+
+pub mod cuda;
 use crate::reference::run_child;
 
 /// Median and spread of one measured rate.

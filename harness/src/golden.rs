@@ -1,8 +1,10 @@
 //! Goldens: per scenario, one insta snapshot in `goldens/<scenario>.snap` with a line per trace
 //! point and step: shape, rms to 6 significant digits, blake3. They are exact: any changed value
-//! fails the `golden` check with a diff naming the points. They change only by a deliberate bless
-//! (`harness bless [SCENARIO]`, or `cargo insta review` on the `.snap.new` files a failing run
-//! leaves when `CI` is not set).
+//! fails the `golden` check with a diff naming the points. They change only by a deliberate bless:
+//! `harness bless [SCENARIO]` (runs the engine and writes the golden), or `harness review`, which
+//! shows each pending golden (the `goldens/<scenario>.snap.new` a failing run leaves when `CI` is
+//! not set) with its first changed points and accepts or rejects it. (The files keep insta's
+//! format, but cargo-insta does not look for them: `goldens/` is outside every package.)
 
 use std::path::{Path, PathBuf};
 
@@ -42,7 +44,8 @@ pub fn snapshot_body(text: &str) -> &str {
 pub enum GoldenOutcome {
     Match,
     Missing,
-    /// Lines that differ, as `-old` / `+new`, the first changed point named first.
+    /// Lines that differ, matched by point, as `-old` / `+new` in the new golden's order (lines
+    /// only in the old one last); `first_point` is the first changed, added or removed point.
     Changed {
         first_point: String,
         diff: Vec<String>,
@@ -61,25 +64,44 @@ pub fn compare_golden(goldens: &Path, stem: &str, body: &str) -> std::io::Result
     if old_body == body {
         return Ok(GoldenOutcome::Match);
     }
-    let (a, b): (Vec<&str>, Vec<&str>) = (old_body.lines().collect(), body.lines().collect());
+    // Lines are matched by their point (`input 0 | blk.0.q step 2`, `input 0 | generated`), so
+    // an added step shows as added lines, not as every later line changed.
+    let old_lines: std::collections::HashMap<&str, &str> =
+        old_body.lines().map(|l| (line_key(l), l)).collect();
+    let new_keys: std::collections::HashSet<&str> = body.lines().map(line_key).collect();
     let mut diff = Vec::new();
     let mut first_point = String::new();
-    for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i), b.get(i));
-        if x != y {
-            if first_point.is_empty() {
-                let line = y.or(x).copied().unwrap_or_default();
-                first_point = line.split(" | ").take(2).collect::<Vec<_>>().join(" | ");
-            }
-            if let Some(x) = x {
-                diff.push(format!("-{x}"));
-            }
-            if let Some(y) = y {
-                diff.push(format!("+{y}"));
-            }
+    for y in body.lines() {
+        let key = line_key(y);
+        match old_lines.get(key) {
+            Some(x) if *x == y => continue,
+            Some(x) => diff.push(format!("-{x}")),
+            None => {}
+        }
+        diff.push(format!("+{y}"));
+        if first_point.is_empty() {
+            first_point = key.to_string();
+        }
+    }
+    for x in old_body.lines().filter(|x| !new_keys.contains(line_key(x))) {
+        diff.push(format!("-{x}"));
+        if first_point.is_empty() {
+            first_point = line_key(x).to_string();
         }
     }
     Ok(GoldenOutcome::Changed { first_point, diff })
+}
+
+/// What a golden line is about: `input 0 | blk.0.q step 2`, or `input 0 | generated`.
+fn line_key(line: &str) -> &str {
+    let mut ends = line.match_indices(" | ").map(|(i, _)| i);
+    let (first, second) = (ends.next(), ends.next());
+    let end = second.unwrap_or(line.len());
+    let key = &line[..end];
+    match first {
+        Some(i) if line[i + 3..end].starts_with("generated") => &line[..i + 3 + "generated".len()],
+        _ => key,
+    }
 }
 
 /// Write a golden (atomically). Used by `harness bless`.
@@ -90,12 +112,73 @@ pub fn write_golden(goldens: &Path, stem: &str, body: &str) -> std::io::Result<P
     Ok(path)
 }
 
-/// Leave a `.snap.new` beside the golden for `cargo insta review`.
+/// Leave a `.snap.new` beside the golden for `harness review`.
 pub fn write_pending(goldens: &Path, stem: &str, body: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(goldens)?;
     let path = goldens.join(format!("{stem}.snap.new"));
     bitnet_engine::npy::write_atomic(&path, to_snapshot(stem, body).as_bytes())?;
     Ok(path)
+}
+
+/// The pending golden of a scenario.
+pub fn pending_path(goldens: &Path, stem: &str) -> PathBuf {
+    goldens.join(format!("{stem}.snap.new"))
+}
+
+/// A golden waiting for review: a `.snap.new` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub stem: String,
+    pub path: PathBuf,
+}
+
+/// The pending goldens in `goldens`, sorted by scenario (none when the directory is absent).
+pub fn pending(goldens: &Path) -> std::io::Result<Vec<Pending>> {
+    let dir = match std::fs::read_dir(goldens) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in dir {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(stem) = name.strip_suffix(".snap.new") {
+            if !stem.is_empty() && !stem.starts_with('.') {
+                out.push(Pending {
+                    stem: stem.to_string(),
+                    path,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.stem.cmp(&b.stem));
+    Ok(out)
+}
+
+/// What a pending golden would change: its body and the comparison with the current golden.
+pub fn review_pending(goldens: &Path, p: &Pending) -> std::io::Result<(String, GoldenOutcome)> {
+    let text = std::fs::read_to_string(&p.path)?;
+    let body = snapshot_body(&text).to_string();
+    let outcome = compare_golden(goldens, &p.stem, &body)?;
+    Ok((body, outcome))
+}
+
+/// Accept a pending golden: it replaces `<stem>.snap` (by rename, so atomically).
+pub fn accept_pending(goldens: &Path, p: &Pending) -> std::io::Result<PathBuf> {
+    let text = std::fs::read_to_string(&p.path)?;
+    // Rewrite through `write_golden` so the header is this harness's, then drop the candidate.
+    let path = write_golden(goldens, &p.stem, snapshot_body(&text))?;
+    std::fs::remove_file(&p.path)?;
+    Ok(path)
+}
+
+/// Reject a pending golden: the `.snap.new` is removed, the golden left as it is.
+pub fn reject_pending(p: &Pending) -> std::io::Result<()> {
+    std::fs::remove_file(&p.path)
 }
 
 #[cfg(test)]
@@ -124,5 +207,57 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(snapshot_body(&to_snapshot("s", body)), body);
+        // One more step: its lines are added, the generated tokens changed, nothing else.
+        let longer = format!("{body}\ninput 0 | embeddings step 1 | shape [1, 4] | rms 1.00000e0 | blake3 dd\ninput 0 | generated [5, 6]");
+        let shorter = format!("{body}\ninput 0 | generated [5]");
+        write_golden(dir.path(), "t", &shorter).unwrap();
+        match compare_golden(dir.path(), "t", &longer).unwrap() {
+            GoldenOutcome::Changed { first_point, diff } => {
+                assert_eq!(first_point, "input 0 | embeddings step 1");
+                assert_eq!(
+                    diff,
+                    [
+                        "+input 0 | embeddings step 1 | shape [1, 4] | rms 1.00000e0 | blake3 dd",
+                        "-input 0 | generated [5]",
+                        "+input 0 | generated [5, 6]"
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match compare_golden(dir.path(), "t", body).unwrap() {
+            GoldenOutcome::Changed { first_point, diff } => {
+                assert_eq!(first_point, "input 0 | generated");
+                assert_eq!(diff, ["-input 0 | generated [5]"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pending_goldens_are_listed_accepted_and_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path();
+        assert!(pending(&g.join("absent")).unwrap().is_empty());
+        write_golden(g, "a", "input 0 | x step 0 | blake3 aa").unwrap();
+        write_pending(g, "a", "input 0 | x step 0 | blake3 bb").unwrap();
+        write_pending(g, "b", "input 0 | y step 0 | blake3 cc").unwrap();
+        std::fs::write(g.join(".hidden.snap.new"), "x").unwrap();
+        let p = pending(g).unwrap();
+        assert_eq!(
+            p.iter().map(|x| x.stem.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let (_, outcome) = review_pending(g, &p[0]).unwrap();
+        assert!(matches!(outcome, GoldenOutcome::Changed { .. }));
+        assert_eq!(review_pending(g, &p[1]).unwrap().1, GoldenOutcome::Missing);
+        accept_pending(g, &p[0]).unwrap();
+        assert_eq!(
+            compare_golden(g, "a", "input 0 | x step 0 | blake3 bb").unwrap(),
+            GoldenOutcome::Match
+        );
+        reject_pending(&p[1]).unwrap();
+        assert!(!g.join("b.snap").exists() && !g.join("b.snap.new").exists());
+        assert!(pending(g).unwrap().is_empty());
     }
 }

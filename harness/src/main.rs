@@ -32,6 +32,14 @@ enum Command {
     List(cli::run::RunArgs),
     /// Accept the current engine traces as the goldens of the named scenarios (all by default).
     Bless(cli::run::BlessArgs),
+    /// Review the pending goldens a failing run left (`goldens/*.snap.new`): the first changed
+    /// points of each, then accept or reject (y/n/s/q); or `--accept-all` / `--reject-all`.
+    Review(cli::review::Args),
+    /// Render `report.html` again from a `report.json`.
+    Report(cli::report::Args),
+    /// Compare two trace directories as `parity` does (metrics, first divergence, per-layer
+    /// table); exit 0 when B is within tolerance of A, 1 when not, 2 on bad input.
+    Diff(cli::diff::Args),
     /// Print the JSON Schema of scenario files (`--receipt`: of receipts).
     Schema {
         #[arg(long)]
@@ -69,6 +77,9 @@ enum Command {
     PerfGate(cli::bench::GateArgs),
     /// Download the real models of `models.lock` (resumable, verified); `--offline` verifies.
     FetchModels(cli::fetch::Args),
+    /// What this machine can run: CPU features, kernel variants, GPU, driver, NVRTC, llama.cpp
+    /// build flags (a table, or `--json`).
+    Preflight(cli::preflight::Args),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +98,12 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(a),
         Command::List(a) => cli::run::list(a),
         Command::Bless(a) => cli::run::bless(a),
+        Command::Review(a) => cli::review::run(a),
+        Command::Report(a) => cli::report::run(a),
+        Command::Diff(a) => match cli::diff::run(a) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Schema { receipt } => {
             if receipt {
                 print!("{}", bitnet_harness::receipt::json_schema());
@@ -112,6 +129,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::RefBench(a) => cli::bench::ref_bench(a),
         Command::PerfGate(a) => cli::bench::perf_gate(a),
+        Command::Preflight(a) => cli::preflight::run(a),
         Command::FetchModels(a) => match cli::fetch::run(a) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),

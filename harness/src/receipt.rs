@@ -12,14 +12,14 @@
 //! | 11 | `EXIT_VERSION` | `schema_version` is not 1 |
 //! | 12 | `EXIT_COMPUTE_PATH` | `compute_path` is not `real` |
 //! | 13 | `EXIT_KERNELS` | kernels empty, malformed, not of the backend, unknown to this engine, of an ISA the build lacks, mixed variants, or lacking the scenario's `receipt.kernels` |
-//! | 14 | `EXIT_GPU_KERNELS` | GPU kernels required (backend `cuda` or `--require-gpu-kernels`) and absent |
+//! | 14 | `EXIT_GPU_KERNELS` | GPU kernels required (backend `cuda` or `--require-gpu-kernels`) and absent, or recorded on the host emulation |
 //! | 15 | `EXIT_MODEL_HASH` | the model is not a file, or `model_blake3` differs from its hash |
 //! | 16 | `EXIT_TRACE_DIGEST` | `trace_digest` differs from the golden's (`--against-goldens`) or is malformed |
 //! | 17 | `EXIT_THROUGHPUT` | a tokens/s figure outside [`MIN_TPS`, `MAX_TPS`], under `--min-decode-tps`, or a reference figure null although parity ran |
 //! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, or older than `--max-age`; a duration over a week |
 //! | 19 | `EXIT_VERDICT` | a check failed, a verdict is not `pass`/`fail`/`ignored`, or a check the scenario implies is missing |
 //! | 20 | `EXIT_SCENARIO_HASH` | the scenario is not a file or does not load, or `scenario_blake3` differs from its hash |
-//! | 21 | `EXIT_PROVENANCE` | engine version not this one, a commit not in this checkout, build, backend or threads inconsistent |
+//! | 21 | `EXIT_PROVENANCE` | engine version not this one, a commit not in this checkout, build, backend or threads inconsistent (`cuda` without a `gpu` section, a passing `cuda` verdict or the scenario's `cuda` backend) |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,7 +77,30 @@ pub struct Receipt {
     /// `harness bench --receipt`: the engine and llama.cpp side by side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bench: Option<crate::bench::BenchReport>,
+    /// The GPU the `cuda` check ran on (present exactly when `backend` is `cuda`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuInfo>,
 }
+
+/// The device of a `cuda` run, and the CUDA backend's own throughput in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuInfo {
+    /// The device's name (`NVIDIA H200`).
+    pub device: String,
+    /// The driver's CUDA version (`12.8`).
+    pub driver_version: String,
+    /// `major.minor`.
+    pub compute_capability: String,
+    /// NVRTC's version, when it compiled the kernels (absent with a cached PTX).
+    pub nvrtc_version: Option<String>,
+    /// The CUDA backend's tokens/s in the same run (trace capture on).
+    pub prefill_tps: f64,
+    pub decode_tps: Option<f64>,
+}
+
+/// The device name the CUDA backend's host emulation records: not GPU evidence.
+pub const HOST_EMULATION_DEVICE: &str = "host emulation";
 
 /// What produced the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -351,9 +374,6 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
     // Kernels the engine can record, of an instruction set the recorded target and CPU have.
     let known = bitnet_engine::kernels::known_kernel_ids();
     for k in &r.kernels {
-        if k.ends_with("_cuda") {
-            continue;
-        }
         if !known.contains(k) {
             return Err(fail(
                 EXIT_KERNELS,
@@ -362,7 +382,8 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         }
         let isa = k.rsplit('_').next().unwrap_or("");
         let (arch_ok, feature) = match isa {
-            "scalar" => (true, None),
+            // GPU kernels: the device is checked with `backend` below.
+            "scalar" | "cuda" => (true, None),
             "avx2" => (r.build.target_arch == "x86_64", Some("avx2")),
             "avx512" => (r.build.target_arch == "x86_64", Some("avx512f")),
             "neon" => (r.build.target_arch == "aarch64", Some("neon")),
@@ -414,6 +435,21 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
                     "field `backend` is `cuda` but `kernels` has no `_cuda` kernel".into(),
                 ));
             }
+            match &r.gpu {
+                None => {
+                    return Err(fail(
+                        EXIT_PROVENANCE,
+                        "field `backend` is `cuda` but the receipt has no `gpu` section (device, driver)".into(),
+                    ))
+                }
+                Some(g) if g.device.is_empty() || g.device == HOST_EMULATION_DEVICE => {
+                    return Err(fail(
+                        EXIT_GPU_KERNELS,
+                        format!("field `gpu.device` is `{}`: the `_cuda` kernels ran on the host emulation, not on a GPU", g.device),
+                    ))
+                }
+                Some(_) => {}
+            }
         }
         other => {
             return Err(fail(
@@ -433,11 +469,11 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         ));
     }
     let model = o.base.join(&r.model);
-    if r.model.is_empty() || !model.is_file() {
+    if r.model.is_empty() || !hashable_file(&model) {
         return Err(fail(
             EXIT_MODEL_HASH,
             format!(
-                "field `model` is `{}`: `{}` is not a file, so `model_blake3` cannot be checked",
+                "field `model` is `{}`: `{}` is not a file (a non-empty regular file outside /proc and /sys), so `model_blake3` cannot be checked",
                 r.model,
                 model.display()
             ),
@@ -471,11 +507,11 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         ));
     }
     let scenario = o.base.join(&r.scenario_file);
-    if r.scenario_file.is_empty() || !scenario.is_file() {
+    if r.scenario_file.is_empty() || !hashable_file(&scenario) {
         return Err(fail(
             EXIT_SCENARIO_HASH,
             format!(
-                "field `scenario_file` is `{}`: `{}` is not a file, so `scenario_blake3` cannot be checked",
+                "field `scenario_file` is `{}`: `{}` is not a file (a non-empty regular file outside /proc and /sys), so `scenario_blake3` cannot be checked",
                 r.scenario_file,
                 scenario.display()
             ),
@@ -696,6 +732,25 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ),
         ));
     }
+    if r.backend == "cuda" {
+        if !sc.backends.contains(&crate::scenario::Backend::Cuda) {
+            return Err(fail(
+                EXIT_PROVENANCE,
+                "field `backend` is `cuda` but the scenario's `backends` has no `cuda`".into(),
+            ));
+        }
+        if r.verdicts.get("cuda").map(String::as_str) != Some("pass") {
+            return Err(fail(
+                EXIT_PROVENANCE,
+                "field `backend` is `cuda` but `verdicts.cuda` is not `pass`".into(),
+            ));
+        }
+    } else if r.gpu.is_some() {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            format!("field `gpu` is present but `backend` is `{}`", r.backend),
+        ));
+    }
     for check in crate::run::checks_of(&loaded) {
         if !r.verdicts.contains_key(check.name()) {
             return Err(fail(
@@ -737,6 +792,16 @@ pub const MIN_TPS: f64 = 1e-3;
 pub const MAX_TPS: f64 = 1e8;
 /// Longest run a receipt may state (one week).
 pub const MAX_DURATION: f64 = 7.0 * 86400.0;
+
+/// Whether the gate may hash `path`: a regular file that is not empty and not a kernel
+/// pseudo-file. Files under `/proc` and `/sys` state a size of 0 (or one they do not hold) and
+/// some read without end: `/proc/self/pagemap` named as a receipt's model held the gate for
+/// minutes, reading hundreds of gigabytes.
+pub fn hashable_file(path: &Path) -> bool {
+    let pseudo =
+        std::fs::canonicalize(path).is_ok_and(|p| p.starts_with("/proc") || p.starts_with("/sys"));
+    !pseudo && std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
 
 /// blake3 of a file's bytes (memory-mapped).
 pub fn blake3_file(path: &Path) -> std::io::Result<String> {

@@ -177,9 +177,13 @@ pub fn q8k_flips(x: &[f32]) -> Q8kFlips {
 /// absolute maximum in double from 1e-5, `s = (float)(127 / max)`, `nearest_int(x·s)` (an f32
 /// product, ties to even through the 1.5·2²³ trick) clamped to [−128, 127].
 fn bitnet_i8s(x: &[f32]) -> (f32, Vec<i8>) {
-    let max = x
-        .iter()
-        .fold(0.00001f64, |m, &v| if m > (v as f64).abs() { m } else { (v as f64).abs() });
+    let max = x.iter().fold(0.00001f64, |m, &v| {
+        if m > (v as f64).abs() {
+            m
+        } else {
+            (v as f64).abs()
+        }
+    });
     let s = (127.0 / max) as f32;
     let q = x
         .iter()

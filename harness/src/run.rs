@@ -18,6 +18,8 @@ use crate::golden::{self, GoldenOutcome};
 use crate::reference::{RefBuild, RefRequest};
 use crate::scenario::{Backend, LoadedScenario, NamedReference, Reference};
 
+pub mod cuda;
+
 /// The checks a scenario can have, in the order they are listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,7 +44,8 @@ pub enum Check {
     Tokenizer,
     /// The run meets the scenario's receipt requirements (decode tokens/s, kernels).
     Receipt,
-    /// The CUDA backend (not built yet: always ignored with the reason).
+    /// The engine on the CUDA backend against the CPU engine, every point ([`cuda`]); ignored
+    /// with the reason where no GPU can run it.
     Cuda,
 }
 
@@ -164,7 +167,9 @@ pub fn trials(scenarios: &[LoadedScenario]) -> Vec<Trial> {
         let skip = skip_reason(s);
         for check in checks_of(s) {
             let ignored = match check {
-                Check::Cuda => Some("cuda backend not built in this engine yet".to_string()),
+                Check::Cuda => skip
+                    .clone()
+                    .or_else(|| cuda::ignore_reason(&cuda::root_of(s))),
                 _ => skip.clone(),
             };
             out.push(Trial {
@@ -192,9 +197,12 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_layer: Vec<crate::compare::LayerRow>,
     pub seconds: f64,
+    /// Per input, the comparison's figures for the HTML report (parity, pass or fail).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<crate::report::InputFigures>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -211,6 +219,7 @@ impl Verdict {
             worst: None,
             per_layer: Vec::new(),
             seconds: 0.0,
+            figures: Vec::new(),
         }
     }
     fn fail(message: String) -> Verdict {
@@ -221,6 +230,7 @@ impl Verdict {
             worst: None,
             per_layer: Vec::new(),
             seconds: 0.0,
+            figures: Vec::new(),
         }
     }
     pub fn ignored(message: String) -> Verdict {
@@ -231,6 +241,7 @@ impl Verdict {
             worst: None,
             per_layer: Vec::new(),
             seconds: 0.0,
+            figures: Vec::new(),
         }
     }
 }
@@ -574,11 +585,13 @@ impl Context {
     }
 
     fn check_inner(&self, s: &LoadedScenario, check: Check) -> Verdict {
-        if check == Check::Cuda {
-            return Verdict::ignored("cuda backend not built in this engine yet".into());
-        }
         if let Some(reason) = skip_reason(s) {
             return Verdict::ignored(reason);
+        }
+        if check == Check::Cuda {
+            if let Some(reason) = cuda::ignore_reason(&self.root) {
+                return Verdict::ignored(reason);
+            }
         }
         let cell = match self.runs(s) {
             Ok(c) => c,
@@ -597,7 +610,7 @@ impl Context {
             Check::Chunking => self.check_chunking(s, runs),
             Check::Tokenizer => self.check_tokenizer(s, runs),
             Check::Receipt => check_receipt_requirements(s, runs),
-            Check::Cuda => unreachable!("handled above"),
+            Check::Cuda => cuda::check_cuda(self, s, runs),
         }
     }
 
@@ -660,7 +673,7 @@ impl Context {
                     None
                 };
                 Verdict::fail(format!(
-                    "missing golden `goldens/{}.snap`{}: review the trace and accept it with `harness bless {}` or `cargo insta review`",
+                    "missing golden `goldens/{}.snap`{}: review the trace and accept it with `harness bless {}` or `harness review`",
                     s.stem,
                     pending.unwrap_or_default(),
                     s.stem
@@ -672,7 +685,7 @@ impl Context {
                 }
                 let shown: Vec<String> = diff.iter().take(12).cloned().collect();
                 let mut v = Verdict::fail(format!(
-                    "golden `goldens/{}.snap` differs, first at `{first_point}` ({} lines changed):\n{}\nif the change is intended, accept it with `harness bless {}` or `cargo insta review`",
+                    "golden `goldens/{}.snap` differs, first at `{first_point}` ({} lines changed):\n{}\nif the change is intended, accept it with `harness bless {}` or `harness review`",
                     s.stem,
                     diff.len(),
                     shown.join("\n"),
@@ -775,6 +788,14 @@ impl Context {
                     ));
                     v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
                     v.per_layer = c.per_layer.clone();
+                    v.figures = vec![crate::report::InputFigures::build(
+                        format!("input {i}, chunks of {size}"),
+                        i,
+                        &c,
+                        &spec,
+                        &eng,
+                        &refd,
+                    )];
                     return v;
                 }
                 let exact = c.points.iter().filter(|p| p.exact).count();
@@ -932,6 +953,7 @@ impl Context {
         let mut worst: Option<Headroom> = None;
         let mut per_layer = Vec::new();
         let mut notes = Vec::new();
+        let mut figures = Vec::new();
         for i in 0..runs.inputs.len() {
             // The reference's run, and whether its build allows exactness at all.
             let (ref_dir, default_exact, build_reason) =
@@ -990,6 +1012,14 @@ impl Context {
                 ));
                 continue;
             }
+            figures.push(crate::report::InputFigures::build(
+                format!("input {i}"),
+                i,
+                &c,
+                &spec,
+                &runs.inputs[i].engine_dir,
+                &ref_dir,
+            ));
             if c.first_divergence.is_some()
                 || !c.logit_violations.is_empty()
                 || !c.unmatched.is_empty()
@@ -998,6 +1028,7 @@ impl Context {
                 v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
                 v.worst = c.worst_headroom().cloned();
                 v.per_layer = c.per_layer.clone();
+                v.figures = figures;
                 return v;
             }
             // Bounds only matter where a point was not held to exactness.
@@ -1022,6 +1053,7 @@ impl Context {
         let mut v = Verdict::pass(notes.join("; "));
         v.worst = worst;
         v.per_layer = per_layer;
+        v.figures = figures;
         v
     }
 }
@@ -1295,7 +1327,7 @@ impl Context {
         let (git_commit, git_dirty) = receipt::git_state(&self.root);
         let per = |n: usize, secs: f64| (n > 0 && secs > 0.0).then(|| n as f64 / secs);
         let reference = self.reference_timing(s);
-        Some(Receipt {
+        let mut r = Receipt {
             schema_version: 1,
             scenario: s.stem.clone(),
             scenario_file: rel(&s.path),
@@ -1343,7 +1375,10 @@ impl Context {
             started_at: receipt::rfc3339(started),
             duration_seconds: seconds,
             bench: None,
-        })
+            gpu: None,
+        };
+        cuda::annotate_receipt(self, &s.stem, &mut r);
+        Some(r)
     }
 }
 
@@ -1376,12 +1411,14 @@ pub fn reproduce_receipt(
             format!("the scenario cannot run here: {why}"),
         ));
     }
-    let runs_dir = tempfile::tempdir()
-        .map_err(|e| fail(receipt::EXIT_REPRODUCE, format!("no scratch directory: {e}")))?;
+    let runs_dir = tempfile::tempdir().map_err(|e| {
+        fail(
+            receipt::EXIT_REPRODUCE,
+            format!("no scratch directory: {e}"),
+        )
+    })?;
     let ctx = Context::new(base, runs_dir.path().to_path_buf(), harness.to_path_buf());
-    let cell = ctx
-        .runs(&s)
-        .map_err(|e| fail(receipt::EXIT_REPRODUCE, e))?;
+    let cell = ctx.runs(&s).map_err(|e| fail(receipt::EXIT_REPRODUCE, e))?;
     let runs = match cell.get() {
         Some(Ok(runs)) => runs,
         Some(Err(e)) => {

@@ -47,8 +47,8 @@ pub struct Scenario {
     /// per point, and the tolerances apply there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<bool>,
-    /// Backends to run the engine on (`cpu`; `cuda` is accepted and its checks are skipped until
-    /// the CUDA backend exists).
+    /// Backends to run the engine on: `cpu`, and `cuda` for the `cuda` check (the CUDA backend
+    /// against the CPU run at every point; ignored, with the reason, where no GPU can run it).
     #[serde(default = "default_backends")]
     pub backends: Vec<Backend>,
     /// The reference: `llama.cpp` (default), `none`, or `{ command: [program, args...] }`.
@@ -418,14 +418,43 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
-/// Find the 1-based line and column of the first occurrence of `needle` as a YAML key or value.
+/// Find the 1-based line and column of `needle` in the YAML text, outside comments: where it
+/// stands as a key (`needle:` first on its line, or after `{`, `,` or `-`), else its first
+/// mention (a value: a preset, a glob). A comment that names a field is not the field.
 fn locate(text: &str, needle: &str) -> (usize, usize) {
-    for (i, line) in text.lines().enumerate() {
-        if let Some(col) = line.find(needle) {
-            return (i + 1, col + 1);
+    let key = format!("{}:", needle.trim_end_matches(':'));
+    let lines: Vec<&str> = text.lines().map(uncommented).collect();
+    let as_key = |line: &str| {
+        line.match_indices(&key).map(|(i, _)| i).find(|&i| {
+            let before = line[..i].trim_end();
+            before.is_empty() || before.ends_with(['{', ',', '-'])
+        })
+    };
+    let anywhere = |line: &str| line.find(needle);
+    for find in [&as_key as &dyn Fn(&str) -> Option<usize>, &anywhere] {
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(col) = find(line) {
+                return (i + 1, col + 1);
+            }
         }
     }
     (1, 1)
+}
+
+/// A line without its comment: from a `#` at its start or after whitespace, outside quotes.
+fn uncommented(line: &str) -> &str {
+    let (mut quote, mut prev): (Option<char>, char) = (None, ' ');
+    for (i, ch) in line.char_indices() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(ch),
+            (None, '#') if prev.is_whitespace() => return &line[..i],
+            _ => {}
+        }
+        prev = ch;
+    }
+    line
 }
 
 /// Parse and validate a scenario file.
@@ -656,6 +685,9 @@ fn validate(
         check_tolerance(t, &|m| err(g, m))?;
     }
     check_tolerance(&s.tolerances.default, &|m| err("default", m))?;
+    if let Some(t) = &s.tolerances.replay {
+        check_tolerance(t, &|m| err("replay", m))?;
+    }
     let lt = &s.tolerances.logits;
     if lt.k == 0 {
         return Err(err("k:", "`tolerances.logits.k` must be at least 1".into()));

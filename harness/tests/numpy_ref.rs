@@ -849,7 +849,12 @@ fn numpy_ref_catches_every_planted_engine_bug_at_its_stage() {
         ("kv_cache_value_offset", "tiny", &PROMPT, Stage::KqvOut),
         ("v_cache_f16", "tiny", &PROMPT, Stage::KqvOut),
         ("v_cache_f16", "b158-tiny", &PROMPT, Stage::KqvOut),
-        ("relu2_passes_negatives", "b158-tiny", &PROMPT, Stage::FfnAct),
+        (
+            "relu2_passes_negatives",
+            "b158-tiny",
+            &PROMPT,
+            Stage::FfnAct,
+        ),
         (
             "sub_norm_weight_swapped",
             "tiny",

@@ -56,11 +56,17 @@ fn reproduce_confirms_a_real_receipt_and_refuses_forged_figures() {
     ];
     let out = harness(root, &args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("reproduced: trace digest"), "{}", text(&out));
+    assert!(
+        text(&out).contains("reproduced: trace digest"),
+        "{}",
+        text(&out)
+    );
 
     // A digest that is not this scenario's: the plain gate (no goldens here) accepts it, the
     // reproduction does not.
-    edit(&receipt, |v| v["trace_digest"] = Value::from("ab".repeat(32)));
+    edit(&receipt, |v| {
+        v["trace_digest"] = Value::from("ab".repeat(32))
+    });
     let out = harness(root, &["verify-receipt", "receipts/small.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = harness(root, &args);

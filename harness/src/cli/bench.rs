@@ -42,6 +42,10 @@ pub struct Args {
     /// Add the report to this receipt as its `bench` section (rewritten atomically).
     #[arg(long)]
     receipt: Option<PathBuf>,
+    /// `cpu`: the engine against llama.cpp on this CPU; `cuda`: the engine's CUDA backend against
+    /// the GPU's memory-bandwidth bound (no GPU: exit 2 saying why).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    backend: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -83,6 +87,9 @@ pub fn run(a: Args) -> Result<()> {
         }
         _ => return Err(UsageError("give a MODEL path or --preset NAME".into()).into()),
     };
+    if a.backend == "cuda" {
+        return cuda_bench(&a, model);
+    }
     let kernel = match &a.kernel {
         Some(k) => Some(Kernel::parse(k).map_err(|e| UsageError(format!("--kernel: {e}")))?),
         None => match std::env::var("BITNET_KERNEL") {
@@ -205,4 +212,35 @@ pub fn perf_gate(a: GateArgs) -> Result<()> {
             Err(ChecksFailed.into())
         }
     }
+}
+
+/// `harness bench --backend cuda`: the CUDA backend against the GPU's bandwidth bound.
+fn cuda_bench(a: &Args, model: PathBuf) -> Result<()> {
+    use bitnet_harness::bench::cuda::{self, CudaBenchError, CudaBenchOptions};
+    if a.receipt.is_some() {
+        return Err(UsageError(
+            "--receipt takes the cpu bench's report; the cuda report is written with --json".into(),
+        )
+        .into());
+    }
+    let o = CudaBenchOptions {
+        model,
+        prompt_tokens: a.prompt_tokens,
+        decode_tokens: a.decode_tokens,
+        rounds: a.rounds,
+        ptx_cache: bitnet_harness::run::cuda::ptx_cache(&std::env::current_dir()?),
+    };
+    let report = match cuda::run(&o, &mut |line| eprintln!("{line}")) {
+        Ok(r) => r,
+        Err(e @ CudaBenchError::NoGpu(_)) => return Err(UsageError(e.to_string()).into()),
+        Err(e) => return Err(anyhow::Error::msg(e.to_string())),
+    };
+    print!("{}", cuda::table(&report));
+    if let Some(path) = &a.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        bitnet_engine::npy::write_atomic(path, &json)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report: {}", path.display());
+    }
+    Ok(())
 }

@@ -30,8 +30,20 @@ pub const EXIT_UNMAPPED: u8 = 30;
 /// Exit code of `--check-arch`: the file names no architecture, or one the engine does not run.
 pub const EXIT_UNKNOWN_ARCH: u8 = 31;
 
+/// `println!` into the output buffer, which [`super::emit`] writes at the end (a closed pipe
+/// ends it quietly: `harness inspect big.gguf | head -1`).
+macro_rules! out {
+    ($buf:expr) => {
+        $buf.push('\n')
+    };
+    ($buf:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($buf, $($arg)*);
+    }};
+}
+
 /// `--check-arch`: print the findings; the exit code.
-fn check_arch(args: &Args, f: &GgufFile) -> Result<u8> {
+fn check_arch(args: &Args, f: &GgufFile, out: &mut String) -> Result<u8> {
     let findings = bitnet_engine::arch::check(f);
     let arch = f
         .get("general.architecture")
@@ -49,23 +61,25 @@ fn check_arch(args: &Args, f: &GgufFile) -> Result<u8> {
             "file": args.file, "architecture": arch, "maps": findings.is_empty(),
             "findings": findings,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out!(out, "{}", serde_json::to_string_pretty(&doc)?);
         return Ok(code);
     }
     if findings.is_empty() {
-        println!(
+        out!(
+            out,
             "{}: maps to `{arch}`: {} tensors, every one in a role, every required one present",
             args.file.display(),
             f.tensors().len()
         );
     } else {
-        println!(
+        out!(
+            out,
             "{}: does not map to `{arch}` ({} findings):",
             args.file.display(),
             findings.len()
         );
         for x in &findings {
-            println!("  {x}");
+            out!(out, "  {x}");
         }
     }
     Ok(code)
@@ -92,9 +106,16 @@ fn value_json(v: &Value) -> serde_json::Value {
 
 /// The exit code: 0, or with `--check-arch` one of [`EXIT_UNMAPPED`], [`EXIT_UNKNOWN_ARCH`].
 pub fn run(args: Args) -> Result<u8> {
+    let mut out = String::new();
+    let code = render(&args, &mut out)?;
+    super::emit(&out)?;
+    Ok(code)
+}
+
+fn render(args: &Args, out: &mut String) -> Result<u8> {
     let f = GgufFile::open(&args.file).map_err(|e| UsageError(e.to_string()))?;
     if args.check_arch {
-        return check_arch(&args, &f);
+        return check_arch(args, &f, out);
     }
     if args.json {
         let meta: serde_json::Map<String, serde_json::Value> = f
@@ -121,10 +142,11 @@ pub fn run(args: Args) -> Result<u8> {
             "file": args.file, "version": f.version(), "alignment": f.alignment(),
             "data_offset": f.data_offset(), "metadata": meta, "tensors": tensors,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out!(out, "{}", serde_json::to_string_pretty(&doc)?);
         return Ok(0);
     }
-    println!(
+    out!(
+        out,
         "{}: GGUF v{}, {} metadata keys, {} tensors, alignment {}, data at byte {}",
         args.file.display(),
         f.version(),
@@ -133,7 +155,7 @@ pub fn run(args: Args) -> Result<u8> {
         f.alignment(),
         f.data_offset()
     );
-    println!();
+    out!(out);
     let kw = f
         .metadata()
         .iter()
@@ -142,9 +164,9 @@ pub fn run(args: Args) -> Result<u8> {
         .unwrap_or(3)
         .max(3);
     for (k, v) in f.metadata() {
-        println!("  {k:kw$}  {:8}  {}", v.type_name(), v.display_short());
+        out!(out, "  {k:kw$}  {:8}  {}", v.type_name(), v.display_short());
     }
-    println!();
+    out!(out);
     let nw = f
         .tensors()
         .iter()
@@ -152,13 +174,19 @@ pub fn run(args: Args) -> Result<u8> {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    out!(
+        out,
         "  {:nw$}  {:6}  {:>20}  {:>12}  {:>12}",
-        "name", "type", "shape", "bytes", "offset"
+        "name",
+        "type",
+        "shape",
+        "bytes",
+        "offset"
     );
     for t in f.tensors() {
         let shape = format!("{:?}", t.dims);
-        println!(
+        out!(
+            out,
             "  {:nw$}  {:6}  {:>20}  {:>12}  {:>12}",
             t.name,
             t.ty.name(),
@@ -168,7 +196,8 @@ pub fn run(args: Args) -> Result<u8> {
         );
     }
     let total: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
-    println!(
+    out!(
+        out,
         "\n  {} tensors, {:.2} MB of tensor data",
         f.tensors().len(),
         total as f64 / 1e6

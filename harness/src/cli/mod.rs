@@ -2,13 +2,28 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod diff;
 pub mod fetch;
 pub mod gen_model;
 pub mod inspect;
+pub mod preflight;
 pub mod ref_trace;
+pub mod report;
+pub mod review;
 pub mod run;
 pub mod trace;
 pub mod verify;
+
+/// Write `text` to standard output; a reader that went away (`harness inspect m.gguf | head -1`)
+/// ends the output quietly instead of a panic on the broken pipe.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
 
 /// An error that the CLI reports as bad input or usage (exit code 2).
 #[derive(Debug)]

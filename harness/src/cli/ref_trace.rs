@@ -78,22 +78,27 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
         Some(p) => llama::tokenize(&args.model, p).map_err(UsageError)?,
         None => args.tokens.clone(),
     };
-    let req = RefRequest {
-        model: args.model.clone(),
-        tokens,
-        generate: args.generate,
-        points: args.filter()?,
-        threads: args.threads,
-        out: args.output.clone(),
-        ubatch,
-        nudge_embeddings,
-    };
-    llama::run(&req).map_err(anyhow::Error::msg)?;
+    let points = args.filter()?;
+    // Written whole, as `harness trace` does: no stale file of an earlier run stays.
+    let req = super::trace::write_whole(&args.output, |dir| {
+        let req = RefRequest {
+            model: args.model.clone(),
+            tokens,
+            generate: args.generate,
+            points,
+            threads: args.threads,
+            out: dir.to_owned(),
+            ubatch,
+            nudge_embeddings,
+        };
+        llama::run(&req).map_err(anyhow::Error::msg)?;
+        Ok(req)
+    })?;
     println!(
         "llama.cpp trace of {} tokens (+{} generated) written to {}",
         req.tokens.len(),
         req.generate,
-        req.out.display()
+        args.output.display()
     );
     Ok(())
 }

@@ -44,14 +44,25 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<LoadedScenario>> {
 
 fn selected(args: &RunArgs) -> Result<Vec<Trial>> {
     let loaded = load_all(&args.paths)?;
-    Ok(trials(&loaded)
+    let all = trials(&loaded);
+    let n = all.len();
+    let chosen: Vec<Trial> = all
         .into_iter()
         .filter(|t| {
             args.filter
                 .as_ref()
                 .is_none_or(|f| t.name().contains(f.as_str()))
         })
-        .collect())
+        .collect();
+    // A filter that selects nothing is a mistake, not a pass (nextest: "no tests to run").
+    if let (Some(f), true) = (&args.filter, chosen.is_empty()) {
+        return Err(UsageError(format!(
+            "`--filter {f}` matches none of the {n} trial{}; `harness list` names them (`scenarios::<file stem>::<check>`)",
+            if n == 1 { "" } else { "s" }
+        ))
+        .into());
+    }
+    Ok(chosen)
 }
 
 pub fn list(args: RunArgs) -> Result<()> {
@@ -127,20 +138,28 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let total: usize = groups.iter().map(|g| g.len()).sum();
     println!(
-        "running {total} checks of {} scenarios ({jobs} at a time)",
-        groups.len()
+        "running {total} check{} of {} scenario{} ({jobs} at a time)",
+        if total == 1 { "" } else { "s" },
+        groups.len(),
+        if groups.len() == 1 { "" } else { "s" }
     );
     let queue = Arc::new(Mutex::new(
         groups.into_iter().enumerate().collect::<Vec<_>>(),
     ));
     let results = Arc::new(Mutex::new(Vec::new()));
+    let receipts = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let receipts_dir = &args.receipts;
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            let (queue, results, ctx, done) =
-                (queue.clone(), results.clone(), ctx.clone(), done.clone());
+            let (queue, results, ctx, done, receipts) = (
+                queue.clone(),
+                results.clone(),
+                ctx.clone(),
+                done.clone(),
+                receipts.clone(),
+            );
             s.spawn(move || loop {
                 let Some((gi, group)) = queue.lock().expect("queue").pop() else {
                     break;
@@ -162,11 +181,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                         v.seconds
                     );
                     verdicts.push((t.check, v.status));
-                    let row = Row {
-                        scenario: t.scenario.stem.clone(),
-                        check: t.check.name().into(),
-                        verdict: v,
-                    };
+                    let row = Row::new(t.scenario.stem.clone(), t.check.name(), v);
                     results.lock().expect("results").push(((gi, ti), row));
                 }
                 if let Some(r) =
@@ -178,6 +193,9 @@ pub fn run(args: RunArgs) -> Result<()> {
                             scenario.stem
                         );
                     }
+                    if let Ok(json) = serde_json::to_value(&r) {
+                        receipts.lock().expect("receipts").push((gi, json));
+                    }
                 }
             });
         }
@@ -187,10 +205,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         .into_inner()
         .expect("results");
     rows.sort_by_key(|(k, _)| *k);
-    let report = Report::new(
+    let mut report = Report::new(
         rows.into_iter().map(|(_, r)| r).collect(),
         start.elapsed().as_secs_f64(),
     );
+    let mut receipts = Arc::try_unwrap(receipts)
+        .expect("workers done")
+        .into_inner()
+        .expect("receipts");
+    receipts.sort_by_key(|(gi, _)| *gi);
+    report.receipts = receipts.into_iter().map(|(_, r)| r).collect();
+    report.benches = bench_reports(&args.out);
     println!();
     print!("{}", report.table());
     for r in report
@@ -205,14 +230,43 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     report.write(&args.out)?;
     println!(
-        "reports: {}, {}",
+        "reports: {}, {}, {}",
         args.out.join("report.json").display(),
-        args.out.join("junit.xml").display()
+        args.out.join("junit.xml").display(),
+        args.out.join("report.html").display()
     );
     if report.failed > 0 {
         return Err(ChecksFailed.into());
     }
     Ok(())
+}
+
+/// The bench reports beside the report (`<out>/bench*.json`, as `harness bench --json` writes
+/// them), for the HTML report; files that are not bench reports are left out.
+pub fn bench_reports(out: &Path) -> Vec<bitnet_harness::report::BenchEntry> {
+    let Ok(dir) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("bench"))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            value.get("results")?;
+            Some(bitnet_harness::report::BenchEntry {
+                source: p.display().to_string(),
+                report: value,
+            })
+        })
+        .collect()
 }
 
 /// Arguments of `harness bless`.

@@ -1,5 +1,9 @@
 //! `harness trace`: run the engine on a model and tokens and write its trace directory
-//! (`trace.jsonl`, `<point>.step<k>.npy`, `logits.npy`, `generated.json`).
+//! (`trace.jsonl`, `<point>.step<k>.npy`, `logits.npy`, `generated.json`). Trace directories
+//! (this one's and `harness ref-trace`'s) are written whole ([`write_whole`]): no file of an
+//! earlier run into the same directory is left beside the new one.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use bitnet_engine::forward::{self, Tracer};
@@ -43,33 +47,36 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
         ))
         .into());
     }
-    let mut tracer = Tracer::new(filter, &args.output, true)
-        .with_context(|| format!("creating `{}`", args.output.display()))?;
-    let start = std::time::Instant::now();
-    let out = forward::run(
-        &model,
-        &tokens,
-        args.generate,
-        None,
-        args.threads,
-        kernel,
-        Some(&mut tracer),
-    )
-    .map_err(UsageError)?;
-    let elapsed = start.elapsed();
-    tracer
-        .finish()
-        .with_context(|| format!("writing `{}`", args.output.display()))?;
     let n_vocab = model.config.n_vocab;
-    bitnet_engine::npy::write_npy(
-        &args.output.join("logits.npy"),
-        &[tokens.len(), n_vocab],
-        &out.logits,
-    )?;
-    bitnet_engine::npy::write_atomic(
-        &args.output.join("generated.json"),
-        &serde_json::to_vec(&out.generated)?,
-    )?;
+    let (out, elapsed) = write_whole(&args.output, |dir| {
+        let mut tracer = Tracer::new(filter, dir, true)
+            .with_context(|| format!("creating `{}`", dir.display()))?;
+        let start = std::time::Instant::now();
+        let out = forward::run(
+            &model,
+            &tokens,
+            args.generate,
+            None,
+            args.threads,
+            kernel,
+            Some(&mut tracer),
+        )
+        .map_err(UsageError)?;
+        let elapsed = start.elapsed();
+        tracer
+            .finish()
+            .with_context(|| format!("writing `{}`", dir.display()))?;
+        bitnet_engine::npy::write_npy(
+            &dir.join("logits.npy"),
+            &[tokens.len(), n_vocab],
+            &out.logits,
+        )?;
+        bitnet_engine::npy::write_atomic(
+            &dir.join("generated.json"),
+            &serde_json::to_vec(&out.generated)?,
+        )?;
+        Ok((out, elapsed))
+    })?;
     let last = &out.logits[(tokens.len() - 1) * n_vocab..];
     let top = forward::argmax(last);
     println!(
@@ -87,4 +94,112 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
     );
     println!("generated: {:?}", out.generated);
     Ok(())
+}
+
+/// Write a trace directory whole: `write` fills a fresh hidden sibling of `out`, which then takes
+/// `out`'s place (an earlier trace directory there is removed), so no file of an earlier run
+/// stays beside the new ones, and a failed run leaves the old directory as it was. An `out` that
+/// exists, is not empty and holds no `trace.jsonl` is not a trace directory and is refused.
+pub fn write_whole<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| UsageError(format!("`{}` names no directory", out.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let parent: PathBuf = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(
+                UsageError(format!("`{}` exists and is not a directory", out.display())).into(),
+            );
+        }
+        let empty = std::fs::read_dir(out)
+            .with_context(|| format!("reading `{}`", out.display()))?
+            .next()
+            .is_none();
+        if !empty && !out.join("trace.jsonl").exists() {
+            return Err(UsageError(format!(
+                "`{}` exists and is not a trace directory (no `trace.jsonl`): it is not replaced; choose another `-o`",
+                out.display()
+            ))
+            .into());
+        }
+    }
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating `{}`", parent.display()))?;
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{name}.tmp{pid}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).with_context(|| format!("creating `{}`", tmp.display()))?;
+    // Removes the unfinished directory however `write` ends (an error or a panic).
+    struct Unfinished<'a>(&'a Path);
+    impl Drop for Unfinished<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let unfinished = Unfinished(&tmp);
+    let value = write(&tmp)?;
+    let old = parent.join(format!(".{name}.old{pid}"));
+    let had_old = out.exists();
+    if had_old {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(out, &old)
+            .with_context(|| format!("moving the old `{}` aside", out.display()))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        if had_old {
+            let _ = std::fs::rename(&old, out);
+        }
+        return Err(anyhow::Error::new(e).context(format!("renaming into `{}`", out.display())));
+    }
+    drop(unfinished);
+    if had_old {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("removing the old trace `{}`", old.display()))?;
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_trace_directory_keeps_no_stale_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        write_whole(&out, |d| {
+            std::fs::write(d.join("trace.jsonl"), "1")?;
+            std::fs::write(d.join("blk.0.q.step3.npy"), "x")?;
+            Ok(())
+        })
+        .unwrap();
+        write_whole(&out, |d| Ok(std::fs::write(d.join("trace.jsonl"), "2")?)).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["trace.jsonl"]);
+        // A failed write leaves the old directory; nothing hidden is left beside it.
+        let e = write_whole::<()>(&out, |d| {
+            std::fs::write(d.join("trace.jsonl"), "3")?;
+            anyhow::bail!("engine failed")
+        });
+        assert!(e.is_err());
+        assert_eq!(
+            std::fs::read_to_string(out.join("trace.jsonl")).unwrap(),
+            "2"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A directory that is not a trace directory is not replaced.
+        let mine = dir.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+        let e = write_whole(&mine, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("not a trace directory"), "{e}");
+        assert!(mine.join("notes.txt").exists());
+    }
 }

@@ -1,0 +1,165 @@
+//! `harness review`: the pending goldens (`goldens/<scenario>.snap.new`, left by a failing
+//! `golden` check outside CI), one at a time: the first changed points, then accept (`y`),
+//! reject (`n`), skip (`s`) or quit (`q`), read as lines from standard input; or all at once with
+//! `--accept-all` / `--reject-all`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bitnet_harness::golden::{self, GoldenOutcome, Pending};
+
+use super::UsageError;
+
+/// Arguments of `harness review`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only the pending goldens of these scenarios (file stems); all when none is given.
+    pub scenarios: Vec<String>,
+    /// Where the goldens are.
+    #[arg(long, default_value = "goldens")]
+    pub goldens: PathBuf,
+    /// Accept every pending golden without asking.
+    #[arg(long, conflicts_with = "reject_all")]
+    pub accept_all: bool,
+    /// Reject (delete) every pending golden without asking.
+    #[arg(long)]
+    pub reject_all: bool,
+    /// Changed lines shown per golden.
+    #[arg(long, default_value_t = 12)]
+    pub lines: usize,
+}
+
+enum Answer {
+    Accept,
+    Reject,
+    Skip,
+    Quit,
+}
+
+/// Ask until the answer is one of y/n/s/q; `Quit` at the end of the input.
+fn ask(input: &mut impl BufRead, shown: &str) -> Result<Answer> {
+    loop {
+        print!("accept `{shown}`? [y]es / [n]o, reject / [s]kip / [q]uit: ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if input.read_line(&mut line)? == 0 {
+            println!();
+            println!("(end of input: the remaining goldens stay pending)");
+            return Ok(Answer::Quit);
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "a" | "accept" => return Ok(Answer::Accept),
+            "n" | "no" | "r" | "reject" => return Ok(Answer::Reject),
+            "s" | "skip" | "" => return Ok(Answer::Skip),
+            "q" | "quit" => return Ok(Answer::Quit),
+            other => println!("`{other}` is not an answer: y, n, s or q"),
+        }
+    }
+}
+
+/// Print what accepting `p` would change.
+fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<String> {
+    let shown = golden::snapshot_path(goldens, &p.stem)
+        .display()
+        .to_string();
+    let (body, outcome) = golden::review_pending(goldens, p)
+        .with_context(|| format!("reading `{}`", p.path.display()))?;
+    println!();
+    match outcome {
+        GoldenOutcome::Match => {
+            println!("{}: identical to `{shown}`", p.path.display());
+        }
+        GoldenOutcome::Missing => {
+            let n = body.lines().count();
+            println!("{}: a new golden `{shown}`, {n} lines:", p.path.display());
+            for l in body.lines().take(lines) {
+                println!("  +{l}");
+            }
+            if n > lines {
+                println!("  … and {} more lines", n - lines);
+            }
+        }
+        GoldenOutcome::Changed { first_point, diff } => {
+            let added = diff.iter().filter(|l| l.starts_with('+')).count();
+            let removed = diff.len() - added;
+            println!(
+                "{}: changes `{shown}` ({added} lines new or changed, {removed} old lines), first at `{first_point}`:",
+                p.path.display()
+            );
+            for l in diff.iter().take(lines) {
+                println!("  {l}");
+            }
+            if diff.len() > lines {
+                println!("  … and {} more", diff.len() - lines);
+            }
+        }
+    }
+    Ok(shown)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let all = golden::pending(&args.goldens)
+        .with_context(|| format!("listing `{}`", args.goldens.display()))?;
+    for name in &args.scenarios {
+        if !all.iter().any(|p| &p.stem == name) {
+            let hint =
+                bitnet_harness::scenario::did_you_mean(name, all.iter().map(|p| p.stem.as_str()))
+                    .map(|m| format!("; did you mean `{m}`?"))
+                    .unwrap_or_default();
+            return Err(UsageError(format!(
+                "no pending golden `{}`{hint}",
+                golden::pending_path(&args.goldens, name).display()
+            ))
+            .into());
+        }
+    }
+    let todo: Vec<&Pending> = all
+        .iter()
+        .filter(|p| args.scenarios.is_empty() || args.scenarios.contains(&p.stem))
+        .collect();
+    if todo.is_empty() {
+        println!(
+            "no pending goldens in `{}` (a failing `golden` check leaves `<scenario>.snap.new` there when `CI` is not set)",
+            args.goldens.display()
+        );
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let (mut accepted, mut rejected, mut left) = (0, 0, 0);
+    for (i, p) in todo.iter().enumerate() {
+        let shown = show(&args.goldens, p, args.lines)?;
+        let answer = if args.accept_all {
+            Answer::Accept
+        } else if args.reject_all {
+            Answer::Reject
+        } else {
+            ask(&mut input, &shown)?
+        };
+        match answer {
+            Answer::Accept => {
+                let path = golden::accept_pending(&args.goldens, p)
+                    .with_context(|| format!("accepting `{}`", p.path.display()))?;
+                println!("accepted: `{}` written", path.display());
+                accepted += 1;
+            }
+            Answer::Reject => {
+                golden::reject_pending(p)
+                    .with_context(|| format!("removing `{}`", p.path.display()))?;
+                println!("rejected: `{}` removed", p.path.display());
+                rejected += 1;
+            }
+            Answer::Skip => {
+                println!("skipped: `{}` stays pending", p.path.display());
+                left += 1;
+            }
+            Answer::Quit => {
+                left += todo.len() - i;
+                break;
+            }
+        }
+    }
+    println!("\n{accepted} accepted, {rejected} rejected, {left} still pending");
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! `harness review`, the golden review flow every golden failure suggests: a run leaves
+//! `goldens/<scenario>.snap.new`; `harness review` shows the first changed points and reads
+//! y/n/s/q from standard input (here piped); `--accept-all` and `--reject-all` need no answer.
+//! The messages name only commands that work (no `cargo insta review`: cargo-insta does not look
+//! in `goldens/`).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn harness(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CI")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn scenario(root: &Path, name: &str, steps: usize) {
+    std::fs::write(
+        root.join(format!("scenarios/{name}.yaml")),
+        format!("description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 2, 3]\ngeneration:\n  steps: {steps}\nreference: none\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn review_accepts_rejects_skips_and_quits_as_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    scenario(root, "one", 2);
+    scenario(root, "two", 2);
+    let g = root.join("goldens");
+
+    // No golden yet: the run fails, leaves candidates, and names the review command.
+    let out = harness(root, &["run"], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("`harness review`") && !t.contains("cargo insta"),
+        "{t}"
+    );
+    assert!(g.join("one.snap.new").exists() && g.join("two.snap.new").exists());
+
+    // Skip the first, then the input ends: both stay pending.
+    let out = harness(root, &["review"], "s\n");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("a new golden `goldens/one.snap`"), "{t}");
+    assert!(t.contains("+input 0 | embeddings step 0"), "{t}");
+    assert!(
+        t.contains("end of input") && t.contains("0 accepted, 0 rejected, 2 still pending"),
+        "{t}"
+    );
+    assert!(g.join("one.snap.new").exists() && !g.join("one.snap").exists());
+
+    // A wrong answer is asked again; accept the first, quit before the second.
+    let out = harness(root, &["review"], "maybe\ny\nq\n");
+    let t = text(&out);
+    assert!(t.contains("`maybe` is not an answer"), "{t}");
+    assert!(t.contains("1 accepted, 0 rejected, 1 still pending"), "{t}");
+    assert!(g.join("one.snap").exists() && !g.join("one.snap.new").exists());
+    assert!(g.join("two.snap.new").exists());
+
+    // Accept the rest without asking; the run passes.
+    let out = harness(root, &["review", "--accept-all"], "");
+    assert!(text(&out).contains("1 accepted"), "{}", text(&out));
+    let out = harness(root, &["run"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = harness(root, &["review"], "");
+    assert!(text(&out).contains("no pending goldens"), "{}", text(&out));
+
+    // A change: the review shows the first changed point and the lines; reject it.
+    scenario(root, "one", 3);
+    scenario(root, "two", 3);
+    let out = harness(root, &["run"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let golden_before = std::fs::read_to_string(g.join("one.snap")).unwrap();
+    let out = harness(root, &["review", "one", "--lines", "100"], "n\n");
+    let t = text(&out);
+    assert!(
+        t.contains("changes `goldens/one.snap`")
+            && t.contains("first at `input 0 | embeddings step 2`"),
+        "{t}"
+    );
+    assert!(t.contains("+input 0 | blk.0.q step 2"), "{t}");
+    assert!(!t.contains("-input 0 | blk.0.q step 1"), "{t}");
+    assert!(
+        t.contains("-input 0 | generated") && t.contains("+input 0 | generated"),
+        "{t}"
+    );
+    assert!(t.contains("rejected"), "{t}");
+    assert!(!g.join("one.snap.new").exists());
+    assert_eq!(
+        std::fs::read_to_string(g.join("one.snap")).unwrap(),
+        golden_before
+    );
+
+    // Reject all; an unknown name is bad usage with a suggestion.
+    let out = harness(root, &["review", "tow"], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("did you mean `two`?"), "{t}");
+    let out = harness(root, &["review", "--reject-all"], "");
+    assert!(text(&out).contains("1 rejected"), "{}", text(&out));
+    assert!(!g.join("two.snap.new").exists());
+    let out = harness(root, &["review", "--accept-all", "--reject-all"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn the_readme_and_messages_suggest_no_review_command_that_finds_nothing() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["../README.md", "src/golden.rs", "src/run.rs"] {
+        let text = std::fs::read_to_string(manifest.join(file)).unwrap();
+        assert!(
+            !text.contains("or `cargo insta review`") && !text.contains("# or: cargo insta review"),
+            "{file} still suggests `cargo insta review`"
+        );
+    }
+}

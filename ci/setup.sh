@@ -53,12 +53,13 @@ if ! command -v python3 >/dev/null 2>&1; then
   echo "setup: python3 is missing: install Python 3.9 or newer" >&2
   exit 1
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import gguf, numpy, blake3' >/dev/null 2>&1; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import gguf, numpy, blake3, jsonschema' >/dev/null 2>&1; then
   # gguf and numpy: the independent oracle for files and quants; numpy and blake3: the second
-  # reference implementation (ci/refs/numpy-ref) the bitnet-b1.58 and I2_S scenarios run against.
-  echo "setup: creating .venv with the gguf, numpy and blake3 Python packages" >&2
+  # reference implementation (ci/refs/numpy-ref) the bitnet-b1.58 and I2_S scenarios run against;
+  # jsonschema: a standard validator over scenarios/schema.json (harness/tests/schema_validator.rs).
+  echo "setup: creating .venv with the gguf, numpy, blake3 and jsonschema Python packages" >&2
   python3 -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check 'gguf==0.19.0' 'numpy>=1.26' 'blake3>=0.4' \
-    || { echo "setup: pip could not install gguf, numpy and blake3 into .venv" >&2; exit 1; }
+  .venv/bin/python -m pip install -q --disable-pip-version-check 'gguf==0.19.0' 'numpy>=1.26' 'blake3>=0.4' 'jsonschema>=4.18' \
+    || { echo "setup: pip could not install gguf, numpy, blake3 and jsonschema into .venv" >&2; exit 1; }
 fi
 echo "setup: ok (cmake $(cmake --version | head -1 | awk '{print $3}'), gguf $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("gguf"))'))" >&2

@@ -44,8 +44,12 @@ pub struct Calibration {
     /// Per point, in execution order.
     pub spread: Vec<Spread>,
     pub logits: Option<LogitSpread>,
-    /// The proposal, per point.
+    /// The proposal as the scenario's `tolerances.points` takes it: one `blk.*.<stage>` glob per
+    /// stage whose layers' proposals agree within [`GLOB_WITHIN`], else one entry per layer; the
+    /// points outside the blocks by name ([`glob_proposals`]).
     pub proposed: BTreeMap<String, Tolerance>,
+    /// The proposal per canonical point, before the globs.
+    pub proposed_per_point: BTreeMap<String, Tolerance>,
     pub proposed_logits: LogitTolerance,
     /// Generated tokens differed under some perturbation: greedy generation is not a stable
     /// check for this model and these inputs.
@@ -135,7 +139,7 @@ pub fn calibrate_pairs(
     let spread: Vec<Spread> = spread.into_iter().map(|(_, s)| s).collect();
 
     let k = safety_factor;
-    let proposed = spread
+    let proposed_per_point: BTreeMap<String, Tolerance> = spread
         .iter()
         .map(|s| {
             let t = Tolerance {
@@ -162,11 +166,71 @@ pub fn calibrate_pairs(
     Ok(Calibration {
         spread,
         logits,
-        proposed,
+        proposed: glob_proposals(&proposed_per_point, GLOB_WITHIN),
+        proposed_per_point,
         proposed_logits,
         generation_unstable,
         safety_factor,
     })
+}
+
+/// Layers' proposals for one stage within this factor of each other (rel L2 and max |Δ|) become
+/// one `blk.*.<stage>` glob.
+pub const GLOB_WITHIN: f64 = 4.0;
+
+/// Fold per-point proposals into one `blk.*.<stage>` glob per stage when every layer's bounds
+/// are within `within` of each other (the glob takes the loosest of each bound); a stage whose
+/// layers spread further keeps one entry per layer. Points outside the blocks keep their names.
+pub fn glob_proposals(
+    per_point: &BTreeMap<String, Tolerance>,
+    within: f64,
+) -> BTreeMap<String, Tolerance> {
+    let mut stages: BTreeMap<&str, Vec<(&String, &Tolerance)>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (name, t) in per_point {
+        let stage = name
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(layer, _)| layer.parse::<u32>().is_ok())
+            .map(|(_, stage)| stage);
+        match stage {
+            Some(stage) => stages.entry(stage).or_default().push((name, t)),
+            None => {
+                out.insert(name.clone(), *t);
+            }
+        }
+    }
+    let spread_ok = |vals: Vec<f64>| {
+        let (lo, hi) = vals.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        lo > 0.0 && hi <= lo * within
+    };
+    for (stage, layers) in stages {
+        let field = |f: fn(&Tolerance) -> Option<f64>| -> Vec<f64> {
+            layers.iter().map(|(_, t)| f(t).unwrap_or(0.0)).collect()
+        };
+        let together = spread_ok(field(|t| t.rel_l2_max)) && spread_ok(field(|t| t.max_abs));
+        if !together {
+            out.extend(layers.into_iter().map(|(n, t)| (n.clone(), *t)));
+            continue;
+        }
+        let max = |f: fn(&Tolerance) -> Option<f64>| {
+            layers.iter().filter_map(|(_, t)| f(t)).reduce(f64::max)
+        };
+        let glob = Tolerance {
+            cosine_min: layers
+                .iter()
+                .filter_map(|(_, t)| t.cosine_min)
+                .reduce(f64::min),
+            rel_l2_max: max(|t| t.rel_l2_max),
+            max_abs: max(|t| t.max_abs),
+            nmse_max: max(|t| t.nmse_max),
+            exact: None,
+        };
+        out.insert(format!("blk.*.{stage}"), glob);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -220,7 +284,56 @@ mod tests {
         assert!(cal.proposed_logits.kl_max.unwrap() > 0.0);
         // An unperturbed pair proposes the floors.
         let flat = calibrate(base.path(), &[("same".into(), b.path())], 10.0).unwrap();
+        assert!(
+            flat.proposed.contains_key("blk.*.ffn_down"),
+            "{:?}",
+            flat.proposed
+        );
         assert_eq!(flat.proposed["logits"].max_abs, Some(ABS_FLOOR));
         assert_eq!(flat.proposed["logits"].rel_l2_max, Some(REL_FLOOR));
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::*;
+
+    fn t(rel: f64, abs: f64) -> Tolerance {
+        Tolerance {
+            cosine_min: Some(1.0 - rel * rel),
+            rel_l2_max: Some(rel),
+            max_abs: Some(abs),
+            nmse_max: Some(rel * rel),
+            exact: None,
+        }
+    }
+
+    #[test]
+    fn layers_within_the_factor_become_one_glob_with_the_loosest_bounds() {
+        let per_point: BTreeMap<String, Tolerance> = [
+            ("embeddings", t(1e-6, 1e-5)),
+            ("blk.0.ffn_down", t(1e-5, 1e-4)),
+            ("blk.1.ffn_down", t(3e-5, 2e-4)),
+            ("blk.0.attn_out", t(1e-6, 1e-5)),
+            // 100x apart: layer by layer.
+            ("blk.1.attn_out", t(1e-4, 1e-5)),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        let g = glob_proposals(&per_point, 4.0);
+        let names: Vec<&str> = g.keys().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "blk.*.ffn_down",
+                "blk.0.attn_out",
+                "blk.1.attn_out",
+                "embeddings"
+            ]
+        );
+        let down = g["blk.*.ffn_down"];
+        assert_eq!((down.rel_l2_max, down.max_abs), (Some(3e-5), Some(2e-4)));
+        assert_eq!(down.cosine_min, Some(1.0 - 3e-5 * 3e-5));
     }
 }

@@ -29,7 +29,7 @@ enum Command {
     /// The main job: run every scenario's checks, print a summary, write reports.
     Run(cli::run::RunArgs),
     /// List the trials (scenario × check) without running them.
-    List(cli::run::RunArgs),
+    List(cli::run::ListArgs),
     /// Accept the current engine traces as the goldens of the named scenarios (all by default).
     Bless(cli::run::BlessArgs),
     /// Review the pending goldens a failing run left (`goldens/*.snap.new`): the first changed

@@ -268,6 +268,9 @@ pub struct Context {
     cache: Mutex<HashMap<String, RunCell>>,
     /// Reference runs per (scenario, input), shared by the parity and generation checks.
     ref_cache: Mutex<HashMap<(String, usize), RefCell>>,
+    /// Wall time of the reference runs per scenario: charged to the reference, not to the check
+    /// that first needed them ([`Context::reference_seconds`]).
+    ref_seconds: Mutex<HashMap<String, f64>>,
 }
 
 /// Engine (and reference) outputs of one scenario, per input.
@@ -349,7 +352,16 @@ impl Context {
             reference_timeout: Duration::from_secs(600),
             cache: Mutex::new(HashMap::new()),
             ref_cache: Mutex::new(HashMap::new()),
+            ref_seconds: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Seconds this process has spent running the scenario's reference (every input so far).
+    /// A check's own time leaves them out: the run prints them as the reference's row.
+    pub fn reference_seconds(&self, stem: &str) -> f64 {
+        self.ref_seconds
+            .lock()
+            .map_or(0.0, |m| m.get(stem).copied().unwrap_or(0.0))
     }
 
     /// The model file of a scenario: generated (once, atomically) for presets and specs; for a
@@ -514,7 +526,15 @@ impl Context {
             .entry((s.stem.clone(), i))
             .or_default()
             .clone();
-        cell.get_or_init(|| self.run_reference(s, runs, i)).clone()
+        cell.get_or_init(|| {
+            let start = Instant::now();
+            let r = self.run_reference(s, runs, i);
+            if let Ok(mut m) = self.ref_seconds.lock() {
+                *m.entry(s.stem.clone()).or_default() += start.elapsed().as_secs_f64();
+            }
+            r
+        })
+        .clone()
     }
 
     fn run_reference(&self, s: &LoadedScenario, runs: &Runs, i: usize) -> Result<PathBuf, String> {
@@ -560,6 +580,7 @@ impl Context {
     /// this check alone, with the panic's message and location; the run goes on.
     pub fn run_check(&self, s: &LoadedScenario, check: Check) -> Verdict {
         let start = Instant::now();
+        let ref_before = self.reference_seconds(&s.stem);
         install_panic_capture();
         let mut v = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.check_inner(s, check)
@@ -580,7 +601,9 @@ impl Context {
                 Verdict::fail(format!("the {} check panicked: {msg}{first}", check.name()))
             }
         };
-        v.seconds = start.elapsed().as_secs_f64();
+        // The reference runs this check started are the reference's time, not the check's.
+        let ref_spent = self.reference_seconds(&s.stem) - ref_before;
+        v.seconds = (start.elapsed().as_secs_f64() - ref_spent).max(0.0);
         v
     }
 
@@ -1314,10 +1337,10 @@ impl Context {
         let cell = self.cache.lock().ok()?.get(&s.stem)?.clone();
         let runs = cell.get()?.as_ref().ok()?;
         let rel = |p: &Path| {
-            p.strip_prefix(&self.root)
-                .unwrap_or(p)
-                .display()
-                .to_string()
+            // Relative to the project root, wherever the run was started from.
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            abs.strip_prefix(&self.root)
+                .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
         };
         let model_blake3 = {
             let mut h = blake3::Hasher::new();

@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{LogitTolerance, Tolerance};
 
+mod root;
+mod schema;
+
+pub use root::{enclosing_project, project_root};
+pub use schema::json_schema;
+
 /// A scenario: one model, some inputs, and the checks to run on them.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,7 +97,7 @@ fn default_backends() -> Vec<Backend> {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSource {
-    /// A synthetic preset (`tiny`, `tiny-scales`, `gqa`, `tq1`, `f16`, `700m`).
+    /// A synthetic preset (`tiny`, `gqa`, `i2s`, `700m`, ...: the schema lists them all).
     #[serde(default)]
     pub preset: Option<String>,
     /// An inline synthetic model spec (fields of `harness gen-model --spec`).
@@ -174,10 +180,16 @@ impl Default for TraceSpec {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tolerances {
+    /// The tolerance of every point no override names (default: cosine ≥ 0.9997, rel L2 ≤ 5e-2,
+    /// NMSE ≤ 2.5e-3; see the README's tolerance section).
     #[serde(default = "default_tolerance")]
     pub default: Tolerance,
+    /// Overrides by point glob (`blk.*.ffn_down`, `logits`): each sets the fields it names over
+    /// `default`; where several match, the last in sorted order wins, field by field.
     #[serde(default)]
     pub points: BTreeMap<String, Tolerance>,
+    /// Bounds on the logits over positions: KL divergence, top-1 agreement, top-k overlap
+    /// (default: KL ≤ 1e-4 at every position, top-1 agreement 1).
     #[serde(default = "default_logit_tolerance")]
     pub logits: LogitTolerance,
     /// The bound of every stage in the `replay` check, when it differs from the points' (default:
@@ -387,24 +399,6 @@ fn field_names() -> &'static [&'static str] {
     ]
 }
 
-/// Levenshtein distance.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// The closest candidate within a small edit distance.
 pub fn did_you_mean<'a>(
     word: &str,
@@ -412,7 +406,7 @@ pub fn did_you_mean<'a>(
 ) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|c| (distance(word, c), c))
+        .map(|c| (strsim::levenshtein(word, c), c))
         .filter(|(d, c)| *d > 0 && *d <= 2.max(c.len() / 4))
         .min()
         .map(|(_, c)| c)
@@ -457,7 +451,32 @@ fn uncommented(line: &str) -> &str {
     line
 }
 
-/// Parse and validate a scenario file.
+/// serde's Rust type names (`expected usize`, `expected f64`) in words a scenario's author reads.
+fn humane_types(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a string", "expected text"),
+    ];
+    let mut m = message.to_string();
+    for (from, to) in WORDS {
+        if let Some(i) = m.rfind(from) {
+            // Only a whole word: `expected u32` is not the start of `expected u32x`.
+            let end = i + from.len();
+            if !m[end..].starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                m.replace_range(i..end, to);
+            }
+        }
+    }
+    m
+}
+
 /// Deepest flow-collection nesting a scenario may use (the YAML parser's time grows with depth:
 /// 50,000 levels took 10 s, even with an error on line 4).
 pub const MAX_FLOW_DEPTH: usize = 64;
@@ -490,6 +509,7 @@ fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// Parse and validate a scenario file: one error, with file, line and column.
 pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
@@ -518,6 +538,7 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        message = humane_types(&message);
         if message.contains("untagged enum Reference") {
             // serde gives untagged enums no location: point at the value of `reference:`.
             message =
@@ -555,12 +576,90 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
         }
     };
     validate(&scenario, path, &err)?;
+    check_token_ids(&scenario, path, &text)?;
     Ok(LoadedScenario {
         path: path.to_owned(),
         stem,
         scenario,
         file_blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
     })
+}
+
+/// The vocabulary size of the scenario's model, where it is known without building the model: a
+/// preset's or spec's `n_vocab`, or the token embedding's rows in the header of a GGUF file that
+/// exists (`path`, or a fetched `locked` model). `None` otherwise; the run reports what is wrong.
+pub fn model_vocab(m: &ModelSource, scenario: &Path) -> Option<u64> {
+    if let Some(spec) = m.spec.as_ref() {
+        return Some(u64::from(spec.n_vocab));
+    }
+    if let Some(p) = &m.preset {
+        return bitnet_engine::synth::preset(p).map(|s| u64::from(s.n_vocab));
+    }
+    let file = match (&m.path, &m.locked) {
+        (Some(p), _) => scenario.parent().unwrap_or(Path::new(".")).join(p),
+        (None, Some(name)) => crate::fetch::resolve_locked(scenario, name).ok()?.1,
+        (None, None) => return None,
+    };
+    let f = bitnet_engine::gguf::GgufFile::open(&file).ok()?;
+    f.tensor("token_embd.weight")
+        .and_then(|t| t.dims.get(1).copied())
+}
+
+/// Token ids of `inputs.tokens` outside the model's vocabulary, caught when the scenario is read
+/// (one error at the id's line and column) instead of by every check of the run.
+fn check_token_ids(s: &Scenario, path: &Path, text: &str) -> Result<(), ScenarioError> {
+    let Some(n_vocab) = model_vocab(&s.model, path) else {
+        return Ok(());
+    };
+    let mut k = 0;
+    for (i, list) in s.inputs.tokens.iter().enumerate() {
+        for (j, &t) in list.iter().enumerate() {
+            if u64::from(t) >= n_vocab {
+                let (line, column) = locate_number(text, "tokens", k);
+                return Err(ScenarioError {
+                    path: path.display().to_string(),
+                    line,
+                    column,
+                    message: format!(
+                        "token id `{t}` (`inputs.tokens[{i}][{j}]`) is outside the model's vocabulary: `n_vocab` is {n_vocab}, so ids run from 0 to {}",
+                        n_vocab - 1
+                    ),
+                });
+            }
+            k += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The 1-based line and column of the `k`-th number (0-based) after the key `key:`, outside
+/// comments: the `k`-th token id of `inputs.tokens` in either flow or block form. The key's own
+/// position when it has fewer numbers after it.
+fn locate_number(text: &str, key: &str, k: usize) -> (usize, usize) {
+    let (kl, kc) = locate(text, key);
+    let mut seen = 0;
+    for (ln, line) in text.lines().enumerate().skip(kl - 1) {
+        let line = uncommented(line);
+        let start = if ln + 1 == kl { kc - 1 + key.len() } else { 0 };
+        let bytes = line.as_bytes();
+        let mut i = start;
+        while i < bytes.len() {
+            let boundary =
+                i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            if bytes[i].is_ascii_digit() && boundary {
+                if seen == k {
+                    return (ln + 1, i + 1);
+                }
+                seen += 1;
+                while i < bytes.len() && bytes[i].is_ascii_digit() {
+                    i += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    (kl, kc)
 }
 
 /// Most greedy steps a scenario may ask for (each is traced, run by the reference and compared).
@@ -653,8 +752,9 @@ fn validate(
         return Err(err(
             "threads",
             format!(
-                "`threads` is {}, but this machine has {cores} cores; set `force_threads: true` to oversubscribe anyway",
-                s.threads
+                "`threads` is {}, but this machine has {cores} core{}; set `force_threads: true` to oversubscribe anyway",
+                s.threads,
+                if cores == 1 { "" } else { "s" }
             ),
         ));
     }
@@ -786,10 +886,4 @@ pub fn find_scenarios(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     }
     out.sort();
     Ok(out)
-}
-
-/// The JSON Schema of scenario files, as checked in at `scenarios/schema.json`.
-pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(Scenario);
-    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
 }

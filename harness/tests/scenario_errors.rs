@@ -58,7 +58,20 @@ fn mistakes_name_file_line_column_and_the_fix() {
         (
             "wrong type",
             &format!("{GOOD}threads: two\n"),
-            &["bad.yaml:7:10", "invalid type: string \"two\"", "usize"],
+            &[
+                "bad.yaml:7:10",
+                "invalid type: string \"two\", expected a whole number (0 or more)",
+            ],
+        ),
+        (
+            "a negative count",
+            &format!("{GOOD}generation:\n  steps: -1\n"),
+            &["bad.yaml:8:10", "expected a whole number (0 or more)"],
+        ),
+        (
+            "a word for a tolerance",
+            &format!("{GOOD}tolerances:\n  default: {{ max_abs: small }}\n"),
+            &["bad.yaml:", "expected a number"],
         ),
         (
             "missing model",
@@ -208,6 +221,25 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["bad.yaml:7:", "nested deeper than 64 levels"],
         ),
         (
+            "token id out of the preset's vocabulary (flow lists)",
+            "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2], [3, 512]]\n",
+            &[
+                "bad.yaml:4:24",
+                "token id `512` (`inputs.tokens[1][1]`) is outside the model's vocabulary",
+                "`n_vocab` is 512, so ids run from 0 to 511",
+            ],
+        ),
+        (
+            "token id out of the preset's vocabulary (block lists, a comment with digits)",
+            "model:\n  preset: tiny\ninputs:\n  tokens: # ids 7 8\n    - [1, 2]\n    - [3, 600]\n",
+            &["bad.yaml:6:11", "token id `600` (`inputs.tokens[1][1]`)"],
+        ),
+        (
+            "token id out of an inline spec's vocabulary",
+            "model:\n  spec: { n_vocab: 300 }\ninputs:\n  tokens: [[299, 300]]\n",
+            &["bad.yaml:4:18", "token id `300`", "`n_vocab` is 300"],
+        ),
+        (
             "unbounded steps",
             &format!("{GOOD}generation:\n  steps: 9223372036854775807\n"),
             &["bad.yaml:", "at most 4096"],
@@ -218,6 +250,12 @@ fn mistakes_name_file_line_column_and_the_fix() {
         let e = error_of(yaml);
         for p in *parts {
             assert!(e.contains(p), "{what}: `{e}` lacks `{p}`");
+        }
+        for rust in ["usize", "u32", "u64", "f64", "f32"] {
+            assert!(
+                !e.contains(&format!("expected {rust}")),
+                "{what}: `{e}` says `{rust}`"
+            );
         }
     }
 }
@@ -252,4 +290,25 @@ fn every_shipped_scenario_names_the_schema_and_loads() {
         );
         assert!(!s.scenario.description.is_empty());
     }
+}
+
+#[test]
+fn token_ids_are_checked_against_a_gguf_files_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bitnet_engine::synth::ModelSpec {
+        n_vocab: 300,
+        ..bitnet_engine::synth::preset("tiny").unwrap()
+    };
+    bitnet_engine::synth::generate(&spec, &dir.path().join("m.gguf"), &mut |_, _| {}).unwrap();
+    let path = dir.path().join("bad.yaml");
+    let yaml = "model:\n  path: m.gguf\ninputs:\n  tokens: [[1, 299], [300]]\n";
+    std::fs::write(&path, yaml).unwrap();
+    let e = load_scenario(&path).unwrap_err().to_string();
+    assert!(
+        e.contains(":4:23: token id `300` (`inputs.tokens[1][0]`)"),
+        "{e}"
+    );
+    assert!(e.contains("`n_vocab` is 300"), "{e}");
+    std::fs::write(&path, yaml.replace("[300]", "[299]")).unwrap();
+    load_scenario(&path).unwrap();
 }

@@ -1,6 +1,10 @@
 //! `harness calibrate SCENARIO`: run the scenario's reference (llama.cpp, or its
-//! `reference.command`) against itself under perturbations that should not matter (another thread count, the prompt decoded in calls of 1 and 7 tokens, the input
-//! embeddings nudged by one ulp) and propose per-point tolerances from the spread.
+//! `reference.command`) against itself under perturbations that should not matter (another
+//! thread count, the prompt decoded in calls of 1 and 7 tokens, the input embeddings nudged by
+//! one ulp) on every input (token lists, and text prompts tokenized as the run does), propose
+//! tolerances from the spread (`blk.*.<stage>` globs where the layers agree), and check the
+//! proposal against the engine the way `harness run`'s parity check would: a proposal that fails
+//! its own scenario is named, point and all, and exits 1.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +13,7 @@ use anyhow::Result;
 use bitnet_engine::trace::PointFilter;
 use bitnet_harness::calibrate::calibrate_pairs;
 use bitnet_harness::reference::{run_scenario_reference, RefRequest};
-use bitnet_harness::run::Context;
+use bitnet_harness::run::{Check, Context, Status};
 use bitnet_harness::scenario::load_scenario;
 
 use super::UsageError;
@@ -37,20 +41,28 @@ pub fn run(args: Args) -> Result<()> {
         bitnet_harness::scenario::Reference::Command { command } => format!("`{}`", command[0]),
         _ => "llama.cpp".to_string(),
     };
-    if s.scenario.inputs.tokens.is_empty() {
-        return Err(UsageError("calibration needs `inputs.tokens`".into()).into());
-    }
-    let root = std::env::current_dir()?;
+    let root = bitnet_harness::scenario::project_root(&args.scenario);
     let harness = std::env::current_exe()?;
-    let ctx = Context::new(&root, root.join("target/harness/runs"), harness.clone());
+    let ctx = Context::new(
+        &root,
+        root.join("target/harness/calibrate-runs"),
+        harness.clone(),
+    );
     let model = ctx.model_path(&s).map_err(anyhow::Error::msg)?;
+    // The engine's run gives every input's tokens (prompts tokenized as the run does) and is
+    // what the proposal is checked against at the end.
+    let cell = ctx.runs(&s).map_err(anyhow::Error::msg)?;
+    let inputs: Vec<Vec<u32>> = match cell.get().expect("initialised") {
+        Ok(runs) => runs.inputs.iter().map(|i| i.tokens.clone()).collect(),
+        Err(e) => return Err(anyhow::anyhow!("the engine's run of `{}`: {e}", s.stem)),
+    };
     let work = root.join("target/harness/calibrate").join(&s.stem);
     let _ = std::fs::remove_dir_all(&work);
     let threads = s.scenario.threads;
     let other_threads = if threads > 1 { 1 } else { 2 };
     let points = PointFilter::new(&s.scenario.trace.points).map_err(UsageError)?;
     let mut dirs = Vec::new();
-    for (i, tokens) in s.scenario.inputs.tokens.iter().enumerate() {
+    for (i, tokens) in inputs.iter().enumerate() {
         let variants: Vec<(String, usize, Option<usize>, bool)> = vec![
             ("baseline".into(), threads, None, false),
             (
@@ -150,5 +162,43 @@ pub fn run(args: Args) -> Result<()> {
     let path = work.join("calibration.json");
     bitnet_engine::npy::write_atomic(&path, &json)?;
     println!("\nwritten: {}", path.display());
-    Ok(())
+    verify_proposal(&ctx, &s, &cal)
+}
+
+/// Hold the engine's run of every input to the reference's under the proposed tolerances, as
+/// `harness run`'s parity check does with them in the scenario (`exact: false`, so the
+/// tolerances apply); a failure names the input and point, and exits 1.
+fn verify_proposal(
+    ctx: &Context,
+    s: &bitnet_harness::scenario::LoadedScenario,
+    cal: &bitnet_harness::calibrate::Calibration,
+) -> Result<()> {
+    let mut proposed = s.clone();
+    let sc = &mut proposed.scenario;
+    sc.exact = Some(false);
+    sc.tolerances.points = cal.proposed.clone();
+    sc.tolerances.logits = cal.proposed_logits;
+    let v = ctx.run_check(&proposed, Check::Parity);
+    let n = ctx
+        .runs(s)
+        .ok()
+        .and_then(|c| {
+            c.get()
+                .and_then(|r| r.as_ref().ok())
+                .map(|r| r.inputs.len())
+        })
+        .unwrap_or(0);
+    match v.status {
+        Status::Fail => Err(anyhow::anyhow!(
+            "the proposed tolerances fail this scenario's own parity check (the engine against the reference): {}; loosen that point's bound (`--factor`) or find why the engine differs there",
+            v.message
+        )),
+        _ => {
+            println!(
+                "checked: the engine's run of {} is within the proposed tolerances of the reference's",
+                super::count(n, "input")
+            );
+            Ok(())
+        }
+    }
 }

@@ -25,6 +25,11 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `n` and the noun, plural unless `n` is 1: "1 scenario", "2 checks".
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// An error that the CLI reports as bad input or usage (exit code 2).
 #[derive(Debug)]
 pub struct UsageError(pub String);

@@ -7,28 +7,72 @@ use std::time::Instant;
 use anyhow::Result;
 use bitnet_harness::report::{Report, Row};
 use bitnet_harness::run::{golden_body, trials, Context, Status, Trial};
-use bitnet_harness::scenario::{find_scenarios, load_scenario, LoadedScenario};
+use bitnet_harness::scenario::{
+    enclosing_project, find_scenarios, load_scenario, project_root, LoadedScenario,
+};
 
-use super::{ChecksFailed, UsageError};
+use super::{count, ChecksFailed, UsageError};
 
-/// Arguments of `harness run` and `harness list`.
+/// Arguments of `harness list`, and the trials `harness run` runs.
 #[derive(clap::Args)]
-pub struct RunArgs {
-    /// Scenario files or directories.
-    #[arg(default_value = "scenarios")]
+pub struct ListArgs {
+    /// Scenario files or directories (default: the `scenarios` directory of the current
+    /// directory, or of the project it is in).
     pub paths: Vec<PathBuf>,
     /// Only trials whose name contains this.
     #[arg(long)]
     pub filter: Option<String>,
+}
+
+/// Arguments of `harness run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: ListArgs,
     /// Scenarios run at once (default: cores / 2, at least 1).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Where reports go.
-    #[arg(long, default_value = "target/harness")]
-    pub out: PathBuf,
-    /// Where receipts go (one `<scenario>.json` per scenario that ran).
-    #[arg(long, default_value = "receipts")]
-    pub receipts: PathBuf,
+    /// Where reports go (default: `<root>/target/harness`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where receipts go, one `<scenario>.json` per scenario that ran (default: `<root>/receipts`).
+    #[arg(long)]
+    pub receipts: Option<PathBuf>,
+    /// The project root, holding `goldens/`, `receipts/` and `target/harness/` (default: found
+    /// from the first scenario's location, not the current directory; see the README).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+/// The scenario paths to read: those given, else `<root>/scenarios` (`--root`), else
+/// `scenarios` when the current directory holds one, else the `scenarios` of the project the
+/// current directory is in.
+fn scenario_paths(paths: &[PathBuf], root: Option<&Path>) -> Vec<PathBuf> {
+    if !paths.is_empty() {
+        return paths.to_vec();
+    }
+    let here = Path::new("scenarios");
+    let dir = match root {
+        Some(r) => r.join("scenarios"),
+        None if here.is_dir() => here.to_owned(),
+        None => std::env::current_dir()
+            .ok()
+            .and_then(|d| enclosing_project(&d))
+            .map_or_else(|| here.to_owned(), |p| p.join("scenarios")),
+    };
+    vec![dir]
+}
+
+/// The project root: `--root`, else found from the first scenario path ([`project_root`]).
+fn root_of(paths: &[PathBuf], root: Option<&Path>) -> PathBuf {
+    match root {
+        Some(r) => std::path::absolute(r).unwrap_or_else(|_| r.to_owned()),
+        None => project_root(
+            paths
+                .first()
+                .map_or(Path::new("scenarios"), |p| p.as_path()),
+        ),
+    }
 }
 
 fn load_all(paths: &[PathBuf]) -> Result<Vec<LoadedScenario>> {
@@ -36,14 +80,32 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<LoadedScenario>> {
     if files.is_empty() {
         return Err(UsageError(format!("no scenario files (*.yaml) in {paths:?}")).into());
     }
-    files
-        .iter()
-        .map(|f| load_scenario(f).map_err(|e| UsageError(e.to_string()).into()))
-        .collect()
+    // Every bad file is reported, not only the first: a directory is fixed in one round.
+    let (mut loaded, mut errors) = (Vec::new(), Vec::new());
+    for f in &files {
+        match load_scenario(f) {
+            Ok(s) => loaded.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    match errors.len() {
+        0 => Ok(loaded),
+        1 => Err(UsageError(errors.remove(0)).into()),
+        n => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            Err(UsageError(format!(
+                "{n} of {} scenario files are invalid (each named above)",
+                files.len()
+            ))
+            .into())
+        }
+    }
 }
 
-fn selected(args: &RunArgs) -> Result<Vec<Trial>> {
-    let loaded = load_all(&args.paths)?;
+fn selected(args: &ListArgs, paths: &[PathBuf]) -> Result<Vec<Trial>> {
+    let loaded = load_all(paths)?;
     let all = trials(&loaded);
     let n = all.len();
     let chosen: Vec<Trial> = all
@@ -57,16 +119,17 @@ fn selected(args: &RunArgs) -> Result<Vec<Trial>> {
     // A filter that selects nothing is a mistake, not a pass (nextest: "no tests to run").
     if let (Some(f), true) = (&args.filter, chosen.is_empty()) {
         return Err(UsageError(format!(
-            "`--filter {f}` matches none of the {n} trial{}; `harness list` names them (`scenarios::<file stem>::<check>`)",
-            if n == 1 { "" } else { "s" }
+            "`--filter {f}` matches none of the {}; `harness list` names them (`scenarios::<file stem>::<check>`)",
+            count(n, "trial")
         ))
         .into());
     }
     Ok(chosen)
 }
 
-pub fn list(args: RunArgs) -> Result<()> {
-    for t in selected(&args)? {
+pub fn list(args: ListArgs) -> Result<()> {
+    let paths = scenario_paths(&args.paths, None);
+    for t in selected(&args, &paths)? {
         match &t.ignored {
             Some(reason) => println!("{}: test (ignored: {reason})", t.name()),
             None => println!("{}: test", t.name()),
@@ -115,8 +178,11 @@ fn lock_run_dir(dir: &Path) -> Result<RunLock> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let all = selected(&args)?;
-    let root = std::env::current_dir()?;
+    let paths = scenario_paths(&args.select.paths, args.root.as_deref());
+    let all = selected(&args.select, &paths)?;
+    let root = root_of(&paths, args.root.as_deref());
+    let out = args.out.unwrap_or_else(|| root.join("target/harness"));
+    let receipts_dir = &args.receipts.unwrap_or_else(|| root.join("receipts"));
     let _lock = lock_run_dir(&root.join("target/harness"))?;
     let harness = std::env::current_exe()?;
     let ctx = Arc::new(Context::new(
@@ -138,10 +204,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let total: usize = groups.iter().map(|g| g.len()).sum();
     println!(
-        "running {total} check{} of {} scenario{} ({jobs} at a time)",
-        if total == 1 { "" } else { "s" },
-        groups.len(),
-        if groups.len() == 1 { "" } else { "s" }
+        "running {} of {} ({jobs} at a time)",
+        count(total, "check"),
+        count(groups.len(), "scenario")
     );
     let queue = Arc::new(Mutex::new(
         groups.into_iter().enumerate().collect::<Vec<_>>(),
@@ -149,16 +214,17 @@ pub fn run(args: RunArgs) -> Result<()> {
     let results = Arc::new(Mutex::new(Vec::new()));
     let receipts = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ref_times = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
-    let receipts_dir = &args.receipts;
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            let (queue, results, ctx, done, receipts) = (
+            let (queue, results, ctx, done, receipts, ref_times) = (
                 queue.clone(),
                 results.clone(),
                 ctx.clone(),
                 done.clone(),
                 receipts.clone(),
+                ref_times.clone(),
             );
             s.spawn(move || loop {
                 let Some((gi, group)) = queue.lock().expect("queue").pop() else {
@@ -183,6 +249,19 @@ pub fn run(args: RunArgs) -> Result<()> {
                     verdicts.push((t.check, v.status));
                     let row = Row::new(t.scenario.stem.clone(), t.check.name(), v);
                     results.lock().expect("results").push(((gi, ti), row));
+                }
+                // The reference's runs on a row of their own, not in the first check's time.
+                let ref_seconds = ctx.reference_seconds(&scenario.stem);
+                if ref_seconds > 0.0 {
+                    println!(
+                        "      scenarios::{}: reference ({}) ... ran in {ref_seconds:.2} s (not in the checks' times)",
+                        scenario.stem,
+                        reference_name(&scenario.scenario.reference)
+                    );
+                    ref_times
+                        .lock()
+                        .expect("ref times")
+                        .push((gi, scenario.stem.clone(), ref_seconds));
                 }
                 if let Some(r) =
                     ctx.receipt(&scenario, &verdicts, started, t0.elapsed().as_secs_f64())
@@ -215,9 +294,24 @@ pub fn run(args: RunArgs) -> Result<()> {
         .expect("receipts");
     receipts.sort_by_key(|(gi, _)| *gi);
     report.receipts = receipts.into_iter().map(|(_, r)| r).collect();
-    report.benches = bench_reports(&args.out);
+    report.benches = bench_reports(&out);
     println!();
     print!("{}", report.table());
+    let mut ref_times = Arc::try_unwrap(ref_times)
+        .expect("workers done")
+        .into_inner()
+        .expect("ref times");
+    ref_times.sort_by_key(|(gi, _, _)| *gi);
+    if !ref_times.is_empty() {
+        let each: Vec<String> = ref_times
+            .iter()
+            .map(|(_, stem, s)| format!("{stem} {s:.2} s"))
+            .collect();
+        println!(
+            "reference runs (not in the checks' times): {}",
+            each.join(", ")
+        );
+    }
     for r in report
         .rows
         .iter()
@@ -228,17 +322,25 @@ pub fn run(args: RunArgs) -> Result<()> {
             r.scenario, r.check, r.verdict.message
         );
     }
-    report.write(&args.out)?;
+    report.write(&out)?;
     println!(
         "reports: {}, {}, {}",
-        args.out.join("report.json").display(),
-        args.out.join("junit.xml").display(),
-        args.out.join("report.html").display()
+        out.join("report.json").display(),
+        out.join("junit.xml").display(),
+        out.join("report.html").display()
     );
     if report.failed > 0 {
         return Err(ChecksFailed.into());
     }
     Ok(())
+}
+
+/// How the progress lines name a scenario's reference.
+fn reference_name(r: &bitnet_harness::scenario::Reference) -> String {
+    match r {
+        bitnet_harness::scenario::Reference::Command { command } => format!("`{}`", command[0]),
+        _ => "llama.cpp".into(),
+    }
 }
 
 /// The bench reports beside the report (`<out>/bench*.json`, as `harness bench --json` writes
@@ -274,27 +376,33 @@ pub fn bench_reports(out: &Path) -> Vec<bitnet_harness::report::BenchEntry> {
 pub struct BlessArgs {
     /// Scenario names (file stems); all when none is given.
     pub scenarios: Vec<String>,
-    /// Where the scenarios are.
-    #[arg(long, default_value = "scenarios")]
-    pub dir: PathBuf,
+    /// Where the scenarios are (default: `<root>/scenarios`).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The project root, holding `goldens/` (default: the current directory when it holds
+    /// `scenarios/`, else the project it is in, so `bless` works from any directory inside it).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
 }
 
 pub fn bless(args: BlessArgs) -> Result<()> {
-    let loaded = load_all(std::slice::from_ref(&args.dir))?;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => scenario_paths(&[], args.root.as_deref()).remove(0),
+    };
+    let loaded = load_all(std::slice::from_ref(&dir))?;
     for name in &args.scenarios {
         if !loaded.iter().any(|s| &s.stem == name) {
             let names: Vec<&str> = loaded.iter().map(|s| s.stem.as_str()).collect();
             let hint = bitnet_harness::scenario::did_you_mean(name, names.iter().copied())
                 .map(|m| format!("; did you mean `{m}`?"))
                 .unwrap_or_default();
-            return Err(UsageError(format!(
-                "no scenario `{name}` in `{}`{hint}",
-                args.dir.display()
-            ))
-            .into());
+            return Err(
+                UsageError(format!("no scenario `{name}` in `{}`{hint}", dir.display())).into(),
+            );
         }
     }
-    let root = std::env::current_dir()?;
+    let root = root_of(std::slice::from_ref(&dir), args.root.as_deref());
     let ctx = Context::new(
         &root,
         root.join("target/harness/runs"),
@@ -322,9 +430,9 @@ pub fn bless(args: BlessArgs) -> Result<()> {
         let path = bitnet_harness::golden::write_golden(&goldens, &s.stem, &body)?;
         let _ = std::fs::remove_file(goldens.join(format!("{}.snap.new", s.stem)));
         println!(
-            "blessed {} ({} lines)",
+            "blessed {} ({})",
             display(&path, &root),
-            body.lines().count()
+            count(body.lines().count(), "line")
         );
     }
     Ok(())

@@ -13,11 +13,11 @@
 //! | 12 | `EXIT_COMPUTE_PATH` | `compute_path` is not `real` |
 //! | 13 | `EXIT_KERNELS` | kernels empty, malformed, not of the backend, unknown to this engine, of an ISA the build lacks, mixed variants, or lacking the scenario's `receipt.kernels` |
 //! | 14 | `EXIT_GPU_KERNELS` | GPU kernels required (backend `cuda` or `--require-gpu-kernels`) and absent, or recorded on the host emulation |
-//! | 15 | `EXIT_MODEL_HASH` | the model is not a file, or `model_blake3` differs from its hash |
+//! | 15 | `EXIT_MODEL_HASH` | the model is not a file (or is empty, or a `/proc` or `/sys` pseudo-file), or `model_blake3` differs from its hash |
 //! | 16 | `EXIT_TRACE_DIGEST` | `trace_digest` differs from the golden's (`--against-goldens`) or is malformed |
-//! | 17 | `EXIT_THROUGHPUT` | a tokens/s figure outside [`MIN_TPS`, `MAX_TPS`], under `--min-decode-tps`, or a reference figure null although parity ran |
+//! | 17 | `EXIT_THROUGHPUT` | a tokens/s figure outside [`MIN_TPS`, `MAX_TPS`], under `--min-decode-tps` or the scenario's `receipt.min_decode_tps`, or a reference figure null although parity ran |
 //! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, or older than `--max-age`; a duration over a week |
-//! | 19 | `EXIT_VERDICT` | a check failed, a verdict is not `pass`/`fail`/`ignored`, or a check the scenario implies is missing |
+//! | 19 | `EXIT_VERDICT` | a check failed, a verdict is not `pass`/`fail`/`ignored`, a check other than `cuda` is `ignored`, or a check the scenario implies is missing |
 //! | 20 | `EXIT_SCENARIO_HASH` | the scenario is not a file or does not load, or `scenario_blake3` differs from its hash |
 //! | 21 | `EXIT_PROVENANCE` | engine version not this one, a commit not in this checkout, build, backend or threads inconsistent (`cuda` without a `gpu` section, a passing `cuda` verdict or the scenario's `cuda` backend) |
 
@@ -639,7 +639,16 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
     }
     for (check, v) in &r.verdicts {
         match v.as_str() {
-            "pass" | "ignored" => {}
+            "pass" => {}
+            // A receipt is written only when the scenario ran (not skipped), and then only the
+            // `cuda` check can be ignored: any other `ignored` hides a verdict.
+            "ignored" if check == "cuda" => {}
+            "ignored" => {
+                return Err(fail(
+                    EXIT_VERDICT,
+                    format!("field `verdicts.{check}` is `ignored`, but the scenario ran: only `cuda` may be ignored in a receipt"),
+                ))
+            }
             "fail" => {
                 return Err(fail(
                     EXIT_VERDICT,
@@ -770,6 +779,18 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             return Err(fail(
                 EXIT_KERNELS,
                 format!("field `kernels` lacks `{want}`, which the scenario's `receipt.kernels` requires"),
+            ));
+        }
+    }
+    // The scenario's decode floor, which its `receipt` check held the same figure to.
+    if let Some(floor) = sc.receipt.min_decode_tps {
+        if !r.throughput.decode_tps.is_some_and(|v| v >= floor) {
+            return Err(fail(
+                EXIT_THROUGHPUT,
+                format!(
+                    "field `throughput.decode_tps` is {:?}, under the scenario's `receipt.min_decode_tps` {floor}",
+                    r.throughput.decode_tps
+                ),
             ));
         }
     }

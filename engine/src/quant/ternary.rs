@@ -163,6 +163,10 @@ pub(super) fn quantize_i2_s(x: &[f32]) -> Vec<u8> {
 /// reads as +2 by the same arithmetic its kernels use).
 pub(super) fn dequantize_i2_s(data: &[u8], out: &mut [f32]) {
     let n = out.len();
+    if n == 0 {
+        // An empty tensor has no codes and, as `GgmlType::data_bytes` lays it out, no scale.
+        return;
+    }
     let s = &data[n / 4..n / 4 + 4];
     let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
     for (g, y) in out.chunks_exact_mut(QK_I2_S).enumerate() {

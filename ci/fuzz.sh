@@ -60,6 +60,11 @@ elif [ "$rc" != 0 ]; then
   exit 1
 fi
 echo "fuzz: built in $((SECONDS - build_start)) s"
+# Scratch files of the targets (trace directories, the receipt fixture each process keeps) stay
+# under fuzz/target.
+export TMPDIR="$PWD/target/tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
 
 failed=()
 for i in "${!targets[@]}"; do

@@ -278,7 +278,7 @@ fn run_model(
     if ctx.is_null() {
         return Err("llama.cpp could not create a context".into());
     }
-    let result = decode_all(req, ctx, &mut cap, n_vocab);
+    let result = decode_all(req, ctx, &mut *cap as *mut Capture, n_vocab);
     // SAFETY: the context is freed once; `cap` is still alive here.
     unsafe { ll::llama_free(ctx) };
     result
@@ -373,10 +373,14 @@ fn merge_chunks(chunks: Vec<Captured>) -> Captured {
     (point, shape, values)
 }
 
+/// `cap` is the `Capture` the eval callback writes through during `llama_decode`: it is held as a
+/// raw pointer and borrowed only between decode calls, never across one (a `&mut` held across
+/// the call would let the optimizer assume the callback's writes do not happen: a release build
+/// then read an empty capture).
 fn decode_all(
     req: &RefRequest,
     ctx: *mut ll::llama_context,
-    cap: &mut Capture,
+    cap: *mut Capture,
     n_vocab: usize,
 ) -> Result<(), String> {
     let n = req.tokens.len();
@@ -402,8 +406,12 @@ fn decode_all(
             .enumerate()
         {
             let c0 = pos0 + ci * ubatch;
-            cap.positions = [c0 as u32, (c0 + chunk.len()) as u32];
-            cap.current.clear();
+            {
+                // SAFETY: `cap` is valid for the whole run; no decode is running now.
+                let cap = unsafe { &mut *cap };
+                cap.positions = [c0 as u32, (c0 + chunk.len()) as u32];
+                cap.current.clear();
+            }
             let embd = if req.nudge_embeddings {
                 Some(nudged_embeddings(&req.model, chunk)?)
             } else {
@@ -418,6 +426,8 @@ fn decode_all(
                 c0,
                 n_vocab,
             )?);
+            // SAFETY: as above; the decode call has returned.
+            let cap = unsafe { &mut *std::hint::black_box(cap) };
             if let Some(e) = cap.error.take() {
                 return Err(e);
             }

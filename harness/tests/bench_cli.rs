@@ -3,26 +3,12 @@
 //! errors for bad arguments.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use bitnet_harness::bench::BenchReport;
 
-fn harness(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("CI")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{harness, text};
 
 #[test]
 fn a_bench_report_names_both_sides_and_is_consistent() {

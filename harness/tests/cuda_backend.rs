@@ -12,6 +12,9 @@ use std::process::{Command, Output};
 use bitnet_harness::receipt::*;
 use serde_json::{json, Value};
 
+mod common;
+use common::text;
+
 fn harness(dir: &Path, args: &[&str], emulate: bool) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
     c.current_dir(dir).args(args).env_remove("CI");
@@ -21,14 +24,6 @@ fn harness(dir: &Path, args: &[&str], emulate: bool) -> Output {
         c.env_remove("BITNET_CUDA_EMULATE");
     }
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Whether this machine has what a `cuda` trial needs (then the no-GPU assertions do not apply).

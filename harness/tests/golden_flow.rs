@@ -4,24 +4,9 @@
 //! golden files are insta snapshots: insta itself reads them.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn harness(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("CI")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{harness, text};
 
 #[test]
 fn missing_golden_bless_pass_then_a_changed_weight_fails_naming_the_point() {

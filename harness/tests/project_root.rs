@@ -2,25 +2,8 @@
 //! from elsewhere writes its goldens, receipts and reports into its own project; `bless` works
 //! from any directory inside the project; `--root` overrides.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn harness(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("CI")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{harness, text};
 
 const MINE: &str =
     "model:\n  preset: tiny\ninputs:\n  tokens: [[9, 99, 199]]\nreference: none\nthreads: 1\n";

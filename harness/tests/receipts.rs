@@ -2,27 +2,12 @@
 //! with, one at a time, fails with that field's exit code.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use bitnet_harness::receipt::*;
 use serde_json::{json, Value};
 
-fn harness(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("CI")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{harness, text};
 
 /// A directory where `harness run` and `harness bless` made a golden and a receipt.
 fn real_run() -> tempfile::TempDir {

@@ -15,6 +15,9 @@ use std::process::{Command, Output};
 
 use bitnet_harness::report::Report;
 
+mod common;
+use common::text;
+
 fn harness(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
     c.current_dir(dir).args(args).env_remove("CI");
@@ -22,14 +25,6 @@ fn harness(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The tiny preset with its V cache rounded to F16 (planted): every point from layer 0's

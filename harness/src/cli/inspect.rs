@@ -74,9 +74,10 @@ fn check_arch(args: &Args, f: &GgufFile, out: &mut String) -> Result<u8> {
     } else {
         out!(
             out,
-            "{}: does not map to `{arch}` ({} findings):",
+            "{}: does not map to `{arch}` ({} finding{}):",
             args.file.display(),
-            findings.len()
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" }
         );
         for x in &findings {
             out!(out, "  {x}");

@@ -195,6 +195,13 @@ pub enum RefError {
     Missing(PathBuf),
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot {what} `{path}`: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Run `program args... <request args>` with a timeout, capturing its output.
@@ -216,12 +223,12 @@ pub fn run_command(
         .out
         .with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
-    let io = |what: &str, e: std::io::Error| RefError::Failed {
-        status: format!("cannot {what}"),
-        tail: e.to_string(),
-    };
     if let Some(parent) = partial.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io("create the trace directory", e))?;
+        std::fs::create_dir_all(parent).map_err(|source| RefError::Io {
+            what: "create",
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
     let mut inner = req.clone();
     inner.out = partial.clone();
@@ -240,7 +247,11 @@ pub fn run_command(
         return Err(e);
     }
     let _ = std::fs::remove_dir_all(&req.out);
-    std::fs::rename(&partial, &req.out).map_err(|e| io("move the trace directory into place", e))
+    std::fs::rename(&partial, &req.out).map_err(|source| RefError::Io {
+        what: "move the trace into place at",
+        path: req.out.clone(),
+        source,
+    })
 }
 
 /// Most of a child's standard output kept (the result of `ref-tokenize` and friends); past it the

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use bitnet_engine::gguf::{string_array, GgmlType, GgufWriter, Value};
 use bitnet_engine::synth::{self, ModelSpec};
 
+mod common;
+use common::B;
+
 fn cases(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fuzz_cases")
@@ -152,49 +155,6 @@ fn small_with(key: &str, v: Value) -> Vec<u8> {
     let mut w = small_model(None);
     w.add_kv(key, v);
     w.to_bytes().unwrap()
-}
-
-/// Hand-assembled GGUF bytes (as in `gguf_bad_files.rs`), to break one field on purpose.
-struct B(Vec<u8>);
-
-impl B {
-    fn header(n_tensors: u64, n_kv: u64) -> B {
-        let mut v = b"GGUF".to_vec();
-        v.extend(3u32.to_le_bytes());
-        v.extend(n_tensors.to_le_bytes());
-        v.extend(n_kv.to_le_bytes());
-        B(v)
-    }
-    fn u32(mut self, x: u32) -> B {
-        self.0.extend(x.to_le_bytes());
-        self
-    }
-    fn u64(mut self, x: u64) -> B {
-        self.0.extend(x.to_le_bytes());
-        self
-    }
-    fn str(self, s: &str) -> B {
-        let b = self.u64(s.len() as u64);
-        B([b.0, s.as_bytes().to_vec()].concat())
-    }
-    fn kv_u32(self, k: &str, x: u32) -> B {
-        self.str(k).u32(4).u32(x)
-    }
-    fn tensor(self, name: &str, dims: &[u64], ty: u32, offset: u64) -> B {
-        let mut b = self.str(name).u32(dims.len() as u32);
-        for &d in dims {
-            b = b.u64(d);
-        }
-        b.u32(ty).u64(offset)
-    }
-    /// Pad to 32 and append `n` data bytes.
-    fn data(mut self, n: usize) -> B {
-        while self.0.len() % 32 != 0 {
-            self.0.push(0);
-        }
-        self.0.extend(std::iter::repeat_n(0x3c, n));
-        self
-    }
 }
 
 fn npy_with_header(h: &str) -> Vec<u8> {
@@ -333,13 +293,13 @@ fn write_seeds() {
     let hand: Vec<(&str, B)> = vec![
         ("empty.gguf", B(vec![])),
         ("bad_magic.gguf", B(b"GGML\x03\0\0\0".to_vec())),
-        ("tensor_count_max.gguf", B::header(u64::MAX, 0)),
+        ("tensor_count_max.gguf", B::header(3, u64::MAX, 0)),
         (
             "array_length_2p40.gguf",
-            B::header(0, 1).str("arr").u32(9).u32(6).u64(1 << 40),
+            B::header(3, 0, 1).str("arr").u32(9).u32(6).u64(1 << 40),
         ),
         ("arrays_nested_20_deep.gguf", {
-            let mut b = B::header(0, 1).str("deep").u32(9);
+            let mut b = B::header(3, 0, 1).str("deep").u32(9);
             for _ in 0..20 {
                 b = b.u32(9).u64(1);
             }
@@ -347,57 +307,57 @@ fn write_seeds() {
         }),
         (
             "nul_in_tensor_name.gguf",
-            B::header(1, 0).tensor("a\0b", &[8], 0, 0).data(32),
+            B::header(3, 1, 0).tensor("a\0b", &[8], 0, 0).data(32),
         ),
         (
             "tensor_data_gap.gguf",
-            B::header(2, 0)
+            B::header(3, 2, 0)
                 .tensor("a", &[8], 0, 0)
                 .tensor("b", &[8], 0, 64)
                 .data(128),
         ),
         (
             "tensor_data_reordered.gguf",
-            B::header(2, 0)
+            B::header(3, 2, 0)
                 .tensor("a", &[8], 0, 32)
                 .tensor("b", &[8], 0, 0)
                 .data(64),
         ),
         (
             "tensor_data_overlap.gguf",
-            B::header(2, 0)
+            B::header(3, 2, 0)
                 .tensor("a", &[16], 0, 0)
                 .tensor("b", &[8], 0, 32)
                 .data(96),
         ),
         (
             "tensor_past_end.gguf",
-            B::header(1, 0).tensor("t", &[8], 0, 1 << 20).data(32),
+            B::header(3, 1, 0).tensor("t", &[8], 0, 1 << 20).data(32),
         ),
         (
             "tensor_elements_overflow.gguf",
-            B::header(1, 0)
+            B::header(3, 1, 0)
                 .tensor("t", &[1 << 40, 1 << 40], 0, 0)
                 .data(4),
         ),
         (
             "tensor_unknown_type.gguf",
-            B::header(1, 0).tensor("t", &[4], 4, 0).data(16),
+            B::header(3, 1, 0).tensor("t", &[4], 4, 0).data(16),
         ),
         (
             "alignment_48.gguf",
-            B::header(1, 1)
+            B::header(3, 1, 1)
                 .kv_u32("general.alignment", 48)
                 .tensor("t", &[8], 0, 0)
                 .data(32),
         ),
         (
             "i2_s_empty_tensor.gguf",
-            B::header(1, 0).tensor("t", &[0, 4], 36, 0).data(0),
+            B::header(3, 1, 0).tensor("t", &[0, 4], 36, 0).data(0),
         ),
         (
             "duplicate_key.gguf",
-            B::header(0, 2).kv_u32("k", 1).kv_u32("k", 2),
+            B::header(3, 0, 2).kv_u32("k", 1).kv_u32("k", 2),
         ),
     ];
     gguf.extend(hand.into_iter().map(|(n, b)| (n, b.0)));

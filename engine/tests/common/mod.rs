@@ -53,3 +53,50 @@ pub fn run_py(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Hand-assembled GGUF bytes, so that each field can be broken on purpose.
+#[derive(Clone)]
+pub struct B(pub Vec<u8>);
+
+impl B {
+    pub fn header(version: u32, n_tensors: u64, n_kv: u64) -> B {
+        let mut v = b"GGUF".to_vec();
+        v.extend(version.to_le_bytes());
+        v.extend(n_tensors.to_le_bytes());
+        v.extend(n_kv.to_le_bytes());
+        B(v)
+    }
+    pub fn u32(mut self, x: u32) -> B {
+        self.0.extend(x.to_le_bytes());
+        self
+    }
+    pub fn u64(mut self, x: u64) -> B {
+        self.0.extend(x.to_le_bytes());
+        self
+    }
+    pub fn bytes(mut self, b: &[u8]) -> B {
+        self.0.extend_from_slice(b);
+        self
+    }
+    pub fn str(self, s: &str) -> B {
+        self.u64(s.len() as u64).bytes(s.as_bytes())
+    }
+    pub fn kv_u32(self, k: &str, x: u32) -> B {
+        self.str(k).u32(4).u32(x)
+    }
+    pub fn tensor(self, name: &str, dims: &[u64], ty: u32, offset: u64) -> B {
+        let mut b = self.str(name).u32(dims.len() as u32);
+        for &d in dims {
+            b = b.u64(d);
+        }
+        b.u32(ty).u64(offset)
+    }
+    /// Pad to 32 and append `n` data bytes.
+    pub fn data(mut self, n: usize) -> B {
+        while self.0.len() % 32 != 0 {
+            self.0.push(0);
+        }
+        self.0.extend(std::iter::repeat_n(0x3c, n));
+        self
+    }
+}

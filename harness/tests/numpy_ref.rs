@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bitnet_engine::forward::{self, Tracer};
+use bitnet_engine::forward;
 use bitnet_engine::kernels::Kernel;
 use bitnet_engine::model::Model;
 use bitnet_engine::npy::read_npy;
@@ -43,6 +43,8 @@ use bitnet_harness::compare::{
     compare_trace_dirs, CompareSpec, Comparison, LogitTolerance, Tolerance,
 };
 use bitnet_harness::reference::{run_command, run_reference, RefBuild, RefRequest};
+
+mod common;
 
 const PROMPT: [u32; 8] = [1, 17, 300, 42, 5, 99, 250, 7];
 const GENERATE: usize = 4;
@@ -131,22 +133,14 @@ fn engine_trace(model: &Path, out: &Path, generate: usize) {
 }
 
 fn engine_trace_of(model: &Path, tokens: &[u32], out: &Path, generate: usize, kernel: Kernel) {
-    let _ = std::fs::remove_dir_all(out);
-    let m = Model::load(model).unwrap();
-    let mut t = Tracer::new(PointFilter::all(), out, true).unwrap();
-    let r = forward::run(&m, tokens, generate, None, 2, kernel, Some(&mut t)).unwrap();
-    t.finish().unwrap();
-    bitnet_engine::npy::write_npy(
-        &out.join("logits.npy"),
-        &[tokens.len(), m.config.n_vocab],
-        &r.logits,
-    )
-    .unwrap();
-    std::fs::write(
-        out.join("generated.json"),
-        serde_json::to_vec(&r.generated).unwrap(),
-    )
-    .unwrap();
+    common::engine_trace_dir(
+        &Model::load(model).unwrap(),
+        tokens,
+        generate,
+        2,
+        kernel,
+        out,
+    );
 }
 
 /// The end-to-end tolerance of a point: embeddings exact (both convert F32/F16 rows exactly),

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bitnet_engine::forward::{self, Tracer};
 use bitnet_engine::kernels::Kernel;
 use bitnet_engine::model::Model;
 use bitnet_engine::synth::{build, preset};
@@ -13,34 +12,13 @@ use bitnet_engine::trace::{PointFilter, Stage};
 use bitnet_harness::compare::{compare_trace_dirs, CompareSpec, LogitTolerance, Tolerance};
 use bitnet_harness::reference::{run_command, run_reference, RefRequest};
 
+mod common;
+
 const PROMPT: [u32; 8] = [1, 17, 300, 42, 5, 99, 250, 7];
 
 fn engine_trace(model: &Path, out: &Path, generate: usize, threads: usize) -> Vec<String> {
     let m = Model::load(model).unwrap();
-    let mut t = Tracer::new(PointFilter::all(), out, true).unwrap();
-    let r = forward::run(
-        &m,
-        &PROMPT,
-        generate,
-        None,
-        threads,
-        Kernel::Scalar,
-        Some(&mut t),
-    )
-    .unwrap();
-    t.finish().unwrap();
-    bitnet_engine::npy::write_npy(
-        &out.join("logits.npy"),
-        &[PROMPT.len(), m.config.n_vocab],
-        &r.logits,
-    )
-    .unwrap();
-    std::fs::write(
-        out.join("generated.json"),
-        serde_json::to_vec(&r.generated).unwrap(),
-    )
-    .unwrap();
-    r.kernels
+    common::engine_trace_dir(&m, &PROMPT, generate, threads, Kernel::Scalar, out).kernels
 }
 
 /// Bit-exact: the engine reproduces llama.cpp's CPU build op for op (`ops_ggml.rs` checks each op

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bitnet_engine::forward::{self, Tracer};
+use bitnet_engine::forward;
 use bitnet_engine::kernels::Kernel;
 use bitnet_engine::model::Model;
 use bitnet_engine::planted;
@@ -17,6 +17,8 @@ use bitnet_engine::trace::{PointFilter, Stage};
 use bitnet_harness::compare::{compare_trace_dirs, CompareSpec, LogitTolerance, Tolerance};
 use bitnet_harness::reference::{run_reference, RefRequest};
 use bitnet_harness::replay::replay;
+
+mod common;
 
 const PROMPT: [u32; 9] = [1, 17, 300, 42, 5, 99, 250, 7, 11];
 const THREADS: usize = 2;
@@ -85,22 +87,8 @@ impl Fixture {
     /// The engine's trace of `preset` on `tokens` with whatever bug is planted now.
     fn engine_of(&self, name: &str, tokens: &[u32], tag: &str, kernel: Kernel) -> PathBuf {
         let out = self.dir.path().join(format!("{name}-{tag}"));
-        let _ = std::fs::remove_dir_all(&out);
         let m = Model::load(&self.model(name)).unwrap();
-        let mut t = Tracer::new(PointFilter::all(), &out, true).unwrap();
-        let r = forward::run(&m, tokens, 2, None, THREADS, kernel, Some(&mut t)).unwrap();
-        t.finish().unwrap();
-        bitnet_engine::npy::write_npy(
-            &out.join("logits.npy"),
-            &[tokens.len(), m.config.n_vocab],
-            &r.logits,
-        )
-        .unwrap();
-        std::fs::write(
-            out.join("generated.json"),
-            serde_json::to_vec(&r.generated).unwrap(),
-        )
-        .unwrap();
+        common::engine_trace_dir(&m, tokens, 2, THREADS, kernel, &out);
         out
     }
 }

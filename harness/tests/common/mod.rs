@@ -22,3 +22,33 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// The engine's trace directory of `tokens` on `model`, as `harness trace` writes it (every
+/// point with values, `logits.npy`, `generated.json`), replacing `out`; the run's output.
+pub fn engine_trace_dir(
+    model: &bitnet_engine::model::Model,
+    tokens: &[u32],
+    generate: usize,
+    threads: usize,
+    kernel: bitnet_engine::kernels::Kernel,
+    out: &Path,
+) -> bitnet_engine::forward::RunOutput {
+    use bitnet_engine::forward::{self, Tracer};
+    use bitnet_engine::trace::PointFilter;
+    let _ = std::fs::remove_dir_all(out);
+    let mut t = Tracer::new(PointFilter::all(), out, true).unwrap();
+    let r = forward::run(model, tokens, generate, None, threads, kernel, Some(&mut t)).unwrap();
+    t.finish().unwrap();
+    bitnet_engine::npy::write_npy(
+        &out.join("logits.npy"),
+        &[tokens.len(), model.config.n_vocab],
+        &r.logits,
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("generated.json"),
+        serde_json::to_vec(&r.generated).unwrap(),
+    )
+    .unwrap();
+    r
+}

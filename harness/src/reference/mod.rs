@@ -509,3 +509,39 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
 pub fn run_reference(harness: &Path, req: &RefRequest, timeout: Duration) -> Result<(), RefError> {
     run_command(harness, &["ref-trace".to_string()], req, timeout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RefBuild;
+
+    fn build(implementation: &str, arch: &str, isa: &[&str]) -> RefBuild {
+        RefBuild {
+            implementation: implementation.into(),
+            isa: isa.iter().map(|s| s.to_string()).collect(),
+            arch: arch.into(),
+            system_info: String::new(),
+        }
+    }
+
+    /// Exactness needs llama.cpp's x86-64 AVX2 + FMA + F16C build without AVX-512; every other
+    /// build says why not.
+    #[test]
+    fn the_builds_the_engine_cannot_equal_are_named() {
+        let avx2 = ["avx", "avx2", "fma", "f16c"];
+        assert_eq!(build("llama.cpp", "x86_64", &avx2).inexact_reason(), None);
+        let why = |b: RefBuild| b.inexact_reason().unwrap_or_default();
+        assert!(why(build(
+            "llama.cpp",
+            "x86_64",
+            &["avx2", "fma", "f16c", "avx512"]
+        ))
+        .contains("built with AVX-512"));
+        assert!(why(build("llama.cpp", "aarch64", &["neon"])).contains("built for aarch64"));
+        assert!(why(build("llama.cpp", "x86_64", &["avx"])).contains("without AVX2+FMA+F16C"));
+        assert!(why(build("llama.cpp", "x86_64", &[])).contains("no SIMD"));
+        assert!(why(build("numpy_ref", "x86_64", &avx2)).contains("is `numpy_ref`, not llama.cpp"));
+        // The llama.cpp linked here is the pinned x86-64 build: exact.
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(RefBuild::this_llama().inexact_reason(), None);
+    }
+}

@@ -10,10 +10,10 @@
 # case using over 2 GiB fails with exit 1 and leaves the input in fuzz/artifacts/<target>/;
 # replay it with `cargo +nightly fuzz run <target> <file>` from fuzz/, then add it to the seeds.
 #
-# The engine's targets (gguf_reader, npy_reader, trace_reader, tokenizer) run by default. The
-# harness's (scenario_parser, receipt_verifier) link llama.cpp, whose cmake build takes several
-# more minutes: BITNET_FUZZ_HARNESS=1 adds them. Their bodies run on every `cargo test` anyway
-# (harness/tests/fuzz_corpus.rs replays the seeds, harness/tests/mutation_campaign.rs mutates).
+# The targets: the engine's (gguf_reader, npy_reader, trace_reader, tokenizer) and the harness's
+# (scenario_parser, receipt_verifier; the harness library built without llama.cpp). Their bodies
+# also run on every `cargo test` (the fuzz_corpus tests replay the seeds, and
+# harness/tests/mutation_campaign.rs mutates).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,12 +38,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   fi
 fi
 
-targets=(gguf_reader npy_reader trace_reader tokenizer)
+targets=(gguf_reader npy_reader trace_reader tokenizer scenario_parser receipt_verifier)
 flags=(--codegen-units 16)
-if [ "${BITNET_FUZZ_HARNESS:-0}" = 1 ]; then
-  targets+=(scenario_parser receipt_verifier)
-  flags+=(--features harness)
-fi
 
 if [ "$(left)" -lt 120 ]; then
   skip "less than 120 s of the budget of $budget s is left for the build"

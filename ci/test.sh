@@ -8,6 +8,6 @@ bash ci/setup.sh
 export BITNET_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --locked "$@"
 bash ci/nextest-partition.sh
-# Bounded fuzzing of the readers of untrusted input (a budget of BITNET_FUZZ_BUDGET s, 600 here,
+# Bounded fuzzing of the readers of untrusted input (a budget of BITNET_FUZZ_BUDGET s, 900 here,
 # install and build included); skips, saying why, where nightly or cargo-fuzz is missing.
-BITNET_FUZZ_BUDGET="${BITNET_FUZZ_BUDGET:-600}" bash ci/fuzz.sh
+BITNET_FUZZ_BUDGET="${BITNET_FUZZ_BUDGET:-900}" bash ci/fuzz.sh

@@ -1,4 +1,4 @@
-//! Fuzz target `receipt_verifier` (`--features harness`): see `bitnet_fuzz::harness_bodies::receipt_verifier`.
+//! Fuzz target `receipt_verifier`: see `bitnet_fuzz::harness_bodies::receipt_verifier`.
 //! Refused input is fine; a panic, an abort or a hang is a finding.
 #![no_main]
 

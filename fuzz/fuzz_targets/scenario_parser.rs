@@ -1,4 +1,4 @@
-//! Fuzz target `scenario_parser` (`--features harness`): see `bitnet_fuzz::harness_bodies::scenario_parser`.
+//! Fuzz target `scenario_parser`: see `bitnet_fuzz::harness_bodies::scenario_parser`.
 //! Refused input is fine; a panic, an abort or a hang is a finding.
 #![no_main]
 

@@ -23,7 +23,7 @@ use bitnet_engine::model::Model;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::reference::llama::LlamaTiming;
+use crate::reference::LlamaTiming;
 
 pub mod cuda;
 use crate::reference::run_child;

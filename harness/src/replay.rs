@@ -38,7 +38,9 @@ use std::path::Path;
 use bitnet_engine::attention::HeadCache;
 use bitnet_engine::forward::{attend_layer, residual, Session};
 use bitnet_engine::gguf::GgmlType;
-use bitnet_engine::kernels::{quantize_q8k, BlockQ8K, Kernel, QK_K};
+use bitnet_engine::kernels::Kernel;
+#[cfg(feature = "llama")]
+use bitnet_engine::kernels::{quantize_q8k, BlockQ8K, QK_K};
 use bitnet_engine::model::Model;
 use bitnet_engine::trace::{read_trace, Stage, TracePoint, TraceRecord};
 use serde::Serialize;
@@ -122,6 +124,7 @@ impl std::fmt::Display for StageReplay {
 
 /// ggml's Q8_K quantization of `x` (a multiple of 256 values), through the llama.cpp build this
 /// binary links.
+#[cfg(feature = "llama")]
 fn ggml_q8k(x: &[f32]) -> Vec<BlockQ8K> {
     use llama_cpp_sys_2 as sys;
     let mut out = vec![BlockQ8K::default(); x.len() / QK_K];
@@ -142,6 +145,7 @@ fn ggml_q8k(x: &[f32]) -> Vec<BlockQ8K> {
 }
 
 /// The engine's Q8_K activations of `x` against ggml's.
+#[cfg(feature = "llama")]
 pub fn q8k_flips(x: &[f32]) -> Q8kFlips {
     let n = x.len() / QK_K * QK_K;
     let mut ours = Vec::new();
@@ -289,6 +293,8 @@ pub fn replay(
     // The int8 activations a product of this weight type quantizes its input to, checked
     // against an independent quantizer.
     let flips = |ty: GgmlType, h: &[f32], width: usize| match ty {
+        // Without llama.cpp linked (the fuzz build) there is no ggml quantizer to check against.
+        #[cfg(feature = "llama")]
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => Some(q8k_flips(h)),
         GgmlType::I2_S => Some(i8s_flips(h, width)),
         _ => None,

@@ -13,9 +13,7 @@ use llama_cpp_sys_2 as ll;
 
 use super::mapping::{canonical, NodeOp};
 use super::RefRequest;
-
-/// Set by the harness on its `ref-trace` child: stream llama.cpp's log to stderr.
-pub const STREAM_LOG_ENV: &str = "BITNET_REF_STREAM_LOG";
+pub use super::{LlamaTiming, STREAM_LOG_ENV};
 
 /// llama.cpp's log lines of this process, kept for error messages (printed only when streaming).
 static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -565,23 +563,6 @@ pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
     // SAFETY: freed once.
     unsafe { ll::llama_model_free(model) };
     result
-}
-
-/// What `harness ref-bench` measures of llama.cpp: one prompt pass and greedy single-token
-/// decode steps, timed around `llama_decode` (model loading and context creation excluded).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LlamaTiming {
-    pub prefill_seconds: f64,
-    pub prompt_tokens: usize,
-    pub decode_seconds: f64,
-    pub decode_calls: usize,
-    /// The context settings used.
-    pub n_ctx: u32,
-    pub n_batch: u32,
-    pub n_ubatch: u32,
-    pub threads: usize,
-    pub kv_type: String,
-    pub flash_attn: bool,
 }
 
 /// Time llama.cpp on `model`: the prompt in one batch (logits of the last position only), then

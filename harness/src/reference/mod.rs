@@ -8,6 +8,9 @@
 //! A crash or `abort()` in llama.cpp fails that one run with the reference's last log lines.
 //! An external command (`reference: { command: [...] }` in a scenario) is run the same way.
 
+// In-process llama.cpp (`harness ref-trace`, `ref-bench`). The library builds without it
+// (`--no-default-features`) for the fuzz targets, which need the harness's parsers only.
+#[cfg(feature = "llama")]
 pub mod llama;
 pub mod mapping;
 
@@ -17,6 +20,26 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bitnet_engine::trace::PointFilter;
+
+/// Set by the harness on its `ref-trace` child: stream llama.cpp's log to stderr.
+pub const STREAM_LOG_ENV: &str = "BITNET_REF_STREAM_LOG";
+
+/// What `harness ref-bench` measures of llama.cpp: one prompt pass and greedy single-token
+/// decode steps, timed around `llama_decode` (model loading and context creation excluded).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LlamaTiming {
+    pub prefill_seconds: f64,
+    pub prompt_tokens: usize,
+    pub decode_seconds: f64,
+    pub decode_calls: usize,
+    /// The context settings used.
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    pub threads: usize,
+    pub kv_type: String,
+    pub flash_attn: bool,
+}
 
 /// The file in a reference's trace directory that says how the reference was built.
 pub const BUILD_FILE: &str = "build.json";
@@ -39,6 +62,7 @@ pub struct RefBuild {
 
 impl RefBuild {
     /// The llama.cpp linked into this binary.
+    #[cfg(feature = "llama")]
     pub fn this_llama() -> RefBuild {
         use llama_cpp_sys_2 as sys;
         // SAFETY: these ggml/llama functions only read compile-time flags and static strings.
@@ -372,7 +396,7 @@ pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<S
         // Its own process group, so a timeout ends the reference and anything it started.
         .process_group(0)
         // Stream llama.cpp's log so its last lines survive an abort(); no gdb backtrace on abort.
-        .env(llama::STREAM_LOG_ENV, "1")
+        .env(STREAM_LOG_ENV, "1")
         .env("GGML_NO_BACKTRACE", "1")
         .args(args)
         .stdin(Stdio::null())
@@ -541,7 +565,7 @@ mod tests {
         assert!(why(build("llama.cpp", "x86_64", &[])).contains("no SIMD"));
         assert!(why(build("numpy_ref", "x86_64", &avx2)).contains("is `numpy_ref`, not llama.cpp"));
         // The llama.cpp linked here is the pinned x86-64 build: exact.
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", feature = "llama"))]
         assert_eq!(RefBuild::this_llama().inexact_reason(), None);
     }
 }

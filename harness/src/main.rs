@@ -1,5 +1,6 @@
 //! The `harness` command line: parses arguments, runs one subcommand, maps errors to exit codes.
 
+#[macro_use]
 mod cli;
 
 use std::process::ExitCode;
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
         },
         Command::Schema { receipt } => {
             if receipt {
-                print!("{}", bitnet_harness::receipt::json_schema());
+                out!("{}", bitnet_harness::receipt::json_schema());
                 Ok(())
             } else {
                 cli::run::schema()
@@ -136,6 +137,8 @@ fn main() -> ExitCode {
         },
     };
     match result {
+        // The command's work is done, but its output did not reach standard output.
+        Ok(()) if cli::stdout_failed() => ExitCode::from(EXIT_FAILED),
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) if e.downcast_ref::<cli::ChecksFailed>().is_some() => ExitCode::from(EXIT_FAILED),
         Err(e) => {
@@ -144,7 +147,7 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 msg.push_str(&format!(": {cause}"));
             }
-            eprintln!("{msg}");
+            errln!("{msg}");
             if e.downcast_ref::<cli::UsageError>().is_some() {
                 ExitCode::from(EXIT_USAGE)
             } else {

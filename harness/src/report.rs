@@ -116,6 +116,17 @@ pub struct BenchEntry {
     pub report: serde_json::Value,
 }
 
+/// A scenario's reference runs: their wall time, charged to the reference, not to the checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceTime {
+    pub scenario: String,
+    /// The reference's name (`llama.cpp`, or the external command).
+    pub reference: String,
+    /// Wall time of all its runs in this scenario (every input), in seconds.
+    #[serde(with = "num")]
+    pub seconds: f64,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -131,6 +142,9 @@ pub struct Report {
     /// Bench reports found beside the report (`bench*.json`) or in receipts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub benches: Vec<BenchEntry>,
+    /// The reference runs' times, per scenario (not in the rows' times).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<ReferenceTime>,
 }
 
 /// Errors reading a `report.json`.
@@ -195,6 +209,7 @@ impl Report {
             seconds,
             receipts: Vec::new(),
             benches: Vec::new(),
+            references: Vec::new(),
         }
     }
 

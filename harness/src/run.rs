@@ -315,7 +315,10 @@ pub fn generate_with_progress(
             .map_err(|e| e.to_string());
     }
     let start = Instant::now();
-    eprintln!(
+    // Progress lines, dropped if standard error is a closed pipe (never a panic).
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "generating a {:.2} GB synthetic model into `{}` (once; later runs reuse it)",
         total as f64 / 1e9,
         path.display()
@@ -333,7 +336,8 @@ pub fn generate_with_progress(
     });
     bar.finish_and_clear();
     r.map_err(|e| e.to_string())?;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "generated `{}` in {:.0} s",
         path.display(),
         start.elapsed().as_secs_f64()

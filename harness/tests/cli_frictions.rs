@@ -1,5 +1,6 @@
-//! Smaller frictions of issue 16 (item 10): `list --help` offers only what `list` uses, and the
-//! reference's run time is its own row, not charged to the first check that needs it.
+//! Smaller frictions of issue 16 (item 10): `list --help` offers only what `list` uses, the
+//! reference's run time is its own row (in the output, report.json and report.html), not charged
+//! to the first check that needs it, and output into a closed pipe ends quietly for every command.
 
 use std::process::Command;
 
@@ -86,8 +87,116 @@ fn the_reference_run_time_is_its_own_row() {
     .unwrap();
     let row = report["rows"][0]["verdict"]["seconds"].as_f64().unwrap();
     assert!(reference >= 1.0, "{stdout}");
+    // report.json and report.html carry the reference's row too.
+    let refs = report["references"]
+        .as_array()
+        .expect("references in report.json");
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_eq!(refs[0]["scenario"], "r");
+    assert_eq!(refs[0]["reference"], "`../slow-ref`");
+    let json_secs = refs[0]["seconds"].as_f64().unwrap();
+    assert!(
+        (json_secs - reference).abs() < 0.01,
+        "{json_secs} vs {reference}"
+    );
+    let html = std::fs::read_to_string(dir.path().join("target/harness/report.html")).unwrap();
+    let table = &html[html
+        .find("<table id=\"reference-times\">")
+        .expect("reference table")..];
+    assert!(
+        table.contains("<td>`../slow-ref`</td>") && table.contains(&format!("{reference:.2} s")),
+        "{table}"
+    );
     assert!(
         parity < 1.0 && row < 1.0,
         "parity {parity} s / {row} s should not include the reference's {reference} s:\n{stdout}"
+    );
+}
+
+/// Run `harness args` in `dir` with its standard output (and, with `close_stderr`, its standard
+/// error) a pipe whose reader is gone before anything is written (`| head -0`).
+fn into_closed_pipe(dir: &std::path::Path, args: &[&str], close_stderr: bool) -> (i32, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = harness()
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    if close_stderr {
+        drop(child.stderr.take());
+    } else {
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+    }
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn every_command_ends_quietly_into_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("scenarios")).unwrap();
+    std::fs::write(
+        d.join("scenarios/p.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 17, 300]]\ngolden: false\nthreads: 1\n",
+    )
+    .unwrap();
+    let out = harness()
+        .args(["gen-model", "--preset", "tiny", "-o", "m.gguf"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let commands: [&[&str]; 11] = [
+        &["run", "--filter", "parity"],
+        &["list"],
+        &["schema"],
+        &["schema", "--receipt"],
+        &["preflight"],
+        &["preflight", "--json"],
+        &["gen-model", "--preset", "tiny", "-o", "n.gguf"],
+        &["trace", "m.gguf", "--tokens", "1,17", "-o", "t"],
+        &["tokenize", "m.gguf", "--prompt", "hello"],
+        &["ref-tokenize", "m.gguf", "--prompt", "hello"],
+        &["--help"],
+    ];
+    for args in commands {
+        for close_stderr in [false, true] {
+            let (code, err) = into_closed_pipe(d, args, close_stderr);
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert_eq!(code, 0, "{args:?} (stderr closed: {close_stderr}): {err}");
+        }
+    }
+    // The run still wrote its reports, its output having gone nowhere.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("target/harness/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["passed"], 1, "{report}");
+}
+
+#[test]
+fn a_failure_to_write_standard_output_is_an_error() {
+    // /dev/full: every write fails with "No space left on device", which is not a closed pipe.
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: this machine has no /dev/full");
+        return;
+    };
+    let out = harness().args(["schema"]).stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("cannot write to standard output") && err.contains("No space left"),
+        "{err}"
     );
 }

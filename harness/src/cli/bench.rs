@@ -77,7 +77,7 @@ pub fn run(a: Args) -> Result<()> {
                 PathBuf::from("target/harness/models").join(format!("{p}-{}.gguf", &tag[..12]));
             if !path.is_file() {
                 std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-                eprintln!("generating preset `{p}` into {}", path.display());
+                errln!("generating preset `{p}` into {}", path.display());
                 bitnet_engine::synth::build(&spec)
                     .map_err(|e| anyhow::anyhow!("{e}"))?
                     .write(&path)
@@ -112,13 +112,13 @@ pub fn run(a: Args) -> Result<()> {
         reference_bin,
         timeout: Duration::from_secs(600),
     };
-    let report = bench::run(&o, &mut |line| eprintln!("{line}")).map_err(anyhow::Error::msg)?;
-    print!("{}", bench::table(&report));
+    let report = bench::run(&o, &mut |line| errln!("{line}")).map_err(anyhow::Error::msg)?;
+    out!("{}", bench::table(&report));
     if let Some(path) = &a.json {
         let json = serde_json::to_vec_pretty(&report)?;
         bitnet_engine::npy::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("report: {}", path.display());
+        errln!("report: {}", path.display());
     }
     if let Some(path) = &a.receipt {
         let mut r: Receipt = bench::read_json(path).map_err(UsageError)?;
@@ -126,7 +126,7 @@ pub fn run(a: Args) -> Result<()> {
         let json = serde_json::to_vec_pretty(&r)?;
         bitnet_engine::npy::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("receipt: {} (bench section)", path.display());
+        errln!("receipt: {} (bench section)", path.display());
     }
     Ok(())
 }
@@ -148,7 +148,7 @@ pub struct RefBenchArgs {
 /// The llama.cpp side of `harness bench`, in a child process: one JSON line on stdout.
 pub fn ref_bench(a: RefBenchArgs) -> Result<()> {
     if a.build_info {
-        println!("{}", serde_json::to_string(&bench::build_flags())?);
+        outln!("{}", serde_json::to_string(&bench::build_flags())?);
         return Ok(());
     }
     let model = a
@@ -162,7 +162,7 @@ pub fn ref_bench(a: RefBenchArgs) -> Result<()> {
     let tokens = bench::prompt(a.prompt_tokens, n_vocab);
     let t = bitnet_harness::reference::llama::bench(&model, a.threads, &tokens, a.decode_tokens)
         .map_err(anyhow::Error::msg)?;
-    println!("{}", serde_json::to_string(&t)?);
+    outln!("{}", serde_json::to_string(&t)?);
     Ok(())
 }
 
@@ -196,7 +196,7 @@ pub fn perf_gate(a: GateArgs) -> Result<()> {
                 } else {
                     "pass"
                 };
-                println!("{tag}  {l}");
+                outln!("{tag}  {l}");
             }
             Ok(())
         }
@@ -207,7 +207,7 @@ pub fn perf_gate(a: GateArgs) -> Result<()> {
                 } else {
                     "FAIL"
                 };
-                println!("{tag}  {l}");
+                outln!("{tag}  {l}");
             }
             Err(ChecksFailed.into())
         }
@@ -230,17 +230,17 @@ fn cuda_bench(a: &Args, model: PathBuf) -> Result<()> {
         rounds: a.rounds,
         ptx_cache: bitnet_harness::run::cuda::ptx_cache(&std::env::current_dir()?),
     };
-    let report = match cuda::run(&o, &mut |line| eprintln!("{line}")) {
+    let report = match cuda::run(&o, &mut |line| errln!("{line}")) {
         Ok(r) => r,
         Err(e @ CudaBenchError::NoGpu(_)) => return Err(UsageError(e.to_string()).into()),
         Err(e) => return Err(anyhow::Error::msg(e.to_string())),
     };
-    print!("{}", cuda::table(&report));
+    out!("{}", cuda::table(&report));
     if let Some(path) = &a.json {
         let json = serde_json::to_vec_pretty(&report)?;
         bitnet_engine::npy::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("report: {}", path.display());
+        errln!("report: {}", path.display());
     }
     Ok(())
 }

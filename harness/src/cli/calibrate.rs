@@ -90,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
                 ubatch,
                 nudge_embeddings: nudge,
             };
-            println!("input {i}: {ref_name}, {label}");
+            outln!("input {i}: {ref_name}, {label}");
             run_scenario_reference(
                 &s.scenario.reference,
                 s.path.parent().unwrap_or(std::path::Path::new(".")),
@@ -109,16 +109,19 @@ pub fn run(args: Args) -> Result<()> {
         .map(|(l, b, d)| (l.clone(), b.as_path(), d.as_path()))
         .collect();
     let cal = calibrate_pairs(&pairs, args.factor)?;
-    println!(
+    outln!(
         "\n{ref_name} against itself, worst per point over {} perturbed runs:",
         pairs.len()
     );
-    println!(
+    outln!(
         "  {:24} {:>12} {:>10} {:>10}  worst under",
-        "point", "1 − cosine", "rel L2", "max |Δ|"
+        "point",
+        "1 − cosine",
+        "rel L2",
+        "max |Δ|"
     );
     for sp in &cal.spread {
-        println!(
+        outln!(
             "  {:24} {:>12.3e} {:>10.3e} {:>10.3e}  {}",
             sp.point,
             1.0 - sp.min_cosine,
@@ -128,21 +131,24 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if let Some(l) = &cal.logits {
-        println!(
+        outln!(
             "  logits: KL max {:.3e}, KL mean {:.3e}, top-1 agreement {:.4}, top-k overlap {:.4}",
-            l.kl_max, l.kl_mean, l.top1_agreement, l.topk_overlap
+            l.kl_max,
+            l.kl_mean,
+            l.top1_agreement,
+            l.topk_overlap
         );
     }
     for g in &cal.generation_unstable {
-        println!("  greedy generation is not stable here: {g}");
+        outln!("  greedy generation is not stable here: {g}");
     }
-    println!(
+    outln!(
         "\nproposed tolerances (spread × {}), for the scenario's `tolerances:`:",
         args.factor
     );
-    println!("tolerances:\n  points:");
+    outln!("tolerances:\n  points:");
     for (point, t) in &cal.proposed {
-        println!(
+        outln!(
             "    {point}: {{ cosine_min: {}, rel_l2_max: {:.3e}, max_abs: {:.3e}, nmse_max: {:.3e} }}",
             t.cosine_min.unwrap_or(0.0),
             t.rel_l2_max.unwrap_or(0.0),
@@ -151,7 +157,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let lt = &cal.proposed_logits;
-    println!(
+    outln!(
         "  logits: {{ kl_max: {:.3e}, kl_mean_max: {:.3e}, top1_agreement_min: {}, topk_overlap_min: {} }}",
         lt.kl_max.unwrap_or(0.0),
         lt.kl_mean_max.unwrap_or(0.0),
@@ -161,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     let json = serde_json::to_vec_pretty(&cal)?;
     let path = work.join("calibration.json");
     bitnet_engine::npy::write_atomic(&path, &json)?;
-    println!("\nwritten: {}", path.display());
+    outln!("\nwritten: {}", path.display());
     verify_proposal(&ctx, &s, &cal)
 }
 
@@ -194,7 +200,7 @@ fn verify_proposal(
             v.message
         )),
         _ => {
-            println!(
+            outln!(
                 "checked: the engine's run of {} is within the proposed tolerances of the reference's",
                 super::count(n, "input")
             );

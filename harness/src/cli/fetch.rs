@@ -83,7 +83,7 @@ pub fn run(a: Args) -> Result<u8> {
     let lock = match fetch::load_lock(&a.lock) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Ok(fetch::EXIT_LOCK);
         }
     };
@@ -117,11 +117,11 @@ pub fn run(a: Args) -> Result<u8> {
         reporter.finish();
         let dest = fetch::model_file(&a.dir, &m.name);
         match result {
-            Ok(Outcome::UpToDate) => println!("{}: up to date (`{}`)", m.name, dest.display()),
+            Ok(Outcome::UpToDate) => outln!("{}: up to date (`{}`)", m.name, dest.display()),
             Ok(Outcome::Downloaded {
                 resumed_from,
                 attempts,
-            }) => println!(
+            }) => outln!(
                 "{}: downloaded and verified (`{}`, {} bytes{}{})",
                 m.name,
                 dest.display(),
@@ -138,7 +138,7 @@ pub fn run(a: Args) -> Result<u8> {
                 }
             ),
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 if code == fetch::EXIT_OK {
                     code = e.exit_code();
                 }
@@ -169,7 +169,7 @@ fn verify_offline(models: &[&LockedModel], dir: &Path) -> u8 {
                     )
                 })
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "{}: missing (`{}` is absent{partial}): run `{}`",
                 m.name,
                 dest.display(),
@@ -179,13 +179,13 @@ fn verify_offline(models: &[&LockedModel], dir: &Path) -> u8 {
             continue;
         }
         match fetch::verify_file(&dest, m) {
-            Ok(()) => println!("{}: present and verified (`{}`)", m.name, dest.display()),
+            Ok(()) => outln!("{}: present and verified (`{}`)", m.name, dest.display()),
             Err(VerifyError::Mismatch(mismatch)) => {
-                println!("{}: mismatched: {mismatch}", m.name);
+                outln!("{}: mismatched: {mismatch}", m.name);
                 fail(fetch::EXIT_MISMATCH);
             }
             Err(VerifyError::Io(e)) => {
-                println!("{}: unreadable: `{}`: {e}", m.name, dest.display());
+                outln!("{}: unreadable: `{}`: {e}", m.name, dest.display());
                 fail(fetch::EXIT_FAILED);
             }
         }
@@ -215,7 +215,7 @@ impl Reporter {
     fn say(&self, line: String) {
         match &self.bar {
             Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            None => errln!("{line}"),
         }
     }
 
@@ -240,7 +240,7 @@ impl Reporter {
                     });
                     bar.set_position(from);
                 } else {
-                    eprintln!(
+                    errln!(
                         "{name}: receiving{} of {}",
                         if from > 0 {
                             format!(" from byte {from}")
@@ -256,7 +256,7 @@ impl Reporter {
                 if let Some(b) = &self.bar {
                     b.set_position(done);
                 } else if self.last_line.is_none_or(|t| t.elapsed() >= LINE_EVERY) {
-                    eprintln!(
+                    errln!(
                         "{name}: {} of {} ({:.0}%)",
                         HumanBytes(done),
                         HumanBytes(total),

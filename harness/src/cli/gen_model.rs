@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     let size = std::fs::metadata(&args.output)
         .map(|m| m.len())
         .unwrap_or(0);
-    println!(
+    outln!(
         "wrote {} ({:.1} MB, {} layers, n_embd {}, {}) in {:.2} s",
         args.output.display(),
         size as f64 / 1e6,

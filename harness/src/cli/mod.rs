@@ -1,4 +1,36 @@
 //! One module per subcommand; `main.rs` parses arguments and maps errors to exit codes.
+//!
+//! Output goes through [`outln!`], [`out!`] and [`errln!`], never `println!`: a reader that went
+//! away (`harness run | head -3`, `harness inspect m.gguf | head -1`) must not panic the command
+//! halfway through its work. Output to a closed pipe is dropped and the command finishes (a run
+//! still writes its reports); any other failure to write standard output is reported once on
+//! standard error and makes the command exit 1.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `println!` that a closed pipe does not panic (see the module documentation).
+macro_rules! outln {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` that a closed pipe does not panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that a closed pipe does not panic (`harness run 2>&1 | head`).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 pub mod bench;
 pub mod calibrate;
@@ -14,15 +46,53 @@ pub mod run;
 pub mod trace;
 pub mod verify;
 
-/// Write `text` to standard output; a reader that went away (`harness inspect m.gguf | head -1`)
-/// ends the output quietly instead of a panic on the broken pipe.
-pub fn emit(text: &str) -> anyhow::Result<()> {
+/// Standard output's reader went away: later output is dropped.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+/// Writing standard output failed otherwise (a full disk): the command exits 1.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Write to standard output: dropped once the reader has gone; another error is reported once.
+pub fn write_out(args: std::fmt::Arguments) {
     use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
+    if STDOUT_GONE.load(Ordering::Relaxed) || STDOUT_FAILED.load(Ordering::Relaxed) {
+        return;
     }
+    let mut o = std::io::stdout().lock();
+    let r = o.write_fmt(args).and_then(|()| o.flush());
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_GONE.store(true, Ordering::Relaxed);
+        }
+        Err(e) => {
+            if !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+                write_err(format_args!(
+                    "error: cannot write to standard output: {e}\n"
+                ));
+            }
+        }
+    }
+}
+
+/// Write to standard error; a failure has nowhere to be reported, so it is dropped.
+pub fn write_err(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+/// Whether writing standard output failed for a reason other than a closed pipe.
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// Write `text` to standard output (see [`write_out`]); an error other than a closed pipe is
+/// returned.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    write_out(format_args!("{text}"));
+    if stdout_failed() {
+        anyhow::bail!("cannot write to standard output");
+    }
+    Ok(())
 }
 
 /// `n` and the noun, plural unless `n` is 1: "1 scenario", "2 checks".

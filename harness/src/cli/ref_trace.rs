@@ -94,7 +94,7 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
         llama::run(&req).map_err(anyhow::Error::msg)?;
         Ok(req)
     })?;
-    println!(
+    outln!(
         "llama.cpp trace of {} tokens (+{} generated) written to {}",
         req.tokens.len(),
         req.generate,
@@ -117,7 +117,7 @@ pub struct TokenizeArgs {
 pub fn ref_tokenize(args: TokenizeArgs) -> Result<()> {
     llama::check_model(&args.model).map_err(UsageError)?;
     let ids = llama::tokenize(&args.model, &args.prompt).map_err(UsageError)?;
-    println!("{}", serde_json::to_string(&ids)?);
+    outln!("{}", serde_json::to_string(&ids)?);
     Ok(())
 }
 
@@ -131,6 +131,6 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
             args.model.display()
         ))
     })?;
-    println!("{}", serde_json::to_string(&t.encode(&args.prompt, true))?);
+    outln!("{}", serde_json::to_string(&t.encode(&args.prompt, true))?);
     Ok(())
 }

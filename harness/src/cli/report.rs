@@ -48,6 +48,6 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     bitnet_engine::npy::write_atomic(&out, report.html().as_bytes())?;
-    println!("wrote {}", out.display());
+    outln!("wrote {}", out.display());
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! reject (`n`), skip (`s`) or quit (`q`), read as lines from standard input; or all at once with
 //! `--accept-all` / `--reject-all`.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -40,12 +40,11 @@ enum Answer {
 /// Ask until the answer is one of y/n/s/q; `Quit` at the end of the input.
 fn ask(input: &mut impl BufRead, shown: &str) -> Result<Answer> {
     loop {
-        print!("accept `{shown}`? [y]es / [n]o, reject / [s]kip / [q]uit: ");
-        std::io::stdout().flush()?;
+        out!("accept `{shown}`? [y]es / [n]o, reject / [s]kip / [q]uit: ");
         let mut line = String::new();
         if input.read_line(&mut line)? == 0 {
-            println!();
-            println!("(end of input: the remaining goldens stay pending)");
+            outln!();
+            outln!("(end of input: the remaining goldens stay pending)");
             return Ok(Answer::Quit);
         }
         match line.trim().to_ascii_lowercase().as_str() {
@@ -53,7 +52,7 @@ fn ask(input: &mut impl BufRead, shown: &str) -> Result<Answer> {
             "n" | "no" | "r" | "reject" => return Ok(Answer::Reject),
             "s" | "skip" | "" => return Ok(Answer::Skip),
             "q" | "quit" => return Ok(Answer::Quit),
-            other => println!("`{other}` is not an answer: y, n, s or q"),
+            other => outln!("`{other}` is not an answer: y, n, s or q"),
         }
     }
 }
@@ -65,33 +64,33 @@ fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<String> 
         .to_string();
     let (body, outcome) = golden::review_pending(goldens, p)
         .with_context(|| format!("reading `{}`", p.path.display()))?;
-    println!();
+    outln!();
     match outcome {
         GoldenOutcome::Match => {
-            println!("{}: identical to `{shown}`", p.path.display());
+            outln!("{}: identical to `{shown}`", p.path.display());
         }
         GoldenOutcome::Missing => {
             let n = body.lines().count();
-            println!("{}: a new golden `{shown}`, {n} lines:", p.path.display());
+            outln!("{}: a new golden `{shown}`, {n} lines:", p.path.display());
             for l in body.lines().take(lines) {
-                println!("  +{l}");
+                outln!("  +{l}");
             }
             if n > lines {
-                println!("  … and {} more lines", n - lines);
+                outln!("  … and {} more lines", n - lines);
             }
         }
         GoldenOutcome::Changed { first_point, diff } => {
             let added = diff.iter().filter(|l| l.starts_with('+')).count();
             let removed = diff.len() - added;
-            println!(
+            outln!(
                 "{}: changes `{shown}` ({added} lines new or changed, {removed} old lines), first at `{first_point}`:",
                 p.path.display()
             );
             for l in diff.iter().take(lines) {
-                println!("  {l}");
+                outln!("  {l}");
             }
             if diff.len() > lines {
-                println!("  … and {} more", diff.len() - lines);
+                outln!("  … and {} more", diff.len() - lines);
             }
         }
     }
@@ -119,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|p| args.scenarios.is_empty() || args.scenarios.contains(&p.stem))
         .collect();
     if todo.is_empty() {
-        println!(
+        outln!(
             "no pending goldens in `{}` (a failing `golden` check leaves `<scenario>.snap.new` there when `CI` is not set)",
             args.goldens.display()
         );
@@ -141,17 +140,17 @@ pub fn run(args: Args) -> Result<()> {
             Answer::Accept => {
                 let path = golden::accept_pending(&args.goldens, p)
                     .with_context(|| format!("accepting `{}`", p.path.display()))?;
-                println!("accepted: `{}` written", path.display());
+                outln!("accepted: `{}` written", path.display());
                 accepted += 1;
             }
             Answer::Reject => {
                 golden::reject_pending(p)
                     .with_context(|| format!("removing `{}`", p.path.display()))?;
-                println!("rejected: `{}` removed", p.path.display());
+                outln!("rejected: `{}` removed", p.path.display());
                 rejected += 1;
             }
             Answer::Skip => {
-                println!("skipped: `{}` stays pending", p.path.display());
+                outln!("skipped: `{}` stays pending", p.path.display());
                 left += 1;
             }
             Answer::Quit => {
@@ -160,6 +159,6 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
-    println!("\n{accepted} accepted, {rejected} rejected, {left} still pending");
+    outln!("\n{accepted} accepted, {rejected} rejected, {left} still pending");
     Ok(())
 }

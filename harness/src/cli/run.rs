@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
-use bitnet_harness::report::{Report, Row};
+use bitnet_harness::report::{ReferenceTime, Report, Row};
 use bitnet_harness::run::{golden_body, trials, Context, Status, Trial};
 use bitnet_harness::scenario::{
     enclosing_project, find_scenarios, load_scenario, project_root, LoadedScenario,
@@ -93,7 +93,7 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<LoadedScenario>> {
         1 => Err(UsageError(errors.remove(0)).into()),
         n => {
             for e in &errors {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
             }
             Err(UsageError(format!(
                 "{n} of {} scenario files are invalid (each named above)",
@@ -131,8 +131,8 @@ pub fn list(args: ListArgs) -> Result<()> {
     let paths = scenario_paths(&args.paths, None);
     for t in selected(&args, &paths)? {
         match &t.ignored {
-            Some(reason) => println!("{}: test (ignored: {reason})", t.name()),
-            None => println!("{}: test", t.name()),
+            Some(reason) => outln!("{}: test (ignored: {reason})", t.name()),
+            None => outln!("{}: test", t.name()),
         }
     }
     Ok(())
@@ -203,7 +203,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
     let total: usize = groups.iter().map(|g| g.len()).sum();
-    println!(
+    outln!(
         "running {} of {} ({jobs} at a time)",
         count(total, "check"),
         count(groups.len(), "scenario")
@@ -241,7 +241,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                         Status::Fail => "FAIL",
                         Status::Ignored => "ignored",
                     };
-                    println!(
+                    outln!(
                         "[{n}/{total}] {} ... {status} ({:.2} s)",
                         t.name(),
                         v.seconds
@@ -253,21 +253,25 @@ pub fn run(args: RunArgs) -> Result<()> {
                 // The reference's runs on a row of their own, not in the first check's time.
                 let ref_seconds = ctx.reference_seconds(&scenario.stem);
                 if ref_seconds > 0.0 {
-                    println!(
+                    outln!(
                         "      scenarios::{}: reference ({}) ... ran in {ref_seconds:.2} s (not in the checks' times)",
                         scenario.stem,
                         reference_name(&scenario.scenario.reference)
                     );
-                    ref_times
-                        .lock()
-                        .expect("ref times")
-                        .push((gi, scenario.stem.clone(), ref_seconds));
+                    ref_times.lock().expect("ref times").push((
+                        gi,
+                        ReferenceTime {
+                            scenario: scenario.stem.clone(),
+                            reference: reference_name(&scenario.scenario.reference),
+                            seconds: ref_seconds,
+                        },
+                    ));
                 }
                 if let Some(r) =
                     ctx.receipt(&scenario, &verdicts, started, t0.elapsed().as_secs_f64())
                 {
                     if let Err(e) = r.write(receipts_dir) {
-                        eprintln!(
+                        errln!(
                             "warning: cannot write the receipt of {}: {e}",
                             scenario.stem
                         );
@@ -295,19 +299,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     receipts.sort_by_key(|(gi, _)| *gi);
     report.receipts = receipts.into_iter().map(|(_, r)| r).collect();
     report.benches = bench_reports(&out);
-    println!();
-    print!("{}", report.table());
-    let mut ref_times = Arc::try_unwrap(ref_times)
+    outln!();
+    out!("{}", report.table());
+    let mut ref_times: Vec<(usize, ReferenceTime)> = Arc::try_unwrap(ref_times)
         .expect("workers done")
         .into_inner()
         .expect("ref times");
-    ref_times.sort_by_key(|(gi, _, _)| *gi);
-    if !ref_times.is_empty() {
-        let each: Vec<String> = ref_times
+    ref_times.sort_by_key(|(gi, _)| *gi);
+    report.references = ref_times.into_iter().map(|(_, t)| t).collect();
+    if !report.references.is_empty() {
+        let each: Vec<String> = report
+            .references
             .iter()
-            .map(|(_, stem, s)| format!("{stem} {s:.2} s"))
+            .map(|t| format!("{} {:.2} s", t.scenario, t.seconds))
             .collect();
-        println!(
+        outln!(
             "reference runs (not in the checks' times): {}",
             each.join(", ")
         );
@@ -317,13 +323,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         .iter()
         .filter(|r| r.verdict.status == Status::Fail)
     {
-        println!(
+        outln!(
             "\n--- scenarios::{}::{} failed:\n{}",
-            r.scenario, r.check, r.verdict.message
+            r.scenario,
+            r.check,
+            r.verdict.message
         );
     }
     report.write(&out)?;
-    println!(
+    outln!(
         "reports: {}, {}, {}",
         out.join("report.json").display(),
         out.join("junit.xml").display(),
@@ -417,7 +425,7 @@ pub fn bless(args: BlessArgs) -> Result<()> {
             continue;
         }
         if let Some(reason) = bitnet_harness::run::skip_reason(s) {
-            println!("skipped {}: {reason}", s.stem);
+            outln!("skipped {}: {reason}", s.stem);
             continue;
         }
         let cell = ctx.runs(s).map_err(anyhow::Error::msg)?;
@@ -429,7 +437,7 @@ pub fn bless(args: BlessArgs) -> Result<()> {
         let body = golden_body(runs);
         let path = bitnet_harness::golden::write_golden(&goldens, &s.stem, &body)?;
         let _ = std::fs::remove_file(goldens.join(format!("{}.snap.new", s.stem)));
-        println!(
+        outln!(
             "blessed {} ({})",
             display(&path, &root),
             count(body.lines().count(), "line")
@@ -443,6 +451,6 @@ fn display(p: &Path, root: &Path) -> String {
 }
 
 pub fn schema() -> Result<()> {
-    print!("{}", bitnet_harness::scenario::json_schema());
+    out!("{}", bitnet_harness::scenario::json_schema());
     Ok(())
 }

@@ -31,7 +31,7 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
                 ))
             })?;
             let ids = t.encode(p, true);
-            println!("prompt tokens: {ids:?}");
+            outln!("prompt tokens: {ids:?}");
             ids
         }
         None => args.tokens.clone(),
@@ -79,7 +79,7 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
     })?;
     let last = &out.logits[(tokens.len() - 1) * n_vocab..];
     let top = forward::argmax(last);
-    println!(
+    outln!(
         "engine trace of {} tokens written to {} in {:.3} s ({} threads, kernels: {})",
         tokens.len(),
         args.output.display(),
@@ -87,12 +87,12 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
         args.threads,
         out.kernels.join(", ")
     );
-    println!(
+    outln!(
         "last-position logits: argmax {top} ({:.4}), first values {:?}",
         last[top as usize],
         &last[..4.min(last.len())]
     );
-    println!("generated: {:?}", out.generated);
+    outln!("generated: {:?}", out.generated);
     Ok(())
 }
 

@@ -91,15 +91,15 @@ pub fn run(args: Args) -> Result<u8> {
         let checked = verify_file(f, &opts).and_then(|()| {
             if args.reproduce {
                 bitnet_harness::run::reproduce_receipt(f, &opts.base, &harness, args.tps_factor)
-                    .map(|line| println!("{}: {line}", f.display()))
+                    .map(|line| outln!("{}: {line}", f.display()))
             } else {
                 Ok(())
             }
         });
         match checked {
-            Ok(()) => println!("ok: {}", f.display()),
+            Ok(()) => outln!("ok: {}", f.display()),
             Err(failure) => {
-                eprintln!("error: {} (exit code {})", failure.message, failure.code);
+                errln!("error: {} (exit code {})", failure.message, failure.code);
                 if first == EXIT_OK {
                     first = failure.code;
                 }

@@ -204,7 +204,22 @@ fn summary_table(h: &mut String, r: &Report) {
         }
         h.push_str("</td></tr>\n");
     }
-    h.push_str("</tbody></table></section>\n");
+    h.push_str("</tbody></table>\n");
+    if !r.references.is_empty() {
+        h.push_str("<table id=\"reference-times\"><thead><tr><th>scenario</th><th>reference</th><th>time (not in the checks' times)</th></tr></thead><tbody>\n");
+        for t in &r.references {
+            let _ = writeln!(
+                h,
+                "<tr data-scenario=\"{}\"><td>{}</td><td>{}</td><td class=\"num\">{:.2} s</td></tr>",
+                esc(&t.scenario),
+                esc(&t.scenario),
+                esc(&t.reference),
+                t.seconds
+            );
+        }
+        h.push_str("</tbody></table>\n");
+    }
+    h.push_str("</section>\n");
 }
 
 fn scenario_section(h: &mut String, r: &Report, scenario: &str) {

@@ -1,7 +1,8 @@
 //! Minimal `.npy` (NumPy format version 1.0) reading and writing for little-endian f32 arrays.
 //!
 //! Trace values and logits travel between the engine, the reference and the harness as `.npy`
-//! files (see [`crate::trace`]). Writes are atomic: a temporary file in the same folder, renamed.
+//! files (see [`crate::trace`]). Writes are atomic: a temporary file in the same folder
+//! (`tempfile`), persisted under the final name.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,32 @@ pub fn write_scratch(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let mut f = temp_beside(path)?;
+    f.write_all(bytes)?;
+    if sync {
+        f.as_file().sync_all()?;
+    }
+    f.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A temporary file in `path`'s directory (so the rename is atomic), named `.<name>.<random>.tmp`,
+/// removed when dropped unless persisted with [`tempfile::NamedTempFile::persist`]. Its
+/// permissions are those `File::create` would give (0666 less the umask), not tempfile's 0600.
+pub fn temp_beside(path: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let (dir, prefix) = beside(path);
+    builder(&prefix, 0o666).tempfile_in(dir)
+}
+
+/// A temporary directory beside `path` (`.<name>.<random>.tmp`), removed with its contents when
+/// dropped unless kept ([`tempfile::TempDir::keep`]): a directory filled there and renamed to
+/// `path` appears whole. Permissions as `create_dir` would give (0777 less the umask).
+pub fn temp_dir_beside(path: &Path) -> io::Result<tempfile::TempDir> {
+    let (dir, prefix) = beside(path);
+    builder(&prefix, 0o777).tempdir_in(dir)
+}
+
+fn beside(path: &Path) -> (&Path, String) {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -68,19 +95,20 @@ fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if sync {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    (dir, format!(".{name}."))
+}
+
+fn builder(prefix: &str, mode: u32) -> tempfile::Builder<'_, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(mode));
     }
-    result
+    #[cfg(not(unix))]
+    let _ = mode;
+    b
 }
 
 /// Write an f32 array as `.npy`, atomically.
@@ -195,6 +223,53 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_keep_the_usual_mode_and_leave_nothing_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["r.json"]);
+        #[cfg(unix)]
+        {
+            // The mode a plain `File::create` gives here (0666 less the umask), not 0600.
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.path().join("plain");
+            std::fs::File::create(&plain).unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&p), mode(&plain));
+            std::fs::remove_file(&plain).unwrap();
+        }
+        // A directory in the way: the write fails and no temporary file is left behind.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("x"), b"x").unwrap();
+        assert!(write_atomic(&blocked, b"data").is_err());
+        assert_eq!(names(dir.path()), ["blocked", "r.json"]);
+        // A temporary directory beside a path: removed when dropped, with what it holds.
+        let t = temp_dir_beside(&dir.path().join("trace")).unwrap();
+        assert!(t
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(".trace."));
+        std::fs::write(t.path().join("a.npy"), b"x").unwrap();
+        drop(t);
+        assert_eq!(names(dir.path()), ["blocked", "r.json"]);
+    }
 
     #[test]
     fn round_trip_and_alignment() {

@@ -354,8 +354,8 @@ impl PointFilter {
 /// [`TraceWriter::finish`], so a crashed run never leaves a half file under the final name.
 pub struct TraceWriter {
     dir: std::path::PathBuf,
-    tmp: std::path::PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
+    /// `trace.jsonl` being written: a temporary file beside it, removed if never finished.
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
     records: usize,
     /// Value files go to a writer thread, so file creation overlaps the forward pass; its first
     /// error comes back from [`TraceWriter::finish`].
@@ -400,11 +400,10 @@ impl TraceWriter {
     /// Create `dir` if needed and start `dir/trace.jsonl`.
     pub fn create(dir: &std::path::Path) -> std::io::Result<TraceWriter> {
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".trace.jsonl.tmp{}", std::process::id()));
-        let out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let tmp = crate::npy::temp_beside(&dir.join("trace.jsonl"))?;
+        let out = std::io::BufWriter::new(tmp);
         Ok(TraceWriter {
             dir: dir.to_owned(),
-            tmp,
             out,
             records: 0,
             values: None,
@@ -456,9 +455,9 @@ impl TraceWriter {
         if let Some(w) = self.values {
             w.finish()?;
         }
-        let _file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let tmp = self.out.into_inner().map_err(|e| e.into_error())?;
         let path = self.dir.join("trace.jsonl");
-        std::fs::rename(&self.tmp, &path)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
         Ok(path)
     }
 }

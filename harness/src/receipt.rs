@@ -188,56 +188,29 @@ pub fn git_state(dir: &Path) -> (String, bool) {
     }
 }
 
-/// RFC 3339 UTC for a time since the epoch (civil-from-days, Howard Hinnant's algorithm).
+/// RFC 3339 UTC, to the second, of a time (`2026-12-03T20:43:51Z`); times before the epoch are
+/// written as the epoch.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
+    use time::format_description::well_known::Rfc3339;
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        // Past the year 9999: no such clock; the epoch rather than a panic.
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC time written by [`rfc3339`].
+/// Seconds since the epoch of an RFC 3339 time (`Z` or a numeric offset; a fraction of a second
+/// is dropped), or `None` when `s` is not one (a date that does not exist, such as February 30,
+/// included).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
 }
 
 /// Parse `7d`, `12h`, `30m`, `45s` into seconds.
@@ -596,7 +569,7 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         fail(
             EXIT_TIME,
             format!(
-                "field `started_at` is `{}`, expected RFC 3339 UTC like 2026-01-31T12:00:00Z",
+                "field `started_at` is `{}`, expected an RFC 3339 time like 2026-01-31T12:00:00Z",
                 r.started_at
             ),
         )
@@ -844,6 +817,24 @@ mod tests {
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
         assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
+        // Worked by hand: 2026-09-21T16:13:20+02:00 is 14:13:20 UTC.
+        assert_eq!(
+            parse_rfc3339("2026-09-21T16:13:20+02:00"),
+            Some(1_790_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-09-21T14:13:20.75Z"),
+            Some(1_790_000_000)
+        );
+        // Days that do not exist, and what RFC 3339 does not allow.
+        assert_eq!(parse_rfc3339("2026-02-30T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2025-02-29T00:00:00Z"), None);
+        // RFC 3339 (section 5.6, note) lets another separator stand for the `T`; `time` reads
+        // any, as the same instant.
+        assert_eq!(parse_rfc3339("2026-09-21 14:13:20Z"), Some(1_790_000_000));
+        assert_eq!(parse_rfc3339("2026-09-21T14:13:20"), None);
+        assert_eq!(parse_rfc3339("2026-09-21T24:00:00Z"), None);
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -528,13 +528,13 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
             ),
         });
     }
-    let scenario: Scenario = serde_yaml::from_str(&text).map_err(|e| {
+    let scenario: Scenario = serde_norway::from_str(&text).map_err(|e| {
         let (mut line, mut column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
         let mut message = e.to_string();
-        // serde_yaml appends " at line L column C"; the prefix already says where.
+        // serde_norway appends " at line L column C"; the prefix already says where.
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }

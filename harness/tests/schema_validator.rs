@@ -63,10 +63,10 @@ fn a_standard_validator_accepts_the_shipped_scenarios_and_refuses_the_bad_ones()
     let dir = tempfile::tempdir().unwrap();
     let schema = dir.path().join("schema.json");
     std::fs::write(&schema, json_schema()).unwrap();
-    // YAML to JSON here (serde_yaml, as the harness reads it), so Python needs no YAML parser.
+    // YAML to JSON here (serde_norway, as the harness reads it), so Python needs no YAML parser.
     let mut cases: Vec<(String, PathBuf, bool)> = Vec::new();
     let to_json = |name: &str, yaml: &str| {
-        let v: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+        let v: serde_json::Value = serde_norway::from_str(yaml).unwrap();
         let p = dir.path().join(format!("{}.json", name.replace(' ', "_")));
         std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
         p

@@ -221,27 +221,14 @@ impl GgufWriter {
             path: shown.clone(),
             what: e.to_string(),
         };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let fname = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{fname}.tmp{}", std::process::id()));
-        let result = (|| {
-            let file = std::fs::File::create(&tmp).map_err(io)?;
-            let mut w = BufWriter::with_capacity(1 << 20, file);
-            self.write_to(&mut w, &shown, progress)?;
-            let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-            file.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(io)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        // A temporary file beside `path`, removed on any error; persisted (renamed) when whole.
+        let tmp = crate::npy::temp_beside(path).map_err(io)?;
+        let mut w = BufWriter::with_capacity(1 << 20, tmp);
+        self.write_to(&mut w, &shown, progress)?;
+        let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
     }
 }
 

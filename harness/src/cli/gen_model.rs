@@ -25,7 +25,7 @@ pub struct Args {
 pub fn load_spec(path: &Path) -> Result<ModelSpec> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| UsageError(format!("cannot read `{}`: {e}", path.display())))?;
-    let spec: ModelSpec = serde_yaml::from_str(&text).map_err(|e| {
+    let spec: ModelSpec = serde_norway::from_str(&text).map_err(|e| {
         let at = e
             .location()
             .map(|l| format!(":{}:{}", l.line(), l.column()))

@@ -101,11 +101,9 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
 /// stays beside the new ones, and a failed run leaves the old directory as it was. An `out` that
 /// exists, is not empty and holds no `trace.jsonl` is not a trace directory and is refused.
 pub fn write_whole<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| UsageError(format!("`{}` names no directory", out.display())))?
-        .to_string_lossy()
-        .into_owned();
+    if out.file_name().is_none() {
+        return Err(UsageError(format!("`{}` names no directory", out.display())).into());
+    }
     let parent: PathBuf = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -129,36 +127,32 @@ pub fn write_whole<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Res
         }
     }
     std::fs::create_dir_all(&parent).with_context(|| format!("creating `{}`", parent.display()))?;
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{name}.tmp{pid}"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).with_context(|| format!("creating `{}`", tmp.display()))?;
-    // Removes the unfinished directory however `write` ends (an error or a panic).
-    struct Unfinished<'a>(&'a Path);
-    impl Drop for Unfinished<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0);
-        }
-    }
-    let unfinished = Unfinished(&tmp);
-    let value = write(&tmp)?;
-    let old = parent.join(format!(".{name}.old{pid}"));
-    let had_old = out.exists();
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(out, &old)
+    // Removed with its contents however `write` ends (an error or a panic), unless kept below.
+    let tmp = bitnet_engine::npy::temp_dir_beside(out)
+        .with_context(|| format!("creating a directory beside `{}`", out.display()))?;
+    let value = write(tmp.path())?;
+    // The old directory moves aside (a temporary directory too: removed when dropped).
+    let old = if out.exists() {
+        let old = bitnet_engine::npy::temp_dir_beside(out)
+            .with_context(|| format!("creating a directory beside `{}`", out.display()))?;
+        std::fs::rename(out, old.path())
             .with_context(|| format!("moving the old `{}` aside", out.display()))?;
-    }
-    if let Err(e) = std::fs::rename(&tmp, out) {
-        if had_old {
-            let _ = std::fs::rename(&old, out);
+        Some(old)
+    } else {
+        None
+    };
+    if let Err(e) = std::fs::rename(tmp.path(), out) {
+        if let Some(old) = old {
+            let _ = std::fs::rename(old.path(), out);
+            let _ = old.keep();
         }
         return Err(anyhow::Error::new(e).context(format!("renaming into `{}`", out.display())));
     }
-    drop(unfinished);
-    if had_old {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("removing the old trace `{}`", old.display()))?;
+    let _ = tmp.keep();
+    if let Some(old) = old {
+        let shown = old.path().display().to_string();
+        old.close()
+            .with_context(|| format!("removing the old trace `{shown}`"))?;
     }
     Ok(value)
 }

@@ -112,13 +112,13 @@ pub fn load_lock(path: &Path) -> Result<ModelLock, LockError> {
 /// Parse and validate a lock file's text (`path` names it in errors).
 pub fn parse_lock(text: &str, path: &Path) -> Result<ModelLock, LockError> {
     let shown = path.display().to_string();
-    let file: LockFile = serde_yaml::from_str(text).map_err(|e| {
+    let file: LockFile = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
         let mut message = e.to_string();
-        // serde_yaml appends " at line L column C"; the prefix already says where.
+        // serde_norway appends " at line L column C"; the prefix already says where.
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }

@@ -238,44 +238,35 @@ pub fn run_command(
     // The reference writes into a fresh sibling directory, renamed into place only when it
     // succeeded: `req.out` is then whole (this run's files and nothing else) or absent, never a
     // half-written or stale mix.
-    let name = req
-        .out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "reference".into());
-    let partial = req
-        .out
-        .with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&partial);
-    if let Some(parent) = partial.parent() {
+    if let Some(parent) = req.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| RefError::Io {
             what: "create",
             path: parent.to_path_buf(),
             source,
         })?;
     }
+    // Removed with whatever the reference left in it, unless it takes `req.out`'s place.
+    let partial = bitnet_engine::npy::temp_dir_beside(&req.out).map_err(|source| RefError::Io {
+        what: "create a directory beside",
+        path: req.out.clone(),
+        source,
+    })?;
     let mut inner = req.clone();
-    inner.out = partial.clone();
+    inner.out = partial.path().to_path_buf();
     let mut args = pre_args.to_vec();
     args.extend(inner.args());
-    let ran = run_child(program, &args, timeout).and_then(|_| {
-        let trace = partial.join("trace.jsonl");
-        if trace.is_file() {
-            Ok(())
-        } else {
-            Err(RefError::Missing(req.out.join("trace.jsonl")))
-        }
-    });
-    if let Err(e) = ran {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
+    run_child(program, &args, timeout)?;
+    if !partial.path().join("trace.jsonl").is_file() {
+        return Err(RefError::Missing(req.out.join("trace.jsonl")));
     }
     let _ = std::fs::remove_dir_all(&req.out);
-    std::fs::rename(&partial, &req.out).map_err(|source| RefError::Io {
+    std::fs::rename(partial.path(), &req.out).map_err(|source| RefError::Io {
         what: "move the trace into place at",
         path: req.out.clone(),
         source,
-    })
+    })?;
+    let _ = partial.keep();
+    Ok(())
 }
 
 /// Most of a child's standard output kept (the result of `ref-tokenize` and friends); past it the

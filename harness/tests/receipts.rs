@@ -412,6 +412,48 @@ fn every_tampered_field_fails_with_its_code() {
 }
 
 #[test]
+fn receipts_are_checked_against_their_own_project_from_any_directory() {
+    let dir = real_run();
+    let root = dir.path();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let receipts = root.join("receipts");
+    let receipts = receipts.to_str().unwrap();
+    // From another directory: the scenario, model and goldens are the receipt's project's.
+    let out = harness(
+        elsewhere.path(),
+        &["verify-receipt", receipts, "--against-goldens"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // `--root` elsewhere: the recorded model (checked first) is not there.
+    let out = harness(
+        elsewhere.path(),
+        &[
+            "verify-receipt",
+            receipts,
+            "--root",
+            elsewhere.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(EXIT_MODEL_HASH as i32), "{}", text(&out));
+    assert!(
+        text(&out).contains(&elsewhere.path().display().to_string()),
+        "{}",
+        text(&out)
+    );
+    // A goldens directory given explicitly is taken as given (here: one without the golden).
+    let out = harness(
+        elsewhere.path(),
+        &["verify-receipt", receipts, "--against-goldens", "."],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_TRACE_DIGEST as i32),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn the_checked_in_receipt_schema_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let on_disk = std::fs::read_to_string(root.join("receipts/schema.json")).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! `harness verify-receipt`: the CI gate on receipts. Exit codes: see `bitnet_harness::receipt`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use bitnet_harness::receipt::{parse_duration, verify_file, VerifyOptions, EXIT_OK};
@@ -22,9 +22,15 @@ pub struct Args {
     /// Oldest acceptable receipt (`7d`, `12h`, `30m`).
     #[arg(long)]
     pub max_age: Option<String>,
-    /// Compare trace digests with the goldens (default directory `goldens`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "goldens")]
-    pub against_goldens: Option<PathBuf>,
+    /// Compare trace digests with the goldens: the project's `goldens/` without a value, or the
+    /// directory given.
+    #[arg(long, num_args = 0..=1, value_name = "DIR")]
+    pub against_goldens: Option<Option<PathBuf>>,
+    /// The project the receipts' paths (`scenario_file`, `model`) are relative to. Default: found
+    /// from each receipt's location (the parent of its `receipts/` directory, else the enclosing
+    /// project), else the current directory.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
     /// Re-run each receipt's scenario on the engine side here and confirm its trace digest, and
     /// its recorded throughput within `--tps-factor` of the one measured here (exit 22 if not).
     #[arg(long)]
@@ -74,10 +80,11 @@ pub fn run(args: Args) -> Result<u8> {
             .map(parse_duration)
             .transpose()
             .map_err(UsageError)?,
-        goldens: args.against_goldens.clone(),
-        base: std::env::current_dir()?,
+        goldens: None,
+        base: PathBuf::new(),
         now,
     };
+    let cwd = std::env::current_dir()?;
     if !(args.tps_factor.is_finite() && args.tps_factor >= 1.0) {
         return Err(UsageError(format!(
             "--tps-factor is {}, expected a number of at least 1",
@@ -88,6 +95,18 @@ pub fn run(args: Args) -> Result<u8> {
     let harness = std::env::current_exe()?;
     let mut first = EXIT_OK;
     for f in &files {
+        let base = args
+            .root
+            .clone()
+            .unwrap_or_else(|| receipt_project(f).unwrap_or_else(|| cwd.clone()));
+        let opts = VerifyOptions {
+            goldens: args
+                .against_goldens
+                .as_ref()
+                .map(|g| g.clone().unwrap_or_else(|| base.join("goldens"))),
+            base,
+            ..opts.clone()
+        };
         let checked = verify_file(f, &opts).and_then(|()| {
             if args.reproduce {
                 bitnet_harness::run::reproduce_receipt(f, &opts.base, &harness, args.tps_factor)
@@ -107,4 +126,16 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
     Ok(first)
+}
+
+/// The project a receipt file belongs to: the parent of the `receipts` directory it lies in
+/// (where `harness run` writes it), else the project enclosing its directory.
+fn receipt_project(receipt: &Path) -> Option<PathBuf> {
+    let dir = std::path::absolute(receipt).ok()?.parent()?.to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "receipts") {
+        if let Some(root) = dir.parent() {
+            return Some(root.to_path_buf());
+        }
+    }
+    bitnet_harness::scenario::enclosing_project(&dir)
 }

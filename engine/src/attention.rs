@@ -120,7 +120,7 @@ pub fn attend(
 ) {
     assert!(limit <= cache.len && q.len() == cache.hd && p.len() >= limit && o.len() == cache.hd);
     #[cfg(target_arch = "x86_64")]
-    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512)
+    if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
     {

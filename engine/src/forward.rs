@@ -154,7 +154,7 @@ pub struct Session<'m> {
 
 /// Whether a session with `kernel` rewrites TQ1_0 weights as TQ2_0 (see `Session::unpack_tq1`).
 pub fn unpack_tq1_for(kernel: Kernel) -> bool {
-    matches!(kernel, Kernel::Avx2 | Kernel::Avx512)
+    matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
         && std::env::var("BITNET_TQ1_UNPACK").map_or(true, |v| v.trim() != "0")
 }
 

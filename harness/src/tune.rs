@@ -20,6 +20,10 @@ pub struct TuneEntry {
     /// The matrices timed (name, type, rows × cols): the model's shape as the products see it.
     pub shape: String,
     pub threads: usize,
+    /// The variants this engine ran here when it tuned (`scalar`, `avx2`, ...): an engine with
+    /// another set (a variant added) tunes again. Absent in older files.
+    #[serde(default)]
+    pub variants: Vec<String>,
     /// Kind of product (`TQ2_0/decode`) → variant, and `other` → the rest's variant.
     pub plan: BTreeMap<String, String>,
     pub timings: Vec<Timing>,
@@ -68,15 +72,17 @@ pub fn shape_key(s: &Session) -> String {
 /// kind and variant) and added to `cache`. Returns the entry and whether it was cached.
 pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntry, bool), String> {
     let (cpu, shape, threads) = (cpu_model(), shape_key(s), s.threads);
+    let variants: Vec<String> = bitnet_engine::kernels::Kernel::available()
+        .iter()
+        .map(|k| k.suffix().to_string())
+        .collect();
     let mut file: TuneFile = match std::fs::read_to_string(cache) {
         Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
         Err(_) => TuneFile::default(),
     };
-    if let Some(e) = file
-        .entries
-        .iter()
-        .find(|e| e.cpu_model == cpu && e.shape == shape && e.threads == threads)
-    {
+    if let Some(e) = file.entries.iter().find(|e| {
+        e.cpu_model == cpu && e.shape == shape && e.threads == threads && e.variants == variants
+    }) {
         if KernelPlan::from_description(&e.plan).is_some() {
             return Ok((e.clone(), true));
         }
@@ -86,6 +92,7 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
         cpu_model: cpu,
         shape,
         threads,
+        variants,
         plan: plan.describe(),
         timings,
         measured_at: crate::receipt::rfc3339(std::time::SystemTime::now()),

@@ -296,6 +296,18 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
     }
     let second = run();
     assert!(second.contains("from target/harness/tune.json"), "{second}");
+    // An entry tuned by an engine with another set of variants (one added since) is measured
+    // again, not reused.
+    assert_eq!(entry["variants"], serde_json::json!(available));
+    let mut older = cache.clone();
+    older["entries"][0]["variants"] = serde_json::json!(["scalar"]);
+    std::fs::write(
+        d.path().join("target/harness/tune.json"),
+        serde_json::to_vec(&older).unwrap(),
+    )
+    .unwrap();
+    let third = run();
+    assert!(third.contains("measured now"), "{third}");
     // Forcing a variant bypasses the plan.
     let out = harness(
         d.path(),

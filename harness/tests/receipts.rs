@@ -411,6 +411,59 @@ fn every_tampered_field_fails_with_its_code() {
     );
 }
 
+/// A run forced onto the 256-bit VNNI variant records its own IDs for the ternary products and
+/// AVX2's for the rest (the code they run), and the gate accepts that pair but no other mix.
+#[test]
+fn a_vnni256_run_records_its_kernels_and_passes_the_gate() {
+    if !bitnet_engine::kernels::Kernel::Vnni256.is_available() {
+        eprintln!("skipped: this CPU has no AVX-512 VL VNNI");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/v.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 2, 3, 4, 5]\ngeneration:\n  steps: 2\ngolden: false\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(root)
+        .args(["run"])
+        .env_remove("CI")
+        .env("BITNET_KERNEL", "vnni256")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let path = root.join("receipts/v.json");
+    let receipt: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let kernels: Vec<&str> = receipt["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(kernels.contains(&"tq2_0_q8k_dot_vnni256"), "{kernels:?}");
+    assert!(
+        kernels
+            .iter()
+            .all(|k| k.ends_with("_vnni256") || k.ends_with("_avx2") || k.ends_with("_scalar")),
+        "{kernels:?}"
+    );
+    let out = harness(root, &["verify-receipt", "receipts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The same kernels with an AVX-512 one among them: no single variant records that.
+    let mut mixed = receipt.clone();
+    mixed["kernels"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("f16_f16_dot_avx512"));
+    std::fs::write(root.join("mixed.json"), serde_json::to_vec(&mixed).unwrap()).unwrap();
+    let out = harness(root, &["verify-receipt", "mixed.json"]);
+    assert_eq!(out.status.code(), Some(EXIT_KERNELS as i32), "{}", text(&out));
+    assert!(text(&out).contains("mixes the variants"), "{}", text(&out));
+}
+
 #[test]
 fn receipts_are_checked_against_their_own_project_from_any_directory() {
     let dir = real_run();

@@ -86,7 +86,7 @@ pub fn silu_tail(x: f32) -> f32 {
 fn use_fma(kernel: Kernel) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        matches!(kernel, Kernel::Avx2 | Kernel::Avx512)
+        matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
             && std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
     }

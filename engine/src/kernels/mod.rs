@@ -17,6 +17,8 @@ pub mod scalar;
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_i2s;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_vnni256;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +36,10 @@ pub enum Kernel {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512 VNNI on 256-bit vectors (AVX-512 F/VL/VNNI) for the ternary products, the
+    /// AVX2 kernels for the rest: for CPUs whose 512-bit operations are double-pumped (Zen 4).
+    /// Its non-ternary products record `_avx2` kernel IDs, the code they run.
+    Vnni256,
     /// x86-64 AVX-512 F/BW/VL/DQ with VNNI (`vpdpbusd`); CPUs with AVX-512 but no VNNI use AVX2.
     Avx512,
     /// aarch64 NEON (with the dot-product extension where present).
@@ -41,13 +47,20 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 4] = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512, Kernel::Neon];
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Scalar,
+        Kernel::Avx2,
+        Kernel::Vnni256,
+        Kernel::Avx512,
+        Kernel::Neon,
+    ];
 
     /// The ISA suffix of kernel IDs (`tq2_0_q8k_dot_avx2`) and the name `BITNET_KERNEL` takes.
     pub fn suffix(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
+            Kernel::Vnni256 => "vnni256",
             Kernel::Avx512 => "avx512",
             Kernel::Neon => "neon",
         }
@@ -62,6 +75,13 @@ impl Kernel {
                 is_x86_feature_detected!("avx2")
                     && is_x86_feature_detected!("fma")
                     && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni256 => {
+                Kernel::Avx2.is_available()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
@@ -112,11 +132,30 @@ impl Kernel {
                 list()
             )),
             None => Err(format!(
-                "unknown kernel `{name}`; expected one of auto, scalar, avx2, avx512, neon \
+                "unknown kernel `{name}`; expected one of auto, scalar, avx2, vnni256, avx512, neon \
                  (available here: auto, {})",
                 list()
             )),
         }
+    }
+
+    /// The ISA suffixes of the kernel IDs a run under this one variant records (besides
+    /// `_scalar` helpers): its own, and for [`Kernel::Vnni256`] also `avx2`, whose kernels it
+    /// runs for the non-ternary products.
+    pub fn recorded_isas(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Scalar => &[],
+            Kernel::Avx2 => &["avx2"],
+            Kernel::Vnni256 => &["vnni256", "avx2"],
+            Kernel::Avx512 => &["avx512"],
+            Kernel::Neon => &["neon"],
+        }
+    }
+
+    /// Whether this variant has kernels of its own for products of `ty` weights (not another
+    /// variant's): what tuning needs to time.
+    pub fn has_own_kernels(self, ty: GgmlType) -> bool {
+        self != Kernel::Vnni256 || matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0)
     }
 
     /// The variant named by the environment variable `BITNET_KERNEL`, else the best available.
@@ -466,14 +505,16 @@ pub fn known_kernel_ids() -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     for k in Kernel::ALL {
-        for p in [
-            "tq2_0_q8k_dot",
-            "tq1_0_q8k_dot",
-            "i2_s_i8_dot",
-            "f16_f16_dot",
-            "f32_f32_dot",
+        for (p, ty) in [
+            ("tq2_0_q8k_dot", GgmlType::TQ2_0),
+            ("tq1_0_q8k_dot", GgmlType::TQ1_0),
+            ("i2_s_i8_dot", GgmlType::I2_S),
+            ("f16_f16_dot", GgmlType::F16),
+            ("f32_f32_dot", GgmlType::F32),
         ] {
-            v.push(format!("{p}_{}", k.suffix()));
+            if k.has_own_kernels(ty) {
+                v.push(format!("{p}_{}", k.suffix()));
+            }
         }
     }
     v.extend(cuda::KERNEL_IDS.iter().map(|s| s.to_string()));
@@ -483,6 +524,12 @@ pub fn known_kernel_ids() -> Vec<String> {
 fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
     let float_simd = matches!(w.ty, GgmlType::F16 | GgmlType::F32)
         && f16_simd_shape(w.rows, w.cols, n_tok).is_some();
+    // A variant without kernels of its own for this type runs AVX2's (see `Kernel::Vnni256`).
+    let kernel = if kernel.has_own_kernels(w.ty) {
+        kernel
+    } else {
+        Kernel::Avx2
+    };
     let sfx = match w.ty {
         GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S => kernel.suffix(),
         _ if float_simd && kernel != Kernel::Scalar => kernel.suffix(),
@@ -530,6 +577,13 @@ fn compute_rows(
             #[cfg(target_arch = "x86_64")]
             dups,
         } => {
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Vnni256 {
+                // SAFETY: the Vnni256 features checked by `is_available` (`prepare` falls back
+                // to scalar otherwise).
+                unsafe { x86_vnni256::q8k_rows(w, blocks, n_tok, r0, r1, o) };
+                return;
+            }
             let nb = cols / QK_K;
             // Decode: two rows per pass share each activation vector.
             #[cfg(target_arch = "x86_64")]
@@ -684,14 +738,14 @@ fn i2_s_rows(
             // SAFETY: each variant runs only when `is_available` says the CPU has it (the
             // AVX-512 activations, `perm`, exist only then).
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 if n == 4 => unsafe {
+            Kernel::Avx2 | Kernel::Vnni256 if n == 4 => unsafe {
                 d = x86_i2s::i2_s_i8_dot_avx2::<4>(
                     row,
                     [act(t), act(t + 1), act(t + 2), act(t + 3)],
                 );
             },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe {
+            Kernel::Avx2 | Kernel::Vnni256 => unsafe {
                 d[0] = x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)])[0];
             },
             #[cfg(target_arch = "x86_64")]
@@ -759,6 +813,8 @@ fn ternary_dot(
             }
         },
         #[cfg(target_arch = "x86_64")]
+        Kernel::Vnni256 => unsafe { x86_vnni256::ternary_dot_rows_vnni256::<1>([row], a, tq2)[0] },
+        #[cfg(target_arch = "x86_64")]
         Kernel::Avx512 => unsafe {
             if tq2 {
                 x86::tq2_0_q8k_dot_avx512vnni(row, a, perm)
@@ -802,7 +858,7 @@ fn float_rows(
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = r0;
     #[cfg(target_arch = "x86_64")]
-    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {
+    if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512) {
         let es = if f16 { 2 } else { 4 };
         if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
             while r < r1 {

@@ -125,9 +125,15 @@ pub struct Timing {
     pub micros: f64,
 }
 
+/// Bytes of weights a decode timing streams through: copies of the matrix, taken in turn, so the
+/// weights come from memory as in a real decode (one matrix alone would sit in L2 and time the
+/// kernels cache-hot, which ranks them differently from a decode bound by memory).
+pub const DECODE_STREAM_BYTES: usize = 96 << 20;
+
 /// Time every variant this CPU runs on each kind of product in `matrices` (a representative
 /// matrix per weight type: `(name, matrix)`), with `threads` threads, and choose the fastest per
-/// kind. Each (kind, variant) is run until `budget` has passed (at least three calls) and its
+/// kind. Decode products stream [`DECODE_STREAM_BYTES`] of copies of the matrix; prefill
+/// products reuse one (their time is in the arithmetic). Each (kind, variant) is run until `budget` has passed (at least three calls) and its
 /// best call counts, so a busy moment on a shared machine does not decide. Returns the plan and
 /// every timing.
 pub fn tune(
@@ -147,16 +153,26 @@ pub fn tune(
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
                 .collect();
             let mut out = vec![0f32; tokens * m.rows];
+            let copies: Vec<Vec<u8>> = if kind.prefill {
+                Vec::new()
+            } else {
+                let n = (DECODE_STREAM_BYTES / m.data.len().max(1)).clamp(1, 512);
+                (0..n).map(|_| m.data.to_vec()).collect()
+            };
             let mut best: Option<(f64, Kernel)> = None;
-            for &k in &variants {
+            for &k in variants.iter().filter(|k| k.has_own_kernels(m.ty)) {
                 let log = KernelLog::default();
                 let start = Instant::now();
                 let mut fastest = f64::INFINITY;
                 let mut calls = 0;
                 while calls < 3 || start.elapsed() < budget {
+                    let mat = match copies.get(calls % copies.len().max(1)) {
+                        Some(data) => Matrix { data, ..*m },
+                        None => *m,
+                    };
                     let t = Instant::now();
                     let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log);
-                    matmul_prepared(m, &p, &mut out, threads, &log);
+                    matmul_prepared(&mat, &p, &mut out, threads, &log);
                     fastest = fastest.min(t.elapsed().as_secs_f64());
                     calls += 1;
                     if calls >= 1000 {

@@ -360,3 +360,39 @@ fn q8k_scale_takes_the_first_value_of_the_largest_magnitude() {
     assert_eq!(q[0].d, 0.0);
     assert!(q[0].qs.iter().all(|&v| v == 0));
 }
+
+/// The 256-bit VNNI variant's decode row groups (4 rows, then single rows) and prefill token
+/// groups (4 tokens over tiles of 64 rows, then single tokens), at and across every boundary.
+#[test]
+fn vnni256_row_and_token_groups_match_scalar_across_their_boundaries() {
+    if !Kernel::Vnni256.is_available() {
+        eprintln!("skipped: this CPU has no AVX-512 VL VNNI");
+        return;
+    }
+    let mut rng = Rng(0x5eed_0256);
+    for ty in [GgmlType::TQ2_0, GgmlType::TQ1_0] {
+        for rows in [1usize, 3, 4, 5, 63, 64, 65, 130] {
+            let cols = 2 * QK_K;
+            let data: Vec<u8> = (0..rows)
+                .flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng))
+                .collect();
+            let w = Matrix {
+                ty,
+                data: &data,
+                rows,
+                cols,
+            };
+            for n_tok in [1usize, 2, 3, 4, 5, 8, 9] {
+                let x = acts(n_tok * cols, (rng.next() % 4) as u8, &mut rng);
+                let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
+                for threads in [1, 2] {
+                    let got = bits(&matmul_with(&w, &x, n_tok, threads, Kernel::Vnni256));
+                    assert_eq!(
+                        got, want,
+                        "{ty} rows {rows} tokens {n_tok} threads {threads}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -28,7 +28,7 @@ const PREFETCH_ROWS2: usize = 8192;
 /// A block's F16 scale as f32, converted in-register (F16C; exact, as every F16 is an f32).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn f16_scale(bytes: &[u8]) -> f32 {
+pub(super) unsafe fn f16_scale(bytes: &[u8]) -> f32 {
     let h = u16::from_le_bytes([bytes[0], bytes[1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
@@ -36,7 +36,7 @@ unsafe fn f16_scale(bytes: &[u8]) -> f32 {
 /// `hsum_float_8`, as the specification's [`super::scalar::hsum8`].
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn hsum8(x: __m256) -> f32 {
+pub(super) unsafe fn hsum8(x: __m256) -> f32 {
     let mut r = _mm256_extractf128_ps(x, 1);
     r = _mm_add_ps(r, _mm256_castps256_ps128(x));
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
@@ -56,7 +56,12 @@ unsafe fn lane_ysums(y: &BlockQ8K) -> __m256i {
 /// fused, as the specification's `accumulate_block`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_block(acc: __m256, lanes: __m256i, y: &BlockQ8K, dw: f32) -> __m256 {
+pub(super) unsafe fn accumulate_block(
+    acc: __m256,
+    lanes: __m256i,
+    y: &BlockQ8K,
+    dw: f32,
+) -> __m256 {
     let lanes = _mm256_sub_epi32(lanes, lane_ysums(y));
     _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(y.d * dw), acc)
 }
@@ -120,7 +125,7 @@ unsafe fn times9(v: __m256i) -> __m256i {
 /// at `32·i`: trits 0..4 of bytes 0..32, then (trits 0,1 | 2,3 | 4, qh's 0..3) of bytes 32..48.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tq1_0_codes(x: &[u8]) -> [__m256i; 8] {
+pub(super) unsafe fn tq1_0_codes(x: &[u8]) -> [__m256i; 8] {
     let a = _mm256_loadu_si256(x.as_ptr() as *const __m256i);
     let a3 = _mm256_add_epi8(a, _mm256_add_epi8(a, a));
     let a9 = times9(a);

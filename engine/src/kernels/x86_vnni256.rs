@@ -1,0 +1,245 @@
+//! Ternary kernels on the 256-bit forms of AVX-512 VNNI (`vpdpbusd ymm`, AVX-512 VL), for CPUs
+//! whose 512-bit operations are double-pumped (AVX-512 on AMD Zen 4): there a 512-bit vector
+//! costs two 256-bit ones, so the full-width kernels' permuted and duplicated activations buy
+//! nothing, while VNNI still replaces AVX2's `vpmaddubsw` + `vpmaddwd` pair with one instruction.
+//!
+//! A `vpdpbusd` on 32 code bytes and 32 activations adds bytes `4k..4k+4` into 32-bit lane `k`:
+//! exactly the specification's lane of those elements ([`super::scalar`]), so the activations are
+//! used in their own order and every result is the scalar kernel's, bit for bit (proptest in
+//! `super::tests`). Decode takes rows in groups sharing each activation load; prefill takes
+//! tokens in groups sharing each block's unpacked codes.
+//!
+//! Callers must have checked [`super::Kernel::Vnni256`]'s features; the functions are `unsafe`
+//! for that reason only and read nothing outside the slices they are given (lengths asserted).
+
+#![allow(clippy::missing_safety_doc)]
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::rows_out::RowsOut;
+use super::scalar::BlockQ8K;
+use super::x86::{accumulate_block, f16_scale, hsum8, tq1_0_codes};
+use super::Matrix;
+use crate::gguf::GgmlType;
+
+const TQ2_BYTES: usize = 66;
+const TQ1_BYTES: usize = 54;
+/// How far ahead along the matrix the kernels prefetch (bytes): decode's rows are a few hundred
+/// bytes, so this reaches several row groups ahead.
+const PREFETCH: usize = 4096;
+/// Rows per decode call: they share each activation vector.
+pub const DECODE_ROWS: usize = 4;
+/// Tokens per prefill call: they share each block's unpacked codes.
+pub const PREFILL_TOKENS: usize = 4;
+/// Rows per prefill tile: the tile's tokens' activations stay in L1 while its rows stream past.
+const PREFILL_ROW_TILE: usize = 64;
+
+/// The 8 code vectors of a TQ2_0 block (weights plus one, 0..=2), in the order of the Q8_K
+/// activations they pair with: vector `4h + l` is shift `l` of bytes `32h..32h+32`, which holds
+/// elements `128h + 32l ..+32`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tq2_0_codes(x: *const u8) -> [__m256i; 8] {
+    let m3 = _mm256_set1_epi8(3);
+    let mut c = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        let q = _mm256_loadu_si256(x.add(32 * h) as *const __m256i);
+        c[4 * h] = _mm256_and_si256(q, m3);
+        c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3);
+        c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3);
+        c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3);
+    }
+    c
+}
+
+/// The 8 exact lanes of one block: codes against the block's 256 activations, in order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2")]
+unsafe fn lanes(codes: &[__m256i; 8], y: &BlockQ8K) -> __m256i {
+    let yp = y.qs.as_ptr();
+    let mut s = _mm256_setzero_si256();
+    for (i, c) in codes.iter().enumerate() {
+        s = _mm256_dpbusd_epi32(s, *c, _mm256_loadu_si256(yp.add(32 * i) as *const __m256i));
+    }
+    s
+}
+
+/// The codes of block `b` of a ternary row of type `tq2` (TQ2_0) or not (TQ1_0), and its scale.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn block_codes(row: &[u8], b: usize, tq2: bool) -> ([__m256i; 8], f32) {
+    if tq2 {
+        let x = row.as_ptr().add(b * TQ2_BYTES);
+        (
+            tq2_0_codes(x),
+            f16_scale(std::slice::from_raw_parts(x.add(64), 2)),
+        )
+    } else {
+        let x = &row[b * TQ1_BYTES..(b + 1) * TQ1_BYTES];
+        (tq1_0_codes(x), f16_scale(&x[52..]))
+    }
+}
+
+/// `R` rows of a ternary matrix (TQ2_0 when `tq2`, else TQ1_0) against one token's Q8_K blocks
+/// `a` (decode): each activation vector is loaded once for the `R` rows. Each row's result is
+/// exactly the one-row specification's.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
+    rows: [&[u8]; R],
+    a: &[BlockQ8K],
+    tq2: bool,
+) -> [f32; R] {
+    let bytes = if tq2 { TQ2_BYTES } else { TQ1_BYTES };
+    for r in &rows {
+        assert_eq!(r.len(), a.len() * bytes);
+    }
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for (b, y) in a.iter().enumerate() {
+        let yp = y.qs.as_ptr();
+        let mut s = [_mm256_setzero_si256(); R];
+        let mut dw = [0f32; R];
+        if tq2 {
+            // Codes formed next to their use (a shift and a mask), so R rows need R registers
+            // of packed codes rather than 8R of unpacked ones.
+            for r in 0..R {
+                let x = rows[r].as_ptr().add(b * TQ2_BYTES);
+                _mm_prefetch(x.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+                dw[r] = f16_scale(std::slice::from_raw_parts(x.add(64), 2));
+            }
+            for h in 0..2 {
+                let mut q = [_mm256_setzero_si256(); R];
+                for r in 0..R {
+                    q[r] = _mm256_loadu_si256(
+                        rows[r].as_ptr().add(b * TQ2_BYTES + 32 * h) as *const __m256i
+                    );
+                }
+                for l in 0..4 {
+                    let v = _mm256_loadu_si256(yp.add(128 * h + 32 * l) as *const __m256i);
+                    let sh = _mm_cvtsi32_si128(2 * l as i32);
+                    for r in 0..R {
+                        let c = _mm256_and_si256(_mm256_srl_epi16(q[r], sh), m3);
+                        s[r] = _mm256_dpbusd_epi32(s[r], c, v);
+                    }
+                }
+            }
+        } else {
+            for r in 0..R {
+                let x = rows[r].as_ptr().add(b * TQ1_BYTES);
+                _mm_prefetch(x.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+                let (codes, d) = block_codes(rows[r], b, false);
+                dw[r] = d;
+                s[r] = lanes(&codes, y);
+            }
+        }
+        for r in 0..R {
+            acc[r] = accumulate_block(acc[r], s[r], y, dw[r]);
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = hsum8(acc[r]);
+    }
+    out
+}
+
+/// One ternary row against `T` tokens' Q8_K blocks (prefill): each block's codes are unpacked
+/// once for the `T` tokens. Each token's result is exactly the specification's.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn ternary_dot_tokens_vnni256<const T: usize>(
+    row: &[u8],
+    acts: [&[BlockQ8K]; T],
+    tq2: bool,
+) -> [f32; T] {
+    let bytes = if tq2 { TQ2_BYTES } else { TQ1_BYTES };
+    let nb = row.len() / bytes;
+    assert_eq!(row.len(), nb * bytes);
+    for a in &acts {
+        assert_eq!(a.len(), nb);
+    }
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        _mm_prefetch(
+            row.as_ptr().add(b * bytes).wrapping_add(PREFETCH) as *const i8,
+            _MM_HINT_T0,
+        );
+        let (codes, dw) = block_codes(row, b, tq2);
+        for t in 0..T {
+            let y = &acts[t][b];
+            acc[t] = accumulate_block(acc[t], lanes(&codes, y), y, dw);
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum8(acc[t]);
+    }
+    out
+}
+
+/// Rows `r0..r1` of the ternary matrix `w` against `n_tok` tokens' Q8_K `blocks` (`n_tok × nb`,
+/// token-major), into `o`: decode (fewer than [`super::plan::PREFILL_MIN_TOKENS`] tokens) by row
+/// groups, prefill by token groups over row tiles.
+///
+/// # Safety
+/// The CPU must run [`super::Kernel::Vnni256`] (AVX2, FMA, F16C, AVX-512 F/VL/VNNI).
+pub unsafe fn q8k_rows(
+    w: &Matrix,
+    blocks: &[BlockQ8K],
+    n_tok: usize,
+    r0: usize,
+    r1: usize,
+    o: &mut RowsOut,
+) {
+    let tq2 = w.ty == GgmlType::TQ2_0;
+    debug_assert!(tq2 || w.ty == GgmlType::TQ1_0);
+    let nb = w.cols / super::QK_K;
+    let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
+    if n_tok < super::plan::PREFILL_MIN_TOKENS {
+        let mut r = r0;
+        while r + DECODE_ROWS <= r1 {
+            let rows: [&[u8]; DECODE_ROWS] = std::array::from_fn(|k| w.row(r + k));
+            for t in 0..n_tok {
+                let got = ternary_dot_rows_vnni256::<DECODE_ROWS>(rows, acts(t), tq2);
+                for (k, g) in got.iter().enumerate() {
+                    o.set(r + k, t, *g);
+                }
+            }
+            r += DECODE_ROWS;
+        }
+        for r in r..r1 {
+            for t in 0..n_tok {
+                o.set(
+                    r,
+                    t,
+                    ternary_dot_rows_vnni256::<1>([w.row(r)], acts(t), tq2)[0],
+                );
+            }
+        }
+        return;
+    }
+    let grouped = n_tok / PREFILL_TOKENS * PREFILL_TOKENS;
+    let mut rt = r0;
+    while rt < r1 {
+        let re = (rt + PREFILL_ROW_TILE).min(r1);
+        for t in (0..grouped).step_by(PREFILL_TOKENS) {
+            let ts: [&[BlockQ8K]; PREFILL_TOKENS] = std::array::from_fn(|k| acts(t + k));
+            for r in rt..re {
+                let got = ternary_dot_tokens_vnni256::<PREFILL_TOKENS>(w.row(r), ts, tq2);
+                for (k, g) in got.iter().enumerate() {
+                    o.set(r, t + k, *g);
+                }
+            }
+        }
+        for r in rt..re {
+            for t in grouped..n_tok {
+                o.set(
+                    r,
+                    t,
+                    ternary_dot_tokens_vnni256::<1>(w.row(r), [acts(t)], tq2)[0],
+                );
+            }
+        }
+        rt = re;
+    }
+}

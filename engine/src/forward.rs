@@ -850,6 +850,7 @@ pub fn run(
         kernel,
         nudge_embeddings: false,
         unpack_tq1: None,
+        plan: None,
     };
     run_with(model, tokens, &opts, tracer)
 }
@@ -887,6 +888,9 @@ pub struct RunOptions {
     pub nudge_embeddings: bool,
     /// See [`Session::unpack_tq1`]; `None`: the default for the kernel ([`unpack_tq1_for`]).
     pub unpack_tq1: Option<bool>,
+    /// Each kind of product on the variant this plan names (its base for everything else, in
+    /// place of `kernel`); `None`: `kernel` for everything. Every plan gives the same bits.
+    pub plan: Option<KernelPlan>,
 }
 
 /// [`run`] with every option.
@@ -904,6 +908,9 @@ pub fn run_with(
         .unpack_tq1
         .unwrap_or_else(|| unpack_tq1_for(opts.kernel));
     let mut s = Session::new_with(model, opts.threads, opts.kernel, unpack);
+    if let Some(plan) = &opts.plan {
+        s.set_plan(plan.clone());
+    }
     s.nudge_embeddings = opts.nudge_embeddings;
     let chunk = chunk.unwrap_or(tokens.len()).max(1);
     let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);

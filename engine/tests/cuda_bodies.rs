@@ -421,6 +421,7 @@ fn opts(generate: usize, chunk: Option<usize>) -> RunOptions {
         kernel: Kernel::Scalar,
         nudge_embeddings: false,
         unpack_tq1: None,
+        plan: None,
     }
 }
 

@@ -278,6 +278,7 @@ fn prefill_then_decode_equals_one_prefill_and_chunks_are_bit_identical() {
             kernel: Kernel::Scalar,
             nudge_embeddings: false,
             unpack_tq1: None,
+            plan: None,
         };
         let c = run_with(&model, &tokens, &opts, None).unwrap().logits;
         // Chunks of 7 leave a last chunk of 4: every pass has ≥ 2 tokens.
@@ -297,6 +298,7 @@ fn stability(name: &str, tokens: &[u32], generate: usize) -> (f64, Vec<u32>, Vec
         kernel: Kernel::Scalar,
         nudge_embeddings: false,
         unpack_tq1: None,
+        plan: None,
     };
     let a = run_with(&model, tokens, &opts, None).unwrap();
     opts.nudge_embeddings = true;

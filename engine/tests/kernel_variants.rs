@@ -24,6 +24,7 @@ fn hashes(
         kernel,
         nudge_embeddings: false,
         unpack_tq1,
+        plan: None,
     };
     let out = run_with(model, tokens, &opts, Some(&mut t)).unwrap();
     let path = t.finish().unwrap();

@@ -63,6 +63,10 @@ pub struct Receipt {
     pub backend: String,
     /// Kernel IDs the engine recorded as they executed (`tq2_0_q8k_dot_scalar`, ...).
     pub kernels: Vec<String>,
+    /// The engine's variant per kind of product (`TQ2_0/decode` → `avx512`, `other` → the rest's)
+    /// when it ran a plan tuned by `harness bench`; absent when one variant ran everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_plan: Option<std::collections::BTreeMap<String, String>>,
     /// `real`: the numbers come from running the model, not from a mock or a replay.
     pub compute_path: String,
     pub threads: usize,
@@ -389,18 +393,61 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         .filter_map(|k| k.rsplit('_').next())
         .filter(|isa| !matches!(*isa, "scalar" | "cuda"))
         .collect();
-    // One run uses one variant: the ISAs are those that variant records (the `vnni256` variant
-    // runs AVX2's kernels for its non-ternary products).
-    let one_variant = bitnet_engine::kernels::Kernel::ALL
-        .iter()
-        .any(|k| simd.iter().all(|isa| k.recorded_isas().contains(isa)));
-    if !simd.is_empty() && !one_variant {
-        return Err(fail(
-            EXIT_KERNELS,
-            format!(
-                "field `kernels` mixes the variants {simd:?}; one run uses one variant (and scalar helpers)"
-            ),
-        ));
+    // Without a plan one run uses one variant: the ISAs are those that variant records (the
+    // `vnni256` variant runs AVX2's kernels for its non-ternary products). With a plan, those of
+    // the variants it names.
+    use bitnet_engine::kernels::Kernel;
+    match &r.kernel_plan {
+        None => {
+            let one_variant = Kernel::ALL
+                .iter()
+                .any(|k| simd.iter().all(|isa| k.recorded_isas().contains(isa)));
+            if !simd.is_empty() && !one_variant {
+                return Err(fail(
+                    EXIT_KERNELS,
+                    format!(
+                        "field `kernels` mixes the variants {simd:?}; one run uses one variant (and scalar helpers) unless `kernel_plan` names several"
+                    ),
+                ));
+            }
+        }
+        Some(plan) => {
+            let mut allowed = std::collections::BTreeSet::new();
+            for (kind, v) in plan {
+                let Some(k) = Kernel::ALL.into_iter().find(|k| k.suffix() == v) else {
+                    return Err(fail(
+                        EXIT_KERNELS,
+                        format!("field `kernel_plan` gives `{kind}` the variant `{v}`, which this engine does not have"),
+                    ));
+                };
+                let (w, phase) = kind.split_once('/').unwrap_or((kind, ""));
+                let known_kind = kind == "other"
+                    || (matches!(phase, "decode" | "prefill")
+                        && bitnet_engine::gguf::GgmlType::all().any(|t| t.name() == w));
+                if !known_kind {
+                    return Err(fail(
+                        EXIT_KERNELS,
+                        format!("field `kernel_plan` has the kind `{kind}`, expected `other` or `<weight type>/decode|prefill`"),
+                    ));
+                }
+                allowed.extend(k.recorded_isas().iter().copied());
+            }
+            if !plan.contains_key("other") {
+                return Err(fail(
+                    EXIT_KERNELS,
+                    "field `kernel_plan` has no `other` entry (the variant of everything else)"
+                        .into(),
+                ));
+            }
+            if let Some(isa) = simd.iter().find(|isa| !allowed.contains(*isa)) {
+                return Err(fail(
+                    EXIT_KERNELS,
+                    format!(
+                        "field `kernels` has {isa} kernels, which no variant of `kernel_plan` runs"
+                    ),
+                ));
+            }
+        }
     }
     let gpu: Vec<&String> = r.kernels.iter().filter(|k| k.ends_with("_cuda")).collect();
     match r.backend.as_str() {

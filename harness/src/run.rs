@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bitnet_engine::forward::{self, Tracer};
+use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_engine::kernels::Kernel;
 use bitnet_engine::model::Model;
 use bitnet_engine::trace::{read_trace, PointFilter, TraceRecord};
@@ -280,6 +281,9 @@ pub struct Runs {
     pub loaded: Arc<Model>,
     /// The kernel variant the engine ran (`BITNET_KERNEL`, or the fastest).
     pub kernel: Kernel,
+    /// The per-product plan `harness bench` tuned for this CPU, model shape and thread count
+    /// (`target/harness/tune.json`), used when no variant is forced; `None`: `kernel` throughout.
+    pub plan: Option<KernelPlan>,
     pub inputs: Vec<InputRun>,
     /// Kernel IDs the engine executed.
     pub kernels: Vec<String>,
@@ -459,6 +463,15 @@ impl Context {
             ));
         }
         let kernel = Kernel::from_env()?;
+        let forced = std::env::var_os("BITNET_KERNEL").is_some_and(|v| !v.is_empty());
+        let tune_cache = self.root.join("target/harness/tune.json");
+        let plan = (!forced && tune_cache.is_file())
+            .then(|| {
+                // The session `harness bench` keys its plans by (see `bench::run`).
+                let probe = forward::Session::new(&model, sc.threads, Kernel::best());
+                crate::tune::cached_plan(&probe, &tune_cache)
+            })
+            .flatten();
         let mut inputs = Vec::new();
         let mut kernels = Vec::new();
         let (mut prefill_tokens, mut prefill_seconds, mut decode_calls, mut decode_seconds) =
@@ -466,7 +479,16 @@ impl Context {
         let start = Instant::now();
         for (i, tokens) in all_inputs.iter().enumerate() {
             let dir = self.runs.join(&s.stem).join(i.to_string()).join("engine");
-            let out = engine_trace(&model, tokens, sc, None, kernel, &filter, &dir)?;
+            let out = engine_trace(
+                &model,
+                tokens,
+                sc,
+                None,
+                kernel,
+                plan.as_ref(),
+                &filter,
+                &dir,
+            )?;
             let records = read_trace(&dir.join("trace.jsonl"))?;
             kernels.extend(out.kernels);
             prefill_tokens += tokens.len();
@@ -486,6 +508,7 @@ impl Context {
         Ok(Runs {
             loaded: Arc::new(model),
             kernel,
+            plan,
             model: model_path,
             inputs,
             kernels,
@@ -770,9 +793,16 @@ impl Context {
                     .join(i.to_string())
                     .join(format!("chunks{size}"));
                 let (eng, refd) = (dir.join("engine"), dir.join("reference"));
-                if let Err(e) =
-                    engine_trace(model, &input.tokens, sc, Some(size), kernel, &filter, &eng)
-                {
+                if let Err(e) = engine_trace(
+                    model,
+                    &input.tokens,
+                    sc,
+                    Some(size),
+                    kernel,
+                    runs.plan.as_ref(),
+                    &filter,
+                    &eng,
+                ) {
                     return Verdict::fail(format!("input {i}: chunks of {size}: {e}"));
                 }
                 let _ = std::fs::remove_dir_all(&refd);
@@ -852,7 +882,8 @@ impl Context {
                     .join(&s.stem)
                     .join(i.to_string())
                     .join(format!("variant-{k:?}").to_lowercase());
-                let out = match engine_trace(model, &input.tokens, sc, None, k, &filter, &dir) {
+                let out = match engine_trace(model, &input.tokens, sc, None, k, None, &filter, &dir)
+                {
                     Ok(o) => o,
                     Err(e) => return Verdict::fail(format!("input {i}: {k:?}: {e}")),
                 };
@@ -1160,27 +1191,30 @@ fn install_panic_capture() {
 
 /// Run the engine on `tokens` (prefill in chunks of `chunk`, then the scenario's generation)
 /// with a tracer into `dir` (cleared first), and write its `logits.npy` and `generated.json`.
+#[allow(clippy::too_many_arguments)]
 fn engine_trace(
     model: &Model,
     tokens: &[u32],
     sc: &crate::scenario::Scenario,
     chunk: Option<usize>,
     kernel: Kernel,
+    plan: Option<&KernelPlan>,
     filter: &PointFilter,
     dir: &Path,
 ) -> Result<forward::RunOutput, String> {
     let _ = std::fs::remove_dir_all(dir);
     let mut tracer =
         Tracer::new(filter.clone(), dir, true).map_err(|e| format!("`{}`: {e}", dir.display()))?;
-    let out = forward::run(
-        model,
-        tokens,
-        sc.generation.steps,
+    let opts = forward::RunOptions {
+        generate: sc.generation.steps,
         chunk,
-        sc.threads,
+        threads: sc.threads,
         kernel,
-        Some(&mut tracer),
-    )?;
+        nudge_embeddings: false,
+        unpack_tq1: None,
+        plan: plan.cloned(),
+    };
+    let out = forward::run_with(model, tokens, &opts, Some(&mut tracer))?;
     tracer.finish().map_err(|e| e.to_string())?;
     bitnet_engine::npy::write_npy(
         &dir.join("logits.npy"),
@@ -1379,6 +1413,7 @@ impl Context {
             },
             backend: "cpu".into(),
             kernels: runs.kernels.clone(),
+            kernel_plan: runs.plan.as_ref().map(|p| p.describe()),
             compute_path: "real".into(),
             threads: s.scenario.threads,
             throughput: Throughput {

@@ -67,25 +67,50 @@ pub fn shape_key(s: &Session) -> String {
         .join("; ")
 }
 
+/// The variants this engine runs here, by name.
+fn variants_here() -> Vec<String> {
+    bitnet_engine::kernels::Kernel::available()
+        .iter()
+        .map(|k| k.suffix().to_string())
+        .collect()
+}
+
+/// The entry of `file` for `s` on this CPU: same CPU model, shape, threads and variants, with a
+/// plan whose every variant runs here.
+fn lookup(file: &TuneFile, s: &Session) -> Option<TuneEntry> {
+    let (cpu, shape, variants) = (cpu_model(), shape_key(s), variants_here());
+    file.entries
+        .iter()
+        .find(|e| {
+            e.cpu_model == cpu
+                && e.shape == shape
+                && e.threads == s.threads
+                && e.variants == variants
+        })
+        .filter(|e| KernelPlan::from_description(&e.plan).is_some())
+        .cloned()
+}
+
+/// The plan `harness bench` tuned for `s` (this CPU, shape and thread count) and cached in
+/// `cache`, if any: what `harness run` uses when no variant is forced. Never measures.
+pub fn cached_plan(s: &Session, cache: &Path) -> Option<KernelPlan> {
+    let text = std::fs::read_to_string(cache).ok()?;
+    let file: TuneFile = serde_json::from_str(&text).ok()?;
+    KernelPlan::from_description(&lookup(&file, s)?.plan)
+}
+
 /// The plan for `s` at its thread count: from `cache` when this CPU model, shape and thread count
 /// were tuned before (and every variant it names runs here), else measured now (`budget` per
 /// kind and variant) and added to `cache`. Returns the entry and whether it was cached.
 pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntry, bool), String> {
     let (cpu, shape, threads) = (cpu_model(), shape_key(s), s.threads);
-    let variants: Vec<String> = bitnet_engine::kernels::Kernel::available()
-        .iter()
-        .map(|k| k.suffix().to_string())
-        .collect();
+    let variants = variants_here();
     let mut file: TuneFile = match std::fs::read_to_string(cache) {
         Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
         Err(_) => TuneFile::default(),
     };
-    if let Some(e) = file.entries.iter().find(|e| {
-        e.cpu_model == cpu && e.shape == shape && e.threads == threads && e.variants == variants
-    }) {
-        if KernelPlan::from_description(&e.plan).is_some() {
-            return Ok((e.clone(), true));
-        }
+    if let Some(e) = lookup(&file, s) {
+        return Ok((e, true));
     }
     let (plan, timings) = tune(&s.representative_matrices(), threads, budget);
     let entry = TuneEntry {

@@ -336,3 +336,115 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
     assert_eq!(r.engine_kernel, "scalar");
     assert!(r.results[0].engine_plan.values().all(|v| v == "scalar"));
 }
+
+/// `harness run` uses the plan `harness bench` tuned for this CPU, model and thread count: the
+/// receipt records it (`kernel_plan`) with the kernels it ran, mixed as the plan says, and the
+/// gate accepts that mix only with the plan that explains it.
+#[test]
+fn a_tuned_plan_is_used_by_run_and_recorded_in_its_receipt() {
+    use bitnet_engine::kernels::Kernel;
+    let simd: Vec<Kernel> = Kernel::available()
+        .into_iter()
+        .filter(|k| *k != Kernel::Scalar)
+        .collect();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/p.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 2, 3, 4, 5, 6]\ngeneration:\n  steps: 3\nthreads: 1\ngolden: false\n",
+    )
+    .unwrap();
+    let bench = |root: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .current_dir(root)
+            .args([
+                "bench",
+                "--preset",
+                "tiny",
+                "--threads",
+                "1",
+                "--rounds",
+                "1",
+                "--prompt-tokens",
+                "8",
+                "--decode-tokens",
+                "2",
+            ])
+            .env_remove("BITNET_KERNEL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    bench(root);
+    // A deliberately mixed plan, so the receipt shows it was used: ternary decode products on
+    // this CPU's last SIMD variant, everything else on its first (scalar where there is none).
+    let cache_path = root.join("target/harness/tune.json");
+    let mut cache: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache_path).unwrap()).unwrap();
+    let decode = simd.last().map_or("scalar", |k| k.suffix());
+    let other = simd.first().map_or("scalar", |k| k.suffix());
+    let plan = serde_json::json!({"TQ2_0/decode": decode, "TQ2_0/prefill": other, "F16/decode": other, "F16/prefill": other, "other": other});
+    cache["entries"][0]["plan"] = plan.clone();
+    std::fs::write(&cache_path, serde_json::to_vec(&cache).unwrap()).unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .current_dir(root)
+            .args(["run"])
+            .env_remove("CI")
+            .env_remove("BITNET_KERNEL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(root.join("receipts/p.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let receipt = run();
+    assert_eq!(receipt["kernel_plan"], plan, "{receipt}");
+    let kernels: Vec<&str> = receipt["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    // Decode steps on one variant; the prompt (6 tokens: a prefill product) on the other.
+    for v in [decode, other] {
+        let tq2 = format!("tq2_0_q8k_dot_{v}");
+        assert!(kernels.contains(&tq2.as_str()), "{v}: {kernels:?}");
+    }
+    let out = harness(root, &["verify-receipt", "receipts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The same kernels without the plan that explains them, or with a plan naming a variant
+    // this engine lacks, do not pass.
+    let verify = |r: &serde_json::Value| {
+        std::fs::write(root.join("forged.json"), serde_json::to_vec(r).unwrap()).unwrap();
+        harness(root, &["verify-receipt", "forged.json"])
+    };
+    // (Two SIMD variants that no single variant records together: AVX2 with AVX-512.)
+    if simd.len() >= 2 && (decode, other) != ("vnni256", "avx2") {
+        let mut r = receipt.clone();
+        r.as_object_mut().unwrap().remove("kernel_plan");
+        let out = verify(&r);
+        assert_eq!(out.status.code(), Some(13), "{}", text(&out));
+    }
+    let mut r = receipt.clone();
+    r["kernel_plan"]["other"] = serde_json::json!("sse9");
+    let out = verify(&r);
+    assert_eq!(out.status.code(), Some(13), "{}", text(&out));
+    assert!(text(&out).contains("`sse9`"), "{}", text(&out));
+    // Forcing a variant bypasses the plan: no `kernel_plan` in the receipt.
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(root)
+        .args(["run"])
+        .env_remove("CI")
+        .env("BITNET_KERNEL", "scalar")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let forced: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("receipts/p.json")).unwrap())
+            .unwrap();
+    assert!(forced.get("kernel_plan").is_none(), "{forced}");
+}

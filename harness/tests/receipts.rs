@@ -460,7 +460,12 @@ fn a_vnni256_run_records_its_kernels_and_passes_the_gate() {
         .push(json!("f16_f16_dot_avx512"));
     std::fs::write(root.join("mixed.json"), serde_json::to_vec(&mixed).unwrap()).unwrap();
     let out = harness(root, &["verify-receipt", "mixed.json"]);
-    assert_eq!(out.status.code(), Some(EXIT_KERNELS as i32), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_KERNELS as i32),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains("mixes the variants"), "{}", text(&out));
 }
 
@@ -487,7 +492,12 @@ fn receipts_are_checked_against_their_own_project_from_any_directory() {
             elsewhere.path().to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(EXIT_MODEL_HASH as i32), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_MODEL_HASH as i32),
+        "{}",
+        text(&out)
+    );
     assert!(
         text(&out).contains(&elsewhere.path().display().to_string()),
         "{}",

@@ -154,6 +154,7 @@ pub fn check_cuda(ctx: &Context, s: &LoadedScenario, runs: &Runs) -> Verdict {
             kernel: runs.kernel,
             nudge_embeddings: false,
             unpack_tq1: None,
+            plan: None,
         };
         let out = match cuda::run_with(model, &input.tokens, &opts, &target, Some(&mut tracer)) {
             Ok(o) => o,

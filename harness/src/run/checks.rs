@@ -1,0 +1,590 @@
+//! The checks of a scenario that compare: against the goldens, the reference (parity,
+//! generation, replay), the engine itself (chunking, variants, its own trace) and the
+//! scenario's receipt requirements. Each returns a [`Verdict`].
+
+use super::*;
+
+impl Context {
+    pub(super) fn check_tokenizer(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let n_tok = s.scenario.inputs.tokens.len();
+        let mut notes = Vec::new();
+        for (k, prompt) in s.scenario.inputs.prompts.iter().enumerate() {
+            let engine = &runs.inputs[n_tok + k].tokens;
+            let out = std::process::Command::new(&self.harness)
+                .arg("ref-tokenize")
+                .arg(&runs.model)
+                .args(["--prompt", prompt])
+                .output();
+            let out = match out {
+                Ok(o) if o.status.success() => o,
+                Ok(o) => {
+                    return Verdict::fail(format!(
+                        "llama.cpp could not tokenize prompt {k}: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    ))
+                }
+                Err(e) => return Verdict::fail(format!("cannot run `harness ref-tokenize`: {e}")),
+            };
+            let reference: Vec<u32> = match serde_json::from_slice(&out.stdout) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Verdict::fail(format!("`harness ref-tokenize` printed no id list: {e}"))
+                }
+            };
+            if &reference != engine {
+                let at = engine
+                    .iter()
+                    .zip(&reference)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(engine.len().min(reference.len()));
+                return Verdict::fail(format!(
+                    "prompt {k} {prompt:?}: token ids differ at index {at}: engine {engine:?}, llama.cpp {reference:?}"
+                ));
+            }
+            notes.push(format!("prompt {k}: {} ids equal", engine.len()));
+        }
+        Verdict::pass(notes.join("; "))
+    }
+
+    pub(super) fn check_golden(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let body = golden_body(runs);
+        let goldens = self.root.join("goldens");
+        match golden::compare_golden(&goldens, &s.stem, &body) {
+            Ok(GoldenOutcome::Match) => Verdict::pass(format!(
+                "{} trace lines match `goldens/{}.snap`",
+                body.lines().count(),
+                s.stem
+            )),
+            Ok(GoldenOutcome::Missing) => {
+                let pending = if self.write_pending {
+                    golden::write_pending(&goldens, &s.stem, &body)
+                        .ok()
+                        .map(|p| format!(" (candidate written to `{}`)", p.display()))
+                } else {
+                    None
+                };
+                Verdict::fail(format!(
+                    "missing golden `goldens/{}.snap`{}: review the trace and accept it with `harness bless {}` or `harness review`",
+                    s.stem,
+                    pending.unwrap_or_default(),
+                    s.stem
+                ))
+            }
+            Ok(GoldenOutcome::Changed { first_point, diff }) => {
+                if self.write_pending {
+                    let _ = golden::write_pending(&goldens, &s.stem, &body);
+                }
+                let shown: Vec<String> = diff.iter().take(12).cloned().collect();
+                let mut v = Verdict::fail(format!(
+                    "golden `goldens/{}.snap` differs, first at `{first_point}` ({} lines changed):\n{}\nif the change is intended, accept it with `harness bless {}` or `harness review`",
+                    s.stem,
+                    diff.len(),
+                    shown.join("\n"),
+                    s.stem
+                ));
+                v.divergence = Some(first_point);
+                v
+            }
+            Err(e) => Verdict::fail(format!("cannot read `goldens/{}.snap`: {e}", s.stem)),
+        }
+    }
+
+    /// Whether exactness applies against the reference that wrote `ref_dir`: `Err` names why not.
+    pub(super) fn exactness(
+        s: &LoadedScenario,
+        ref_dir: &Path,
+    ) -> Result<(bool, Option<String>), String> {
+        let default_exact = s.scenario.exact.unwrap_or(matches!(
+            s.scenario.reference,
+            Reference::Named(NamedReference::LlamaCpp)
+        ));
+        let build_reason = match RefBuild::read(ref_dir)? {
+            Some(b) => b.inexact_reason(),
+            None => Some("the reference wrote no `build.json` saying how it was built".into()),
+        };
+        Ok((default_exact, build_reason))
+    }
+
+    /// Prefill in chunks, engine against the reference run with the same chunks (llama.cpp's
+    /// `n_ubatch`), every point of the prefill and the decode steps after it, exactly where parity
+    /// is exact; without a reference, [`check_chunking_engine_only`].
+    pub(super) fn check_chunking(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let sc = &s.scenario;
+        if sc.reference.is_none() {
+            return check_chunking_engine_only(s, runs);
+        }
+        let (model, kernel) = (&*runs.loaded, runs.kernel);
+        let filter = match PointFilter::new(&sc.trace.points) {
+            Ok(f) => f,
+            Err(e) => return Verdict::fail(e),
+        };
+        let tol = &sc.tolerances;
+        let mut notes = Vec::new();
+        for (i, input) in runs.inputs.iter().enumerate() {
+            for &chunk in &sc.prefill_chunks {
+                let size = if chunk == 0 {
+                    input.tokens.len()
+                } else {
+                    chunk
+                };
+                if size >= input.tokens.len() {
+                    notes.push(format!("input {i}: chunks of {size}: one prefill (parity)"));
+                    continue;
+                }
+                let dir = self
+                    .runs
+                    .join(&s.stem)
+                    .join(i.to_string())
+                    .join(format!("chunks{size}"));
+                let (eng, refd) = (dir.join("engine"), dir.join("reference"));
+                if let Err(e) = engine_trace(
+                    model,
+                    &input.tokens,
+                    sc,
+                    Some(size),
+                    kernel,
+                    runs.plan.as_ref(),
+                    &filter,
+                    &eng,
+                ) {
+                    return Verdict::fail(format!("input {i}: chunks of {size}: {e}"));
+                }
+                let _ = std::fs::remove_dir_all(&refd);
+                let req = RefRequest {
+                    model: runs.model.clone(),
+                    tokens: input.tokens.clone(),
+                    generate: sc.generation.steps,
+                    points: filter.clone(),
+                    // One thread: llama.cpp's values do not depend on it, so this also holds the
+                    // engine's threads against one, and many small ubatches do not pay ggml's
+                    // spinning barriers on a busy machine.
+                    threads: 1,
+                    out: refd.clone(),
+                    ubatch: Some(size),
+                    nudge_embeddings: false,
+                };
+                if let Err(e) = self.run_scenario_reference(s, &req) {
+                    return Verdict::fail(format!(
+                        "input {i}: the reference with chunks of {size}: {e}"
+                    ));
+                }
+                let (default_exact, build_reason) = match Self::exactness(s, &refd) {
+                    Ok(x) => x,
+                    Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+                };
+                let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
+                let spec = CompareSpec {
+                    tolerance: &tolerance,
+                    logits: tol.logits,
+                    generated_equal: true,
+                };
+                let c = match compare_trace_dirs(&eng, &refd, &spec) {
+                    Ok(c) => c,
+                    Err(e) => return Verdict::fail(format!("input {i}: chunks of {size}: {e}")),
+                };
+                if !c.passed() {
+                    let mut v = Verdict::fail(format!(
+                        "input {i}: prefill in chunks of {size} against the reference's: {}",
+                        c.failure_summary()
+                    ));
+                    v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
+                    v.per_layer = c.per_layer.clone();
+                    v.figures = vec![crate::report::InputFigures::build(
+                        format!("input {i}, chunks of {size}"),
+                        i,
+                        &c,
+                        &spec,
+                        &eng,
+                        &refd,
+                    )];
+                    return v;
+                }
+                let exact = c.points.iter().filter(|p| p.exact).count();
+                notes.push(format!(
+                    "input {i}: chunks of {size}: {} points × positions, {exact} bit-exact",
+                    c.points.len()
+                ));
+            }
+        }
+        Verdict::pass(notes.join("; "))
+    }
+
+    /// The engine on every kernel variant this CPU runs (scalar, AVX2, AVX-512, NEON), each
+    /// against the default variant's trace: every record's hash and the greedy tokens equal.
+    pub(super) fn check_variants(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let sc = &s.scenario;
+        let model = &*runs.loaded;
+        let filter = match PointFilter::new(&sc.trace.points) {
+            Ok(f) => f,
+            Err(e) => return Verdict::fail(e),
+        };
+        let variants = Kernel::available();
+        for &k in &variants {
+            for (i, input) in runs.inputs.iter().enumerate() {
+                let dir = self
+                    .runs
+                    .join(&s.stem)
+                    .join(i.to_string())
+                    .join(format!("variant-{k:?}").to_lowercase());
+                let out = match engine_trace(model, &input.tokens, sc, None, k, None, &filter, &dir)
+                {
+                    Ok(o) => o,
+                    Err(e) => return Verdict::fail(format!("input {i}: {k:?}: {e}")),
+                };
+                let records = match read_trace(&dir.join("trace.jsonl")) {
+                    Ok(r) => r,
+                    Err(e) => return Verdict::fail(format!("input {i}: {k:?}: {e}")),
+                };
+                let _ = std::fs::remove_dir_all(&dir);
+                let diff =
+                    input.records.iter().zip(&records).find(|(a, b)| {
+                        (&a.name, a.step, &a.blake3) != (&b.name, b.step, &b.blake3)
+                    });
+                if let Some((a, b)) = diff {
+                    let mut v = Verdict::fail(format!(
+                        "input {i}: kernel variant {k:?} differs from the default run at `{}` step {} (blake3 {} vs {})",
+                        b.name, b.step, b.blake3, a.blake3
+                    ));
+                    v.divergence = Some(format!("{k:?} at `{}` step {}", b.name, b.step));
+                    return v;
+                }
+                if records.len() != input.records.len() || out.generated != input.generated {
+                    return Verdict::fail(format!(
+                        "input {i}: kernel variant {k:?} gives {} records and tokens {:?}; the default run {} and {:?}",
+                        records.len(),
+                        out.generated,
+                        input.records.len(),
+                        input.generated
+                    ));
+                }
+            }
+        }
+        Verdict::pass(format!(
+            "{} variants give the same trace bit for bit: {}",
+            variants.len(),
+            variants
+                .iter()
+                .map(|k| format!("{k:?}").to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    pub(super) fn check_replay(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
+        let tol = &s.scenario.tolerances;
+        let (model, kernel) = (&*runs.loaded, runs.kernel);
+        let mut notes = Vec::new();
+        for (i, input) in runs.inputs.iter().enumerate() {
+            // The reference's run, and whether its build allows exactness at all.
+            let (ref_dir, default_exact, build_reason) =
+                match self.reference(s, runs, i).and_then(|d| {
+                    let (x, why) = Self::exactness(s, &d)?;
+                    Ok((d, x, why))
+                }) {
+                    Ok(r) => r,
+                    Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+                };
+            // Stages are held exactly wherever the end-to-end comparison is; otherwise to the
+            // points' tolerances.
+            let points = exact_tolerance(tol, default_exact, build_reason.is_none());
+            let tolerance = |name: &str| match &tol.replay {
+                Some(r) => crate::compare::Tolerance {
+                    exact: Some(r.exact.unwrap_or(false) && build_reason.is_none()),
+                    ..*r
+                },
+                None => points(name),
+            };
+            let r = match crate::replay::replay(
+                model,
+                &input.tokens,
+                &ref_dir,
+                s.scenario.threads,
+                kernel,
+                &tolerance,
+            ) {
+                Ok(r) => r,
+                Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+            };
+            if let Some(f) = r.first_failure() {
+                let failed = r.stages.iter().filter(|s| !s.violations.is_empty()).count();
+                let mut v = Verdict::fail(format!(
+                    "input {i}: {failed} of {} replayed stages differ; the first: {f}",
+                    r.stages.len()
+                ));
+                v.divergence = Some(format!("replay: {f}"));
+                return v;
+            }
+            if r.stages.is_empty() {
+                return Verdict::fail(format!(
+                    "input {i}: nothing to replay: {} (replay feeds each stage the reference's input, so the inputs must be traced too; `trace.points: [\"*\"]` traces them all)",
+                    r.skipped.join("; ")
+                ));
+            }
+            let boundary: usize = r
+                .stages
+                .iter()
+                .filter_map(|s| s.q8k.as_ref())
+                .map(|q| q.boundary)
+                .sum();
+            let exact = r.stages.iter().filter(|s| s.exact).count();
+            notes.push(format!(
+                "input {i}: {} stages replayed, {exact} of them bit-exact, {boundary} int8 boundary flips ({}){}",
+                r.stages.len(),
+                {
+                    let mut f: Vec<&str> = r
+                        .stages
+                        .iter()
+                        .filter_map(|s| s.q8k.as_ref().map(|q| q.format))
+                        .collect();
+                    f.sort_unstable();
+                    f.dedup();
+                    if f.is_empty() { "no int8 products".to_string() } else { f.join(", ") + " activations checked" }
+                },
+                if r.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not replayed: {}", r.skipped.join("; "))
+                }
+            ));
+        }
+        Verdict::pass(notes.join("; "))
+    }
+
+    pub(super) fn check_parity(&self, s: &LoadedScenario, runs: &Runs, check: Check) -> Verdict {
+        let tol = &s.scenario.tolerances;
+        let mut worst: Option<Headroom> = None;
+        let mut per_layer = Vec::new();
+        let mut notes = Vec::new();
+        let mut figures = Vec::new();
+        for i in 0..runs.inputs.len() {
+            // The reference's run, and whether its build allows exactness at all.
+            let (ref_dir, default_exact, build_reason) =
+                match self.reference(s, runs, i).and_then(|d| {
+                    let (x, why) = Self::exactness(s, &d)?;
+                    Ok((d, x, why))
+                }) {
+                    Ok(r) => r,
+                    Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+                };
+            let tolerance = exact_tolerance(tol, default_exact, build_reason.is_none());
+            let spec = CompareSpec {
+                tolerance: &tolerance,
+                logits: tol.logits,
+                generated_equal: true,
+            };
+            let c: Comparison =
+                match compare_trace_dirs(&runs.inputs[i].engine_dir, &ref_dir, &spec) {
+                    Ok(c) => c,
+                    Err(e) => return Verdict::fail(format!("input {i}: {e}")),
+                };
+            let exact_points = c.points.iter().filter(|p| p.exact).count();
+            let why_not: Vec<String> = build_reason
+                .iter()
+                .filter(|_| default_exact)
+                .map(|r| format!("not exact: {r}; the tolerances apply"))
+                .collect();
+            if check == Check::Generation {
+                if let Some(at) = c.generated_mismatch {
+                    return Verdict::fail(format!(
+                        "input {i}: generated tokens differ at index {at}: engine {:?}, reference {:?}",
+                        c.engine_generated, c.reference_generated
+                    ));
+                }
+                // The path `harness bench` and real use run: no tracer, last-position logits only.
+                let fast = forward::generate_last_only(
+                    &runs.loaded,
+                    &runs.inputs[i].tokens,
+                    s.scenario.generation.steps,
+                    s.scenario.threads,
+                    runs.kernel,
+                );
+                match fast {
+                    Ok((tokens, _)) if tokens == c.engine_generated => {}
+                    Ok((tokens, _)) => {
+                        return Verdict::fail(format!(
+                            "input {i}: generation without tracing, with last-position logits only, gives {tokens:?}; the traced run (equal to the reference's) gave {:?}",
+                            c.engine_generated
+                        ))
+                    }
+                    Err(e) => return Verdict::fail(format!("input {i}: untraced generation: {e}")),
+                }
+                notes.push(format!(
+                    "input {i}: {} tokens equal (traced, untraced last-logits-only, reference)",
+                    c.engine_generated.len()
+                ));
+                continue;
+            }
+            figures.push(crate::report::InputFigures::build(
+                format!("input {i}"),
+                i,
+                &c,
+                &spec,
+                &runs.inputs[i].engine_dir,
+                &ref_dir,
+            ));
+            if c.first_divergence.is_some()
+                || !c.logit_violations.is_empty()
+                || !c.unmatched.is_empty()
+            {
+                let mut v = Verdict::fail(format!("input {i}: {}", c.failure_summary()));
+                v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
+                v.worst = c.worst_headroom().cloned();
+                v.per_layer = c.per_layer.clone();
+                v.figures = figures;
+                return v;
+            }
+            // Bounds only matter where a point was not held to exactness.
+            if exact_points < c.points.len() {
+                if let Some(h) = c.worst_headroom() {
+                    if worst.as_ref().is_none_or(|w| h.factor < w.factor) {
+                        worst = Some(h.clone());
+                    }
+                }
+            }
+            notes.push(format!(
+                "input {i}: {} points × positions compared, {exact_points} of them bit-exact{}",
+                c.points.len(),
+                if why_not.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", why_not.join("; "))
+                }
+            ));
+            per_layer = c.per_layer.clone();
+        }
+        let mut v = Verdict::pass(notes.join("; "));
+        v.worst = worst;
+        v.per_layer = per_layer;
+        v.figures = figures;
+        v
+    }
+}
+
+/// The tolerance of each point: the scenario's, held to exactness where the scenario asks for it
+/// (`exact`, by default against llama.cpp) and the reference's build allows it.
+pub(super) fn exact_tolerance(
+    tol: &crate::scenario::Tolerances,
+    default_exact: bool,
+    build_allows: bool,
+) -> impl Fn(&str) -> crate::compare::Tolerance + '_ {
+    move |name| {
+        let mut t = tol.for_point(name);
+        t.exact = Some(t.exact.unwrap_or(default_exact) && build_allows);
+        t
+    }
+}
+
+pub(super) fn check_engine(s: &LoadedScenario, runs: &Runs) -> Verdict {
+    let mut n = 0;
+    for (i, input) in runs.inputs.iter().enumerate() {
+        for r in &input.records {
+            n += 1;
+            if r.nan > 0 || r.inf > 0 {
+                return Verdict::fail(format!(
+                    "input {i}: `{}` step {} has {} NaN and {} Inf values",
+                    r.name, r.step, r.nan, r.inf
+                ));
+            }
+            let n_pos = (r.positions[1] - r.positions[0]) as usize;
+            if r.shape.first() != Some(&n_pos) || r.shape.iter().product::<usize>() != r.count {
+                return Verdict::fail(format!(
+                    "input {i}: `{}` step {} has shape {:?} for positions {:?}",
+                    r.name, r.step, r.shape, r.positions
+                ));
+            }
+        }
+        let want = s.scenario.generation.steps;
+        if input.generated.len() != want {
+            return Verdict::fail(format!(
+                "input {i}: generated {} tokens, expected {want}",
+                input.generated.len()
+            ));
+        }
+    }
+    Verdict::pass(format!(
+        "{} inputs, {n} trace records, finite and well shaped; kernels: {}",
+        runs.inputs.len(),
+        runs.kernels.join(", ")
+    ))
+}
+
+pub(super) fn check_receipt_requirements(s: &LoadedScenario, runs: &Runs) -> Verdict {
+    let req = &s.scenario.receipt;
+    let mut notes = Vec::new();
+    if let Some(floor) = req.min_decode_tps {
+        if runs.decode_calls == 0 || runs.decode_seconds <= 0.0 {
+            return Verdict::fail(format!("`receipt.min_decode_tps` is {floor} but the scenario makes no decode call (set `generation.steps` ≥ 2)"));
+        }
+        let tps = runs.decode_calls as f64 / runs.decode_seconds;
+        if tps < floor {
+            return Verdict::fail(format!(
+                "engine decode {tps:.1} tokens/s is below `receipt.min_decode_tps` {floor}"
+            ));
+        }
+        notes.push(format!("decode {tps:.1} tokens/s ≥ {floor}"));
+    }
+    for k in &req.kernels {
+        // A glob (`tq2_0_q8k_dot_*`) asks for the product whatever variant the CPU picked.
+        let matcher = match globset::Glob::new(k) {
+            Ok(g) => g.compile_matcher(),
+            Err(e) => return Verdict::fail(format!("`receipt.kernels` entry `{k}`: {e}")),
+        };
+        if !runs.kernels.iter().any(|ran| matcher.is_match(ran)) {
+            return Verdict::fail(format!(
+                "kernel `{k}` required by `receipt.kernels` did not run; ran: {}",
+                runs.kernels.join(", ")
+            ));
+        }
+    }
+    if !req.kernels.is_empty() {
+        notes.push(format!("kernels {} ran", req.kernels.join(", ")));
+    }
+    Verdict::pass(notes.join("; "))
+}
+
+/// Without a reference: each chunked prefill's logits against the one-shot prefill's, within the
+/// logits tolerance (chunks of one token sum some products in another order, as llama.cpp does).
+pub(super) fn check_chunking_engine_only(s: &LoadedScenario, runs: &Runs) -> Verdict {
+    let (model, kernel) = (&*runs.loaded, runs.kernel);
+    let tol = s.scenario.tolerances.for_point("logits");
+    let mut notes = Vec::new();
+    for (i, input) in runs.inputs.iter().enumerate() {
+        for &chunk in &s.scenario.prefill_chunks {
+            let size = if chunk == 0 {
+                input.tokens.len()
+            } else {
+                chunk
+            };
+            let out = match forward::run(
+                model,
+                &input.tokens,
+                0,
+                Some(size),
+                s.scenario.threads,
+                kernel,
+                None,
+            ) {
+                Ok(o) => o,
+                Err(e) => return Verdict::fail(e),
+            };
+            let m = crate::compare::tensor_metrics(&input.logits, &out.logits);
+            let violations = tol.violations(&m);
+            if !violations.is_empty() {
+                return Verdict::fail(format!(
+                    "input {i}: prefill in chunks of {size} differs from one prefill: {}",
+                    violations.join(", ")
+                ));
+            }
+            let exact = input.logits == out.logits;
+            notes.push(format!(
+                "chunks of {size}: {}",
+                if exact {
+                    "bit-identical".to_string()
+                } else {
+                    format!("rel L2 {:.2e}", m.rel_l2)
+                }
+            ));
+        }
+    }
+    Verdict::pass(notes.join("; "))
+}

@@ -1,0 +1,387 @@
+//! The row loops of the products: for a range of output rows, each weight format and variant
+//! calls its kernels (the row and token groupings they take) and writes the results through
+//! [`RowsOut`]. Called by [`super::matmul_prepared_many`] on each thread's row chunks.
+
+use super::*;
+
+/// Rows per tile of the paired prefill kernel (see `compute_rows`).
+#[cfg(target_arch = "x86_64")]
+const PAIR_ROW_TILE: usize = 16;
+
+/// Output rows `r0..r1` for every token, written through `o`.
+pub(super) fn compute_rows(
+    w: &Matrix,
+    prepared: &Prepared,
+    n_tok: usize,
+    kernel: Kernel,
+    r0: usize,
+    r1: usize,
+    o: &mut rows_out::RowsOut,
+) {
+    let cols = w.cols;
+    match prepared {
+        Prepared::Q8K {
+            blocks,
+            perm,
+            #[cfg(target_arch = "x86_64")]
+            pairs,
+            #[cfg(target_arch = "x86_64")]
+            dups,
+        } => {
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Vnni256 {
+                // SAFETY: the Vnni256 features checked by `is_available` (`prepare` falls back
+                // to scalar otherwise).
+                unsafe { x86_vnni256::q8k_rows(w, blocks, n_tok, r0, r1, o) };
+                return;
+            }
+            let nb = cols / QK_K;
+            // Decode: two rows per pass share each activation vector.
+            #[cfg(target_arch = "x86_64")]
+            if !dups.is_empty() {
+                let mut r = r0;
+                while r + 2 <= r1 {
+                    for t in 0..n_tok {
+                        // SAFETY: AVX-512 VNNI/DQ checked by `is_available` (dups exist only then).
+                        let rows2 = [w.row(r), w.row(r + 1)];
+                        let d = &dups[t * nb..(t + 1) * nb];
+                        let got = unsafe {
+                            if w.ty == GgmlType::TQ2_0 {
+                                x86::tq2_0_q8k_dot_rows2_avx512vnni(rows2, d)
+                            } else {
+                                x86::tq1_0_q8k_dot_rows2_avx512vnni(rows2, d)
+                            }
+                        };
+                        o.set(r, t, got[0]);
+                        o.set(r + 1, t, got[1]);
+                    }
+                    r += 2;
+                }
+                for r in r..r1 {
+                    for t in 0..n_tok {
+                        let p = if perm.is_empty() {
+                            &[][..]
+                        } else {
+                            &perm[t * nb..(t + 1) * nb]
+                        };
+                        let v =
+                            ternary_dot(w.ty, kernel, w.row(r), &blocks[t * nb..(t + 1) * nb], p);
+                        o.set(r, t, v);
+                    }
+                }
+                return;
+            }
+            let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
+            let perm_of = |t: usize| {
+                if perm.is_empty() {
+                    &[][..]
+                } else {
+                    &perm[t * nb..(t + 1) * nb]
+                }
+            };
+            // Several tokens at once share each block's unpacked codes (prefill): eight tokens
+            // (four pairs) per call, over tiles of rows so that those tokens' activations stay
+            // in L1 while the rows stream past.
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+            let mut paired = 0;
+            #[cfg(target_arch = "x86_64")]
+            if !pairs.is_empty() {
+                paired = n_tok / 8 * 8;
+                let pair = |p: usize| &pairs[p * nb..(p + 1) * nb];
+                let rb = w.row_bytes();
+                let mut rt = r0;
+                while rt < r1 {
+                    let re = (rt + PAIR_ROW_TILE).min(r1);
+                    for t in (0..paired).step_by(8) {
+                        let p = t / 2;
+                        let ps = [pair(p), pair(p + 1), pair(p + 2), pair(p + 3)];
+                        for (r, row) in (rt..re).zip(w.data[rt * rb..re * rb].chunks_exact(rb)) {
+                            // SAFETY: AVX-512 VNNI checked by `is_available` (pairs exist only
+                            // then).
+                            let got = unsafe { x86::tq2_0_q8k_dot_pairs_avx512vnni::<4>(row, ps) };
+                            for (k, g) in got.iter().enumerate() {
+                                o.set(r, t + 2 * k, g[0]);
+                                o.set(r, t + 2 * k + 1, g[1]);
+                            }
+                        }
+                    }
+                    rt = re;
+                }
+            }
+            for r in r0..r1 {
+                let row = w.row(r);
+                #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+                let mut t = paired;
+                #[cfg(target_arch = "x86_64")]
+                if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ1_0 {
+                    while t + 4 <= n_tok {
+                        // SAFETY: AVX-512 VNNI checked by `is_available`.
+                        let got = unsafe {
+                            x86::tq1_0_q8k_dot_tokens_avx512vnni::<4>(
+                                row,
+                                [acts(t), acts(t + 1), acts(t + 2), acts(t + 3)],
+                            )
+                        };
+                        for (k, g) in got.iter().enumerate() {
+                            o.set(r, t + k, *g);
+                        }
+                        t += 4;
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if kernel == Kernel::Avx512 && w.ty == GgmlType::TQ2_0 {
+                    while t + 4 <= n_tok {
+                        // SAFETY: AVX-512 VNNI checked by `is_available`.
+                        let got = unsafe {
+                            x86::tq2_0_q8k_dot_tokens_avx512vnni::<4>(
+                                row,
+                                [acts(t), acts(t + 1), acts(t + 2), acts(t + 3)],
+                                [perm_of(t), perm_of(t + 1), perm_of(t + 2), perm_of(t + 3)],
+                            )
+                        };
+                        for (k, g) in got.iter().enumerate() {
+                            o.set(r, t + k, *g);
+                        }
+                        t += 4;
+                    }
+                }
+                for t in t..n_tok {
+                    o.set(r, t, ternary_dot(w.ty, kernel, row, acts(t), perm_of(t)));
+                }
+            }
+        }
+        Prepared::I8S {
+            q,
+            scales,
+            sums,
+            perm,
+        } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, r0, r1, o),
+        Prepared::Float { bytes, vals } => {
+            float_rows(w, bytes, vals, n_tok, kernel, r0, r1, o);
+        }
+    }
+}
+
+/// I2_S rows `r0..r1`: the exact integer dot of each row and token (SIMD kernels take four
+/// tokens per unpacked group), finished as [`scalar::i2_s_finish`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn i2_s_rows(
+    w: &Matrix,
+    q: &[i8],
+    scales: &[f32],
+    sums: &[i32],
+    perm: &[i8],
+    n_tok: usize,
+    kernel: Kernel,
+    r0: usize,
+    r1: usize,
+    o: &mut rows_out::RowsOut,
+) {
+    let cols = w.cols;
+    let w_scale = w.i2_s_scale();
+    let act = |t: usize| &q[t * cols..(t + 1) * cols];
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    let pact = |t: usize| &perm[t * cols..(t + 1) * cols];
+    // `n` tokens (1 or 4) from `t` against one row, by the chosen variant.
+    let dots = |row: &[u8], t: usize, n: usize| -> [i32; 4] {
+        let mut d = [0i32; 4];
+        match kernel {
+            // SAFETY: each variant runs only when `is_available` says the CPU has it (the
+            // AVX-512 activations, `perm`, exist only then).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Vnni256 if n == 4 => unsafe {
+                d = x86_i2s::i2_s_i8_dot_avx2::<4>(
+                    row,
+                    [act(t), act(t + 1), act(t + 2), act(t + 3)],
+                );
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Vnni256 => unsafe {
+                d[0] = x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)])[0];
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if n == 4 => unsafe {
+                d = x86_i2s::i2_s_i8_dot_avx512vnni::<4>(
+                    row,
+                    [pact(t), pact(t + 1), pact(t + 2), pact(t + 3)],
+                );
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe {
+                d[0] = x86_i2s::i2_s_i8_dot_avx512vnni::<1>(row, [pact(t)])[0];
+            },
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => {
+                for (k, dk) in d.iter_mut().enumerate().take(n) {
+                    // SAFETY: NEON checked by `is_available`.
+                    *dk = unsafe { neon::i2_s_i8_dot_neon(row, act(t + k)) };
+                }
+            }
+            _ => {
+                for (k, dk) in d.iter_mut().enumerate().take(n) {
+                    *dk = scalar::i2_s_i8_dot_scalar(row, act(t + k));
+                }
+            }
+        }
+        d
+    };
+    for r in r0..r1 {
+        let row = w.row(r);
+        let mut t = 0;
+        while t < n_tok {
+            let n = if n_tok - t >= 4 { 4 } else { 1 };
+            let d = dots(row, t, n);
+            for k in 0..n {
+                o.set(
+                    r,
+                    t + k,
+                    scalar::i2_s_finish(d[k], sums[t + k], scales[t + k], w_scale),
+                );
+            }
+            t += n;
+        }
+    }
+}
+
+/// One ternary row against one token's Q8_K blocks.
+#[inline]
+pub(super) fn ternary_dot(
+    ty: GgmlType,
+    kernel: Kernel,
+    row: &[u8],
+    a: &[BlockQ8K],
+    perm: &[[i8; QK_K]],
+) -> f32 {
+    let tq2 = ty == GgmlType::TQ2_0;
+    match kernel {
+        // SAFETY: `matmul` runs a variant only when `is_available` says the CPU has it.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe {
+            if tq2 {
+                x86::tq2_0_q8k_dot_avx2(row, a)
+            } else {
+                x86::tq1_0_q8k_dot_avx2(row, a)
+            }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Vnni256 => unsafe { x86_vnni256::ternary_dot_rows_vnni256::<1>([row], a, tq2)[0] },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe {
+            if tq2 {
+                x86::tq2_0_q8k_dot_avx512vnni(row, a, perm)
+            } else {
+                x86::tq1_0_q8k_dot_avx512vnni(row, a)
+            }
+        },
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon => unsafe {
+            if tq2 {
+                neon::tq2_0_q8k_dot_neon(row, a)
+            } else {
+                neon::tq1_0_q8k_dot_neon(row, a)
+            }
+        },
+        _ => {
+            let _ = perm;
+            if tq2 {
+                scalar::tq2_0_q8k_dot_scalar(row, a)
+            } else {
+                scalar::tq1_0_q8k_dot_scalar(row, a)
+            }
+        }
+    }
+}
+
+/// Float rows (F16 or F32 weights) `r0..r1`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn float_rows(
+    w: &Matrix,
+    bytes: &[u8],
+    vals: &[f32],
+    n_tok: usize,
+    kernel: Kernel,
+    r0: usize,
+    r1: usize,
+    o: &mut rows_out::RowsOut,
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    let f16 = w.ty == GgmlType::F16;
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut r = r0;
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512) {
+        let es = if f16 { 2 } else { 4 };
+        if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
+            while r < r1 {
+                let n = if r1 - r >= 4 { 4 } else { 1 };
+                for t in 0..n_tok {
+                    let a = &bytes[t * cols * es..(t + 1) * cols * es];
+                    // SAFETY: AVX2/FMA/F16C checked by `is_available` (both variants need them).
+                    let got: [f32; 4] = unsafe {
+                        match (n, tiny_blas) {
+                            (4, true) => x86::float_lanes8_rows::<4>(
+                                [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
+                                a,
+                                cols,
+                                f16,
+                            ),
+                            (4, false) => x86::float_steps32_rows::<4>(
+                                [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
+                                a,
+                                cols,
+                                f16,
+                            ),
+                            (_, true) => {
+                                let [v] = x86::float_lanes8_rows::<1>([w.row(r)], a, cols, f16);
+                                [v, 0.0, 0.0, 0.0]
+                            }
+                            (_, false) => {
+                                let [v] = x86::float_steps32_rows::<1>([w.row(r)], a, cols, f16);
+                                [v, 0.0, 0.0, 0.0]
+                            }
+                        }
+                    };
+                    for (k, v) in got.iter().enumerate().take(n) {
+                        o.set(r + k, t, *v);
+                    }
+                }
+                r += n;
+            }
+            return;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
+            let es = if f16 { 2 } else { 4 };
+            for r in r0..r1 {
+                for t in 0..n_tok {
+                    let a = &bytes[t * cols * es..(t + 1) * cols * es];
+                    // SAFETY: NEON checked by `is_available`.
+                    let v = unsafe {
+                        if tiny_blas {
+                            neon::float_lanes8_neon(w.row(r), a, cols, f16)
+                        } else {
+                            neon::float_steps32_neon(w.row(r), a, cols, f16)
+                        }
+                    };
+                    o.set(r, t, v);
+                }
+            }
+            return;
+        }
+    }
+    let _ = (kernel, bytes);
+    for r in r..r1 {
+        let row = w.row(r);
+        for t in 0..n_tok {
+            let a = &vals[t * cols..(t + 1) * cols];
+            let v = if f16 {
+                scalar::float_dot(&scalar::F16Bytes(row), a, rows, n_tok, true)
+            } else {
+                scalar::float_dot(&scalar::F32Bytes(row), a, rows, n_tok, false)
+            };
+            o.set(r, t, v);
+        }
+    }
+}

@@ -26,6 +26,9 @@ struct Shared {
     /// Calls not yet finished.
     pending: AtomicUsize,
     panicked: AtomicBool,
+    /// Workers sleeping on (or about to sleep on) `wake`: a job wakes them only when there are
+    /// some, so back-to-back products with every worker spinning make no futex call.
+    sleepers: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
 }
@@ -55,12 +58,20 @@ fn worker(shared: Arc<Shared>, index: usize) {
                 std::hint::spin_loop();
             } else {
                 let guard = shared.sleep.lock().unwrap_or_else(|p| p.into_inner());
-                if shared.epoch.load(Ordering::Acquire) == seen {
-                    let _ = shared
+                // Counted before the epoch is read again (both SeqCst): `run` bumps the epoch
+                // before it reads the count, so either this worker sees the new epoch or `run`
+                // sees the sleeper and notifies under the lock this worker holds until it waits.
+                shared.sleepers.fetch_add(1, Ordering::SeqCst);
+                let guard = if shared.epoch.load(Ordering::SeqCst) == seen {
+                    shared
                         .wake
                         .wait_timeout(guard, Duration::from_millis(50))
-                        .unwrap_or_else(|p| p.into_inner());
-                }
+                        .map_or_else(|p| p.into_inner().0, |(g, _)| g)
+                } else {
+                    guard
+                };
+                shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+                drop(guard);
             }
         };
         seen = epoch;
@@ -89,6 +100,7 @@ fn pool(threads: usize) -> Option<Arc<Pool>> {
             n: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -128,9 +140,9 @@ pub fn run(threads: usize, f: &Job<'_>) {
     s.n.store(threads, Ordering::Release);
     s.pending.store(threads - 1, Ordering::Release);
     s.panicked.store(false, Ordering::Release);
-    {
+    s.epoch.fetch_add(1, Ordering::SeqCst);
+    if s.sleepers.load(Ordering::SeqCst) > 0 {
         let _g = s.sleep.lock().unwrap_or_else(|p| p.into_inner());
-        s.epoch.fetch_add(1, Ordering::AcqRel);
         s.wake.notify_all();
     }
     let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));

@@ -469,12 +469,8 @@ impl Context {
         let kernel = Kernel::from_env()?;
         let forced = std::env::var_os("BITNET_KERNEL").is_some_and(|v| !v.is_empty());
         let tune_cache = self.root.join("target/harness/tune.json");
-        let plan = (!forced && tune_cache.is_file())
-            .then(|| {
-                // The session `harness bench` keys its plans by (see `bench::run`).
-                let probe = forward::Session::new(&model, sc.threads, Kernel::best());
-                crate::tune::cached_plan(&probe, &tune_cache)
-            })
+        let plan = (!forced)
+            .then(|| crate::tune::cached_plan(&model, sc.threads, &tune_cache))
             .flatten();
         let mut inputs = Vec::new();
         let mut kernels = Vec::new();

@@ -91,12 +91,28 @@ fn lookup(file: &TuneFile, s: &Session) -> Option<TuneEntry> {
         .cloned()
 }
 
-/// The plan `harness bench` tuned for `s` (this CPU, shape and thread count) and cached in
-/// `cache`, if any: what `harness run` uses when no variant is forced. Never measures.
-pub fn cached_plan(s: &Session, cache: &Path) -> Option<KernelPlan> {
+/// The plan `harness bench` tuned for `model` at `threads` on this CPU and cached in `cache`, if
+/// any: what `harness run` uses when no variant is forced. Never measures; the model's shape key
+/// (a session like bench's) is worked out only when the cache holds an entry for this CPU and
+/// thread count.
+pub fn cached_plan(
+    model: &bitnet_engine::model::Model,
+    threads: usize,
+    cache: &Path,
+) -> Option<KernelPlan> {
     let text = std::fs::read_to_string(cache).ok()?;
     let file: TuneFile = serde_json::from_str(&text).ok()?;
-    KernelPlan::from_description(&lookup(&file, s)?.plan)
+    let (cpu, variants) = (cpu_model(), variants_here());
+    if !file
+        .entries
+        .iter()
+        .any(|e| e.cpu_model == cpu && e.threads == threads && e.variants == variants)
+    {
+        return None;
+    }
+    // The session `harness bench` keys its plans by (see `bench::run`).
+    let probe = Session::new(model, threads, bitnet_engine::kernels::Kernel::best());
+    KernelPlan::from_description(&lookup(&file, &probe)?.plan)
 }
 
 /// The plan for `s` at its thread count: from `cache` when this CPU model, shape and thread count

@@ -83,32 +83,61 @@ impl KernelPlan {
     /// The plan [`describe`](Self::describe) wrote; `None` when a label or variant is unknown
     /// or not available on this CPU.
     pub fn from_description(d: &BTreeMap<String, String>) -> Option<KernelPlan> {
-        let variant = |s: &str| {
+        let plan = KernelPlan::parse_description(d).ok()?;
+        plan.variants()
+            .iter()
+            .all(|k| k.is_available())
+            .then_some(plan)
+    }
+
+    /// The plan a description names, whatever CPU wrote it (a receipt's `kernel_plan`): an
+    /// error names the first unknown kind or variant, or the missing `other` entry.
+    pub fn parse_description(d: &BTreeMap<String, String>) -> Result<KernelPlan, String> {
+        let variant = |kind: &str, s: &str| {
             Kernel::ALL
                 .into_iter()
-                .find(|k| k.suffix() == s && k.is_available())
+                .find(|k| k.suffix() == s)
+                .ok_or_else(|| {
+                    format!("gives `{kind}` the variant `{s}`, which this engine does not have")
+                })
         };
-        let mut plan = KernelPlan::uniform(variant(d.get("other")?)?);
+        let other = d
+            .get("other")
+            .ok_or("has no `other` entry (the variant of everything else)")?;
+        let mut plan = KernelPlan::uniform(variant("other", other)?);
         for (label, v) in d {
             if label == "other" {
                 continue;
             }
-            let (w, phase) = label.split_once('/')?;
-            let ty = GgmlType::all().find(|t| t.name() == w)?;
-            let prefill = match phase {
-                "prefill" => true,
-                "decode" => false,
-                _ => return None,
-            };
-            plan.products.insert(
-                ProductKind {
-                    weights: ty.name(),
-                    prefill,
-                },
-                variant(v)?,
-            );
+            let kind = label
+                .split_once('/')
+                .and_then(|(w, phase)| {
+                    let ty = GgmlType::all().find(|t| t.name() == w)?;
+                    let prefill = match phase {
+                        "prefill" => true,
+                        "decode" => false,
+                        _ => return None,
+                    };
+                    Some(ProductKind {
+                        weights: ty.name(),
+                        prefill,
+                    })
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "has the kind `{label}`, expected `other` or `<weight type>/decode|prefill`"
+                    )
+                })?;
+            plan.products.insert(kind, variant(label, v)?);
         }
-        Some(plan)
+        Ok(plan)
+    }
+
+    /// The variants the plan names (its base first).
+    pub fn variants(&self) -> Vec<Kernel> {
+        let mut v = vec![self.base];
+        v.extend(self.products.values().copied());
+        v
     }
 }
 

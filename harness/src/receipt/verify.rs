@@ -137,33 +137,13 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             }
         }
         Some(plan) => {
-            let mut allowed = std::collections::BTreeSet::new();
-            for (kind, v) in plan {
-                let Some(k) = Kernel::ALL.into_iter().find(|k| k.suffix() == v) else {
-                    return Err(fail(
-                        EXIT_KERNELS,
-                        format!("field `kernel_plan` gives `{kind}` the variant `{v}`, which this engine does not have"),
-                    ));
-                };
-                let (w, phase) = kind.split_once('/').unwrap_or((kind, ""));
-                let known_kind = kind == "other"
-                    || (matches!(phase, "decode" | "prefill")
-                        && bitnet_engine::gguf::GgmlType::all().any(|t| t.name() == w));
-                if !known_kind {
-                    return Err(fail(
-                        EXIT_KERNELS,
-                        format!("field `kernel_plan` has the kind `{kind}`, expected `other` or `<weight type>/decode|prefill`"),
-                    ));
-                }
-                allowed.extend(k.recorded_isas().iter().copied());
-            }
-            if !plan.contains_key("other") {
-                return Err(fail(
-                    EXIT_KERNELS,
-                    "field `kernel_plan` has no `other` entry (the variant of everything else)"
-                        .into(),
-                ));
-            }
+            let plan = bitnet_engine::kernels::plan::KernelPlan::parse_description(plan)
+                .map_err(|e| fail(EXIT_KERNELS, format!("field `kernel_plan` {e}")))?;
+            let allowed: std::collections::BTreeSet<&str> = plan
+                .variants()
+                .iter()
+                .flat_map(|k| k.recorded_isas().iter().copied())
+                .collect();
             if let Some(isa) = simd.iter().find(|isa| !allowed.contains(*isa)) {
                 return Err(fail(
                     EXIT_KERNELS,

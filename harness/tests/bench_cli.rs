@@ -429,6 +429,18 @@ fn a_tuned_plan_is_used_by_run_and_recorded_in_its_receipt() {
         let out = verify(&r);
         assert_eq!(out.status.code(), Some(13), "{}", text(&out));
     }
+    // A plan that does not name the variant some recorded kernels belong to.
+    if decode != other {
+        let mut r = receipt.clone();
+        r["kernel_plan"]["TQ2_0/decode"] = serde_json::json!(other);
+        let out = verify(&r);
+        assert_eq!(out.status.code(), Some(13), "{}", text(&out));
+        assert!(
+            text(&out).contains("which no variant of `kernel_plan` runs"),
+            "{}",
+            text(&out)
+        );
+    }
     let mut r = receipt.clone();
     r["kernel_plan"]["other"] = serde_json::json!("sse9");
     let out = verify(&r);

@@ -104,3 +104,95 @@ fn the_trace_directory_is_replaced_whole_or_not_at_all() {
     assert!(e.to_string().contains("wrote no"), "{e}");
     assert!(!out.exists());
 }
+
+/// Whether process `pid` has ended (gone, or a zombie nobody has reaped yet).
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name in parentheses: `pid (comm) S ...`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// `harness run` with an external reference whose process `body` (shell) records the pid of into
+/// `$PID_FILE` and then hangs; the harness is sent `signal` once that pid is written. Returns the
+/// pid and whether the process ended within 20 s of the harness's end.
+fn reference_outlives_a_signalled_harness(body: &str, signal: i32) -> (i32, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    let pid_file = root.join("ref.pid");
+    let script = root.join("hang-ref");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nPID_FILE='{}'\n{body}\n", pid_file.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        root.join("scenarios/h.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 17, 300]]\ngolden: false\nthreads: 1\nreference:\n  command: [../hang-ref]\n",
+    )
+    .unwrap();
+    let mut harness = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(root)
+        .args(["run", "--filter", "parity"])
+        .env_remove("CI")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the reference never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: signalling the harness process this test started.
+    unsafe { libc::kill(harness.id() as i32, signal) };
+    harness.wait().unwrap();
+    let t = Instant::now();
+    while !ended(pid) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gone = ended(pid);
+    if !gone {
+        // SAFETY: clean up the stray reference this test made.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    (pid, gone)
+}
+
+#[test]
+fn a_reference_does_not_outlive_a_harness_that_is_terminated_or_killed() {
+    // SIGTERM: the harness kills each child's whole process group before it exits, so a
+    // grandchild of the reference ends too.
+    let (pid, gone) = reference_outlives_a_signalled_harness(
+        "sleep 120 &\necho $! > \"$PID_FILE\"\nwait",
+        libc::SIGTERM,
+    );
+    assert!(
+        gone,
+        "the reference's child (pid {pid}) outlived a harness ended by SIGTERM"
+    );
+    // SIGKILL: nothing runs in the harness; the kernel ends its direct child (PR_SET_PDEATHSIG).
+    let (pid, gone) = reference_outlives_a_signalled_harness(
+        "echo $$ > \"$PID_FILE\"\nexec sleep 120",
+        libc::SIGKILL,
+    );
+    assert!(
+        gone,
+        "the reference (pid {pid}) outlived a harness ended by SIGKILL"
+    );
+}

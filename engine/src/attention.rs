@@ -72,6 +72,17 @@ impl HeadCache {
         self.len += 1;
     }
 
+    /// Drop the positions from `len` on (no effect when fewer are cached): the tuner's timed
+    /// attention passes append a position and take it back, so every pass sees the same cache.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+            let chunks = len.div_ceil(CHUNK);
+            self.k.truncate(chunks);
+            self.v.truncate(chunks);
+        }
+    }
+
     /// The key of position `pos`.
     pub fn key(&self, pos: usize) -> &[f32] {
         let p = pos % CHUNK;
@@ -278,6 +289,29 @@ mod tests {
                 prop_assert_eq!(bits(&o), bits(&wo), "{:?}", k);
             }
         }
+    }
+
+    #[test]
+    fn truncating_drops_positions_and_later_pushes_reuse_their_places() {
+        let row = |p: usize, x: f32| vec![p as f32 + x; 3];
+        let mut c = HeadCache::new(3);
+        for p in 0..CHUNK + 6 {
+            c.push(&row(p, 0.0), &row(p, 0.5));
+        }
+        // Within a chunk, and at a chunk boundary.
+        for keep in [CHUNK + 2, CHUNK, 5] {
+            c.truncate(keep);
+            assert_eq!(c.len(), keep);
+            c.push(&row(keep, 100.0), &row(keep, 200.0));
+            assert_eq!(c.len(), keep + 1);
+            assert_eq!(c.key(keep), &row(keep, 100.0)[..]);
+            assert_eq!(c.value(keep), &row(keep, 200.0)[..]);
+            assert_eq!(c.key(keep - 1), &row(keep - 1, 0.0)[..]);
+            assert_eq!(c.k.len(), (keep + 1).div_ceil(CHUNK));
+        }
+        // Truncating to more than is cached changes nothing.
+        c.truncate(1000);
+        assert_eq!(c.len(), 6);
     }
 
     #[test]

@@ -28,8 +28,10 @@ use crate::quant::f16_to_f32;
 use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
 
 mod generate;
+mod other_work;
 mod tracer;
 pub use generate::{generate_last_only, run, run_with, RunOptions, RunOutput};
+pub use other_work::DecodeOther;
 pub use tracer::Tracer;
 
 /// A running inference: the model, its KV cache and settings.
@@ -149,6 +151,11 @@ impl<'m> Session<'m> {
             }
         }
         s
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
     }
 
     /// Positions already in the KV cache.
@@ -444,25 +451,7 @@ impl<'m> Session<'m> {
     /// `bitnet-b1.58`.
     pub fn ffn_act(&self, layer: &Layer, h: &[f32], n: usize) -> Vec<f32> {
         let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], h, n);
-        let mut act = vec![0f32; gate.len()];
-        // Element by element, split over the threads (a decode step has one row).
-        let (n_ff, kernel) = (self.model.config.n_ff, self.kernel);
-        let ffn = self.model.config.arch.ffn();
-        par_rows(self.threads, &mut act, 1, &|part, at| {
-            let r = at..at + part.len();
-            match ffn {
-                FfnAct::Silu => {
-                    crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at)
-                }
-                FfnAct::Relu2 if crate::planted::on("relu2_passes_negatives") => {
-                    for ((o, &g), &u) in part.iter_mut().zip(&gate[r.clone()]).zip(&up[r]) {
-                        *o = (g * g) * u;
-                    }
-                }
-                FfnAct::Relu2 => crate::ggml_math::relu2_mul(&gate[r.clone()], &up[r], part),
-            }
-        });
-        act
+        ffn_elementwise(&self.model.config, self.kernel, self.threads, &gate, &up)
     }
 
     /// Logits through the tied embedding: every row of `h` (`n × n_vocab`) or the last.
@@ -514,6 +503,35 @@ impl<'m> Session<'m> {
         by_type.push(("token_embd.weight".into(), emb));
         by_type
     }
+}
+
+/// The FFN's element-wise part on `gate` and `up` (rows of `n_ff`): `silu(gate)·up`, or
+/// `relu(gate)²·up` for `bitnet-b1.58`, element by element, split over the threads (a decode
+/// step has one row).
+fn ffn_elementwise(
+    c: &crate::model::Config,
+    kernel: Kernel,
+    threads: usize,
+    gate: &[f32],
+    up: &[f32],
+) -> Vec<f32> {
+    let mut act = vec![0f32; gate.len()];
+    let (n_ff, ffn) = (c.n_ff, c.arch.ffn());
+    par_rows(threads, &mut act, 1, &|part, at| {
+        let r = at..at + part.len();
+        match ffn {
+            FfnAct::Silu => {
+                crate::ggml_math::swiglu(kernel, &gate[r.clone()], &up[r], part, n_ff, at)
+            }
+            FfnAct::Relu2 if crate::planted::on("relu2_passes_negatives") => {
+                for ((o, &g), &u) in part.iter_mut().zip(&gate[r.clone()]).zip(&up[r]) {
+                    *o = (g * g) * u;
+                }
+            }
+            FfnAct::Relu2 => crate::ggml_math::relu2_mul(&gate[r.clone()], &up[r], part),
+        }
+    });
+    act
 }
 
 /// `x += y`, element by element (ggml_add).

@@ -1,5 +1,6 @@
 //! The kernel choice by measurement, cached: [`bitnet_engine::kernels::plan::tune`] times every
-//! variant on each kind of product of a model, once per CPU model, model shape and thread count,
+//! variant on each kind of product of a model and on the rest of a decode step (attention, RoPE,
+//! the FFN activation: the plan's `other`), once per CPU model, model shape and thread count,
 //! and `target/harness/tune.json` keeps the result (written atomically). `BITNET_KERNEL` and
 //! `--kernel` still force one variant for everything.
 
@@ -58,13 +59,24 @@ pub fn cpu_model() -> String {
     }
 }
 
-/// The shape key of a session's products.
+/// The shape key of a session's work: its products' matrices, and the attention and FFN shape
+/// the `other` variant is timed on.
 pub fn shape_key(s: &Session) -> String {
-    s.representative_matrices()
+    let c = &s.model().config;
+    let mut parts: Vec<String> = s
+        .representative_matrices()
         .iter()
         .map(|(n, m)| format!("{n} {} {}x{}", m.ty, m.rows, m.cols))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .collect();
+    parts.push(format!(
+        "attention {}x{} kv {}; ffn {} {:?}",
+        c.n_head,
+        c.head_dim,
+        c.n_head_kv,
+        c.n_ff,
+        c.arch.ffn()
+    ));
+    parts.join("; ")
 }
 
 /// The variants this engine runs here, by name.
@@ -128,7 +140,13 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
     if let Some(e) = lookup(&file, s) {
         return Ok((e, true));
     }
-    let (plan, timings) = tune(&s.representative_matrices(), threads, budget);
+    let mut other = s.decode_other_work();
+    let (plan, timings) = tune(
+        &s.representative_matrices(),
+        Some(&mut other),
+        threads,
+        budget,
+    );
     let entry = TuneEntry {
         cpu_model: cpu,
         shape,

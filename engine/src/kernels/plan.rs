@@ -159,21 +159,72 @@ pub struct Timing {
 /// kernels cache-hot, which ranks them differently from a decode bound by memory).
 pub const DECODE_STREAM_BYTES: usize = 96 << 20;
 
+/// The work outside the products that a plan's `other` variant runs (attention, RoPE, the FFN
+/// activation), timed per variant like the products: [`crate::forward::DecodeOther`] on a
+/// model's own shape.
+pub trait OtherWork {
+    /// What one call runs (shapes), for the timings' `matrix` field.
+    fn describe(&self) -> String;
+    /// One call with `kernel` on `threads` threads.
+    fn run(&mut self, kernel: Kernel, threads: usize);
+}
+
+/// The kind label of the `other` timings (the plan's base).
+pub const OTHER_KIND: &str = "other";
+
+/// The best time of `f` in seconds: called until `budget` has passed (at least three calls, at
+/// most 1000), so a busy moment on a shared machine does not decide.
+fn best_time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    let mut fastest = f64::INFINITY;
+    let mut calls = 0;
+    while calls < 3 || start.elapsed() < budget {
+        let t = Instant::now();
+        f(calls);
+        fastest = fastest.min(t.elapsed().as_secs_f64());
+        calls += 1;
+        if calls >= 1000 {
+            break;
+        }
+    }
+    fastest
+}
+
 /// Time every variant this CPU runs on each kind of product in `matrices` (a representative
-/// matrix per weight type: `(name, matrix)`), with `threads` threads, and choose the fastest per
-/// kind. Decode products stream [`DECODE_STREAM_BYTES`] of copies of the matrix; prefill
-/// products reuse one (their time is in the arithmetic). Each (kind, variant) is run until `budget` has passed (at least three calls) and its
-/// best call counts, so a busy moment on a shared machine does not decide. Returns the plan and
+/// matrix per weight type: `(name, matrix)`), and on `other` (the rest of a decode step), with
+/// `threads` threads, and choose the fastest per kind; the fastest on `other` becomes the plan's
+/// base (without `other`, [`Kernel::best`]). Decode products stream [`DECODE_STREAM_BYTES`] of
+/// copies of the matrix; prefill products reuse one (their time is in the arithmetic). Each
+/// (kind, variant) counts its best call over `budget` (see [`best_time`]). Returns the plan and
 /// every timing.
 pub fn tune(
     matrices: &[(String, Matrix<'_>)],
+    other: Option<&mut dyn OtherWork>,
     threads: usize,
     budget: Duration,
 ) -> (KernelPlan, Vec<Timing>) {
     let variants = Kernel::available();
-    let base = Kernel::best();
-    let mut plan = KernelPlan::uniform(base);
+    let mut plan = KernelPlan::uniform(Kernel::best());
     let mut timings = Vec::new();
+    if let Some(work) = other {
+        let mut best: Option<(f64, Kernel)> = None;
+        for &k in &variants {
+            let fastest = best_time(budget, |_| work.run(k, threads));
+            timings.push(Timing {
+                kind: OTHER_KIND.into(),
+                matrix: work.describe(),
+                tokens: 1,
+                variant: k.suffix().into(),
+                micros: fastest * 1e6,
+            });
+            if best.is_none_or(|(b, _)| fastest < b) {
+                best = Some((fastest, k));
+            }
+        }
+        if let Some((_, k)) = best {
+            plan.base = k;
+        }
+    }
     for (name, m) in matrices {
         for tokens in [1, 16] {
             let kind = ProductKind::of(m.ty, tokens);
@@ -191,23 +242,14 @@ pub fn tune(
             let mut best: Option<(f64, Kernel)> = None;
             for &k in variants.iter().filter(|k| k.has_own_kernels(m.ty)) {
                 let log = KernelLog::default();
-                let start = Instant::now();
-                let mut fastest = f64::INFINITY;
-                let mut calls = 0;
-                while calls < 3 || start.elapsed() < budget {
-                    let mat = match copies.get(calls % copies.len().max(1)) {
+                let fastest = best_time(budget, |call| {
+                    let mat = match copies.get(call % copies.len().max(1)) {
                         Some(data) => Matrix { data, ..*m },
                         None => *m,
                     };
-                    let t = Instant::now();
                     let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log);
                     matmul_prepared(&mat, &p, &mut out, threads, &log);
-                    fastest = fastest.min(t.elapsed().as_secs_f64());
-                    calls += 1;
-                    if calls >= 1000 {
-                        break;
-                    }
-                }
+                });
                 std::hint::black_box(&out);
                 timings.push(Timing {
                     kind: kind.label(),
@@ -254,6 +296,55 @@ mod tests {
         assert_eq!(KernelPlan::from_description(&bad), None);
     }
 
+    /// Work whose time depends on the variant: `fast` returns at once, every other spins.
+    struct Spin {
+        fast: Kernel,
+        calls: BTreeMap<&'static str, usize>,
+    }
+
+    impl OtherWork for Spin {
+        fn describe(&self) -> String {
+            "spin".into()
+        }
+        fn run(&mut self, kernel: Kernel, threads: usize) {
+            assert_eq!(threads, 2);
+            *self.calls.entry(kernel.suffix()).or_default() += 1;
+            if kernel != self.fast {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(300) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_rest_of_a_step_is_timed_on_every_variant_and_the_fastest_is_the_base() {
+        // The slowest-looking variant (the first, scalar) made fast: a plan that ignored the
+        // measurement would keep `Kernel::best()`.
+        let fast = Kernel::available()[0];
+        let mut work = Spin {
+            fast,
+            calls: BTreeMap::new(),
+        };
+        let (plan, timings) = tune(&[], Some(&mut work), 2, Duration::from_millis(2));
+        assert_eq!(plan.base, fast);
+        assert!(plan.products.is_empty());
+        let timed: Vec<&str> = timings.iter().map(|t| t.variant.as_str()).collect();
+        let available: Vec<&str> = Kernel::available().iter().map(|k| k.suffix()).collect();
+        assert_eq!(timed, available);
+        assert!(timings
+            .iter()
+            .all(|t| t.kind == OTHER_KIND && t.matrix == "spin" && t.tokens == 1));
+        // At least three calls each, whatever the budget.
+        assert!(work.calls.values().all(|&n| n >= 3), "{:?}", work.calls);
+        assert_eq!(work.calls.len(), available.len());
+        // Without the work, the base stays the best variant.
+        let (plan, timings) = tune(&[], None, 1, Duration::from_millis(1));
+        assert_eq!(plan.base, Kernel::best());
+        assert!(timings.is_empty());
+    }
+
     #[test]
     fn tune_times_every_available_variant_and_picks_one_of_them() {
         let rows = 64;
@@ -265,7 +356,7 @@ mod tests {
             rows,
             cols,
         };
-        let (plan, timings) = tune(&[("w".into(), m)], 1, Duration::from_millis(1));
+        let (plan, timings) = tune(&[("w".into(), m)], None, 1, Duration::from_millis(1));
         let n = Kernel::available().len();
         assert_eq!(timings.len(), 2 * n);
         assert!(timings

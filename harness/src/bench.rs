@@ -88,6 +88,11 @@ pub struct ThreadResult {
     /// Median decode tokens/s over the bound.
     pub engine_share_of_bound: f64,
     pub llama_share_of_bound: Option<f64>,
+    /// Decode tokens/s if the weights and the KV cache a step attends to (the report's
+    /// `kv_bytes_per_token`) streamed at `bandwidth_gbs`: the bound of the bytes a step must
+    /// read. 0 in reports written before it was recorded.
+    #[serde(default)]
+    pub bound_with_kv_decode_tps: f64,
 }
 
 /// The llama.cpp side: which binary ran it, how it was built, the context it used.
@@ -116,6 +121,11 @@ pub struct BenchReport {
     /// Bytes of every tensor the model reads per decode step (all weights; the tied embedding
     /// once, as the output matrix).
     pub weight_bytes_per_token: u64,
+    /// Mean bytes of F32 KV cache a timed decode step reads: the keys and values of every
+    /// position it attends to (the prompt, the earlier steps and its own), in every layer. 0 in
+    /// reports written before it was recorded.
+    #[serde(default)]
+    pub kv_bytes_per_token: u64,
     pub prompt_tokens: usize,
     pub decode_tokens: usize,
     pub rounds: usize,
@@ -213,6 +223,20 @@ pub fn measure_bandwidth(buf: &[u64], threads: usize) -> f64 {
     Stats::of(&rates).median
 }
 
+/// Mean bytes of F32 KV cache a decode step reads over `decode` steps after a `prompt`-token
+/// prompt: step `i` attends to `prompt + i + 1` positions, each holding a key and a value of
+/// `n_head_kv × head_dim` floats per layer.
+pub fn kv_bytes_per_step(c: &bitnet_engine::model::Config, prompt: usize, decode: usize) -> u64 {
+    if decode == 0 {
+        return 0;
+    }
+    let per_position = (c.n_layer * c.n_head_kv * c.head_dim * 2 * 4) as u64;
+    // Σ_{i<decode} (prompt + i + 1) positions, over decode steps.
+    let (p, d) = (prompt as u64, decode as u64);
+    let positions_sum = d * p + d * (d + 1) / 2;
+    per_position * positions_sum / d
+}
+
 /// Bytes of all tensors in the file (what one decode step reads).
 pub fn weight_bytes(model: &Path) -> Result<u64, String> {
     let f = bitnet_engine::gguf::GgufFile::open(model).map_err(|e| e.to_string())?;
@@ -301,6 +325,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     }
     let tokens = prompt(o.prompt_tokens, model.config.n_vocab);
     let wbytes = weight_bytes(&o.model)?;
+    let kv_bytes = kv_bytes_per_step(&model.config, o.prompt_tokens, o.decode_tokens);
     let flags = match unavailable {
         None => Some(reference_flags(o)?),
         Some(_) => None,
@@ -371,6 +396,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         }
         let bw = Stats::of(&bws).median;
         let bound = bw * 1e9 / wbytes as f64;
+        let bound_with_kv = bw * 1e9 / (wbytes + kv_bytes) as f64;
         let engine = Rates {
             prefill_tps: Stats::of(&ep),
             decode_tps: Stats::of(&ed),
@@ -392,6 +418,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
                 .map(|l| engine.decode_tps.median / l.decode_tps.median),
             engine_share_of_bound: engine.decode_tps.median / bound,
             llama_share_of_bound: llama.as_ref().map(|l| l.decode_tps.median / bound),
+            bound_with_kv_decode_tps: bound_with_kv,
             engine,
             llama,
         });
@@ -413,6 +440,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         model: o.model.display().to_string(),
         model_blake3: crate::receipt::blake3_file(&o.model).map_err(|e| e.to_string())?,
         weight_bytes_per_token: wbytes,
+        kv_bytes_per_token: kv_bytes,
         prompt_tokens: o.prompt_tokens,
         decode_tokens: o.decode_tokens,
         rounds: o.rounds,
@@ -516,6 +544,26 @@ pub fn table(r: &BenchReport) -> String {
                 "",
                 ratio.map_or("—".to_string(), |x| format!("{x:.2}x")),
                 share
+            ));
+        }
+    }
+    if r.kv_bytes_per_token > 0 {
+        for t in r
+            .results
+            .iter()
+            .filter(|t| t.bound_with_kv_decode_tps > 0.0)
+        {
+            let share = |tps: f64| format!("{:.0}%", 100.0 * tps / t.bound_with_kv_decode_tps);
+            s.push_str(&format!(
+                "with the KV cache ({:.1} MB of F32 keys and values read per decode step, mean) \
+                 at {} thread(s): engine {} / llama.cpp {} of {:.1} tok/s\n",
+                r.kv_bytes_per_token as f64 / 1e6,
+                t.threads,
+                share(t.engine.decode_tps.median),
+                t.llama
+                    .as_ref()
+                    .map_or("—".into(), |l| share(l.decode_tps.median)),
+                t.bound_with_kv_decode_tps,
             ));
         }
     }
@@ -685,5 +733,44 @@ pub fn gate(base: &PerfBaseline, report: &BenchReport) -> Result<Vec<String>, Ve
         Ok(ok)
     } else {
         Err(bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitnet_engine::model::{Arch, Config};
+
+    #[test]
+    fn kv_bytes_count_every_position_each_step_attends_to() {
+        let c = Config {
+            arch: Arch::Bitnet,
+            arch_name: "bitnet".into(),
+            n_vocab: 10,
+            n_embd: 8,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 4,
+            n_ff: 16,
+            n_ctx_train: 64,
+            rope_base: 10000.0,
+            n_rot: 4,
+            rms_eps: 1e-5,
+        };
+        // A position: a key and a value of 2 heads × 4 floats in each of 2 layers = 128 bytes.
+        // After a 3-token prompt, steps attend to 4 and 5 positions: 4.5 on average.
+        assert_eq!(kv_bytes_per_step(&c, 3, 2), 576);
+        assert_eq!(kv_bytes_per_step(&c, 0, 1), 128);
+        assert_eq!(kv_bytes_per_step(&c, 5, 0), 0);
+        // 128-token prompt, 64 steps on the 700M shape (24 layers, 16 KV heads × 96): 160.5
+        // positions of 294,912 bytes.
+        let big = Config {
+            n_layer: 24,
+            n_head_kv: 16,
+            head_dim: 96,
+            ..c
+        };
+        assert_eq!(kv_bytes_per_step(&big, 128, 64), 47_333_376);
     }
 }

@@ -86,7 +86,27 @@ fn a_bench_report_names_both_sides_and_is_consistent() {
         assert!(t.bandwidth_gbs > 0.0);
         let bound = t.bandwidth_gbs * 1e9 / r.weight_bytes_per_token as f64;
         assert!((t.bound_decode_tps - bound).abs() <= 1e-9 * bound);
+        let with_kv =
+            t.bandwidth_gbs * 1e9 / (r.weight_bytes_per_token + r.kv_bytes_per_token) as f64;
+        assert!((t.bound_with_kv_decode_tps - with_kv).abs() <= 1e-9 * with_kv);
     }
+    // The KV cache a decode step reads, from the model's shape read here from the GGUF's
+    // metadata: steps attend to 9..=12 positions (10.5 on average) of a key and a value of
+    // n_head_kv × head_dim F32 values per layer.
+    let key = |k: &str| {
+        f.get(k)
+            .and_then(|v| v.as_u64())
+            .unwrap_or_else(|| panic!("{k}"))
+    };
+    let (layers, heads, kv_heads, embd) = (
+        key("bitnet.block_count"),
+        key("bitnet.attention.head_count"),
+        key("bitnet.attention.head_count_kv"),
+        key("bitnet.embedding_length"),
+    );
+    let per_position = layers * kv_heads * (embd / heads) * 2 * 4;
+    assert_eq!(r.kv_bytes_per_token * 2, per_position * 21);
+    assert!(t.contains("with the KV cache"), "{t}");
 }
 
 #[test]

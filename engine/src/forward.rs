@@ -485,12 +485,13 @@ impl<'m> Session<'m> {
     }
 
     /// One matrix per weight format, as this session's products read them (TQ1_0 rewritten as
-    /// TQ2_0 when it does so): the largest projection of each format and the output matrix, named.
-    /// What [`crate::kernels::plan::tune`] times.
+    /// TQ2_0 when it does so): the largest projection of each format in any layer, and the
+    /// output matrix, named. What [`crate::kernels::plan::tune`] times: every kind of product
+    /// the model runs gets a measured variant (a kind missing here would run on the plan's base,
+    /// which is timed on attention, not on products).
     pub fn representative_matrices(&self) -> Vec<(String, Matrix<'_>)> {
         let mut by_type: Vec<(String, Matrix<'_>)> = Vec::new();
-        let layer0 = self.model.layers.first();
-        for p in layer0.iter().flat_map(|l| l.projections()) {
+        for p in self.model.layers.iter().flat_map(|l| l.projections()) {
             let m = self.matrix(p);
             match by_type.iter_mut().find(|(_, x)| x.ty == m.ty) {
                 Some(slot) if slot.1.rows * slot.1.cols >= m.rows * m.cols => {}

@@ -108,3 +108,70 @@ impl OtherWork for DecodeOther<'_> {
         std::hint::black_box((out, act));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::forward::Session;
+    use crate::gguf::{GgmlType, GgufFile};
+    use crate::kernels::plan::{tune, OtherWork, ProductKind};
+    use crate::kernels::Kernel;
+    use crate::model::Model;
+    use crate::synth::{build, preset};
+    use std::time::Duration;
+
+    /// `tiny` (TQ2_0 projections, F32 embedding) with layer 1's `ffn_down` stored as F16: a kind
+    /// of product neither layer 0 nor the output matrix has.
+    fn mixed_layers() -> Model {
+        let spec = preset("tiny").unwrap();
+        let (rows, cols) = (spec.n_embd as usize, spec.n_ff as usize);
+        let mut w = build(&spec).unwrap();
+        assert!(w.remove_tensor("blk.1.ffn_down.weight"));
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7) % 3) as f32 - 1.0)
+            .collect();
+        w.add_tensor(
+            "blk.1.ffn_down.weight",
+            &[cols as u64, rows as u64],
+            GgmlType::F16,
+            crate::quant::quantize(GgmlType::F16, &values).unwrap(),
+        );
+        let bytes = w.to_bytes().unwrap();
+        Model::from_file(GgufFile::from_bytes(bytes, "mixed.gguf").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_product_in_any_layer_is_tuned_and_the_other_work_keeps_its_shape() {
+        let model = mixed_layers();
+        let s = Session::new(&model, 1, Kernel::best());
+        let types: Vec<GgmlType> = s
+            .representative_matrices()
+            .iter()
+            .map(|(_, m)| m.ty)
+            .collect();
+        assert_eq!(model.embedding().ty, GgmlType::F32);
+        assert!(types.contains(&GgmlType::F16), "{types:?}");
+        assert!(types.contains(&GgmlType::TQ2_0), "{types:?}");
+        let mut other = s.decode_other_work();
+        let (plan, timings) = tune(
+            &s.representative_matrices(),
+            Some(&mut other),
+            1,
+            Duration::from_millis(1),
+        );
+        for ty in [GgmlType::F16, GgmlType::F32, GgmlType::TQ2_0] {
+            for n in [1, 16] {
+                assert!(
+                    plan.products.contains_key(&ProductKind::of(ty, n)),
+                    "{ty:?} × {n} not tuned: {plan:?}"
+                );
+            }
+        }
+        assert!(timings.iter().any(|t| t.kind == "other"));
+        // Every timed pass read the same cache: the appended position was taken back each time.
+        assert!(other.next >= 3 * Kernel::available().len());
+        for layer in &other.layers {
+            assert!(layer.iter().all(|h| h.len() == super::POSITIONS));
+        }
+        assert!(other.describe().contains("256 positions"));
+    }
+}

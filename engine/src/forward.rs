@@ -22,7 +22,7 @@ use crate::attention::{attend, AttnOrder, HeadCache};
 use crate::gguf::GgmlType;
 use crate::kernels::plan::KernelPlan;
 use crate::kernels::rows_out::SharedOut;
-use crate::kernels::{matmul, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
+use crate::kernels::{matmul_prepared, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
 use crate::model::{FfnAct, Layer, Model, Proj};
 use crate::quant::f16_to_f32;
 use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
@@ -168,6 +168,11 @@ impl<'m> Session<'m> {
         self.kernels.ids()
     }
 
+    /// The plan's prefetch distances (bytes) that decode products ran with so far.
+    pub fn prefetch_distances_used(&self) -> Vec<usize> {
+        self.kernels.prefetch_distances()
+    }
+
     /// [`rms_norm`] of every row of `x`, the rows split over the threads.
     fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut [f32]) {
         let (n, mut eps) = (w.len(), self.model.config.rms_eps);
@@ -216,7 +221,8 @@ impl<'m> Session<'m> {
                 self.threads,
                 self.plan.product(ms[i].ty, n_tok),
                 &self.kernels,
-            );
+            )
+            .with_prefetch(self.plan.prefetch(ms[i].ty, n_tok));
             let mut j = i + 1;
             while j < N && prepared.matches(&ms[j]) {
                 j += 1;
@@ -466,15 +472,18 @@ impl<'m> Session<'m> {
         let (rows, start) = if all { (n, 0) } else { (1, last) };
         let mut logits = vec![0f32; rows * c.n_vocab];
         let emb = self.model.embedding();
-        matmul(
-            &emb,
-            &h[start * e..(start + rows) * e],
+        let x = &h[start * e..(start + rows) * e];
+        let prepared = prepare(
+            emb.ty,
+            x,
             rows,
-            &mut logits,
+            emb.cols,
             self.threads,
             self.plan.product(emb.ty, rows),
             &self.kernels,
-        );
+        )
+        .with_prefetch(self.plan.prefetch(emb.ty, rows));
+        matmul_prepared(&emb, &prepared, &mut logits, self.threads, &self.kernels);
         logits
     }
 

@@ -76,7 +76,8 @@ pub struct ThreadResult {
     pub bound_decode_tps: f64,
     pub engine: Rates,
     /// The engine's variant per kind of product at this thread count (`TQ2_0/decode` →
-    /// `avx512`; `other` for the rest), tuned by measurement unless one variant was forced.
+    /// `avx512 prefetch 8192`: the variant and, for decode kinds, the prefetch distance in bytes;
+    /// `other` for the rest), tuned by measurement unless one variant was forced.
     #[serde(default)]
     pub engine_plan: BTreeMap<String, String>,
     /// llama.cpp's rates; `None` when it cannot run the model (the report's

@@ -69,7 +69,9 @@ pub struct Receipt {
     /// Kernel IDs the engine recorded as they executed (`tq2_0_q8k_dot_scalar`, ...).
     pub kernels: Vec<String>,
     /// The engine's variant per kind of product (`TQ2_0/decode` → `avx512`, `other` → the rest's)
-    /// when it ran a plan tuned by `harness bench`; absent when one variant ran everything.
+    /// when it ran a plan tuned by `harness bench`; absent when one variant ran everything. A
+    /// decode kind's value names its measured prefetch distance too (`avx512 prefetch 8192`,
+    /// bytes; 0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_plan: Option<std::collections::BTreeMap<String, String>>,
     /// `real`: the numbers come from running the model, not from a mock or a replay.

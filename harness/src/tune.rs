@@ -32,6 +32,10 @@ pub struct TuneEntry {
     pub measured_at: String,
 }
 
+/// The version of `tune.json` this harness writes and reads; a file of another version (one
+/// tuned before decode kinds had measured prefetch distances) is measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 2;
+
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +107,14 @@ fn lookup(file: &TuneFile, s: &Session) -> Option<TuneEntry> {
         .cloned()
 }
 
+/// The cache file, when it reads as this harness's version ([`TUNE_SCHEMA`]).
+fn read_cache(cache: &Path) -> Option<TuneFile> {
+    let text = std::fs::read_to_string(cache).ok()?;
+    serde_json::from_str::<TuneFile>(&text)
+        .ok()
+        .filter(|f| f.schema_version == TUNE_SCHEMA)
+}
+
 /// The plan `harness bench` tuned for `model` at `threads` on this CPU and cached in `cache`, if
 /// any: what `harness run` uses when no variant is forced. Never measures; the model's shape key
 /// (a session like bench's) is worked out only when the cache holds an entry for this CPU and
@@ -112,8 +124,7 @@ pub fn cached_plan(
     threads: usize,
     cache: &Path,
 ) -> Option<KernelPlan> {
-    let text = std::fs::read_to_string(cache).ok()?;
-    let file: TuneFile = serde_json::from_str(&text).ok()?;
+    let file = read_cache(cache)?;
     let (cpu, variants) = (cpu_model(), variants_here());
     if !file
         .entries
@@ -133,10 +144,7 @@ pub fn cached_plan(
 pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntry, bool), String> {
     let (cpu, shape, threads) = (cpu_model(), shape_key(s), s.threads);
     let variants = variants_here();
-    let mut file: TuneFile = match std::fs::read_to_string(cache) {
-        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
-        Err(_) => TuneFile::default(),
-    };
+    let mut file = read_cache(cache).unwrap_or_default();
     if let Some(e) = lookup(&file, s) {
         return Ok((e, true));
     }
@@ -156,7 +164,7 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
         timings,
         measured_at: crate::receipt::rfc3339(std::time::SystemTime::now()),
     };
-    file.schema_version = 1;
+    file.schema_version = TUNE_SCHEMA;
     file.entries.retain(|e| {
         !(e.cpu_model == entry.cpu_model && e.shape == entry.shape && e.threads == threads)
     });

@@ -290,11 +290,32 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
         let v = plan
             .get(kind)
             .unwrap_or_else(|| panic!("{kind} not in {plan:?}"));
-        assert!(available.contains(&v.as_str()), "{kind}: {v}");
+        // `avx512`, or for a decode kind on a variant whose kernels prefetch, `avx512 prefetch
+        // 8192` with one of the distances the tuner tries.
+        let (variant, distance) = match v.split_once(" prefetch ") {
+            Some((v, d)) => (v, Some(d.parse::<usize>().unwrap())),
+            None => (v.as_str(), None),
+        };
+        assert!(available.contains(&variant), "{kind}: {v}");
+        let k = bitnet_engine::kernels::Kernel::parse(variant).unwrap();
+        let ty = if kind.starts_with("F16") {
+            bitnet_engine::gguf::GgmlType::F16
+        } else {
+            bitnet_engine::gguf::GgmlType::TQ2_0
+        };
+        if kind.ends_with("/decode") && k.tunes_prefetch(ty) {
+            let d = distance.unwrap_or_else(|| panic!("{kind}: {v} has no prefetch distance"));
+            assert!(
+                bitnet_engine::kernels::PREFETCH_DISTANCES.contains(&d),
+                "{kind}: {v}"
+            );
+        } else {
+            assert_eq!(distance, None, "{kind}: {v}");
+        }
     }
-    // The cache holds the measurements behind the plan: the chosen variant is the fastest, for
-    // the products and for the rest of a decode step (`other`: attention, RoPE, activation),
-    // which every variant here was timed on.
+    // The cache holds the measurements behind the plan: the chosen variant (and prefetch
+    // distance) is the fastest, for the products and for the rest of a decode step (`other`:
+    // attention, RoPE, activation), which every variant here was timed on.
     let cache: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(d.path().join("target/harness/tune.json")).unwrap(),
     )
@@ -322,7 +343,11 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
                     .total_cmp(&b["micros"].as_f64().unwrap())
             })
             .unwrap();
-        assert_eq!(fastest["variant"], chosen.as_str(), "{kind}");
+        let timed = match fastest["prefetch"].as_u64() {
+            Some(d) => format!("{} prefetch {d}", fastest["variant"].as_str().unwrap()),
+            None => fastest["variant"].as_str().unwrap().to_string(),
+        };
+        assert_eq!(&timed, chosen, "{kind}");
     }
     let second = run();
     assert!(second.contains("from target/harness/tune.json"), "{second}");
@@ -338,6 +363,16 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
     .unwrap();
     let third = run();
     assert!(third.contains("measured now"), "{third}");
+    // So is a file of an older version (tuned before prefetch distances were measured).
+    let mut old_version = cache.clone();
+    old_version["schema_version"] = serde_json::json!(1);
+    std::fs::write(
+        d.path().join("target/harness/tune.json"),
+        serde_json::to_vec(&old_version).unwrap(),
+    )
+    .unwrap();
+    let fourth = run();
+    assert!(fourth.contains("measured now"), "{fourth}");
     // Forcing a variant bypasses the plan.
     let out = harness(
         d.path(),

@@ -113,7 +113,7 @@ impl OtherWork for DecodeOther<'_> {
 mod tests {
     use crate::forward::Session;
     use crate::gguf::{GgmlType, GgufFile};
-    use crate::kernels::plan::{tune, OtherWork, ProductKind};
+    use crate::kernels::plan::{tune, KernelPlan, OtherWork, ProductKind};
     use crate::kernels::Kernel;
     use crate::model::Model;
     use crate::synth::{build, preset};
@@ -173,5 +173,41 @@ mod tests {
             assert!(layer.iter().all(|h| h.len() == super::POSITIONS));
         }
         assert!(other.describe().contains("256 positions"));
+    }
+
+    #[test]
+    fn a_plan_s_prefetch_distances_reach_every_decode_product_and_change_no_bit() {
+        let model = mixed_layers();
+        let tokens = [1u32, 5, 9, 2, 7];
+        let run = |plan: Option<KernelPlan>| {
+            let mut s = Session::new(&model, 2, Kernel::best());
+            if let Some(p) = plan {
+                s.set_plan(p);
+            }
+            // A prefill (5 tokens), then two decode steps.
+            let mut logits = s.forward(&tokens, true, None).unwrap();
+            for t in [3u32, 4] {
+                logits.extend(s.forward(&[t], false, None).unwrap());
+            }
+            let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+            (bits, s.prefetch_distances_used())
+        };
+        let (want, none) = run(None);
+        assert!(none.is_empty(), "{none:?}");
+        let mut plan = KernelPlan::uniform(Kernel::best());
+        // An odd distance for the ternary projections, none for the F16 layer, and one for
+        // the F32 output matrix (each kind of decode product the model has).
+        for (ty, d) in [
+            (GgmlType::TQ2_0, 12_345),
+            (GgmlType::F16, 0),
+            (GgmlType::F32, 4096),
+        ] {
+            let kind = ProductKind::of(ty, 1);
+            plan.products.insert(kind, Kernel::best());
+            plan.prefetch.insert(kind, d);
+        }
+        let (got, used) = run(Some(plan));
+        assert_eq!(got, want);
+        assert_eq!(used, vec![0, 4096, 12_345]);
     }
 }

@@ -162,6 +162,17 @@ impl Kernel {
         self != Kernel::Vnni256 || matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0)
     }
 
+    /// Whether this variant's decode kernels for `ty` weights prefetch at a distance a plan can
+    /// choose (the x86 SIMD kernels; the scalar and NEON ones leave it to the hardware).
+    pub fn tunes_prefetch(self, ty: GgmlType) -> bool {
+        matches!(self, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
+            && self.has_own_kernels(ty)
+            && matches!(
+                ty,
+                GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S | GgmlType::F16 | GgmlType::F32
+            )
+    }
+
     /// The variant named by the environment variable `BITNET_KERNEL`, else the best available.
     pub fn from_env() -> Result<Kernel, String> {
         match std::env::var("BITNET_KERNEL") {
@@ -171,27 +182,50 @@ impl Kernel {
     }
 }
 
-/// Kernel IDs that actually executed, for receipts.
+/// Kernel IDs that actually executed, for receipts, and the prefetch distances decode products
+/// ran with where a plan chose one.
 #[derive(Debug, Default)]
-pub struct KernelLog(Mutex<BTreeSet<String>>);
+pub struct KernelLog {
+    ids: Mutex<BTreeSet<String>>,
+    prefetch: Mutex<BTreeSet<usize>>,
+}
 
 impl KernelLog {
     pub fn record(&self, id: &str) {
-        let mut set = self.0.lock().expect("kernel log lock");
+        let mut set = self.ids.lock().expect("kernel log lock");
         if !set.contains(id) {
             set.insert(id.to_string());
         }
     }
 
     pub fn ids(&self) -> Vec<String> {
-        self.0
+        self.ids
             .lock()
             .expect("kernel log lock")
             .iter()
             .cloned()
             .collect()
     }
+
+    /// The chosen prefetch distances (bytes) decode products ran with, in order.
+    pub fn prefetch_distances(&self) -> Vec<usize> {
+        self.prefetch
+            .lock()
+            .expect("kernel log lock")
+            .iter()
+            .copied()
+            .collect()
+    }
 }
+
+/// Software prefetch distances (bytes ahead of the weights being read) [`plan::tune`] times for
+/// each decode product kind and variant; 0 turns the kernels' prefetch off. The hardware
+/// prefetchers differ between CPUs, so the distance is measured, not fixed.
+pub const PREFETCH_DISTANCES: [usize; 5] = [0, 2048, 4096, 8192, 16384];
+
+/// The largest prefetch distance a plan may name (a receipt's or a cache file's is read as
+/// untrusted input).
+pub const MAX_PREFETCH: usize = 1 << 20;
 
 /// A weight matrix of `rows` output rows of `cols` inputs, in its file encoding.
 #[derive(Debug, Clone, Copy)]
@@ -258,6 +292,8 @@ pub struct PreparedInput {
     cols: usize,
     n_tok: usize,
     kernel: Kernel,
+    /// The prefetch distance of a decode product's kernels; `None`: each kernel's own.
+    prefetch: Option<usize>,
     prepared: Prepared,
 }
 
@@ -369,6 +405,7 @@ pub fn prepare(
         cols,
         n_tok,
         kernel,
+        prefetch: None,
         prepared,
     }
 }
@@ -400,6 +437,14 @@ fn split_tokens<T: Send>(
 }
 
 impl PreparedInput {
+    /// Decode products with these activations prefetch `ahead` bytes ahead of the weights they
+    /// read (0: no software prefetch; `None`: each kernel's own distance). Prefill products keep
+    /// their own (their time is in the arithmetic). Changes no result.
+    pub fn with_prefetch(mut self, ahead: Option<usize>) -> PreparedInput {
+        self.prefetch = ahead.map(|d| d.min(MAX_PREFETCH));
+        self
+    }
+
     /// Whether these activations serve products with `w` (same type and width).
     pub fn matches(&self, w: &Matrix) -> bool {
         self.ty == w.ty && self.cols == w.cols
@@ -446,6 +491,10 @@ pub fn matmul_prepared_many(
 ) {
     assert_eq!(ws.len(), outs.len(), "one output per matrix");
     let (n_tok, kernel) = (p.n_tok, p.kernel);
+    let prefetch = p.prefetch.filter(|_| n_tok < plan::PREFILL_MIN_TOKENS);
+    if let Some(d) = prefetch {
+        log.prefetch.lock().expect("kernel log lock").insert(d);
+    }
     let threads = threads.max(1);
     // With several threads each matrix's rows go out in chunks, eight per thread, taken in turn:
     // a thread slowed by the machine's other work takes fewer, instead of the others waiting for
@@ -492,7 +541,7 @@ pub fn matmul_prepared_many(
         // SAFETY: chunk `c` is handed out once (`fetch_add`), and a matrix's chunks do not
         // overlap.
         let mut o = unsafe { shared[i].rows(r0, r1) };
-        compute_rows(&ws[i], prepared, n_tok, kernel, r0, r1, &mut o);
+        compute_rows(&ws[i], prepared, n_tok, kernel, prefetch, r0, r1, &mut o);
     });
 }
 

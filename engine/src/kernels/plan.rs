@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{matmul_prepared, prepare, Kernel, KernelLog, Matrix};
+use super::{
+    matmul_prepared, prepare, Kernel, KernelLog, Matrix, MAX_PREFETCH, PREFETCH_DISTANCES,
+};
 use crate::gguf::GgmlType;
 
 /// Prompt chunks of at least this many tokens are prefill products; fewer are decode products
@@ -44,12 +46,16 @@ impl ProductKind {
     }
 }
 
-/// The variant for each kind of product, and for everything else (norms, RoPE, attention).
+/// The variant for each kind of product, and for everything else (norms, RoPE, attention); and
+/// for decode kinds, how far ahead their kernels prefetch the weights.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelPlan {
     /// Attention, RoPE, softmax, the FFN activation, and any product kind not listed.
     pub base: Kernel,
     pub products: BTreeMap<ProductKind, Kernel>,
+    /// Decode kinds' prefetch distance in bytes (0: none); a kind not listed runs its kernels'
+    /// own distance.
+    pub prefetch: BTreeMap<ProductKind, usize>,
 }
 
 impl KernelPlan {
@@ -58,6 +64,7 @@ impl KernelPlan {
         KernelPlan {
             base: k,
             products: BTreeMap::new(),
+            prefetch: BTreeMap::new(),
         }
     }
 
@@ -69,12 +76,25 @@ impl KernelPlan {
             .unwrap_or(self.base)
     }
 
-    /// `label → variant` for reports and receipts (the base under `other`).
+    /// The prefetch distance the plan chose for a product of `ty` weights with `n_tok` tokens
+    /// (decode kinds only; `None`: the kernels' own).
+    pub fn prefetch(&self, ty: GgmlType, n_tok: usize) -> Option<usize> {
+        self.prefetch.get(&ProductKind::of(ty, n_tok)).copied()
+    }
+
+    /// `label → variant` for reports and receipts (the base under `other`); a decode kind with
+    /// a chosen prefetch distance reads `avx512 prefetch 8192`.
     pub fn describe(&self) -> BTreeMap<String, String> {
         let mut m: BTreeMap<String, String> = self
             .products
             .iter()
-            .map(|(k, v)| (k.label(), v.suffix().to_string()))
+            .map(|(k, v)| {
+                let v = match self.prefetch.get(k) {
+                    Some(d) => format!("{} prefetch {d}", v.suffix()),
+                    None => v.suffix().to_string(),
+                };
+                (k.label(), v)
+            })
             .collect();
         m.insert("other".into(), self.base.suffix().to_string());
         m
@@ -105,10 +125,26 @@ impl KernelPlan {
             .get("other")
             .ok_or("has no `other` entry (the variant of everything else)")?;
         let mut plan = KernelPlan::uniform(variant("other", other)?);
-        for (label, v) in d {
+        for (label, value) in d {
             if label == "other" {
                 continue;
             }
+            let (v, distance) = match value.split_once(" prefetch ") {
+                Some((v, d)) => {
+                    let d = d
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|d| *d <= MAX_PREFETCH)
+                        .ok_or_else(|| {
+                            format!(
+                                "gives `{label}` the prefetch distance `{d}`, expected a byte \
+                                 count from 0 to {MAX_PREFETCH}"
+                            )
+                        })?;
+                    (v, Some(d))
+                }
+                None => (value.as_str(), None),
+            };
             let kind = label
                 .split_once('/')
                 .and_then(|(w, phase)| {
@@ -129,6 +165,15 @@ impl KernelPlan {
                     )
                 })?;
             plan.products.insert(kind, variant(label, v)?);
+            if let Some(d) = distance {
+                if kind.prefill {
+                    return Err(format!(
+                        "gives the prefill kind `{label}` a prefetch distance; only decode kinds \
+                         take one"
+                    ));
+                }
+                plan.prefetch.insert(kind, d);
+            }
         }
         Ok(plan)
     }
@@ -150,6 +195,10 @@ pub struct Timing {
     pub matrix: String,
     pub tokens: usize,
     pub variant: String,
+    /// The prefetch distance timed (bytes, 0: none), for decode kinds of variants that take
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
     /// Best of the repetitions, microseconds per call.
     pub micros: f64,
 }
@@ -194,9 +243,11 @@ fn best_time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
 /// matrix per weight type: `(name, matrix)`), and on `other` (the rest of a decode step), with
 /// `threads` threads, and choose the fastest per kind; the fastest on `other` becomes the plan's
 /// base (without `other`, [`Kernel::best`]). Decode products stream [`DECODE_STREAM_BYTES`] of
-/// copies of the matrix; prefill products reuse one (their time is in the arithmetic). Each
-/// (kind, variant) counts its best call over `budget` (see [`best_time`]). Returns the plan and
-/// every timing.
+/// copies of the matrix; prefill products reuse one (their time is in the arithmetic). A decode
+/// kind is timed on each variant at every distance of [`PREFETCH_DISTANCES`] where the variant's
+/// kernels prefetch ([`Kernel::tunes_prefetch`]), and the plan keeps the fastest pair. Each
+/// (kind, variant, distance) counts its best call over `budget` (see [`best_time`]). Returns the
+/// plan and every timing.
 pub fn tune(
     matrices: &[(String, Matrix<'_>)],
     other: Option<&mut dyn OtherWork>,
@@ -215,6 +266,7 @@ pub fn tune(
                 matrix: work.describe(),
                 tokens: 1,
                 variant: k.suffix().into(),
+                prefetch: None,
                 micros: fastest * 1e6,
             });
             if best.is_none_or(|(b, _)| fastest < b) {
@@ -239,15 +291,27 @@ pub fn tune(
                 let n = (DECODE_STREAM_BYTES / m.data.len().max(1)).clamp(1, 512);
                 (0..n).map(|_| m.data.to_vec()).collect()
             };
-            let mut best: Option<(f64, Kernel)> = None;
-            for &k in variants.iter().filter(|k| k.has_own_kernels(m.ty)) {
+            let mut best: Option<(f64, Kernel, Option<usize>)> = None;
+            let candidates = variants
+                .iter()
+                .filter(|k| k.has_own_kernels(m.ty))
+                .flat_map(|&k| {
+                    let distances: Vec<Option<usize>> = if !kind.prefill && k.tunes_prefetch(m.ty) {
+                        PREFETCH_DISTANCES.iter().map(|&d| Some(d)).collect()
+                    } else {
+                        vec![None]
+                    };
+                    distances.into_iter().map(move |d| (k, d))
+                });
+            for (k, distance) in candidates {
                 let log = KernelLog::default();
                 let fastest = best_time(budget, |call| {
                     let mat = match copies.get(call % copies.len().max(1)) {
                         Some(data) => Matrix { data, ..*m },
                         None => *m,
                     };
-                    let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log);
+                    let p =
+                        prepare(m.ty, &x, tokens, m.cols, threads, k, &log).with_prefetch(distance);
                     matmul_prepared(&mat, &p, &mut out, threads, &log);
                 });
                 std::hint::black_box(&out);
@@ -256,14 +320,18 @@ pub fn tune(
                     matrix: format!("{name} ({} × {})", m.rows, m.cols),
                     tokens,
                     variant: k.suffix().into(),
+                    prefetch: distance,
                     micros: fastest * 1e6,
                 });
-                if best.is_none_or(|(b, _)| fastest < b) {
-                    best = Some((fastest, k));
+                if best.is_none_or(|(b, _, _)| fastest < b) {
+                    best = Some((fastest, k, distance));
                 }
             }
-            if let Some((_, k)) = best {
+            if let Some((_, k, distance)) = best {
                 plan.products.insert(kind, k);
+                if let Some(d) = distance {
+                    plan.prefetch.insert(kind, d);
+                }
             }
         }
     }
@@ -357,23 +425,93 @@ mod tests {
             cols,
         };
         let (plan, timings) = tune(&[("w".into(), m)], None, 1, Duration::from_millis(1));
-        let n = Kernel::available().len();
-        assert_eq!(timings.len(), 2 * n);
         assert!(timings
             .iter()
             .all(|t| t.micros > 0.0 && t.micros.is_finite()));
+        // Prefill: each variant once, at its kernels' own distance.
+        let prefill: Vec<(&str, Option<usize>)> = timings
+            .iter()
+            .filter(|t| t.kind == "TQ2_0/prefill")
+            .map(|t| (t.variant.as_str(), t.prefetch))
+            .collect();
+        let want: Vec<(&str, Option<usize>)> = Kernel::available()
+            .iter()
+            .map(|k| (k.suffix(), None))
+            .collect();
+        assert_eq!(prefill, want);
+        // Decode: each variant whose kernels prefetch at every distance, the others once.
+        let decode: Vec<(&str, Option<usize>)> = timings
+            .iter()
+            .filter(|t| t.kind == "TQ2_0/decode")
+            .map(|t| (t.variant.as_str(), t.prefetch))
+            .collect();
+        let want: Vec<(&str, Option<usize>)> = Kernel::available()
+            .iter()
+            .flat_map(|k| {
+                if k.tunes_prefetch(GgmlType::TQ2_0) {
+                    PREFETCH_DISTANCES
+                        .iter()
+                        .map(|&d| (k.suffix(), Some(d)))
+                        .collect()
+                } else {
+                    vec![(k.suffix(), None)]
+                }
+            })
+            .collect();
+        assert_eq!(decode, want);
+        assert_eq!(timings.len(), prefill.len() + decode.len());
         for prefill in [false, true] {
             let kind = ProductKind {
                 weights: "TQ2_0",
                 prefill,
             };
-            let chosen = plan.products[&kind];
             let fastest = timings
                 .iter()
                 .filter(|t| t.kind == kind.label())
                 .min_by(|a, b| a.micros.total_cmp(&b.micros))
                 .unwrap();
-            assert_eq!(chosen.suffix(), fastest.variant);
+            assert_eq!(plan.products[&kind].suffix(), fastest.variant);
+            assert_eq!(plan.prefetch.get(&kind).copied(), fastest.prefetch);
+            assert_eq!(
+                plan.prefetch(GgmlType::TQ2_0, if prefill { 16 } else { 1 }),
+                fastest.prefetch
+            );
         }
+    }
+
+    #[test]
+    fn prefetch_distances_are_described_and_read_back_and_bad_ones_refused() {
+        let mut plan = KernelPlan::uniform(Kernel::Scalar);
+        let decode = ProductKind::of(GgmlType::TQ2_0, 1);
+        plan.products.insert(decode, Kernel::Scalar);
+        plan.prefetch.insert(decode, 16384);
+        plan.products
+            .insert(ProductKind::of(GgmlType::F16, 1), Kernel::Scalar);
+        plan.prefetch.insert(ProductKind::of(GgmlType::F16, 1), 0);
+        let d = plan.describe();
+        assert_eq!(d["TQ2_0/decode"], "scalar prefetch 16384");
+        assert_eq!(d["F16/decode"], "scalar prefetch 0");
+        assert_eq!(KernelPlan::parse_description(&d), Ok(plan.clone()));
+        assert_eq!(plan.prefetch(GgmlType::TQ2_0, 2), Some(16384));
+        assert_eq!(plan.prefetch(GgmlType::TQ2_0, 4), None);
+        assert_eq!(plan.prefetch(GgmlType::I2_S, 1), None);
+        let refused = |label: &str, value: &str| {
+            let mut bad = d.clone();
+            bad.insert(label.into(), value.into());
+            KernelPlan::parse_description(&bad).unwrap_err()
+        };
+        let e = refused("TQ2_0/decode", "scalar prefetch 99999999999");
+        assert!(
+            e.contains("`TQ2_0/decode`") && e.contains("0 to 1048576"),
+            "{e}"
+        );
+        let e = refused("TQ2_0/decode", "scalar prefetch -4");
+        assert!(e.contains("`-4`"), "{e}");
+        let e = refused("TQ2_0/decode", "scalar prefetch ");
+        assert!(e.contains("prefetch distance"), "{e}");
+        let e = refused("TQ2_0/prefill", "scalar prefetch 4096");
+        assert!(e.contains("only decode kinds"), "{e}");
+        let e = refused("TQ2_0/decode", "sse9 prefetch 4096");
+        assert!(e.contains("`sse9`"), "{e}");
     }
 }

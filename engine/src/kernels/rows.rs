@@ -8,12 +8,15 @@ use super::*;
 #[cfg(target_arch = "x86_64")]
 const PAIR_ROW_TILE: usize = 16;
 
-/// Output rows `r0..r1` for every token, written through `o`.
+/// Output rows `r0..r1` for every token, written through `o`; decode kernels prefetch
+/// `prefetch` bytes ahead (`None`: each kernel's own distance).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn compute_rows(
     w: &Matrix,
     prepared: &Prepared,
     n_tok: usize,
     kernel: Kernel,
+    prefetch: Option<usize>,
     r0: usize,
     r1: usize,
     o: &mut rows_out::RowsOut,
@@ -32,13 +35,14 @@ pub(super) fn compute_rows(
             if kernel == Kernel::Vnni256 {
                 // SAFETY: the Vnni256 features checked by `is_available` (`prepare` falls back
                 // to scalar otherwise).
-                unsafe { x86_vnni256::q8k_rows(w, blocks, n_tok, r0, r1, o) };
+                unsafe { x86_vnni256::q8k_rows(w, blocks, n_tok, r0, r1, o, prefetch) };
                 return;
             }
             let nb = cols / QK_K;
             // Decode: two rows per pass share each activation vector.
             #[cfg(target_arch = "x86_64")]
             if !dups.is_empty() {
+                let ahead = prefetch.unwrap_or(x86::PREFETCH_ROWS2);
                 let mut r = r0;
                 while r + 2 <= r1 {
                     for t in 0..n_tok {
@@ -47,9 +51,9 @@ pub(super) fn compute_rows(
                         let d = &dups[t * nb..(t + 1) * nb];
                         let got = unsafe {
                             if w.ty == GgmlType::TQ2_0 {
-                                x86::tq2_0_q8k_dot_rows2_avx512vnni(rows2, d)
+                                x86::tq2_0_q8k_dot_rows2_avx512vnni(rows2, d, ahead)
                             } else {
-                                x86::tq1_0_q8k_dot_rows2_avx512vnni(rows2, d)
+                                x86::tq1_0_q8k_dot_rows2_avx512vnni(rows2, d, ahead)
                             }
                         };
                         o.set(r, t, got[0]);
@@ -64,8 +68,8 @@ pub(super) fn compute_rows(
                         } else {
                             &perm[t * nb..(t + 1) * nb]
                         };
-                        let v =
-                            ternary_dot(w.ty, kernel, w.row(r), &blocks[t * nb..(t + 1) * nb], p);
+                        let a = &blocks[t * nb..(t + 1) * nb];
+                        let v = ternary_dot(w.ty, kernel, w.row(r), a, p, prefetch);
                         o.set(r, t, v);
                     }
                 }
@@ -146,7 +150,8 @@ pub(super) fn compute_rows(
                     }
                 }
                 for t in t..n_tok {
-                    o.set(r, t, ternary_dot(w.ty, kernel, row, acts(t), perm_of(t)));
+                    let v = ternary_dot(w.ty, kernel, row, acts(t), perm_of(t), prefetch);
+                    o.set(r, t, v);
                 }
             }
         }
@@ -155,9 +160,9 @@ pub(super) fn compute_rows(
             scales,
             sums,
             perm,
-        } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, r0, r1, o),
+        } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, prefetch, r0, r1, o),
         Prepared::Float { bytes, vals } => {
-            float_rows(w, bytes, vals, n_tok, kernel, r0, r1, o);
+            float_rows(w, bytes, vals, n_tok, kernel, prefetch, r0, r1, o);
         }
     }
 }
@@ -173,12 +178,17 @@ pub(super) fn i2_s_rows(
     perm: &[i8],
     n_tok: usize,
     kernel: Kernel,
+    prefetch: Option<usize>,
     r0: usize,
     r1: usize,
     o: &mut rows_out::RowsOut,
 ) {
     let cols = w.cols;
     let w_scale = w.i2_s_scale();
+    #[cfg(target_arch = "x86_64")]
+    let ahead = prefetch.unwrap_or(x86_i2s::PREFETCH);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = prefetch;
     let act = |t: usize| &q[t * cols..(t + 1) * cols];
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let pact = |t: usize| &perm[t * cols..(t + 1) * cols];
@@ -193,22 +203,24 @@ pub(super) fn i2_s_rows(
                 d = x86_i2s::i2_s_i8_dot_avx2::<4>(
                     row,
                     [act(t), act(t + 1), act(t + 2), act(t + 3)],
+                    ahead,
                 );
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 | Kernel::Vnni256 => unsafe {
-                d[0] = x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)])[0];
+                d[0] = x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)], ahead)[0];
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if n == 4 => unsafe {
                 d = x86_i2s::i2_s_i8_dot_avx512vnni::<4>(
                     row,
                     [pact(t), pact(t + 1), pact(t + 2), pact(t + 3)],
+                    ahead,
                 );
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => unsafe {
-                d[0] = x86_i2s::i2_s_i8_dot_avx512vnni::<1>(row, [pact(t)])[0];
+                d[0] = x86_i2s::i2_s_i8_dot_avx512vnni::<1>(row, [pact(t)], ahead)[0];
             },
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => {
@@ -251,26 +263,33 @@ pub(super) fn ternary_dot(
     row: &[u8],
     a: &[BlockQ8K],
     perm: &[[i8; QK_K]],
+    prefetch: Option<usize>,
 ) -> f32 {
     let tq2 = ty == GgmlType::TQ2_0;
+    #[cfg(target_arch = "x86_64")]
+    let ahead = prefetch.unwrap_or(x86::PREFETCH);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = prefetch;
     match kernel {
         // SAFETY: `matmul` runs a variant only when `is_available` says the CPU has it.
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => unsafe {
             if tq2 {
-                x86::tq2_0_q8k_dot_avx2(row, a)
+                x86::tq2_0_q8k_dot_avx2(row, a, ahead)
             } else {
-                x86::tq1_0_q8k_dot_avx2(row, a)
+                x86::tq1_0_q8k_dot_avx2(row, a, ahead)
             }
         },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Vnni256 => unsafe { x86_vnni256::ternary_dot_rows_vnni256::<1>([row], a, tq2)[0] },
+        Kernel::Vnni256 => unsafe {
+            x86_vnni256::ternary_dot_rows_vnni256::<1>([row], a, tq2, ahead)[0]
+        },
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512 => unsafe {
             if tq2 {
-                x86::tq2_0_q8k_dot_avx512vnni(row, a, perm)
+                x86::tq2_0_q8k_dot_avx512vnni(row, a, perm, ahead)
             } else {
-                x86::tq1_0_q8k_dot_avx512vnni(row, a)
+                x86::tq1_0_q8k_dot_avx512vnni(row, a, ahead)
             }
         },
         #[cfg(target_arch = "aarch64")]
@@ -300,6 +319,7 @@ pub(super) fn float_rows(
     vals: &[f32],
     n_tok: usize,
     kernel: Kernel,
+    prefetch: Option<usize>,
     r0: usize,
     r1: usize,
     o: &mut rows_out::RowsOut,
@@ -324,19 +344,28 @@ pub(super) fn float_rows(
                                 a,
                                 cols,
                                 f16,
+                                prefetch,
                             ),
                             (4, false) => x86::float_steps32_rows::<4>(
                                 [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
                                 a,
                                 cols,
                                 f16,
+                                prefetch,
                             ),
                             (_, true) => {
-                                let [v] = x86::float_lanes8_rows::<1>([w.row(r)], a, cols, f16);
+                                let [v] =
+                                    x86::float_lanes8_rows::<1>([w.row(r)], a, cols, f16, prefetch);
                                 [v, 0.0, 0.0, 0.0]
                             }
                             (_, false) => {
-                                let [v] = x86::float_steps32_rows::<1>([w.row(r)], a, cols, f16);
+                                let [v] = x86::float_steps32_rows::<1>(
+                                    [w.row(r)],
+                                    a,
+                                    cols,
+                                    f16,
+                                    prefetch,
+                                );
                                 [v, 0.0, 0.0, 0.0]
                             }
                         }
@@ -371,7 +400,7 @@ pub(super) fn float_rows(
             return;
         }
     }
-    let _ = (kernel, bytes);
+    let _ = (kernel, bytes, prefetch);
     for r in r..r1 {
         let row = w.row(r);
         for t in 0..n_tok {

@@ -92,17 +92,34 @@ fn acts(cols: usize, mode: u8, rng: &mut Rng) -> Vec<f32> {
 }
 
 fn matmul_with(w: &Matrix, x: &[f32], n_tok: usize, threads: usize, kernel: Kernel) -> Vec<f32> {
+    matmul_prefetching(w, x, n_tok, threads, kernel, None)
+}
+
+/// [`matmul_with`] with decode kernels prefetching `ahead` bytes ahead (`None`: their own).
+fn matmul_prefetching(
+    w: &Matrix,
+    x: &[f32],
+    n_tok: usize,
+    threads: usize,
+    kernel: Kernel,
+    ahead: Option<usize>,
+) -> Vec<f32> {
     let mut out = vec![0f32; n_tok * w.rows];
-    matmul(
-        w,
-        x,
-        n_tok,
-        &mut out,
-        threads,
-        kernel,
-        &KernelLog::default(),
-    );
+    let log = KernelLog::default();
+    let p = prepare(w.ty, x, n_tok, w.cols, threads, kernel, &log).with_prefetch(ahead);
+    matmul_prepared(w, &p, &mut out, threads, &log);
     out
+}
+
+/// A prefetch distance: none chosen, off, one the tuner tries, or any other (odd ones included:
+/// the kernels must not care where the hint points).
+fn prefetch_distance() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(0)),
+        prop::sample::select(PREFETCH_DISTANCES.to_vec()).prop_map(Some),
+        (1usize..=MAX_PREFETCH).prop_map(Some),
+    ]
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -115,7 +132,7 @@ proptest! {
     #[test]
     fn ternary_dots_match_scalar(
         seed in any::<u64>(), blocks in 1usize..12, wmode in 0u8..5, amode in 0u8..4,
-        tq1 in any::<bool>()
+        tq1 in any::<bool>(), ahead in prefetch_distance()
     ) {
         let ty = if tq1 { GgmlType::TQ1_0 } else { GgmlType::TQ2_0 };
         let mut rng = Rng(seed);
@@ -134,7 +151,7 @@ proptest! {
         let perm: Vec<[i8; QK_K]> = Vec::new();
         for k in simd_variants() {
             let p = if k == Kernel::Avx512 { &perm[..] } else { &[][..] };
-            let got = ternary_dot(ty, k, &row, &a, p);
+            let got = ternary_dot(ty, k, &row, &a, p, ahead);
             prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} {} {} vs {}", k, ty, got, want);
         }
     }
@@ -166,7 +183,7 @@ proptest! {
     #[test]
     fn i2_s_products_match_scalar(
         seed in any::<u64>(), rows in 1usize..6, groups in 1usize..40, n_tok in 1usize..10,
-        wmode in 0u8..5, amode in 0u8..6
+        wmode in 0u8..5, amode in 0u8..6, ahead in prefetch_distance()
     ) {
         let mut rng = Rng(seed);
         let cols = groups * QK_I2_S;
@@ -175,14 +192,16 @@ proptest! {
         let x = acts(n_tok * cols, amode, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in simd_variants() {
-            prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, 2, k)), &want, "{:?}", k);
+            let got = bits(&matmul_prefetching(&w, &x, n_tok, 2, k, ahead));
+            prop_assert_eq!(&got, &want, "{:?} prefetch {:?}", k, ahead);
         }
     }
 
     #[test]
     fn whole_products_match_scalar_on_ragged_shapes(
         seed in any::<u64>(), rows in 1usize..23, blocks in 1usize..4, n_tok in 1usize..12,
-        threads in 1usize..4, ty_i in 0usize..5, f16_cols in 1usize..100
+        threads in 1usize..4, ty_i in 0usize..5, f16_cols in 1usize..100,
+        ahead in prefetch_distance()
     ) {
         let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16, GgmlType::F32, GgmlType::I2_S][ty_i];
         let mut rng = Rng(seed);
@@ -208,7 +227,8 @@ proptest! {
         let x = acts(n_tok * cols, 0, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in Kernel::available() {
-            prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, threads, k)), &want, "{:?}", k);
+            let got = bits(&matmul_prefetching(&w, &x, n_tok, threads, k, ahead));
+            prop_assert_eq!(&got, &want, "{:?} prefetch {:?}", k, ahead);
         }
     }
 }

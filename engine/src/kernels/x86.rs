@@ -17,13 +17,14 @@ use std::arch::x86_64::*;
 use super::scalar::{BlockQ8K, QK_K};
 
 const TQ2_BYTES: usize = 66;
-/// How far ahead of the block being read the ternary kernels prefetch (bytes).
-const PREFETCH: usize = 2048;
+/// How far ahead of the block being read the ternary kernels prefetch (bytes), unless a tuned
+/// plan says otherwise (decode products: [`super::plan::tune`] times several distances).
+pub(super) const PREFETCH: usize = 2048;
 const TQ1_BYTES: usize = 54;
 /// How far ahead the two-row decode kernel prefetches (bytes): its rows are short (a few hundred
 /// bytes), so this reaches several row pairs ahead; 8 KiB streamed from memory faster than 2 KiB
 /// in side-by-side runs (7 of 8 rounds).
-const PREFETCH_ROWS2: usize = 8192;
+pub(super) const PREFETCH_ROWS2: usize = 8192;
 
 /// Ask for the cache line holding `p` (a hint: never faults, whatever the address, and changes
 /// no result).
@@ -32,6 +33,18 @@ pub fn prefetch_line(p: *const f32) {
     // SAFETY: a prefetch reads nothing the program sees and cannot fault, even for an address
     // outside every allocation; SSE is part of x86-64.
     unsafe { _mm_prefetch(p as *const i8, _MM_HINT_T0) }
+}
+
+/// Prefetch the cache lines `ahead` and `ahead + 64` bytes past `p` (`lines` of them, 1 or 2);
+/// nothing when `ahead` is 0 (a plan that measured software prefetch as slower turns it off).
+/// A hint: never faults, whatever the address, and changes no result.
+#[inline(always)]
+pub(super) fn prefetch_ahead(p: *const u8, ahead: usize, lines: usize) {
+    if ahead != 0 {
+        for l in 0..lines {
+            prefetch_line(p.wrapping_add(ahead + 64 * l) as *const f32);
+        }
+    }
 }
 
 /// A block's F16 scale as f32, converted in-register (F16C; exact, as every F16 is an f32).
@@ -77,16 +90,12 @@ pub(super) unsafe fn accumulate_block(
 
 /// TQ2_0 × Q8_K, AVX2.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
+pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K], ahead: usize) -> f32 {
     assert_eq!(row.len(), a.len() * TQ2_BYTES);
     let m3 = _mm256_set1_epi8(3);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in row.chunks_exact(TQ2_BYTES).zip(a) {
-        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
-        _mm_prefetch(
-            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
-            _MM_HINT_T0,
-        );
+        prefetch_ahead(x.as_ptr(), ahead, 2);
         let mut s0 = _mm256_setzero_si256();
         let mut s1 = _mm256_setzero_si256();
         for j in [0usize, 32] {
@@ -172,15 +181,11 @@ pub(super) unsafe fn tq1_0_codes(x: &[u8]) -> [__m256i; 8] {
 
 /// TQ1_0 × Q8_K, AVX2.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tq1_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
+pub unsafe fn tq1_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K], ahead: usize) -> f32 {
     assert_eq!(row.len(), a.len() * TQ1_BYTES);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in row.chunks_exact(TQ1_BYTES).zip(a) {
-        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
-        _mm_prefetch(
-            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
-            _MM_HINT_T0,
-        );
+        prefetch_ahead(x.as_ptr(), ahead, 2);
         let c = tq1_0_codes(x);
         let yp = y.qs.as_ptr();
         let mut s = _mm256_setzero_si256();
@@ -212,18 +217,19 @@ pub fn permute_for_tq2_0_avx512(a: &[BlockQ8K]) -> Vec<[i8; QK_K]> {
 
 /// TQ2_0 × Q8_K, AVX-512 VNNI (`perm` from [`permute_for_tq2_0_avx512`] of `a`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-pub unsafe fn tq2_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], perm: &[[i8; QK_K]]) -> f32 {
+pub unsafe fn tq2_0_q8k_dot_avx512vnni(
+    row: &[u8],
+    a: &[BlockQ8K],
+    perm: &[[i8; QK_K]],
+    ahead: usize,
+) -> f32 {
     assert_eq!(row.len(), a.len() * TQ2_BYTES);
     assert_eq!(perm.len(), a.len());
     let m3 = _mm512_set1_epi8(3);
     let mut acc = _mm256_setzero_ps();
     for ((x, y), p) in row.chunks_exact(TQ2_BYTES).zip(a).zip(perm) {
         // Rows lie back to back: fetch ahead along the matrix, past this row's end.
-        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
-        _mm_prefetch(
-            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
-            _MM_HINT_T0,
-        );
+        prefetch_ahead(x.as_ptr(), ahead, 2);
         let q = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
         let pp = p.as_ptr();
         let mut s = _mm512_dpbusd_epi32(
@@ -255,15 +261,11 @@ pub unsafe fn tq2_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], perm: &[[i8; 
 
 /// TQ1_0 × Q8_K, AVX-512 VNNI on 256-bit vectors.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-pub unsafe fn tq1_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K]) -> f32 {
+pub unsafe fn tq1_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], ahead: usize) -> f32 {
     assert_eq!(row.len(), a.len() * TQ1_BYTES);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in row.chunks_exact(TQ1_BYTES).zip(a) {
-        _mm_prefetch(x.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
-        _mm_prefetch(
-            x.as_ptr().wrapping_add(PREFETCH + 64) as *const i8,
-            _MM_HINT_T0,
-        );
+        prefetch_ahead(x.as_ptr(), ahead, 2);
         let c = tq1_0_codes(x);
         let yp = y.qs.as_ptr();
         let mut s = _mm256_setzero_si256();
@@ -294,8 +296,11 @@ pub unsafe fn float_lanes8_rows<const R: usize>(
     a: &[u8],
     cols: usize,
     f16: bool,
+    ahead: Option<usize>,
 ) -> [f32; R] {
     let es = if f16 { 2 } else { 4 };
+    // By default the same place in the next tile's rows, which follow these `R` rows.
+    let ahead = ahead.unwrap_or(R * es * cols);
     assert!(cols % 8 == 0 && a.len() == cols * es);
     for r in &rows {
         assert_eq!(r.len(), cols * es);
@@ -305,12 +310,7 @@ pub unsafe fn float_lanes8_rows<const R: usize>(
     while i < cols {
         if i % 32 == 0 {
             for r in &rows {
-                let ahead = i * es + R * es * cols;
-                _mm_prefetch(r.as_ptr().wrapping_add(ahead) as *const i8, _MM_HINT_T0);
-                _mm_prefetch(
-                    r.as_ptr().wrapping_add(ahead + 64) as *const i8,
-                    _MM_HINT_T0,
-                );
+                prefetch_ahead(r.as_ptr().wrapping_add(i * es), ahead, 2);
             }
         }
         let av = load8(a.as_ptr().add(i * es), f16);
@@ -335,8 +335,11 @@ pub unsafe fn float_steps32_rows<const R: usize>(
     a: &[u8],
     cols: usize,
     f16: bool,
+    ahead: Option<usize>,
 ) -> [f32; R] {
     let es = if f16 { 2 } else { 4 };
+    // By default the same place in the next tile's rows, which follow these `R` rows.
+    let ahead = ahead.unwrap_or(R * es * cols);
     assert!(cols % 32 == 0 && a.len() == cols * es);
     for r in &rows {
         assert_eq!(r.len(), cols * es);
@@ -344,16 +347,12 @@ pub unsafe fn float_steps32_rows<const R: usize>(
     let mut acc = [[_mm256_setzero_ps(); 4]; R];
     let mut i = 0;
     while i < cols {
-        // The next tile's rows follow these `R` rows: fetch the same place in them.
         for r in &rows {
-            let ahead = es * i + R * es * cols;
-            _mm_prefetch(r.as_ptr().wrapping_add(ahead) as *const i8, _MM_HINT_T0);
-            if !f16 {
-                _mm_prefetch(
-                    r.as_ptr().wrapping_add(ahead + 64) as *const i8,
-                    _MM_HINT_T0,
-                );
-            }
+            prefetch_ahead(
+                r.as_ptr().wrapping_add(es * i),
+                ahead,
+                if f16 { 1 } else { 2 },
+            );
         }
         for j in 0..4 {
             let av = load8(a.as_ptr().add(es * (i + 8 * j)), f16);
@@ -561,7 +560,11 @@ pub fn dup_for_tq2_0_avx512(blocks: &[BlockQ8K]) -> Vec<DupBlock> {
 /// the two 256-bit halves of each vector, so one `vpdpbusd` forms both rows' 8 lanes with no
 /// folding. Each row's result is exactly the one-row kernel's.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-pub unsafe fn tq2_0_q8k_dot_rows2_avx512vnni(rows: [&[u8]; 2], a: &[DupBlock]) -> [f32; 2] {
+pub unsafe fn tq2_0_q8k_dot_rows2_avx512vnni(
+    rows: [&[u8]; 2],
+    a: &[DupBlock],
+    ahead: usize,
+) -> [f32; 2] {
     let nb = a.len();
     assert!(rows[0].len() == nb * TQ2_BYTES && rows[1].len() == nb * TQ2_BYTES);
     let m3 = _mm512_set1_epi8(3);
@@ -569,8 +572,8 @@ pub unsafe fn tq2_0_q8k_dot_rows2_avx512vnni(rows: [&[u8]; 2], a: &[DupBlock]) -
     for (b, y) in a.iter().enumerate() {
         let x0 = rows[0].as_ptr().add(b * TQ2_BYTES);
         let x1 = rows[1].as_ptr().add(b * TQ2_BYTES);
-        _mm_prefetch(x0.wrapping_add(PREFETCH_ROWS2) as *const i8, _MM_HINT_T0);
-        _mm_prefetch(x1.wrapping_add(PREFETCH_ROWS2) as *const i8, _MM_HINT_T0);
+        prefetch_ahead(x0, ahead, 1);
+        prefetch_ahead(x1, ahead, 1);
         let mut s = _mm512_setzero_si512();
         for h in 0..2 {
             let q = _mm512_inserti64x4(
@@ -749,15 +752,19 @@ unsafe fn tq1_0_codes2(x0: &[u8], x1: &[u8]) -> [__m512i; 8] {
 /// [`dup_for_tq2_0_avx512`] (the same duplicated layout: vector `i` is activations `32i..32i+32`
 /// twice). Each row's result is exactly the one-row kernel's.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
-pub unsafe fn tq1_0_q8k_dot_rows2_avx512vnni(rows: [&[u8]; 2], a: &[DupBlock]) -> [f32; 2] {
+pub unsafe fn tq1_0_q8k_dot_rows2_avx512vnni(
+    rows: [&[u8]; 2],
+    a: &[DupBlock],
+    ahead: usize,
+) -> [f32; 2] {
     let nb = a.len();
     assert!(rows[0].len() == nb * TQ1_BYTES && rows[1].len() == nb * TQ1_BYTES);
     let mut acc = _mm512_setzero_ps();
     for (b, y) in a.iter().enumerate() {
         let x0 = &rows[0][b * TQ1_BYTES..(b + 1) * TQ1_BYTES];
         let x1 = &rows[1][b * TQ1_BYTES..(b + 1) * TQ1_BYTES];
-        _mm_prefetch(x0.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
-        _mm_prefetch(x1.as_ptr().wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        prefetch_ahead(x0.as_ptr(), ahead, 1);
+        prefetch_ahead(x1.as_ptr(), ahead, 1);
         let c = tq1_0_codes2(x0, x1);
         let mut s = _mm512_setzero_si512();
         for (ci, yq) in c.iter().zip(&y.qs) {

@@ -20,8 +20,9 @@ use super::scalar::QK_I2_S;
 
 /// Bytes of one group of 128 codes.
 const GROUP: usize = 32;
-/// How far ahead of the group being read the kernels prefetch (bytes).
-const PREFETCH: usize = 1024;
+/// How far ahead of the group being read the kernels prefetch (bytes), unless a tuned plan
+/// chooses another distance for decode.
+pub(super) const PREFETCH: usize = 1024;
 
 /// The sum of 8 i32 lanes.
 #[inline]
@@ -51,7 +52,11 @@ unsafe fn codes(p: *const u8) -> [__m256i; 4] {
 /// `Σ code·q` of one I2_S row against `T` tokens' activations, AVX2: each group's codes are
 /// unpacked once; `maddubs` (codes ≤ 2, so no saturation) and `madd` widen every group to i32.
 #[target_feature(enable = "avx2")]
-pub unsafe fn i2_s_i8_dot_avx2<const T: usize>(row: &[u8], q: [&[i8]; T]) -> [i32; T] {
+pub unsafe fn i2_s_i8_dot_avx2<const T: usize>(
+    row: &[u8],
+    q: [&[i8]; T],
+    ahead: usize,
+) -> [i32; T] {
     let ng = row.len() / GROUP;
     for a in q {
         assert_eq!(a.len(), ng * QK_I2_S);
@@ -60,7 +65,7 @@ pub unsafe fn i2_s_i8_dot_avx2<const T: usize>(row: &[u8], q: [&[i8]; T]) -> [i3
     let mut acc = [_mm256_setzero_si256(); T];
     for g in 0..ng {
         let p = row.as_ptr().add(g * GROUP);
-        _mm_prefetch(p.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        super::x86::prefetch_ahead(p, ahead, 1);
         let c = codes(p);
         for t in 0..T {
             let y = q[t].as_ptr().add(g * QK_I2_S) as *const __m256i;
@@ -101,7 +106,11 @@ pub fn permute_for_i2_s_avx512(q: &[i8]) -> Vec<i8> {
 /// per 64-byte load, `vpdpbusd` (unsigned codes × signed activations, four products per i32 lane,
 /// exact). `q[t]` is token `t`'s activations from [`permute_for_i2_s_avx512`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-pub unsafe fn i2_s_i8_dot_avx512vnni<const T: usize>(row: &[u8], q: [&[i8]; T]) -> [i32; T] {
+pub unsafe fn i2_s_i8_dot_avx512vnni<const T: usize>(
+    row: &[u8],
+    q: [&[i8]; T],
+    ahead: usize,
+) -> [i32; T] {
     let ng = row.len() / GROUP;
     for a in q {
         assert_eq!(a.len(), ng * QK_I2_S);
@@ -112,7 +121,7 @@ pub unsafe fn i2_s_i8_dot_avx512vnni<const T: usize>(row: &[u8], q: [&[i8]; T]) 
     let mut g = 0;
     while g + 2 <= ng {
         let p = row.as_ptr().add(g * GROUP);
-        _mm_prefetch(p.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+        super::x86::prefetch_ahead(p, ahead, 1);
         let x = _mm512_loadu_si512(p as *const __m512i);
         let c = [
             _mm512_and_si512(_mm512_srli_epi16(x, 6), mask),

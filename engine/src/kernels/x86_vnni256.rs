@@ -19,15 +19,16 @@ use std::arch::x86_64::*;
 
 use super::rows_out::RowsOut;
 use super::scalar::BlockQ8K;
-use super::x86::{accumulate_block, f16_scale, hsum8, tq1_0_codes};
+use super::x86::{accumulate_block, f16_scale, hsum8, prefetch_ahead, tq1_0_codes};
 use super::Matrix;
 use crate::gguf::GgmlType;
 
 const TQ2_BYTES: usize = 66;
 const TQ1_BYTES: usize = 54;
 /// How far ahead along the matrix the kernels prefetch (bytes): decode's rows are a few hundred
-/// bytes, so this reaches several row groups ahead.
-const PREFETCH: usize = 4096;
+/// bytes, so this reaches several row groups ahead. A tuned plan may choose another distance for
+/// decode.
+pub(super) const PREFETCH: usize = 4096;
 /// Rows per decode call: they share each activation vector.
 pub const DECODE_ROWS: usize = 4;
 /// Tokens per prefill call: they share each block's unpacked codes.
@@ -89,6 +90,7 @@ pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
     rows: [&[u8]; R],
     a: &[BlockQ8K],
     tq2: bool,
+    ahead: usize,
 ) -> [f32; R] {
     let bytes = if tq2 { TQ2_BYTES } else { TQ1_BYTES };
     for r in &rows {
@@ -105,7 +107,7 @@ pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
             // of packed codes rather than 8R of unpacked ones.
             for r in 0..R {
                 let x = rows[r].as_ptr().add(b * TQ2_BYTES);
-                _mm_prefetch(x.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+                prefetch_ahead(x, ahead, 1);
                 dw[r] = f16_scale(std::slice::from_raw_parts(x.add(64), 2));
             }
             for h in 0..2 {
@@ -127,7 +129,7 @@ pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
         } else {
             for r in 0..R {
                 let x = rows[r].as_ptr().add(b * TQ1_BYTES);
-                _mm_prefetch(x.wrapping_add(PREFETCH) as *const i8, _MM_HINT_T0);
+                prefetch_ahead(x, ahead, 1);
                 let (codes, d) = block_codes(rows[r], b, false);
                 dw[r] = d;
                 s[r] = lanes(&codes, y);
@@ -190,17 +192,19 @@ pub unsafe fn q8k_rows(
     r0: usize,
     r1: usize,
     o: &mut RowsOut,
+    prefetch: Option<usize>,
 ) {
     let tq2 = w.ty == GgmlType::TQ2_0;
     debug_assert!(tq2 || w.ty == GgmlType::TQ1_0);
     let nb = w.cols / super::QK_K;
     let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
     if n_tok < super::plan::PREFILL_MIN_TOKENS {
+        let ahead = prefetch.unwrap_or(PREFETCH);
         let mut r = r0;
         while r + DECODE_ROWS <= r1 {
             let rows: [&[u8]; DECODE_ROWS] = std::array::from_fn(|k| w.row(r + k));
             for t in 0..n_tok {
-                let got = ternary_dot_rows_vnni256::<DECODE_ROWS>(rows, acts(t), tq2);
+                let got = ternary_dot_rows_vnni256::<DECODE_ROWS>(rows, acts(t), tq2, ahead);
                 for (k, g) in got.iter().enumerate() {
                     o.set(r + k, t, *g);
                 }
@@ -212,7 +216,7 @@ pub unsafe fn q8k_rows(
                 o.set(
                     r,
                     t,
-                    ternary_dot_rows_vnni256::<1>([w.row(r)], acts(t), tq2)[0],
+                    ternary_dot_rows_vnni256::<1>([w.row(r)], acts(t), tq2, ahead)[0],
                 );
             }
         }

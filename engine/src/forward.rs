@@ -173,6 +173,11 @@ impl<'m> Session<'m> {
         self.kernels.prefetch_distances()
     }
 
+    /// The plan's row or token groups that products ran with so far.
+    pub fn groups_used(&self) -> Vec<usize> {
+        self.kernels.groups()
+    }
+
     /// [`rms_norm`] of every row of `x`, the rows split over the threads.
     fn rms_norm(&self, x: &[f32], w: &[f32], out: &mut [f32]) {
         let (n, mut eps) = (w.len(), self.model.config.rms_eps);
@@ -222,7 +227,8 @@ impl<'m> Session<'m> {
                 self.plan.product(ms[i].ty, n_tok),
                 &self.kernels,
             )
-            .with_prefetch(self.plan.prefetch(ms[i].ty, n_tok));
+            .with_prefetch(self.plan.prefetch(ms[i].ty, n_tok))
+            .with_group(self.plan.group(ms[i].ty, n_tok));
             let mut j = i + 1;
             while j < N && prepared.matches(&ms[j]) {
                 j += 1;
@@ -482,7 +488,8 @@ impl<'m> Session<'m> {
             self.plan.product(emb.ty, rows),
             &self.kernels,
         )
-        .with_prefetch(self.plan.prefetch(emb.ty, rows));
+        .with_prefetch(self.plan.prefetch(emb.ty, rows))
+        .with_group(self.plan.group(emb.ty, rows));
         matmul_prepared(&emb, &prepared, &mut logits, self.threads, &self.kernels);
         logits
     }

@@ -75,9 +75,10 @@ pub struct ThreadResult {
     /// Decode tokens/s if every weight byte streamed at that bandwidth.
     pub bound_decode_tps: f64,
     pub engine: Rates,
-    /// The engine's variant per kind of product at this thread count (`TQ2_0/decode` →
-    /// `avx512 prefetch 8192`: the variant and, for decode kinds, the prefetch distance in bytes;
-    /// `other` for the rest), tuned by measurement unless one variant was forced.
+    /// The engine's variant per kind of product at this thread count, with its measured knobs
+    /// (`TQ2_0/decode` → `avx512 prefetch 8192`, `vnni256 rows 8 prefetch 4096`; `TQ2_0/prefill`
+    /// → `vnni256 tokens 2`; `other` for the rest), tuned by measurement unless one variant was
+    /// forced.
     #[serde(default)]
     pub engine_plan: BTreeMap<String, String>,
     /// llama.cpp's rates; `None` when it cannot run the model (the report's

@@ -70,8 +70,9 @@ pub struct Receipt {
     pub kernels: Vec<String>,
     /// The engine's variant per kind of product (`TQ2_0/decode` → `avx512`, `other` → the rest's)
     /// when it ran a plan tuned by `harness bench`; absent when one variant ran everything. A
-    /// decode kind's value names its measured prefetch distance too (`avx512 prefetch 8192`,
-    /// bytes; 0: none).
+    /// kind's value names its measured knobs after the variant: `vnni256 rows 8 prefetch 4096`
+    /// (decode: rows per kernel call, prefetch distance in bytes, 0: none), `vnni256 tokens 2`
+    /// (prefill: tokens per kernel call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_plan: Option<std::collections::BTreeMap<String, String>>,
     /// `real`: the numbers come from running the model, not from a mock or a replay.

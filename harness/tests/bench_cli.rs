@@ -290,27 +290,40 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
         let v = plan
             .get(kind)
             .unwrap_or_else(|| panic!("{kind} not in {plan:?}"));
-        // `avx512`, or for a decode kind on a variant whose kernels prefetch, `avx512 prefetch
-        // 8192` with one of the distances the tuner tries.
-        let (variant, distance) = match v.split_once(" prefetch ") {
-            Some((v, d)) => (v, Some(d.parse::<usize>().unwrap())),
-            None => (v.as_str(), None),
-        };
-        assert!(available.contains(&variant), "{kind}: {v}");
-        let k = bitnet_engine::kernels::Kernel::parse(variant).unwrap();
+        // `avx512`, then the knobs the tuner measured for that variant and kind: `rows N` or
+        // `tokens N` where the variant comes in several groups, and for a decode kind on a
+        // variant whose kernels prefetch, `prefetch BYTES` with one of the distances tried.
+        let words: Vec<&str> = v.split(' ').collect();
+        assert!(available.contains(&words[0]), "{kind}: {v}");
+        if kind == "other" {
+            assert_eq!(words.len(), 1, "{v}");
+            continue;
+        }
+        let k = bitnet_engine::kernels::Kernel::parse(words[0]).unwrap();
         let ty = if kind.starts_with("F16") {
             bitnet_engine::gguf::GgmlType::F16
         } else {
             bitnet_engine::gguf::GgmlType::TQ2_0
         };
-        if kind.ends_with("/decode") && k.tunes_prefetch(ty) {
-            let d = distance.unwrap_or_else(|| panic!("{kind}: {v} has no prefetch distance"));
-            assert!(
-                bitnet_engine::kernels::PREFETCH_DISTANCES.contains(&d),
-                "{kind}: {v}"
-            );
-        } else {
-            assert_eq!(distance, None, "{kind}: {v}");
+        let decode = kind.ends_with("/decode");
+        let mut want_knobs = Vec::new();
+        if !k.groups(ty).is_empty() {
+            want_knobs.push(if decode { "rows" } else { "tokens" });
+        }
+        if decode && k.tunes_prefetch(ty) {
+            want_knobs.push("prefetch");
+        }
+        let knobs: Vec<&str> = words[1..].iter().step_by(2).copied().collect();
+        assert_eq!(knobs, want_knobs, "{kind}: {v}");
+        for pair in words[1..].chunks(2) {
+            let n: usize = pair[1].parse().unwrap();
+            match pair[0] {
+                "prefetch" => assert!(
+                    bitnet_engine::kernels::PREFETCH_DISTANCES.contains(&n),
+                    "{kind}: {v}"
+                ),
+                _ => assert!(k.groups(ty).contains(&n), "{kind}: {v}"),
+            }
         }
     }
     // The cache holds the measurements behind the plan: the chosen variant (and prefetch
@@ -343,10 +356,18 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
                     .total_cmp(&b["micros"].as_f64().unwrap())
             })
             .unwrap();
-        let timed = match fastest["prefetch"].as_u64() {
-            Some(d) => format!("{} prefetch {d}", fastest["variant"].as_str().unwrap()),
-            None => fastest["variant"].as_str().unwrap().to_string(),
-        };
+        let mut timed = fastest["variant"].as_str().unwrap().to_string();
+        if let Some(g) = fastest["group"].as_u64() {
+            let unit = if kind.ends_with("/prefill") {
+                "tokens"
+            } else {
+                "rows"
+            };
+            timed.push_str(&format!(" {unit} {g}"));
+        }
+        if let Some(d) = fastest["prefetch"].as_u64() {
+            timed.push_str(&format!(" prefetch {d}"));
+        }
         assert_eq!(&timed, chosen, "{kind}");
     }
     let second = run();

@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_s_prefetch_distances_reach_every_decode_product_and_change_no_bit() {
+    fn a_plan_s_knobs_reach_every_product_and_change_no_bit() {
         let model = mixed_layers();
         let tokens = [1u32, 5, 9, 2, 7];
         let run = |plan: Option<KernelPlan>| {
@@ -190,10 +190,13 @@ mod tests {
                 logits.extend(s.forward(&[t], false, None).unwrap());
             }
             let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
-            (bits, s.prefetch_distances_used())
+            (bits, s.prefetch_distances_used(), s.groups_used())
         };
-        let (want, none) = run(None);
-        assert!(none.is_empty(), "{none:?}");
+        let (want, none, no_groups) = run(None);
+        assert!(
+            none.is_empty() && no_groups.is_empty(),
+            "{none:?} {no_groups:?}"
+        );
         let mut plan = KernelPlan::uniform(Kernel::best());
         // An odd distance for the ternary projections, none for the F16 layer, and one for
         // the F32 output matrix (each kind of decode product the model has).
@@ -206,8 +209,24 @@ mod tests {
             plan.products.insert(kind, Kernel::best());
             plan.prefetch.insert(kind, d);
         }
-        let (got, used) = run(Some(plan));
+        let (got, used, groups) = run(Some(plan.clone()));
         assert_eq!(got, want);
         assert_eq!(used, vec![0, 4096, 12_345]);
+        assert!(groups.is_empty(), "{groups:?}");
+        // The 256-bit VNNI variant's row and token groups (where this CPU runs it): 8 rows per
+        // decode call, 2 tokens per prefill call.
+        if Kernel::Vnni256.is_available() {
+            for (n, g) in [(1, 8), (16, 2)] {
+                let kind = ProductKind::of(GgmlType::TQ2_0, n);
+                plan.products.insert(kind, Kernel::Vnni256);
+                plan.groups.insert(kind, g);
+            }
+            let (got, used, groups) = run(Some(plan));
+            assert_eq!(got, want);
+            assert_eq!(used, vec![0, 4096, 12_345]);
+            assert_eq!(groups, vec![2, 8]);
+        } else {
+            eprintln!("row and token groups skipped: this CPU has no AVX-512 VL VNNI");
+        }
     }
 }

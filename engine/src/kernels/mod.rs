@@ -173,6 +173,15 @@ impl Kernel {
             )
     }
 
+    /// The row groups (decode) and token groups (prefill) this variant's kernels for `ty` weights
+    /// come in, when a plan can choose among them (empty: one fixed grouping).
+    pub fn groups(self, ty: GgmlType) -> &'static [usize] {
+        match (self, ty) {
+            (Kernel::Vnni256, GgmlType::TQ1_0 | GgmlType::TQ2_0) => &GROUPS,
+            _ => &[],
+        }
+    }
+
     /// The variant named by the environment variable `BITNET_KERNEL`, else the best available.
     pub fn from_env() -> Result<Kernel, String> {
         match std::env::var("BITNET_KERNEL") {
@@ -188,6 +197,7 @@ impl Kernel {
 pub struct KernelLog {
     ids: Mutex<BTreeSet<String>>,
     prefetch: Mutex<BTreeSet<usize>>,
+    groups: Mutex<BTreeSet<usize>>,
 }
 
 impl KernelLog {
@@ -207,6 +217,16 @@ impl KernelLog {
             .collect()
     }
 
+    /// The chosen row or token groups products ran with, in order.
+    pub fn groups(&self) -> Vec<usize> {
+        self.groups
+            .lock()
+            .expect("kernel log lock")
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// The chosen prefetch distances (bytes) decode products ran with, in order.
     pub fn prefetch_distances(&self) -> Vec<usize> {
         self.prefetch
@@ -222,6 +242,12 @@ impl KernelLog {
 /// each decode product kind and variant; 0 turns the kernels' prefetch off. The hardware
 /// prefetchers differ between CPUs, so the distance is measured, not fixed.
 pub const PREFETCH_DISTANCES: [usize; 5] = [0, 2048, 4096, 8192, 16384];
+
+/// The row groups (decode) and token groups (prefill) the 256-bit VNNI kernels come in
+/// ([`Kernel::groups`]): more rows or tokens per call share more loads but hold more registers,
+/// and where that balance lies depends on the CPU (a double-pumped one may prefer other groups
+/// than a full-width one), so [`plan::tune`] times each.
+pub const GROUPS: [usize; 3] = [2, 4, 8];
 
 /// The largest prefetch distance a plan may name (a receipt's or a cache file's is read as
 /// untrusted input).
@@ -294,6 +320,9 @@ pub struct PreparedInput {
     kernel: Kernel,
     /// The prefetch distance of a decode product's kernels; `None`: each kernel's own.
     prefetch: Option<usize>,
+    /// Rows (decode) or tokens (prefill) per kernel call, for variants that offer several
+    /// ([`Kernel::groups`]); `None`: the variant's own.
+    group: Option<usize>,
     prepared: Prepared,
 }
 
@@ -406,6 +435,7 @@ pub fn prepare(
         n_tok,
         kernel,
         prefetch: None,
+        group: None,
         prepared,
     }
 }
@@ -442,6 +472,14 @@ impl PreparedInput {
     /// their own (their time is in the arithmetic). Changes no result.
     pub fn with_prefetch(mut self, ahead: Option<usize>) -> PreparedInput {
         self.prefetch = ahead.map(|d| d.min(MAX_PREFETCH));
+        self
+    }
+
+    /// Products with these activations run `group` rows (decode) or tokens (prefill) per kernel
+    /// call where the variant offers that group ([`Kernel::groups`]; `None` or another group:
+    /// its own). Changes no result.
+    pub fn with_group(mut self, group: Option<usize>) -> PreparedInput {
+        self.group = group;
         self
     }
 
@@ -495,6 +533,12 @@ pub fn matmul_prepared_many(
     if let Some(d) = prefetch {
         log.prefetch.lock().expect("kernel log lock").insert(d);
     }
+    let group = p
+        .group
+        .filter(|g| ws.first().is_some_and(|w| kernel.groups(w.ty).contains(g)));
+    if let Some(g) = group {
+        log.groups.lock().expect("kernel log lock").insert(g);
+    }
     let threads = threads.max(1);
     // With several threads each matrix's rows go out in chunks, eight per thread, taken in turn:
     // a thread slowed by the machine's other work takes fewer, instead of the others waiting for
@@ -541,7 +585,16 @@ pub fn matmul_prepared_many(
         // SAFETY: chunk `c` is handed out once (`fetch_add`), and a matrix's chunks do not
         // overlap.
         let mut o = unsafe { shared[i].rows(r0, r1) };
-        compute_rows(&ws[i], prepared, n_tok, kernel, prefetch, r0, r1, &mut o);
+        compute_rows(
+            &ws[i],
+            prepared,
+            n_tok,
+            kernel,
+            [prefetch, group],
+            r0,
+            r1,
+            &mut o,
+        );
     });
 }
 

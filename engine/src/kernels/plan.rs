@@ -47,7 +47,9 @@ impl ProductKind {
 }
 
 /// The variant for each kind of product, and for everything else (norms, RoPE, attention); and
-/// for decode kinds, how far ahead their kernels prefetch the weights.
+/// the measured knobs of each kind's kernels: how far ahead decode kernels prefetch the weights,
+/// and how many rows (decode) or tokens (prefill) a kernel call takes where the variant offers a
+/// choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelPlan {
     /// Attention, RoPE, softmax, the FFN activation, and any product kind not listed.
@@ -56,6 +58,9 @@ pub struct KernelPlan {
     /// Decode kinds' prefetch distance in bytes (0: none); a kind not listed runs its kernels'
     /// own distance.
     pub prefetch: BTreeMap<ProductKind, usize>,
+    /// Rows (decode kinds) or tokens (prefill kinds) per kernel call; a kind not listed runs its
+    /// variant's own grouping.
+    pub groups: BTreeMap<ProductKind, usize>,
 }
 
 impl KernelPlan {
@@ -65,6 +70,7 @@ impl KernelPlan {
             base: k,
             products: BTreeMap::new(),
             prefetch: BTreeMap::new(),
+            groups: BTreeMap::new(),
         }
     }
 
@@ -82,18 +88,29 @@ impl KernelPlan {
         self.prefetch.get(&ProductKind::of(ty, n_tok)).copied()
     }
 
-    /// `label → variant` for reports and receipts (the base under `other`); a decode kind with
-    /// a chosen prefetch distance reads `avx512 prefetch 8192`.
+    /// The rows or tokens per kernel call the plan chose for a product of `ty` weights with
+    /// `n_tok` tokens (`None`: the variant's own).
+    pub fn group(&self, ty: GgmlType, n_tok: usize) -> Option<usize> {
+        self.groups.get(&ProductKind::of(ty, n_tok)).copied()
+    }
+
+    /// `label → variant` for reports and receipts (the base under `other`), with a kind's
+    /// chosen knobs after the variant: `vnni256 rows 8 prefetch 4096` (decode: rows per call,
+    /// prefetch distance in bytes), `vnni256 tokens 2` (prefill: tokens per call).
     pub fn describe(&self) -> BTreeMap<String, String> {
         let mut m: BTreeMap<String, String> = self
             .products
             .iter()
             .map(|(k, v)| {
-                let v = match self.prefetch.get(k) {
-                    Some(d) => format!("{} prefetch {d}", v.suffix()),
-                    None => v.suffix().to_string(),
-                };
-                (k.label(), v)
+                let mut text = v.suffix().to_string();
+                if let Some(g) = self.groups.get(k) {
+                    let unit = if k.prefill { "tokens" } else { "rows" };
+                    text.push_str(&format!(" {unit} {g}"));
+                }
+                if let Some(d) = self.prefetch.get(k) {
+                    text.push_str(&format!(" prefetch {d}"));
+                }
+                (k.label(), text)
             })
             .collect();
         m.insert("other".into(), self.base.suffix().to_string());
@@ -111,7 +128,7 @@ impl KernelPlan {
     }
 
     /// The plan a description names, whatever CPU wrote it (a receipt's `kernel_plan`): an
-    /// error names the first unknown kind or variant, or the missing `other` entry.
+    /// error names the first unknown kind, variant or knob, or the missing `other` entry.
     pub fn parse_description(d: &BTreeMap<String, String>) -> Result<KernelPlan, String> {
         let variant = |kind: &str, s: &str| {
             Kernel::ALL
@@ -129,23 +146,7 @@ impl KernelPlan {
             if label == "other" {
                 continue;
             }
-            let (v, distance) = match value.split_once(" prefetch ") {
-                Some((v, d)) => {
-                    let d = d
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|d| *d <= MAX_PREFETCH)
-                        .ok_or_else(|| {
-                            format!(
-                                "gives `{label}` the prefetch distance `{d}`, expected a byte \
-                                 count from 0 to {MAX_PREFETCH}"
-                            )
-                        })?;
-                    (v, Some(d))
-                }
-                None => (value.as_str(), None),
-            };
-            let kind = label
+            let (ty, kind) = label
                 .split_once('/')
                 .and_then(|(w, phase)| {
                     let ty = GgmlType::all().find(|t| t.name() == w)?;
@@ -154,25 +155,62 @@ impl KernelPlan {
                         "decode" => false,
                         _ => return None,
                     };
-                    Some(ProductKind {
-                        weights: ty.name(),
-                        prefill,
-                    })
+                    Some((
+                        ty,
+                        ProductKind {
+                            weights: ty.name(),
+                            prefill,
+                        },
+                    ))
                 })
                 .ok_or_else(|| {
                     format!(
                         "has the kind `{label}`, expected `other` or `<weight type>/decode|prefill`"
                     )
                 })?;
-            plan.products.insert(kind, variant(label, v)?);
-            if let Some(d) = distance {
-                if kind.prefill {
+            let mut words = value.split(' ');
+            let k = variant(label, words.next().unwrap_or_default())?;
+            plan.products.insert(kind, k);
+            let group_word = if kind.prefill { "tokens" } else { "rows" };
+            let expected = if kind.prefill {
+                "`tokens N`".to_string()
+            } else {
+                "`rows N` and `prefetch BYTES`".to_string()
+            };
+            while let Some(knob) = words.next() {
+                let n = words.next().unwrap_or_default();
+                if knob == "prefetch" && !kind.prefill && !plan.prefetch.contains_key(&kind) {
+                    let d = n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|d| *d <= MAX_PREFETCH)
+                        .ok_or_else(|| {
+                            format!(
+                                "gives `{label}` the value `{value}`: the prefetch distance \
+                                 `{n}` is not a byte count from 0 to {MAX_PREFETCH}"
+                            )
+                        })?;
+                    plan.prefetch.insert(kind, d);
+                } else if knob == group_word && !plan.groups.contains_key(&kind) {
+                    let offered = k.groups(ty);
+                    let g = n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|g| offered.contains(g))
+                        .ok_or_else(|| {
+                            format!(
+                                "gives `{label}` the value `{value}`: {knob} `{n}` is not one of \
+                                 {offered:?} (the groups `{}` offers for {ty})",
+                                k.suffix()
+                            )
+                        })?;
+                    plan.groups.insert(kind, g);
+                } else {
                     return Err(format!(
-                        "gives the prefill kind `{label}` a prefetch distance; only decode kinds \
-                         take one"
+                        "gives `{label}` the value `{value}`: after the variant, expected at \
+                         most {expected} once each"
                     ));
                 }
-                plan.prefetch.insert(kind, d);
             }
         }
         Ok(plan)
@@ -199,6 +237,10 @@ pub struct Timing {
     /// one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<usize>,
+    /// The rows (decode) or tokens (prefill) per kernel call timed, for variants that offer
+    /// several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
     /// Best of the repetitions, microseconds per call.
     pub micros: f64,
 }
@@ -245,9 +287,10 @@ fn best_time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
 /// base (without `other`, [`Kernel::best`]). Decode products stream [`DECODE_STREAM_BYTES`] of
 /// copies of the matrix; prefill products reuse one (their time is in the arithmetic). A decode
 /// kind is timed on each variant at every distance of [`PREFETCH_DISTANCES`] where the variant's
-/// kernels prefetch ([`Kernel::tunes_prefetch`]), and the plan keeps the fastest pair. Each
-/// (kind, variant, distance) counts its best call over `budget` (see [`best_time`]). Returns the
-/// plan and every timing.
+/// kernels prefetch ([`Kernel::tunes_prefetch`]), and on every row or token group the variant
+/// offers ([`Kernel::groups`]); the plan keeps the fastest combination. Each (kind, variant,
+/// group, distance) counts its best call over `budget` (see [`best_time`]). Returns the plan and
+/// every timing.
 pub fn tune(
     matrices: &[(String, Matrix<'_>)],
     other: Option<&mut dyn OtherWork>,
@@ -267,6 +310,7 @@ pub fn tune(
                 tokens: 1,
                 variant: k.suffix().into(),
                 prefetch: None,
+                group: None,
                 micros: fastest * 1e6,
             });
             if best.is_none_or(|(b, _)| fastest < b) {
@@ -291,7 +335,7 @@ pub fn tune(
                 let n = (DECODE_STREAM_BYTES / m.data.len().max(1)).clamp(1, 512);
                 (0..n).map(|_| m.data.to_vec()).collect()
             };
-            let mut best: Option<(f64, Kernel, Option<usize>)> = None;
+            let mut best: Option<(f64, Kernel, Option<usize>, Option<usize>)> = None;
             let candidates = variants
                 .iter()
                 .filter(|k| k.has_own_kernels(m.ty))
@@ -301,17 +345,25 @@ pub fn tune(
                     } else {
                         vec![None]
                     };
-                    distances.into_iter().map(move |d| (k, d))
+                    let groups: Vec<Option<usize>> = if k.groups(m.ty).is_empty() {
+                        vec![None]
+                    } else {
+                        k.groups(m.ty).iter().map(|&g| Some(g)).collect()
+                    };
+                    groups
+                        .into_iter()
+                        .flat_map(move |g| distances.clone().into_iter().map(move |d| (k, g, d)))
                 });
-            for (k, distance) in candidates {
+            for (k, group, distance) in candidates {
                 let log = KernelLog::default();
                 let fastest = best_time(budget, |call| {
                     let mat = match copies.get(call % copies.len().max(1)) {
                         Some(data) => Matrix { data, ..*m },
                         None => *m,
                     };
-                    let p =
-                        prepare(m.ty, &x, tokens, m.cols, threads, k, &log).with_prefetch(distance);
+                    let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log)
+                        .with_prefetch(distance)
+                        .with_group(group);
                     matmul_prepared(&mat, &p, &mut out, threads, &log);
                 });
                 std::hint::black_box(&out);
@@ -321,16 +373,20 @@ pub fn tune(
                     tokens,
                     variant: k.suffix().into(),
                     prefetch: distance,
+                    group,
                     micros: fastest * 1e6,
                 });
-                if best.is_none_or(|(b, _, _)| fastest < b) {
-                    best = Some((fastest, k, distance));
+                if best.is_none_or(|(b, ..)| fastest < b) {
+                    best = Some((fastest, k, group, distance));
                 }
             }
-            if let Some((_, k, distance)) = best {
+            if let Some((_, k, group, distance)) = best {
                 plan.products.insert(kind, k);
                 if let Some(d) = distance {
                     plan.prefetch.insert(kind, d);
+                }
+                if let Some(g) = group {
+                    plan.groups.insert(kind, g);
                 }
             }
         }
@@ -428,37 +484,39 @@ mod tests {
         assert!(timings
             .iter()
             .all(|t| t.micros > 0.0 && t.micros.is_finite()));
-        // Prefill: each variant once, at its kernels' own distance.
-        let prefill: Vec<(&str, Option<usize>)> = timings
-            .iter()
-            .filter(|t| t.kind == "TQ2_0/prefill")
-            .map(|t| (t.variant.as_str(), t.prefetch))
-            .collect();
-        let want: Vec<(&str, Option<usize>)> = Kernel::available()
-            .iter()
-            .map(|k| (k.suffix(), None))
-            .collect();
-        assert_eq!(prefill, want);
-        // Decode: each variant whose kernels prefetch at every distance, the others once.
-        let decode: Vec<(&str, Option<usize>)> = timings
-            .iter()
-            .filter(|t| t.kind == "TQ2_0/decode")
-            .map(|t| (t.variant.as_str(), t.prefetch))
-            .collect();
-        let want: Vec<(&str, Option<usize>)> = Kernel::available()
-            .iter()
-            .flat_map(|k| {
-                if k.tunes_prefetch(GgmlType::TQ2_0) {
-                    PREFETCH_DISTANCES
-                        .iter()
-                        .map(|&d| (k.suffix(), Some(d)))
-                        .collect()
+        type Timed<'a> = (&'a str, Option<usize>, Option<usize>);
+        let timed = |kind: &str| -> Vec<Timed<'_>> {
+            timings
+                .iter()
+                .filter(|t| t.kind == kind)
+                .map(|t| (t.variant.as_str(), t.group, t.prefetch))
+                .collect()
+        };
+        // Each variant on each group it offers (or its own grouping); decode also at every
+        // distance where its kernels prefetch.
+        let expected = |decode: bool| -> Vec<Timed<'static>> {
+            let mut v = Vec::new();
+            for k in Kernel::available() {
+                let groups: Vec<Option<usize>> = match k.groups(GgmlType::TQ2_0) {
+                    [] => vec![None],
+                    gs => gs.iter().map(|&g| Some(g)).collect(),
+                };
+                let distances: Vec<Option<usize>> = if decode && k.tunes_prefetch(GgmlType::TQ2_0) {
+                    PREFETCH_DISTANCES.iter().map(|&d| Some(d)).collect()
                 } else {
-                    vec![(k.suffix(), None)]
+                    vec![None]
+                };
+                for g in &groups {
+                    for d in &distances {
+                        v.push((k.suffix(), *g, *d));
+                    }
                 }
-            })
-            .collect();
-        assert_eq!(decode, want);
+            }
+            v
+        };
+        let (prefill, decode) = (timed("TQ2_0/prefill"), timed("TQ2_0/decode"));
+        assert_eq!(prefill, expected(false));
+        assert_eq!(decode, expected(true));
         assert_eq!(timings.len(), prefill.len() + decode.len());
         for prefill in [false, true] {
             let kind = ProductKind {
@@ -472,9 +530,59 @@ mod tests {
                 .unwrap();
             assert_eq!(plan.products[&kind].suffix(), fastest.variant);
             assert_eq!(plan.prefetch.get(&kind).copied(), fastest.prefetch);
+            assert_eq!(plan.groups.get(&kind).copied(), fastest.group);
             assert_eq!(
                 plan.prefetch(GgmlType::TQ2_0, if prefill { 16 } else { 1 }),
                 fastest.prefetch
+            );
+        }
+    }
+
+    #[test]
+    fn row_and_token_groups_are_described_and_read_back_and_bad_ones_refused() {
+        let mut plan = KernelPlan::uniform(Kernel::Avx2);
+        let (decode, prefill) = (
+            ProductKind::of(GgmlType::TQ1_0, 1),
+            ProductKind::of(GgmlType::TQ1_0, 64),
+        );
+        plan.products.insert(decode, Kernel::Vnni256);
+        plan.groups.insert(decode, 8);
+        plan.prefetch.insert(decode, 4096);
+        plan.products.insert(prefill, Kernel::Vnni256);
+        plan.groups.insert(prefill, 2);
+        let d = plan.describe();
+        assert_eq!(d["TQ1_0/decode"], "vnni256 rows 8 prefetch 4096");
+        assert_eq!(d["TQ1_0/prefill"], "vnni256 tokens 2");
+        assert_eq!(KernelPlan::parse_description(&d), Ok(plan.clone()));
+        assert_eq!(plan.group(GgmlType::TQ1_0, 3), Some(8));
+        assert_eq!(plan.group(GgmlType::TQ1_0, 4), Some(2));
+        assert_eq!(plan.group(GgmlType::TQ2_0, 1), None);
+        let refused = |label: &str, value: &str| {
+            let mut bad = d.clone();
+            bad.insert(label.into(), value.into());
+            KernelPlan::parse_description(&bad).unwrap_err()
+        };
+        // A group the variant does not come in, or a variant with one fixed grouping.
+        let e = refused("TQ1_0/decode", "vnni256 rows 3");
+        assert!(e.contains("rows `3`") && e.contains("[2, 4, 8]"), "{e}");
+        let e = refused("TQ1_0/decode", "avx512 rows 4");
+        assert!(e.contains("`avx512` offers"), "{e}");
+        let e = refused("TQ2_0/prefill", "vnni256 tokens 99999999999999999999");
+        assert!(e.contains("tokens `99999999999999999999`"), "{e}");
+        // Rows are decode's, tokens prefill's; each knob once; nothing else.
+        for (label, value) in [
+            ("TQ1_0/decode", "vnni256 tokens 4"),
+            ("TQ1_0/prefill", "vnni256 rows 4"),
+            ("TQ1_0/decode", "vnni256 rows 4 rows 8"),
+            ("TQ1_0/decode", "vnni256 prefetch 0 prefetch 0"),
+            ("TQ1_0/decode", "vnni256 tiles 4"),
+            ("TQ1_0/decode", "vnni256 rows"),
+            ("TQ1_0/decode", "vnni256  rows 4"),
+        ] {
+            let e = refused(label, value);
+            assert!(
+                e.contains(&format!("`{label}`")) && e.contains(value),
+                "{label} {value}: {e}"
             );
         }
     }
@@ -510,7 +618,10 @@ mod tests {
         let e = refused("TQ2_0/decode", "scalar prefetch ");
         assert!(e.contains("prefetch distance"), "{e}");
         let e = refused("TQ2_0/prefill", "scalar prefetch 4096");
-        assert!(e.contains("only decode kinds"), "{e}");
+        assert!(
+            e.contains("`TQ2_0/prefill`") && e.contains("at most `tokens N`"),
+            "{e}"
+        );
         let e = refused("TQ2_0/decode", "sse9 prefetch 4096");
         assert!(e.contains("`sse9`"), "{e}");
     }

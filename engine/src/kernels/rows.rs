@@ -9,19 +9,22 @@ use super::*;
 const PAIR_ROW_TILE: usize = 16;
 
 /// Output rows `r0..r1` for every token, written through `o`; decode kernels prefetch
-/// `prefetch` bytes ahead (`None`: each kernel's own distance).
+/// `prefetch` bytes ahead and the kernels take `group` rows or tokens per call where the variant
+/// offers that choice (`None`: each kernel's own).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compute_rows(
     w: &Matrix,
     prepared: &Prepared,
     n_tok: usize,
     kernel: Kernel,
-    prefetch: Option<usize>,
+    [prefetch, group]: [Option<usize>; 2],
     r0: usize,
     r1: usize,
     o: &mut rows_out::RowsOut,
 ) {
     let cols = w.cols;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = group;
     match prepared {
         Prepared::Q8K {
             blocks,
@@ -35,7 +38,7 @@ pub(super) fn compute_rows(
             if kernel == Kernel::Vnni256 {
                 // SAFETY: the Vnni256 features checked by `is_available` (`prepare` falls back
                 // to scalar otherwise).
-                unsafe { x86_vnni256::q8k_rows(w, blocks, n_tok, r0, r1, o, prefetch) };
+                unsafe { x86_vnni256::q8k_rows(w, blocks, n_tok, r0, r1, o, [prefetch, group]) };
                 return;
             }
             let nb = cols / QK_K;

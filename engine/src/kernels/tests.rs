@@ -92,23 +92,36 @@ fn acts(cols: usize, mode: u8, rng: &mut Rng) -> Vec<f32> {
 }
 
 fn matmul_with(w: &Matrix, x: &[f32], n_tok: usize, threads: usize, kernel: Kernel) -> Vec<f32> {
-    matmul_prefetching(w, x, n_tok, threads, kernel, None)
+    matmul_tuned(w, x, n_tok, threads, kernel, [None, None])
 }
 
-/// [`matmul_with`] with decode kernels prefetching `ahead` bytes ahead (`None`: their own).
-fn matmul_prefetching(
+/// [`matmul_with`] with decode kernels prefetching `ahead` bytes ahead and `group` rows or
+/// tokens per kernel call (`None`: their own).
+fn matmul_tuned(
     w: &Matrix,
     x: &[f32],
     n_tok: usize,
     threads: usize,
     kernel: Kernel,
-    ahead: Option<usize>,
+    [ahead, group]: [Option<usize>; 2],
 ) -> Vec<f32> {
     let mut out = vec![0f32; n_tok * w.rows];
     let log = KernelLog::default();
-    let p = prepare(w.ty, x, n_tok, w.cols, threads, kernel, &log).with_prefetch(ahead);
+    let p = prepare(w.ty, x, n_tok, w.cols, threads, kernel, &log)
+        .with_prefetch(ahead)
+        .with_group(group);
     matmul_prepared(w, &p, &mut out, threads, &log);
     out
+}
+
+/// A row or token group: none chosen, one the variants offer, or one they do not (which runs
+/// the variant's own).
+fn group_choice() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![
+        Just(None),
+        prop::sample::select(GROUPS.to_vec()).prop_map(Some),
+        (0usize..20).prop_map(Some),
+    ]
 }
 
 /// A prefetch distance: none chosen, off, one the tuner tries, or any other (odd ones included:
@@ -192,7 +205,7 @@ proptest! {
         let x = acts(n_tok * cols, amode, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in simd_variants() {
-            let got = bits(&matmul_prefetching(&w, &x, n_tok, 2, k, ahead));
+            let got = bits(&matmul_tuned(&w, &x, n_tok, 2, k, [ahead, None]));
             prop_assert_eq!(&got, &want, "{:?} prefetch {:?}", k, ahead);
         }
     }
@@ -201,7 +214,7 @@ proptest! {
     fn whole_products_match_scalar_on_ragged_shapes(
         seed in any::<u64>(), rows in 1usize..23, blocks in 1usize..4, n_tok in 1usize..12,
         threads in 1usize..4, ty_i in 0usize..5, f16_cols in 1usize..100,
-        ahead in prefetch_distance()
+        ahead in prefetch_distance(), group in group_choice()
     ) {
         let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16, GgmlType::F32, GgmlType::I2_S][ty_i];
         let mut rng = Rng(seed);
@@ -227,8 +240,8 @@ proptest! {
         let x = acts(n_tok * cols, 0, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in Kernel::available() {
-            let got = bits(&matmul_prefetching(&w, &x, n_tok, threads, k, ahead));
-            prop_assert_eq!(&got, &want, "{:?} prefetch {:?}", k, ahead);
+            let got = bits(&matmul_tuned(&w, &x, n_tok, threads, k, [ahead, group]));
+            prop_assert_eq!(&got, &want, "{:?} prefetch {:?} group {:?}", k, ahead, group);
         }
     }
 }
@@ -381,8 +394,9 @@ fn q8k_scale_takes_the_first_value_of_the_largest_magnitude() {
     assert!(q[0].qs.iter().all(|&v| v == 0));
 }
 
-/// The 256-bit VNNI variant's decode row groups (4 rows, then single rows) and prefill token
-/// groups (4 tokens over tiles of 64 rows, then single tokens), at and across every boundary.
+/// The 256-bit VNNI variant's decode row groups (2, 4 or 8 rows, then single rows) and prefill
+/// token groups (2, 4 or 8 tokens over tiles of 64 rows, then single tokens), at and across every
+/// boundary, with and without software prefetch.
 #[test]
 fn vnni256_row_and_token_groups_match_scalar_across_their_boundaries() {
     if !Kernel::Vnni256.is_available() {
@@ -402,15 +416,27 @@ fn vnni256_row_and_token_groups_match_scalar_across_their_boundaries() {
                 rows,
                 cols,
             };
-            for n_tok in [1usize, 2, 3, 4, 5, 8, 9] {
+            for n_tok in [1usize, 2, 3, 4, 5, 8, 9, 17] {
                 let x = acts(n_tok * cols, (rng.next() % 4) as u8, &mut rng);
                 let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
                 for threads in [1, 2] {
-                    let got = bits(&matmul_with(&w, &x, n_tok, threads, Kernel::Vnni256));
-                    assert_eq!(
-                        got, want,
-                        "{ty} rows {rows} tokens {n_tok} threads {threads}"
-                    );
+                    for group in [None, Some(2), Some(4), Some(8)] {
+                        for ahead in [None, Some(0), Some(16384)] {
+                            let got = bits(&matmul_tuned(
+                                &w,
+                                &x,
+                                n_tok,
+                                threads,
+                                Kernel::Vnni256,
+                                [ahead, group],
+                            ));
+                            assert_eq!(
+                                got, want,
+                                "{ty} rows {rows} tokens {n_tok} threads {threads} group \
+                                 {group:?} prefetch {ahead:?}"
+                            );
+                        }
+                    }
                 }
             }
         }

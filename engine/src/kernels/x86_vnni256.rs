@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 use super::rows_out::RowsOut;
 use super::scalar::BlockQ8K;
 use super::x86::{accumulate_block, f16_scale, hsum8, prefetch_ahead, tq1_0_codes};
-use super::Matrix;
+use super::{Matrix, GROUPS};
 use crate::gguf::GgmlType;
 
 const TQ2_BYTES: usize = 66;
@@ -29,9 +29,11 @@ const TQ1_BYTES: usize = 54;
 /// bytes, so this reaches several row groups ahead. A tuned plan may choose another distance for
 /// decode.
 pub(super) const PREFETCH: usize = 4096;
-/// Rows per decode call: they share each activation vector.
+/// Rows per decode call: they share each activation vector. A tuned plan may choose another of
+/// [`super::GROUPS`].
 pub const DECODE_ROWS: usize = 4;
-/// Tokens per prefill call: they share each block's unpacked codes.
+/// Tokens per prefill call: they share each block's unpacked codes. A tuned plan may choose
+/// another of [`super::GROUPS`].
 pub const PREFILL_TOKENS: usize = 4;
 /// Rows per prefill tile: the tile's tokens' activations stay in L1 while its rows stream past.
 const PREFILL_ROW_TILE: usize = 64;
@@ -180,8 +182,10 @@ pub unsafe fn ternary_dot_tokens_vnni256<const T: usize>(
 }
 
 /// Rows `r0..r1` of the ternary matrix `w` against `n_tok` tokens' Q8_K `blocks` (`n_tok × nb`,
-/// token-major), into `o`: decode (fewer than [`super::plan::PREFILL_MIN_TOKENS`] tokens) by row
-/// groups, prefill by token groups over row tiles.
+/// token-major), into `o`: decode (fewer than [`super::plan::PREFILL_MIN_TOKENS`] tokens) by
+/// groups of `group` rows (default [`DECODE_ROWS`]) prefetching `prefetch` bytes ahead (default
+/// [`PREFETCH`]), prefill by groups of `group` tokens (default [`PREFILL_TOKENS`]) over row tiles.
+/// A group not in [`GROUPS`] takes the default.
 ///
 /// # Safety
 /// The CPU must run [`super::Kernel::Vnni256`] (AVX2, FMA, F16C, AVX-512 F/VL/VNNI).
@@ -192,44 +196,83 @@ pub unsafe fn q8k_rows(
     r0: usize,
     r1: usize,
     o: &mut RowsOut,
-    prefetch: Option<usize>,
+    [prefetch, group]: [Option<usize>; 2],
+) {
+    let group = group.filter(|g| GROUPS.contains(g));
+    if n_tok < super::plan::PREFILL_MIN_TOKENS {
+        let ahead = prefetch.unwrap_or(PREFETCH);
+        match group.unwrap_or(DECODE_ROWS) {
+            2 => decode_rows::<2>(w, blocks, n_tok, r0, r1, o, ahead),
+            8 => decode_rows::<8>(w, blocks, n_tok, r0, r1, o, ahead),
+            _ => decode_rows::<4>(w, blocks, n_tok, r0, r1, o, ahead),
+        }
+    } else {
+        match group.unwrap_or(PREFILL_TOKENS) {
+            2 => prefill_rows::<2>(w, blocks, n_tok, r0, r1, o),
+            8 => prefill_rows::<8>(w, blocks, n_tok, r0, r1, o),
+            _ => prefill_rows::<4>(w, blocks, n_tok, r0, r1, o),
+        }
+    }
+}
+
+/// Decode rows `r0..r1` by groups of `R` rows, then single rows.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn decode_rows<const R: usize>(
+    w: &Matrix,
+    blocks: &[BlockQ8K],
+    n_tok: usize,
+    r0: usize,
+    r1: usize,
+    o: &mut RowsOut,
+    ahead: usize,
 ) {
     let tq2 = w.ty == GgmlType::TQ2_0;
     debug_assert!(tq2 || w.ty == GgmlType::TQ1_0);
     let nb = w.cols / super::QK_K;
     let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
-    if n_tok < super::plan::PREFILL_MIN_TOKENS {
-        let ahead = prefetch.unwrap_or(PREFETCH);
-        let mut r = r0;
-        while r + DECODE_ROWS <= r1 {
-            let rows: [&[u8]; DECODE_ROWS] = std::array::from_fn(|k| w.row(r + k));
-            for t in 0..n_tok {
-                let got = ternary_dot_rows_vnni256::<DECODE_ROWS>(rows, acts(t), tq2, ahead);
-                for (k, g) in got.iter().enumerate() {
-                    o.set(r + k, t, *g);
-                }
-            }
-            r += DECODE_ROWS;
-        }
-        for r in r..r1 {
-            for t in 0..n_tok {
-                o.set(
-                    r,
-                    t,
-                    ternary_dot_rows_vnni256::<1>([w.row(r)], acts(t), tq2, ahead)[0],
-                );
+    let mut r = r0;
+    while r + R <= r1 {
+        let rows: [&[u8]; R] = std::array::from_fn(|k| w.row(r + k));
+        for t in 0..n_tok {
+            let got = ternary_dot_rows_vnni256::<R>(rows, acts(t), tq2, ahead);
+            for (k, g) in got.iter().enumerate() {
+                o.set(r + k, t, *g);
             }
         }
-        return;
+        r += R;
     }
-    let grouped = n_tok / PREFILL_TOKENS * PREFILL_TOKENS;
+    for r in r..r1 {
+        for t in 0..n_tok {
+            o.set(
+                r,
+                t,
+                ternary_dot_rows_vnni256::<1>([w.row(r)], acts(t), tq2, ahead)[0],
+            );
+        }
+    }
+}
+
+/// Prefill rows `r0..r1` by groups of `T` tokens over row tiles, then single tokens.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn prefill_rows<const T: usize>(
+    w: &Matrix,
+    blocks: &[BlockQ8K],
+    n_tok: usize,
+    r0: usize,
+    r1: usize,
+    o: &mut RowsOut,
+) {
+    let tq2 = w.ty == GgmlType::TQ2_0;
+    let nb = w.cols / super::QK_K;
+    let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
+    let grouped = n_tok / T * T;
     let mut rt = r0;
     while rt < r1 {
         let re = (rt + PREFILL_ROW_TILE).min(r1);
-        for t in (0..grouped).step_by(PREFILL_TOKENS) {
-            let ts: [&[BlockQ8K]; PREFILL_TOKENS] = std::array::from_fn(|k| acts(t + k));
+        for t in (0..grouped).step_by(T) {
+            let ts: [&[BlockQ8K]; T] = std::array::from_fn(|k| acts(t + k));
             for r in rt..re {
-                let got = ternary_dot_tokens_vnni256::<PREFILL_TOKENS>(w.row(r), ts, tq2);
+                let got = ternary_dot_tokens_vnni256::<T>(w.row(r), ts, tq2);
                 for (k, g) in got.iter().enumerate() {
                     o.set(r, t + k, *g);
                 }

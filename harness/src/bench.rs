@@ -158,9 +158,10 @@ pub struct BenchOptions {
     pub prompt_tokens: usize,
     pub decode_tokens: usize,
     pub rounds: usize,
-    /// One variant for everything, or `None`: each kind of product on the variant measured
-    /// fastest for it ([`crate::tune`], cached in `tune_cache`).
-    pub kernel: Option<Kernel>,
+    /// One variant for everything (with any knobs: [`KernelPlan::forced`]) and its label, or
+    /// `None`: each kind of product on the variant measured fastest for it ([`crate::tune`],
+    /// cached in `tune_cache`).
+    pub kernel: Option<(KernelPlan, String)>,
     pub tune_cache: PathBuf,
     /// The harness binary whose `ref-bench` runs llama.cpp.
     pub reference_bin: PathBuf,
@@ -337,8 +338,8 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     let mut ctx_info = None;
     let buf = bandwidth_buffer();
     for &threads in &o.threads {
-        let plan = match o.kernel {
-            Some(k) => KernelPlan::uniform(k),
+        let plan = match &o.kernel {
+            Some((p, _)) => p.clone(),
             None => {
                 let s = Session::new(&model, threads, Kernel::best());
                 let (entry, cached) =
@@ -446,7 +447,10 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         prompt_tokens: o.prompt_tokens,
         decode_tokens: o.decode_tokens,
         rounds: o.rounds,
-        engine_kernel: o.kernel.map_or("tuned", |k| k.suffix()).to_string(),
+        engine_kernel: o
+            .kernel
+            .as_ref()
+            .map_or("tuned".to_string(), |(_, label)| label.clone()),
         engine_kernels: kernels,
         reference,
         reference_unavailable: unavailable,

@@ -63,7 +63,8 @@ enum Command {
     Trace {
         #[command(flatten)]
         args: cli::ref_trace::TraceArgs,
-        /// Kernel variant (`auto`, `scalar`); default from BITNET_KERNEL, else the best available.
+        /// Kernel variant (`auto`, `scalar`), optionally with knobs (`vnni256 rows 8 prefetch 0`);
+        /// default from BITNET_KERNEL, else the best available.
         #[arg(long)]
         kernel: Option<String>,
     },

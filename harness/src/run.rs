@@ -466,12 +466,15 @@ impl Context {
                 model.config.n_layer
             ));
         }
-        let kernel = Kernel::from_env()?;
-        let forced = std::env::var_os("BITNET_KERNEL").is_some_and(|v| !v.is_empty());
+        // `BITNET_KERNEL` forces a variant (with knobs: a plan giving them to every kind, which
+        // the receipt records); else the plan `harness bench` tuned here, if any.
+        let forced = KernelPlan::from_env()?;
+        let kernel = forced.as_ref().map_or(Kernel::best(), |(p, _)| p.base);
         let tune_cache = self.root.join("target/harness/tune.json");
-        let plan = (!forced)
-            .then(|| crate::tune::cached_plan(&model, sc.threads, &tune_cache))
-            .flatten();
+        let plan = match &forced {
+            Some((p, _)) => (!p.products.is_empty()).then(|| p.clone()),
+            None => crate::tune::cached_plan(&model, sc.threads, &tune_cache),
+        };
         let mut inputs = Vec::new();
         let mut kernels = Vec::new();
         let (mut prefill_tokens, mut prefill_seconds, mut decode_calls, mut decode_seconds) =

@@ -170,10 +170,95 @@ fn bad_arguments_are_usage_errors() {
             &["bench", "--preset", "tiny", "--kernel", "sse9"][..],
             "unknown kernel `sse9`",
         ),
+        (
+            &[
+                "bench",
+                "--preset",
+                "tiny",
+                "--kernel",
+                "scalar prefetch 4096",
+            ][..],
+            "--kernel: `scalar prefetch 4096`: the `scalar` kernels take no prefetch distance",
+        ),
+        (
+            &["bench", "--preset", "tiny", "--kernel", "scalar tiles 4"][..],
+            "at most `rows N`, `tokens N` and `prefetch BYTES` once each, found `tiles`",
+        ),
     ] {
         let out = harness(d.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(text(&out).contains(want), "{args:?}: {}", text(&out));
+    }
+}
+
+/// `--kernel` and `BITNET_KERNEL` take knobs after the variant: the bench runs them on every kind
+/// of product that takes them and names them in its report; bad knobs are usage errors.
+#[test]
+fn forced_knobs_run_on_every_kind_and_are_reported() {
+    use bitnet_engine::kernels::Kernel;
+    let d = tempfile::tempdir().unwrap();
+    let simd = Kernel::best();
+    if !Kernel::Vnni256.is_available() && simd == Kernel::Scalar {
+        eprintln!("skipped: no SIMD variant here takes knobs");
+        return;
+    }
+    // The 256-bit VNNI variant's groups where this CPU runs it, else the best variant's
+    // prefetch distance alone.
+    let (spec, decode, prefill) = if Kernel::Vnni256.is_available() {
+        (
+            "vnni256 rows 8 tokens 2 prefetch 0",
+            "vnni256 rows 8 prefetch 0",
+            "vnni256 tokens 2",
+        )
+    } else {
+        ("avx2 prefetch 0", "avx2 prefetch 0", "avx2")
+    };
+    for from_env in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+        cmd.current_dir(d.path())
+            .args([
+                "bench",
+                "--preset",
+                "tiny",
+                "--threads",
+                "1",
+                "--rounds",
+                "1",
+                "--prompt-tokens",
+                "8",
+                "--decode-tokens",
+                "2",
+                "--json",
+                "forced.json",
+            ])
+            .env_remove("CI");
+        if from_env {
+            cmd.env("BITNET_KERNEL", spec);
+        } else {
+            cmd.env_remove("BITNET_KERNEL").args(["--kernel", spec]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let r: BenchReport =
+            serde_json::from_str(&std::fs::read_to_string(d.path().join("forced.json")).unwrap())
+                .unwrap();
+        assert_eq!(r.engine_kernel, spec);
+        let plan = &r.results[0].engine_plan;
+        assert_eq!(plan["TQ2_0/decode"], decode, "{plan:?}");
+        assert_eq!(plan["TQ2_0/prefill"], prefill, "{plan:?}");
+        // The F16 products take the distance but no group.
+        let f16 = if spec.starts_with("vnni256") {
+            "vnni256 prefetch 0"
+        } else {
+            "avx2 prefetch 0"
+        };
+        assert_eq!(plan["F16/decode"], f16, "{plan:?}");
+        // The engine ran that variant's kernels, and no other's.
+        assert!(
+            !r.engine_kernels.iter().any(|k| k.ends_with("_avx512")),
+            "{:?}",
+            r.engine_kernels
+        );
     }
 }
 
@@ -545,4 +630,37 @@ fn a_tuned_plan_is_used_by_run_and_recorded_in_its_receipt() {
         serde_json::from_str(&std::fs::read_to_string(root.join("receipts/p.json")).unwrap())
             .unwrap();
     assert!(forced.get("kernel_plan").is_none(), "{forced}");
+    // Forcing a variant with knobs runs them on every kind that takes them, and the receipt
+    // records that plan; the gate accepts it, and refuses a knob the variant does not take.
+    let Some(&k) = simd
+        .iter()
+        .find(|k| k.tunes_prefetch(bitnet_engine::gguf::GgmlType::TQ2_0))
+    else {
+        return;
+    };
+    let spec = format!("{} prefetch 0", k.suffix());
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(root)
+        .args(["run"])
+        .env_remove("CI")
+        .env("BITNET_KERNEL", &spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let forced: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("receipts/p.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        forced["kernel_plan"]["TQ2_0/decode"],
+        spec.as_str(),
+        "{forced}"
+    );
+    assert_eq!(forced["kernel_plan"]["other"], k.suffix(), "{forced}");
+    let out = harness(root, &["verify-receipt", "receipts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut r = forced.clone();
+    r["kernel_plan"]["TQ2_0/prefill"] = serde_json::json!(format!("{} prefetch 0", k.suffix()));
+    let out = verify(&r);
+    assert_eq!(out.status.code(), Some(13), "{}", text(&out));
+    assert!(text(&out).contains("`TQ2_0/prefill`"), "{}", text(&out));
 }

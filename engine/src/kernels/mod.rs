@@ -163,10 +163,10 @@ impl Kernel {
     }
 
     /// Whether this variant's decode kernels for `ty` weights prefetch at a distance a plan can
-    /// choose (the x86 SIMD kernels; the scalar and NEON ones leave it to the hardware).
+    /// choose (the x86 SIMD kernels, [`Kernel::Vnni256`]'s borrowed AVX2 ones included; the
+    /// scalar and NEON ones leave it to the hardware).
     pub fn tunes_prefetch(self, ty: GgmlType) -> bool {
         matches!(self, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
-            && self.has_own_kernels(ty)
             && matches!(
                 ty,
                 GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S | GgmlType::F16 | GgmlType::F32
@@ -182,12 +182,10 @@ impl Kernel {
         }
     }
 
-    /// The variant named by the environment variable `BITNET_KERNEL`, else the best available.
+    /// The variant named by the environment variable `BITNET_KERNEL` (with any knobs it gives:
+    /// [`plan::KernelPlan::from_env`]), else the best available.
     pub fn from_env() -> Result<Kernel, String> {
-        match std::env::var("BITNET_KERNEL") {
-            Ok(v) if !v.is_empty() => Kernel::parse(&v).map_err(|e| format!("BITNET_KERNEL: {e}")),
-            _ => Ok(Kernel::best()),
-        }
+        Ok(plan::KernelPlan::from_env()?.map_or(Kernel::best(), |(p, _)| p.base))
     }
 }
 

@@ -216,6 +216,110 @@ impl KernelPlan {
         Ok(plan)
     }
 
+    /// One variant forced for everything, with knobs for every kind of product that takes them:
+    /// `avx512`, `auto`, `avx2 prefetch 16384`, `vnni256 rows 8 tokens 2 prefetch 0` (what
+    /// `--kernel` and `BITNET_KERNEL` accept: `rows` per decode call and `tokens` per prefill
+    /// call where the variant comes in several groups, `prefetch` bytes for its decode kernels).
+    /// Returns the plan and the spec as the variant's name and the knobs given (a plain variant
+    /// gives [`KernelPlan::uniform`]). An error says what is wrong and what is expected.
+    pub fn forced(spec: &str) -> Result<(KernelPlan, String), String> {
+        let mut words = spec.split_whitespace();
+        let k = Kernel::parse(words.next().unwrap_or_default())?;
+        let ternary = [GgmlType::TQ1_0, GgmlType::TQ2_0];
+        let mut knobs: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut label = k.suffix().to_string();
+        while let Some(knob) = words.next() {
+            let n = words.next().unwrap_or_default();
+            let value = n.parse::<usize>().ok();
+            let value = match knob {
+                "rows" | "tokens" => {
+                    let offered = ternary
+                        .iter()
+                        .map(|&t| k.groups(t))
+                        .find(|g| !g.is_empty())
+                        .unwrap_or_default();
+                    if offered.is_empty() {
+                        return Err(format!(
+                            "`{spec}`: `{}` comes in one grouping; `{knob}` is for a variant \
+                             with several (vnni256: {:?})",
+                            k.suffix(),
+                            super::GROUPS
+                        ));
+                    }
+                    value.filter(|g| offered.contains(g)).ok_or_else(|| {
+                        format!("`{spec}`: {knob} `{n}` is not one of {offered:?}")
+                    })?
+                }
+                "prefetch" => {
+                    if !GgmlType::all().any(|t| k.tunes_prefetch(t)) {
+                        return Err(format!(
+                            "`{spec}`: the `{}` kernels take no prefetch distance",
+                            k.suffix()
+                        ));
+                    }
+                    value.filter(|d| *d <= MAX_PREFETCH).ok_or_else(|| {
+                        format!(
+                            "`{spec}`: prefetch `{n}` is not a byte count from 0 to \
+                             {MAX_PREFETCH}"
+                        )
+                    })?
+                }
+                _ => {
+                    return Err(format!(
+                        "`{spec}`: expected a variant, then at most `rows N`, `tokens N` and \
+                         `prefetch BYTES` once each, found `{knob}`"
+                    ))
+                }
+            };
+            if knobs.insert(knob, value).is_some() {
+                return Err(format!("`{spec}`: `{knob}` is given twice"));
+            }
+            label.push_str(&format!(" {knob} {value}"));
+        }
+        let mut plan = KernelPlan::uniform(k);
+        if knobs.is_empty() {
+            return Ok((plan, label));
+        }
+        // The weight types a product can have.
+        let types = [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::TQ1_0,
+            GgmlType::TQ2_0,
+            GgmlType::I2_S,
+        ];
+        for ty in types {
+            for prefill in [false, true] {
+                let kind = ProductKind {
+                    weights: ty.name(),
+                    prefill,
+                };
+                plan.products.insert(kind, k);
+                let group = knobs.get(if prefill { "tokens" } else { "rows" });
+                if let Some(&g) = group.filter(|g| k.groups(ty).contains(g)) {
+                    plan.groups.insert(kind, g);
+                }
+                if let Some(&d) = knobs.get("prefetch").filter(|_| !prefill) {
+                    if k.tunes_prefetch(ty) {
+                        plan.prefetch.insert(kind, d);
+                    }
+                }
+            }
+        }
+        Ok((plan, label))
+    }
+
+    /// [`KernelPlan::forced`] from the environment variable `BITNET_KERNEL`, when set and not
+    /// empty.
+    pub fn from_env() -> Result<Option<(KernelPlan, String)>, String> {
+        match std::env::var("BITNET_KERNEL") {
+            Ok(v) if !v.is_empty() => KernelPlan::forced(&v)
+                .map(Some)
+                .map_err(|e| format!("BITNET_KERNEL: {e}")),
+            _ => Ok(None),
+        }
+    }
+
     /// The variants the plan names (its base first).
     pub fn variants(&self) -> Vec<Kernel> {
         let mut v = vec![self.base];
@@ -584,6 +688,93 @@ mod tests {
                 e.contains(&format!("`{label}`")) && e.contains(value),
                 "{label} {value}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn a_forced_variant_takes_knobs_for_every_kind_and_refuses_bad_ones() {
+        // A plain variant: one variant for everything, no kinds listed.
+        let (plan, label) = KernelPlan::forced("scalar").unwrap();
+        assert_eq!(
+            (plan, label.as_str()),
+            (KernelPlan::uniform(Kernel::Scalar), "scalar")
+        );
+        let (plan, label) = KernelPlan::forced("auto").unwrap();
+        assert_eq!(
+            (plan, label),
+            (
+                KernelPlan::uniform(Kernel::best()),
+                Kernel::best().suffix().to_string()
+            )
+        );
+        // Knobs reach every kind of product that takes them, and only those.
+        for k in Kernel::available() {
+            if !GgmlType::all().any(|t| k.tunes_prefetch(t)) {
+                continue;
+            }
+            let spec = format!("{}  prefetch 0", k.suffix());
+            let (plan, label) = KernelPlan::forced(&spec).unwrap();
+            assert_eq!(label, format!("{} prefetch 0", k.suffix()));
+            assert_eq!(plan.base, k);
+            for ty in [GgmlType::TQ2_0, GgmlType::I2_S, GgmlType::F16] {
+                assert_eq!(plan.product(ty, 1), k);
+                assert_eq!(
+                    plan.prefetch(ty, 1),
+                    k.tunes_prefetch(ty).then_some(0),
+                    "{k:?} {ty}"
+                );
+                assert_eq!(plan.prefetch(ty, 16), None);
+                assert_eq!(plan.group(ty, 1), None);
+            }
+            // What the plan describes reads back as the same plan (a receipt's `kernel_plan`).
+            assert_eq!(KernelPlan::parse_description(&plan.describe()), Ok(plan));
+        }
+        if Kernel::Vnni256.is_available() {
+            let (plan, label) = KernelPlan::forced("vnni256 tokens 8 rows 2").unwrap();
+            assert_eq!(label, "vnni256 tokens 8 rows 2");
+            assert_eq!(plan.group(GgmlType::TQ1_0, 1), Some(2));
+            assert_eq!(plan.group(GgmlType::TQ2_0, 64), Some(8));
+            assert_eq!(plan.group(GgmlType::F16, 1), None);
+            assert_eq!(plan.prefetch(GgmlType::TQ2_0, 1), None);
+            assert_eq!(plan.describe()["TQ2_0/decode"], "vnni256 rows 2");
+            let e = KernelPlan::forced("vnni256 rows 3").unwrap_err();
+            assert!(e.contains("rows `3` is not one of [2, 4, 8]"), "{e}");
+        }
+        for (spec, want) in [
+            (
+                "scalar prefetch 4096",
+                "the `scalar` kernels take no prefetch distance",
+            ),
+            (
+                "scalar rows 4",
+                "`scalar` comes in one grouping; `rows` is for a variant",
+            ),
+            ("sse9 rows 4", "unknown kernel `sse9`"),
+            ("", "unknown kernel ``"),
+            ("scalar tiles 4", "found `tiles`"),
+        ] {
+            let e = KernelPlan::forced(spec).unwrap_err();
+            assert!(e.contains(want), "{spec:?}: {e}");
+        }
+        let simd = Kernel::best();
+        if simd.tunes_prefetch(GgmlType::TQ2_0) {
+            for (spec, want) in [
+                (
+                    format!("{} prefetch 4096 prefetch 0", simd.suffix()),
+                    "`prefetch` is given twice",
+                ),
+                (
+                    format!("{} prefetch 2000000", simd.suffix()),
+                    "prefetch `2000000` is not a byte count from 0 to 1048576",
+                ),
+                (
+                    format!("{} prefetch", simd.suffix()),
+                    "prefetch `` is not a byte count",
+                ),
+            ] {
+                let e = KernelPlan::forced(&spec).unwrap_err();
+                assert!(e.contains(want), "{spec:?}: {e}");
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bitnet_engine::kernels::Kernel;
+use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_harness::bench::{self, BenchOptions, BenchReport, PerfBaseline};
 use bitnet_harness::receipt::Receipt;
 
@@ -27,8 +27,9 @@ pub struct Args {
     /// Alternating rounds per thread count (engine, then llama.cpp).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Engine kernel variant for everything (default: BITNET_KERNEL, else each kind of product on
-    /// the variant measured fastest for it on this CPU and model, cached in
+    /// Engine kernel variant for everything, optionally with knobs: `avx512`, `avx2 prefetch
+    /// 16384`, `vnni256 rows 8 tokens 2 prefetch 0` (default: BITNET_KERNEL, else each kind of
+    /// product on the variant and knobs measured fastest for it on this CPU and model, cached in
     /// `target/harness/tune.json`).
     #[arg(long)]
     kernel: Option<String>,
@@ -91,11 +92,8 @@ pub fn run(a: Args) -> Result<()> {
         return cuda_bench(&a, model);
     }
     let kernel = match &a.kernel {
-        Some(k) => Some(Kernel::parse(k).map_err(|e| UsageError(format!("--kernel: {e}")))?),
-        None => match std::env::var("BITNET_KERNEL") {
-            Ok(v) if !v.is_empty() => Some(Kernel::from_env().map_err(UsageError)?),
-            _ => None,
-        },
+        Some(k) => Some(KernelPlan::forced(k).map_err(|e| UsageError(format!("--kernel: {e}")))?),
+        None => KernelPlan::from_env().map_err(UsageError)?,
     };
     let reference_bin = match a.reference_bin {
         Some(p) => p,

@@ -43,7 +43,8 @@ pub fn gather() -> Preflight {
             .iter()
             .map(|k| k.suffix().to_string())
             .collect(),
-        kernel_default: Kernel::from_env().map(|k| k.suffix().to_string()),
+        kernel_default: bitnet_engine::kernels::plan::KernelPlan::from_env()
+            .map(|forced| forced.map_or(Kernel::best().suffix().to_string(), |(_, label)| label)),
         cuda: cuda::detect(),
         cuda_trials_ignored: bitnet_harness::run::cuda::ignore_reason(&root),
         llama_cpp_build_flags: bitnet_harness::bench::build_flags(),

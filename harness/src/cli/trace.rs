@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use bitnet_engine::forward::{self, Tracer};
-use bitnet_engine::kernels::Kernel;
+use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_engine::model::Model;
 
 use super::ref_trace::TraceArgs;
@@ -17,10 +17,11 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
     if args.threads == 0 {
         return Err(UsageError("`--threads` must be at least 1".into()).into());
     }
-    let kernel = match kernel {
-        Some(k) => Kernel::parse(&k).map_err(UsageError)?,
-        None => Kernel::from_env().map_err(UsageError)?,
+    let forced = match kernel {
+        Some(k) => Some(KernelPlan::forced(&k).map_err(UsageError)?),
+        None => KernelPlan::from_env().map_err(UsageError)?,
     };
+    let plan = forced.map(|(p, _)| p);
     let model = Model::load(&args.model).map_err(|e| UsageError(e.to_string()))?;
     let tokens = match &args.prompt {
         Some(p) => {
@@ -52,16 +53,19 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
         let mut tracer = Tracer::new(filter, dir, true)
             .with_context(|| format!("creating `{}`", dir.display()))?;
         let start = std::time::Instant::now();
-        let out = forward::run(
-            &model,
-            &tokens,
-            args.generate,
-            None,
-            args.threads,
-            kernel,
-            Some(&mut tracer),
-        )
-        .map_err(UsageError)?;
+        let opts = forward::RunOptions {
+            generate: args.generate,
+            chunk: None,
+            threads: args.threads,
+            kernel: plan
+                .as_ref()
+                .map_or(bitnet_engine::kernels::Kernel::best(), |p| p.base),
+            nudge_embeddings: false,
+            unpack_tq1: None,
+            plan: plan.clone().filter(|p| !p.products.is_empty()),
+        };
+        let out =
+            forward::run_with(&model, &tokens, &opts, Some(&mut tracer)).map_err(UsageError)?;
         let elapsed = start.elapsed();
         tracer
             .finish()

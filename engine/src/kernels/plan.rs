@@ -367,13 +367,13 @@ pub trait OtherWork {
 /// The kind label of the `other` timings (the plan's base).
 pub const OTHER_KIND: &str = "other";
 
-/// The best time of `f` in seconds: called until `budget` has passed (at least three calls, at
-/// most 1000), so a busy moment on a shared machine does not decide.
-fn best_time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
+/// The best time of `f` in seconds: called until `budget` has passed (at least `min_calls`
+/// calls, at most 1000), so a busy moment on a shared machine does not decide.
+fn best_time(budget: Duration, min_calls: usize, mut f: impl FnMut(usize)) -> f64 {
     let start = Instant::now();
     let mut fastest = f64::INFINITY;
     let mut calls = 0;
-    while calls < 3 || start.elapsed() < budget {
+    while calls < min_calls || start.elapsed() < budget {
         let t = Instant::now();
         f(calls);
         fastest = fastest.min(t.elapsed().as_secs_f64());
@@ -385,6 +385,28 @@ fn best_time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
     fastest
 }
 
+/// Rounds each candidate's `budget` is split into: every candidate is timed once per round, in
+/// turn, so a busy spell of the shared machine (seconds long) lands on a few candidates in one
+/// round rather than on one candidate's whole budget.
+pub const ROUNDS: usize = 3;
+
+/// The best time in seconds of each of `n` candidates, timed in [`ROUNDS`] interleaved rounds of
+/// `budget / ROUNDS` each (`time(i, round_budget)` times candidate `i` once): a candidate's time
+/// is its best over the rounds.
+fn interleaved_best(
+    n: usize,
+    budget: Duration,
+    mut time: impl FnMut(usize, Duration) -> f64,
+) -> Vec<f64> {
+    let mut best = vec![f64::INFINITY; n];
+    for _ in 0..ROUNDS {
+        for (i, b) in best.iter_mut().enumerate() {
+            *b = b.min(time(i, budget / ROUNDS as u32));
+        }
+    }
+    best
+}
+
 /// Time every variant this CPU runs on each kind of product in `matrices` (a representative
 /// matrix per weight type: `(name, matrix)`), and on `other` (the rest of a decode step), with
 /// `threads` threads, and choose the fastest per kind; the fastest on `other` becomes the plan's
@@ -393,8 +415,8 @@ fn best_time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
 /// kind is timed on each variant at every distance of [`PREFETCH_DISTANCES`] where the variant's
 /// kernels prefetch ([`Kernel::tunes_prefetch`]), and on every row or token group the variant
 /// offers ([`Kernel::groups`]); the plan keeps the fastest combination. Each (kind, variant,
-/// group, distance) counts its best call over `budget` (see [`best_time`]). Returns the plan and
-/// every timing.
+/// group, distance) counts its best call over `budget`, spent in [`ROUNDS`] interleaved rounds
+/// (see [`interleaved_best`]). Returns the plan and every timing.
 pub fn tune(
     matrices: &[(String, Matrix<'_>)],
     other: Option<&mut dyn OtherWork>,
@@ -405,9 +427,11 @@ pub fn tune(
     let mut plan = KernelPlan::uniform(Kernel::best());
     let mut timings = Vec::new();
     if let Some(work) = other {
+        let times = interleaved_best(variants.len(), budget, |i, b| {
+            best_time(b, 1, |_| work.run(variants[i], threads))
+        });
         let mut best: Option<(f64, Kernel)> = None;
-        for &k in &variants {
-            let fastest = best_time(budget, |_| work.run(k, threads));
+        for (&k, &fastest) in variants.iter().zip(&times) {
             timings.push(Timing {
                 kind: OTHER_KIND.into(),
                 matrix: work.describe(),
@@ -457,20 +481,28 @@ pub fn tune(
                     groups
                         .into_iter()
                         .flat_map(move |g| distances.clone().into_iter().map(move |d| (k, g, d)))
-                });
-            for (k, group, distance) in candidates {
+                })
+                .collect::<Vec<_>>();
+            // Copies are taken in turn across every call, whichever candidate makes it.
+            let mut next_copy = 0;
+            let times = interleaved_best(candidates.len(), budget, |i, b| {
+                let (k, group, distance) = candidates[i];
                 let log = KernelLog::default();
-                let fastest = best_time(budget, |call| {
-                    let mat = match copies.get(call % copies.len().max(1)) {
+                let t = best_time(b, 1, |_| {
+                    let mat = match copies.get(next_copy % copies.len().max(1)) {
                         Some(data) => Matrix { data, ..*m },
                         None => *m,
                     };
+                    next_copy += 1;
                     let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log)
                         .with_prefetch(distance)
                         .with_group(group);
                     matmul_prepared(&mat, &p, &mut out, threads, &log);
                 });
                 std::hint::black_box(&out);
+                t
+            });
+            for (&(k, group, distance), &fastest) in candidates.iter().zip(&times) {
                 timings.push(Timing {
                     kind: kind.label(),
                     matrix: format!("{name} ({} × {})", m.rows, m.cols),
@@ -571,6 +603,27 @@ mod tests {
         let (plan, timings) = tune(&[], None, 1, Duration::from_millis(1));
         assert_eq!(plan.base, Kernel::best());
         assert!(timings.is_empty());
+    }
+
+    #[test]
+    fn candidates_are_timed_in_interleaved_rounds_so_a_busy_spell_does_not_decide() {
+        // Every candidate once per round, in turn, each round with its share of the budget.
+        let truth = [5.0, 3.0, 4.0];
+        let mut calls = Vec::new();
+        let times = interleaved_best(3, Duration::from_millis(30), |i, b| {
+            assert_eq!(b, Duration::from_millis(10));
+            calls.push(i);
+            // A busy spell over the first four turns: all of the first round, and candidate 0's
+            // second turn.
+            if calls.len() <= 4 {
+                100.0
+            } else {
+                truth[i]
+            }
+        });
+        assert_eq!(calls, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        // Timed back to back, the spell would have taken the fastest candidate's whole budget.
+        assert_eq!(times, truth);
     }
 
     #[test]

@@ -189,8 +189,8 @@ impl Kernel {
     }
 }
 
-/// Kernel IDs that actually executed, for receipts, and the prefetch distances decode products
-/// ran with where a plan chose one.
+/// Kernel IDs that actually executed, for receipts, and the knobs products ran with where a plan
+/// chose them (prefetch distances, row or token groups).
 #[derive(Debug, Default)]
 pub struct KernelLog {
     ids: Mutex<BTreeSet<String>>,
@@ -215,7 +215,7 @@ impl KernelLog {
             .collect()
     }
 
-    /// The chosen row or token groups products ran with, in order.
+    /// The chosen row or token groups products ran with, smallest first.
     pub fn groups(&self) -> Vec<usize> {
         self.groups
             .lock()
@@ -225,7 +225,7 @@ impl KernelLog {
             .collect()
     }
 
-    /// The chosen prefetch distances (bytes) decode products ran with, in order.
+    /// The chosen prefetch distances (bytes) decode products ran with, smallest first.
     pub fn prefetch_distances(&self) -> Vec<usize> {
         self.prefetch
             .lock()

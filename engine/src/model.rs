@@ -38,6 +38,46 @@ pub enum ModelError {
         tensor: String,
         what: String,
     },
+    #[error("environment variable {var} is `{found}`, expected {expected}")]
+    Setting {
+        var: &'static str,
+        found: String,
+        expected: &'static str,
+    },
+}
+
+/// Where [`Model::load`] holds the weights: copied into anonymous memory advised for transparent
+/// huge pages (the default; see [`GgufFile::open_huge_pages`]), or read in place from the file's
+/// pages. `BITNET_WEIGHT_PAGES=huge|file` chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightPages {
+    Huge,
+    File,
+}
+
+impl WeightPages {
+    pub const VAR: &'static str = "BITNET_WEIGHT_PAGES";
+
+    /// From [`WeightPages::VAR`]: unset or empty is [`WeightPages::Huge`].
+    pub fn from_env() -> Result<WeightPages, ModelError> {
+        match std::env::var(Self::VAR) {
+            Err(_) => Ok(WeightPages::Huge),
+            Ok(v) => WeightPages::parse(&v).ok_or(ModelError::Setting {
+                var: Self::VAR,
+                found: v,
+                expected: "`huge` (weights copied into huge pages) or `file` (the file's pages)",
+            }),
+        }
+    }
+
+    /// `huge`, `file` or empty (the default).
+    pub fn parse(s: &str) -> Option<WeightPages> {
+        match s.trim() {
+            "" | "huge" => Some(WeightPages::Huge),
+            "file" => Some(WeightPages::File),
+            _ => None,
+        }
+    }
 }
 
 /// The architectures the engine runs: the same graph (llama.cpp's `src/models/bitnet.cpp`) with
@@ -183,9 +223,17 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Load and validate `path`.
+    /// Load and validate `path`, the weights held as [`WeightPages::from_env`] says.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        Model::from_file(GgufFile::open(path)?)
+        Model::load_with(path, WeightPages::from_env()?)
+    }
+
+    /// Load and validate `path`, the weights held as `pages` says.
+    pub fn load_with(path: &Path, pages: WeightPages) -> Result<Model, ModelError> {
+        Model::from_file(match pages {
+            WeightPages::Huge => GgufFile::open_huge_pages(path)?,
+            WeightPages::File => GgufFile::open(path)?,
+        })
     }
 
     /// Validate an opened file.

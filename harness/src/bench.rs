@@ -145,6 +145,12 @@ pub struct BenchReport {
     /// `/proc/cpuinfo`'s model name, family and model.
     #[serde(default)]
     pub cpu_model: String,
+    /// Where the engine held its weights (`huge pages (THP madvise)`, `file map`; see
+    /// `BITNET_WEIGHT_PAGES`); the bandwidth buffer is read from the same kind of pages, so the
+    /// bound is what this machine reads with them. Empty in reports written before it was
+    /// recorded.
+    #[serde(default)]
+    pub weight_pages: String,
     pub results: Vec<ThreadResult>,
     /// RFC 3339, UTC.
     pub started_at: String,
@@ -187,16 +193,29 @@ pub fn build_flags() -> BTreeMap<String, String> {
     m
 }
 
-/// The buffer [`measure_bandwidth`] reads: 1 GiB, far larger than the caches, touched once.
-pub fn bandwidth_buffer() -> Vec<u64> {
-    (0..(1u64 << 30) / 8).collect()
+/// The buffer [`measure_bandwidth`] reads: 1 GiB, far larger than the caches, written once, in
+/// anonymous memory advised for transparent huge pages when `huge` (as the engine holds its
+/// weights by default: a bound read from small pages would understate what the machine reads
+/// from huge ones).
+pub fn bandwidth_buffer(huge: bool) -> Result<memmap2::MmapMut, String> {
+    let mut m = memmap2::MmapMut::map_anon(1 << 30)
+        .map_err(|e| format!("cannot map 1 GiB for the bandwidth buffer: {e}"))?;
+    if huge {
+        // Advice only: where the kernel has no THP the buffer stays in small pages, as the
+        // weights' copy does.
+        let _ = m.advise(memmap2::Advice::HugePage);
+    }
+    for (i, w) in m.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64).to_le_bytes());
+    }
+    Ok(m)
 }
 
-/// Plain read bandwidth with `threads` threads: each sums its share of `buf`, several passes,
-/// median GB/s.
-pub fn measure_bandwidth(buf: &[u64], threads: usize) -> f64 {
-    let bytes = std::mem::size_of_val(buf);
-    let per = buf.len().div_ceil(threads.max(1));
+/// Plain read bandwidth with `threads` threads: each sums its share of `buf` (as 64-bit words),
+/// several passes, median GB/s.
+pub fn measure_bandwidth(buf: &[u8], threads: usize) -> f64 {
+    let bytes = buf.len();
+    let per = buf.len().div_ceil(64 * threads.max(1)) * 64;
     let mut rates = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -207,9 +226,12 @@ pub fn measure_bandwidth(buf: &[u64], threads: usize) -> f64 {
                     s.spawn(move || {
                         // Eight independent sums so the loop is bound by the loads.
                         let mut acc = [0u64; 8];
-                        for w in c.chunks_exact(8) {
-                            for k in 0..8 {
-                                acc[k] = acc[k].wrapping_add(w[k]);
+                        for w in c.chunks_exact(64) {
+                            for (k, a) in acc.iter_mut().enumerate() {
+                                let word = u64::from_le_bytes(
+                                    w[8 * k..8 * k + 8].try_into().unwrap_or_default(),
+                                );
+                                *a = a.wrapping_add(word);
                             }
                         }
                         acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
@@ -336,7 +358,8 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     let mut results = Vec::new();
     let mut kernels = Vec::new();
     let mut ctx_info = None;
-    let buf = bandwidth_buffer();
+    let weight_pages = model.file.pages();
+    let buf = bandwidth_buffer(weight_pages.starts_with("huge"))?;
     for &threads in &o.threads {
         let plan = match &o.kernel {
             Some((p, _)) => p.clone(),
@@ -456,6 +479,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         reference_unavailable: unavailable,
         cpu_features: crate::receipt::cpu_features(),
         cpu_model: crate::tune::cpu_model(),
+        weight_pages,
         results,
         started_at,
     })
@@ -490,6 +514,12 @@ pub fn table(r: &BenchReport) -> String {
     );
     if !r.cpu_model.is_empty() {
         s.push_str(&format!("cpu {}\n", r.cpu_model));
+    }
+    if !r.weight_pages.is_empty() {
+        s.push_str(&format!(
+            "engine weights in {}; the read bound from a buffer in the same kind of pages\n",
+            r.weight_pages
+        ));
     }
     for t in &r.results {
         if r.engine_kernel == "tuned" {

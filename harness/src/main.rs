@@ -96,6 +96,11 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Read by every model load: a bad value is the command line's error, before any work.
+    if let Err(e) = bitnet_engine::model::WeightPages::from_env() {
+        errln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let result = match cli.command {
         Command::Run(a) => cli::run::run(a),
         Command::List(a) => cli::run::list(a),

@@ -107,6 +107,70 @@ fn a_bench_report_names_both_sides_and_is_consistent() {
     let per_position = layers * kv_heads * (embd / heads) * 2 * 4;
     assert_eq!(r.kv_bytes_per_token * 2, per_position * 21);
     assert!(t.contains("with the KV cache"), "{t}");
+    // The weights are held in huge pages by default (where the kernel has THP), and the table
+    // says where they were.
+    assert!(
+        r.weight_pages.starts_with("huge pages (THP ") || r.weight_pages == "small pages",
+        "{}",
+        r.weight_pages
+    );
+    assert!(
+        t.contains(&format!("engine weights in {}", r.weight_pages)),
+        "{t}"
+    );
+}
+
+/// `BITNET_WEIGHT_PAGES=file` keeps the weights in the file's pages, and the report says so; a
+/// value it does not know is a usage error naming the variable and what it takes.
+#[test]
+fn the_weight_pages_setting_reaches_the_report_and_a_bad_one_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let bench = |pages: &str| {
+        Command::new(env!("CARGO_BIN_EXE_harness"))
+            .current_dir(d.path())
+            .args([
+                "bench",
+                "--preset",
+                "tiny",
+                "--threads",
+                "1",
+                "--rounds",
+                "1",
+            ])
+            .args([
+                "--prompt-tokens",
+                "4",
+                "--decode-tokens",
+                "2",
+                "--json",
+                "b.json",
+            ])
+            .args(["--kernel", "scalar"])
+            .env("BITNET_WEIGHT_PAGES", pages)
+            .output()
+            .unwrap()
+    };
+    let out = bench("file");
+    assert!(out.status.success(), "{}", text(&out));
+    let r: BenchReport =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("b.json")).unwrap()).unwrap();
+    assert_eq!(r.weight_pages, "file map");
+    assert!(
+        text(&out).contains("engine weights in file map"),
+        "{}",
+        text(&out)
+    );
+    for bad in ["files", "Huge"] {
+        let out = bench(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!(
+                "environment variable BITNET_WEIGHT_PAGES is `{bad}`, expected `huge`"
+            )),
+            "{}",
+            text(&out)
+        );
+    }
 }
 
 #[test]

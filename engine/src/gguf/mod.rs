@@ -12,7 +12,9 @@ mod value;
 mod write;
 
 pub use error::GgufError;
-pub use read::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_NAME, MAX_NESTING};
+pub use read::{
+    thp_mode, GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_NAME, MAX_NESTING,
+};
 pub use types::{GgmlType, I2_S_SCALE_BYTES};
 pub use value::{type_name, Array, Value};
 pub use write::{f32_array, i32_array, string_array, GgufWriter};

@@ -25,6 +25,11 @@ pub struct TuneEntry {
     /// another set (a variant added) tunes again. Absent in older files.
     #[serde(default)]
     pub variants: Vec<String>,
+    /// Where the model's weights were held when it tuned (`huge pages (THP madvise)`, `file
+    /// map`; [`bitnet_engine::gguf::GgufFile::pages`]): the decode timings stream from the same
+    /// kind of pages, which moves the fastest prefetch distance, so weights held otherwise tune
+    /// again.
+    pub weight_pages: String,
     /// Kind of product (`TQ2_0/decode`) → variant, and `other` → the rest's variant.
     pub plan: BTreeMap<String, String>,
     pub timings: Vec<Timing>,
@@ -33,8 +38,9 @@ pub struct TuneEntry {
 }
 
 /// The version of `tune.json` this harness writes and reads; a file of another version (one
-/// tuned before decode kinds had measured prefetch distances) is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 2;
+/// tuned before decode kinds had measured prefetch distances, or before entries recorded the
+/// weights' pages) is measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 3;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -95,6 +101,7 @@ fn variants_here() -> Vec<String> {
 /// plan whose every variant runs here.
 fn lookup(file: &TuneFile, s: &Session) -> Option<TuneEntry> {
     let (cpu, shape, variants) = (cpu_model(), shape_key(s), variants_here());
+    let pages = s.model().file.pages();
     file.entries
         .iter()
         .find(|e| {
@@ -102,6 +109,7 @@ fn lookup(file: &TuneFile, s: &Session) -> Option<TuneEntry> {
                 && e.shape == shape
                 && e.threads == s.threads
                 && e.variants == variants
+                && e.weight_pages == pages
         })
         .filter(|e| KernelPlan::from_description(&e.plan).is_some())
         .cloned()
@@ -149,24 +157,30 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
         return Ok((e, true));
     }
     let mut other = s.decode_other_work();
+    let weight_pages = s.model().file.pages();
     let (plan, timings) = tune(
         &s.representative_matrices(),
         Some(&mut other),
         threads,
         budget,
+        weight_pages.starts_with("huge"),
     );
     let entry = TuneEntry {
         cpu_model: cpu,
         shape,
         threads,
         variants,
+        weight_pages,
         plan: plan.describe(),
         timings,
         measured_at: crate::receipt::rfc3339(std::time::SystemTime::now()),
     };
     file.schema_version = TUNE_SCHEMA;
     file.entries.retain(|e| {
-        !(e.cpu_model == entry.cpu_model && e.shape == entry.shape && e.threads == threads)
+        !(e.cpu_model == entry.cpu_model
+            && e.shape == entry.shape
+            && e.threads == threads
+            && e.weight_pages == entry.weight_pages)
     });
     file.entries.push(entry.clone());
     if let Some(dir) = cache.parent() {

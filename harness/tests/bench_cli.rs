@@ -533,6 +533,24 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
     .unwrap();
     let third = run();
     assert!(third.contains("measured now"), "{third}");
+    // So is an entry tuned with the weights in another kind of pages (the decode timings stream
+    // from the weights' kind), which the entry names as the bench report does.
+    let report: BenchReport =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("bench.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        entry["weight_pages"],
+        serde_json::json!(report.weight_pages)
+    );
+    let mut other_pages = cache.clone();
+    other_pages["entries"][0]["weight_pages"] = serde_json::json!("file map");
+    std::fs::write(
+        d.path().join("target/harness/tune.json"),
+        serde_json::to_vec(&other_pages).unwrap(),
+    )
+    .unwrap();
+    let pages_run = run();
+    assert!(pages_run.contains("measured now"), "{pages_run}");
     // So is a file of an older version (tuned before prefetch distances were measured).
     let mut old_version = cache.clone();
     old_version["schema_version"] = serde_json::json!(1);

@@ -157,6 +157,7 @@ mod tests {
             Some(&mut other),
             1,
             Duration::from_millis(1),
+            false,
         );
         for ty in [GgmlType::F16, GgmlType::F32, GgmlType::TQ2_0] {
             for n in [1, 16] {

@@ -354,6 +354,24 @@ pub struct Timing {
 /// kernels cache-hot, which ranks them differently from a decode bound by memory).
 pub const DECODE_STREAM_BYTES: usize = 96 << 20;
 
+/// `n` copies of `data` back to back in anonymous memory, advised for transparent huge pages when
+/// `huge` (as [`crate::model::Model::load`] holds the weights by default), so that a decode
+/// timing streams from the same kind of pages as a decode does. `None` when the memory cannot be
+/// mapped: the timings then reuse the matrix itself.
+fn stream_copies(data: &[u8], n: usize, huge: bool) -> Option<memmap2::MmapMut> {
+    let mut buf = memmap2::MmapMut::map_anon(data.len().checked_mul(n)?.max(1)).ok()?;
+    if huge {
+        // Advice only: without THP the copies are in small pages, as the weights' copy is.
+        let _ = buf.advise(memmap2::Advice::HugePage);
+    }
+    if !data.is_empty() {
+        for c in buf.chunks_exact_mut(data.len()) {
+            c.copy_from_slice(data);
+        }
+    }
+    Some(buf)
+}
+
 /// The work outside the products that a plan's `other` variant runs (attention, RoPE, the FFN
 /// activation), timed per variant like the products: [`crate::forward::DecodeOther`] on a
 /// model's own shape.
@@ -411,7 +429,8 @@ fn interleaved_best(
 /// matrix per weight type: `(name, matrix)`), and on `other` (the rest of a decode step), with
 /// `threads` threads, and choose the fastest per kind; the fastest on `other` becomes the plan's
 /// base (without `other`, [`Kernel::best`]). Decode products stream [`DECODE_STREAM_BYTES`] of
-/// copies of the matrix; prefill products reuse one (their time is in the arithmetic). A decode
+/// copies of the matrix (in memory advised for huge pages when `huge_pages`, as the weights are
+/// held); prefill products reuse one (their time is in the arithmetic). A decode
 /// kind is timed on each variant at every distance of [`PREFETCH_DISTANCES`] where the variant's
 /// kernels prefetch ([`Kernel::tunes_prefetch`]), and on every row or token group the variant
 /// offers ([`Kernel::groups`]); the plan keeps the fastest combination. Each (kind, variant,
@@ -422,6 +441,7 @@ pub fn tune(
     other: Option<&mut dyn OtherWork>,
     threads: usize,
     budget: Duration,
+    huge_pages: bool,
 ) -> (KernelPlan, Vec<Timing>) {
     let variants = Kernel::available();
     let mut plan = KernelPlan::uniform(Kernel::best());
@@ -457,11 +477,15 @@ pub fn tune(
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
                 .collect();
             let mut out = vec![0f32; tokens * m.rows];
-            let copies: Vec<Vec<u8>> = if kind.prefill {
-                Vec::new()
+            let stream = if kind.prefill {
+                None
             } else {
                 let n = (DECODE_STREAM_BYTES / m.data.len().max(1)).clamp(1, 512);
-                (0..n).map(|_| m.data.to_vec()).collect()
+                stream_copies(m.data, n, huge_pages)
+            };
+            let copies: Vec<&[u8]> = match &stream {
+                Some(buf) if !m.data.is_empty() => buf.chunks_exact(m.data.len()).collect(),
+                _ => Vec::new(),
             };
             let mut best: Option<(f64, Kernel, Option<usize>, Option<usize>)> = None;
             let candidates = variants
@@ -490,7 +514,7 @@ pub fn tune(
                 let log = KernelLog::default();
                 let t = best_time(b, 1, |_| {
                     let mat = match copies.get(next_copy % copies.len().max(1)) {
-                        Some(data) => Matrix { data, ..*m },
+                        Some(&data) => Matrix { data, ..*m },
                         None => *m,
                     };
                     next_copy += 1;
@@ -587,7 +611,7 @@ mod tests {
             fast,
             calls: BTreeMap::new(),
         };
-        let (plan, timings) = tune(&[], Some(&mut work), 2, Duration::from_millis(2));
+        let (plan, timings) = tune(&[], Some(&mut work), 2, Duration::from_millis(2), false);
         assert_eq!(plan.base, fast);
         assert!(plan.products.is_empty());
         let timed: Vec<&str> = timings.iter().map(|t| t.variant.as_str()).collect();
@@ -600,7 +624,7 @@ mod tests {
         assert!(work.calls.values().all(|&n| n >= 3), "{:?}", work.calls);
         assert_eq!(work.calls.len(), available.len());
         // Without the work, the base stays the best variant.
-        let (plan, timings) = tune(&[], None, 1, Duration::from_millis(1));
+        let (plan, timings) = tune(&[], None, 1, Duration::from_millis(1), false);
         assert_eq!(plan.base, Kernel::best());
         assert!(timings.is_empty());
     }
@@ -637,7 +661,7 @@ mod tests {
             rows,
             cols,
         };
-        let (plan, timings) = tune(&[("w".into(), m)], None, 1, Duration::from_millis(1));
+        let (plan, timings) = tune(&[("w".into(), m)], None, 1, Duration::from_millis(1), true);
         assert!(timings
             .iter()
             .all(|t| t.micros > 0.0 && t.micros.is_finite()));

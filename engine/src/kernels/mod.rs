@@ -11,6 +11,7 @@ pub mod ggml_math;
 pub mod neon;
 pub mod plan;
 pub mod pool;
+pub mod regions;
 mod rows;
 pub mod rows_out;
 pub mod scalar;
@@ -22,7 +23,8 @@ pub mod x86_i2s;
 pub mod x86_vnni256;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[allow(unused_imports)]
+use std::sync::atomic as _atomic_unused;
 use std::sync::Mutex;
 
 pub use scalar::{quantize_i8s, quantize_q8k, BlockQ8K, QK_I2_S, QK_K};
@@ -538,10 +540,11 @@ pub fn matmul_prepared_many(
         log.groups.lock().expect("kernel log lock").insert(g);
     }
     let threads = threads.max(1);
-    // With several threads each matrix's rows go out in chunks, eight per thread, taken in turn:
-    // a thread slowed by the machine's other work takes fewer, instead of the others waiting for
-    // it at the end of every product. Chunks are multiples of 16 rows so the kernels' row tiles
-    // stay whole.
+    // With several threads each matrix's rows go out in chunks, eight per thread, in one
+    // contiguous region of chunks per thread ([`regions::Regions`]): each thread streams through
+    // its own, and one slowed by the machine's other work is helped from its region's back,
+    // instead of the others waiting for it at the end of every product. Chunks are multiples of
+    // 16 rows so the kernels' row tiles stay whole.
     let mut chunks = Vec::new();
     for (i, (w, out)) in ws.iter().zip(outs.iter()).enumerate() {
         let (rows, cols) = (w.rows, w.cols);
@@ -569,30 +572,32 @@ pub fn matmul_prepared_many(
         }
     }
     let prepared = &p.prepared;
-    let next = AtomicUsize::new(0);
+    let workers = threads.min(chunks.len()).max(1);
+    let regions = regions::Regions::new(chunks.len(), workers);
     let shared: Vec<rows_out::SharedOut> = outs
         .iter_mut()
         .zip(ws)
         .map(|(out, w)| rows_out::SharedOut::new(out, w.rows, n_tok))
         .collect();
-    pool::run(threads.min(chunks.len()).max(1), &|_| loop {
-        let c = next.fetch_add(1, Ordering::Relaxed);
-        let Some(&(i, r0, r1)) = chunks.get(c) else {
-            break;
-        };
-        // SAFETY: chunk `c` is handed out once (`fetch_add`), and a matrix's chunks do not
-        // overlap.
-        let mut o = unsafe { shared[i].rows(r0, r1) };
-        compute_rows(
-            &ws[i],
-            prepared,
-            n_tok,
-            kernel,
-            [prefetch, group],
-            r0,
-            r1,
-            &mut o,
-        );
+    pool::run(workers, &|t| {
+        while let Some(c) = regions.take(t) {
+            let Some(&(i, r0, r1)) = chunks.get(c) else {
+                break;
+            };
+            // SAFETY: chunk `c` is handed out once (`Regions::take`), and a matrix's chunks do
+            // not overlap.
+            let mut o = unsafe { shared[i].rows(r0, r1) };
+            compute_rows(
+                &ws[i],
+                prepared,
+                n_tok,
+                kernel,
+                [prefetch, group],
+                r0,
+                r1,
+                &mut o,
+            );
+        }
     });
 }
 

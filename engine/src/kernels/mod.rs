@@ -15,6 +15,7 @@ pub mod regions;
 mod rows;
 pub mod rows_out;
 pub mod scalar;
+pub mod tune;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,382 @@
+//! The measurement behind a [`KernelPlan`]: every variant this CPU runs, timed on a model's own
+//! matrices and on the rest of a decode step, the fastest kept per kind of product (with its
+//! prefetch distance and row or token group where the variant takes them).
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{KernelPlan, ProductKind};
+use super::{matmul_prepared, prepare, Kernel, KernelLog, Matrix, PREFETCH_DISTANCES};
+
+/// One variant's time on one kind of product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// `TQ2_0/decode`, ...
+    pub kind: String,
+    /// The matrix timed (`blk.0.ffn_up.weight`), rows × cols, and the tokens per call.
+    pub matrix: String,
+    pub tokens: usize,
+    pub variant: String,
+    /// The prefetch distance timed (bytes, 0: none), for decode kinds of variants that take
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
+    /// The rows (decode) or tokens (prefill) per kernel call timed, for variants that offer
+    /// several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
+    /// Best of the repetitions, microseconds per call.
+    pub micros: f64,
+}
+
+/// Bytes of weights a decode timing streams through: copies of the matrix, taken in turn, so the
+/// weights come from memory as in a real decode (one matrix alone would sit in L2 and time the
+/// kernels cache-hot, which ranks them differently from a decode bound by memory).
+pub const DECODE_STREAM_BYTES: usize = 96 << 20;
+
+/// `n` copies of `data` back to back in anonymous memory, advised for transparent huge pages when
+/// `huge` (as [`crate::model::Model::load`] holds the weights by default), so that a decode
+/// timing streams from the same kind of pages as a decode does. `None` when the memory cannot be
+/// mapped: the timings then reuse the matrix itself.
+fn stream_copies(data: &[u8], n: usize, huge: bool) -> Option<memmap2::MmapMut> {
+    let mut buf = memmap2::MmapMut::map_anon(data.len().checked_mul(n)?.max(1)).ok()?;
+    if huge {
+        // Advice only: without THP the copies are in small pages, as the weights' copy is.
+        let _ = buf.advise(memmap2::Advice::HugePage);
+    }
+    if !data.is_empty() {
+        for c in buf.chunks_exact_mut(data.len()) {
+            c.copy_from_slice(data);
+        }
+    }
+    Some(buf)
+}
+
+/// The work outside the products that a plan's `other` variant runs (attention, RoPE, the FFN
+/// activation), timed per variant like the products: [`crate::forward::DecodeOther`] on a
+/// model's own shape.
+pub trait OtherWork {
+    /// What one call runs (shapes), for the timings' `matrix` field.
+    fn describe(&self) -> String;
+    /// One call with `kernel` on `threads` threads.
+    fn run(&mut self, kernel: Kernel, threads: usize);
+}
+
+/// The kind label of the `other` timings (the plan's base).
+pub const OTHER_KIND: &str = "other";
+
+/// The best time of `f` in seconds: called until `budget` has passed (at least `min_calls`
+/// calls, at most 1000), so a busy moment on a shared machine does not decide.
+fn best_time(budget: Duration, min_calls: usize, mut f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    let mut fastest = f64::INFINITY;
+    let mut calls = 0;
+    while calls < min_calls || start.elapsed() < budget {
+        let t = Instant::now();
+        f(calls);
+        fastest = fastest.min(t.elapsed().as_secs_f64());
+        calls += 1;
+        if calls >= 1000 {
+            break;
+        }
+    }
+    fastest
+}
+
+/// Rounds each candidate's `budget` is split into: every candidate is timed once per round, in
+/// turn, so a busy spell of the shared machine (seconds long) lands on a few candidates in one
+/// round rather than on one candidate's whole budget.
+pub const ROUNDS: usize = 3;
+
+/// The best time in seconds of each of `n` candidates, timed in [`ROUNDS`] interleaved rounds of
+/// `budget / ROUNDS` each (`time(i, round_budget)` times candidate `i` once): a candidate's time
+/// is its best over the rounds.
+fn interleaved_best(
+    n: usize,
+    budget: Duration,
+    mut time: impl FnMut(usize, Duration) -> f64,
+) -> Vec<f64> {
+    let mut best = vec![f64::INFINITY; n];
+    for _ in 0..ROUNDS {
+        for (i, b) in best.iter_mut().enumerate() {
+            *b = b.min(time(i, budget / ROUNDS as u32));
+        }
+    }
+    best
+}
+
+/// Time every variant this CPU runs on each kind of product in `matrices` (a representative
+/// matrix per weight type: `(name, matrix)`), and on `other` (the rest of a decode step), with
+/// `threads` threads, and choose the fastest per kind; the fastest on `other` becomes the plan's
+/// base (without `other`, [`Kernel::best`]). Decode products stream [`DECODE_STREAM_BYTES`] of
+/// copies of the matrix (in memory advised for huge pages when `huge_pages`, as the weights are
+/// held); prefill products reuse one (their time is in the arithmetic). A decode
+/// kind is timed on each variant at every distance of [`PREFETCH_DISTANCES`] where the variant's
+/// kernels prefetch ([`Kernel::tunes_prefetch`]), and on every row or token group the variant
+/// offers ([`Kernel::groups`]); the plan keeps the fastest combination. Each (kind, variant,
+/// group, distance) counts its best call over `budget`, spent in [`ROUNDS`] interleaved rounds
+/// (see [`interleaved_best`]). Returns the plan and every timing.
+pub fn tune(
+    matrices: &[(String, Matrix<'_>)],
+    other: Option<&mut dyn OtherWork>,
+    threads: usize,
+    budget: Duration,
+    huge_pages: bool,
+) -> (KernelPlan, Vec<Timing>) {
+    let variants = Kernel::available();
+    let mut plan = KernelPlan::uniform(Kernel::best());
+    let mut timings = Vec::new();
+    if let Some(work) = other {
+        let times = interleaved_best(variants.len(), budget, |i, b| {
+            best_time(b, 1, |_| work.run(variants[i], threads))
+        });
+        let mut best: Option<(f64, Kernel)> = None;
+        for (&k, &fastest) in variants.iter().zip(&times) {
+            timings.push(Timing {
+                kind: OTHER_KIND.into(),
+                matrix: work.describe(),
+                tokens: 1,
+                variant: k.suffix().into(),
+                prefetch: None,
+                group: None,
+                micros: fastest * 1e6,
+            });
+            if best.is_none_or(|(b, _)| fastest < b) {
+                best = Some((fastest, k));
+            }
+        }
+        if let Some((_, k)) = best {
+            plan.base = k;
+        }
+    }
+    for (name, m) in matrices {
+        for tokens in [1, 16] {
+            let kind = ProductKind::of(m.ty, tokens);
+            // Deterministic activations of order one.
+            let x: Vec<f32> = (0..tokens * m.cols)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+                .collect();
+            let mut out = vec![0f32; tokens * m.rows];
+            let stream = if kind.prefill {
+                None
+            } else {
+                let n = (DECODE_STREAM_BYTES / m.data.len().max(1)).clamp(1, 512);
+                stream_copies(m.data, n, huge_pages)
+            };
+            let copies: Vec<&[u8]> = match &stream {
+                Some(buf) if !m.data.is_empty() => buf.chunks_exact(m.data.len()).collect(),
+                _ => Vec::new(),
+            };
+            let mut best: Option<(f64, Kernel, Option<usize>, Option<usize>)> = None;
+            let candidates = variants
+                .iter()
+                .filter(|k| k.has_own_kernels(m.ty))
+                .flat_map(|&k| {
+                    let distances: Vec<Option<usize>> = if !kind.prefill && k.tunes_prefetch(m.ty) {
+                        PREFETCH_DISTANCES.iter().map(|&d| Some(d)).collect()
+                    } else {
+                        vec![None]
+                    };
+                    let groups: Vec<Option<usize>> = if k.groups(m.ty).is_empty() {
+                        vec![None]
+                    } else {
+                        k.groups(m.ty).iter().map(|&g| Some(g)).collect()
+                    };
+                    groups
+                        .into_iter()
+                        .flat_map(move |g| distances.clone().into_iter().map(move |d| (k, g, d)))
+                })
+                .collect::<Vec<_>>();
+            // Copies are taken in turn across every call, whichever candidate makes it.
+            let mut next_copy = 0;
+            let times = interleaved_best(candidates.len(), budget, |i, b| {
+                let (k, group, distance) = candidates[i];
+                let log = KernelLog::default();
+                let t = best_time(b, 1, |_| {
+                    let mat = match copies.get(next_copy % copies.len().max(1)) {
+                        Some(&data) => Matrix { data, ..*m },
+                        None => *m,
+                    };
+                    next_copy += 1;
+                    let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log)
+                        .with_prefetch(distance)
+                        .with_group(group);
+                    matmul_prepared(&mat, &p, &mut out, threads, &log);
+                });
+                std::hint::black_box(&out);
+                t
+            });
+            for (&(k, group, distance), &fastest) in candidates.iter().zip(&times) {
+                timings.push(Timing {
+                    kind: kind.label(),
+                    matrix: format!("{name} ({} × {})", m.rows, m.cols),
+                    tokens,
+                    variant: k.suffix().into(),
+                    prefetch: distance,
+                    group,
+                    micros: fastest * 1e6,
+                });
+                if best.is_none_or(|(b, ..)| fastest < b) {
+                    best = Some((fastest, k, group, distance));
+                }
+            }
+            if let Some((_, k, group, distance)) = best {
+                plan.products.insert(kind, k);
+                if let Some(d) = distance {
+                    plan.prefetch.insert(kind, d);
+                }
+                if let Some(g) = group {
+                    plan.groups.insert(kind, g);
+                }
+            }
+        }
+    }
+    (plan, timings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgmlType;
+    use std::collections::BTreeMap;
+
+    /// Work whose time depends on the variant: `fast` returns at once, every other spins.
+    struct Spin {
+        fast: Kernel,
+        calls: BTreeMap<&'static str, usize>,
+    }
+
+    impl OtherWork for Spin {
+        fn describe(&self) -> String {
+            "spin".into()
+        }
+        fn run(&mut self, kernel: Kernel, threads: usize) {
+            assert_eq!(threads, 2);
+            *self.calls.entry(kernel.suffix()).or_default() += 1;
+            if kernel != self.fast {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(300) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_rest_of_a_step_is_timed_on_every_variant_and_the_fastest_is_the_base() {
+        // The slowest-looking variant (the first, scalar) made fast: a plan that ignored the
+        // measurement would keep `Kernel::best()`.
+        let fast = Kernel::available()[0];
+        let mut work = Spin {
+            fast,
+            calls: BTreeMap::new(),
+        };
+        let (plan, timings) = tune(&[], Some(&mut work), 2, Duration::from_millis(2), false);
+        assert_eq!(plan.base, fast);
+        assert!(plan.products.is_empty());
+        let timed: Vec<&str> = timings.iter().map(|t| t.variant.as_str()).collect();
+        let available: Vec<&str> = Kernel::available().iter().map(|k| k.suffix()).collect();
+        assert_eq!(timed, available);
+        assert!(timings
+            .iter()
+            .all(|t| t.kind == OTHER_KIND && t.matrix == "spin" && t.tokens == 1));
+        // At least three calls each, whatever the budget.
+        assert!(work.calls.values().all(|&n| n >= 3), "{:?}", work.calls);
+        assert_eq!(work.calls.len(), available.len());
+        // Without the work, the base stays the best variant.
+        let (plan, timings) = tune(&[], None, 1, Duration::from_millis(1), false);
+        assert_eq!(plan.base, Kernel::best());
+        assert!(timings.is_empty());
+    }
+
+    #[test]
+    fn candidates_are_timed_in_interleaved_rounds_so_a_busy_spell_does_not_decide() {
+        // Every candidate once per round, in turn, each round with its share of the budget.
+        let truth = [5.0, 3.0, 4.0];
+        let mut calls = Vec::new();
+        let times = interleaved_best(3, Duration::from_millis(30), |i, b| {
+            assert_eq!(b, Duration::from_millis(10));
+            calls.push(i);
+            // A busy spell over the first four turns: all of the first round, and candidate 0's
+            // second turn.
+            if calls.len() <= 4 {
+                100.0
+            } else {
+                truth[i]
+            }
+        });
+        assert_eq!(calls, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        // Timed back to back, the spell would have taken the fastest candidate's whole budget.
+        assert_eq!(times, truth);
+    }
+
+    #[test]
+    fn tune_times_every_available_variant_and_picks_one_of_them() {
+        let rows = 64;
+        let cols = 256;
+        let data = crate::quant::quantize(GgmlType::TQ2_0, &vec![0.5f32; rows * cols]).unwrap();
+        let m = Matrix {
+            ty: GgmlType::TQ2_0,
+            data: &data,
+            rows,
+            cols,
+        };
+        let (plan, timings) = tune(&[("w".into(), m)], None, 1, Duration::from_millis(1), true);
+        assert!(timings
+            .iter()
+            .all(|t| t.micros > 0.0 && t.micros.is_finite()));
+        type Timed<'a> = (&'a str, Option<usize>, Option<usize>);
+        let timed = |kind: &str| -> Vec<Timed<'_>> {
+            timings
+                .iter()
+                .filter(|t| t.kind == kind)
+                .map(|t| (t.variant.as_str(), t.group, t.prefetch))
+                .collect()
+        };
+        // Each variant on each group it offers (or its own grouping); decode also at every
+        // distance where its kernels prefetch.
+        let expected = |decode: bool| -> Vec<Timed<'static>> {
+            let mut v = Vec::new();
+            for k in Kernel::available() {
+                let groups: Vec<Option<usize>> = match k.groups(GgmlType::TQ2_0) {
+                    [] => vec![None],
+                    gs => gs.iter().map(|&g| Some(g)).collect(),
+                };
+                let distances: Vec<Option<usize>> = if decode && k.tunes_prefetch(GgmlType::TQ2_0) {
+                    PREFETCH_DISTANCES.iter().map(|&d| Some(d)).collect()
+                } else {
+                    vec![None]
+                };
+                for g in &groups {
+                    for d in &distances {
+                        v.push((k.suffix(), *g, *d));
+                    }
+                }
+            }
+            v
+        };
+        let (prefill, decode) = (timed("TQ2_0/prefill"), timed("TQ2_0/decode"));
+        assert_eq!(prefill, expected(false));
+        assert_eq!(decode, expected(true));
+        assert_eq!(timings.len(), prefill.len() + decode.len());
+        for prefill in [false, true] {
+            let kind = ProductKind {
+                weights: "TQ2_0",
+                prefill,
+            };
+            let fastest = timings
+                .iter()
+                .filter(|t| t.kind == kind.label())
+                .min_by(|a, b| a.micros.total_cmp(&b.micros))
+                .unwrap();
+            assert_eq!(plan.products[&kind].suffix(), fastest.variant);
+            assert_eq!(plan.prefetch.get(&kind).copied(), fastest.prefetch);
+            assert_eq!(plan.groups.get(&kind).copied(), fastest.group);
+            assert_eq!(
+                plan.prefetch(GgmlType::TQ2_0, if prefill { 16 } else { 1 }),
+                fastest.prefetch
+            );
+        }
+    }
+}

@@ -186,21 +186,16 @@ impl Layer {
 pub struct Proj {
     pub info: TensorInfo,
     pub scale: Option<f32>,
-    /// A TQ1_0 tensor's weights as TQ2_0 blocks, made on first use ([`Model::tq1_as_tq2`]).
-    pub tq2: Unpacked,
 }
 
-/// Weights rewritten in another layout, made once and shared by every session.
-#[derive(Default, Clone)]
-pub struct Unpacked(OnceLock<Vec<u8>>);
-
-impl std::fmt::Debug for Unpacked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.get() {
-            Some(v) => write!(f, "Unpacked({} bytes)", v.len()),
-            None => write!(f, "Unpacked(not made)"),
-        }
-    }
+/// Every TQ1_0 projection's weights as TQ2_0 blocks, back to back in one buffer, made once on
+/// first use and shared by every session ([`Model::tq1_as_tq2`]). One buffer, in anonymous
+/// memory advised for transparent huge pages when the file's bytes are held so (a buffer per
+/// tensor would be too small for 2 MiB pages to cover).
+struct Rewritten {
+    bytes: memmap2::Mmap,
+    /// Each rewritten tensor by its data offset in the file: (start, length) in `bytes`.
+    at: std::collections::HashMap<u64, (usize, usize)>,
 }
 
 /// A loaded model.
@@ -212,6 +207,8 @@ pub struct Model {
     pub layers: Vec<Layer>,
     /// The vocabulary stored in the file, if it has one.
     pub tokenizer: Option<crate::tokenizer::Tokenizer>,
+    /// The TQ1_0 projections rewritten as TQ2_0, once asked for.
+    tq2: OnceLock<Rewritten>,
 }
 
 impl std::fmt::Debug for Model {
@@ -318,11 +315,7 @@ impl Model {
                 None => None,
                 Some(_) => Some(vector(&scale_name, 1)?[0]),
             };
-            Ok(Proj {
-                info,
-                scale,
-                tq2: Unpacked::default(),
-            })
+            Ok(Proj { info, scale })
         };
         let token_embd = tensor(
             "token_embd.weight",
@@ -372,6 +365,7 @@ impl Model {
             output_norm,
             layers,
             tokenizer,
+            tq2: OnceLock::new(),
         })
     }
 
@@ -394,16 +388,52 @@ impl Model {
             GgmlType::TQ1_0,
             "only TQ1_0 weights are rewritten"
         );
-        let data = p
-            .tq2
-            .0
-            .get_or_init(|| tq1_0_to_tq2_0(self.file.tensor_data(&p.info)));
+        let r = self.tq2.get_or_init(|| self.rewrite_tq1());
+        let &(start, len) =
+            r.at.get(&p.info.offset)
+                .expect("every TQ1_0 projection of this model's layers is rewritten");
+        let data = &r.bytes[start..start + len];
         Matrix {
             ty: GgmlType::TQ2_0,
             data,
             rows: p.info.dims[1] as usize,
             cols: p.info.dims[0] as usize,
         }
+    }
+
+    /// Every TQ1_0 projection of the layers rewritten as TQ2_0 into one buffer, in huge pages
+    /// when the file's bytes are (see [`Rewritten`]).
+    fn rewrite_tq1(&self) -> Rewritten {
+        // Where each tensor goes (sizes from the TQ2_0 layout), then each rewritten in turn, so
+        // at most one tensor's rewrite is held besides the buffer.
+        let mut at = std::collections::HashMap::new();
+        let mut todo = Vec::new();
+        let mut total = 0usize;
+        for p in self.layers.iter().flat_map(|l| l.projections()) {
+            if p.info.ty == GgmlType::TQ1_0 && !at.contains_key(&p.info.offset) {
+                let len = GgmlType::TQ2_0
+                    .data_bytes(p.info.dims[0], p.info.n_elements())
+                    .and_then(|n| usize::try_from(n).ok())
+                    .expect("a loaded TQ1_0 tensor's shape has a TQ2_0 size");
+                at.insert(p.info.offset, (total, len));
+                todo.push((total, len, &p.info));
+                total += len;
+            }
+        }
+        // Mapping fails only when the memory is not there, as a vector's allocation would.
+        let mut buf = memmap2::MmapMut::map_anon(total.max(1))
+            .unwrap_or_else(|e| panic!("cannot map {total} bytes for the rewritten weights: {e}"));
+        if self.file.pages().starts_with("huge") {
+            // Advice only, as for the file's copy.
+            let _ = buf.advise(memmap2::Advice::HugePage);
+        }
+        for (start, len, info) in todo {
+            buf[start..start + len].copy_from_slice(&tq1_0_to_tq2_0(self.file.tensor_data(info)));
+        }
+        let bytes = buf
+            .make_read_only()
+            .unwrap_or_else(|e| panic!("cannot seal the rewritten weights: {e}"));
+        Rewritten { bytes, at }
     }
 
     /// The token embedding (also the tied output matrix).

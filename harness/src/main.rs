@@ -96,8 +96,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    // Read by every model load: a bad value is the command line's error, before any work.
-    if let Err(e) = bitnet_engine::model::WeightPages::from_env() {
+    // Read by every model load: a bad value is the command line's error, before any work
+    // (preflight reports it instead, as it reports a bad `BITNET_KERNEL`).
+    let reports_only = matches!(cli.command, Command::Preflight(_));
+    if let (false, Err(e)) = (reports_only, bitnet_engine::model::WeightPages::from_env()) {
         errln!("error: {e}");
         return ExitCode::from(EXIT_USAGE);
     }

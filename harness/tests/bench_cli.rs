@@ -160,6 +160,36 @@ fn the_weight_pages_setting_reaches_the_report_and_a_bad_one_is_refused() {
         "{}",
         text(&out)
     );
+    // `harness preflight` says what a load will do, by default and with the setting.
+    let preflight = |pages: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+        c.current_dir(d.path()).args(["preflight", "--json"]);
+        match pages {
+            Some(p) => c.env("BITNET_WEIGHT_PAGES", p),
+            None => c.env_remove("BITNET_WEIGHT_PAGES"),
+        };
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["weight_pages"].as_str().unwrap().to_string()
+    };
+    let default = preflight(None);
+    assert!(
+        default.starts_with("copied into huge pages (THP ") || default.contains("THP never"),
+        "{default}"
+    );
+    assert_eq!(
+        preflight(Some("file")),
+        "the file's pages (BITNET_WEIGHT_PAGES=file)"
+    );
+    // It reports a bad value (and still exits 0), where other commands refuse it.
+    assert!(
+        preflight(Some("files")).starts_with(
+            "none: environment variable BITNET_WEIGHT_PAGES is `files`, expected `huge`"
+        ),
+        "{}",
+        preflight(Some("files"))
+    );
     for bad in ["files", "Huge"] {
         let out = bench(bad);
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));

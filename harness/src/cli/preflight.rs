@@ -30,8 +30,26 @@ pub struct Preflight {
     pub cuda: Detection,
     /// `None` when the `cuda` trials run here; else why they are ignored.
     pub cuda_trials_ignored: Option<String>,
+    /// Where model loads hold the weights (`BITNET_WEIGHT_PAGES`) and the kernel's THP mode.
+    pub weight_pages: String,
     /// Build options of the llama.cpp linked into this binary.
     pub llama_cpp_build_flags: BTreeMap<String, String>,
+}
+
+/// What [`bitnet_engine::model::Model::load`] does with the weights here.
+fn weight_pages() -> String {
+    use bitnet_engine::model::WeightPages;
+    let thp = bitnet_engine::gguf::thp_mode();
+    match WeightPages::from_env() {
+        Ok(WeightPages::Huge) if thp == "never" => {
+            "copied, in small pages: transparent huge pages are off here (THP never)".into()
+        }
+        Ok(WeightPages::Huge) => format!(
+            "copied into huge pages (THP {thp}); BITNET_WEIGHT_PAGES=file keeps the file's pages"
+        ),
+        Ok(WeightPages::File) => "the file's pages (BITNET_WEIGHT_PAGES=file)".into(),
+        Err(e) => format!("none: {e}"),
+    }
 }
 
 pub fn gather() -> Preflight {
@@ -47,6 +65,7 @@ pub fn gather() -> Preflight {
             .map(|forced| forced.map_or(Kernel::best().suffix().to_string(), |(_, label)| label)),
         cuda: cuda::detect(),
         cuda_trials_ignored: bitnet_harness::run::cuda::ignore_reason(&root),
+        weight_pages: weight_pages(),
         llama_cpp_build_flags: bitnet_harness::bench::build_flags(),
     }
 }
@@ -72,6 +91,7 @@ pub fn table(p: &Preflight) -> String {
                 either(&p.kernel_default)
             ),
         ),
+        ("weights".into(), p.weight_pages.clone()),
         (
             "cuda backend".into(),
             if p.cuda.built {

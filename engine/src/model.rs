@@ -423,7 +423,7 @@ impl Model {
         // Mapping fails only when the memory is not there, as a vector's allocation would.
         let mut buf = memmap2::MmapMut::map_anon(total.max(1))
             .unwrap_or_else(|e| panic!("cannot map {total} bytes for the rewritten weights: {e}"));
-        if self.file.pages().starts_with("huge") {
+        if self.file.huge_pages_advised() {
             // Advice only, as for the file's copy.
             let _ = buf.advise(memmap2::Advice::HugePage);
         }

@@ -361,7 +361,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     let mut kernels = Vec::new();
     let mut ctx_info = None;
     let weight_pages = model.file.pages();
-    let buf = bandwidth_buffer(weight_pages.starts_with("huge"))?;
+    let buf = bandwidth_buffer(model.file.huge_pages_advised())?;
     for &threads in &o.threads {
         let plan = match &o.kernel {
             Some((p, _)) => p.clone(),

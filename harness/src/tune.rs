@@ -163,7 +163,7 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
         Some(&mut other),
         threads,
         budget,
-        weight_pages.starts_with("huge"),
+        s.model().file.huge_pages_advised(),
     );
     let entry = TuneEntry {
         cpu_model: cpu,

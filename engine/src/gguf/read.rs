@@ -139,6 +139,13 @@ impl GgufFile {
         Ok(f)
     }
 
+    /// Whether the tensor data is a copy advised for transparent huge pages (the kernel's THP
+    /// mode decides whether it gets them): buffers meant to be read like the weights are
+    /// advised the same way.
+    pub fn huge_pages_advised(&self) -> bool {
+        matches!(self.backing, Backing::Anon(_, true))
+    }
+
     /// Where the tensor data lives: `file map` (the file's pages), `huge pages (THP <mode>)`
     /// (a copy advised for transparent huge pages, with the kernel's THP mode, which decides
     /// whether it gets them), `small pages` (a copy the kernel refused the advice for) or

@@ -24,8 +24,6 @@ pub mod x86_i2s;
 pub mod x86_vnni256;
 
 use std::collections::BTreeSet;
-#[allow(unused_imports)]
-use std::sync::atomic as _atomic_unused;
 use std::sync::Mutex;
 
 pub use scalar::{quantize_i8s, quantize_q8k, BlockQ8K, QK_I2_S, QK_K};

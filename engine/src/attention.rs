@@ -1,6 +1,7 @@
-//! One attention head against its KV cache, in ggml's order (the llama.cpp graph without flash
-//! attention over an F32 cache): `kq = mul_mat(k, q)`, `soft_max_ext(kq, mask, scale)`,
-//! `kqv = mul_mat(v, kq)`. See [`crate::ggml_math`] for the orders:
+//! Attention of one token's query heads against a layer's KV cache, in ggml's order (the
+//! llama.cpp graph without flash attention over an F32 cache): `kq = mul_mat(k, q)`,
+//! `soft_max_ext(kq, mask, scale)`, `kqv = mul_mat(v, kq)`. See [`crate::ggml_math`] for the
+//! orders:
 //!
 //! - each score is the dot product of the key row and the query in `ggml_vec_dot_f32`'s order
 //!   (the permuted query is not contiguous, so ggml declines tinyBLAS), except with a single query
@@ -13,35 +14,121 @@
 //!   multiple of 256 positions, so no position falls in a tail). Masked and padded positions add
 //!   `0·v`, which changes no sum, so only the positions `0..limit` are visited.
 //!
-//! The cache keeps keys and values as rows of `head_dim` per position, in chunks of [`CHUNK`]
-//! positions that never move.
+//! Every score, and every lane of every output element, is its own chain of operations, so the
+//! work may visit them in any order without changing a bit. It visits the cache in address order:
+//! a layer's cache is a list of chunks ([`CHUNK_BYTES`] each, in huge pages), each holding every
+//! KV head's keys (head by head, position by position) and then their values, and a range of heads
+//! reads each chunk's keys front to back, then (after the softmax) each chunk's values, prefetching
+//! [`PREFETCH`] bytes ahead. A decode step's attention streams the whole cache from memory: with
+//! one 24 KiB allocation per head and 64 positions, and the compiler's own vectorisation of the
+//! row arithmetic, it read a 700M-shaped model's 47 MB cache at 7-8 GB/s from memory where this
+//! layout and [`crate::kernels::x86_attn`] read it at 9-10 (one core; a plain read gets 17).
+
+use std::ops::Range;
 
 use crate::ggml_math::{dot_lanes8, dot_steps32};
 use crate::kernels::scalar::{hadd8, hsum8};
 use crate::kernels::Kernel;
 
-/// Positions per storage chunk. The cache grows a chunk at a time and never moves what it holds:
-/// growing one contiguous vector copied the whole cache at every doubling, ~0.75 ms per layer of a
-/// 700M-shaped model at 128 positions, with the other kernel threads waiting.
-pub const CHUNK: usize = 64;
+/// Bytes per storage chunk (a whole number of 2 MiB huge pages; more than one only when a position
+/// takes more than 2 MiB / [`MIN_CHUNK`]). The cache grows a chunk at a time and never moves what it
+/// holds: growing one contiguous vector copied the whole cache at every doubling, ~0.75 ms per
+/// layer of a 700M-shaped model at 128 positions, with the other kernel threads waiting.
+pub const CHUNK_BYTES: usize = 2 << 20;
 
-/// One KV head's cache.
-#[derive(Debug, Clone, Default)]
-pub struct HeadCache {
-    hd: usize,
+/// The fewest positions a chunk holds.
+pub const MIN_CHUNK: usize = 64;
+
+/// How far ahead of the row it reads the attention prefetches the cache (bytes) unless a plan says
+/// otherwise ([`crate::kernels::plan::KernelPlan::attention_prefetch`], measured by the tuner).
+/// On the 700M-shaped model with a 128-token prompt (Intel Xeon family 6 model 167, 2026-12-04),
+/// 2 KiB decoded 2-4% faster than none at one and two threads; 4 KiB about the same.
+pub const PREFETCH: usize = 2048;
+
+/// One chunk's memory: an anonymous map advised for transparent huge pages (a decode step streams
+/// the whole cache, and a plain read of small pages gets about three quarters of a huge-page
+/// read's bandwidth here), pages committed as they are first written. A chunk of whole huge pages
+/// uses a window of a map one huge page longer, aligned to 2 MiB: the kernel places a map at any
+/// page, and a huge page must lie whole, aligned, inside it (the unused rest is never touched, so
+/// never committed).
+#[derive(Debug)]
+struct Chunk {
+    map: memmap2::MmapMut,
+    at: usize,
     len: usize,
-    /// Chunks of `CHUNK` rows: element `(pos, d)` of a chunk at `p·hd + d`, `p = pos % CHUNK`.
-    k: Vec<Box<[f32]>>,
-    /// Likewise.
-    v: Vec<Box<[f32]>>,
 }
 
-impl HeadCache {
-    pub fn new(hd: usize) -> HeadCache {
-        HeadCache {
+impl Chunk {
+    /// A chunk of at least `bytes`, whole huge pages long when that is at least half of one.
+    fn new(bytes: usize) -> Chunk {
+        let huge = bytes >= CHUNK_BYTES / 2;
+        let unit = if huge { CHUNK_BYTES } else { 4096 };
+        let len = bytes.max(1).div_ceil(unit) * unit;
+        let slack = if huge { CHUNK_BYTES } else { 0 };
+        // Failing to map a few MiB is out of memory, which allocation treats as fatal too.
+        let map = memmap2::MmapMut::map_anon(len + slack)
+            .unwrap_or_else(|e| panic!("KV cache chunk of {len} bytes: {e}"));
+        let at = (CHUNK_BYTES - map.as_ptr() as usize % CHUNK_BYTES) % CHUNK_BYTES;
+        let at = if huge { at } else { 0 };
+        // Advice only: refused (no THP in this kernel), the chunk is in small pages.
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Chunk { map, at, len }
+    }
+
+    fn values(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.map[self.at..self.at + self.len])
+    }
+
+    fn values_mut(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(&mut self.map[self.at..self.at + self.len])
+    }
+}
+
+impl Clone for Chunk {
+    fn clone(&self) -> Chunk {
+        let mut c = Chunk::new(self.len);
+        c.values_mut().copy_from_slice(self.values());
+        c
+    }
+}
+
+/// One layer's KV cache: every KV head's keys and values, position by position.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    n_kv: usize,
+    hd: usize,
+    len: usize,
+    /// Positions per chunk.
+    chunk: usize,
+    /// Chunks of `chunk` positions: key `(g, pos, d)` at `(g·chunk + p)·hd + d`, value at
+    /// `((n_kv + g)·chunk + p)·hd + d`, `p = pos % chunk`.
+    chunks: Vec<Chunk>,
+}
+
+impl LayerCache {
+    /// An empty cache of `n_kv` heads of `hd` values, in chunks of [`CHUNK_BYTES`] (or a
+    /// multiple, to hold [`MIN_CHUNK`] positions).
+    pub fn new(n_kv: usize, hd: usize) -> LayerCache {
+        let per_position = (2 * n_kv * hd * std::mem::size_of::<f32>()).max(1);
+        let bytes = (MIN_CHUNK * per_position).div_ceil(CHUNK_BYTES) * CHUNK_BYTES;
+        LayerCache::with_chunk_positions(n_kv, hd, bytes / per_position)
+    }
+
+    /// An empty cache whose chunks hold `chunk` positions each (at least one): tests use short
+    /// chunks to cross their boundaries.
+    pub fn with_chunk_positions(n_kv: usize, hd: usize, chunk: usize) -> LayerCache {
+        LayerCache {
+            n_kv,
             hd,
-            ..HeadCache::default()
+            len: 0,
+            chunk: chunk.max(1),
+            chunks: Vec::new(),
         }
+    }
+
+    /// Positions per storage chunk.
+    pub fn chunk_positions(&self) -> usize {
+        self.chunk
     }
 
     /// Positions cached.
@@ -53,20 +140,37 @@ impl HeadCache {
         self.len == 0
     }
 
-    /// Append one position's key and value (`hd` each).
+    /// KV heads.
+    pub fn n_kv(&self) -> usize {
+        self.n_kv
+    }
+
+    /// Values per head.
+    pub fn head_dim(&self) -> usize {
+        self.hd
+    }
+
+    /// Append one position: every KV head's key (`n_kv·hd` values, head by head) and value.
     pub fn push(&mut self, k: &[f32], v: &[f32]) {
-        let hd = self.hd;
-        assert!(k.len() == hd && v.len() == hd);
-        let (c, p) = (self.len / CHUNK, self.len % CHUNK);
+        let (hd, nkv) = (self.hd, self.n_kv);
+        assert!(k.len() == nkv * hd && v.len() == nkv * hd);
+        let ch = self.chunk;
+        let (c, p) = (self.len / ch, self.len % ch);
         if p == 0 {
-            self.k.push(vec![0.0; CHUNK * hd].into_boxed_slice());
-            self.v.push(vec![0.0; CHUNK * hd].into_boxed_slice());
+            self.chunks
+                .push(Chunk::new(2 * nkv * ch * hd * std::mem::size_of::<f32>()));
         }
-        self.k[c][p * hd..(p + 1) * hd].copy_from_slice(k);
-        self.v[c][p * hd..(p + 1) * hd].copy_from_slice(v);
-        if crate::planted::on("v_cache_f16") {
-            for x in &mut self.v[c][p * hd..(p + 1) * hd] {
-                *x = crate::quant::f16_to_f32(crate::quant::f32_to_f16(*x));
+        let chunk = self.chunks[c].values_mut();
+        for g in 0..nkv {
+            let at = (g * ch + p) * hd;
+            chunk[at..at + hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
+            let at = ((nkv + g) * ch + p) * hd;
+            let row = &mut chunk[at..at + hd];
+            row.copy_from_slice(&v[g * hd..(g + 1) * hd]);
+            if crate::planted::on("v_cache_f16") {
+                for x in row {
+                    *x = crate::quant::f16_to_f32(crate::quant::f32_to_f16(*x));
+                }
             }
         }
         self.len += 1;
@@ -77,22 +181,35 @@ impl HeadCache {
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
             self.len = len;
-            let chunks = len.div_ceil(CHUNK);
-            self.k.truncate(chunks);
-            self.v.truncate(chunks);
+            self.chunks.truncate(len.div_ceil(self.chunk));
         }
     }
 
-    /// The key of position `pos`.
-    pub fn key(&self, pos: usize) -> &[f32] {
-        let p = pos % CHUNK;
-        &self.k[pos / CHUNK][p * self.hd..(p + 1) * self.hd]
+    /// KV head `g`'s key at position `pos`.
+    pub fn key(&self, g: usize, pos: usize) -> &[f32] {
+        assert!(g < self.n_kv && pos < self.len);
+        let ch = self.chunk;
+        let at = (g * ch + pos % ch) * self.hd;
+        &self.chunks[pos / ch].values()[at..at + self.hd]
     }
 
-    /// The value of position `pos`.
-    pub fn value(&self, pos: usize) -> &[f32] {
-        let p = pos % CHUNK;
-        &self.v[pos / CHUNK][p * self.hd..(p + 1) * self.hd]
+    /// KV head `g`'s value at position `pos`.
+    pub fn value(&self, g: usize, pos: usize) -> &[f32] {
+        assert!(g < self.n_kv && pos < self.len);
+        let ch = self.chunk;
+        let at = ((self.n_kv + g) * ch + pos % ch) * self.hd;
+        &self.chunks[pos / ch].values()[at..at + self.hd]
+    }
+
+    /// KV head `g`'s keys (`value`: values) at positions `a..b`, which lie in one chunk, as one
+    /// slice of `(b − a)·hd` values.
+    fn rows(&self, g: usize, a: usize, b: usize, value: bool) -> &[f32] {
+        let ch = self.chunk;
+        assert!(g < self.n_kv && a <= b && b <= self.len);
+        assert!(a == b || a / ch == (b - 1) / ch);
+        let plane = if value { self.n_kv + g } else { g };
+        let at = (plane * ch + a % ch) * self.hd;
+        &self.chunks[a / ch].values()[at..at + (b - a) * self.hd]
     }
 }
 
@@ -115,128 +232,242 @@ impl AttnOrder {
     }
 }
 
-/// Attend query `q` to positions `0..limit` of `cache`: `p` receives the `limit` probabilities,
-/// `o` the `hd` outputs; `acc` is scratch.
+/// Output element `d` from its lane accumulators (lane `l` at `acc[l·hd + d]`): `hsum_float_8` of
+/// 8 lanes, or `ggml_vec_dot_f32`'s reduction of 32 (`(l + l16) + (l8 + l24)`, then `hadd8`).
+pub fn reduce_lane_sums(acc: &[f32], hd: usize, d: usize, lanes8: bool) -> f32 {
+    let lane = |l: usize| acc[l * hd + d];
+    if lanes8 {
+        hsum8(std::array::from_fn(lane))
+    } else {
+        let r: [f32; 8] =
+            std::array::from_fn(|l| (lane(l) + lane(16 + l)) + (lane(8 + l) + lane(24 + l)));
+        hadd8(r)
+    }
+}
+
+/// The query heads `heads` of one token attend to positions `0..limit` of `cache`; query head
+/// `h` reads KV head `h / group`. `q` holds the heads' queries (`hd` each, in order); `p` receives
+/// each head's `limit` probabilities (head `heads.start + r` at `p[r·limit..]`), `o` each head's
+/// `hd` outputs; `acc` is scratch. The SIMD variants prefetch the cache `prefetch` bytes ahead of
+/// the row they read (0: not at all); no distance changes a result.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     kernel: Kernel,
     q: &[f32],
-    cache: &HeadCache,
+    cache: &LayerCache,
+    heads: Range<usize>,
+    group: usize,
     limit: usize,
     scale: f32,
     order: AttnOrder,
+    prefetch: usize,
     p: &mut [f32],
     o: &mut [f32],
     acc: &mut Vec<f32>,
 ) {
-    assert!(limit <= cache.len && q.len() == cache.hd && p.len() >= limit && o.len() == cache.hd);
+    let (hd, nh) = (cache.hd, heads.len());
+    assert!(group >= 1 && heads.end.div_ceil(group) <= cache.n_kv);
+    assert!(limit <= cache.len && q.len() == nh * hd && p.len() >= nh * limit);
+    assert!(o.len() == nh * hd);
     #[cfg(target_arch = "x86_64")]
     if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
         && std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
     {
         // SAFETY: AVX2 and FMA were detected; the body reads only within the slices (asserted
-        // above).
-        unsafe { attend_avx2(q, cache, limit, scale, order, p, o, acc) };
+        // above, and by the cache's accessors).
+        unsafe {
+            attend_avx2(
+                q, cache, heads, group, limit, scale, order, prefetch, p, o, acc,
+            )
+        };
         return;
     }
     let _ = kernel;
-    attend_body::<false>(q, cache, limit, scale, order, p, o, acc);
+    attend_body::<false>(
+        q, cache, heads, group, limit, scale, order, prefetch, p, o, acc,
+    );
 }
 
-/// [`attend_body`] compiled for AVX2 + FMA (the same operations, so the same bits).
+/// [`attend_body`] compiled for AVX2 + FMA, with the row operations of
+/// [`crate::kernels::x86_attn`] (the same operations, so the same bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     q: &[f32],
-    cache: &HeadCache,
+    cache: &LayerCache,
+    heads: Range<usize>,
+    group: usize,
     limit: usize,
     scale: f32,
     order: AttnOrder,
+    prefetch: usize,
     p: &mut [f32],
     o: &mut [f32],
     acc: &mut Vec<f32>,
 ) {
-    attend_body::<true>(q, cache, limit, scale, order, p, o, acc);
+    attend_body::<true>(
+        q, cache, heads, group, limit, scale, order, prefetch, p, o, acc,
+    );
 }
 
-/// How many positions ahead the SIMD copy prefetches keys and values: the cache's rows come from
-/// memory in a decode step, in chunks too short for the hardware prefetcher to ramp up on.
-const PREFETCH_POSITIONS: usize = 32;
-
-/// Prefetch every cache line of a cached row (a hint: no result changes).
+/// One score's dot product, in the order `lanes8` names.
 #[inline(always)]
-fn prefetch_row(row: &[f32]) {
+fn row_dot<const SIMD: bool>(key: &[f32], q: &[f32], lanes8: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    for i in (0..row.len()).step_by(16) {
-        crate::kernels::x86::prefetch_line(row[i..].as_ptr());
+    if SIMD {
+        use crate::kernels::x86_attn;
+        // SAFETY: `SIMD` bodies run only inside `attend_avx2`, after AVX2 and FMA were detected.
+        return unsafe {
+            if lanes8 {
+                x86_attn::dot_lanes8(key, q)
+            } else {
+                x86_attn::dot_steps32(key, q)
+            }
+        };
+    }
+    if lanes8 {
+        dot_lanes8(key, q)
+    } else {
+        dot_steps32(key, q)
+    }
+}
+
+/// `acc[d] = fma(v[d], p, acc[d])`.
+#[inline(always)]
+fn row_axpy<const SIMD: bool>(acc: &mut [f32], v: &[f32], p: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: as in `row_dot`.
+        unsafe { crate::kernels::x86_attn::axpy(acc, v, p) };
+        return;
+    }
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a = x.mul_add(p, *a);
+    }
+}
+
+/// Every output element of one head from its lane accumulators.
+#[inline(always)]
+fn reduce<const SIMD: bool>(acc: &[f32], lanes8: bool, o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: as in `row_dot`.
+        unsafe { crate::kernels::x86_attn::reduce_lanes(acc, lanes8, o) };
+        return;
+    }
+    let hd = o.len();
+    for (d, od) in o.iter_mut().enumerate() {
+        *od = reduce_lane_sums(acc, hd, d, lanes8);
+    }
+}
+
+/// The chunks' position ranges below `limit`, and for each the KV heads `heads` reads with the
+/// query heads of each.
+fn visit(
+    chunk: usize,
+    limit: usize,
+    heads: &Range<usize>,
+    group: usize,
+    mut f: impl FnMut(Range<usize>, usize, Range<usize>),
+) {
+    if heads.is_empty() {
+        return;
+    }
+    let kv = heads.start / group..(heads.end - 1) / group + 1;
+    for c in 0..limit.div_ceil(chunk) {
+        let positions = c * chunk..((c + 1) * chunk).min(limit);
+        for g in kv.clone() {
+            let hs = (g * group).max(heads.start)..((g + 1) * group).min(heads.end);
+            f(positions.clone(), g, hs);
+        }
+    }
+}
+
+/// Prefetch the cache lines `ahead` bytes past each line of `row` (a hint: never faults, whatever
+/// the address, and changes no result). A chunk's rows lie back to back, so this keeps a fixed
+/// distance ahead along the stream of keys or values.
+#[inline(always)]
+fn prefetch_span(row: &[f32], ahead: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = row.as_ptr().wrapping_add(ahead / 4);
+        for i in (0..row.len()).step_by(16) {
+            crate::kernels::x86::prefetch_line(p.wrapping_add(i));
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
+    let _ = (row, ahead);
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_body<const SIMD: bool>(
     q: &[f32],
-    cache: &HeadCache,
+    cache: &LayerCache,
+    heads: Range<usize>,
+    group: usize,
     limit: usize,
     scale: f32,
     order: AttnOrder,
+    prefetch: usize,
     p: &mut [f32],
     o: &mut [f32],
     acc: &mut Vec<f32>,
 ) {
-    let hd = cache.hd;
-    for (j, pj) in p[..limit].iter_mut().enumerate() {
-        if SIMD {
-            if j + PREFETCH_POSITIONS < limit {
-                prefetch_row(cache.key(j + PREFETCH_POSITIONS));
+    let (hd, h0, nh) = (cache.hd, heads.start, heads.len());
+    // Scores, each chunk's keys in address order.
+    visit(cache.chunk, limit, &heads, group, |pos, g, hs| {
+        let keys = cache.rows(g, pos.start, pos.end, false);
+        for (j, key) in pos.zip(keys.chunks_exact(hd.max(1))) {
+            if SIMD && prefetch > 0 {
+                prefetch_span(key, prefetch);
             }
-            // The values' first rows, for the sum after the softmax.
-            if j < PREFETCH_POSITIONS {
-                prefetch_row(cache.value(j));
+            for h in hs.clone() {
+                let r = h - h0;
+                let dot = row_dot::<SIMD>(key, &q[r * hd..(r + 1) * hd], order.kq_lanes8);
+                p[r * limit + j] = dot * scale;
             }
         }
-        let dot = if order.kq_lanes8 {
-            dot_lanes8(cache.key(j), q)
-        } else {
-            dot_steps32(cache.key(j), q)
-        };
-        *pj = dot * scale;
+    });
+    for r in 0..nh {
+        let pr = &mut p[r * limit..(r + 1) * limit];
+        crate::ggml_math::softmax_body(pr);
+        if SIMD && crate::planted::on("simd_softmax_remainder") && limit % 8 != 0 {
+            pr[limit - 1] = 0.0;
+        }
     }
-    crate::ggml_math::softmax_body(&mut p[..limit]);
-    if SIMD && crate::planted::on("simd_softmax_remainder") && limit % 8 != 0 {
-        p[limit - 1] = 0.0;
-    }
-    // Lane accumulators: lane `j % L` of output element `d` at `acc[(j % L)·hd + d]`.
+    // Lane accumulators: lane `j % L` of head `r`'s output element `d` at
+    // `acc[(r·L + j % L)·hd + d]`.
     let lanes = if order.kqv_lanes8 { 8 } else { 32 };
     acc.clear();
-    acc.resize(lanes * hd, 0.0);
-    for (j, &pj) in p[..limit].iter().enumerate() {
-        if SIMD && j + PREFETCH_POSITIONS < limit {
-            prefetch_row(cache.value(j + PREFETCH_POSITIONS));
+    acc.resize(nh * lanes * hd, 0.0);
+    let shifted = crate::planted::on("kv_cache_value_offset");
+    visit(cache.chunk, limit, &heads, group, |pos, g, hs| {
+        let values = cache.rows(g, pos.start, pos.end, true);
+        for (j, v) in pos.zip(values.chunks_exact(hd.max(1))) {
+            if SIMD && prefetch > 0 {
+                prefetch_span(v, prefetch);
+            }
+            let v = if shifted && j > 0 {
+                cache.value(g, j - 1)
+            } else {
+                v
+            };
+            for h in hs.clone() {
+                let r = h - h0;
+                let at = (r * lanes + j % lanes) * hd;
+                row_axpy::<SIMD>(&mut acc[at..at + hd], v, p[r * limit + j]);
+            }
         }
-        let a = &mut acc[(j % lanes) * hd..(j % lanes + 1) * hd];
-        let jv = if crate::planted::on("kv_cache_value_offset") {
-            j.saturating_sub(1)
-        } else {
-            j
-        };
-        for (ad, &v) in a.iter_mut().zip(cache.value(jv)) {
-            *ad = v.mul_add(pj, *ad);
-        }
-    }
-    for (d, od) in o.iter_mut().enumerate() {
-        let lane = |l: usize| acc[l * hd + d];
-        *od = if order.kqv_lanes8 {
-            hsum8(std::array::from_fn(lane))
-        } else {
-            let r: [f32; 8] =
-                std::array::from_fn(|l| (lane(l) + lane(16 + l)) + (lane(8 + l) + lane(24 + l)));
-            hadd8(r)
-        };
+    });
+    for r in 0..nh {
+        reduce::<SIMD>(
+            &acc[r * lanes * hd..(r + 1) * lanes * hd],
+            order.kqv_lanes8,
+            &mut o[r * hd..(r + 1) * hd],
+        );
     }
 }
 
@@ -246,9 +477,9 @@ mod tests {
     use crate::ggml_math::{dot_lanes8, dot_steps32, softmax};
     use proptest::prelude::*;
 
-    /// ggml's computation spelled out on its own shapes: the scores row and the value columns
-    /// padded to a multiple of 256 positions (zero keys and values, scores masked to −∞), each
-    /// product one dot over the whole padded length.
+    /// ggml's computation spelled out on its own shapes, for one query head: the scores row and
+    /// the value columns padded to a multiple of 256 positions (zero keys and values, scores
+    /// masked to −∞), each product one dot over the whole padded length.
     fn reference(
         q: &[f32],
         ks: &[Vec<f32>],
@@ -287,58 +518,116 @@ mod tests {
         (p, o)
     }
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     proptest! {
+        /// Every range of query heads, on every variant, against the reference head by head,
+        /// with several KV heads shared by groups of query heads and caches past a chunk.
         #[test]
         fn attend_equals_ggml_on_padded_rows(
             seed in any::<u64>(), n in 1usize..150, hd in 1usize..70, limit_back in 0usize..5,
-            kq8 in any::<bool>(), kqv8 in any::<bool>(),
+            n_kv in 1usize..4, group in 1usize..4, first in 0usize..12, count in 1usize..12,
+            chunk in 1usize..80, kq8 in any::<bool>(), kqv8 in any::<bool>(),
+            prefetch in prop::sample::select(vec![0usize, 64, 2048]),
         ) {
             let mut s = seed | 1;
             let mut f = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0 };
-            let ks: Vec<Vec<f32>> = (0..n).map(|_| (0..hd).map(|_| f() * 3.0).collect()).collect();
-            let vs: Vec<Vec<f32>> = (0..n).map(|_| (0..hd).map(|_| f()).collect()).collect();
-            let q: Vec<f32> = (0..hd).map(|_| f()).collect();
-            let mut c = HeadCache::new(hd);
+            let nh = n_kv * group;
+            let h0 = first % nh;
+            let heads = h0..(h0 + count).min(nh);
+            // Position-major rows: position × KV head × hd.
+            let ks: Vec<Vec<f32>> = (0..n).map(|_| (0..n_kv * hd).map(|_| f() * 3.0).collect()).collect();
+            let vs: Vec<Vec<f32>> = (0..n).map(|_| (0..n_kv * hd).map(|_| f()).collect()).collect();
+            let q: Vec<f32> = (0..heads.len() * hd).map(|_| f()).collect();
+            let mut c = LayerCache::with_chunk_positions(n_kv, hd, chunk);
             for (k, v) in ks.iter().zip(&vs) {
                 c.push(k, v);
             }
-            prop_assert_eq!(c.key(n - 1), &ks[n - 1][..]);
-            prop_assert_eq!(c.value(n - 1), &vs[n - 1][..]);
+            prop_assert_eq!(c.key(n_kv - 1, n - 1), &ks[n - 1][(n_kv - 1) * hd..]);
+            prop_assert_eq!(c.value(0, n - 1), &vs[n - 1][..hd]);
             let limit = n.saturating_sub(limit_back).max(1);
             let order = AttnOrder { kq_lanes8: kq8, kqv_lanes8: kqv8 };
-            let (wp, wo) = reference(&q, &ks, &vs, limit, 0.125, order);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             let mut acc = Vec::new();
             for k in Kernel::available() {
-                let (mut p, mut o) = (vec![0f32; n], vec![0f32; hd]);
-                attend(k, &q, &c, limit, 0.125, order, &mut p, &mut o, &mut acc);
-                prop_assert_eq!(bits(&p[..limit]), bits(&wp), "{:?}", k);
-                prop_assert_eq!(bits(&o), bits(&wo), "{:?}", k);
+                let (mut p, mut o) = (vec![0f32; heads.len() * limit], vec![0f32; heads.len() * hd]);
+                attend(k, &q, &c, heads.clone(), group, limit, 0.125, order, prefetch, &mut p, &mut o, &mut acc);
+                for (r, h) in heads.clone().enumerate() {
+                    let g = h / group;
+                    let head = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
+                        rows.iter().map(|row| row[g * hd..(g + 1) * hd].to_vec()).collect()
+                    };
+                    let (wp, wo) = reference(&q[r * hd..(r + 1) * hd], &head(&ks), &head(&vs), limit, 0.125, order);
+                    prop_assert_eq!(bits(&p[r * limit..(r + 1) * limit]), bits(&wp), "{:?} head {}", k, h);
+                    prop_assert_eq!(bits(&o[r * hd..(r + 1) * hd]), bits(&wo), "{:?} head {}", k, h);
+                }
             }
         }
     }
 
     #[test]
+    fn positions_land_in_chunks_head_by_head() {
+        // Hand-worked addresses: 2 KV heads of 3 values, chunks of 4 positions; position 5 is
+        // chunk 1, row 1.
+        let mut c = LayerCache::with_chunk_positions(2, 3, 4);
+        for pos in 0..7 {
+            let x = pos as f32;
+            c.push(
+                &[x, x, x, x + 0.5, x + 0.5, x + 0.5],
+                &[-x, -x, -x, 9.0, 9.0, x],
+            );
+        }
+        assert_eq!(c.chunks.len(), 2);
+        let chunk = c.chunks[1].values();
+        let row = |at: usize| &chunk[at * 3..at * 3 + 3];
+        // Keys: head 0's 4 rows, then head 1's; the values after both heads' keys.
+        assert_eq!(row(1), &[5.0; 3]);
+        assert_eq!(row(4 + 1), &[5.5; 3]);
+        assert_eq!(row(8 + 1), &[-5.0; 3]);
+        assert_eq!(row(12 + 1), &[9.0, 9.0, 5.0]);
+        assert_eq!(c.key(1, 5), &[5.5; 3]);
+        assert_eq!(c.value(1, 5), &[9.0, 9.0, 5.0]);
+        assert_eq!(c.key(0, 3), &[3.0; 3]);
+        assert_eq!(c.rows(0, 4, 6, true), &[-4.0, -4.0, -4.0, -5.0, -5.0, -5.0]);
+    }
+
+    #[test]
+    fn chunks_are_whole_huge_pages_of_at_least_the_fewest_positions() {
+        // 700M-shaped: 16 KV heads of 96, 12 KiB a position: 170 positions in 2 MiB.
+        let c = LayerCache::new(16, 96);
+        assert_eq!(c.chunk_positions(), 170);
+        // 64 positions of 64 KiB need two huge pages.
+        let c = LayerCache::new(64, 128);
+        assert_eq!(c.chunk_positions(), 64);
+        let mut c = LayerCache::new(1, 2);
+        c.push(&[1.0, 2.0], &[3.0, 4.0]);
+        assert_eq!(c.chunks[0].len, CHUNK_BYTES);
+        assert_eq!(c.chunks[0].values().as_ptr() as usize % CHUNK_BYTES, 0);
+    }
+
+    #[test]
     fn truncating_drops_positions_and_later_pushes_reuse_their_places() {
+        const C: usize = 4;
         let row = |p: usize, x: f32| vec![p as f32 + x; 3];
-        let mut c = HeadCache::new(3);
-        for p in 0..CHUNK + 6 {
+        let mut c = LayerCache::with_chunk_positions(1, 3, C);
+        for p in 0..C + 3 {
             c.push(&row(p, 0.0), &row(p, 0.5));
         }
         // Within a chunk, and at a chunk boundary.
-        for keep in [CHUNK + 2, CHUNK, 5] {
+        for keep in [C + 2, C, 3] {
             c.truncate(keep);
             assert_eq!(c.len(), keep);
             c.push(&row(keep, 100.0), &row(keep, 200.0));
             assert_eq!(c.len(), keep + 1);
-            assert_eq!(c.key(keep), &row(keep, 100.0)[..]);
-            assert_eq!(c.value(keep), &row(keep, 200.0)[..]);
-            assert_eq!(c.key(keep - 1), &row(keep - 1, 0.0)[..]);
-            assert_eq!(c.k.len(), (keep + 1).div_ceil(CHUNK));
+            assert_eq!(c.key(0, keep), &row(keep, 100.0)[..]);
+            assert_eq!(c.value(0, keep), &row(keep, 200.0)[..]);
+            assert_eq!(c.key(0, keep - 1), &row(keep - 1, 0.0)[..]);
+            assert_eq!(c.chunks.len(), (keep + 1).div_ceil(C));
         }
         // Truncating to more than is cached changes nothing.
         c.truncate(1000);
-        assert_eq!(c.len(), 6);
+        assert_eq!(c.len(), 4);
     }
 
     #[test]

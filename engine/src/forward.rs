@@ -15,10 +15,8 @@
 //! - matrix products: see [`crate::kernels`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::RwLock;
 
-use crate::attention::{attend, AttnOrder, HeadCache};
+use crate::attention::{attend, AttnOrder, LayerCache};
 use crate::gguf::GgmlType;
 use crate::kernels::plan::KernelPlan;
 use crate::kernels::rows_out::SharedOut;
@@ -45,7 +43,7 @@ pub struct Session<'m> {
     kernels: KernelLog,
     /// Per layer, positions × n_head_kv × head_dim.
     /// Per layer, per KV head.
-    cache: Vec<Vec<HeadCache>>,
+    cache: Vec<LayerCache>,
     n_past: usize,
     /// Decode calls so far (0 = nothing run; the first call is step 0).
     calls: u32,
@@ -106,15 +104,6 @@ fn par_rows(
     });
 }
 
-/// Sets its flag when dropped (also while unwinding).
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
 impl<'m> Session<'m> {
     pub fn new(model: &'m Model, threads: usize, kernel: Kernel) -> Session<'m> {
         Session::new_with(model, threads, kernel, unpack_tq1_for(kernel))
@@ -134,7 +123,7 @@ impl<'m> Session<'m> {
             kernel,
             plan: KernelPlan::uniform(kernel),
             kernels: KernelLog::default(),
-            cache: vec![vec![HeadCache::new(model.config.head_dim); model.config.n_head_kv]; n],
+            cache: vec![LayerCache::new(model.config.n_head_kv, model.config.head_dim); n],
             n_past: 0,
             calls: 0,
             nudge_embeddings: false,
@@ -454,6 +443,7 @@ impl<'m> Session<'m> {
             keep_probs,
             self.threads,
             self.kernel,
+            self.plan.attention_distance(),
         );
         self.cache[l] = caches;
         out
@@ -558,20 +548,18 @@ pub fn residual(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Attention of `n` new tokens against one layer's KV heads `caches` (which hold the earlier
-/// positions): appends the new keys and values, returns the caches and (output `n × n_embd`,
-/// probabilities `n × n_head × n_kv` when `keep_probs`).
+/// Attention of `n` new tokens against one layer's KV cache (which holds the earlier positions):
+/// appends the new keys and values, returns the cache and (output `n × n_embd`, probabilities
+/// `n × n_head × n_kv` when `keep_probs`). `kernel` and `prefetch` as for
+/// [`crate::attention::attend`].
 ///
-/// Heads are independent: the threads take them in turn from a counter (a head's sums are the same
-/// whichever thread computes it) and write their rows in place. Each KV head's new positions are
-/// appended by the thread that takes the first query head of its group, inside the pass (appending
-/// is stores to cold cache lines, ~1 µs per head, which one thread did alone before); the group's
-/// other heads wait for that append. Heads are handed out in order, so the appending head of a
-/// group is always taken before the others: no wait can block the append.
+/// Heads are independent: each thread takes a contiguous range of query heads (a head's sums are
+/// the same whichever thread computes it) and reads their KV heads' rows in address order, every
+/// chunk's keys and then its values (see [`crate::attention`]), writing its heads' rows in place.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_layer(
     c: &crate::model::Config,
-    caches: Vec<HeadCache>,
+    mut cache: LayerCache,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -579,12 +567,27 @@ pub fn attend_layer(
     keep_probs: bool,
     threads: usize,
     kernel: Kernel,
-) -> (Vec<HeadCache>, (Vec<f32>, Vec<f32>)) {
+    prefetch: usize,
+) -> (LayerCache, (Vec<f32>, Vec<f32>)) {
     let (e, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
-    let p0 = caches.first().map_or(0, |h| h.len());
+    let p0 = cache.len();
     let n_kv = p0 + n;
-    let heads: Vec<RwLock<HeadCache>> = caches.into_iter().map(RwLock::new).collect();
-    let appended: Vec<AtomicBool> = (0..nkv).map(|_| AtomicBool::new(false)).collect();
+    let swapped = crate::planted::on("gqa_kv_head_swapped");
+    for i in 0..n {
+        let row = |x: &[f32]| -> Vec<f32> {
+            let at = i * nkv * hd;
+            if swapped {
+                // Each KV head takes the next one's row.
+                (0..nkv)
+                    .flat_map(|g| &x[at + (g + 1) % nkv * hd..][..hd])
+                    .copied()
+                    .collect()
+            } else {
+                x[at..at + nkv * hd].to_vec()
+            }
+        };
+        cache.push(&row(k), &row(v));
+    }
     let scale = if crate::planted::on("attn_scale_inverse_dim") {
         1.0f32 / hd as f32
     } else {
@@ -597,76 +600,57 @@ pub fn attend_layer(
         let (p_rows, p_tok) = if keep_probs { (nh * n_kv, n) } else { (0, 0) };
         let att_out = SharedOut::new(&mut att, nh * hd, n);
         let probs_out = SharedOut::new(&mut probs, p_rows, p_tok);
-        let next = AtomicUsize::new(0);
         let order = AttnOrder::for_pass(n, nh, hd);
-        crate::kernels::pool::run(threads.min(nh).max(1), &|_| {
-            let (mut pp, mut oo) = (vec![0f32; n_kv], vec![0f32; hd]);
+        let workers = threads.min(nh).max(1);
+        let cache = &cache;
+        crate::kernels::pool::run(workers, &|w| {
+            let heads = w * nh / workers..(w + 1) * nh / workers;
+            let (h0, h1) = (heads.start, heads.end);
+            if heads.is_empty() {
+                return;
+            }
+            let (mut pp, mut oo) = (vec![0f32; heads.len() * n_kv], vec![0f32; heads.len() * hd]);
             let mut acc: Vec<f32> = Vec::new();
-            loop {
-                let hh = next.fetch_add(1, Ordering::Relaxed);
-                if hh >= nh {
-                    break;
-                }
-                let g = hh / group;
-                if hh % group == 0 {
-                    // Marks the append done also if it panics, so no head waits forever (the pass
-                    // then fails with that panic).
-                    let _done = SetOnDrop(&appended[g]);
-                    let mut cache = heads[g].write().unwrap_or_else(|e| e.into_inner());
-                    let src = if crate::planted::on("gqa_kv_head_swapped") {
-                        (g + 1) % nkv
-                    } else {
-                        g
-                    };
-                    for i in 0..n {
-                        let r = (i * nkv + src) * hd..(i * nkv + src + 1) * hd;
-                        cache.push(&k[r.clone()], &v[r]);
-                    }
+            // SAFETY: the workers' head ranges are disjoint, and heads' rows do not overlap.
+            let mut ao = unsafe { att_out.rows(h0 * hd, h1 * hd) };
+            let mut po = keep_probs
+                // SAFETY: as above.
+                .then(|| unsafe { probs_out.rows(h0 * n_kv, h1 * n_kv) });
+            for i in 0..n {
+                let limit = if crate::planted::on("causal_mask_missing") {
+                    n_kv
                 } else {
-                    while !appended[g].load(Ordering::Acquire) {
-                        std::hint::spin_loop();
-                    }
+                    p0 + i + 1 // causal: positions 0..=p0+i
+                };
+                attend(
+                    kernel,
+                    &q[(i * nh + h0) * hd..(i * nh + h1) * hd],
+                    cache,
+                    heads.clone(),
+                    group,
+                    limit,
+                    scale,
+                    order,
+                    prefetch,
+                    &mut pp,
+                    &mut oo,
+                    &mut acc,
+                );
+                for (d, &v) in oo.iter().enumerate() {
+                    ao.set(h0 * hd + d, i, v);
                 }
-                let cache = heads[g].read().unwrap_or_else(|e| e.into_inner());
-                // SAFETY: head `hh` is handed out once, and heads' rows do not overlap.
-                let mut ao = unsafe { att_out.rows(hh * hd, (hh + 1) * hd) };
-                let mut po = keep_probs
-                    // SAFETY: as above.
-                    .then(|| unsafe { probs_out.rows(hh * n_kv, (hh + 1) * n_kv) });
-                for i in 0..n {
-                    let limit = if crate::planted::on("causal_mask_missing") {
-                        n_kv
-                    } else {
-                        p0 + i + 1 // causal: positions 0..=p0+i
-                    };
-                    attend(
-                        kernel,
-                        &q[(i * nh + hh) * hd..(i * nh + hh + 1) * hd],
-                        &cache,
-                        limit,
-                        scale,
-                        order,
-                        &mut pp,
-                        &mut oo,
-                        &mut acc,
-                    );
-                    for (d, &v) in oo.iter().enumerate() {
-                        ao.set(hh * hd + d, i, v);
-                    }
-                    if let Some(po) = po.as_mut() {
-                        for (j, &pj) in pp.iter().enumerate() {
-                            po.set(hh * n_kv + j, i, if j < limit { pj } else { 0.0 });
+                if let Some(po) = po.as_mut() {
+                    for r in 0..heads.len() {
+                        for j in 0..n_kv {
+                            let pj = if j < limit { pp[r * limit + j] } else { 0.0 };
+                            po.set((h0 + r) * n_kv + j, i, pj);
                         }
                     }
                 }
             }
         });
     }
-    let caches = heads
-        .into_iter()
-        .map(|h| h.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
-    (caches, (att, probs))
+    (cache, (att, probs))
 }
 
 /// The next f32 above `v` (one ulp up; for zero the smallest subnormal).

@@ -11,7 +11,7 @@
 //! finish); float products in both orders; embedding, RMSNorm, RoPE; attention; SwiGLU, ReLU²,
 //! residual, scale; the bandwidth kernel; the host-emulated session against the CPU engine.
 
-use bitnet_engine::attention::{attend, AttnOrder, HeadCache};
+use bitnet_engine::attention::{attend, AttnOrder, LayerCache};
 use bitnet_engine::cuda::{self, CudaSession, Target};
 use bitnet_engine::forward::{self, RunOptions, Tracer};
 use bitnet_engine::ggml_math;
@@ -324,24 +324,22 @@ proptest! {
         let (out, probs) = host::attention(&q, &kc, &vc, shape);
         let order = AttnOrder { kq_lanes8: kq8, kqv_lanes8: kqv8 };
         let mut acc = Vec::new();
-        for g in 0..kv_heads {
-            let mut cache = HeadCache::new(hd);
-            for pos in 0..n_kv {
-                let at = (pos * kv_heads + g) * hd;
-                cache.push(&kc[at..at + hd], &vc[at..at + hd]);
-            }
-            for hh in g * group..(g + 1) * group {
-                for i in 0..n {
-                    let limit = p0 + i + 1;
-                    let (mut p, mut o) = (vec![0f32; n_kv], vec![0f32; hd]);
-                    let qi = &q[(i * heads + hh) * hd..(i * heads + hh + 1) * hd];
-                    attend(Kernel::Scalar, qi, &cache, limit, scale, order, &mut p, &mut o, &mut acc);
-                    let prow = &probs[(i * heads + hh) * n_kv..(i * heads + hh + 1) * n_kv];
-                    prop_assert_eq!(bits(&prow[..limit]), bits(&p[..limit]), "probs token {} head {}", i, hh);
-                    prop_assert!(prow[limit..].iter().all(|&v| v == 0.0), "zero past the position");
-                    let orow = &out[(i * heads + hh) * hd..(i * heads + hh + 1) * hd];
-                    prop_assert_eq!(bits(orow), bits(&o), "output token {} head {}", i, hh);
-                }
+        let mut cache = LayerCache::new(kv_heads, hd);
+        for pos in 0..n_kv {
+            let at = pos * kv_heads * hd;
+            cache.push(&kc[at..at + kv_heads * hd], &vc[at..at + kv_heads * hd]);
+        }
+        for hh in 0..heads {
+            for i in 0..n {
+                let limit = p0 + i + 1;
+                let (mut p, mut o) = (vec![0f32; limit], vec![0f32; hd]);
+                let qi = &q[(i * heads + hh) * hd..(i * heads + hh + 1) * hd];
+                attend(Kernel::Scalar, qi, &cache, hh..hh + 1, group, limit, scale, order, 0, &mut p, &mut o, &mut acc);
+                let prow = &probs[(i * heads + hh) * n_kv..(i * heads + hh + 1) * n_kv];
+                prop_assert_eq!(bits(&prow[..limit]), bits(&p[..limit]), "probs token {} head {}", i, hh);
+                prop_assert!(prow[limit..].iter().all(|&v| v == 0.0), "zero past the position");
+                let orow = &out[(i * heads + hh) * hd..(i * heads + hh + 1) * hd];
+                prop_assert_eq!(bits(orow), bits(&o), "output token {} head {}", i, hh);
             }
         }
     }

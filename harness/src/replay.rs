@@ -35,7 +35,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bitnet_engine::attention::HeadCache;
+use bitnet_engine::attention::LayerCache;
 use bitnet_engine::forward::{attend_layer, residual, Session};
 use bitnet_engine::gguf::GgmlType;
 use bitnet_engine::kernels::Kernel;
@@ -288,8 +288,7 @@ pub fn replay(
     let s = Session::new(model, threads, kernel);
     let mut out = Replay::default();
     // Keys and values of earlier steps, per layer, from the reference.
-    let mut past: Vec<Vec<HeadCache>> =
-        vec![vec![HeadCache::new(c.head_dim); c.n_head_kv]; c.n_layer];
+    let mut past: Vec<LayerCache> = vec![LayerCache::new(c.n_head_kv, c.head_dim); c.n_layer];
     // The int8 activations a product of this weight type quantizes its input to, checked
     // against an independent quantizer.
     let flips = |ty: GgmlType, h: &[f32], width: usize| match ty {
@@ -400,7 +399,7 @@ pub fn replay(
                 )?;
             }
             if let Some(h) = input(name(Stage::AttnNorm))? {
-                let [q, k, v] = s.qkv(layer, &h, n, past[l][0].len());
+                let [q, k, v] = s.qkv(layer, &h, n, past[l].len());
                 let flips = flips(layer.wq.info.ty, &h, e);
                 check(&mut out, at(Stage::Q), &q, flips)?;
                 check(&mut out, at(Stage::K), &k, None)?;
@@ -413,8 +412,18 @@ pub fn replay(
             );
             if let (Some(q), Some(k), Some(v)) = (q, k, v) {
                 let caches = std::mem::take(&mut past[l]);
-                let (caches, (att, probs)) =
-                    attend_layer(c, caches, &q, &k, &v, n, true, threads, kernel);
+                let (caches, (att, probs)) = attend_layer(
+                    c,
+                    caches,
+                    &q,
+                    &k,
+                    &v,
+                    n,
+                    true,
+                    threads,
+                    kernel,
+                    bitnet_engine::attention::PREFETCH,
+                );
                 past[l] = caches;
                 check(&mut out, at(Stage::AttnProbs), &probs, None)?;
                 check(&mut out, at(Stage::KqvOut), &att, None)?;

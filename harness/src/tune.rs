@@ -38,9 +38,10 @@ pub struct TuneEntry {
 }
 
 /// The version of `tune.json` this harness writes and reads; a file of another version (one
-/// tuned before decode kinds had measured prefetch distances, or before entries recorded the
-/// weights' pages) is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 3;
+/// tuned before decode kinds had measured prefetch distances, before entries recorded the
+/// weights' pages, or before the attention's prefetch distance was measured) is measured again
+/// and replaced.
+pub const TUNE_SCHEMA: u32 = 4;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

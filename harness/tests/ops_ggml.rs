@@ -5,7 +5,7 @@
 //! transposed V), SwiGLU (`ggml_swiglu_split`) and RMSNorm times its weight. Every value must be
 //! equal bit for bit, for every kernel variant this CPU runs. The expected values are ggml's.
 
-use bitnet_engine::attention::{attend, AttnOrder, HeadCache};
+use bitnet_engine::attention::{attend, AttnOrder, LayerCache, PREFETCH};
 use bitnet_engine::forward::{rms_norm, rope_neox, rope_neox_with};
 use bitnet_engine::ggml_math::swiglu;
 use bitnet_engine::kernels::Kernel;
@@ -295,29 +295,46 @@ fn attention_equals_ggml_mul_mat_soft_max_mul_mat() {
         let scale = 1.0 / (hd as f32).sqrt();
         let (wp, wo) = ggml_attention(&q, &ks, &vs, hd, n_head, n_kv_head, n_past, n_tok, scale);
         let n_kv = n_cells.div_ceil(256) * 256;
-        let mut caches = vec![HeadCache::new(hd); n_kv_head];
+        let mut cache = LayerCache::new(n_kv_head, hd);
         for p in 0..n_cells {
-            for (g, c) in caches.iter_mut().enumerate() {
-                let r = (p * n_kv_head + g) * hd..(p * n_kv_head + g + 1) * hd;
-                c.push(&ks[r.clone()], &vs[r]);
-            }
+            let r = p * n_kv_head * hd..(p + 1) * n_kv_head * hd;
+            cache.push(&ks[r.clone()], &vs[r]);
         }
         let order = AttnOrder::for_pass(n_tok, n_head, hd);
+        let group = n_head / n_kv_head;
         for k in Kernel::available() {
-            let (mut pp, mut oo, mut acc) = (vec![0f32; n_cells], vec![0f32; hd], Vec::new());
+            let (mut pp, mut oo, mut acc) = (
+                vec![0f32; n_head * n_cells],
+                vec![0f32; n_head * hd],
+                Vec::new(),
+            );
             for i in 0..n_tok {
+                let limit = n_past + i + 1;
+                // Every head at once, as a one-thread pass takes them.
+                let qi = &q[i * n_head * hd..(i + 1) * n_head * hd];
+                attend(
+                    k,
+                    qi,
+                    &cache,
+                    0..n_head,
+                    group,
+                    limit,
+                    scale,
+                    order,
+                    PREFETCH,
+                    &mut pp,
+                    &mut oo,
+                    &mut acc,
+                );
                 for h in 0..n_head {
-                    let limit = n_past + i + 1;
-                    let qh = &q[(i * n_head + h) * hd..(i * n_head + h + 1) * hd];
-                    let c = &caches[h / (n_head / n_kv_head)];
-                    attend(k, qh, c, limit, scale, order, &mut pp, &mut oo, &mut acc);
+                    let (pp, oo) = (&pp[h * limit..(h + 1) * limit], &oo[h * hd..(h + 1) * hd]);
                     let what = format!(
                         "hd {hd} heads {n_head}/{n_kv_head} past {n_past} tokens {n_tok} {k:?}: token {i} head {h}"
                     );
                     let wrow = &wp[(i * n_head + h) * n_kv..][..limit];
                     assert_bits(&pp[..limit], wrow, &format!("{what}: probabilities"));
                     let orow = &wo[(i * n_head + h) * hd..][..hd];
-                    assert_bits(&oo, orow, &format!("{what}: output"));
+                    assert_bits(oo, orow, &format!("{what}: output"));
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! is chosen by measurement like the products' variants.
 
 use super::{attend_layer, ffn_elementwise, rope_neox_with, Session};
-use crate::attention::HeadCache;
+use crate::attention::LayerCache;
 use crate::kernels::plan::OtherWork;
 use crate::kernels::Kernel;
 use crate::model::Config;
@@ -19,8 +19,8 @@ pub const POSITIONS: usize = 256;
 /// attention of one token against `positions` cached ones, and SiLU·up (or ReLU²·up) over `n_ff`.
 pub struct DecodeOther<'m> {
     config: &'m Config,
-    /// Copies of one layer's cache (per KV head), `positions` long.
-    layers: Vec<Vec<HeadCache>>,
+    /// Copies of one layer's cache, `positions` long.
+    layers: Vec<LayerCache>,
     next: usize,
     positions: usize,
     q: Vec<f32>,
@@ -46,21 +46,15 @@ impl<'m> Session<'m> {
         let layer_bytes = positions * nkv * hd * 2 * std::mem::size_of::<f32>();
         let copies = (STREAM_BYTES / layer_bytes.max(1)).clamp(1, 64);
         let (keys, values) = (pattern(nkv * hd, 1), pattern(nkv * hd, 2));
-        let layer: Vec<HeadCache> = (0..nkv)
-            .map(|g| {
-                let mut h = HeadCache::new(hd);
-                for p in 0..positions {
-                    let r = g * hd..(g + 1) * hd;
-                    // Vary the keys by position so the scores are not all equal.
-                    let k: Vec<f32> = keys[r.clone()]
-                        .iter()
-                        .map(|x| x * ((p % 7) as f32 - 3.0) / 3.0)
-                        .collect();
-                    h.push(&k, &values[r]);
-                }
-                h
-            })
-            .collect();
+        let mut layer = LayerCache::new(nkv, hd);
+        for p in 0..positions {
+            // Vary the keys by position so the scores are not all equal.
+            let k: Vec<f32> = keys
+                .iter()
+                .map(|x| x * ((p % 7) as f32 - 3.0) / 3.0)
+                .collect();
+            layer.push(&k, &values);
+        }
         DecodeOther {
             config: c,
             layers: vec![layer; copies],
@@ -84,7 +78,7 @@ impl OtherWork for DecodeOther<'_> {
         )
     }
 
-    fn run(&mut self, kernel: Kernel, threads: usize) {
+    fn run(&mut self, kernel: Kernel, prefetch: Option<usize>, threads: usize) {
         let c = self.config;
         let i = self.next % self.layers.len();
         self.next += 1;
@@ -97,13 +91,14 @@ impl OtherWork for DecodeOther<'_> {
             self.positions as f32,
             c.rope_base,
         );
-        let caches = std::mem::take(&mut self.layers[i]);
-        let (mut caches, out) = attend_layer(c, caches, &q, &k, &self.v, 1, false, threads, kernel);
+        let cache = std::mem::take(&mut self.layers[i]);
+        let prefetch = prefetch.unwrap_or(crate::attention::PREFETCH);
+        let (mut cache, out) = attend_layer(
+            c, cache, &q, &k, &self.v, 1, false, threads, kernel, prefetch,
+        );
         // Take the appended position back: every pass reads the same number of positions.
-        for h in &mut caches {
-            h.truncate(self.positions);
-        }
-        self.layers[i] = caches;
+        cache.truncate(self.positions);
+        self.layers[i] = cache;
         let act = ffn_elementwise(c, kernel, threads, &self.gate, &self.up);
         std::hint::black_box((out, act));
     }
@@ -171,7 +166,7 @@ mod tests {
         // Every timed pass read the same cache: the appended position was taken back each time.
         assert!(other.next >= 3 * Kernel::available().len());
         for layer in &other.layers {
-            assert!(layer.iter().all(|h| h.len() == super::POSITIONS));
+            assert_eq!(layer.len(), super::POSITIONS);
         }
         assert!(other.describe().contains("256 positions"));
     }

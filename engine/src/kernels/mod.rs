@@ -19,6 +19,8 @@ pub mod tune;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_attn;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_i2s;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_vnni256;
@@ -172,6 +174,12 @@ impl Kernel {
                 ty,
                 GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S | GgmlType::F16 | GgmlType::F32
             )
+    }
+
+    /// Whether this variant's attention prefetches the KV cache at a distance a plan can choose
+    /// (the AVX2 attention, which the x86 SIMD variants run).
+    pub fn tunes_attention_prefetch(self) -> bool {
+        matches!(self, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
     }
 
     /// The row groups (decode) and token groups (prefill) this variant's kernels for `ty` weights

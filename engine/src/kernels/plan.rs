@@ -59,6 +59,10 @@ pub struct KernelPlan {
     /// Rows (decode kinds) or tokens (prefill kinds) per kernel call; a kind not listed runs its
     /// variant's own grouping.
     pub groups: BTreeMap<ProductKind, usize>,
+    /// How far ahead of the row it reads the attention prefetches the KV cache (bytes, 0: none),
+    /// for a base variant whose attention prefetches ([`Kernel::tunes_attention_prefetch`]);
+    /// `None`: [`crate::attention::PREFETCH`].
+    pub attention_prefetch: Option<usize>,
 }
 
 impl KernelPlan {
@@ -69,6 +73,7 @@ impl KernelPlan {
             products: BTreeMap::new(),
             prefetch: BTreeMap::new(),
             groups: BTreeMap::new(),
+            attention_prefetch: None,
         }
     }
 
@@ -92,9 +97,16 @@ impl KernelPlan {
         self.groups.get(&ProductKind::of(ty, n_tok)).copied()
     }
 
+    /// The attention's prefetch distance in bytes under this plan.
+    pub fn attention_distance(&self) -> usize {
+        self.attention_prefetch
+            .unwrap_or(crate::attention::PREFETCH)
+    }
+
     /// `label → variant` for reports and receipts (the base under `other`), with a kind's
     /// chosen knobs after the variant: `vnni256 rows 8 prefetch 4096` (decode: rows per call,
-    /// prefetch distance in bytes), `vnni256 tokens 2` (prefill: tokens per call).
+    /// prefetch distance in bytes), `vnni256 tokens 2` (prefill: tokens per call), `avx2 prefetch
+    /// 2048` (`other`: the attention's prefetch distance).
     pub fn describe(&self) -> BTreeMap<String, String> {
         let mut m: BTreeMap<String, String> = self
             .products
@@ -111,7 +123,11 @@ impl KernelPlan {
                 (k.label(), text)
             })
             .collect();
-        m.insert("other".into(), self.base.suffix().to_string());
+        let mut other = self.base.suffix().to_string();
+        if let Some(d) = self.attention_prefetch {
+            other.push_str(&format!(" prefetch {d}"));
+        }
+        m.insert("other".into(), other);
         m
     }
 
@@ -139,7 +155,36 @@ impl KernelPlan {
         let other = d
             .get("other")
             .ok_or("has no `other` entry (the variant of everything else)")?;
-        let mut plan = KernelPlan::uniform(variant("other", other)?);
+        let mut words = other.split(' ');
+        let mut plan = KernelPlan::uniform(variant("other", words.next().unwrap_or_default())?);
+        match (words.next(), words.next(), words.next()) {
+            (None, _, _) => {}
+            (Some("prefetch"), Some(n), None) if plan.base.tunes_attention_prefetch() => {
+                let d = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|d| *d <= MAX_PREFETCH)
+                    .ok_or_else(|| {
+                        format!(
+                            "gives `other` the value `{other}`: the prefetch distance `{n}` is \
+                             not a byte count from 0 to {MAX_PREFETCH}"
+                        )
+                    })?;
+                plan.attention_prefetch = Some(d);
+            }
+            _ => {
+                return Err(format!(
+                    "gives `other` the value `{other}`: expected a variant, then `prefetch \
+                     BYTES` where its attention prefetches ({})",
+                    Kernel::ALL
+                        .iter()
+                        .filter(|k| k.tunes_attention_prefetch())
+                        .map(|k| k.suffix())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
         for (label, value) in d {
             if label == "other" {
                 continue;
@@ -217,7 +262,8 @@ impl KernelPlan {
     /// One variant forced for everything, with knobs for every kind of product that takes them:
     /// `avx512`, `auto`, `avx2 prefetch 16384`, `vnni256 rows 8 tokens 2 prefetch 0` (what
     /// `--kernel` and `BITNET_KERNEL` accept: `rows` per decode call and `tokens` per prefill
-    /// call where the variant comes in several groups, `prefetch` bytes for its decode kernels).
+    /// call where the variant comes in several groups, `prefetch` bytes for its decode kernels
+    /// and its attention).
     /// Returns the plan and the spec as the variant's name and the knobs given (a plain variant
     /// gives [`KernelPlan::uniform`]). An error says what is wrong and what is expected.
     pub fn forced(spec: &str) -> Result<(KernelPlan, String), String> {
@@ -277,6 +323,12 @@ impl KernelPlan {
         let mut plan = KernelPlan::uniform(k);
         if knobs.is_empty() {
             return Ok((plan, label));
+        }
+        if let Some(&d) = knobs
+            .get("prefetch")
+            .filter(|_| k.tunes_attention_prefetch())
+        {
+            plan.attention_prefetch = Some(d);
         }
         // The weight types a product can have.
         let types = [
@@ -383,6 +435,22 @@ mod tests {
         assert!(e.contains("`avx512` offers"), "{e}");
         let e = refused("TQ2_0/prefill", "vnni256 tokens 99999999999999999999");
         assert!(e.contains("tokens `99999999999999999999`"), "{e}");
+        // The attention's distance under `other`, for a base whose attention prefetches.
+        let mut with_attention = plan.clone();
+        with_attention.attention_prefetch = Some(8192);
+        let da = with_attention.describe();
+        assert_eq!(da["other"], "avx2 prefetch 8192");
+        assert_eq!(KernelPlan::parse_description(&da), Ok(with_attention));
+        for value in [
+            "scalar prefetch 0",
+            "avx2 prefetch",
+            "avx2 prefetch 2097152",
+            "avx2 prefetch 0 prefetch 0",
+            "avx2 rows 2",
+        ] {
+            let e = refused("other", value);
+            assert!(e.contains("`other`") && e.contains(value), "{value}: {e}");
+        }
         // Rows are decode's, tokens prefill's; each knob once; nothing else.
         for (label, value) in [
             ("TQ1_0/decode", "vnni256 tokens 4"),
@@ -436,6 +504,13 @@ mod tests {
                 assert_eq!(plan.prefetch(ty, 16), None);
                 assert_eq!(plan.group(ty, 1), None);
             }
+            // And the attention, where it prefetches.
+            let want = k.tunes_attention_prefetch().then_some(0);
+            assert_eq!(plan.attention_prefetch, want, "{k:?}");
+            assert_eq!(
+                plan.attention_distance(),
+                want.unwrap_or(crate::attention::PREFETCH)
+            );
             // What the plan describes reads back as the same plan (a receipt's `kernel_plan`).
             assert_eq!(KernelPlan::parse_description(&plan.describe()), Ok(plan));
         }

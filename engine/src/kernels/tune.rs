@@ -59,8 +59,9 @@ fn stream_copies(data: &[u8], n: usize, huge: bool) -> Option<memmap2::MmapMut> 
 pub trait OtherWork {
     /// What one call runs (shapes), for the timings' `matrix` field.
     fn describe(&self) -> String;
-    /// One call with `kernel` on `threads` threads.
-    fn run(&mut self, kernel: Kernel, threads: usize);
+    /// One call with `kernel` (its attention prefetching `prefetch` bytes ahead; `None`: the
+    /// default distance) on `threads` threads.
+    fn run(&mut self, kernel: Kernel, prefetch: Option<usize>, threads: usize);
 }
 
 /// The kind label of the `other` timings (the plan's base).
@@ -128,26 +129,40 @@ pub fn tune(
     let mut plan = KernelPlan::uniform(Kernel::best());
     let mut timings = Vec::new();
     if let Some(work) = other {
-        let times = interleaved_best(variants.len(), budget, |i, b| {
-            best_time(b, 1, |_| work.run(variants[i], threads))
+        // Every variant, at every prefetch distance where its attention takes one.
+        let candidates: Vec<(Kernel, Option<usize>)> = variants
+            .iter()
+            .flat_map(|&k| {
+                let distances: Vec<Option<usize>> = if k.tunes_attention_prefetch() {
+                    PREFETCH_DISTANCES.iter().map(|&d| Some(d)).collect()
+                } else {
+                    vec![None]
+                };
+                distances.into_iter().map(move |d| (k, d))
+            })
+            .collect();
+        let times = interleaved_best(candidates.len(), budget, |i, b| {
+            let (k, d) = candidates[i];
+            best_time(b, 1, |_| work.run(k, d, threads))
         });
-        let mut best: Option<(f64, Kernel)> = None;
-        for (&k, &fastest) in variants.iter().zip(&times) {
+        let mut best: Option<(f64, Kernel, Option<usize>)> = None;
+        for (&(k, d), &fastest) in candidates.iter().zip(&times) {
             timings.push(Timing {
                 kind: OTHER_KIND.into(),
                 matrix: work.describe(),
                 tokens: 1,
                 variant: k.suffix().into(),
-                prefetch: None,
+                prefetch: d,
                 group: None,
                 micros: fastest * 1e6,
             });
-            if best.is_none_or(|(b, _)| fastest < b) {
-                best = Some((fastest, k));
+            if best.is_none_or(|(b, _, _)| fastest < b) {
+                best = Some((fastest, k, d));
             }
         }
-        if let Some((_, k)) = best {
+        if let Some((_, k, d)) = best {
             plan.base = k;
+            plan.attention_prefetch = d;
         }
     }
     for (name, m) in matrices {
@@ -241,20 +256,21 @@ mod tests {
     use crate::gguf::GgmlType;
     use std::collections::BTreeMap;
 
-    /// Work whose time depends on the variant: `fast` returns at once, every other spins.
+    /// Work whose time depends on the variant and the attention's prefetch distance: `fast`
+    /// returns at once, every other spins.
     struct Spin {
-        fast: Kernel,
-        calls: BTreeMap<&'static str, usize>,
+        fast: (Kernel, Option<usize>),
+        calls: BTreeMap<(&'static str, Option<usize>), usize>,
     }
 
     impl OtherWork for Spin {
         fn describe(&self) -> String {
             "spin".into()
         }
-        fn run(&mut self, kernel: Kernel, threads: usize) {
+        fn run(&mut self, kernel: Kernel, prefetch: Option<usize>, threads: usize) {
             assert_eq!(threads, 2);
-            *self.calls.entry(kernel.suffix()).or_default() += 1;
-            if kernel != self.fast {
+            *self.calls.entry((kernel.suffix(), prefetch)).or_default() += 1;
+            if (kernel, prefetch) != self.fast {
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_micros(300) {
                     std::hint::spin_loop();
@@ -264,29 +280,51 @@ mod tests {
     }
 
     #[test]
-    fn the_rest_of_a_step_is_timed_on_every_variant_and_the_fastest_is_the_base() {
-        // The slowest-looking variant (the first, scalar) made fast: a plan that ignored the
-        // measurement would keep `Kernel::best()`.
-        let fast = Kernel::available()[0];
+    fn the_rest_of_a_step_is_timed_on_every_variant_and_distance_and_the_fastest_is_the_base() {
+        // The slowest-looking candidate made fast: the first variant, or where the attention
+        // prefetches, a SIMD variant at its second-longest distance (neither is what a plan that
+        // ignored the measurement would keep).
+        let available = Kernel::available();
+        let fast = match available.iter().find(|k| k.tunes_attention_prefetch()) {
+            Some(&k) => (k, Some(PREFETCH_DISTANCES[PREFETCH_DISTANCES.len() - 2])),
+            None => (available[0], None),
+        };
         let mut work = Spin {
             fast,
             calls: BTreeMap::new(),
         };
         let (plan, timings) = tune(&[], Some(&mut work), 2, Duration::from_millis(2), false);
-        assert_eq!(plan.base, fast);
+        assert_eq!((plan.base, plan.attention_prefetch), fast);
         assert!(plan.products.is_empty());
-        let timed: Vec<&str> = timings.iter().map(|t| t.variant.as_str()).collect();
-        let available: Vec<&str> = Kernel::available().iter().map(|k| k.suffix()).collect();
-        assert_eq!(timed, available);
+        // Every variant, at every distance where its attention takes one.
+        let want: Vec<(&str, Option<usize>)> = available
+            .iter()
+            .flat_map(|k| {
+                if k.tunes_attention_prefetch() {
+                    PREFETCH_DISTANCES
+                        .iter()
+                        .map(|&d| (k.suffix(), Some(d)))
+                        .collect()
+                } else {
+                    vec![(k.suffix(), None)]
+                }
+            })
+            .collect();
+        let timed: Vec<(&str, Option<usize>)> = timings
+            .iter()
+            .map(|t| (t.variant.as_str(), t.prefetch))
+            .collect();
+        assert_eq!(timed, want);
         assert!(timings
             .iter()
             .all(|t| t.kind == OTHER_KIND && t.matrix == "spin" && t.tokens == 1));
         // At least three calls each, whatever the budget.
         assert!(work.calls.values().all(|&n| n >= 3), "{:?}", work.calls);
-        assert_eq!(work.calls.len(), available.len());
+        assert_eq!(work.calls.len(), want.len());
         // Without the work, the base stays the best variant.
         let (plan, timings) = tune(&[], None, 1, Duration::from_millis(1), false);
         assert_eq!(plan.base, Kernel::best());
+        assert_eq!(plan.attention_prefetch, None);
         assert!(timings.is_empty());
     }
 

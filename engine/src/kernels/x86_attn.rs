@@ -1,0 +1,209 @@
+//! The attention's row operations in AVX2 + FMA, each exactly its portable specification in
+//! [`super::ggml_math`] / [`crate::attention`] (the same fused multiply-adds into the same lanes,
+//! summed in the same order), checked by proptest below:
+//!
+//! - [`dot_steps32`]: `ggml_vec_dot_f32`'s order ([`super::ggml_math::dot_steps32`]);
+//! - [`dot_lanes8`]: tinyBLAS's order ([`super::ggml_math::dot_lanes8`]);
+//! - [`axpy`]: `acc[d] = fma(v[d], p, acc[d])`, one output lane's step of the weighted sum;
+//! - [`reduce_lanes`]: the lane accumulators of every output element summed in ggml's order.
+//!
+//! Written out with intrinsics because the compiler's own vectorisation of the portable code
+//! split each dot product into 128-bit halves and spilled its accumulators: a decode step's
+//! attention streams the whole KV cache and its compute must stay well under the memory time.
+//!
+//! Callers must have checked AVX2 and FMA; the functions are `unsafe` for that reason only and
+//! read nothing outside the slices they are given.
+
+#![allow(clippy::missing_safety_doc)]
+
+use std::arch::x86_64::*;
+
+/// `ggml_vec_dot_f32` (AVX2) of `x` and `y` (the shorter length): four 8-lane FMA accumulators
+/// over steps of 32, reduced `(a0+a2)+(a1+a3)` then `(t0+t1)+(t2+t3)` of the halves' sums, the
+/// elements past the last whole step added one by one.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_steps32(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let np = n & !31;
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (j, aj) in a.iter_mut().enumerate() {
+            *aj = _mm256_fmadd_ps(
+                _mm256_loadu_ps(xp.add(i + 8 * j)),
+                _mm256_loadu_ps(yp.add(i + 8 * j)),
+                *aj,
+            );
+        }
+        i += 32;
+    }
+    let r = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    // hadd8: t = [r0+r4, r1+r5, r2+r6, r3+r7], then (t0+t1)+(t2+t3).
+    let t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+    let t = _mm_hadd_ps(t, t);
+    let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t, t));
+    for k in np..n {
+        sum += x[k] * y[k];
+    }
+    sum
+}
+
+/// tinyBLAS's order (AVX2) of `x` and `y` (the shorter length): one 8-lane FMA accumulator, a
+/// ragged tail as a zero-padded step, summed as `hsum_float_8`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_lanes8(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let n8 = n & !7;
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n8 {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)), acc);
+        i += 8;
+    }
+    if n8 < n {
+        // The specification adds `fma(x, y, lane)` to the tail's lanes only; a zero product
+        // added to the others leaves them as they are (a lane that started at +0 is never −0).
+        let (mut xt, mut yt) = ([0f32; 8], [0f32; 8]);
+        xt[..n - n8].copy_from_slice(&x[n8..n]);
+        yt[..n - n8].copy_from_slice(&y[n8..n]);
+        acc = _mm256_fmadd_ps(
+            _mm256_loadu_ps(xt.as_ptr()),
+            _mm256_loadu_ps(yt.as_ptr()),
+            acc,
+        );
+    }
+    super::x86::hsum8(acc)
+}
+
+/// `acc[d] = fma(v[d], p, acc[d])` for every `d` (the shorter length).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn axpy(acc: &mut [f32], v: &[f32], p: f32) {
+    let n = acc.len().min(v.len());
+    let n8 = n & !7;
+    let (ap, vp) = (acc.as_mut_ptr(), v.as_ptr());
+    let pv = _mm256_set1_ps(p);
+    let mut i = 0;
+    while i < n8 {
+        let s = _mm256_fmadd_ps(_mm256_loadu_ps(vp.add(i)), pv, _mm256_loadu_ps(ap.add(i)));
+        _mm256_storeu_ps(ap.add(i), s);
+        i += 8;
+    }
+    for d in n8..n {
+        acc[d] = v[d].mul_add(p, acc[d]);
+    }
+}
+
+/// Every output element `d < o.len()` from its lane accumulators (lane `l` of element `d` at
+/// `acc[l·hd + d]`, `hd = o.len()`): with 8 lanes `hsum_float_8` of them, with 32 lanes
+/// `ggml_vec_dot_f32`'s reduction (`(l + l16) + (l8 + l24)` for `l < 8`, then `hadd8`). Each
+/// element's sums are its own, so eight elements go through them side by side.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn reduce_lanes(acc: &[f32], lanes8: bool, o: &mut [f32]) {
+    let hd = o.len();
+    let lanes = if lanes8 { 8 } else { 32 };
+    assert!(acc.len() >= lanes * hd);
+    let ap = acc.as_ptr();
+    let lane = |l: usize, d: usize| _mm256_loadu_ps(ap.add(l * hd + d));
+    let d8 = hd & !7;
+    let mut d = 0;
+    while d < d8 {
+        let r: [__m256; 8] = if lanes8 {
+            std::array::from_fn(|l| lane(l, d))
+        } else {
+            std::array::from_fn(|l| {
+                _mm256_add_ps(
+                    _mm256_add_ps(lane(l, d), lane(16 + l, d)),
+                    _mm256_add_ps(lane(8 + l, d), lane(24 + l, d)),
+                )
+            })
+        };
+        let s = if lanes8 {
+            // hsum8: q = [r4+r0, r5+r1, r6+r2, r7+r3], then (q0+q2)+(q1+q3).
+            let q: [__m256; 4] = std::array::from_fn(|m| _mm256_add_ps(r[m + 4], r[m]));
+            _mm256_add_ps(_mm256_add_ps(q[0], q[2]), _mm256_add_ps(q[1], q[3]))
+        } else {
+            // hadd8: t = [r0+r4, r1+r5, r2+r6, r3+r7], then (t0+t1)+(t2+t3).
+            let t: [__m256; 4] = std::array::from_fn(|m| _mm256_add_ps(r[m], r[m + 4]));
+            _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]))
+        };
+        _mm256_storeu_ps(o.as_mut_ptr().add(d), s);
+        d += 8;
+    }
+    for (d, od) in o.iter_mut().enumerate().skip(d8) {
+        *od = crate::attention::reduce_lane_sums(acc, hd, d, lanes8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::ggml_math;
+    use proptest::prelude::*;
+
+    fn avx2() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn row_operations_equal_their_specification(
+            seed in any::<u64>(), n in 0usize..140, m in 0usize..140, p in -4f32..4.0,
+        ) {
+            if !avx2() {
+                return Ok(());
+            }
+            let (x, y) = (values(seed, n, 3.0), values(seed ^ 0x55, m, 2.0));
+            // SAFETY: AVX2 and FMA were detected.
+            let (s32, l8) = unsafe { (dot_steps32(&x, &y), dot_lanes8(&x, &y)) };
+            prop_assert_eq!(s32.to_bits(), ggml_math::dot_steps32(&x, &y).to_bits());
+            prop_assert_eq!(l8.to_bits(), ggml_math::dot_lanes8(&x, &y).to_bits());
+            let mut want = y.clone();
+            for (a, &v) in want.iter_mut().zip(&x) {
+                *a = v.mul_add(p, *a);
+            }
+            let mut got = y.clone();
+            // SAFETY: as above.
+            unsafe { axpy(&mut got, &x, p) };
+            prop_assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+
+        #[test]
+        fn lane_reduction_equals_its_specification(
+            seed in any::<u64>(), hd in 1usize..70, lanes8 in any::<bool>(),
+        ) {
+            if !avx2() {
+                return Ok(());
+            }
+            let lanes = if lanes8 { 8 } else { 32 };
+            let acc = values(seed, lanes * hd, 5.0);
+            let want: Vec<u32> = (0..hd)
+                .map(|d| crate::attention::reduce_lane_sums(&acc, hd, d, lanes8).to_bits())
+                .collect();
+            let mut o = vec![0f32; hd];
+            // SAFETY: AVX2 and FMA were detected.
+            unsafe { reduce_lanes(&acc, lanes8, &mut o) };
+            prop_assert_eq!(o.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want);
+        }
+    }
+}

@@ -41,8 +41,9 @@ pub struct Session<'m> {
     /// The variant of each kind of product (by default `kernel` for all).
     pub plan: KernelPlan,
     kernels: KernelLog,
-    /// Per layer, positions × n_head_kv × head_dim.
-    /// Per layer, per KV head.
+    /// The attention's prefetch distances (bytes) so far.
+    attention_distances: std::collections::BTreeSet<usize>,
+    /// Per layer.
     cache: Vec<LayerCache>,
     n_past: usize,
     /// Decode calls so far (0 = nothing run; the first call is step 0).
@@ -123,6 +124,7 @@ impl<'m> Session<'m> {
             kernel,
             plan: KernelPlan::uniform(kernel),
             kernels: KernelLog::default(),
+            attention_distances: Default::default(),
             cache: vec![LayerCache::new(model.config.n_head_kv, model.config.head_dim); n],
             n_past: 0,
             calls: 0,
@@ -160,6 +162,11 @@ impl<'m> Session<'m> {
     /// The plan's prefetch distances (bytes) that decode products ran with so far.
     pub fn prefetch_distances_used(&self) -> Vec<usize> {
         self.kernels.prefetch_distances()
+    }
+
+    /// The prefetch distances (bytes) the attention ran with so far, smallest first.
+    pub fn attention_distances_used(&self) -> Vec<usize> {
+        self.attention_distances.iter().copied().collect()
     }
 
     /// The plan's row or token groups that products ran with so far.
@@ -433,6 +440,8 @@ impl<'m> Session<'m> {
         keep_probs: bool,
     ) -> (Vec<f32>, Vec<f32>) {
         let caches = std::mem::take(&mut self.cache[l]);
+        let distance = self.plan.attention_distance();
+        self.attention_distances.insert(distance);
         let (caches, out) = attend_layer(
             &self.model.config,
             caches,
@@ -443,7 +452,7 @@ impl<'m> Session<'m> {
             keep_probs,
             self.threads,
             self.kernel,
-            self.plan.attention_distance(),
+            distance,
         );
         self.cache[l] = caches;
         out

@@ -186,6 +186,10 @@ mod tests {
                 logits.extend(s.forward(&[t], false, None).unwrap());
             }
             let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(
+                s.attention_distances_used(),
+                vec![s.plan.attention_distance()]
+            );
             (bits, s.prefetch_distances_used(), s.groups_used())
         };
         let (want, none, no_groups) = run(None);
@@ -193,6 +197,11 @@ mod tests {
             none.is_empty() && no_groups.is_empty(),
             "{none:?} {no_groups:?}"
         );
+        // The attention's distance: the default, then one a plan names (no bit changes).
+        let mut plan = KernelPlan::uniform(Kernel::best());
+        plan.attention_prefetch = Some(12_288);
+        assert_eq!(plan.attention_distance(), 12_288);
+        assert_eq!(run(Some(plan)).0, want);
         let mut plan = KernelPlan::uniform(Kernel::best());
         // An odd distance for the ternary projections, none for the F16 layer, and one for
         // the F32 output matrix (each kind of decode product the model has).

@@ -583,19 +583,19 @@ pub fn attend_layer(
     let n_kv = p0 + n;
     let swapped = crate::planted::on("gqa_kv_head_swapped");
     for i in 0..n {
-        let row = |x: &[f32]| -> Vec<f32> {
-            let at = i * nkv * hd;
-            if swapped {
-                // Each KV head takes the next one's row.
+        let rows = i * nkv * hd..(i + 1) * nkv * hd;
+        if swapped {
+            // Each KV head takes the next one's row.
+            let next = |x: &[f32]| -> Vec<f32> {
                 (0..nkv)
-                    .flat_map(|g| &x[at + (g + 1) % nkv * hd..][..hd])
+                    .flat_map(|g| &x[rows.start + (g + 1) % nkv * hd..][..hd])
                     .copied()
                     .collect()
-            } else {
-                x[at..at + nkv * hd].to_vec()
-            }
-        };
-        cache.push(&row(k), &row(v));
+            };
+            cache.push(&next(k), &next(v));
+        } else {
+            cache.push(&k[rows.clone()], &v[rows]);
+        }
     }
     let scale = if crate::planted::on("attn_scale_inverse_dim") {
         1.0f32 / hd as f32

@@ -160,17 +160,7 @@ impl KernelPlan {
         match (words.next(), words.next(), words.next()) {
             (None, _, _) => {}
             (Some("prefetch"), Some(n), None) if plan.base.tunes_attention_prefetch() => {
-                let d = n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|d| *d <= MAX_PREFETCH)
-                    .ok_or_else(|| {
-                        format!(
-                            "gives `other` the value `{other}`: the prefetch distance `{n}` is \
-                             not a byte count from 0 to {MAX_PREFETCH}"
-                        )
-                    })?;
-                plan.attention_prefetch = Some(d);
+                plan.attention_prefetch = Some(prefetch_distance("other", other, n)?);
             }
             _ => {
                 return Err(format!(
@@ -223,17 +213,8 @@ impl KernelPlan {
             while let Some(knob) = words.next() {
                 let n = words.next().unwrap_or_default();
                 if knob == "prefetch" && !kind.prefill && !plan.prefetch.contains_key(&kind) {
-                    let d = n
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|d| *d <= MAX_PREFETCH)
-                        .ok_or_else(|| {
-                            format!(
-                                "gives `{label}` the value `{value}`: the prefetch distance \
-                                 `{n}` is not a byte count from 0 to {MAX_PREFETCH}"
-                            )
-                        })?;
-                    plan.prefetch.insert(kind, d);
+                    plan.prefetch
+                        .insert(kind, prefetch_distance(label, value, n)?);
                 } else if knob == group_word && !plan.groups.contains_key(&kind) {
                     let offered = k.groups(ty);
                     let g = n
@@ -376,6 +357,20 @@ impl KernelPlan {
         v.extend(self.products.values().copied());
         v
     }
+}
+
+/// A description's prefetch distance `n` (bytes, at most [`MAX_PREFETCH`]), from the entry
+/// `label: value`; the error names both.
+fn prefetch_distance(label: &str, value: &str, n: &str) -> Result<usize, String> {
+    n.parse::<usize>()
+        .ok()
+        .filter(|d| *d <= MAX_PREFETCH)
+        .ok_or_else(|| {
+            format!(
+                "gives `{label}` the value `{value}`: the prefetch distance `{n}` is not a byte \
+                 count from 0 to {MAX_PREFETCH}"
+            )
+        })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //!
 //! Every score, and every lane of every output element, is its own chain of operations, so the
 //! work may visit them in any order without changing a bit. It visits the cache in address order:
-//! a layer's cache is a list of chunks ([`CHUNK_BYTES`] each, in huge pages), each holding every
+//! a layer's cache is a list of chunks (up to [`CHUNK_BYTES`] each), each holding every
 //! KV head's keys (head by head, position by position) and then their values, and a range of heads
 //! reads each chunk's keys front to back, then (after the softmax) each chunk's values, prefetching
 //! [`PREFETCH`] bytes ahead. A decode step's attention streams the whole cache from memory: with
@@ -30,8 +30,8 @@ use crate::ggml_math::{dot_lanes8, dot_steps32};
 use crate::kernels::scalar::{hadd8, hsum8};
 use crate::kernels::Kernel;
 
-/// Bytes per storage chunk (a whole number of 2 MiB huge pages; more than one only when a position
-/// takes more than 2 MiB / [`MIN_CHUNK`]). The cache grows a chunk at a time and never moves what it
+/// Bytes per storage chunk at most (more only when a position takes more than 2 MiB /
+/// [`MIN_CHUNK`]): long runs in address order for the attention's read. The cache grows a chunk at a time and never moves what it
 /// holds: growing one contiguous vector copied the whole cache at every doubling, ~0.75 ms per
 /// layer of a 700M-shaped model at 128 positions, with the other kernel threads waiting.
 pub const CHUNK_BYTES: usize = 2 << 20;
@@ -45,50 +45,25 @@ pub const MIN_CHUNK: usize = 64;
 /// 2 KiB decoded 2-4% faster than none at one and two threads; 4 KiB about the same.
 pub const PREFETCH: usize = 2048;
 
-/// One chunk's memory: an anonymous map advised for transparent huge pages (a decode step streams
-/// the whole cache, and a plain read of small pages gets about three quarters of a huge-page
-/// read's bandwidth here), pages committed as they are first written. A chunk of whole huge pages
-/// uses a window of a map one huge page longer, aligned to 2 MiB: the kernel places a map at any
-/// page, and a huge page must lie whole, aligned, inside it (the unused rest is never touched, so
-/// never committed).
-#[derive(Debug)]
-struct Chunk {
-    map: memmap2::MmapMut,
-    at: usize,
-    len: usize,
-}
+/// One chunk's memory, zeroed. Not advised for huge pages: in alternating benches of both
+/// (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the attention's read (9.3 GB/s
+/// either way timed alone) and a two-thread prefill now and then stalled (193 against 237 tok/s)
+/// where each new chunk's huge page is faulted in.
+#[derive(Debug, Clone)]
+struct Chunk(Box<[f32]>);
 
 impl Chunk {
-    /// A chunk of at least `bytes`, whole huge pages long when that is at least half of one.
+    /// A chunk of `bytes` (whole f32s).
     fn new(bytes: usize) -> Chunk {
-        let huge = bytes >= CHUNK_BYTES / 2;
-        let unit = if huge { CHUNK_BYTES } else { 4096 };
-        let len = bytes.max(1).div_ceil(unit) * unit;
-        let slack = if huge { CHUNK_BYTES } else { 0 };
-        // Failing to map a few MiB is out of memory, which allocation treats as fatal too.
-        let map = memmap2::MmapMut::map_anon(len + slack)
-            .unwrap_or_else(|e| panic!("KV cache chunk of {len} bytes: {e}"));
-        let at = (CHUNK_BYTES - map.as_ptr() as usize % CHUNK_BYTES) % CHUNK_BYTES;
-        let at = if huge { at } else { 0 };
-        // Advice only: refused (no THP in this kernel), the chunk is in small pages.
-        let _ = map.advise(memmap2::Advice::HugePage);
-        Chunk { map, at, len }
+        Chunk(vec![0f32; bytes / std::mem::size_of::<f32>()].into_boxed_slice())
     }
 
     fn values(&self) -> &[f32] {
-        bytemuck::cast_slice(&self.map[self.at..self.at + self.len])
+        &self.0
     }
 
     fn values_mut(&mut self) -> &mut [f32] {
-        bytemuck::cast_slice_mut(&mut self.map[self.at..self.at + self.len])
-    }
-}
-
-impl Clone for Chunk {
-    fn clone(&self) -> Chunk {
-        let mut c = Chunk::new(self.len);
-        c.values_mut().copy_from_slice(self.values());
-        c
+        &mut self.0
     }
 }
 
@@ -106,8 +81,8 @@ pub struct LayerCache {
 }
 
 impl LayerCache {
-    /// An empty cache of `n_kv` heads of `hd` values, in chunks of [`CHUNK_BYTES`] (or a
-    /// multiple, to hold [`MIN_CHUNK`] positions).
+    /// An empty cache of `n_kv` heads of `hd` values, in chunks of as many positions as fit in
+    /// [`CHUNK_BYTES`] (or a multiple of it, to hold [`MIN_CHUNK`] positions).
     pub fn new(n_kv: usize, hd: usize) -> LayerCache {
         let per_position = (2 * n_kv * hd * std::mem::size_of::<f32>()).max(1);
         let bytes = (MIN_CHUNK * per_position).div_ceil(CHUNK_BYTES) * CHUNK_BYTES;
@@ -593,17 +568,17 @@ mod tests {
     }
 
     #[test]
-    fn chunks_are_whole_huge_pages_of_at_least_the_fewest_positions() {
+    fn chunks_hold_what_fits_in_2_mib_and_at_least_the_fewest_positions() {
         // 700M-shaped: 16 KV heads of 96, 12 KiB a position: 170 positions in 2 MiB.
         let c = LayerCache::new(16, 96);
         assert_eq!(c.chunk_positions(), 170);
-        // 64 positions of 64 KiB need two huge pages.
+        // 64 positions of 64 KiB take two 2 MiB units.
         let c = LayerCache::new(64, 128);
         assert_eq!(c.chunk_positions(), 64);
         let mut c = LayerCache::new(1, 2);
         c.push(&[1.0, 2.0], &[3.0, 4.0]);
-        assert_eq!(c.chunks[0].len, CHUNK_BYTES);
-        assert_eq!(c.chunks[0].values().as_ptr() as usize % CHUNK_BYTES, 0);
+        assert_eq!(c.chunk_positions(), CHUNK_BYTES / 16);
+        assert_eq!(c.chunks[0].values().len(), 4 * CHUNK_BYTES / 16);
     }
 
     #[test]

@@ -45,28 +45,6 @@ pub const MIN_CHUNK: usize = 64;
 /// 2 KiB decoded 2-4% faster than none at one and two threads; 4 KiB about the same.
 pub const PREFETCH: usize = 2048;
 
-/// One chunk's memory, zeroed. Not advised for huge pages: in alternating benches of both
-/// (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the attention's read (9.3 GB/s
-/// either way timed alone) and a two-thread prefill now and then stalled (193 against 237 tok/s)
-/// where each new chunk's huge page is faulted in.
-#[derive(Debug, Clone)]
-struct Chunk(Box<[f32]>);
-
-impl Chunk {
-    /// A chunk of `bytes` (whole f32s).
-    fn new(bytes: usize) -> Chunk {
-        Chunk(vec![0f32; bytes / std::mem::size_of::<f32>()].into_boxed_slice())
-    }
-
-    fn values(&self) -> &[f32] {
-        &self.0
-    }
-
-    fn values_mut(&mut self) -> &mut [f32] {
-        &mut self.0
-    }
-}
-
 /// One layer's KV cache: every KV head's keys and values, position by position.
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
@@ -76,8 +54,11 @@ pub struct LayerCache {
     /// Positions per chunk.
     chunk: usize,
     /// Chunks of `chunk` positions: key `(g, pos, d)` at `(g·chunk + p)·hd + d`, value at
-    /// `((n_kv + g)·chunk + p)·hd + d`, `p = pos % chunk`.
-    chunks: Vec<Chunk>,
+    /// `((n_kv + g)·chunk + p)·hd + d`, `p = pos % chunk`. Each is zeroed memory in small pages:
+    /// in alternating benches (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the
+    /// attention's read (9.3 GB/s either way timed alone) and a two-thread prefill now and then
+    /// stalled (193 against 237 tok/s) where each new chunk's huge page was faulted in.
+    chunks: Vec<Box<[f32]>>,
 }
 
 impl LayerCache {
@@ -115,16 +96,6 @@ impl LayerCache {
         self.len == 0
     }
 
-    /// KV heads.
-    pub fn n_kv(&self) -> usize {
-        self.n_kv
-    }
-
-    /// Values per head.
-    pub fn head_dim(&self) -> usize {
-        self.hd
-    }
-
     /// Append one position: every KV head's key (`n_kv·hd` values, head by head) and value.
     pub fn push(&mut self, k: &[f32], v: &[f32]) {
         let (hd, nkv) = (self.hd, self.n_kv);
@@ -133,9 +104,9 @@ impl LayerCache {
         let (c, p) = (self.len / ch, self.len % ch);
         if p == 0 {
             self.chunks
-                .push(Chunk::new(2 * nkv * ch * hd * std::mem::size_of::<f32>()));
+                .push(vec![0f32; 2 * nkv * ch * hd].into_boxed_slice());
         }
-        let chunk = self.chunks[c].values_mut();
+        let chunk = &mut self.chunks[c];
         for g in 0..nkv {
             let at = (g * ch + p) * hd;
             chunk[at..at + hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
@@ -165,7 +136,7 @@ impl LayerCache {
         assert!(g < self.n_kv && pos < self.len);
         let ch = self.chunk;
         let at = (g * ch + pos % ch) * self.hd;
-        &self.chunks[pos / ch].values()[at..at + self.hd]
+        &self.chunks[pos / ch][at..at + self.hd]
     }
 
     /// KV head `g`'s value at position `pos`.
@@ -173,7 +144,7 @@ impl LayerCache {
         assert!(g < self.n_kv && pos < self.len);
         let ch = self.chunk;
         let at = ((self.n_kv + g) * ch + pos % ch) * self.hd;
-        &self.chunks[pos / ch].values()[at..at + self.hd]
+        &self.chunks[pos / ch][at..at + self.hd]
     }
 
     /// KV head `g`'s keys (`value`: values) at positions `a..b`, which lie in one chunk, as one
@@ -184,7 +155,7 @@ impl LayerCache {
         assert!(a == b || a / ch == (b - 1) / ch);
         let plane = if value { self.n_kv + g } else { g };
         let at = (plane * ch + a % ch) * self.hd;
-        &self.chunks[a / ch].values()[at..at + (b - a) * self.hd]
+        &self.chunks[a / ch][at..at + (b - a) * self.hd]
     }
 }
 
@@ -395,7 +366,8 @@ fn attend_body<const SIMD: bool>(
     // Scores, each chunk's keys in address order.
     visit(cache.chunk, limit, &heads, group, |pos, g, hs| {
         let keys = cache.rows(g, pos.start, pos.end, false);
-        for (j, key) in pos.zip(keys.chunks_exact(hd.max(1))) {
+        for j in pos.clone() {
+            let key = &keys[(j - pos.start) * hd..][..hd];
             if SIMD && prefetch > 0 {
                 prefetch_span(key, prefetch);
             }
@@ -421,7 +393,8 @@ fn attend_body<const SIMD: bool>(
     let shifted = crate::planted::on("kv_cache_value_offset");
     visit(cache.chunk, limit, &heads, group, |pos, g, hs| {
         let values = cache.rows(g, pos.start, pos.end, true);
-        for (j, v) in pos.zip(values.chunks_exact(hd.max(1))) {
+        for j in pos.clone() {
+            let v = &values[(j - pos.start) * hd..][..hd];
             if SIMD && prefetch > 0 {
                 prefetch_span(v, prefetch);
             }
@@ -554,7 +527,7 @@ mod tests {
             );
         }
         assert_eq!(c.chunks.len(), 2);
-        let chunk = c.chunks[1].values();
+        let chunk = &c.chunks[1];
         let row = |at: usize| &chunk[at * 3..at * 3 + 3];
         // Keys: head 0's 4 rows, then head 1's; the values after both heads' keys.
         assert_eq!(row(1), &[5.0; 3]);
@@ -568,6 +541,39 @@ mod tests {
     }
 
     #[test]
+    fn heads_of_no_values_score_zero_at_every_position() {
+        // A dot over no values is 0 (as ggml's mul_mat of rows of length 0): every score is 0
+        // and the softmax spreads the weight evenly, whatever the buffer held before.
+        let mut c = LayerCache::with_chunk_positions(1, 0, 2);
+        for _ in 0..3 {
+            c.push(&[], &[]);
+        }
+        for k in Kernel::available() {
+            let mut p = vec![f32::NAN; 2 * 3];
+            let (mut o, mut acc) = (Vec::new(), Vec::new());
+            let order = AttnOrder {
+                kq_lanes8: false,
+                kqv_lanes8: true,
+            };
+            attend(
+                k,
+                &[],
+                &c,
+                0..2,
+                2,
+                3,
+                0.125,
+                order,
+                0,
+                &mut p,
+                &mut o,
+                &mut acc,
+            );
+            assert_eq!(p, vec![1.0 / 3.0; 6], "{k:?}");
+        }
+    }
+
+    #[test]
     fn chunks_hold_what_fits_in_2_mib_and_at_least_the_fewest_positions() {
         // 700M-shaped: 16 KV heads of 96, 12 KiB a position: 170 positions in 2 MiB.
         let c = LayerCache::new(16, 96);
@@ -578,7 +584,7 @@ mod tests {
         let mut c = LayerCache::new(1, 2);
         c.push(&[1.0, 2.0], &[3.0, 4.0]);
         assert_eq!(c.chunk_positions(), CHUNK_BYTES / 16);
-        assert_eq!(c.chunks[0].values().len(), 4 * CHUNK_BYTES / 16);
+        assert_eq!(c.chunks[0].len(), 4 * CHUNK_BYTES / 16);
     }
 
     #[test]

@@ -498,6 +498,9 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
     if n_layer == 0 {
         return Err(bad("block_count", n_layer, "at least 1"));
     }
+    if n_embd == 0 {
+        return Err(bad("embedding_length", n_embd, "at least 1"));
+    }
     if n_head == 0 || n_embd % n_head != 0 {
         return Err(bad(
             "attention.head_count",

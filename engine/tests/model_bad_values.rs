@@ -30,6 +30,11 @@ fn invalid_hyperparameters_are_refused_with_the_key_named() {
         ("bitnet.block_count", Value::U32(1), "number of layers"),
         ("bitnet.block_count", Value::U32(3), "block_count"),
         ("bitnet.context_length", Value::U32(0), "context_length"),
+        (
+            "bitnet.embedding_length",
+            Value::U32(0),
+            "bitnet.embedding_length",
+        ),
     ];
     for (key, v, want) in cases {
         let e = load_with(key, v);

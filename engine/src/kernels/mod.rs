@@ -23,6 +23,8 @@ pub mod x86_attn;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_i2s;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_rows2;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_vnni256;
 
 use std::collections::BTreeSet;
@@ -303,7 +305,7 @@ enum Prepared {
         #[cfg(target_arch = "x86_64")]
         pairs: Vec<x86::PairBlock>,
         #[cfg(target_arch = "x86_64")]
-        dups: Vec<x86::DupBlock>,
+        dups: Vec<x86_rows2::DupBlock>,
     },
     /// bitnet.cpp's per-token int8 activations for I2_S weights (`n_tok × cols`), each token's
     /// scale and quant sum; `perm` holds the AVX-512 kernel's rearrangement when it runs.
@@ -375,7 +377,7 @@ pub fn prepare(
             };
             #[cfg(target_arch = "x86_64")]
             let dups = if kernel == Kernel::Avx512 && n_tok < 4 {
-                x86::dup_for_tq2_0_avx512(&blocks)
+                x86_rows2::dup_for_tq2_0_avx512(&blocks)
             } else {
                 Vec::new()
             };

@@ -46,24 +46,27 @@ pub(super) fn compute_rows(
             #[cfg(target_arch = "x86_64")]
             if !dups.is_empty() {
                 let ahead = prefetch.unwrap_or(x86::PREFETCH_ROWS2);
-                let mut r = r0;
-                while r + 2 <= r1 {
+                // Spans of up to 64 rows, each against every token before the next, so that
+                // a few tokens (`n_tok` < 4) re-read a span from cache and not from memory.
+                let paired = r0..r0 + (r1 - r0) / 2 * 2;
+                let rb = w.row_bytes();
+                for s0 in paired.clone().step_by(64) {
+                    let span = s0..(s0 + 64).min(paired.end);
                     for t in 0..n_tok {
+                        let out = &mut o.token_rows(t)[span.start - r0..span.end - r0];
                         // SAFETY: AVX-512 VNNI/DQ checked by `is_available` (dups exist only then).
-                        let rows2 = [w.row(r), w.row(r + 1)];
-                        let d = &dups[t * nb..(t + 1) * nb];
-                        let got = unsafe {
-                            if w.ty == GgmlType::TQ2_0 {
-                                x86::tq2_0_q8k_dot_rows2_avx512vnni(rows2, d, ahead)
-                            } else {
-                                x86::tq1_0_q8k_dot_rows2_avx512vnni(rows2, d, ahead)
-                            }
+                        unsafe {
+                            x86_rows2::ternary_q8k_dot_span_avx512vnni(
+                                w.ty == GgmlType::TQ2_0,
+                                &w.data[span.start * rb..span.end * rb],
+                                &dups[t * nb..(t + 1) * nb],
+                                ahead,
+                                out,
+                            )
                         };
-                        o.set(r, t, got[0]);
-                        o.set(r + 1, t, got[1]);
                     }
-                    r += 2;
                 }
+                let r = paired.end;
                 for r in r..r1 {
                     for t in 0..n_tok {
                         let p = if perm.is_empty() {

@@ -81,6 +81,17 @@ impl RowsOut<'_> {
         // row `r` (`SharedOut::rows`'s contract), and `out` is borrowed for `'a`.
         unsafe { *self.ptr.add(t * self.rows + r) = v }
     }
+
+    /// Token `t`'s outputs of rows `r0..r1`, as one slice (the output is token-major).
+    pub fn token_rows(&mut self, t: usize) -> &mut [f32] {
+        assert!(t < self.n_tok, "token {t} of {}", self.n_tok);
+        // SAFETY: rows `r0..r1 <= rows` of token `t < n_tok` lie inside `out`, which this writer
+        // alone owns for those rows (`SharedOut::rows`'s contract) and which is borrowed for `'a`;
+        // the slice borrows `self` mutably, so no `set` overlaps it.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(t * self.rows + self.r0), self.r1 - self.r0)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -246,6 +246,29 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Decode-sized products (1-3 tokens) over enough rows that a thread's range spans several
+    /// of the two-row kernel's row spans, odd counts included.
+    #[test]
+    fn decode_products_over_many_rows_match_scalar(
+        seed in any::<u64>(), rows in 60usize..300, n_tok in 1usize..4, tq1 in any::<bool>(),
+        threads in 1usize..3
+    ) {
+        let ty = if tq1 { GgmlType::TQ1_0 } else { GgmlType::TQ2_0 };
+        let mut rng = Rng(seed);
+        let cols = 2 * QK_K;
+        let data: Vec<u8> = (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect();
+        let w = Matrix { ty, data: &data, rows, cols };
+        let x = acts(n_tok * cols, 0, &mut rng);
+        let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
+        for k in simd_variants() {
+            prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, threads, k)), &want, "{:?}", k);
+        }
+    }
+}
+
 #[test]
 fn float_products_follow_the_specification_per_element() {
     // Two or more tokens with rows % 4 == 0 take tinyBLAS's order, other products

@@ -62,7 +62,7 @@ const REL_FLOOR: f64 = 1e-6;
 const ABS_FLOOR: f64 = 1e-5;
 
 /// Compare each `(label, dir)` in `perturbed` against `baseline` and propose tolerances that are
-/// the worst spread times `safety_factor` (at least [`REL_FLOOR`]/[`ABS_FLOOR`]).
+/// the worst spread times `safety_factor` (at least `REL_FLOOR`/`ABS_FLOOR`).
 pub fn calibrate(
     baseline: &Path,
     perturbed: &[(String, &Path)],

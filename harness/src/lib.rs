@@ -1,6 +1,6 @@
 //! `bitnet-harness`: runs YAML scenarios against the BitNet engine and the llama.cpp reference,
 //! compares traces, keeps goldens and writes reports (see DESIGN.md for the data flow):
-//! [`scenario`] → model (in [`run`]) → engine and [`reference`] → [`compare`] → verdicts
+//! [`scenario`] → model (in [`run`]) → engine and [`reference`](mod@reference) → [`compare`] → verdicts
 //! ([`run`]) → [`golden`] / [`report`].
 
 pub mod bench;

@@ -26,7 +26,7 @@
 //! Stages that quantize their input to Q8_K (the ternary TQ1_0/TQ2_0 products) also compare the
 //! engine's quantization of the reference's input with ggml's own (`quantize_row_q8_K`, called in
 //! this process), and I2_S products with bitnet.cpp's per-token `quantize_row_i8_s` (transcribed
-//! here from its C source, [`bitnet_i8s`]): scales and block sums must be equal, and each
+//! here from its C source, `bitnet_i8s`): scales and block sums must be equal, and each
 //! differing int8 is reported as a flip, a ±1 on a rounding boundary (k + ½ after scaling) or
 //! anything else. Both sides quantize
 //! the same values, so either kind fails the stage: a boundary flip there is a rounding-mode bug
@@ -200,7 +200,7 @@ fn bitnet_i8s(x: &[f32]) -> (f32, Vec<i8>) {
     (s, q)
 }
 
-/// The engine's I8_S activations of `x` (rows of `width`) against [`bitnet_i8s`].
+/// The engine's I8_S activations of `x` (rows of `width`) against `bitnet_i8s`.
 pub fn i8s_flips(x: &[f32], width: usize) -> Q8kFlips {
     let mut r = Q8kFlips {
         format: "I8_S",

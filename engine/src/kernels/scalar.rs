@@ -201,7 +201,7 @@ const TRITS: [[u8; 5]; 256] = {
 /// TQ1_0 blocks rewritten as TQ2_0 blocks with the same weights and scales: element `e` of each
 /// block gets code [`tq1_0_code`]`(e)` at its TQ2_0 place. A TQ2_0 product over the result equals
 /// the TQ1_0 product over `row` bit for bit: both read each element's code into the same lane
-/// (`e % 32 / 4`) and finish the block the same way ([`ternary_dot`]). The engine reads TQ1_0
+/// (`e % 32 / 4`) and finish the block the same way (`ternary_dot`). The engine reads TQ1_0
 /// weights this way on x86, where the 2-bit codes unpack several times faster than base 3.
 pub fn tq1_0_to_tq2_0(data: &[u8]) -> Vec<u8> {
     assert_eq!(data.len() % TQ1_0_BYTES, 0, "whole TQ1_0 blocks");

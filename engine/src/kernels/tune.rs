@@ -117,7 +117,7 @@ fn interleaved_best(
 /// kernels prefetch ([`Kernel::tunes_prefetch`]), and on every row or token group the variant
 /// offers ([`Kernel::groups`]); the plan keeps the fastest combination. Each (kind, variant,
 /// group, distance) counts its best call over `budget`, spent in [`ROUNDS`] interleaved rounds
-/// (see [`interleaved_best`]). Returns the plan and every timing.
+/// (see `interleaved_best`). Returns the plan and every timing.
 pub fn tune(
     matrices: &[(String, Matrix<'_>)],
     other: Option<&mut dyn OtherWork>,

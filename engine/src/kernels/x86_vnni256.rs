@@ -188,7 +188,7 @@ pub unsafe fn ternary_dot_tokens_vnni256<const T: usize>(
 /// Rows `r0..r1` of the ternary matrix `w` against `n_tok` tokens' Q8_K `blocks` (`n_tok × nb`,
 /// token-major), into `o`: decode (fewer than [`super::plan::PREFILL_MIN_TOKENS`] tokens) by
 /// groups of `group` rows (default [`DECODE_ROWS`]) prefetching `prefetch` bytes ahead (default
-/// [`PREFETCH`]), prefill by groups of `group` tokens (default [`PREFILL_TOKENS`]) over row tiles.
+/// `PREFETCH`), prefill by groups of `group` tokens (default [`PREFILL_TOKENS`]) over row tiles.
 /// A group not in [`GROUPS`] takes the default.
 ///
 /// # Safety

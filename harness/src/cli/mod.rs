@@ -1,6 +1,6 @@
 //! One module per subcommand; `main.rs` parses arguments and maps errors to exit codes.
 //!
-//! Output goes through [`outln!`], [`out!`] and [`errln!`], never `println!`: a reader that went
+//! Output goes through `outln!`, `out!` and `errln!`, never `println!`: a reader that went
 //! away (`harness run | head -3`, `harness inspect m.gguf | head -1`) must not panic the command
 //! halfway through its work. Output to a closed pipe is dropped and the command finishes (a run
 //! still writes its reports); any other failure to write standard output is reported once on

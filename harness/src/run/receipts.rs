@@ -92,7 +92,7 @@ impl Context {
 /// `verify-receipt --reproduce`: re-run the receipt's scenario on the engine side here (model
 /// generated or read as the scenario says, `threads` as recorded) and confirm the trace digest,
 /// then the engine's throughput within `tps_factor` of the recorded figure (decode when the
-/// scenario decodes, else prefill). The receipt must have passed [`receipt::verify_file`] first.
+/// scenario decodes, else prefill). The receipt must have passed [`crate::receipt::verify_file`] first.
 /// Returns a line describing what was reproduced.
 pub fn reproduce_receipt(
     path: &Path,

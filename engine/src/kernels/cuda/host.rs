@@ -1,5 +1,5 @@
 //! The CUDA kernels compiled for this CPU (`bodies.cuh` through `host.c`, built by the engine's
-//! build script): [`ffi`] declares them, and the safe functions below check every slice's length
+//! build script): `ffi` declares them, and the safe functions below check every slice's length
 //! before handing its pointer over. Each call runs every work item of the kernel in a loop, so it
 //! computes what the GPU launch would.
 

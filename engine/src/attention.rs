@@ -497,7 +497,8 @@ mod tests {
             prop_assert_eq!(c.value(0, n - 1), &vs[n - 1][..hd]);
             let limit = n.saturating_sub(limit_back).max(1);
             let order = AttnOrder { kq_lanes8: kq8, kqv_lanes8: kqv8 };
-            let mut acc = Vec::new();
+            // Scratch left over from other calls (NaN) must change nothing.
+            let mut acc = vec![f32::NAN; 12 * 32 * 70];
             for k in Kernel::available() {
                 let (mut p, mut o) = (vec![0f32; heads.len() * limit], vec![0f32; heads.len() * hd]);
                 attend(k, &q, &c, heads.clone(), group, limit, 0.125, order, prefetch, &mut p, &mut o, &mut acc);

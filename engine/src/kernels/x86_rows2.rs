@@ -56,6 +56,49 @@ pub fn dup_for_tq2_0_avx512(blocks: &[BlockQ8K]) -> Vec<DupBlock> {
         .collect()
 }
 
+/// One block of two rows into their 8 float lanes each (row 0 in the low half): the exact
+/// integer lanes `s` less the activations' lane sums, converted and accumulated by FMA with
+/// `y.d · d_w` of each row (`scales`: each row's F16 scale bytes), as the one-row kernel does.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")]
+unsafe fn accumulate_rows2(
+    acc: __m512,
+    s: __m512i,
+    y: &DupBlock,
+    scales: [*const u8; 2],
+) -> __m512 {
+    let s = _mm512_sub_epi32(s, _mm512_load_si512(y.ysum.as_ptr() as *const __m512i));
+    let scale = |p: *const u8| u16::from_le_bytes([*p, *p.add(1)]) as i16;
+    // d = y.d · d_w per row, each broadcast over its half.
+    let dw = _mm_cvtph_ps(_mm_set_epi16(
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        scale(scales[1]),
+        scale(scales[0]),
+    ));
+    let dwd = _mm_mul_ps(dw, _mm_set1_ps(y.d));
+    let d = _mm512_insertf32x8(
+        _mm512_castps256_ps512(_mm256_broadcastss_ps(dwd)),
+        _mm256_broadcastss_ps(_mm_movehdup_ps(dwd)),
+        1,
+    );
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc)
+}
+
+/// The two rows' results from their lanes (`hsum_float_8` of each half).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx2")]
+unsafe fn hsum8_rows2(acc: __m512) -> [f32; 2] {
+    [
+        hsum8(_mm512_castps512_ps256(acc)),
+        hsum8(_mm512_extractf32x8_ps(acc, 1)),
+    ]
+}
+
 /// TQ2_0 × Q8_K for two rows against one token (decode), AVX-512 VNNI: the two rows' codes fill
 /// the two 256-bit halves of each vector, so one `vpdpbusd` forms both rows' 8 lanes with no
 /// folding. Each row's result is exactly the one-row kernel's.
@@ -103,30 +146,9 @@ pub unsafe fn tq2_0_q8k_dot_rows2_avx512vnni(
                 _mm512_load_si512(yq[3].as_ptr() as *const __m512i),
             );
         }
-        let s = _mm512_sub_epi32(s, _mm512_load_si512(y.ysum.as_ptr() as *const __m512i));
-        // d = y.d · d_w per row, each broadcast over its half.
-        let dw = _mm_cvtph_ps(_mm_set_epi16(
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u16::from_le_bytes([*x1.add(64), *x1.add(65)]) as i16,
-            u16::from_le_bytes([*x0.add(64), *x0.add(65)]) as i16,
-        ));
-        let dwd = _mm_mul_ps(dw, _mm_set1_ps(y.d));
-        let d = _mm512_insertf32x8(
-            _mm512_castps256_ps512(_mm256_broadcastss_ps(dwd)),
-            _mm256_broadcastss_ps(_mm_movehdup_ps(dwd)),
-            1,
-        );
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+        acc = accumulate_rows2(acc, s, y, [x0.add(64), x1.add(64)]);
     }
-    [
-        hsum8(_mm512_castps512_ps256(acc)),
-        hsum8(_mm512_extractf32x8_ps(acc, 1)),
-    ]
+    hsum8_rows2(acc)
 }
 
 /// The two-row decode kernels over consecutive rows: `out[i]` gets row `i` of `rows` (rows of
@@ -255,27 +277,7 @@ pub unsafe fn tq1_0_q8k_dot_rows2_avx512vnni(
         for (ci, yq) in c.iter().zip(&y.qs) {
             s = _mm512_dpbusd_epi32(s, *ci, _mm512_load_si512(yq.as_ptr() as *const __m512i));
         }
-        let s = _mm512_sub_epi32(s, _mm512_load_si512(y.ysum.as_ptr() as *const __m512i));
-        let dw = _mm_cvtph_ps(_mm_set_epi16(
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u16::from_le_bytes([x1[52], x1[53]]) as i16,
-            u16::from_le_bytes([x0[52], x0[53]]) as i16,
-        ));
-        let dwd = _mm_mul_ps(dw, _mm_set1_ps(y.d));
-        let d = _mm512_insertf32x8(
-            _mm512_castps256_ps512(_mm256_broadcastss_ps(dwd)),
-            _mm256_broadcastss_ps(_mm_movehdup_ps(dwd)),
-            1,
-        );
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+        acc = accumulate_rows2(acc, s, y, [x0.as_ptr().add(52), x1.as_ptr().add(52)]);
     }
-    [
-        hsum8(_mm512_castps512_ps256(acc)),
-        hsum8(_mm512_extractf32x8_ps(acc, 1)),
-    ]
+    hsum8_rows2(acc)
 }

@@ -604,6 +604,14 @@ pub fn table(r: &BenchReport) -> String {
                 t.bound_with_kv_decode_tps,
             ));
         }
+        let w = r.weight_bytes_per_token as f64;
+        s.push_str(&format!(
+            "a decode step that reads the KV cache too reaches at most {:.0}% of the weights-only \
+             bound, even at the plain read rate ({:.1} MB of weights / {:.1} MB in all)\n",
+            100.0 * w / (w + r.kv_bytes_per_token as f64),
+            w / 1e6,
+            (w + r.kv_bytes_per_token as f64) / 1e6,
+        ));
     }
     for t in &r.results {
         for n in noisy(t) {

@@ -107,6 +107,16 @@ fn a_bench_report_names_both_sides_and_is_consistent() {
     let per_position = layers * kv_heads * (embd / heads) * 2 * 4;
     assert_eq!(r.kv_bytes_per_token * 2, per_position * 21);
     assert!(t.contains("with the KV cache"), "{t}");
+    // The weights-only share's ceiling at this prompt length: weights / (weights + KV bytes).
+    let ceiling = 100.0 * r.weight_bytes_per_token as f64
+        / (r.weight_bytes_per_token + r.kv_bytes_per_token) as f64;
+    assert!(ceiling < 100.0, "{ceiling}");
+    assert!(
+        t.contains(&format!(
+            "reaches at most {ceiling:.0}% of the weights-only bound"
+        )),
+        "{t}"
+    );
     // The weights are held in huge pages by default (where the kernel has THP), and the table
     // says where they were.
     assert!(

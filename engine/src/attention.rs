@@ -26,7 +26,7 @@
 
 use std::ops::Range;
 
-use crate::ggml_math::{dot_lanes8, dot_steps32};
+use crate::ggml_math::{dot_lanes8, dot_lanes8_f16, dot_steps32, dot_steps32_f16};
 use crate::kernels::scalar::{hadd8, hsum8};
 use crate::kernels::Kernel;
 
@@ -45,8 +45,56 @@ pub const MIN_CHUNK: usize = 64;
 /// 2 KiB decoded 2-4% faster than none at one and two threads; 4 KiB about the same.
 pub const PREFETCH: usize = 2048;
 
+/// The KV cache's element type, llama.cpp's `type_k` / `type_v` (both the same here): `F32`, or
+/// `F16` (llama.cpp's default), which rounds every key and value to an IEEE half as it is stored
+/// and halves the bytes a decode step reads. With `F16`, ggml also rounds each product's F32
+/// operand to F16 (the query before the scores, the probabilities before the weighted sum) and
+/// sums the tail of `ggml_vec_dot_f16` in f64; [`attend`] does the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum KvType {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvType {
+    /// Every type, by its label.
+    pub const ALL: [KvType; 2] = [KvType::F32, KvType::F16];
+
+    /// `"f32"` or `"f16"`, as scenarios, the command line and receipts spell it.
+    pub fn label(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+
+    /// The type a label names (case-insensitive), if any.
+    pub fn parse(s: &str) -> Option<KvType> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.label().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Bytes per cached value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+}
+
+/// A layer's chunks, of one element type.
+#[derive(Debug, Clone)]
+enum Chunks {
+    F32(Vec<Box<[f32]>>),
+    /// IEEE halves, as bits.
+    F16(Vec<Box<[u16]>>),
+}
+
 /// One layer's KV cache: every KV head's keys and values, position by position.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LayerCache {
     n_kv: usize,
     hd: usize,
@@ -58,27 +106,128 @@ pub struct LayerCache {
     /// in alternating benches (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the
     /// attention's read (9.3 GB/s either way timed alone) and a two-thread prefill now and then
     /// stalled (193 against 237 tok/s) where each new chunk's huge page was faulted in.
-    chunks: Vec<Box<[f32]>>,
+    chunks: Chunks,
+}
+
+impl Default for LayerCache {
+    fn default() -> LayerCache {
+        LayerCache::with_chunk_positions(0, 0, 1)
+    }
+}
+
+/// An element of a cache: `f32`, or `u16` holding an IEEE half (the two [`KvType`]s).
+trait KvElem: Copy + Default + Send + Sync + 'static {
+    /// The value as stored (rounded to nearest even for a half).
+    fn store(v: f32) -> Self;
+    /// The stored value, exactly, as f32.
+    fn widen(self) -> f32;
+    /// `p` as ggml multiplies it by a value of this type: unchanged for F32, rounded to F16 and
+    /// widened back for F16 (the probabilities are converted to the cache's type).
+    fn operand(p: f32) -> f32;
+    /// The chunks, when the cache holds this type (else none).
+    fn chunks(c: &Chunks) -> &[Box<[Self]>];
+    /// The chunks; the cache must hold this type.
+    fn chunks_mut(c: &mut Chunks) -> &mut Vec<Box<[Self]>>;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn store(v: f32) -> f32 {
+        v
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn operand(p: f32) -> f32 {
+        p
+    }
+    fn chunks(c: &Chunks) -> &[Box<[f32]>] {
+        match c {
+            Chunks::F32(v) => v,
+            Chunks::F16(_) => &[],
+        }
+    }
+    fn chunks_mut(c: &mut Chunks) -> &mut Vec<Box<[f32]>> {
+        match c {
+            Chunks::F32(v) => v,
+            Chunks::F16(_) => unreachable!("an F16 cache's chunks taken as F32"),
+        }
+    }
+}
+
+impl KvElem for u16 {
+    #[inline(always)]
+    fn store(v: f32) -> u16 {
+        crate::quant::f32_to_f16(v)
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        crate::quant::f16_to_f32(self)
+    }
+    #[inline(always)]
+    fn operand(p: f32) -> f32 {
+        crate::quant::f16_to_f32(crate::quant::f32_to_f16(p))
+    }
+    fn chunks(c: &Chunks) -> &[Box<[u16]>] {
+        match c {
+            Chunks::F16(v) => v,
+            Chunks::F32(_) => &[],
+        }
+    }
+    fn chunks_mut(c: &mut Chunks) -> &mut Vec<Box<[u16]>> {
+        match c {
+            Chunks::F16(v) => v,
+            Chunks::F32(_) => unreachable!("an F32 cache's chunks taken as F16"),
+        }
+    }
 }
 
 impl LayerCache {
-    /// An empty cache of `n_kv` heads of `hd` values, in chunks of as many positions as fit in
-    /// [`CHUNK_BYTES`] (or a multiple of it, to hold [`MIN_CHUNK`] positions).
+    /// An empty F32 cache of `n_kv` heads of `hd` values (see [`LayerCache::new_typed`]).
     pub fn new(n_kv: usize, hd: usize) -> LayerCache {
-        let per_position = (2 * n_kv * hd * std::mem::size_of::<f32>()).max(1);
-        let bytes = (MIN_CHUNK * per_position).div_ceil(CHUNK_BYTES) * CHUNK_BYTES;
-        LayerCache::with_chunk_positions(n_kv, hd, bytes / per_position)
+        LayerCache::new_typed(n_kv, hd, KvType::F32)
     }
 
-    /// An empty cache whose chunks hold `chunk` positions each (at least one): tests use short
-    /// chunks to cross their boundaries.
+    /// An empty cache of `n_kv` heads of `hd` values of type `ty`, in chunks of as many positions
+    /// as fit in [`CHUNK_BYTES`] (or a multiple of it, to hold [`MIN_CHUNK`] positions).
+    pub fn new_typed(n_kv: usize, hd: usize, ty: KvType) -> LayerCache {
+        let per_position = (2 * n_kv * hd * ty.bytes()).max(1);
+        let bytes = (MIN_CHUNK * per_position).div_ceil(CHUNK_BYTES) * CHUNK_BYTES;
+        LayerCache::with_chunk_positions_typed(n_kv, hd, bytes / per_position, ty)
+    }
+
+    /// An empty F32 cache whose chunks hold `chunk` positions each (at least one): tests use
+    /// short chunks to cross their boundaries.
     pub fn with_chunk_positions(n_kv: usize, hd: usize, chunk: usize) -> LayerCache {
+        LayerCache::with_chunk_positions_typed(n_kv, hd, chunk, KvType::F32)
+    }
+
+    /// [`LayerCache::with_chunk_positions`] of type `ty`.
+    pub fn with_chunk_positions_typed(
+        n_kv: usize,
+        hd: usize,
+        chunk: usize,
+        ty: KvType,
+    ) -> LayerCache {
         LayerCache {
             n_kv,
             hd,
             len: 0,
             chunk: chunk.max(1),
-            chunks: Vec::new(),
+            chunks: match ty {
+                KvType::F32 => Chunks::F32(Vec::new()),
+                KvType::F16 => Chunks::F16(Vec::new()),
+            },
+        }
+    }
+
+    /// The element type.
+    pub fn kv_type(&self) -> KvType {
+        match self.chunks {
+            Chunks::F32(_) => KvType::F32,
+            Chunks::F16(_) => KvType::F16,
         }
     }
 
@@ -96,27 +245,45 @@ impl LayerCache {
         self.len == 0
     }
 
-    /// Append one position: every KV head's key (`n_kv·hd` values, head by head) and value.
+    #[cfg(test)]
+    fn chunk_count(&self) -> usize {
+        match &self.chunks {
+            Chunks::F32(v) => v.len(),
+            Chunks::F16(v) => v.len(),
+        }
+    }
+
+    /// Append one position: every KV head's key (`n_kv·hd` values, head by head) and value, each
+    /// stored as the cache's type holds it (rounded to nearest even for F16, as ggml's copy into
+    /// an F16 cache rounds).
     pub fn push(&mut self, k: &[f32], v: &[f32]) {
+        match self.kv_type() {
+            KvType::F32 => self.push_typed::<f32>(k, v),
+            KvType::F16 => self.push_typed::<u16>(k, v),
+        }
+    }
+
+    fn push_typed<E: KvElem>(&mut self, k: &[f32], v: &[f32]) {
         let (hd, nkv) = (self.hd, self.n_kv);
         assert!(k.len() == nkv * hd && v.len() == nkv * hd);
         let ch = self.chunk;
         let (c, p) = (self.len / ch, self.len % ch);
+        let chunks = E::chunks_mut(&mut self.chunks);
         if p == 0 {
-            self.chunks
-                .push(vec![0f32; 2 * nkv * ch * hd].into_boxed_slice());
+            chunks.push(vec![E::default(); 2 * nkv * ch * hd].into_boxed_slice());
         }
-        let chunk = &mut self.chunks[c];
+        let chunk = &mut chunks[c];
+        let planted_f16 = crate::planted::on("v_cache_f16");
         for g in 0..nkv {
             let at = (g * ch + p) * hd;
-            chunk[at..at + hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
+            for (o, &x) in chunk[at..at + hd].iter_mut().zip(&k[g * hd..(g + 1) * hd]) {
+                *o = E::store(x);
+            }
             let at = ((nkv + g) * ch + p) * hd;
-            let row = &mut chunk[at..at + hd];
-            row.copy_from_slice(&v[g * hd..(g + 1) * hd]);
-            if crate::planted::on("v_cache_f16") {
-                for x in row {
-                    *x = crate::quant::f16_to_f32(crate::quant::f32_to_f16(*x));
-                }
+            for (o, &x) in chunk[at..at + hd].iter_mut().zip(&v[g * hd..(g + 1) * hd]) {
+                // The planted bug rounds an F32 cache's values as an F16 cache would.
+                let x = if planted_f16 { u16::operand(x) } else { x };
+                *o = E::store(x);
             }
         }
         self.len += 1;
@@ -127,35 +294,49 @@ impl LayerCache {
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
             self.len = len;
-            self.chunks.truncate(len.div_ceil(self.chunk));
+            let keep = len.div_ceil(self.chunk);
+            match &mut self.chunks {
+                Chunks::F32(v) => v.truncate(keep),
+                Chunks::F16(v) => v.truncate(keep),
+            }
         }
     }
 
-    /// KV head `g`'s key at position `pos`.
-    pub fn key(&self, g: usize, pos: usize) -> &[f32] {
+    /// KV head `g`'s key at position `pos`, as f32 (exactly as stored).
+    pub fn key(&self, g: usize, pos: usize) -> Vec<f32> {
         assert!(g < self.n_kv && pos < self.len);
-        let ch = self.chunk;
-        let at = (g * ch + pos % ch) * self.hd;
-        &self.chunks[pos / ch][at..at + self.hd]
+        self.widened(g, pos, false)
     }
 
-    /// KV head `g`'s value at position `pos`.
-    pub fn value(&self, g: usize, pos: usize) -> &[f32] {
+    /// KV head `g`'s value at position `pos`, as f32 (exactly as stored).
+    pub fn value(&self, g: usize, pos: usize) -> Vec<f32> {
         assert!(g < self.n_kv && pos < self.len);
-        let ch = self.chunk;
-        let at = ((self.n_kv + g) * ch + pos % ch) * self.hd;
-        &self.chunks[pos / ch][at..at + self.hd]
+        self.widened(g, pos, true)
+    }
+
+    fn widened(&self, g: usize, pos: usize, value: bool) -> Vec<f32> {
+        match self.kv_type() {
+            KvType::F32 => self.rows::<f32>(g, pos, pos + 1, value).to_vec(),
+            KvType::F16 => self
+                .rows::<u16>(g, pos, pos + 1, value)
+                .iter()
+                .map(|&h| h.widen())
+                .collect(),
+        }
     }
 
     /// KV head `g`'s keys (`value`: values) at positions `a..b`, which lie in one chunk, as one
-    /// slice of `(b − a)·hd` values.
-    fn rows(&self, g: usize, a: usize, b: usize, value: bool) -> &[f32] {
+    /// slice of `(b − a)·hd` elements (empty when the cache does not hold `E`).
+    fn rows<E: KvElem>(&self, g: usize, a: usize, b: usize, value: bool) -> &[E] {
         let ch = self.chunk;
         assert!(g < self.n_kv && a <= b && b <= self.len);
         assert!(a == b || a / ch == (b - 1) / ch);
         let plane = if value { self.n_kv + g } else { g };
         let at = (plane * ch + a % ch) * self.hd;
-        &self.chunks[a / ch][at..at + (b - a) * self.hd]
+        match E::chunks(&self.chunks).get(a / ch) {
+            Some(c) => &c[at..at + (b - a) * self.hd],
+            None => &[],
+        }
     }
 }
 
@@ -169,10 +350,27 @@ pub struct AttnOrder {
 }
 
 impl AttnOrder {
-    /// The orders ggml takes for a pass of `n_tok` tokens with `n_head` query heads of size `hd`.
+    /// The orders ggml takes for a pass of `n_tok` tokens with `n_head` query heads of size `hd`
+    /// over an F32 cache.
     pub fn for_pass(n_tok: usize, n_head: usize, hd: usize) -> AttnOrder {
+        AttnOrder::for_cache(KvType::F32, n_tok, n_head, hd)
+    }
+
+    /// The orders ggml takes for a pass of `n_tok` tokens with `n_head` query heads of size `hd`
+    /// over a cache of type `ty`. tinyBLAS (`llamafile_sgemm`) takes a product of two or more
+    /// columns whose row count divides by 4 (its AVX2 form pads a ragged length with zeros), and
+    /// only when its right operand is contiguous and of the type the left one pairs with: over an
+    /// F32 cache the permuted query is contiguous only with one head; over an F16 cache ggml first
+    /// converts the query to F16 into a contiguous buffer, which tinyBLAS then takes. The rows of
+    /// the scores' product are the cache's positions (padded to 256), those of the outputs' the
+    /// head size.
+    pub fn for_cache(ty: KvType, n_tok: usize, n_head: usize, hd: usize) -> AttnOrder {
         AttnOrder {
-            kq_lanes8: n_head == 1 && n_tok >= 2 && hd % 8 == 0,
+            kq_lanes8: n_tok >= 2
+                && match ty {
+                    KvType::F32 => n_head == 1,
+                    KvType::F16 => true,
+                },
             kqv_lanes8: n_tok >= 2 && hd % 4 == 0,
         }
     }
@@ -195,7 +393,9 @@ pub fn reduce_lane_sums(acc: &[f32], hd: usize, d: usize, lanes8: bool) -> f32 {
 /// `h` reads KV head `h / group`. `q` holds the heads' queries (`hd` each, in order); `p` receives
 /// each head's `limit` probabilities (head `heads.start + r` at `p[r·limit..]`), `o` each head's
 /// `hd` outputs; `acc` is scratch. The SIMD variants prefetch the cache `prefetch` bytes ahead of
-/// the row they read (0: not at all); no distance changes a result.
+/// the row they read (0: not at all); no distance changes a result. Over an F16 cache the query
+/// is rounded to F16 and each probability is rounded to F16 where it weights a value (the
+/// probabilities `p` returns are the softmax's, unrounded, as ggml's `soft_max_ext` writes them).
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     kernel: Kernel,
@@ -215,82 +415,223 @@ pub fn attend(
     assert!(group >= 1 && heads.end.div_ceil(group) <= cache.n_kv);
     assert!(limit <= cache.len && q.len() == nh * hd && p.len() >= nh * limit);
     assert!(o.len() == nh * hd);
-    #[cfg(target_arch = "x86_64")]
-    if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
-    {
-        // SAFETY: AVX2 and FMA were detected; the body reads only within the slices (asserted
-        // above, and by the cache's accessors).
-        unsafe {
-            attend_avx2(
-                q, cache, heads, group, limit, scale, order, prefetch, p, o, acc,
-            )
-        };
-        return;
+    let a = Attend {
+        cache,
+        heads,
+        group,
+        limit,
+        scale,
+        order,
+        prefetch,
+    };
+    match cache.kv_type() {
+        KvType::F32 => a.run::<f32>(kernel, q, p, o, acc),
+        KvType::F16 => {
+            let q16: Vec<u16> = q.iter().map(|&x| u16::store(x)).collect();
+            a.run::<u16>(kernel, &q16, p, o, acc)
+        }
     }
-    let _ = kernel;
-    attend_body::<false>(
-        q, cache, heads, group, limit, scale, order, prefetch, p, o, acc,
-    );
 }
 
-/// [`attend_body`] compiled for AVX2 + FMA, with the row operations of
-/// [`crate::kernels::x86_attn`] (the same operations, so the same bits).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
-    q: &[f32],
-    cache: &LayerCache,
+/// One call's shape and settings (see [`attend`]).
+struct Attend<'c> {
+    cache: &'c LayerCache,
     heads: Range<usize>,
     group: usize,
     limit: usize,
     scale: f32,
     order: AttnOrder,
     prefetch: usize,
-    p: &mut [f32],
-    o: &mut [f32],
-    acc: &mut Vec<f32>,
-) {
-    attend_body::<true>(
-        q, cache, heads, group, limit, scale, order, prefetch, p, o, acc,
-    );
 }
 
-/// One score's dot product, in the order `lanes8` names.
-#[inline(always)]
-fn row_dot<const SIMD: bool>(key: &[f32], q: &[f32], lanes8: bool) -> f32 {
+impl Attend<'_> {
+    /// `q` already of the cache's type.
+    fn run<E: RowOps>(
+        &self,
+        kernel: Kernel,
+        q: &[E],
+        p: &mut [f32],
+        o: &mut [f32],
+        acc: &mut Vec<f32>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX2, FMA and F16C were detected; the body reads only within the slices
+            // (asserted in `attend`, and by the cache's accessors).
+            unsafe { self.run_avx2(q, p, o, acc) };
+            return;
+        }
+        let _ = kernel;
+        self.body::<false, E>(q, p, o, acc);
+    }
+
+    /// [`Attend::body`] compiled for AVX2 + FMA + F16C, with the row operations of
+    /// [`crate::kernels::x86_attn`] (the same operations, so the same bits).
     #[cfg(target_arch = "x86_64")]
-    if SIMD {
-        use crate::kernels::x86_attn;
-        // SAFETY: `SIMD` bodies run only inside `attend_avx2`, after AVX2 and FMA were detected.
-        return unsafe {
-            if lanes8 {
-                x86_attn::dot_lanes8(key, q)
-            } else {
-                x86_attn::dot_steps32(key, q)
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run_avx2<E: RowOps>(
+        &self,
+        q: &[E],
+        p: &mut [f32],
+        o: &mut [f32],
+        acc: &mut Vec<f32>,
+    ) {
+        self.body::<true, E>(q, p, o, acc);
+    }
+
+    #[inline(always)]
+    fn body<const SIMD: bool, E: RowOps>(
+        &self,
+        q: &[E],
+        p: &mut [f32],
+        o: &mut [f32],
+        acc: &mut Vec<f32>,
+    ) {
+        let (cache, limit, order, prefetch) = (self.cache, self.limit, self.order, self.prefetch);
+        let (hd, h0, nh) = (cache.hd, self.heads.start, self.heads.len());
+        let heads = &self.heads;
+        // Scores, each chunk's keys in address order.
+        visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
+            let keys = cache.rows::<E>(g, pos.start, pos.end, false);
+            for j in pos.clone() {
+                let key = &keys[(j - pos.start) * hd..][..hd];
+                if SIMD && prefetch > 0 {
+                    prefetch_span(key, prefetch);
+                }
+                for h in hs.clone() {
+                    let r = h - h0;
+                    let dot = E::dot::<SIMD>(key, &q[r * hd..(r + 1) * hd], order.kq_lanes8);
+                    p[r * limit + j] = dot * self.scale;
+                }
             }
-        };
-    }
-    if lanes8 {
-        dot_lanes8(key, q)
-    } else {
-        dot_steps32(key, q)
+        });
+        for r in 0..nh {
+            let pr = &mut p[r * limit..(r + 1) * limit];
+            crate::ggml_math::softmax_body(pr);
+            if SIMD && crate::planted::on("simd_softmax_remainder") && limit % 8 != 0 {
+                pr[limit - 1] = 0.0;
+            }
+        }
+        // Lane accumulators: lane `j % L` of head `r`'s output element `d` at
+        // `acc[(r·L + j % L)·hd + d]`.
+        let lanes = if order.kqv_lanes8 { 8 } else { 32 };
+        acc.clear();
+        acc.resize(nh * lanes * hd, 0.0);
+        let shifted = crate::planted::on("kv_cache_value_offset");
+        visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
+            let values = cache.rows::<E>(g, pos.start, pos.end, true);
+            for j in pos.clone() {
+                let v = &values[(j - pos.start) * hd..][..hd];
+                if SIMD && prefetch > 0 {
+                    prefetch_span(v, prefetch);
+                }
+                let v = if shifted && j > 0 {
+                    cache.rows::<E>(g, j - 1, j, true)
+                } else {
+                    v
+                };
+                for h in hs.clone() {
+                    let r = h - h0;
+                    let at = (r * lanes + j % lanes) * hd;
+                    let pj = E::operand(p[r * limit + j]);
+                    E::axpy::<SIMD>(&mut acc[at..at + hd], v, pj);
+                }
+            }
+        });
+        for r in 0..nh {
+            reduce::<SIMD>(
+                &acc[r * lanes * hd..(r + 1) * lanes * hd],
+                order.kqv_lanes8,
+                &mut o[r * hd..(r + 1) * hd],
+            );
+        }
     }
 }
 
-/// `acc[d] = fma(v[d], p, acc[d])`.
-#[inline(always)]
-fn row_axpy<const SIMD: bool>(acc: &mut [f32], v: &[f32], p: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if SIMD {
-        // SAFETY: as in `row_dot`.
-        unsafe { crate::kernels::x86_attn::axpy(acc, v, p) };
-        return;
+/// The row operations of one cache element type, portable (`SIMD` false) or from
+/// [`crate::kernels::x86_attn`] (`SIMD` true: only inside [`Attend::run_avx2`]).
+trait RowOps: KvElem {
+    /// One score's dot product of a key and the query (of this type), in the order `lanes8`
+    /// names.
+    fn dot<const SIMD: bool>(key: &[Self], q: &[Self], lanes8: bool) -> f32;
+    /// `acc[d] = fma(v[d], p, acc[d])`.
+    fn axpy<const SIMD: bool>(acc: &mut [f32], v: &[Self], p: f32);
+}
+
+impl RowOps for f32 {
+    #[inline(always)]
+    fn dot<const SIMD: bool>(key: &[f32], q: &[f32], lanes8: bool) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if SIMD {
+            use crate::kernels::x86_attn;
+            // SAFETY: `SIMD` bodies run only inside `run_avx2`, after AVX2, FMA and F16C were
+            // detected.
+            return unsafe {
+                if lanes8 {
+                    x86_attn::dot_lanes8(key, q)
+                } else {
+                    x86_attn::dot_steps32(key, q)
+                }
+            };
+        }
+        if lanes8 {
+            dot_lanes8(key, q)
+        } else {
+            dot_steps32(key, q)
+        }
     }
-    for (a, &x) in acc.iter_mut().zip(v) {
-        *a = x.mul_add(p, *a);
+
+    #[inline(always)]
+    fn axpy<const SIMD: bool>(acc: &mut [f32], v: &[f32], p: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if SIMD {
+            // SAFETY: as in `dot`.
+            unsafe { crate::kernels::x86_attn::axpy(acc, v, p) };
+            return;
+        }
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = x.mul_add(p, *a);
+        }
+    }
+}
+
+impl RowOps for u16 {
+    #[inline(always)]
+    fn dot<const SIMD: bool>(key: &[u16], q: &[u16], lanes8: bool) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if SIMD {
+            use crate::kernels::x86_attn;
+            // SAFETY: as for f32.
+            return unsafe {
+                if lanes8 {
+                    x86_attn::dot_lanes8_f16(key, q)
+                } else {
+                    x86_attn::dot_steps32_f16(key, q)
+                }
+            };
+        }
+        if lanes8 {
+            dot_lanes8_f16(key, q)
+        } else {
+            dot_steps32_f16(key, q)
+        }
+    }
+
+    #[inline(always)]
+    fn axpy<const SIMD: bool>(acc: &mut [f32], v: &[u16], p: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if SIMD {
+            // SAFETY: as for f32.
+            unsafe { crate::kernels::x86_attn::axpy_f16(acc, v, p) };
+            return;
+        }
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = x.widen().mul_add(p, *a);
+        }
     }
 }
 
@@ -299,7 +640,7 @@ fn row_axpy<const SIMD: bool>(acc: &mut [f32], v: &[f32], p: f32) {
 fn reduce<const SIMD: bool>(acc: &[f32], lanes8: bool, o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if SIMD {
-        // SAFETY: as in `row_dot`.
+        // SAFETY: as in `RowOps::dot`.
         unsafe { crate::kernels::x86_attn::reduce_lanes(acc, lanes8, o) };
         return;
     }
@@ -335,88 +676,16 @@ fn visit(
 /// the address, and changes no result). A chunk's rows lie back to back, so this keeps a fixed
 /// distance ahead along the stream of keys or values.
 #[inline(always)]
-fn prefetch_span(row: &[f32], ahead: usize) {
+fn prefetch_span<E>(row: &[E], ahead: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        let p = row.as_ptr().wrapping_add(ahead / 4);
-        for i in (0..row.len()).step_by(16) {
-            crate::kernels::x86::prefetch_line(p.wrapping_add(i));
+        let p = (row.as_ptr() as *const u8).wrapping_add(ahead);
+        for i in (0..std::mem::size_of_val(row)).step_by(64) {
+            crate::kernels::x86::prefetch_line(p.wrapping_add(i) as *const f32);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (row, ahead);
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_body<const SIMD: bool>(
-    q: &[f32],
-    cache: &LayerCache,
-    heads: Range<usize>,
-    group: usize,
-    limit: usize,
-    scale: f32,
-    order: AttnOrder,
-    prefetch: usize,
-    p: &mut [f32],
-    o: &mut [f32],
-    acc: &mut Vec<f32>,
-) {
-    let (hd, h0, nh) = (cache.hd, heads.start, heads.len());
-    // Scores, each chunk's keys in address order.
-    visit(cache.chunk, limit, &heads, group, |pos, g, hs| {
-        let keys = cache.rows(g, pos.start, pos.end, false);
-        for j in pos.clone() {
-            let key = &keys[(j - pos.start) * hd..][..hd];
-            if SIMD && prefetch > 0 {
-                prefetch_span(key, prefetch);
-            }
-            for h in hs.clone() {
-                let r = h - h0;
-                let dot = row_dot::<SIMD>(key, &q[r * hd..(r + 1) * hd], order.kq_lanes8);
-                p[r * limit + j] = dot * scale;
-            }
-        }
-    });
-    for r in 0..nh {
-        let pr = &mut p[r * limit..(r + 1) * limit];
-        crate::ggml_math::softmax_body(pr);
-        if SIMD && crate::planted::on("simd_softmax_remainder") && limit % 8 != 0 {
-            pr[limit - 1] = 0.0;
-        }
-    }
-    // Lane accumulators: lane `j % L` of head `r`'s output element `d` at
-    // `acc[(r·L + j % L)·hd + d]`.
-    let lanes = if order.kqv_lanes8 { 8 } else { 32 };
-    acc.clear();
-    acc.resize(nh * lanes * hd, 0.0);
-    let shifted = crate::planted::on("kv_cache_value_offset");
-    visit(cache.chunk, limit, &heads, group, |pos, g, hs| {
-        let values = cache.rows(g, pos.start, pos.end, true);
-        for j in pos.clone() {
-            let v = &values[(j - pos.start) * hd..][..hd];
-            if SIMD && prefetch > 0 {
-                prefetch_span(v, prefetch);
-            }
-            let v = if shifted && j > 0 {
-                cache.value(g, j - 1)
-            } else {
-                v
-            };
-            for h in hs.clone() {
-                let r = h - h0;
-                let at = (r * lanes + j % lanes) * hd;
-                row_axpy::<SIMD>(&mut acc[at..at + hd], v, p[r * limit + j]);
-            }
-        }
-    });
-    for r in 0..nh {
-        reduce::<SIMD>(
-            &acc[r * lanes * hd..(r + 1) * lanes * hd],
-            order.kqv_lanes8,
-            &mut o[r * hd..(r + 1) * hd],
-        );
-    }
 }
 
 #[cfg(test)]
@@ -427,8 +696,11 @@ mod tests {
 
     /// ggml's computation spelled out on its own shapes, for one query head: the scores row and
     /// the value columns padded to a multiple of 256 positions (zero keys and values, scores
-    /// masked to −∞), each product one dot over the whole padded length.
+    /// masked to −∞), each product one dot over the whole padded length. Over an F16 cache
+    /// (`ty`) the keys, values and query are rounded to halves first and the probabilities
+    /// before the values' product, whose dots are `ggml_vec_dot_f16`'s or tinyBLAS's on halves.
     fn reference(
+        ty: KvType,
         q: &[f32],
         ks: &[Vec<f32>],
         vs: &[Vec<f32>],
@@ -436,30 +708,32 @@ mod tests {
         scale: f32,
         order: AttnOrder,
     ) -> (Vec<f32>, Vec<f32>) {
+        use crate::ggml_math::{dot_lanes8_f16, dot_steps32_f16};
+        use crate::quant::f32_to_f16;
+        let half = |x: &[f32]| -> Vec<u16> { x.iter().map(|&v| f32_to_f16(v)).collect() };
+        let dot = |x: &[f32], y: &[f32], lanes8: bool| -> f32 {
+            match (ty, lanes8) {
+                (KvType::F32, true) => dot_lanes8(x, y),
+                (KvType::F32, false) => dot_steps32(x, y),
+                (KvType::F16, true) => dot_lanes8_f16(&half(x), &half(y)),
+                (KvType::F16, false) => dot_steps32_f16(&half(x), &half(y)),
+            }
+        };
         let n_kv = ks.len().div_ceil(256) * 256;
         let hd = q.len();
         let zero = vec![0f32; hd];
         let mut p: Vec<f32> = (0..n_kv)
             .map(|j| {
                 let k = ks.get(j).unwrap_or(&zero);
-                let dot = if order.kq_lanes8 {
-                    dot_lanes8(k, q)
-                } else {
-                    dot_steps32(k, q)
-                };
                 let masked = if j < limit { 0.0 } else { f32::NEG_INFINITY };
-                dot * scale + masked
+                dot(k, q, order.kq_lanes8) * scale + masked
             })
             .collect();
         softmax(Kernel::Scalar, &mut p);
         let o = (0..hd)
             .map(|d| {
                 let col: Vec<f32> = (0..n_kv).map(|j| vs.get(j).map_or(0.0, |v| v[d])).collect();
-                if order.kqv_lanes8 {
-                    dot_lanes8(&col, &p)
-                } else {
-                    dot_steps32(&col, &p)
-                }
+                dot(&col, &p, order.kqv_lanes8)
             })
             .collect();
         p.truncate(limit);
@@ -479,6 +753,7 @@ mod tests {
             n_kv in 1usize..4, group in 1usize..4, first in 0usize..12, count in 1usize..12,
             chunk in 1usize..80, kq8 in any::<bool>(), kqv8 in any::<bool>(),
             prefetch in prop::sample::select(vec![0usize, 64, 2048]),
+            ty in prop::sample::select(KvType::ALL.to_vec()),
         ) {
             let mut s = seed | 1;
             let mut f = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0 };
@@ -489,12 +764,16 @@ mod tests {
             let ks: Vec<Vec<f32>> = (0..n).map(|_| (0..n_kv * hd).map(|_| f() * 3.0).collect()).collect();
             let vs: Vec<Vec<f32>> = (0..n).map(|_| (0..n_kv * hd).map(|_| f()).collect()).collect();
             let q: Vec<f32> = (0..heads.len() * hd).map(|_| f()).collect();
-            let mut c = LayerCache::with_chunk_positions(n_kv, hd, chunk);
+            let mut c = LayerCache::with_chunk_positions_typed(n_kv, hd, chunk, ty);
             for (k, v) in ks.iter().zip(&vs) {
                 c.push(k, v);
             }
-            prop_assert_eq!(c.key(n_kv - 1, n - 1), &ks[n - 1][(n_kv - 1) * hd..]);
-            prop_assert_eq!(c.value(0, n - 1), &vs[n - 1][..hd]);
+            // What the cache holds, exactly: the values, or the values rounded to halves.
+            let stored = |x: &[f32]| -> Vec<f32> {
+                x.iter().map(|&v| if ty == KvType::F16 { u16::operand(v) } else { v }).collect()
+            };
+            prop_assert_eq!(c.key(n_kv - 1, n - 1), stored(&ks[n - 1][(n_kv - 1) * hd..]));
+            prop_assert_eq!(c.value(0, n - 1), stored(&vs[n - 1][..hd]));
             let limit = n.saturating_sub(limit_back).max(1);
             let order = AttnOrder { kq_lanes8: kq8, kqv_lanes8: kqv8 };
             // Scratch left over from other calls (NaN) must change nothing.
@@ -507,9 +786,9 @@ mod tests {
                     let head = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
                         rows.iter().map(|row| row[g * hd..(g + 1) * hd].to_vec()).collect()
                     };
-                    let (wp, wo) = reference(&q[r * hd..(r + 1) * hd], &head(&ks), &head(&vs), limit, 0.125, order);
-                    prop_assert_eq!(bits(&p[r * limit..(r + 1) * limit]), bits(&wp), "{:?} head {}", k, h);
-                    prop_assert_eq!(bits(&o[r * hd..(r + 1) * hd]), bits(&wo), "{:?} head {}", k, h);
+                    let (wp, wo) = reference(ty, &q[r * hd..(r + 1) * hd], &head(&ks), &head(&vs), limit, 0.125, order);
+                    prop_assert_eq!(bits(&p[r * limit..(r + 1) * limit]), bits(&wp), "{:?} {:?} head {}", ty, k, h);
+                    prop_assert_eq!(bits(&o[r * hd..(r + 1) * hd]), bits(&wo), "{:?} {:?} head {}", ty, k, h);
                 }
             }
         }
@@ -527,8 +806,8 @@ mod tests {
                 &[-x, -x, -x, 9.0, 9.0, x],
             );
         }
-        assert_eq!(c.chunks.len(), 2);
-        let chunk = &c.chunks[1];
+        assert_eq!(c.chunk_count(), 2);
+        let chunk = &f32::chunks(&c.chunks)[1];
         let row = |at: usize| &chunk[at * 3..at * 3 + 3];
         // Keys: head 0's 4 rows, then head 1's; the values after both heads' keys.
         assert_eq!(row(1), &[5.0; 3]);
@@ -538,7 +817,10 @@ mod tests {
         assert_eq!(c.key(1, 5), &[5.5; 3]);
         assert_eq!(c.value(1, 5), &[9.0, 9.0, 5.0]);
         assert_eq!(c.key(0, 3), &[3.0; 3]);
-        assert_eq!(c.rows(0, 4, 6, true), &[-4.0, -4.0, -4.0, -5.0, -5.0, -5.0]);
+        assert_eq!(
+            c.rows::<f32>(0, 4, 6, true),
+            &[-4.0, -4.0, -4.0, -5.0, -5.0, -5.0]
+        );
     }
 
     #[test]
@@ -585,7 +867,7 @@ mod tests {
         let mut c = LayerCache::new(1, 2);
         c.push(&[1.0, 2.0], &[3.0, 4.0]);
         assert_eq!(c.chunk_positions(), CHUNK_BYTES / 16);
-        assert_eq!(c.chunks[0].len(), 4 * CHUNK_BYTES / 16);
+        assert_eq!(f32::chunks(&c.chunks)[0].len(), 4 * CHUNK_BYTES / 16);
     }
 
     #[test]
@@ -605,7 +887,7 @@ mod tests {
             assert_eq!(c.key(0, keep), &row(keep, 100.0)[..]);
             assert_eq!(c.value(0, keep), &row(keep, 200.0)[..]);
             assert_eq!(c.key(0, keep - 1), &row(keep - 1, 0.0)[..]);
-            assert_eq!(c.chunks.len(), (keep + 1).div_ceil(C));
+            assert_eq!(c.chunk_count(), (keep + 1).div_ceil(C));
         }
         // Truncating to more than is cached changes nothing.
         c.truncate(1000);
@@ -637,9 +919,27 @@ mod tests {
                 kqv_lanes8: true
             }
         );
-        // tinyBLAS declines rows not divisible by 4 and lengths not divisible by 8.
+        // tinyBLAS declines rows not divisible by 4 (the outputs' rows are the head size); its
+        // AVX2 form takes any length, padding a ragged one with zeros (the scores' length is the
+        // head size).
         assert_eq!(
             AttnOrder::for_pass(5, 1, 66),
+            AttnOrder {
+                kq_lanes8: true,
+                kqv_lanes8: false
+            }
+        );
+        // Over an F16 cache the query is converted into a contiguous buffer first, so tinyBLAS
+        // takes the scores with any number of heads; decode stays with `ggml_vec_dot_f16`.
+        assert_eq!(
+            AttnOrder::for_cache(KvType::F16, 5, 8, 66),
+            AttnOrder {
+                kq_lanes8: true,
+                kqv_lanes8: false
+            }
+        );
+        assert_eq!(
+            AttnOrder::for_cache(KvType::F16, 1, 8, 64),
             AttnOrder {
                 kq_lanes8: false,
                 kqv_lanes8: false

@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use crate::attention::{attend, AttnOrder, LayerCache};
+use crate::attention::{attend, AttnOrder, KvType, LayerCache};
 use crate::gguf::GgmlType;
 use crate::kernels::plan::KernelPlan;
 use crate::kernels::rows_out::SharedOut;
@@ -45,6 +45,8 @@ pub struct Session<'m> {
     attention_distances: std::collections::BTreeSet<usize>,
     /// Per layer.
     cache: Vec<LayerCache>,
+    /// The KV cache's element type (see [`Session::set_kv_type`]).
+    kv_type: KvType,
     n_past: usize,
     /// Decode calls so far (0 = nothing run; the first call is step 0).
     calls: u32,
@@ -126,6 +128,7 @@ impl<'m> Session<'m> {
             kernels: KernelLog::default(),
             attention_distances: Default::default(),
             cache: vec![LayerCache::new(model.config.n_head_kv, model.config.head_dim); n],
+            kv_type: KvType::F32,
             n_past: 0,
             calls: 0,
             nudge_embeddings: false,
@@ -142,6 +145,23 @@ impl<'m> Session<'m> {
             }
         }
         s
+    }
+
+    /// Store the KV cache as `ty` (F32 unless set; F16 as llama.cpp's default `type_k` /
+    /// `type_v`). Only before the first token: panics once the cache holds positions.
+    pub fn set_kv_type(&mut self, ty: KvType) {
+        assert_eq!(
+            self.n_past, 0,
+            "the KV cache's type is set before the first token"
+        );
+        let c = &self.model.config;
+        self.kv_type = ty;
+        self.cache = vec![LayerCache::new_typed(c.n_head_kv, c.head_dim, ty); c.n_layer];
+    }
+
+    /// The KV cache's element type.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// The model this session runs.
@@ -609,7 +629,7 @@ pub fn attend_layer(
         let (p_rows, p_tok) = if keep_probs { (nh * n_kv, n) } else { (0, 0) };
         let att_out = SharedOut::new(&mut att, nh * hd, n);
         let probs_out = SharedOut::new(&mut probs, p_rows, p_tok);
-        let order = AttnOrder::for_pass(n, nh, hd);
+        let order = AttnOrder::for_cache(cache.kv_type(), n, nh, hd);
         let workers = threads.min(nh).max(1);
         let cache = &cache;
         crate::kernels::pool::run(workers, &|w| {

@@ -420,6 +420,7 @@ fn opts(generate: usize, chunk: Option<usize>) -> RunOptions {
         nudge_embeddings: false,
         unpack_tq1: None,
         plan: None,
+        kv_type: Default::default(),
     }
 }
 

@@ -279,6 +279,7 @@ fn prefill_then_decode_equals_one_prefill_and_chunks_are_bit_identical() {
             nudge_embeddings: false,
             unpack_tq1: None,
             plan: None,
+            kv_type: Default::default(),
         };
         let c = run_with(&model, &tokens, &opts, None).unwrap().logits;
         // Chunks of 7 leave a last chunk of 4: every pass has ≥ 2 tokens.
@@ -299,6 +300,7 @@ fn stability(name: &str, tokens: &[u32], generate: usize) -> (f64, Vec<u32>, Vec
         nudge_embeddings: false,
         unpack_tq1: None,
         plan: None,
+        kv_type: Default::default(),
     };
     let a = run_with(&model, tokens, &opts, None).unwrap();
     opts.nudge_embeddings = true;

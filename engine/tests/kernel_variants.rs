@@ -25,6 +25,7 @@ fn hashes(
         nudge_embeddings: false,
         unpack_tq1,
         plan: None,
+        kv_type: Default::default(),
     };
     let out = run_with(model, tokens, &opts, Some(&mut t)).unwrap();
     let path = t.finish().unwrap();

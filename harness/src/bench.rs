@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bitnet_engine::attention::KvType;
 use bitnet_engine::forward::{argmax, Session};
 use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_engine::kernels::Kernel;
@@ -125,11 +126,15 @@ pub struct BenchReport {
     /// Bytes of every tensor the model reads per decode step (all weights; the tied embedding
     /// once, as the output matrix).
     pub weight_bytes_per_token: u64,
-    /// Mean bytes of F32 KV cache a timed decode step reads: the keys and values of every
-    /// position it attends to (the prompt, the earlier steps and its own), in every layer. 0 in
-    /// reports written before it was recorded.
+    /// Mean bytes of KV cache (of type `kv_cache`) a timed decode step reads: the keys and values
+    /// of every position it attends to (the prompt, the earlier steps and its own), in every
+    /// layer. 0 in reports written before it was recorded.
     #[serde(default)]
     pub kv_bytes_per_token: u64,
+    /// The KV cache's type on both sides (`f32`, `f16`; `harness bench --kv-cache`). `f32` in
+    /// reports written before it was recorded.
+    #[serde(default = "f32_label")]
+    pub kv_cache: String,
     pub prompt_tokens: usize,
     pub decode_tokens: usize,
     pub rounds: usize,
@@ -158,6 +163,10 @@ pub struct BenchReport {
     pub started_at: String,
 }
 
+fn f32_label() -> String {
+    "f32".into()
+}
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -174,6 +183,8 @@ pub struct BenchOptions {
     /// The harness binary whose `ref-bench` runs llama.cpp.
     pub reference_bin: PathBuf,
     pub timeout: Duration,
+    /// The KV cache's type, the engine's and llama.cpp's.
+    pub kv_cache: KvType,
 }
 
 /// The build options of the llama.cpp linked into this binary (`.cargo/config.toml` pins them).
@@ -250,14 +261,19 @@ pub fn measure_bandwidth(buf: &[u8], threads: usize) -> f64 {
     Stats::of(&rates).median
 }
 
-/// Mean bytes of F32 KV cache a decode step reads over `decode` steps after a `prompt`-token
-/// prompt: step `i` attends to `prompt + i + 1` positions, each holding a key and a value of
-/// `n_head_kv × head_dim` floats per layer.
-pub fn kv_bytes_per_step(c: &bitnet_engine::model::Config, prompt: usize, decode: usize) -> u64 {
+/// Mean bytes of KV cache of type `kv` a decode step reads over `decode` steps after a
+/// `prompt`-token prompt: step `i` attends to `prompt + i + 1` positions, each holding a key and
+/// a value of `n_head_kv × head_dim` elements per layer.
+pub fn kv_bytes_per_step(
+    c: &bitnet_engine::model::Config,
+    prompt: usize,
+    decode: usize,
+    kv: KvType,
+) -> u64 {
     if decode == 0 {
         return 0;
     }
-    let per_position = (c.n_layer * c.n_head_kv * c.head_dim * 2 * 4) as u64;
+    let per_position = (c.n_layer * c.n_head_kv * c.head_dim * 2 * kv.bytes()) as u64;
     // Σ_{i<decode} (prompt + i + 1) positions, over decode steps.
     let (p, d) = (prompt as u64, decode as u64);
     let positions_sum = d * p + d * (d + 1) / 2;
@@ -284,9 +300,11 @@ pub fn engine_once(
     decode: usize,
     threads: usize,
     plan: &KernelPlan,
+    kv: KvType,
 ) -> Result<(f64, f64, Vec<String>), String> {
     let mut s = Session::new(model, threads, plan.base);
     s.set_plan(plan.clone());
+    s.set_kv_type(kv);
     let t0 = Instant::now();
     let logits = s.forward(tokens, false, None)?;
     let prefill = t0.elapsed().as_secs_f64();
@@ -300,7 +318,7 @@ pub fn engine_once(
 
 /// One llama.cpp measurement in a child `ref-bench` process.
 pub fn llama_once(o: &BenchOptions, threads: usize) -> Result<LlamaTiming, String> {
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "ref-bench".into(),
         o.model.display().to_string(),
         "--threads".into(),
@@ -310,6 +328,10 @@ pub fn llama_once(o: &BenchOptions, threads: usize) -> Result<LlamaTiming, Strin
         "--decode-tokens".into(),
         o.decode_tokens.to_string(),
     ];
+    // Only when not the default: a `--reference-bin` that predates the option still benches F32.
+    if o.kv_cache != KvType::F32 {
+        args.extend(["--kv-cache".into(), o.kv_cache.label().into()]);
+    }
     let out = run_child(&o.reference_bin, &args, o.timeout).map_err(|e| e.to_string())?;
     let line = out
         .lines()
@@ -352,7 +374,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     }
     let tokens = prompt(o.prompt_tokens, model.config.n_vocab);
     let wbytes = weight_bytes(&o.model)?;
-    let kv_bytes = kv_bytes_per_step(&model.config, o.prompt_tokens, o.decode_tokens);
+    let kv_bytes = kv_bytes_per_step(&model.config, o.prompt_tokens, o.decode_tokens, o.kv_cache);
     let flags = match unavailable {
         None => Some(reference_flags(o)?),
         Some(_) => None,
@@ -366,7 +388,8 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         let plan = match &o.kernel {
             Some((p, _)) => p.clone(),
             None => {
-                let s = Session::new(&model, threads, Kernel::best());
+                let mut s = Session::new(&model, threads, Kernel::best());
+                s.set_kv_type(o.kv_cache);
                 let (entry, cached) =
                     crate::tune::plan_for(&s, &o.tune_cache, Duration::from_millis(150))?;
                 progress(&format!(
@@ -397,7 +420,8 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
             // The bandwidth is measured in every round, beside the runs it bounds: the machine's
             // other load moves it as much as it moves them.
             bws.push(measure_bandwidth(&buf, threads));
-            let (p, d, k) = engine_once(&model, &tokens, o.decode_tokens, threads, &plan)?;
+            let (p, d, k) =
+                engine_once(&model, &tokens, o.decode_tokens, threads, &plan, o.kv_cache)?;
             kernels = k;
             ep.push(o.prompt_tokens as f64 / p);
             ed.push(o.decode_tokens as f64 / d);
@@ -469,6 +493,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         model_blake3: crate::receipt::blake3_file(&o.model).map_err(|e| e.to_string())?,
         weight_bytes_per_token: wbytes,
         kv_bytes_per_token: kv_bytes,
+        kv_cache: o.kv_cache.label().into(),
         prompt_tokens: o.prompt_tokens,
         decode_tokens: o.decode_tokens,
         rounds: o.rounds,
@@ -593,9 +618,10 @@ pub fn table(r: &BenchReport) -> String {
         {
             let share = |tps: f64| format!("{:.0}%", 100.0 * tps / t.bound_with_kv_decode_tps);
             s.push_str(&format!(
-                "with the KV cache ({:.1} MB of F32 keys and values read per decode step, mean) \
+                "with the KV cache ({:.1} MB of {} keys and values read per decode step, mean) \
                  at {} thread(s): engine {} / llama.cpp {} of {:.1} tok/s\n",
                 r.kv_bytes_per_token as f64 / 1e6,
+                r.kv_cache.to_uppercase(),
                 t.threads,
                 share(t.engine.decode_tps.median),
                 t.llama
@@ -645,9 +671,11 @@ mod tests {
         };
         // A position: a key and a value of 2 heads × 4 floats in each of 2 layers = 128 bytes.
         // After a 3-token prompt, steps attend to 4 and 5 positions: 4.5 on average.
-        assert_eq!(kv_bytes_per_step(&c, 3, 2), 576);
-        assert_eq!(kv_bytes_per_step(&c, 0, 1), 128);
-        assert_eq!(kv_bytes_per_step(&c, 5, 0), 0);
+        assert_eq!(kv_bytes_per_step(&c, 3, 2, KvType::F32), 576);
+        assert_eq!(kv_bytes_per_step(&c, 0, 1, KvType::F32), 128);
+        assert_eq!(kv_bytes_per_step(&c, 5, 0, KvType::F32), 0);
+        // Halves: half the bytes.
+        assert_eq!(kv_bytes_per_step(&c, 3, 2, KvType::F16), 288);
         // 128-token prompt, 64 steps on the 700M shape (24 layers, 16 KV heads × 96): 160.5
         // positions of 294,912 bytes.
         let big = Config {
@@ -656,6 +684,6 @@ mod tests {
             head_dim: 96,
             ..c
         };
-        assert_eq!(kv_bytes_per_step(&big, 128, 64), 47_333_376);
+        assert_eq!(kv_bytes_per_step(&big, 128, 64, KvType::F32), 47_333_376);
     }
 }

@@ -78,6 +78,9 @@ pub struct Receipt {
     /// `real`: the numbers come from running the model, not from a mock or a replay.
     pub compute_path: String,
     pub threads: usize,
+    /// The KV cache's type (`f32`, `f16`), as the scenario's `kv_cache` says; absent: `f32`.
+    #[serde(default, skip_serializing_if = "crate::scenario::KvCache::is_f32")]
+    pub kv_cache: crate::scenario::KvCache,
     pub throughput: Throughput,
     /// blake3 over the scenario's golden lines (joined by `\n`).
     pub trace_digest: String,

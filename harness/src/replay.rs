@@ -35,7 +35,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bitnet_engine::attention::LayerCache;
+use bitnet_engine::attention::{KvType, LayerCache};
 use bitnet_engine::forward::{attend_layer, residual, Session};
 use bitnet_engine::gguf::GgmlType;
 use bitnet_engine::kernels::Kernel;
@@ -255,13 +255,35 @@ impl RefTrace {
 }
 
 /// Replay every stage of the reference trace in `ref_dir` (made for `tokens` then its generated
-/// tokens) through the engine's stage functions on `model`.
+/// tokens) through the engine's stage functions on `model`, over an F32 KV cache.
 pub fn replay(
     model: &Model,
     tokens: &[u32],
     ref_dir: &Path,
     threads: usize,
     kernel: Kernel,
+    tolerance: &dyn Fn(&str) -> Tolerance,
+) -> Result<Replay, String> {
+    replay_with(
+        model,
+        tokens,
+        ref_dir,
+        threads,
+        kernel,
+        KvType::F32,
+        tolerance,
+    )
+}
+
+/// [`replay`] over a KV cache of type `kv` (the reference's: the keys and values it fed the
+/// attention are stored as this type before the engine's attention reads them).
+pub fn replay_with(
+    model: &Model,
+    tokens: &[u32],
+    ref_dir: &Path,
+    threads: usize,
+    kernel: Kernel,
+    kv: KvType,
     tolerance: &dyn Fn(&str) -> Tolerance,
 ) -> Result<Replay, String> {
     let recs = read_trace(&ref_dir.join("trace.jsonl"))?;
@@ -288,7 +310,8 @@ pub fn replay(
     let s = Session::new(model, threads, kernel);
     let mut out = Replay::default();
     // Keys and values of earlier steps, per layer, from the reference.
-    let mut past: Vec<LayerCache> = vec![LayerCache::new(c.n_head_kv, c.head_dim); c.n_layer];
+    let mut past: Vec<LayerCache> =
+        vec![LayerCache::new_typed(c.n_head_kv, c.head_dim, kv); c.n_layer];
     // The int8 activations a product of this weight type quantizes its input to, checked
     // against an independent quantizer.
     let flips = |ty: GgmlType, h: &[f32], width: usize| match ty {

@@ -80,6 +80,12 @@ pub struct Scenario {
     /// run slower and timing figures meaningless; values stay the same).
     #[serde(default)]
     pub force_threads: bool,
+    /// The KV cache's type, the engine's and the reference's (llama.cpp's `type_k` and `type_v`):
+    /// `f32` (the default), or `f16` (llama.cpp's own default: keys and values rounded to halves
+    /// as they are stored, and the query and probabilities rounded to halves where they meet
+    /// them; the engine still equals llama.cpp bit for bit). The CUDA backend keeps F32.
+    #[serde(default, skip_serializing_if = "KvCache::is_f32")]
+    pub kv_cache: KvCache,
     /// Conditions under which the scenario's checks are skipped (reported as ignored).
     #[serde(default)]
     pub skip_unless: SkipUnless,
@@ -250,6 +256,30 @@ impl Tolerances {
             }
         }
         t
+    }
+}
+
+/// The KV cache's element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KvCache {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvCache {
+    /// The engine's type.
+    pub fn engine(self) -> bitnet_engine::attention::KvType {
+        match self {
+            KvCache::F32 => bitnet_engine::attention::KvType::F32,
+            KvCache::F16 => bitnet_engine::attention::KvType::F16,
+        }
+    }
+
+    /// Whether this is the default, `f32`.
+    pub fn is_f32(&self) -> bool {
+        *self == KvCache::F32
     }
 }
 

@@ -87,6 +87,10 @@ pub fn shape_key(s: &Session) -> String {
         c.n_ff,
         c.arch.ffn()
     ));
+    // Only when not F32, so the keys of plans cached before the option stay the same.
+    if s.kv_type() != bitnet_engine::attention::KvType::F32 {
+        parts.push(format!("kv cache {}", s.kv_type().label()));
+    }
     parts.join("; ")
 }
 

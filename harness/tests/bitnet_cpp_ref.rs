@@ -194,6 +194,7 @@ fn request(out: &Path, tokens: &[u32], generate: usize, ubatch: Option<usize>) -
         out: out.to_owned(),
         ubatch,
         nudge_embeddings: false,
+        kv_cache: Default::default(),
     }
 }
 

@@ -115,6 +115,7 @@ fn request(model: &Path, out: &Path, generate: usize) -> RefRequest {
         out: out.to_owned(),
         ubatch: None,
         nudge_embeddings: false,
+        kv_cache: Default::default(),
     }
 }
 
@@ -469,6 +470,7 @@ fn protocol_points_ubatch_generate_and_nudge() {
     let nudged = dir.path().join("nudged");
     run_numpy_ref(&RefRequest {
         nudge_embeddings: true,
+        kv_cache: Default::default(),
         ..request(&model, &nudged, 0)
     });
     let (_, base) = values(&one, "embeddings.step0.npy");

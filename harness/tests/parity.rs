@@ -81,6 +81,7 @@ fn engine_matches_llama_cpp_on_every_preset() {
             out: r.clone(),
             ubatch: None,
             nudge_embeddings: false,
+            kv_cache: Default::default(),
         };
         run_reference(
             Path::new(env!("CARGO_BIN_EXE_harness")),
@@ -130,6 +131,7 @@ fn perturbed_reference(
         out: out.to_owned(),
         ubatch: None,
         nudge_embeddings: false,
+        kv_cache: Default::default(),
     };
     // `-o DIR` is the last argument of a request; the script perturbs that directory.
     assert_eq!(req.args()[req.args().len() - 2], "-o");

@@ -68,6 +68,7 @@ impl Fixture {
                 out: out.clone(),
                 ubatch: None,
                 nudge_embeddings: false,
+                kv_cache: Default::default(),
             };
             run_reference(
                 Path::new(env!("CARGO_BIN_EXE_harness")),

@@ -373,6 +373,12 @@ fn every_tampered_field_fails_with_its_code() {
             EXIT_PROVENANCE,
         ),
         (
+            "a KV cache type the scenario does not run",
+            |r| r["kv_cache"] = json!("f16"),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
             "threads the scenario does not run",
             |r| r["threads"] = json!(7),
             &[],

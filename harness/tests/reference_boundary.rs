@@ -68,6 +68,7 @@ fn the_trace_directory_is_replaced_whole_or_not_at_all() {
         out: out.clone(),
         ubatch: None,
         nudge_embeddings: false,
+        kv_cache: Default::default(),
     };
     // The output directory is the last argument.
     let run = |script: &str| {

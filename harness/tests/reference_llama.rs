@@ -55,6 +55,7 @@ fn request(model: &Path, out: &Path, generate: usize) -> RefRequest {
         out: out.to_owned(),
         ubatch: None,
         nudge_embeddings: false,
+        kv_cache: Default::default(),
     }
 }
 

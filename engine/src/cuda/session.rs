@@ -381,6 +381,12 @@ pub fn run_with(
     if tokens.is_empty() {
         return Err("no input tokens".into());
     }
+    if opts.kv_type != crate::attention::KvType::F32 {
+        return Err(format!(
+            "the CUDA backend keeps an F32 KV cache; this run asks for {} (run it on the CPU)",
+            opts.kv_type.label()
+        ));
+    }
     let mut s = CudaSession::new(model, target).map_err(|e| e.to_string())?;
     let chunk = opts.chunk.unwrap_or(tokens.len()).max(1);
     let n_vocab = model.config.n_vocab;

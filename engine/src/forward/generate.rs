@@ -35,6 +35,7 @@ pub fn run(
         nudge_embeddings: false,
         unpack_tq1: None,
         plan: None,
+        kv_type: Default::default(),
     };
     run_with(model, tokens, &opts, tracer)
 }
@@ -75,6 +76,8 @@ pub struct RunOptions {
     /// Each kind of product on the variant this plan names (its base for everything else, in
     /// place of `kernel`); `None`: `kernel` for everything. Every plan gives the same bits.
     pub plan: Option<KernelPlan>,
+    /// The KV cache's element type ([`Session::set_kv_type`]).
+    pub kv_type: crate::attention::KvType,
 }
 
 /// [`run`] with every option.
@@ -96,6 +99,7 @@ pub fn run_with(
         s.set_plan(plan.clone());
     }
     s.nudge_embeddings = opts.nudge_embeddings;
+    s.set_kv_type(opts.kv_type);
     let chunk = chunk.unwrap_or(tokens.len()).max(1);
     let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);
     let t0 = std::time::Instant::now();

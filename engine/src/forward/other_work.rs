@@ -43,10 +43,10 @@ impl<'m> Session<'m> {
         let c = &self.model.config;
         let (hd, nh, nkv) = (c.head_dim, c.n_head, c.n_head_kv);
         let positions = POSITIONS;
-        let layer_bytes = positions * nkv * hd * 2 * std::mem::size_of::<f32>();
+        let layer_bytes = positions * nkv * hd * 2 * self.kv_type.bytes();
         let copies = (STREAM_BYTES / layer_bytes.max(1)).clamp(1, 64);
         let (keys, values) = (pattern(nkv * hd, 1), pattern(nkv * hd, 2));
-        let mut layer = LayerCache::new(nkv, hd);
+        let mut layer = LayerCache::new_typed(nkv, hd, self.kv_type);
         for p in 0..positions {
             // Vary the keys by position so the scores are not all equal.
             let k: Vec<f32> = keys

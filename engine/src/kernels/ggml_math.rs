@@ -21,6 +21,9 @@
 //!   `(a0+a2)+(a1+a3)`, the lanes summed as two `_mm_hadd_ps`, a tail added in f32) and tinyBLAS
 //!   (`llamafile_sgemm`: one 8-lane FMA accumulator, summed as `hsum8`), which ggml takes for a
 //!   product of two or more columns whose row count divides by 4 and length by 8.
+//! - [`dot_steps32_f16`] / [`dot_lanes8_f16`]: the same two orders over an F16 cache
+//!   (`ggml_vec_dot_f16`, whose tail is summed in f64, and tinyBLAS's F16 × F16 form), which ggml
+//!   takes after rounding the F32 operand (the query, the probabilities) to F16.
 
 use crate::kernels::scalar::{hadd8, hsum8};
 use crate::kernels::Kernel;
@@ -220,7 +223,8 @@ dispatch! {
 }
 
 /// `ggml_vec_dot_f32`'s order (AVX2): four 8-lane FMA accumulators over steps of 32, reduced
-/// `(a0+a2)+(a1+a3)` and [`hadd8`], the elements past the last whole step added one by one in f32.
+/// `(a0+a2)+(a1+a3)` and [`hadd8`], the elements past the last whole step added one by one in f32
+/// ([`f32_tail`]: the last `n % 4` of them fused).
 #[inline(always)]
 pub fn dot_steps32(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
@@ -238,9 +242,23 @@ pub fn dot_steps32(x: &[f32], y: &[f32]) -> f32 {
     for l in 0..8 {
         r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     }
-    let mut sum = hadd8(r);
+    f32_tail(hadd8(r), np, n, |i| (x[i], y[i]))
+}
+
+/// The elements `np..n` of `ggml_vec_dot_f32` (`sumf += x[i]*y[i]`) added to `sum` as the pinned
+/// build's GCC compiles the loop (`-ffp-contract=fast`, checked in its object code): the products
+/// of each whole group of 8, then of a group of 4, rounded (`vmulps`) and added one by one; the
+/// last `(n − np) % 4` fused into the sum (`vfmadd231ss`).
+#[inline(always)]
+pub fn f32_tail(mut sum: f32, np: usize, n: usize, xy: impl Fn(usize) -> (f32, f32)) -> f32 {
+    let fused_from = n - (n - np) % 4;
     for i in np..n {
-        sum += x[i] * y[i];
+        let (a, b) = xy(i);
+        sum = if i < fused_from {
+            sum + a * b
+        } else {
+            a.mul_add(b, sum)
+        };
     }
     sum
 }
@@ -260,6 +278,49 @@ pub fn dot_lanes8(x: &[f32], y: &[f32]) -> f32 {
     }
     for (l, (a, b)) in xc.remainder().iter().zip(yc.remainder()).enumerate() {
         acc[l] = a.mul_add(*b, acc[l]);
+    }
+    hsum8(acc)
+}
+
+/// `ggml_vec_dot_f16`'s order (AVX2 + F16C) of two rows of IEEE halves (bits): the halves widened
+/// to f32 (exactly), then [`dot_steps32`]'s four 8-lane FMA accumulators and reduction, except that
+/// the elements past the last whole step are added in f64 (ggml's `ggml_float` total), each
+/// product rounded to f32 first, and the total rounded to f32 once at the end.
+#[inline(always)]
+pub fn dot_steps32_f16(x: &[u16], y: &[u16]) -> f32 {
+    let h = crate::quant::f16_to_f32;
+    let n = x.len().min(y.len());
+    let np = n & !31;
+    let mut acc = [[0f32; 8]; 4];
+    for i in (0..np).step_by(32) {
+        for (j, accj) in acc.iter_mut().enumerate() {
+            for (l, a) in accj.iter_mut().enumerate() {
+                let k = i + 8 * j + l;
+                *a = h(x[k]).mul_add(h(y[k]), *a);
+            }
+        }
+    }
+    let mut r = [0f32; 8];
+    for l in 0..8 {
+        r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let mut sum = hadd8(r) as f64;
+    for i in np..n {
+        sum += (h(x[i]) * h(y[i])) as f64;
+    }
+    sum as f32
+}
+
+/// tinyBLAS's order (AVX2 + F16C) of two rows of IEEE halves (bits): [`dot_lanes8`] on the halves
+/// widened to f32 (`load` is `_mm256_cvtph_ps`; a ragged tail is loaded zero-padded by
+/// `load_partial`).
+#[inline(always)]
+pub fn dot_lanes8_f16(x: &[u16], y: &[u16]) -> f32 {
+    let h = crate::quant::f16_to_f32;
+    let n = x.len().min(y.len());
+    let mut acc = [0f32; 8];
+    for i in 0..n {
+        acc[i % 8] = h(x[i]).mul_add(h(y[i]), acc[i % 8]);
     }
     hsum8(acc)
 }

@@ -330,7 +330,7 @@ pub fn f16_dot_lanes8(w: &impl FloatRow, a: &[f32]) -> f32 {
 
 /// `ggml_vec_dot_f16`/`_f32` order (AVX2): four 8-lane FMA accumulators over steps of 32, reduced
 /// `(a0+a2)+(a1+a3)` and [`hadd8`]; the remaining elements' f32 products added one by one, in f64
-/// (`wide_tail`, F16) or in f32 (F32).
+/// (`wide_tail`, F16) or in f32 (F32, [`super::ggml_math::f32_tail`]).
 pub fn f16_dot_steps32(w: &impl FloatRow, a: &[f32], wide_tail: bool) -> f32 {
     let n = w.n_elems();
     let np = n & !31;
@@ -355,11 +355,7 @@ pub fn f16_dot_steps32(w: &impl FloatRow, a: &[f32], wide_tail: bool) -> f32 {
         }
         sum as f32
     } else {
-        let mut sum = head;
-        for e in np..n {
-            sum += w.at(e) * a[e];
-        }
-        sum
+        super::ggml_math::f32_tail(head, np, n, |e| (w.at(e), a[e]))
     }
 }
 

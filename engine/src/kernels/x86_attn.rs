@@ -5,13 +5,15 @@
 //! - [`dot_steps32`]: `ggml_vec_dot_f32`'s order ([`super::ggml_math::dot_steps32`]);
 //! - [`dot_lanes8`]: tinyBLAS's order ([`super::ggml_math::dot_lanes8`]);
 //! - [`axpy`]: `acc[d] = fma(v[d], p, acc[d])`, one output lane's step of the weighted sum;
-//! - [`reduce_lanes`]: the lane accumulators of every output element summed in ggml's order.
+//! - [`reduce_lanes`]: the lane accumulators of every output element summed in ggml's order;
+//! - [`dot_steps32_f16`], [`dot_lanes8_f16`], [`axpy_f16`]: the same over an F16 cache (AVX2 +
+//!   FMA + F16C: the halves widened by `vcvtph2ps`, exactly).
 //!
 //! Written out with intrinsics because the compiler's own vectorisation of the portable code
 //! split each dot product into 128-bit halves and spilled its accumulators: a decode step's
 //! attention streams the whole KV cache and its compute must stay well under the memory time.
 //!
-//! Callers must have checked AVX2 and FMA; the functions are `unsafe` for that reason only and
+//! Callers must have checked AVX2 and FMA (and F16C for the `_f16` functions); the functions are `unsafe` for that reason only and
 //! read nothing outside the slices they are given.
 
 #![allow(clippy::missing_safety_doc)]
@@ -20,7 +22,7 @@ use std::arch::x86_64::*;
 
 /// `ggml_vec_dot_f32` (AVX2) of `x` and `y` (the shorter length): four 8-lane FMA accumulators
 /// over steps of 32, reduced `(a0+a2)+(a1+a3)` then `(t0+t1)+(t2+t3)` of the halves' sums, the
-/// elements past the last whole step added one by one.
+/// elements past the last whole step added one by one (the last `n % 4` fused).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_steps32(x: &[f32], y: &[f32]) -> f32 {
@@ -43,11 +45,7 @@ pub unsafe fn dot_steps32(x: &[f32], y: &[f32]) -> f32 {
     // hadd8: t = [r0+r4, r1+r5, r2+r6, r3+r7], then (t0+t1)+(t2+t3).
     let t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
     let t = _mm_hadd_ps(t, t);
-    let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t, t));
-    for k in np..n {
-        sum += x[k] * y[k];
-    }
-    sum
+    super::ggml_math::f32_tail(_mm_cvtss_f32(_mm_hadd_ps(t, t)), np, n, |k| (x[k], y[k]))
 }
 
 /// tinyBLAS's order (AVX2) of `x` and `y` (the shorter length): one 8-lane FMA accumulator, a
@@ -95,6 +93,90 @@ pub unsafe fn axpy(acc: &mut [f32], v: &[f32], p: f32) {
     }
     for d in n8..n {
         acc[d] = v[d].mul_add(p, acc[d]);
+    }
+}
+
+/// Eight IEEE halves from `p`, widened to f32 (exactly).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8_f16(p: *const u16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// `ggml_vec_dot_f16` (AVX2 + F16C) of `x` and `y` (the shorter length), halves as bits:
+/// [`dot_steps32`]'s accumulators and reduction on the widened halves, the elements past the last
+/// whole step added in f64 ([`super::ggml_math::dot_steps32_f16`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_steps32_f16(x: &[u16], y: &[u16]) -> f32 {
+    let n = x.len().min(y.len());
+    let np = n & !31;
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (j, aj) in a.iter_mut().enumerate() {
+            *aj = _mm256_fmadd_ps(
+                load8_f16(xp.add(i + 8 * j)),
+                load8_f16(yp.add(i + 8 * j)),
+                *aj,
+            );
+        }
+        i += 32;
+    }
+    let r = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    let t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+    let t = _mm_hadd_ps(t, t);
+    let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t, t)) as f64;
+    let h = crate::quant::f16_to_f32;
+    for k in np..n {
+        sum += (h(x[k]) * h(y[k])) as f64;
+    }
+    sum as f32
+}
+
+/// tinyBLAS's order (AVX2 + F16C) of `x` and `y` (the shorter length), halves as bits: one 8-lane
+/// FMA accumulator over the widened halves, a ragged tail as a zero-padded step, `hsum_float_8`
+/// ([`super::ggml_math::dot_lanes8_f16`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_lanes8_f16(x: &[u16], y: &[u16]) -> f32 {
+    let n = x.len().min(y.len());
+    let n8 = n & !7;
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n8 {
+        acc = _mm256_fmadd_ps(load8_f16(xp.add(i)), load8_f16(yp.add(i)), acc);
+        i += 8;
+    }
+    if n8 < n {
+        // As in `dot_lanes8`: zero products leave the other lanes as they are.
+        let (mut xt, mut yt) = ([0u16; 8], [0u16; 8]);
+        xt[..n - n8].copy_from_slice(&x[n8..n]);
+        yt[..n - n8].copy_from_slice(&y[n8..n]);
+        acc = _mm256_fmadd_ps(load8_f16(xt.as_ptr()), load8_f16(yt.as_ptr()), acc);
+    }
+    super::x86::hsum8(acc)
+}
+
+/// `acc[d] = fma(v[d], p, acc[d])` for every `d` (the shorter length), `v` IEEE halves as bits
+/// widened to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_f16(acc: &mut [f32], v: &[u16], p: f32) {
+    let n = acc.len().min(v.len());
+    let n8 = n & !7;
+    let (ap, vp) = (acc.as_mut_ptr(), v.as_ptr());
+    let pv = _mm256_set1_ps(p);
+    let mut i = 0;
+    while i < n8 {
+        let s = _mm256_fmadd_ps(load8_f16(vp.add(i)), pv, _mm256_loadu_ps(ap.add(i)));
+        _mm256_storeu_ps(ap.add(i), s);
+        i += 8;
+    }
+    for d in n8..n {
+        acc[d] = crate::quant::f16_to_f32(v[d]).mul_add(p, acc[d]);
     }
 }
 
@@ -182,6 +264,43 @@ mod tests {
             let mut got = y.clone();
             // SAFETY: as above.
             unsafe { axpy(&mut got, &x, p) };
+            prop_assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+
+        #[test]
+        fn half_row_operations_equal_their_specification(
+            seed in any::<u64>(), n in 0usize..140, m in 0usize..140, p in -4f32..4.0,
+            special in any::<bool>(),
+        ) {
+            if !(avx2() && is_x86_feature_detected!("f16c")) {
+                return Ok(());
+            }
+            let half = |v: Vec<f32>| -> Vec<u16> {
+                v.into_iter().map(crate::quant::f32_to_f16).collect()
+            };
+            let (mut x, y) = (half(values(seed, n, 300.0)), half(values(seed ^ 0x55, m, 2.0)));
+            if special && !x.is_empty() {
+                // A subnormal, a negative zero and the largest half.
+                let k = x.len();
+                x[seed as usize % k] = 0x0001;
+                x[(seed >> 8) as usize % k] = 0x8000;
+                x[(seed >> 16) as usize % k] = 0x7bff;
+            }
+            // SAFETY: AVX2, FMA and F16C were detected.
+            let (s32, l8) = unsafe { (dot_steps32_f16(&x, &y), dot_lanes8_f16(&x, &y)) };
+            prop_assert_eq!(s32.to_bits(), ggml_math::dot_steps32_f16(&x, &y).to_bits());
+            prop_assert_eq!(l8.to_bits(), ggml_math::dot_lanes8_f16(&x, &y).to_bits());
+            let acc0 = values(seed ^ 0xaa, m, 2.0);
+            let mut want = acc0.clone();
+            for (a, &v) in want.iter_mut().zip(&x) {
+                *a = crate::quant::f16_to_f32(v).mul_add(p, *a);
+            }
+            let mut got = acc0;
+            // SAFETY: as above.
+            unsafe { axpy_f16(&mut got, &x, p) };
             prop_assert_eq!(
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()

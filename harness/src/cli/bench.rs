@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bitnet_engine::attention::KvType;
 use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_harness::bench::{self, BenchOptions, BenchReport, PerfBaseline};
 use bitnet_harness::receipt::Receipt;
@@ -47,6 +48,10 @@ pub struct Args {
     /// the GPU's memory-bandwidth bound (no GPU: exit 2 saying why).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     backend: String,
+    /// The KV cache's type on both sides: `f32`, or `f16` (llama.cpp's default; half the bytes a
+    /// decode step reads from the cache).
+    #[arg(long = "kv-cache", default_value = "f32", value_parser = super::ref_trace::parse_kv_cache)]
+    kv_cache: KvType,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -109,6 +114,7 @@ pub fn run(a: Args) -> Result<()> {
         tune_cache: PathBuf::from("target/harness/tune.json"),
         reference_bin,
         timeout: Duration::from_secs(600),
+        kv_cache: a.kv_cache,
     };
     let report = bench::run(&o, &mut |line| errln!("{line}")).map_err(anyhow::Error::msg)?;
     out!("{}", bench::table(&report));
@@ -141,6 +147,9 @@ pub struct RefBenchArgs {
     /// Print this binary's llama.cpp build options (JSON) and exit.
     #[arg(long)]
     build_info: bool,
+    /// The KV cache's type: `f32` or `f16`.
+    #[arg(long = "kv-cache", default_value = "f32", value_parser = super::ref_trace::parse_kv_cache)]
+    kv_cache: KvType,
 }
 
 /// The llama.cpp side of `harness bench`, in a child process: one JSON line on stdout.
@@ -158,8 +167,14 @@ pub fn ref_bench(a: RefBenchArgs) -> Result<()> {
         .config
         .n_vocab;
     let tokens = bench::prompt(a.prompt_tokens, n_vocab);
-    let t = bitnet_harness::reference::llama::bench(&model, a.threads, &tokens, a.decode_tokens)
-        .map_err(anyhow::Error::msg)?;
+    let t = bitnet_harness::reference::llama::bench(
+        &model,
+        a.threads,
+        &tokens,
+        a.decode_tokens,
+        a.kv_cache,
+    )
+    .map_err(anyhow::Error::msg)?;
     outln!("{}", serde_json::to_string(&t)?);
     Ok(())
 }

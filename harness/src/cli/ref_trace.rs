@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use bitnet_engine::attention::KvType;
 use bitnet_engine::trace::PointFilter;
 
 use super::UsageError;
@@ -35,9 +36,17 @@ pub struct TraceArgs {
     /// Threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// The KV cache's type: `f32`, or `f16` (llama.cpp's default `type_k` / `type_v`).
+    #[arg(long = "kv-cache", default_value = "f32", value_parser = parse_kv_cache)]
+    pub kv_cache: KvType,
     /// Output directory.
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// `--kv-cache`'s value.
+pub fn parse_kv_cache(s: &str) -> std::result::Result<KvType, String> {
+    KvType::parse(s).ok_or_else(|| format!("expected `f32` or `f16`, found `{s}`"))
 }
 
 impl TraceArgs {
@@ -90,6 +99,7 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
             out: dir.to_owned(),
             ubatch,
             nudge_embeddings,
+            kv_cache: args.kv_cache,
         };
         llama::run(&req).map_err(anyhow::Error::msg)?;
         Ok(req)

@@ -63,6 +63,7 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
             nudge_embeddings: false,
             unpack_tq1: None,
             plan: plan.clone().filter(|p| !p.products.is_empty()),
+            kv_type: args.kv_cache,
         };
         let out =
             forward::run_with(&model, &tokens, &opts, Some(&mut tracer)).map_err(UsageError)?;

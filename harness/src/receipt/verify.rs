@@ -480,6 +480,16 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ),
         ));
     }
+    if r.kv_cache != sc.kv_cache {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            format!(
+                "field `kv_cache` is `{}`, the scenario's KV cache is `{}`",
+                r.kv_cache.engine().label(),
+                sc.kv_cache.engine().label()
+            ),
+        ));
+    }
     if r.backend == "cuda" {
         if !sc.backends.contains(&crate::scenario::Backend::Cuda) {
             return Err(fail(

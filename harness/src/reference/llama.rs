@@ -202,6 +202,14 @@ fn load_model(path: &Path, vocab_only: bool) -> Result<*mut ll::llama_model, Str
     Ok(model)
 }
 
+/// ggml's type for a KV cache of type `ty`.
+pub fn ggml_kv_type(ty: bitnet_engine::attention::KvType) -> ll::ggml_type {
+    match ty {
+        bitnet_engine::attention::KvType::F32 => ll::GGML_TYPE_F32,
+        bitnet_engine::attention::KvType::F16 => ll::GGML_TYPE_F16,
+    }
+}
+
 pub fn run(req: &RefRequest) -> Result<(), String> {
     let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
     let model = load_model(&req.model, false)?;
@@ -266,8 +274,8 @@ fn run_model(
         cp.n_threads = req.threads as i32;
         cp.n_threads_batch = req.threads as i32;
         cp.flash_attn_type = ll::LLAMA_FLASH_ATTN_TYPE_DISABLED;
-        cp.type_k = ll::GGML_TYPE_F32;
-        cp.type_v = ll::GGML_TYPE_F32;
+        cp.type_k = ggml_kv_type(req.kv_cache);
+        cp.type_v = ggml_kv_type(req.kv_cache);
         cp.cb_eval = Some(eval_callback);
         cp.cb_eval_user_data = &mut *cap as *mut Capture as *mut c_void;
         cp.no_perf = true;
@@ -567,12 +575,13 @@ pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
 
 /// Time llama.cpp on `model`: the prompt in one batch (logits of the last position only), then
 /// `decode` greedy steps of one token each, with `threads` threads. The context matches the
-/// reference runs (F32 KV cache, flash attention off), so both sides do the same work.
+/// reference runs (a KV cache of type `kv`, flash attention off), so both sides do the same work.
 pub fn bench(
     model_path: &Path,
     threads: usize,
     prompt: &[u32],
     decode: usize,
+    kv: bitnet_engine::attention::KvType,
 ) -> Result<LlamaTiming, String> {
     let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
     if prompt.is_empty() {
@@ -594,8 +603,8 @@ pub fn bench(
         cp.n_threads = threads as i32;
         cp.n_threads_batch = threads as i32;
         cp.flash_attn_type = ll::LLAMA_FLASH_ATTN_TYPE_DISABLED;
-        cp.type_k = ll::GGML_TYPE_F32;
-        cp.type_v = ll::GGML_TYPE_F32;
+        cp.type_k = ggml_kv_type(kv);
+        cp.type_v = ggml_kv_type(kv);
         cp.no_perf = true;
         let ctx = ll::llama_init_from_model(model, cp);
         let r = if ctx.is_null() {
@@ -661,7 +670,7 @@ pub fn bench(
                             n_batch: n as u32,
                             n_ubatch: n as u32,
                             threads,
-                            kv_type: "f32".into(),
+                            kv_type: kv.label().into(),
                             flash_attn: false,
                         }),
                     }

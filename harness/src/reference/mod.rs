@@ -165,6 +165,8 @@ pub struct RefRequest {
     pub ubatch: Option<usize>,
     /// Feed the input embeddings nudged up by one f32 ulp instead of token ids.
     pub nudge_embeddings: bool,
+    /// The KV cache's type (llama.cpp's `type_k` and `type_v`).
+    pub kv_cache: bitnet_engine::attention::KvType,
 }
 
 impl RefRequest {
@@ -194,6 +196,12 @@ impl RefRequest {
         }
         if self.nudge_embeddings {
             a.push("--nudge-embeddings".into());
+        }
+        // Only when not the default, so an external reference that predates the option still
+        // runs every F32 scenario.
+        if self.kv_cache != bitnet_engine::attention::KvType::F32 {
+            a.push("--kv-cache".into());
+            a.push(self.kv_cache.label().into());
         }
         // The output directory comes last, so a wrapper script finds it as its last argument.
         a.push("-o".into());

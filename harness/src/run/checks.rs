@@ -162,6 +162,7 @@ impl Context {
                     out: refd.clone(),
                     ubatch: Some(size),
                     nudge_embeddings: false,
+                    kv_cache: sc.kv_cache.engine(),
                 };
                 if let Err(e) = self.run_scenario_reference(s, &req) {
                     return Verdict::fail(format!(
@@ -294,12 +295,13 @@ impl Context {
                 },
                 None => points(name),
             };
-            let r = match crate::replay::replay(
+            let r = match crate::replay::replay_with(
                 model,
                 &input.tokens,
                 &ref_dir,
                 s.scenario.threads,
                 kernel,
+                s.scenario.kv_cache.engine(),
                 &tolerance,
             ) {
                 Ok(r) => r,

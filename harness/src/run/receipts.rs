@@ -61,6 +61,7 @@ impl Context {
             kernel_plan: runs.plan.as_ref().map(|p| p.describe()),
             compute_path: "real".into(),
             threads: s.scenario.threads,
+            kv_cache: s.scenario.kv_cache,
             throughput: Throughput {
                 prefill_tps: per(runs.prefill_tokens, runs.prefill_seconds).unwrap_or(f64::NAN),
                 decode_tps: per(runs.decode_calls, runs.decode_seconds),

@@ -30,6 +30,7 @@ pub(super) fn field_names() -> &'static [&'static str] {
         "prefill_chunks",
         "threads",
         "force_threads",
+        "kv_cache",
         "exact",
         "skip_unless",
         "receipt",
@@ -425,6 +426,12 @@ pub(super) fn validate(
         return Err(err(
             "threads",
             format!("`threads` is {}, expected 1 to 256", s.threads),
+        ));
+    }
+    if s.kv_cache != super::KvCache::F32 && s.backends.contains(&super::Backend::Cuda) {
+        return Err(err(
+            "kv_cache",
+            "`kv_cache: f16` runs on the CPU only (the CUDA backend keeps an F32 KV cache): drop `cuda` from `backends` or the `kv_cache` line".into(),
         ));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -128,6 +128,7 @@ fn dump_tool_linked_to_llama_cpp_equals_ref_trace() {
             out,
             ubatch,
             nudge_embeddings: nudge,
+            kv_cache: Default::default(),
         };
         let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
         let _ = std::fs::remove_dir_all(&ours);

@@ -81,6 +81,24 @@ pub(super) fn compute_rows(
                 }
                 return;
             }
+            // AVX2 decode: two rows per pass over the thread's rows, one call per token.
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Avx2 && w.ty == GgmlType::TQ2_0 && n_tok < 4 {
+                let ahead = prefetch.unwrap_or(x86::PREFETCH);
+                let rb = w.row_bytes();
+                for t in 0..n_tok {
+                    // SAFETY: AVX2, FMA and F16C checked by `is_available`.
+                    unsafe {
+                        x86::tq2_0_q8k_dot_span_avx2(
+                            &w.data[r0 * rb..r1 * rb],
+                            &blocks[t * nb..(t + 1) * nb],
+                            ahead,
+                            o.token_rows(t),
+                        )
+                    };
+                }
+                return;
+            }
             let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
             let perm_of = |t: usize| {
                 if perm.is_empty() {
@@ -112,6 +130,28 @@ pub(super) fn compute_rows(
                             for (k, g) in got.iter().enumerate() {
                                 o.set(r, t + 2 * k, g[0]);
                                 o.set(r, t + 2 * k + 1, g[1]);
+                            }
+                        }
+                    }
+                    rt = re;
+                }
+            }
+            // AVX2 prefill: four tokens per call over tiles of rows, as the AVX-512 pairs above
+            // (TQ1_0 reaches here rewritten as TQ2_0 unless `BITNET_TQ1_UNPACK=0`).
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Avx2 && w.ty == GgmlType::TQ2_0 && n_tok >= 4 {
+                paired = n_tok / 4 * 4;
+                let rb = w.row_bytes();
+                let mut rt = r0;
+                while rt < r1 {
+                    let re = (rt + PAIR_ROW_TILE).min(r1);
+                    for t in (0..paired).step_by(4) {
+                        let ts = [acts(t), acts(t + 1), acts(t + 2), acts(t + 3)];
+                        for (r, row) in (rt..re).zip(w.data[rt * rb..re * rb].chunks_exact(rb)) {
+                            // SAFETY: AVX2, FMA and F16C checked by `is_available`.
+                            let got = unsafe { x86::tq2_0_q8k_dot_tokens_avx2::<4>(row, ts) };
+                            for (k, g) in got.iter().enumerate() {
+                                o.set(r, t + k, *g);
                             }
                         }
                     }

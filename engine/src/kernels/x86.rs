@@ -119,6 +119,100 @@ pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K], ahead: usize) -> f3
     hsum8(acc)
 }
 
+/// [`tq2_0_q8k_dot_avx2`] over every row of `rows` (`out.len()` rows of `a.len()` blocks), two
+/// rows per pass sharing each activation load (decode): one call per span instead of one per
+/// row. Each row's result is the one-row kernel's (the same exact 16-bit lane sums, the same
+/// block finish); an odd last row goes through the one-row kernel.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tq2_0_q8k_dot_span_avx2(rows: &[u8], a: &[BlockQ8K], ahead: usize, out: &mut [f32]) {
+    let rb = a.len() * TQ2_BYTES;
+    assert_eq!(rows.len(), out.len() * rb);
+    let m3 = _mm256_set1_epi8(3);
+    let shifts = [0, 2, 4, 6].map(|n| _mm_cvtsi32_si128(n));
+    let pairs = out.len() / 2;
+    for p in 0..pairs {
+        let (x0, x1) = rows[2 * p * rb..(2 * p + 2) * rb].split_at(rb);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (b, y) in a.iter().enumerate() {
+            let xs = [&x0[b * TQ2_BYTES..], &x1[b * TQ2_BYTES..]];
+            prefetch_ahead(xs[0].as_ptr(), ahead, 2);
+            prefetch_ahead(xs[1].as_ptr(), ahead, 2);
+            let mut s = [_mm256_setzero_si256(); 2];
+            for j in [0usize, 32] {
+                let q = xs.map(|x| _mm256_loadu_si256(x.as_ptr().add(j) as *const __m256i));
+                let yp = y.qs.as_ptr().add(4 * j);
+                for (k, shift) in shifts.iter().enumerate() {
+                    let yk = _mm256_loadu_si256(yp.add(32 * k) as *const __m256i);
+                    for r in 0..2 {
+                        let c = _mm256_and_si256(_mm256_srl_epi16(q[r], *shift), m3);
+                        s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(c, yk));
+                    }
+                }
+            }
+            for r in 0..2 {
+                let lanes = _mm256_madd_epi16(s[r], _mm256_set1_epi16(1));
+                acc[r] = accumulate_block(acc[r], lanes, y, f16_scale(&xs[r][64..]));
+            }
+        }
+        out[2 * p] = hsum8(acc[0]);
+        out[2 * p + 1] = hsum8(acc[1]);
+    }
+    if out.len() % 2 == 1 {
+        let last = out.len() - 1;
+        out[last] = tq2_0_q8k_dot_avx2(&rows[last * rb..], a, ahead);
+    }
+}
+
+/// [`tq2_0_q8k_dot_avx2`] for `T` tokens at once (prefill): each block's codes are unpacked once
+/// and paired with every token's activations. Each token's result is the one-token kernel's: the
+/// same exact 16-bit lane sums (added in another grouping, which integers do not notice; at most
+/// eight products of 3·128 per lane), the same block finish and the same lane reduction.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tq2_0_q8k_dot_tokens_avx2<const T: usize>(
+    row: &[u8],
+    a: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let nb = row.len() / TQ2_BYTES;
+    assert_eq!(row.len(), nb * TQ2_BYTES);
+    for at in &a {
+        assert_eq!(at.len(), nb);
+    }
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let x = &row[b * TQ2_BYTES..(b + 1) * TQ2_BYTES];
+        let mut s = [_mm256_setzero_si256(); T];
+        for j in [0usize, 32] {
+            let q = _mm256_loadu_si256(x.as_ptr().add(j) as *const __m256i);
+            let c = [
+                _mm256_and_si256(q, m3),
+                _mm256_and_si256(_mm256_srli_epi16(q, 2), m3),
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m3),
+                _mm256_and_si256(_mm256_srli_epi16(q, 6), m3),
+            ];
+            for (st, at) in s.iter_mut().zip(&a) {
+                let yp = at[b].qs.as_ptr().add(4 * j);
+                let y = |k: usize| _mm256_loadu_si256(yp.add(32 * k) as *const __m256i);
+                let p01 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c[0], y(0)),
+                    _mm256_maddubs_epi16(c[1], y(1)),
+                );
+                let p23 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c[2], y(2)),
+                    _mm256_maddubs_epi16(c[3], y(3)),
+                );
+                *st = _mm256_add_epi16(*st, _mm256_add_epi16(p01, p23));
+            }
+        }
+        let dw = f16_scale(&x[64..]);
+        for ((acct, st), at) in acc.iter_mut().zip(&s).zip(&a) {
+            let lanes = _mm256_madd_epi16(*st, _mm256_set1_epi16(1));
+            *acct = accumulate_block(*acct, lanes, &at[b], dw);
+        }
+    }
+    acc.map(|v| hsum8(v))
+}
+
 /// Bytes `q·3^l` (mod 256) turned into trits plus one: `(v·3) >> 8`, computed as ggml does with
 /// averages (exact for every byte, checked in the tests).
 #[inline]

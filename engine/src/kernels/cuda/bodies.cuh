@@ -385,7 +385,8 @@ BN_DEV float bn_dot_lanes8(const bn_u8 *row, const float *a, bn_u64 n, int f16) 
 }
 
 /* `ggml_vec_dot_f16`/`_f32`'s order: four 8-lane FMA accumulators over steps of 32, reduced
- * `(a0+a2)+(a1+a3)` and `hadd8`; the tail's f32 products added one by one in f64 (F16) or f32. */
+ * `(a0+a2)+(a1+a3)` and `hadd8`; the tail's f32 products added one by one in f64 (F16) or f32
+ * (the last `n % 4` of those fused). */
 BN_DEV float bn_dot_steps32(const bn_u8 *row, const float *a, bn_u64 n, int f16) {
     bn_u64 np = n & ~(bn_u64)31;
     float acc[4][8];
@@ -414,9 +415,15 @@ BN_DEV float bn_dot_steps32(const bn_u8 *row, const float *a, bn_u64 n, int f16)
         }
         return (float)sum;
     }
+    /* ggml_math.rs, f32_tail: the last (n - np) % 4 products fused, as GCC compiles ggml's loop. */
+    bn_u64 fused = n - (n - np) % 4;
     float sum = head;
     for (bn_u64 e = np; e < n; e++) {
-        sum += bn_w_at(row, e, f16) * a[e];
+        if (e < fused) {
+            sum += bn_w_at(row, e, f16) * a[e];
+        } else {
+            sum = fmaf(bn_w_at(row, e, f16), a[e], sum);
+        }
     }
     return sum;
 }
@@ -594,8 +601,13 @@ BN_DEV float bn_dot_steps32_f32(const float *x, const float *y, bn_u64 n) {
         r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     }
     float sum = bn_hadd8(r);
+    bn_u64 fused = n - (n - np) % 4; /* ggml_math.rs, f32_tail */
     for (bn_u64 i = np; i < n; i++) {
-        sum += x[i] * y[i];
+        if (i < fused) {
+            sum += x[i] * y[i];
+        } else {
+            sum = fmaf(x[i], y[i], sum);
+        }
     }
     return sum;
 }

@@ -50,7 +50,19 @@ pub const PREFETCH: usize = 2048;
 /// and halves the bytes a decode step reads. With `F16`, ggml also rounds each product's F32
 /// operand to F16 (the query before the scores, the probabilities before the weighted sum) and
 /// sums the tail of `ggml_vec_dot_f16` in f64; [`attend`] does the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum KvType {
     #[default]
     F32,
@@ -74,6 +86,11 @@ impl KvType {
         KvType::ALL
             .into_iter()
             .find(|t| t.label().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether this is the default, `F32` (scenarios and receipts leave it out then).
+    pub fn is_f32(&self) -> bool {
+        *self == KvType::F32
     }
 
     /// Bytes per cached value.

@@ -154,6 +154,9 @@ impl<'m> Session<'m> {
             self.n_past, 0,
             "the KV cache's type is set before the first token"
         );
+        if ty == self.kv_type {
+            return;
+        }
         let c = &self.model.config;
         self.kv_type = ty;
         self.cache = vec![LayerCache::new_typed(c.n_head_kv, c.head_dim, ty); c.n_layer];

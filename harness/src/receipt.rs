@@ -79,8 +79,11 @@ pub struct Receipt {
     pub compute_path: String,
     pub threads: usize,
     /// The KV cache's type (`f32`, `f16`), as the scenario's `kv_cache` says; absent: `f32`.
-    #[serde(default, skip_serializing_if = "crate::scenario::KvCache::is_f32")]
-    pub kv_cache: crate::scenario::KvCache,
+    #[serde(
+        default,
+        skip_serializing_if = "bitnet_engine::attention::KvType::is_f32"
+    )]
+    pub kv_cache: bitnet_engine::attention::KvType,
     pub throughput: Throughput,
     /// blake3 over the scenario's golden lines (joined by `\n`).
     pub trace_digest: String,

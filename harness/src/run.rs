@@ -584,7 +584,7 @@ impl Context {
             out: dir.clone(),
             ubatch: None,
             nudge_embeddings: false,
-            kv_cache: sc.kv_cache.engine(),
+            kv_cache: sc.kv_cache,
         };
         self.run_scenario_reference(s, &req)
             .map_err(|e| e.to_string())?;
@@ -752,7 +752,7 @@ fn engine_trace(
         nudge_embeddings: false,
         unpack_tq1: None,
         plan: plan.cloned(),
-        kv_type: sc.kv_cache.engine(),
+        kv_type: sc.kv_cache,
     };
     let out = forward::run_with(model, tokens, &opts, Some(&mut tracer))?;
     tracer.finish().map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bitnet_engine::attention::KvType;
 use bitnet_engine::synth::ModelSpec;
 use bitnet_engine::trace::{PointFilter, TracePoint};
 use schemars::JsonSchema;
@@ -84,8 +85,8 @@ pub struct Scenario {
     /// `f32` (the default), or `f16` (llama.cpp's own default: keys and values rounded to halves
     /// as they are stored, and the query and probabilities rounded to halves where they meet
     /// them; the engine still equals llama.cpp bit for bit). The CUDA backend keeps F32.
-    #[serde(default, skip_serializing_if = "KvCache::is_f32")]
-    pub kv_cache: KvCache,
+    #[serde(default, skip_serializing_if = "KvType::is_f32")]
+    pub kv_cache: KvType,
     /// Conditions under which the scenario's checks are skipped (reported as ignored).
     #[serde(default)]
     pub skip_unless: SkipUnless,
@@ -256,30 +257,6 @@ impl Tolerances {
             }
         }
         t
-    }
-}
-
-/// The KV cache's element type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum KvCache {
-    #[default]
-    F32,
-    F16,
-}
-
-impl KvCache {
-    /// The engine's type.
-    pub fn engine(self) -> bitnet_engine::attention::KvType {
-        match self {
-            KvCache::F32 => bitnet_engine::attention::KvType::F32,
-            KvCache::F16 => bitnet_engine::attention::KvType::F16,
-        }
-    }
-
-    /// Whether this is the default, `f32`.
-    pub fn is_f32(&self) -> bool {
-        *self == KvCache::F32
     }
 }
 

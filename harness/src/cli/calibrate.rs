@@ -89,7 +89,7 @@ pub fn run(args: Args) -> Result<()> {
                 out: out.clone(),
                 ubatch,
                 nudge_embeddings: nudge,
-                kv_cache: s.scenario.kv_cache.engine(),
+                kv_cache: s.scenario.kv_cache,
             };
             outln!("input {i}: {ref_name}, {label}");
             run_scenario_reference(

@@ -485,8 +485,8 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             EXIT_PROVENANCE,
             format!(
                 "field `kv_cache` is `{}`, the scenario's KV cache is `{}`",
-                r.kv_cache.engine().label(),
-                sc.kv_cache.engine().label()
+                r.kv_cache.label(),
+                sc.kv_cache.label()
             ),
         ));
     }

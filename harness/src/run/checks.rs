@@ -162,7 +162,7 @@ impl Context {
                     out: refd.clone(),
                     ubatch: Some(size),
                     nudge_embeddings: false,
-                    kv_cache: sc.kv_cache.engine(),
+                    kv_cache: sc.kv_cache,
                 };
                 if let Err(e) = self.run_scenario_reference(s, &req) {
                     return Verdict::fail(format!(
@@ -301,7 +301,7 @@ impl Context {
                 &ref_dir,
                 s.scenario.threads,
                 kernel,
-                s.scenario.kv_cache.engine(),
+                s.scenario.kv_cache,
                 &tolerance,
             ) {
                 Ok(r) => r,

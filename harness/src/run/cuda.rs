@@ -155,7 +155,7 @@ pub fn check_cuda(ctx: &Context, s: &LoadedScenario, runs: &Runs) -> Verdict {
             nudge_embeddings: false,
             unpack_tq1: None,
             plan: None,
-            kv_type: sc.kv_cache.engine(),
+            kv_type: sc.kv_cache,
         };
         let out = match cuda::run_with(model, &input.tokens, &opts, &target, Some(&mut tracer)) {
             Ok(o) => o,

@@ -428,7 +428,7 @@ pub(super) fn validate(
             format!("`threads` is {}, expected 1 to 256", s.threads),
         ));
     }
-    if s.kv_cache != super::KvCache::F32 && s.backends.contains(&super::Backend::Cuda) {
+    if !s.kv_cache.is_f32() && s.backends.contains(&super::Backend::Cuda) {
         return Err(err(
             "kv_cache",
             "`kv_cache: f16` runs on the CPU only (the CUDA backend keeps an F32 KV cache): drop `cuda` from `backends` or the `kv_cache` line".into(),

@@ -27,6 +27,7 @@ use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
 
 mod generate;
 mod other_work;
+mod scratch;
 mod tracer;
 pub use generate::{generate_last_only, run, run_with, RunOptions, RunOutput};
 pub use other_work::DecodeOther;
@@ -57,6 +58,8 @@ pub struct Session<'m> {
     /// results bit for bit, several times faster to unpack). On by default for the x86 SIMD
     /// variants; `BITNET_TQ1_UNPACK=0` keeps the base-3 kernels.
     pub unpack_tq1: bool,
+    /// Activation buffers handed back after use, for the next layer or call.
+    scratch: scratch::Scratch,
 }
 
 /// Whether a session with `kernel` rewrites TQ1_0 weights as TQ2_0 (see `Session::unpack_tq1`).
@@ -133,6 +136,7 @@ impl<'m> Session<'m> {
             calls: 0,
             nudge_embeddings: false,
             unpack_tq1,
+            scratch: Default::default(),
         };
         if s.unpack_tq1 {
             // Rewrite now (once per model), not inside the first timed forward pass.
@@ -234,7 +238,7 @@ impl<'m> Session<'m> {
         n_tok: usize,
     ) -> [Vec<f32>; N] {
         let ms = ps.map(|p| self.matrix(p));
-        let mut outs = ms.each_ref().map(|m| vec![0f32; n_tok * m.rows]);
+        let mut outs = ms.each_ref().map(|m| self.scratch.zeroed(n_tok * m.rows));
         let mut i = 0;
         while i < N {
             let prepared = prepare(
@@ -349,38 +353,50 @@ impl<'m> Session<'m> {
             let h = self.norm(&x, &layer.attn_norm);
             rec(at(l, Stage::AttnNorm), vec![n, e], &h);
             let [q, k, v] = self.qkv(layer, &h, n, p0);
+            self.scratch.give_back([h]);
             rec(at(l, Stage::Q), vec![n, nh, hd], &q);
             rec(at(l, Stage::K), vec![n, nkv, hd], &k);
             rec(at(l, Stage::V), vec![n, nkv, hd], &v);
             let (att, probs) = self.attention(l, &q, &k, &v, n, keep_probs);
+            self.scratch.give_back([q, k, v]);
             rec(at(l, Stage::AttnProbs), vec![n, nh, p0 + n], &probs);
             rec(at(l, Stage::KqvOut), vec![n, e], &att);
+            self.scratch.give_back([probs]);
             let sub_norm = if crate::planted::on("sub_norm_weight_swapped") {
                 &layer.attn_norm
             } else {
                 &layer.attn_sub_norm
             };
             let h = self.norm(&att, sub_norm);
+            self.scratch.give_back([att]);
             rec(at(l, Stage::AttnSubNorm), vec![n, e], &h);
             let o = self.project(&layer.wo, &h, n);
+            self.scratch.give_back([h]);
             rec(at(l, Stage::AttnOut), vec![n, e], &o);
             residual(&mut x, &o);
+            self.scratch.give_back([o]);
             rec(at(l, Stage::FfnInp), vec![n, e], &x);
             // Feed-forward block.
             let h = self.norm(&x, &layer.ffn_norm);
             rec(at(l, Stage::FfnNorm), vec![n, e], &h);
             let act = self.ffn_act(layer, &h, n);
+            self.scratch.give_back([h]);
             rec(at(l, Stage::FfnAct), vec![n, c.n_ff], &act);
             let act_n = self.norm(&act, &layer.ffn_sub_norm);
+            self.scratch.give_back([act]);
             rec(at(l, Stage::FfnSubNorm), vec![n, c.n_ff], &act_n);
             let d = self.project(&layer.w_down, &act_n, n);
+            self.scratch.give_back([act_n]);
             rec(at(l, Stage::FfnDown), vec![n, e], &d);
             residual(&mut x, &d);
+            self.scratch.give_back([d]);
             rec(at(l, Stage::Out), vec![n, e], &x);
         }
         let h = self.norm(&x, &m.output_norm);
+        self.scratch.give_back([x]);
         rec(global(Stage::OutputNorm), vec![n, e], &h);
         let logits = self.logits(&h, n, all_logits);
+        self.scratch.give_back([h]);
         if all_logits {
             rec(global(Stage::Logits), vec![n, c.n_vocab], &logits);
         }
@@ -394,7 +410,7 @@ impl<'m> Session<'m> {
         let (m, c) = (self.model, &self.model.config);
         let emb = m.embedding();
         let e = c.n_embd;
-        let mut x = vec![0f32; tokens.len() * e];
+        let mut x = self.scratch.zeroed(tokens.len() * e);
         for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
             let t = if emb.ty == GgmlType::F16 && crate::planted::on("f16_embedding_next_row") {
                 (t + 1) % c.n_vocab as u32
@@ -417,7 +433,7 @@ impl<'m> Session<'m> {
 
     /// RMSNorm of every row of `x` times `w` (rows of `w.len()`).
     pub fn norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
+        let mut out = self.scratch.zeroed(x.len());
         self.rms_norm(x, w, &mut out);
         out
     }
@@ -465,17 +481,16 @@ impl<'m> Session<'m> {
         let caches = std::mem::take(&mut self.cache[l]);
         let distance = self.plan.attention_distance();
         self.attention_distances.insert(distance);
-        let (caches, out) = attend_layer(
-            &self.model.config,
+        let c = &self.model.config;
+        let att = self.scratch.zeroed(n * c.n_embd);
+        let (caches, out) = attend_layer_into(
+            c,
             caches,
-            q,
-            k,
-            v,
+            [q, k, v],
             n,
             keep_probs,
-            self.threads,
-            self.kernel,
-            distance,
+            (self.threads, self.kernel, distance),
+            att,
         );
         self.cache[l] = caches;
         out
@@ -485,7 +500,17 @@ impl<'m> Session<'m> {
     /// `bitnet-b1.58`.
     pub fn ffn_act(&self, layer: &Layer, h: &[f32], n: usize) -> Vec<f32> {
         let [gate, up] = self.project_many([&layer.w_gate, &layer.w_up], h, n);
-        ffn_elementwise(&self.model.config, self.kernel, self.threads, &gate, &up)
+        let act = self.scratch.zeroed(gate.len());
+        let act = ffn_elementwise_into(
+            &self.model.config,
+            self.kernel,
+            self.threads,
+            &gate,
+            &up,
+            act,
+        );
+        self.scratch.give_back([gate, up]);
+        act
     }
 
     /// Logits through the tied embedding: every row of `h` (`n × n_vocab`) or the last.
@@ -554,7 +579,19 @@ fn ffn_elementwise(
     gate: &[f32],
     up: &[f32],
 ) -> Vec<f32> {
-    let mut act = vec![0f32; gate.len()];
+    ffn_elementwise_into(c, kernel, threads, gate, up, vec![0f32; gate.len()])
+}
+
+/// [`ffn_elementwise`] into `act` (zeros, as long as `gate`).
+fn ffn_elementwise_into(
+    c: &crate::model::Config,
+    kernel: Kernel,
+    threads: usize,
+    gate: &[f32],
+    up: &[f32],
+    mut act: Vec<f32>,
+) -> Vec<f32> {
+    assert_eq!(act.len(), gate.len());
     let (n_ff, ffn) = (c.n_ff, c.arch.ffn());
     par_rows(threads, &mut act, 1, &|part, at| {
         let r = at..at + part.len();
@@ -591,7 +628,7 @@ pub fn residual(x: &mut [f32], y: &[f32]) {
 #[allow(clippy::too_many_arguments)]
 pub fn attend_layer(
     c: &crate::model::Config,
-    mut cache: LayerCache,
+    cache: LayerCache,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -601,7 +638,30 @@ pub fn attend_layer(
     kernel: Kernel,
     prefetch: usize,
 ) -> (LayerCache, (Vec<f32>, Vec<f32>)) {
+    let att = vec![0f32; n * c.n_embd];
+    attend_layer_into(
+        c,
+        cache,
+        [q, k, v],
+        n,
+        keep_probs,
+        (threads, kernel, prefetch),
+        att,
+    )
+}
+
+/// [`attend_layer`] writing the output into `att` (zeros, `n × n_embd`).
+fn attend_layer_into(
+    c: &crate::model::Config,
+    mut cache: LayerCache,
+    [q, k, v]: [&[f32]; 3],
+    n: usize,
+    keep_probs: bool,
+    (threads, kernel, prefetch): (usize, Kernel, usize),
+    mut att: Vec<f32>,
+) -> (LayerCache, (Vec<f32>, Vec<f32>)) {
     let (e, hd, nh, nkv) = (c.n_embd, c.head_dim, c.n_head, c.n_head_kv);
+    assert_eq!(att.len(), n * e);
     let p0 = cache.len();
     let n_kv = p0 + n;
     let swapped = crate::planted::on("gqa_kv_head_swapped");
@@ -627,7 +687,6 @@ pub fn attend_layer(
     };
     let group = nh / nkv;
     let mut probs = vec![0f32; if keep_probs { n * nh * n_kv } else { 0 }];
-    let mut att = vec![0f32; n * e];
     {
         let (p_rows, p_tok) = if keep_probs { (nh * n_kv, n) } else { (0, 0) };
         let att_out = SharedOut::new(&mut att, nh * hd, n);

@@ -1,15 +1,16 @@
 //! The kernel choice by measurement, cached: [`bitnet_engine::kernels::plan::tune`] times every
 //! variant on each kind of product of a model and on the rest of a decode step (attention, RoPE,
-//! the FFN activation: the plan's `other`), once per CPU model, model shape and thread count,
-//! and `target/harness/tune.json` keeps the result (written atomically). `BITNET_KERNEL` and
-//! `--kernel` still force one variant for everything.
+//! the FFN activation: the plan's `other`), once per CPU model, model shape and thread count;
+//! then each decode kind's prefetch distance is decided again on whole decode steps of the model
+//! ([`refine_on_steps`]), and `target/harness/tune.json` keeps the result (written atomically).
+//! `BITNET_KERNEL` and `--kernel` still force one variant for everything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bitnet_engine::forward::Session;
-use bitnet_engine::kernels::plan::{tune, KernelPlan, Timing};
+use bitnet_engine::forward::{argmax, Session};
+use bitnet_engine::kernels::plan::{refine_on_steps, tune, KernelPlan, Timing};
 use serde::{Deserialize, Serialize};
 
 /// One tuned plan.
@@ -39,9 +40,9 @@ pub struct TuneEntry {
 
 /// The version of `tune.json` this harness writes and reads; a file of another version (one
 /// tuned before decode kinds had measured prefetch distances, before entries recorded the
-/// weights' pages, or before the attention's prefetch distance was measured) is measured again
-/// and replaced.
-pub const TUNE_SCHEMA: u32 = 4;
+/// weights' pages, before the attention's prefetch distance was measured, or before the decode
+/// distances were decided on whole decode steps) is measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 5;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -151,6 +152,31 @@ pub fn cached_plan(
     KernelPlan::from_description(&lookup(&file, &probe)?.plan)
 }
 
+/// The prompt before the decode steps that [`refine_on_steps`] times.
+const STEP_PROMPT: usize = 8;
+/// Decode steps per timing (their mean is one timing).
+const STEPS: usize = 4;
+
+/// Seconds per decode step of `model` under `plan`: a new session runs `prompt`, then [`STEPS`]
+/// greedy one-token steps, timed.
+fn decode_step_seconds(
+    model: &bitnet_engine::model::Model,
+    threads: usize,
+    kv: bitnet_engine::attention::KvType,
+    plan: &KernelPlan,
+    prompt: &[u32],
+) -> Result<f64, String> {
+    let mut s = Session::new(model, threads, plan.base);
+    s.set_plan(plan.clone());
+    s.set_kv_type(kv);
+    let mut tok = argmax(&s.forward(prompt, false, None)?);
+    let t = Instant::now();
+    for _ in 0..STEPS {
+        tok = argmax(&s.forward(&[tok], false, None)?);
+    }
+    Ok(t.elapsed().as_secs_f64() / STEPS as f64)
+}
+
 /// The plan for `s` at its thread count: from `cache` when this CPU model, shape and thread count
 /// were tuned before (and every variant it names runs here), else measured now (`budget` per
 /// kind and variant) and added to `cache`. Returns the entry and whether it was cached.
@@ -163,13 +189,21 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
     }
     let mut other = s.decode_other_work();
     let weight_pages = s.model().file.pages();
-    let (plan, timings) = tune(
+    let (plan, mut timings) = tune(
         &s.representative_matrices(),
         Some(&mut other),
         threads,
         budget,
         s.model().file.huge_pages_advised(),
     );
+    // The decode kinds' prefetch distances, decided again on whole decode steps of the model.
+    let (model, kv) = (s.model(), s.kv_type());
+    let prompt = crate::bench::prompt(STEP_PROMPT, model.config.n_vocab);
+    let what = format!("{STEPS} decode steps after a {STEP_PROMPT}-token prompt, per step");
+    let (plan, step_timings) = refine_on_steps(plan, &what, |p| {
+        decode_step_seconds(model, threads, kv, p, &prompt).unwrap_or(f64::INFINITY)
+    });
+    timings.extend(step_timings);
     let entry = TuneEntry {
         cpu_model: cpu,
         shape,

@@ -10,7 +10,9 @@ use super::{Kernel, MAX_PREFETCH};
 use crate::gguf::GgmlType;
 
 // The measurement behind a plan lives in `super::tune`; its names stay reachable from here.
-pub use super::tune::{tune, OtherWork, Timing, DECODE_STREAM_BYTES, OTHER_KIND, ROUNDS};
+pub use super::tune::{
+    refine_on_steps, tune, OtherWork, Timing, DECODE_STREAM_BYTES, IN_STEPS, OTHER_KIND, ROUNDS,
+};
 
 /// Prompt chunks of at least this many tokens are prefill products; fewer are decode products
 /// (the AVX-512 TQ2_0 kernels switch layouts there too).

@@ -250,6 +250,74 @@ pub fn tune(
     (plan, timings)
 }
 
+/// The `kind` of [`refine_on_steps`]'s timings: the decode kind's label and this suffix.
+pub const IN_STEPS: &str = " in decode steps";
+
+/// Decide again, on whole decode steps, the prefetch distance of every decode kind that `plan`
+/// chose one for (`step(plan)`: seconds per decode step of the model under `plan`; `what` says
+/// what a step timing runs, for the timings' `matrix`).
+///
+/// A product timed alone, even streaming from memory, can rank the distances differently from a
+/// decode step, where each product starts cold at its own weights after other work: on an AMD
+/// EPYC (Zen 3) at two threads the lone TQ2_0 product timed every distance within 1.5% and
+/// [`tune`] kept "none", which ran the 700M decode at 57 tok/s against 72 with 2 KiB. Each kind's
+/// distances are timed in [`ROUNDS`] interleaved rounds with the rest of the plan held (best
+/// round each), the kinds one after another, and the fastest is kept (on an exact tie, the
+/// product's own pick).
+pub fn refine_on_steps(
+    mut plan: KernelPlan,
+    what: &str,
+    mut step: impl FnMut(&KernelPlan) -> f64,
+) -> (KernelPlan, Vec<Timing>) {
+    let kinds: Vec<ProductKind> = plan
+        .prefetch
+        .keys()
+        .filter(|k| !k.prefill)
+        .copied()
+        .collect();
+    let mut timings = Vec::new();
+    for kind in kinds {
+        let candidates: Vec<KernelPlan> = PREFETCH_DISTANCES
+            .iter()
+            .map(|&d| {
+                let mut p = plan.clone();
+                p.prefetch.insert(kind, d);
+                p
+            })
+            .collect();
+        let mut best = vec![f64::INFINITY; candidates.len()];
+        for _ in 0..ROUNDS {
+            for (b, p) in best.iter_mut().zip(&candidates) {
+                *b = b.min(step(p));
+            }
+        }
+        // Exact ties keep the product's own pick.
+        let mut fastest = PREFETCH_DISTANCES
+            .iter()
+            .position(|&d| plan.prefetch.get(&kind) == Some(&d))
+            .unwrap_or(0);
+        for (i, t) in best.iter().enumerate() {
+            if *t < best[fastest] {
+                fastest = i;
+            }
+        }
+        plan.prefetch.insert(kind, PREFETCH_DISTANCES[fastest]);
+        let variant = plan.products.get(&kind).copied().unwrap_or(plan.base);
+        for (&d, &t) in PREFETCH_DISTANCES.iter().zip(&best) {
+            timings.push(Timing {
+                kind: format!("{}{IN_STEPS}", kind.label()),
+                matrix: what.to_string(),
+                tokens: 1,
+                variant: variant.suffix().into(),
+                prefetch: Some(d),
+                group: plan.groups.get(&kind).copied(),
+                micros: t * 1e6,
+            });
+        }
+    }
+    (plan, timings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +394,54 @@ mod tests {
         assert_eq!(plan.base, Kernel::best());
         assert_eq!(plan.attention_prefetch, None);
         assert!(timings.is_empty());
+    }
+
+    #[test]
+    fn decode_steps_decide_each_decode_kinds_prefetch_distance() {
+        let tq2 = ProductKind::of(GgmlType::TQ2_0, 1);
+        let f16 = ProductKind::of(GgmlType::F16, 1);
+        let pre = ProductKind::of(GgmlType::TQ2_0, 16);
+        let mut plan = KernelPlan::uniform(Kernel::Scalar);
+        plan.prefetch.insert(tq2, 0);
+        plan.prefetch.insert(f16, 16384);
+        plan.products.insert(pre, Kernel::Scalar);
+        plan.attention_prefetch = Some(2048);
+        // A step is fastest with TQ2_0 at 4096 and F16 at 8192, whatever the other's distance.
+        let mut calls = 0;
+        let (got, timings) = refine_on_steps(plan.clone(), "steps", |p| {
+            calls += 1;
+            let mut t = 1.0;
+            if p.prefetch[&tq2] != 4096 {
+                t += 0.5;
+            }
+            if p.prefetch[&f16] != 8192 {
+                t += 0.25;
+            }
+            t
+        });
+        assert_eq!(got.prefetch[&tq2], 4096);
+        assert_eq!(got.prefetch[&f16], 8192);
+        // Nothing else moves: the prefill kind, the base, the attention's distance.
+        assert_eq!(got.products, plan.products);
+        assert_eq!(got.base, plan.base);
+        assert_eq!(got.attention_prefetch, Some(2048));
+        // Every distance of both kinds, in every round.
+        assert_eq!(calls, 2 * PREFETCH_DISTANCES.len() * ROUNDS);
+        assert_eq!(timings.len(), 2 * PREFETCH_DISTANCES.len());
+        let fastest_tq2 = timings
+            .iter()
+            .filter(|t| t.kind == format!("TQ2_0/decode{IN_STEPS}"))
+            .min_by(|a, b| a.micros.total_cmp(&b.micros))
+            .unwrap();
+        assert_eq!(fastest_tq2.prefetch, Some(4096));
+        assert_eq!(fastest_tq2.micros, 1e6 * 1.0);
+        // Exact ties keep the product's own pick.
+        let (same, _) = refine_on_steps(plan.clone(), "steps", |_| 1.0);
+        assert_eq!(same, plan);
+        // A plan without decode distances is left alone, and nothing is timed.
+        let bare = KernelPlan::uniform(Kernel::Scalar);
+        let (same, timings) = refine_on_steps(bare.clone(), "steps", |_| unreachable!());
+        assert_eq!((same, timings.len()), (bare, 0));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bitnet_engine::forward::{argmax, Session};
+use bitnet_engine::forward::Session;
 use bitnet_engine::kernels::plan::{refine_on_steps, tune, KernelPlan, Timing};
 use serde::{Deserialize, Serialize};
 
@@ -157,26 +157,6 @@ const STEP_PROMPT: usize = 8;
 /// Decode steps per timing (their mean is one timing).
 const STEPS: usize = 4;
 
-/// Seconds per decode step of `model` under `plan`: a new session runs `prompt`, then [`STEPS`]
-/// greedy one-token steps, timed.
-fn decode_step_seconds(
-    model: &bitnet_engine::model::Model,
-    threads: usize,
-    kv: bitnet_engine::attention::KvType,
-    plan: &KernelPlan,
-    prompt: &[u32],
-) -> Result<f64, String> {
-    let mut s = Session::new(model, threads, plan.base);
-    s.set_plan(plan.clone());
-    s.set_kv_type(kv);
-    let mut tok = argmax(&s.forward(prompt, false, None)?);
-    let t = Instant::now();
-    for _ in 0..STEPS {
-        tok = argmax(&s.forward(&[tok], false, None)?);
-    }
-    Ok(t.elapsed().as_secs_f64() / STEPS as f64)
-}
-
 /// The plan for `s` at its thread count: from `cache` when this CPU model, shape and thread count
 /// were tuned before (and every variant it names runs here), else measured now (`budget` per
 /// kind and variant) and added to `cache`. Returns the entry and whether it was cached.
@@ -200,8 +180,10 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
     let (model, kv) = (s.model(), s.kv_type());
     let prompt = crate::bench::prompt(STEP_PROMPT, model.config.n_vocab);
     let what = format!("{STEPS} decode steps after a {STEP_PROMPT}-token prompt, per step");
+    // Each timing: a new session runs the prompt, then `STEPS` greedy steps, as the bench does.
     let (plan, step_timings) = refine_on_steps(plan, &what, |p| {
-        decode_step_seconds(model, threads, kv, p, &prompt).unwrap_or(f64::INFINITY)
+        crate::bench::engine_once(model, &prompt, STEPS, threads, p, kv)
+            .map_or(f64::INFINITY, |(_, decode, _)| decode / STEPS as f64)
     });
     timings.extend(step_timings);
     let entry = TuneEntry {

@@ -22,6 +22,8 @@ use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_engine::kernels::Kernel;
 use bitnet_engine::model::Model;
 use schemars::JsonSchema;
+
+use crate::scenario::MAX_THREADS;
 use serde::{Deserialize, Serialize};
 
 use crate::reference::LlamaTiming;
@@ -353,16 +355,61 @@ pub fn reference_flags(o: &BenchOptions) -> Result<BTreeMap<String, String>, Str
     serde_json::from_str(out.trim()).map_err(|e| format!("`ref-bench --build-info`: {e}"))
 }
 
+/// The counts a bench is given, checked before anything runs: thread counts from 1 to
+/// [`MAX_THREADS`], and at least one prompt token, decode step and round.
+pub fn check_counts(
+    threads: &[usize],
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    rounds: usize,
+) -> Result<(), String> {
+    if threads.is_empty() || threads.iter().any(|&t| t == 0 || t > MAX_THREADS) {
+        return Err(format!(
+            "--threads: give thread counts from 1 to {MAX_THREADS}, e.g. 1,2 (got {threads:?})"
+        ));
+    }
+    for (flag, n) in [
+        ("--prompt-tokens", prompt_tokens),
+        ("--decode-tokens", decode_tokens),
+        ("--rounds", rounds),
+    ] {
+        if n == 0 {
+            return Err(format!("{flag} must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+/// The prompt and the decode steps must fit the model's context (`context_length`): a bench
+/// past it measures nothing the model is for, and its KV cache and activations are sized by
+/// them.
+pub fn check_context(
+    model: &Path,
+    n_ctx_train: usize,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+) -> Result<(), String> {
+    match prompt_tokens.checked_add(decode_tokens) {
+        Some(n) if n <= n_ctx_train => Ok(()),
+        _ => Err(format!(
+            "--prompt-tokens {prompt_tokens} + --decode-tokens {decode_tokens} exceed the \
+             context of `{}` (`context_length` {n_ctx_train} tokens)",
+            model.display()
+        )),
+    }
+}
+
 /// Run the whole comparison; `progress` receives a line per measurement.
 pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, String> {
-    if o.threads.is_empty() || o.threads.contains(&0) {
-        return Err("--threads: give thread counts ≥ 1, e.g. 1,2".into());
-    }
-    if o.prompt_tokens == 0 || o.rounds == 0 {
-        return Err("--prompt-tokens and --rounds must be at least 1".into());
-    }
+    check_counts(&o.threads, o.prompt_tokens, o.decode_tokens, o.rounds)?;
     let started_at = crate::receipt::rfc3339(std::time::SystemTime::now());
     let model = Model::load(&o.model).map_err(|e| e.to_string())?;
+    check_context(
+        &o.model,
+        model.config.n_ctx_train,
+        o.prompt_tokens,
+        o.decode_tokens,
+    )?;
     // I2_S and `bitnet-b1.58` models: upstream llama.cpp runs neither, so the engine is timed
     // alone, against the bandwidth bound.
     let unavailable = crate::reference::llama_cannot_run(&o.model);
@@ -651,6 +698,31 @@ pub fn table(r: &BenchReport) -> String {
 mod tests {
     use super::*;
     use bitnet_engine::model::{Arch, Config};
+
+    #[test]
+    fn a_bench_fits_the_models_context_and_counts_at_least_one() {
+        let m = Path::new("m.gguf");
+        // 500 + 12 = 512 fills a 512-token context exactly; one more does not fit.
+        assert_eq!(check_context(m, 512, 500, 12), Ok(()));
+        let e = check_context(m, 512, 500, 13).unwrap_err();
+        assert!(e.contains("(`context_length` 512 tokens)"), "{e}");
+        // A sum past usize is refused, not wrapped around into a small one.
+        assert!(check_context(m, 512, usize::MAX, 2).is_err());
+        assert_eq!(check_counts(&[1, MAX_THREADS], 1, 1, 1), Ok(()));
+        for (threads, p, d, r) in [
+            (vec![], 1, 1, 1),
+            (vec![0], 1, 1, 1),
+            (vec![1, MAX_THREADS + 1], 1, 1, 1),
+            (vec![1], 0, 1, 1),
+            (vec![1], 1, 0, 1),
+            (vec![1], 1, 1, 0),
+        ] {
+            assert!(
+                check_counts(&threads, p, d, r).is_err(),
+                "{threads:?} {p} {d} {r}"
+            );
+        }
+    }
 
     #[test]
     fn kv_bytes_count_every_position_each_step_attends_to() {

@@ -19,7 +19,7 @@ mod schema;
 
 pub use load::{
     did_you_mean, find_scenarios, load_scenario, model_vocab, ScenarioError, MAX_FLOW_DEPTH,
-    MAX_STEPS,
+    MAX_STEPS, MAX_THREADS,
 };
 pub use root::{enclosing_project, project_root};
 pub use schema::json_schema;

@@ -66,3 +66,152 @@ fn every_bad_file_of_a_directory_is_reported() {
         assert!(!dir.path().join("target/harness/report.json").exists());
     }
 }
+
+/// Runs `harness args` in `dir`, failing the test (not hanging it) when the command outlives a
+/// minute: the cases below used to run until killed, or to abort on an allocation they sized.
+fn refused(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = harness()
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`harness {}` still running after 60 s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn counts_out_of_range_on_the_command_line_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = harness()
+        .args(["gen-model", "--preset", "tiny", "--output", "t.gguf"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let huge = u64::MAX.to_string();
+    // (arguments, exit code, what stderr must say); the tiny preset's context is 512 tokens.
+    let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (
+            vec![
+                "trace",
+                "t.gguf",
+                "--tokens",
+                "1",
+                "--generate",
+                &huge,
+                "-o",
+                "tr",
+            ],
+            2,
+            format!("`--generate` is {huge}, at most 4096"),
+        ),
+        (
+            vec![
+                "trace",
+                "t.gguf",
+                "--tokens",
+                "1",
+                "--threads",
+                "100000",
+                "-o",
+                "tr",
+            ],
+            2,
+            "`--threads` is 100000, expected 1 to 256".into(),
+        ),
+        (
+            vec![
+                "ref-trace",
+                "t.gguf",
+                "--tokens",
+                "1",
+                "--threads",
+                "0",
+                "-o",
+                "tr",
+            ],
+            2,
+            "`--threads` is 0, expected 1 to 256".into(),
+        ),
+        (
+            vec![
+                "ref-trace",
+                "t.gguf",
+                "--tokens",
+                "1",
+                "--generate",
+                "4097",
+                "-o",
+                "tr",
+            ],
+            2,
+            "`--generate` is 4097, at most 4096".into(),
+        ),
+        (
+            vec!["bench", "--preset", "tiny", "--decode-tokens", "0"],
+            2,
+            "--decode-tokens must be at least 1".into(),
+        ),
+        (
+            vec!["bench", "--preset", "tiny", "--threads", "1,100000"],
+            2,
+            "give thread counts from 1 to 256".into(),
+        ),
+        (
+            vec!["bench", "--preset", "tiny", "--decode-tokens", &huge],
+            1,
+            format!("--prompt-tokens 128 + --decode-tokens {huge} exceed the context"),
+        ),
+        (
+            vec![
+                "bench",
+                "--preset",
+                "tiny",
+                "--prompt-tokens",
+                "500",
+                "--decode-tokens",
+                "13",
+            ],
+            1,
+            "(`context_length` 512 tokens)".into(),
+        ),
+        (
+            vec!["ref-bench", "t.gguf", "--prompt-tokens", "100000000"],
+            2,
+            "--prompt-tokens 100000000 + --decode-tokens 64 exceed the context of `t.gguf`".into(),
+        ),
+        (
+            vec!["ref-bench", "t.gguf", "--decode-tokens", "0"],
+            2,
+            "--decode-tokens must be at least 1".into(),
+        ),
+    ];
+    for (args, code, says) in cases {
+        let (got, stderr) = refused(dir.path(), &args);
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(&says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(!dir.path().join("tr").exists(), "no trace may be written");
+}

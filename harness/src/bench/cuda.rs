@@ -70,15 +70,18 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<CudaBenchReport, CudaBenchError> {
     let fail = |e: String| CudaBenchError::Failed(e);
-    if o.prompt_tokens == 0 || o.rounds == 0 {
-        return Err(fail(
-            "--prompt-tokens and --rounds must be at least 1".into(),
-        ));
-    }
+    super::check_counts(&[1], o.prompt_tokens, o.decode_tokens, o.rounds).map_err(fail)?;
     let cache: &Path = &o.ptx_cache;
     let device = cuda::probe(0, Some(cache)).map_err(|e| CudaBenchError::NoGpu(e.to_string()))?;
     let started_at = crate::receipt::rfc3339(std::time::SystemTime::now());
     let model = Model::load(&o.model).map_err(|e| fail(e.to_string()))?;
+    super::check_context(
+        &o.model,
+        model.config.n_ctx_train,
+        o.prompt_tokens,
+        o.decode_tokens,
+    )
+    .map_err(fail)?;
     let tokens = prompt(o.prompt_tokens, model.config.n_vocab);
     let wbytes = weight_bytes(&o.model).map_err(fail)?;
     let target = Target::Gpu {

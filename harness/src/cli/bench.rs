@@ -55,12 +55,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.threads.is_empty() || a.threads.contains(&0) {
-        return Err(UsageError("--threads: give thread counts ≥ 1, e.g. 1,2".into()).into());
-    }
-    if a.prompt_tokens == 0 || a.rounds == 0 {
-        return Err(UsageError("--prompt-tokens and --rounds must be at least 1".into()).into());
-    }
+    bench::check_counts(&a.threads, a.prompt_tokens, a.decode_tokens, a.rounds)
+        .map_err(UsageError)?;
     let model = match (&a.model, &a.preset) {
         (Some(m), None) => {
             if !m.is_file() {
@@ -162,11 +158,13 @@ pub fn ref_bench(a: RefBenchArgs) -> Result<()> {
         .model
         .ok_or_else(|| UsageError("ref-bench: give a MODEL path".into()))?;
     bitnet_harness::reference::llama::check_model(&model).map_err(UsageError)?;
-    let n_vocab = bitnet_engine::model::Model::load(&model)
+    bench::check_counts(&[a.threads], a.prompt_tokens, a.decode_tokens, 1).map_err(UsageError)?;
+    let config = bitnet_engine::model::Model::load(&model)
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .config
-        .n_vocab;
-    let tokens = bench::prompt(a.prompt_tokens, n_vocab);
+        .config;
+    bench::check_context(&model, config.n_ctx_train, a.prompt_tokens, a.decode_tokens)
+        .map_err(UsageError)?;
+    let tokens = bench::prompt(a.prompt_tokens, config.n_vocab);
     let t = bitnet_harness::reference::llama::bench(
         &model,
         a.threads,

@@ -9,6 +9,7 @@ use bitnet_engine::trace::PointFilter;
 
 use super::UsageError;
 use bitnet_harness::reference::{llama, RefRequest};
+use bitnet_harness::scenario::{MAX_STEPS, MAX_THREADS};
 
 /// Arguments shared by `harness trace` and `harness ref-trace`.
 #[derive(clap::Args, Debug)]
@@ -50,6 +51,26 @@ pub fn parse_kv_cache(s: &str) -> std::result::Result<KvType, String> {
 }
 
 impl TraceArgs {
+    /// `--threads` from 1 to [`MAX_THREADS`] and `--generate` at most [`MAX_STEPS`], the bounds a
+    /// scenario's `threads` and `generation.steps` have (each step is traced to its own files).
+    pub fn check_counts(&self) -> Result<()> {
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return Err(UsageError(format!(
+                "`--threads` is {}, expected 1 to {MAX_THREADS}",
+                self.threads
+            ))
+            .into());
+        }
+        if self.generate > MAX_STEPS {
+            return Err(UsageError(format!(
+                "`--generate` is {}, at most {MAX_STEPS} (every step is traced)",
+                self.generate
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     pub fn filter(&self) -> Result<PointFilter> {
         let f = if self.points.is_empty() {
             PointFilter::all()
@@ -80,9 +101,7 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
         return Err(UsageError("`--ubatch` must be at least 1".into()).into());
     }
     llama::check_model(&args.model).map_err(UsageError)?;
-    if args.threads == 0 {
-        return Err(UsageError("`--threads` must be at least 1".into()).into());
-    }
+    args.check_counts()?;
     let tokens = match &args.prompt {
         Some(p) => llama::tokenize(&args.model, p).map_err(UsageError)?,
         None => args.tokens.clone(),

@@ -14,9 +14,7 @@ use super::ref_trace::TraceArgs;
 use super::UsageError;
 
 pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
-    if args.threads == 0 {
-        return Err(UsageError("`--threads` must be at least 1".into()).into());
-    }
+    args.check_counts()?;
     let forced = match kernel {
         Some(k) => Some(KernelPlan::forced(&k).map_err(UsageError)?),
         None => KernelPlan::from_env().map_err(UsageError)?,

@@ -346,6 +346,10 @@ pub(super) fn locate_number(text: &str, key: &str, k: usize) -> (usize, usize) {
 /// Most greedy steps a scenario may ask for (each is traced, run by the reference and compared).
 pub const MAX_STEPS: usize = 4096;
 
+/// Most threads a scenario or a command line may ask for (each is an OS thread of the engine's
+/// pool, and of llama.cpp's).
+pub const MAX_THREADS: usize = 256;
+
 pub(super) fn validate(
     s: &Scenario,
     path: &Path,
@@ -422,10 +426,10 @@ pub(super) fn validate(
                 .into(),
         ));
     }
-    if s.threads == 0 || s.threads > 256 {
+    if s.threads == 0 || s.threads > MAX_THREADS {
         return Err(err(
             "threads",
-            format!("`threads` is {}, expected 1 to 256", s.threads),
+            format!("`threads` is {}, expected 1 to {MAX_THREADS}", s.threads),
         ));
     }
     if !s.kv_cache.is_f32() && s.backends.contains(&super::Backend::Cuda) {

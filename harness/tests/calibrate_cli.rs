@@ -94,3 +94,31 @@ fn a_proposal_the_engine_fails_is_named_and_exits_1() {
     );
     assert!(stderr.contains("blk.0.q"), "{stderr}");
 }
+
+#[test]
+fn a_factor_that_is_not_a_finite_number_of_at_least_1_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/c.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens:\n    - [3, 1, 4]\n",
+    )
+    .unwrap();
+    // An infinite factor proposed `cosine_min: -inf` (any output passes); NaN and values below
+    // 1 (the reference failing against itself) are as meaningless.
+    for f in ["inf", "NaN", "-1", "0.5"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .current_dir(root)
+            .args(["calibrate", "scenarios/c.yaml", &format!("--factor={f}")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{f}: {stderr}");
+        assert!(
+            stderr.contains("expected a finite number of at least 1"),
+            "{f}: {stderr}"
+        );
+        assert!(!root.join("target/harness/calibrate").exists(), "{f}");
+    }
+}

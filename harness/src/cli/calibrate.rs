@@ -23,12 +23,23 @@ use super::UsageError;
 pub struct Args {
     /// The scenario file.
     pub scenario: PathBuf,
-    /// Proposed tolerance = worst spread × this factor (at least a floor of f32 rounding).
+    /// Proposed tolerance = worst spread × this factor (at least a floor of f32 rounding); a
+    /// finite number of at least 1.
     #[arg(long, default_value_t = 10.0)]
     pub factor: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Below 1 the reference would fail against itself; infinite or NaN, the proposal admits
+    // anything (a `cosine_min` of −inf) or says nothing.
+    if !(args.factor.is_finite() && args.factor >= 1.0) {
+        return Err(UsageError(format!(
+            "`--factor` is {}; expected a finite number of at least 1 (the proposed tolerances \
+             are the reference's own spread times it)",
+            args.factor
+        ))
+        .into());
+    }
     let s = load_scenario(&args.scenario).map_err(|e| UsageError(e.to_string()))?;
     if s.scenario.reference.is_none() {
         return Err(UsageError(format!(

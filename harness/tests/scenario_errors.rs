@@ -198,6 +198,19 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["bad.yaml:", "`kl_max` must be a non-negative number"],
         ),
         (
+            "infinite logits bound (would disable the check)",
+            &format!("{GOOD}tolerances:\n  logits: {{ kl_mean_max: .inf }}\n"),
+            &[
+                "bad.yaml:",
+                "`kl_mean_max` is infinite: give a finite bound",
+            ],
+        ),
+        (
+            "infinite point bound (any output would pass)",
+            &format!("{GOOD}tolerances:\n  points:\n    'blk.*.q': {{ rel_l2_max: .inf }}\n"),
+            &["bad.yaml:", "`rel_l2_max` is infinite: give a finite bound"],
+        ),
+        (
             "negative decode floor",
             &format!("{GOOD}receipt:\n  min_decode_tps: -1\n"),
             &[

@@ -484,8 +484,8 @@ pub(super) fn validate(
         return Err(err("k:", "`tolerances.logits.k` must be at least 1".into()));
     }
     for (name, v) in [("kl_max", lt.kl_max), ("kl_mean_max", lt.kl_mean_max)] {
-        if v.is_some_and(|v| v.is_nan() || v < 0.0) {
-            return Err(err(name, format!("`{name}` must be a non-negative number")));
+        if let Some(m) = v.and_then(|v| bound_error(name, v)) {
+            return Err(err(name, m));
         }
     }
     if let Some(v) = s.receipt.min_decode_tps {
@@ -549,11 +549,25 @@ pub(super) fn check_tolerance(
         ("max_abs", t.max_abs),
         ("nmse_max", t.nmse_max),
     ] {
-        if v.is_some_and(|v| v.is_nan() || v < 0.0) {
-            return Err(err(format!("`{name}` must be a non-negative number")));
+        if let Some(m) = v.and_then(|v| bound_error(name, v)) {
+            return Err(err(m));
         }
     }
     Ok(())
+}
+
+/// What is wrong with an upper bound `v` of a tolerance field `name`, if anything: it must be a
+/// number, not negative, and finite (an infinite bound admits any output, NaN included).
+fn bound_error(name: &str, v: f64) -> Option<String> {
+    if v.is_nan() || v < 0.0 {
+        Some(format!("`{name}` must be a non-negative number"))
+    } else if v.is_infinite() {
+        Some(format!(
+            "`{name}` is infinite: give a finite bound (an infinite one admits any output)"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Every `*.yaml` under `paths` (files or directories), sorted; `schema.json` is not a scenario.

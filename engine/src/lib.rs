@@ -15,6 +15,7 @@
 pub mod arch;
 pub mod attention;
 pub mod cuda;
+pub mod files;
 pub mod forward;
 pub use kernels::ggml_math;
 pub mod gguf;

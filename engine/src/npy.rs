@@ -133,11 +133,14 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
         path: path.to_owned(),
         what,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = crate::files::open_regular(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            format(e.to_string())
+        } else {
+            io(e)
+        }
+    })?;
     let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(format("not a regular file".into()));
-    }
     if meta.len() > MAX_NPY_BYTES {
         return Err(format(format!(
             "{} bytes, more than the {} a trace tensor may have",

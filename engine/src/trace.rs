@@ -472,9 +472,9 @@ pub const MAX_TRACE_BYTES: u64 = 64 << 20;
 pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceRecord>, String> {
     use std::io::Read;
     let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
-    let file = std::fs::File::open(path).map_err(cannot)?;
+    let file = crate::files::open_regular(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
-    if !meta.is_file() || meta.len() > MAX_TRACE_BYTES {
+    if meta.len() > MAX_TRACE_BYTES {
         return Err(format!(
             "`{}`: expected a regular file of at most {MAX_TRACE_BYTES} bytes",
             path.display()

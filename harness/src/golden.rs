@@ -52,10 +52,19 @@ pub enum GoldenOutcome {
     },
 }
 
+/// A snapshot's text (a golden or a pending one): a regular file of bounded size.
+fn read_snapshot(path: &Path) -> std::io::Result<String> {
+    bitnet_engine::files::read_text_limited(
+        path,
+        bitnet_engine::files::MAX_REPORT_BYTES,
+        "golden snapshot",
+    )
+}
+
 /// Compare `body` with the golden; never writes the golden itself.
 pub fn compare_golden(goldens: &Path, stem: &str, body: &str) -> std::io::Result<GoldenOutcome> {
     let path = snapshot_path(goldens, stem);
-    let old = match std::fs::read_to_string(&path) {
+    let old = match read_snapshot(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(GoldenOutcome::Missing),
         Err(e) => return Err(e),
@@ -161,7 +170,7 @@ pub fn pending(goldens: &Path) -> std::io::Result<Vec<Pending>> {
 
 /// What a pending golden would change: its body and the comparison with the current golden.
 pub fn review_pending(goldens: &Path, p: &Pending) -> std::io::Result<(String, GoldenOutcome)> {
-    let text = std::fs::read_to_string(&p.path)?;
+    let text = read_snapshot(&p.path)?;
     let body = snapshot_body(&text).to_string();
     let outcome = compare_golden(goldens, &p.stem, &body)?;
     Ok((body, outcome))
@@ -169,7 +178,7 @@ pub fn review_pending(goldens: &Path, p: &Pending) -> std::io::Result<(String, G
 
 /// Accept a pending golden: it replaces `<stem>.snap` (by rename, so atomically).
 pub fn accept_pending(goldens: &Path, p: &Pending) -> std::io::Result<PathBuf> {
-    let text = std::fs::read_to_string(&p.path)?;
+    let text = read_snapshot(&p.path)?;
     // Rewrite through `write_golden` so the header is this harness's, then drop the candidate.
     let path = write_golden(goldens, &p.stem, snapshot_body(&text))?;
     std::fs::remove_file(&p.path)?;

@@ -297,7 +297,11 @@ pub fn replay_with(
             .collect(),
         dir: ref_dir.to_owned(),
     };
-    let generated: Vec<u32> = match std::fs::read_to_string(ref_dir.join("generated.json")) {
+    let generated: Vec<u32> = match bitnet_engine::files::read_text_limited(
+        &ref_dir.join("generated.json"),
+        bitnet_engine::files::MAX_JSON_BYTES,
+        "generated.json",
+    ) {
         Ok(t) => serde_json::from_str(&t).map_err(|e| {
             format!(
                 "`{}`: expected a JSON array of token ids: {e}",

@@ -215,7 +215,12 @@ impl Report {
 
     /// Read a `report.json`.
     pub fn read(path: &Path) -> Result<Report, ReportError> {
-        let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+        let bytes = bitnet_engine::files::read_limited(
+            path,
+            bitnet_engine::files::MAX_REPORT_BYTES,
+            "report",
+        )
+        .map_err(|source| ReportError::Io {
             path: path.to_owned(),
             source,
         })?;

@@ -536,7 +536,12 @@ impl Context {
             let Some(Ok(dir)) = cell.get() else {
                 return None;
             };
-            let text = std::fs::read_to_string(dir.join("timing.json")).ok()?;
+            let text = bitnet_engine::files::read_text_limited(
+                &dir.join("timing.json"),
+                bitnet_engine::files::MAX_JSON_BYTES,
+                "timing",
+            )
+            .ok()?;
             let t: serde_json::Value = serde_json::from_str(&text).ok()?;
             total.0 += t["prefill_tokens"].as_u64()? as usize;
             total.1 += t["prefill_seconds"].as_f64()?;
@@ -673,28 +678,17 @@ fn verify_hashes(path: &Path, sha256: Option<&str>, b3: Option<&str>) -> Result<
     if sha256.is_none() && b3.is_none() {
         return Ok(());
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    if let Some(want) = sha256 {
-        use sha2::Digest;
-        let got: String = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if !got.eq_ignore_ascii_case(want) {
-            return Err(format!(
-                "`{}` has sha256 {got}, the scenario expects {want}",
-                path.display()
-            ));
-        }
-    }
-    if let Some(want) = b3 {
-        let got = blake3::hash(&bytes).to_hex().to_string();
-        if !got.eq_ignore_ascii_case(want) {
-            return Err(format!(
-                "`{}` has blake3 {got}, the scenario expects {want}",
-                path.display()
-            ));
+    // One streaming pass: a model file can be larger than the memory a whole read would take.
+    let d = crate::fetch::digest_file(path, sha256.is_some(), b3.is_some())
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    for (name, want, got) in [("sha256", sha256, d.sha256), ("blake3", b3, d.blake3)] {
+        if let (Some(want), Some(got)) = (want, got) {
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(format!(
+                    "`{}` has {name} {got}, the scenario expects {want}",
+                    path.display()
+                ));
+            }
         }
     }
     Ok(())

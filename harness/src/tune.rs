@@ -123,7 +123,12 @@ fn lookup(file: &TuneFile, s: &Session) -> Option<TuneEntry> {
 
 /// The cache file, when it reads as this harness's version ([`TUNE_SCHEMA`]).
 fn read_cache(cache: &Path) -> Option<TuneFile> {
-    let text = std::fs::read_to_string(cache).ok()?;
+    let text = bitnet_engine::files::read_text_limited(
+        cache,
+        bitnet_engine::files::MAX_JSON_BYTES,
+        "tuning cache",
+    )
+    .ok()?;
     serde_json::from_str::<TuneFile>(&text)
         .ok()
         .filter(|f| f.schema_version == TUNE_SCHEMA)

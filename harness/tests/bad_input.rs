@@ -215,3 +215,69 @@ fn counts_out_of_range_on_the_command_line_are_refused_before_anything_runs() {
     }
     assert!(!dir.path().join("tr").exists(), "no trace may be written");
 }
+
+#[test]
+fn named_pipes_and_devices_as_input_files_are_refused_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A trace directory whose tensor file is a pipe, and a scenario that is one.
+    let out = harness()
+        .args(["gen-model", "--preset", "tiny", "--output", "t.gguf"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = harness()
+        .args([
+            "trace",
+            "t.gguf",
+            "--tokens",
+            "1,2",
+            "--points",
+            "embeddings",
+            "-o",
+            "A",
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::create_dir(d.join("B")).unwrap();
+    std::fs::copy(d.join("A/trace.jsonl"), d.join("B/trace.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&fifo, d.join("B/embeddings.step0.npy")).unwrap();
+    std::fs::create_dir(d.join("scenarios")).unwrap();
+    std::os::unix::fs::symlink(&fifo, d.join("scenarios/s.yaml")).unwrap();
+    for input in ["pipe", "/dev/zero"] {
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["inspect", input],
+            vec!["trace", input, "--tokens", "1", "-o", "out"],
+            vec!["verify-receipt", input],
+            vec!["report", input],
+            vec!["gen-model", "--spec", input, "--output", "x.gguf"],
+            vec!["perf-gate", "--bench", input, "--baseline", input],
+        ];
+        for args in cases {
+            let (code, stderr) = refused(d, &args);
+            assert!(code.is_some_and(|c| c != 0), "{args:?}: {stderr}");
+            assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+        }
+    }
+    let (code, stderr) = refused(d, &["diff", "A", "B"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "B/embeddings.step0.npy` is not an f32 .npy file: not a regular file: a named pipe"
+        ),
+        "{stderr}"
+    );
+    let (code, stderr) = refused(d, &["list", "scenarios"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a regular file: a named pipe"),
+        "{stderr}"
+    );
+}

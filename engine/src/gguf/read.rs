@@ -104,7 +104,7 @@ impl GgufFile {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = crate::files::open_regular(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let backing = if len == 0 {
             Backing::Bytes(Vec::new())

@@ -74,7 +74,12 @@ pub struct Floor {
 
 /// Read a JSON file into `T`, naming the file, line and column on error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = bitnet_engine::files::read_text_limited(
+        path,
+        bitnet_engine::files::MAX_JSON_BYTES,
+        "JSON file",
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 

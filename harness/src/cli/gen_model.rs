@@ -23,8 +23,12 @@ pub struct Args {
 
 /// Read a spec file; errors name the file, line and column.
 pub fn load_spec(path: &Path) -> Result<ModelSpec> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError(format!("cannot read `{}`: {e}", path.display())))?;
+    let text = bitnet_engine::files::read_text_limited(
+        path,
+        bitnet_engine::files::MAX_TEXT_BYTES,
+        "model spec",
+    )
+    .map_err(|e| UsageError(format!("cannot read `{}`: {e}", path.display())))?;
     let spec: ModelSpec = serde_norway::from_str(&text).map_err(|e| {
         let at = e
             .location()

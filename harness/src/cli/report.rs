@@ -24,10 +24,14 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let mut report = Report::read(&args.report).map_err(|e| UsageError(e.to_string()))?;
     for b in &args.bench {
-        let value: serde_json::Value = std::fs::read(b)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-            .map_err(|e| UsageError(format!("`--bench {}`: {e}", b.display())))?;
+        let value: serde_json::Value = bitnet_engine::files::read_limited(
+            b,
+            bitnet_engine::files::MAX_JSON_BYTES,
+            "bench report",
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+        .map_err(|e| UsageError(format!("`--bench {}`: {e}", b.display())))?;
         if let Err(e) = serde_json::from_value::<bitnet_harness::bench::BenchReport>(value.clone())
         {
             return Err(UsageError(format!(

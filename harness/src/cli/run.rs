@@ -369,7 +369,13 @@ pub fn bench_reports(out: &Path) -> Vec<bitnet_harness::report::BenchEntry> {
     files
         .into_iter()
         .filter_map(|p| {
-            let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            let bytes = bitnet_engine::files::read_limited(
+                &p,
+                bitnet_engine::files::MAX_JSON_BYTES,
+                "bench report",
+            )
+            .ok()?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
             value.get("results")?;
             Some(bitnet_harness::report::BenchEntry {
                 source: p.display().to_string(),

@@ -435,7 +435,11 @@ impl Side {
 
 fn read_generated(dir: &Path) -> Result<Vec<u32>, CompareError> {
     let path = dir.join("generated.json");
-    match std::fs::read_to_string(&path) {
+    match bitnet_engine::files::read_text_limited(
+        &path,
+        bitnet_engine::files::MAX_JSON_BYTES,
+        "generated.json",
+    ) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| CompareError::Format {
             path,
             what: format!("expected a JSON array of token ids: {e}"),

@@ -100,7 +100,12 @@ impl std::fmt::Display for LockError {
 
 /// Read and validate a lock file.
 pub fn load_lock(path: &Path) -> Result<ModelLock, LockError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LockError {
+    let text = bitnet_engine::files::read_text_limited(
+        path,
+        bitnet_engine::files::MAX_TEXT_BYTES,
+        "lock file",
+    )
+    .map_err(|e| LockError {
         path: path.display().to_string(),
         line: 0,
         column: 0,

@@ -76,7 +76,7 @@ pub struct FileDigest {
 /// Hash a file in one streaming pass (SHA-256 and/or BLAKE3, as asked).
 pub fn digest_file(path: &Path, sha256: bool, blake3: bool) -> std::io::Result<FileDigest> {
     use sha2::Digest;
-    let mut f = std::fs::File::open(path)?;
+    let mut f = bitnet_engine::files::open_regular(path)?;
     let mut sha = sha256.then(sha2::Sha256::new);
     let mut b3 = blake3.then(blake3::Hasher::new);
     let mut buf = vec![0u8; 1 << 20];

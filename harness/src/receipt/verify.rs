@@ -31,8 +31,12 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
         code,
         message: format!("{shown}: {message}"),
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(EXIT_MALFORMED, format!("cannot read: {e}")))?;
+    let text = bitnet_engine::files::read_text_limited(
+        path,
+        bitnet_engine::files::MAX_JSON_BYTES,
+        "receipt",
+    )
+    .map_err(|e| fail(EXIT_MALFORMED, format!("cannot read: {e}")))?;
     // The version first, so a future schema is named as such rather than as unknown fields.
     let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| fail(EXIT_MALFORMED, format!("not JSON: {e}")))?;
@@ -280,7 +284,12 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
     }
     if let Some(goldens) = &o.goldens {
         let g = crate::golden::snapshot_path(goldens, &r.scenario);
-        let text = std::fs::read_to_string(&g).map_err(|e| {
+        let text = bitnet_engine::files::read_text_limited(
+            &g,
+            bitnet_engine::files::MAX_REPORT_BYTES,
+            "golden",
+        )
+        .map_err(|e| {
             fail(
                 EXIT_TRACE_DIGEST,
                 format!("cannot read the golden `{}`: {e}", g.display()),

@@ -99,7 +99,7 @@ impl RefBuild {
     /// Read `dir/build.json` (at most 64 KiB); `Ok(None)` when the reference wrote none.
     pub fn read(dir: &Path) -> Result<Option<RefBuild>, String> {
         let path = dir.join(BUILD_FILE);
-        let file = match std::fs::File::open(&path) {
+        let file = match bitnet_engine::files::open_regular(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),

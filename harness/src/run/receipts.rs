@@ -107,8 +107,12 @@ pub fn reproduce_receipt(
         code,
         message: format!("{shown}: --reproduce: {message}"),
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(receipt::EXIT_MALFORMED, format!("cannot read: {e}")))?;
+    let text = bitnet_engine::files::read_text_limited(
+        path,
+        bitnet_engine::files::MAX_JSON_BYTES,
+        "receipt",
+    )
+    .map_err(|e| fail(receipt::EXIT_MALFORMED, format!("cannot read: {e}")))?;
     let r: Receipt = serde_json::from_str(&text)
         .map_err(|e| fail(receipt::EXIT_MALFORMED, format!("not a receipt: {e}")))?;
     let s = crate::scenario::load_scenario(&base.join(&r.scenario_file))

@@ -193,7 +193,12 @@ pub(super) fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
 /// Parse and validate a scenario file: one error, with file, line and column.
 pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+    let text = bitnet_engine::files::read_text_limited(
+        path,
+        bitnet_engine::files::MAX_TEXT_BYTES,
+        "scenario",
+    )
+    .map_err(|e| ScenarioError {
         path: shown.clone(),
         line: 0,
         column: 0,

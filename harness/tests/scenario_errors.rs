@@ -325,3 +325,53 @@ fn token_ids_are_checked_against_a_gguf_files_vocabulary() {
     std::fs::write(&path, yaml.replace("[300]", "[299]")).unwrap();
     load_scenario(&path).unwrap();
 }
+
+/// A token list and its greedy steps must fit the model's context (the tiny preset's
+/// `context_length` is 512): 509 + 3 fits exactly, 510 + 3 does not; a spec's `n_ctx` and a
+/// GGUF file's `context_length` count the same way.
+#[test]
+fn a_prompt_and_its_steps_must_fit_the_models_context() {
+    let ids = |n: usize| {
+        (0..n)
+            .map(|i| (i % 500).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let scenario = |model: &str, n: usize, steps: usize| {
+        format!(
+            "model:\n  {model}\ninputs:\n  tokens:\n    - [1, 2]\n    - [{}]\ngeneration:\n  steps: {steps}\n",
+            ids(n)
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fits.yaml");
+    std::fs::write(&path, scenario("preset: tiny", 509, 3)).unwrap();
+    load_scenario(&path).unwrap();
+    let e = error_of(&scenario("preset: tiny", 510, 3));
+    assert!(
+        e.starts_with("bad.yaml:6:8: `inputs.tokens[1]` has 510 tokens and `generation.steps` is 3: 513 positions, more than the model's context (`context_length` 512)"),
+        "{e}"
+    );
+    let spec = "spec: { n_ctx: 16 }";
+    std::fs::write(&path, scenario(spec, 10, 6)).unwrap();
+    load_scenario(&path).unwrap();
+    let e = error_of(&scenario(spec, 10, 7));
+    assert!(
+        e.contains("17 positions, more than the model's context (`context_length` 16)"),
+        "{e}"
+    );
+    // A GGUF file's own `context_length`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["gen-model", "--preset", "tiny", "--output"])
+        .arg(dir.path().join("m.gguf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, scenario("path: m.gguf", 600, 0)).unwrap();
+    let e = load_scenario(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("600 positions, more than the model's context (`context_length` 512)"),
+        "{e}"
+    );
+}

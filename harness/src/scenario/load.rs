@@ -263,6 +263,7 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     };
     validate(&scenario, path, &err)?;
     check_token_ids(&scenario, path, &text)?;
+    check_context(&scenario, path, &text)?;
     Ok(LoadedScenario {
         path: path.to_owned(),
         stem,
@@ -289,6 +290,57 @@ pub fn model_vocab(m: &ModelSource, scenario: &Path) -> Option<u64> {
     let f = bitnet_engine::gguf::GgufFile::open(&file).ok()?;
     f.tensor("token_embd.weight")
         .and_then(|t| t.dims.get(1).copied())
+}
+
+/// The context length of the scenario's model (`context_length`), known the way
+/// [`model_vocab`] knows the vocabulary: a preset's or spec's `n_ctx`, or the GGUF header's
+/// `<architecture>.context_length` (the engine's default, 2048, when the file has none).
+fn model_context(m: &ModelSource, scenario: &Path) -> Option<u64> {
+    if let Some(spec) = m.spec.as_ref() {
+        return Some(u64::from(spec.n_ctx));
+    }
+    if let Some(p) = &m.preset {
+        return bitnet_engine::synth::preset(p).map(|s| u64::from(s.n_ctx));
+    }
+    let file = match (&m.path, &m.locked) {
+        (Some(p), _) => scenario.parent().unwrap_or(Path::new(".")).join(p),
+        (None, Some(name)) => crate::fetch::resolve_locked(scenario, name).ok()?.1,
+        (None, None) => return None,
+    };
+    let f = bitnet_engine::gguf::GgufFile::open(&file).ok()?;
+    let arch = f.get("general.architecture")?.as_str()?.to_owned();
+    match f.get(&format!("{arch}.context_length")) {
+        Some(v) => v.as_u64(),
+        None => Some(2048),
+    }
+}
+
+/// Token lists that, with the greedy steps after them, do not fit the model's context: caught
+/// when the scenario is read, at the list's first id (the run would size its activations and
+/// both KV caches by them).
+pub(super) fn check_context(s: &Scenario, path: &Path, text: &str) -> Result<(), ScenarioError> {
+    let Some(n_ctx) = model_context(&s.model, path) else {
+        return Ok(());
+    };
+    let steps = s.generation.steps as u64;
+    let mut k = 0;
+    for (i, list) in s.inputs.tokens.iter().enumerate() {
+        let total = list.len() as u64 + steps;
+        if total > n_ctx {
+            let (line, column) = locate_number(text, "tokens", k);
+            return Err(ScenarioError {
+                path: path.display().to_string(),
+                line,
+                column,
+                message: format!(
+                    "`inputs.tokens[{i}]` has {} tokens and `generation.steps` is {steps}: {total} positions, more than the model's context (`context_length` {n_ctx})",
+                    list.len()
+                ),
+            });
+        }
+        k += list.len();
+    }
+    Ok(())
 }
 
 /// Token ids of `inputs.tokens` outside the model's vocabulary, caught when the scenario is read

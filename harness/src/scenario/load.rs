@@ -282,14 +282,20 @@ pub fn model_vocab(m: &ModelSource, scenario: &Path) -> Option<u64> {
     if let Some(p) = &m.preset {
         return bitnet_engine::synth::preset(p).map(|s| u64::from(s.n_vocab));
     }
+    model_file(m, scenario)?
+        .tensor("token_embd.weight")
+        .and_then(|t| t.dims.get(1).copied())
+}
+
+/// The scenario's GGUF file (`path`, or a fetched `locked` model), opened when it exists and
+/// reads as GGUF.
+fn model_file(m: &ModelSource, scenario: &Path) -> Option<bitnet_engine::gguf::GgufFile> {
     let file = match (&m.path, &m.locked) {
         (Some(p), _) => scenario.parent().unwrap_or(Path::new(".")).join(p),
         (None, Some(name)) => crate::fetch::resolve_locked(scenario, name).ok()?.1,
         (None, None) => return None,
     };
-    let f = bitnet_engine::gguf::GgufFile::open(&file).ok()?;
-    f.tensor("token_embd.weight")
-        .and_then(|t| t.dims.get(1).copied())
+    bitnet_engine::gguf::GgufFile::open(&file).ok()
 }
 
 /// The context length of the scenario's model (`context_length`), known the way
@@ -302,12 +308,7 @@ fn model_context(m: &ModelSource, scenario: &Path) -> Option<u64> {
     if let Some(p) = &m.preset {
         return bitnet_engine::synth::preset(p).map(|s| u64::from(s.n_ctx));
     }
-    let file = match (&m.path, &m.locked) {
-        (Some(p), _) => scenario.parent().unwrap_or(Path::new(".")).join(p),
-        (None, Some(name)) => crate::fetch::resolve_locked(scenario, name).ok()?.1,
-        (None, None) => return None,
-    };
-    let f = bitnet_engine::gguf::GgufFile::open(&file).ok()?;
+    let f = model_file(m, scenario)?;
     let arch = f.get("general.architecture")?.as_str()?.to_owned();
     match f.get(&format!("{arch}.context_length")) {
         Some(v) => v.as_u64(),
@@ -327,16 +328,10 @@ pub(super) fn check_context(s: &Scenario, path: &Path, text: &str) -> Result<(),
     for (i, list) in s.inputs.tokens.iter().enumerate() {
         let total = list.len() as u64 + steps;
         if total > n_ctx {
-            let (line, column) = locate_number(text, "tokens", k);
-            return Err(ScenarioError {
-                path: path.display().to_string(),
-                line,
-                column,
-                message: format!(
-                    "`inputs.tokens[{i}]` has {} tokens and `generation.steps` is {steps}: {total} positions, more than the model's context (`context_length` {n_ctx})",
-                    list.len()
-                ),
-            });
+            return Err(token_error(path, text, k, format!(
+                "`inputs.tokens[{i}]` has {} tokens and `generation.steps` is {steps}: {total} positions, more than the model's context (`context_length` {n_ctx})",
+                list.len()
+            )));
         }
         k += list.len();
     }
@@ -353,21 +348,26 @@ pub(super) fn check_token_ids(s: &Scenario, path: &Path, text: &str) -> Result<(
     for (i, list) in s.inputs.tokens.iter().enumerate() {
         for (j, &t) in list.iter().enumerate() {
             if u64::from(t) >= n_vocab {
-                let (line, column) = locate_number(text, "tokens", k);
-                return Err(ScenarioError {
-                    path: path.display().to_string(),
-                    line,
-                    column,
-                    message: format!(
-                        "token id `{t}` (`inputs.tokens[{i}][{j}]`) is outside the model's vocabulary: `n_vocab` is {n_vocab}, so ids run from 0 to {}",
-                        n_vocab - 1
-                    ),
-                });
+                return Err(token_error(path, text, k, format!(
+                    "token id `{t}` (`inputs.tokens[{i}][{j}]`) is outside the model's vocabulary: `n_vocab` is {n_vocab}, so ids run from 0 to {}",
+                    n_vocab - 1
+                )));
             }
             k += 1;
         }
     }
     Ok(())
+}
+
+/// An error at the `k`-th token id of `inputs.tokens` (0-based, over all lists).
+fn token_error(path: &Path, text: &str, k: usize, message: String) -> ScenarioError {
+    let (line, column) = locate_number(text, "tokens", k);
+    ScenarioError {
+        path: path.display().to_string(),
+        line,
+        column,
+        message,
+    }
 }
 
 /// The 1-based line and column of the `k`-th number (0-based) after the key `key:`, outside

@@ -297,18 +297,11 @@ pub fn replay_with(
             .collect(),
         dir: ref_dir.to_owned(),
     };
-    let generated: Vec<u32> = match bitnet_engine::files::read_text_limited(
-        &ref_dir.join("generated.json"),
-        bitnet_engine::files::MAX_JSON_BYTES,
-        "generated.json",
-    ) {
-        Ok(t) => serde_json::from_str(&t).map_err(|e| {
-            format!(
-                "`{}`: expected a JSON array of token ids: {e}",
-                ref_dir.join("generated.json").display()
-            )
-        })?,
-        Err(_) => Vec::new(),
+    // A `generated.json` that cannot be read counts as none here (parity names the failure).
+    let generated = match crate::compare::read_generated(ref_dir) {
+        Ok(g) => g,
+        Err(crate::compare::CompareError::Io { .. }) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
     };
     let c = &model.config;
     let s = Session::new(model, threads, kernel);

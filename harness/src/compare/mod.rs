@@ -433,7 +433,8 @@ impl Side {
     }
 }
 
-fn read_generated(dir: &Path) -> Result<Vec<u32>, CompareError> {
+/// A trace directory's `generated.json` (empty when it has none).
+pub(crate) fn read_generated(dir: &Path) -> Result<Vec<u32>, CompareError> {
     let path = dir.join("generated.json");
     match bitnet_engine::files::read_text_limited(
         &path,

@@ -448,13 +448,23 @@ impl Context {
             ));
         }
         let mut all_inputs = sc.inputs.tokens.clone();
-        for p in &sc.inputs.prompts {
+        for (k, p) in sc.inputs.prompts.iter().enumerate() {
             let t = model.tokenizer.as_ref().ok_or_else(|| {
                 format!("text prompts need a vocabulary; `{}` has none (`tokenizer.ggml.model = none`): give `inputs.tokens`", model_path.display())
             })?;
             let ids = t.encode(p, true);
             if ids.is_empty() {
                 return Err(format!("the prompt {p:?} gives no tokens"));
+            }
+            // The loader holds `inputs.tokens` to the context; a prompt's length is known only
+            // once it is tokenized, here, before anything is sized by it.
+            let (steps, n_ctx) = (sc.generation.steps, model.config.n_ctx_train);
+            if ids.len() + steps > n_ctx {
+                return Err(format!(
+                    "`inputs.prompts[{k}]` is {} tokens and `generation.steps` is {steps}: {} positions, more than the model's context (`context_length` {n_ctx})",
+                    ids.len(),
+                    ids.len() + steps
+                ));
             }
             all_inputs.push(ids);
         }

@@ -375,3 +375,50 @@ fn a_prompt_and_its_steps_must_fit_the_models_context() {
         "{e}"
     );
 }
+
+/// A text prompt's length is known only once tokenized: the run holds it to the context as the
+/// loader holds token lists, and fails the engine check naming the prompt, instead of running
+/// positions past `context_length`.
+#[test]
+fn a_text_prompt_past_the_context_fails_the_run_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("scenarios")).unwrap();
+    let scenario = |prompt: &str| {
+        format!(
+            "model:\n  spec: {{ n_ctx: 16 }}\ninputs:\n  prompts: [{prompt:?}]\ngeneration:\n  steps: 2\nreference: none\n"
+        )
+    };
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["run", "--filter", "engine", "--root"])
+            .arg(d)
+            .arg(d.join("scenarios"))
+            .output()
+            .unwrap()
+    };
+    // 360 bytes of varied text: far more than 14 tokens in a 512-token vocabulary.
+    let long = "the quick brown fox jumps over a lazy dog; 0123456789 ".repeat(7);
+    std::fs::write(d.join("scenarios/p.yaml"), scenario(&long)).unwrap();
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("p ") && l.contains(" engine ") && l.contains(" FAIL ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("`inputs.prompts[0]` is ")
+            && text.contains("`generation.steps` is 2: ")
+            && text.contains("more than the model's context (`context_length` 16)"),
+        "{text}"
+    );
+    std::fs::write(d.join("scenarios/p.yaml"), scenario("hi")).unwrap();
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -99,6 +99,19 @@ fn gen_model_spec_errors_name_file_line_and_field() {
     assert!(err.contains("`n_embd` is 300"), "{err}");
     assert!(!x.exists());
 
+    // An empty spec (or comments only) is a mistake, not the default model; `{}` asks for that.
+    for text in ["", "# nothing yet\n"] {
+        std::fs::write(&spec, text).unwrap();
+        let out = gen(&spec, &x);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("spec.yaml: the spec is empty"), "{err}");
+        assert!(!x.exists());
+    }
+    std::fs::write(&spec, "{}\n").unwrap();
+    assert!(gen(&spec, &x).status.success());
+    assert!(x.exists());
+
     let out = harness()
         .args(["gen-model", "--preset", "huge", "-o", "x.gguf"])
         .output()

@@ -29,6 +29,18 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec> {
         "model spec",
     )
     .map_err(|e| UsageError(format!("cannot read `{}`: {e}", path.display())))?;
+    // An empty file (or one of comments only) is a YAML null: almost surely a wrong path or an
+    // unsaved file, not a request for the default model, which `{}` asks for explicitly.
+    if matches!(
+        serde_norway::from_str::<serde_norway::Value>(&text),
+        Ok(serde_norway::Value::Null)
+    ) {
+        return Err(UsageError(format!(
+            "{}: the spec is empty: give its fields (see `ModelSpec`), or `{{}}` for the default model",
+            path.display()
+        ))
+        .into());
+    }
     let spec: ModelSpec = serde_norway::from_str(&text).map_err(|e| {
         let at = e
             .location()

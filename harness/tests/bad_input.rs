@@ -206,6 +206,16 @@ fn counts_out_of_range_on_the_command_line_are_refused_before_anything_runs() {
             2,
             "--decode-tokens must be at least 1".into(),
         ),
+        (
+            vec!["run", "--jobs", "0"],
+            2,
+            "`--jobs` is 0, expected 1 to 256".into(),
+        ),
+        (
+            vec!["run", "--jobs", "100000"],
+            2,
+            "`--jobs` is 100000, expected 1 to 256".into(),
+        ),
     ];
     for (args, code, says) in cases {
         let (got, stderr) = refused(dir.path(), &args);

@@ -8,7 +8,7 @@ use anyhow::Result;
 use bitnet_harness::report::{ReferenceTime, Report, Row};
 use bitnet_harness::run::{golden_body, trials, Context, Status, Trial};
 use bitnet_harness::scenario::{
-    enclosing_project, find_scenarios, load_scenario, project_root, LoadedScenario,
+    enclosing_project, find_scenarios, load_scenario, project_root, LoadedScenario, MAX_THREADS,
 };
 
 use super::{count, ChecksFailed, UsageError};
@@ -29,7 +29,7 @@ pub struct ListArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub select: ListArgs,
-    /// Scenarios run at once (default: cores / 2, at least 1).
+    /// Scenarios run at once, 1 to 256 (default: cores / 2, at least 1).
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Where reports go (default: `<root>/target/harness`).
@@ -178,6 +178,11 @@ fn lock_run_dir(dir: &Path) -> Result<RunLock> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if let Some(j) = args.jobs {
+        if j == 0 || j > MAX_THREADS {
+            return Err(UsageError(format!("`--jobs` is {j}, expected 1 to {MAX_THREADS}")).into());
+        }
+    }
     let paths = scenario_paths(&args.select.paths, args.root.as_deref());
     let all = selected(&args.select, &paths)?;
     let root = root_of(&paths, args.root.as_deref());

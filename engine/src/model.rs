@@ -447,6 +447,17 @@ impl Model {
     }
 }
 
+/// A GGUF file's `<general.architecture>.context_length`, as [`Model::load`] reads it (2048 when
+/// the file has none), without loading the model; `None` when the architecture or the value
+/// cannot be read (loading the model then says why).
+pub fn context_length(f: &GgufFile) -> Option<u64> {
+    let arch = f.get("general.architecture")?.as_str()?;
+    match f.get(&format!("{arch}.context_length")) {
+        Some(v) => v.as_u64(),
+        None => Some(2048),
+    }
+}
+
 fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelError> {
     let name = f.name().to_string();
     let int = |key: &str, default: Option<usize>| -> Result<usize, ModelError> {

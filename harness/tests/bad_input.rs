@@ -110,6 +110,13 @@ fn counts_out_of_range_on_the_command_line_are_refused_before_anything_runs() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let huge = u64::MAX.to_string();
+    let ids = |n: usize| {
+        (0..n)
+            .map(|i| (i % 500).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (ids600, ids510) = (ids(600), ids(510));
     // (arguments, exit code, what stderr must say); the tiny preset's context is 512 tokens.
     let cases: Vec<(Vec<&str>, i32, String)> = vec![
         (
@@ -205,6 +212,25 @@ fn counts_out_of_range_on_the_command_line_are_refused_before_anything_runs() {
             vec!["ref-bench", "t.gguf", "--decode-tokens", "0"],
             2,
             "--decode-tokens must be at least 1".into(),
+        ),
+        (
+            vec!["trace", "t.gguf", "--tokens", &ids600, "-o", "tr"],
+            2,
+            "600 prompt tokens and `--generate` 0: 600 positions, more than the context of `t.gguf` (`context_length` 512)".into(),
+        ),
+        (
+            vec![
+                "ref-trace",
+                "t.gguf",
+                "--tokens",
+                &ids510,
+                "--generate",
+                "3",
+                "-o",
+                "tr",
+            ],
+            2,
+            "510 prompt tokens and `--generate` 3: 513 positions, more than the context".into(),
         ),
         (
             vec!["run", "--jobs", "0"],

@@ -71,6 +71,23 @@ impl TraceArgs {
         Ok(())
     }
 
+    /// The prompt's tokens and `--generate` must fit the model's `context_length` (when it is
+    /// known), as a scenario's must: a longer list would size activations and both KV caches
+    /// past what the model was made for.
+    pub fn check_context(&self, n_tokens: usize, n_ctx: Option<u64>) -> Result<()> {
+        let Some(n_ctx) = n_ctx else { return Ok(()) };
+        let total = n_tokens as u64 + self.generate as u64;
+        if total > n_ctx {
+            return Err(UsageError(format!(
+                "{n_tokens} prompt tokens and `--generate` {}: {total} positions, more than the context of `{}` (`context_length` {n_ctx})",
+                self.generate,
+                self.model.display()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     pub fn filter(&self) -> Result<PointFilter> {
         let f = if self.points.is_empty() {
             PointFilter::all()
@@ -106,6 +123,13 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
         Some(p) => llama::tokenize(&args.model, p).map_err(UsageError)?,
         None => args.tokens.clone(),
     };
+    let header = bitnet_engine::gguf::GgufFile::open(&args.model).ok();
+    args.check_context(
+        tokens.len(),
+        header
+            .as_ref()
+            .and_then(bitnet_engine::model::context_length),
+    )?;
     let points = args.filter()?;
     // Written whole, as `harness trace` does: no stale file of an earlier run stays.
     let req = super::trace::write_whole(&args.output, |dir| {

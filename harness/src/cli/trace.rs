@@ -38,6 +38,7 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
     if tokens.is_empty() {
         return Err(UsageError("the prompt gives no tokens".into()).into());
     }
+    args.check_context(tokens.len(), Some(model.config.n_ctx_train as u64))?;
     let filter = args.filter()?;
     let unmatched = filter.unmatched(model.config.n_layer as u32);
     if !unmatched.is_empty() {

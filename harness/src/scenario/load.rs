@@ -308,12 +308,7 @@ fn model_context(m: &ModelSource, scenario: &Path) -> Option<u64> {
     if let Some(p) = &m.preset {
         return bitnet_engine::synth::preset(p).map(|s| u64::from(s.n_ctx));
     }
-    let f = model_file(m, scenario)?;
-    let arch = f.get("general.architecture")?.as_str()?.to_owned();
-    match f.get(&format!("{arch}.context_length")) {
-        Some(v) => v.as_u64(),
-        None => Some(2048),
-    }
+    bitnet_engine::model::context_length(&model_file(m, scenario)?)
 }
 
 /// Token lists that, with the greedy steps after them, do not fit the model's context: caught

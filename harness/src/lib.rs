@@ -4,6 +4,7 @@
 //! ([`run`]) → [`golden`] / [`report`].
 
 pub mod bench;
+pub mod bounded;
 pub mod calibrate;
 pub mod compare;
 pub mod fetch;

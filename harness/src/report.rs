@@ -228,7 +228,9 @@ impl Report {
             path: path.to_owned(),
             source,
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(json)?;
+        let value: serde_json::Value = crate::bounded::json(&bytes)
+            .and_then(|()| serde_json::from_slice(&bytes))
+            .map_err(json)?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(SCHEMA_VERSION) => {}
             Some(found) => {

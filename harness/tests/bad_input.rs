@@ -319,3 +319,34 @@ fn named_pipes_and_devices_as_input_files_are_refused_without_hanging() {
         "{stderr}"
     );
 }
+
+/// A scenario of 1.2 MB whose alias names a 1 MB prompt 3000 times expanded to 3 GB in the
+/// parser; it is refused before, within a small memory limit, naming the file.
+#[test]
+fn a_yaml_alias_bomb_is_refused_without_the_memory_it_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("scenarios")).unwrap();
+    let big = "y".repeat(1 << 20);
+    let yaml = format!(
+        "model:\n  preset: tiny\ninputs:\n  prompts: [&big '{big}', {}]\n",
+        vec!["*big"; 3000].join(", ")
+    );
+    std::fs::write(d.join("scenarios/bomb.yaml"), yaml).unwrap();
+    // 1 GiB of address space: the expansion alone would need three.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 1048576; exec '{}' list scenarios/bomb.yaml",
+            env!("CARGO_BIN_EXE_harness")
+        ))
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bomb.yaml") && stderr.contains("the document expands to more than"),
+        "{stderr}"
+    );
+}

@@ -531,3 +531,33 @@ fn the_checked_in_receipt_schema_is_current() {
         "receipts/schema.json is stale: regenerate it with `cargo run -p bitnet-harness --bin harness -- schema --receipt > receipts/schema.json`"
     );
 }
+
+/// A receipt that repeats a key is malformed: JSON readers keep the last value, so a forged
+/// `"parity": "fail", …, "parity": "pass"` read as a pass.
+#[test]
+fn a_receipt_repeating_a_key_is_malformed() {
+    let dir = real_run();
+    let root = dir.path();
+    let path = root.join("receipts/small.json");
+    let honest = std::fs::read_to_string(&path).unwrap();
+    let forged = honest.replacen(
+        "\"verdicts\": {",
+        "\"verdicts\": {\n    \"parity\": \"fail\",",
+        1,
+    );
+    assert_ne!(forged, honest);
+    assert!(forged.contains("\"parity\": \"pass\""));
+    std::fs::write(&path, forged).unwrap();
+    let out = harness(root, &["verify-receipt", "receipts/small.json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(EXIT_MALFORMED)),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("the key `parity` appears twice"),
+        "{}",
+        text(&out)
+    );
+}

@@ -253,6 +253,14 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["bad.yaml:4:18", "token id `300`", "`n_vocab` is 300"],
         ),
         (
+            "a key given twice in a map (the last would win silently)",
+            "model:\n  preset: tiny\ninputs:\n  tokens: [[1]]\ntolerances:\n  points:\n    logits: { rel_l2_max: 0.5 }\n    blk.*: { rel_l2_max: 0.1 }\n    logits: { rel_l2_max: 0.001 }\n",
+            &[
+                "bad.yaml:7:5",
+                "tolerances.points: the key `logits` appears twice in one mapping",
+            ],
+        ),
+        (
             "unbounded steps",
             &format!("{GOOD}generation:\n  steps: 9223372036854775807\n"),
             &["bad.yaml:", "at most 4096"],

@@ -80,7 +80,9 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Strin
         "JSON file",
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    crate::bounded::json(&text)
+        .and_then(|()| serde_json::from_str(&text))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Check a report against the floors: `Ok(lines)` when every floor holds, `Err(lines)` naming

@@ -41,7 +41,8 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec> {
         ))
         .into());
     }
-    let spec: ModelSpec = serde_norway::from_str(&text).map_err(|e| {
+    let parsed = bitnet_harness::bounded::yaml(&text).and_then(|()| serde_norway::from_str(&text));
+    let spec: ModelSpec = parsed.map_err(|e| {
         let at = e
             .location()
             .map(|l| format!(":{}:{}", l.line(), l.column()))

@@ -30,7 +30,11 @@ pub fn run(args: Args) -> Result<()> {
             "bench report",
         )
         .map_err(|e| e.to_string())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+        .and_then(|bytes| {
+            bitnet_harness::bounded::json(&bytes)
+                .and_then(|()| serde_json::from_slice(&bytes))
+                .map_err(|e| e.to_string())
+        })
         .map_err(|e| UsageError(format!("`--bench {}`: {e}", b.display())))?;
         if let Err(e) = serde_json::from_value::<bitnet_harness::bench::BenchReport>(value.clone())
         {

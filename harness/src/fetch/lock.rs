@@ -117,7 +117,8 @@ pub fn load_lock(path: &Path) -> Result<ModelLock, LockError> {
 /// Parse and validate a lock file's text (`path` names it in errors).
 pub fn parse_lock(text: &str, path: &Path) -> Result<ModelLock, LockError> {
     let shown = path.display().to_string();
-    let file: LockFile = serde_norway::from_str(text).map_err(|e| {
+    let parsed = crate::bounded::yaml(text).and_then(|()| serde_norway::from_str(text));
+    let file: LockFile = parsed.map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))

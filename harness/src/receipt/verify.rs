@@ -38,8 +38,9 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
     )
     .map_err(|e| fail(EXIT_MALFORMED, format!("cannot read: {e}")))?;
     // The version first, so a future schema is named as such rather than as unknown fields.
-    let raw: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| fail(EXIT_MALFORMED, format!("not JSON: {e}")))?;
+    let raw: serde_json::Value = crate::bounded::json(&text)
+        .and_then(|()| serde_json::from_str(&text))
+        .map_err(|e| fail(EXIT_MALFORMED, format!("not JSON: {e}")))?;
     match raw.get("schema_version").and_then(|v| v.as_u64()) {
         Some(1) => {}
         Some(v) => {

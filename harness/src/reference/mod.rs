@@ -108,7 +108,8 @@ impl RefBuild {
         file.take(64 << 10)
             .read_to_string(&mut text)
             .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-        serde_json::from_str(&text).map(Some).map_err(|e| {
+        let parsed = crate::bounded::json(&text).and_then(|()| serde_json::from_str(&text));
+        parsed.map(Some).map_err(|e| {
             format!(
                 "`{}`: expected {{implementation, isa, arch, system_info}}: {e}",
                 path.display()

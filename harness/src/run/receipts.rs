@@ -113,7 +113,8 @@ pub fn reproduce_receipt(
         "receipt",
     )
     .map_err(|e| fail(receipt::EXIT_MALFORMED, format!("cannot read: {e}")))?;
-    let r: Receipt = serde_json::from_str(&text)
+    let r: Receipt = crate::bounded::json(&text)
+        .and_then(|()| serde_json::from_str(&text))
         .map_err(|e| fail(receipt::EXIT_MALFORMED, format!("not a receipt: {e}")))?;
     let s = crate::scenario::load_scenario(&base.join(&r.scenario_file))
         .map_err(|e| fail(receipt::EXIT_SCENARIO_HASH, e.to_string()))?;

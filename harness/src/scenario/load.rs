@@ -214,7 +214,8 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
             ),
         });
     }
-    let scenario: Scenario = serde_norway::from_str(&text).map_err(|e| {
+    let parsed = crate::bounded::yaml(&text).and_then(|()| serde_norway::from_str(&text));
+    let scenario: Scenario = parsed.map_err(|e| {
         let (mut line, mut column) = e
             .location()
             .map(|l| (l.line(), l.column()))

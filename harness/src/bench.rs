@@ -31,7 +31,10 @@ use crate::reference::LlamaTiming;
 pub mod cuda;
 mod gate;
 use crate::reference::run_child;
-pub use gate::{gate, noisy, read_json, CpuFloors, Floor, PerfBaseline, NOISY_SPREAD};
+pub use gate::{
+    check_baseline, check_report, gate, noisy, read_json, CpuFloors, Floor, PerfBaseline,
+    NOISY_SPREAD,
+};
 
 /// Median and spread of one measured rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

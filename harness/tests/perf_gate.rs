@@ -10,7 +10,7 @@ fn harness() -> PathBuf {
 }
 
 fn stats(v: f64) -> serde_json::Value {
-    serde_json::json!({ "median": v, "min": v, "max": v, "samples": [v] })
+    serde_json::json!({ "median": v, "min": v, "max": v, "samples": [v, v, v] })
 }
 
 /// A report with engine/llama.cpp rates giving the ratios asked for.
@@ -128,12 +128,11 @@ fn floors_follow_the_cpu_model_and_noise_is_named() {
         out.contains("conservative floors (no entry for CPU `Some Other CPU"),
         "{out}"
     );
-    // Engine decode samples 10 and 30 around a median of 48: spread 3x, named as noisy.
-    rep["results"][0]["engine"]["decode_tps"] =
-        serde_json::json!({ "median": 48.0, "min": 10.0, "max": 30.0, "samples": [10.0, 30.0] });
+    // Engine decode samples 10, 48 and 60 (the median 48 keeps the ratio): spread 6x, named.
+    rep["results"][0]["engine"]["decode_tps"] = serde_json::json!({ "median": 48.0, "min": 10.0, "max": 60.0, "samples": [60.0, 10.0, 48.0] });
     let (_, out) = gate(d.path(), &base.to_string(), &rep.to_string());
     assert!(
-        out.contains("(noisy: engine decode [10.0-30.0] spreads more than 1.5x)"),
+        out.contains("(noisy: engine decode [10.0-60.0] spreads more than 1.5x)"),
         "{out}"
     );
 }
@@ -202,8 +201,11 @@ fn malformed_inputs_name_the_file_and_the_field() {
     let mut b = baseline(0.1);
     b["floors"][0]["phase"] = "warmup".into();
     let (code, out) = gate(d.path(), &b.to_string(), &rep);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("floor phase `warmup`"), "{out}");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("base.json: `floors`[0]: `phase` is `warmup`, expected `prefill` or `decode`"),
+        "{out}"
+    );
     // A truncated report.
     let (code, out) = gate(d.path(), &baseline(0.1).to_string(), &rep[..rep.len() / 2]);
     assert_eq!(code, 2, "{out}");
@@ -216,5 +218,100 @@ fn the_shipped_baseline_parses() {
     let b: bitnet_harness::bench::PerfBaseline =
         bitnet_harness::bench::read_json(&root.join("receipts/perf-baseline.json")).unwrap();
     assert_eq!(b.schema_version, 1);
-    assert!(!b.floors.is_empty() && (0.0..1.0).contains(&b.noise_margin));
+    bitnet_harness::bench::check_baseline(&b).unwrap();
+}
+
+/// The gate reads the report's ratios, so a report that disagrees with itself is refused as bad
+/// input (exit 2), naming the field: a ratio the medians do not give, statistics that are not their
+/// samples', a thread count measured twice, a rate that is not a positive number. And a baseline
+/// that cannot gate anything is refused the same way.
+#[test]
+fn an_edited_report_or_an_empty_baseline_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let base = baseline(0.1).to_string();
+    type Edit = fn(&mut serde_json::Value);
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            // Engine 30×0.5 = 15 tok/s against 30: the medians give 0.5, the file claims 2.
+            |r| r["results"][0]["decode_ratio"] = 2.0.into(),
+            "`results[0]` (1 threads): `decode_ratio` is 2, but the medians give 0.5000",
+        ),
+        (
+            |r| r["results"][0]["prefill_ratio"] = serde_json::Value::Null,
+            "`results[0]` (1 threads): `prefill_ratio` is missing beside a llama.cpp run",
+        ),
+        (
+            |r| r["results"][0]["engine"]["decode_tps"]["median"] = 60.0.into(),
+            "`results[0]` (1 threads): `engine.decode_tps`: median 60, min 15, max 15 are not its samples' (15, 15, 15)",
+        ),
+        (
+            |r| r["results"][0]["llama"]["decode_tps"]["samples"] = serde_json::json!([]),
+            "`llama.decode_tps` has 0 samples, expected one per round (3)",
+        ),
+        (
+            |r| r["results"][0]["engine"]["prefill_tps"]["samples"][1] = (-1.0).into(),
+            "`engine.prefill_tps` has the sample -1, expected a positive rate",
+        ),
+        (
+            |r| {
+                let second = r["results"][1].clone();
+                r["results"][0]["threads"] = second["threads"].clone();
+            },
+            "`results[1]` (2 threads): a second result for 2 threads",
+        ),
+        (|r| r["rounds"] = 0.into(), "`rounds` 0"),
+        (|r| r["schema_version"] = 2.into(), "`schema_version` is 2, expected 1"),
+        (
+            |r| r["reference_unavailable"] = "I2_S".into(),
+            "`reference_unavailable` is set, yet results hold llama.cpp runs",
+        ),
+    ];
+    for (edit, says) in cases {
+        let mut r = report(&[(1, 1.3, 0.5), (2, 1.0, 1.6)]);
+        edit(&mut r);
+        let (code, out) = gate(d.path(), &base, &r.to_string());
+        assert_eq!(code, 2, "{says}: {out}");
+        assert!(
+            out.contains("bench.json: ") && out.contains(says),
+            "{says}: {out}"
+        );
+    }
+    // The unedited report gates normally (0.5 is below the 1.5 floor: exit 1, not 2).
+    let (code, out) = gate(
+        d.path(),
+        &base,
+        &report(&[(1, 1.3, 0.5), (2, 1.0, 1.6)]).to_string(),
+    );
+    assert_eq!(code, 1, "{out}");
+    let rep = report(&[(1, 1.3, 1.6), (2, 1.0, 1.6)]).to_string();
+    let bases: Vec<(Edit, &str)> = vec![
+        (|b| b["floors"] = serde_json::json!([]), "`floors` is empty"),
+        (
+            |b| b["floors"][0]["min_ratio"] = (-5.0).into(),
+            "`floors`[0]: `min_ratio` is -5",
+        ),
+        (
+            |b| b["floors"][1]["phase"] = "decode".into(),
+            "`floors`[1]: a second floor for decode at 1 threads",
+        ),
+        (
+            |b| b["cpus"] = serde_json::json!([{ "cpu_match": "", "note": "", "floors": [] }]),
+            "`cpus[0].cpu_match` is empty",
+        ),
+        (
+            |b| b["cpus"] = serde_json::json!([{ "cpu_match": "EPYC", "note": "", "floors": [] }]),
+            "`cpus[0].floors` is empty",
+        ),
+        (|b| b["noise_margin"] = 1.0.into(), "`noise_margin` is 1"),
+    ];
+    for (edit, says) in bases {
+        let mut b = baseline(0.1);
+        edit(&mut b);
+        let (code, out) = gate(d.path(), &b.to_string(), &rep);
+        assert_eq!(code, 2, "{says}: {out}");
+        assert!(
+            out.contains("base.json: ") && out.contains(says),
+            "{says}: {out}"
+        );
+    }
 }

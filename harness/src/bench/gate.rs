@@ -7,7 +7,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BenchReport, Stats, ThreadResult};
+use super::{BenchReport, Rates, Stats, ThreadResult};
 
 /// The perf gate's stored floors (`receipts/perf-baseline.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -83,6 +83,175 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Strin
     crate::bounded::json(&text)
         .and_then(|()| serde_json::from_str(&text))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Prefill,
+    Decode,
+}
+
+impl Phase {
+    fn median(self, r: &Rates) -> f64 {
+        match self {
+            Phase::Prefill => r.prefill_tps.median,
+            Phase::Decode => r.decode_tps.median,
+        }
+    }
+}
+
+/// Whether a bench report agrees with itself, as `harness bench` writes it: each rate's median,
+/// minimum and maximum are those of its samples (one per round, each finite and positive), each
+/// ratio is the engine's median over llama.cpp's, each thread count appears once. The gate reads
+/// the ratios, so a report edited to claim a better one is refused here rather than passed.
+pub fn check_report(r: &BenchReport) -> Result<(), String> {
+    if r.schema_version != 1 {
+        return Err(format!(
+            "`schema_version` is {}, expected 1",
+            r.schema_version
+        ));
+    }
+    if r.rounds == 0 || r.prompt_tokens == 0 || r.decode_tokens == 0 {
+        return Err(format!(
+            "`rounds` {}, `prompt_tokens` {}, `decode_tokens` {}: each must be at least 1",
+            r.rounds, r.prompt_tokens, r.decode_tokens
+        ));
+    }
+    if r.results.is_empty() {
+        return Err("`results` is empty: nothing was measured".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, t) in r.results.iter().enumerate() {
+        let at = format!("`results[{i}]` ({} threads)", t.threads);
+        if !seen.insert(t.threads) {
+            return Err(format!("{at}: a second result for {} threads", t.threads));
+        }
+        let mut sides = vec![("engine", &t.engine)];
+        if let Some(l) = &t.llama {
+            sides.push(("llama", l));
+        }
+        for (side, rates) in sides {
+            for (phase, s) in [
+                ("prefill_tps", &rates.prefill_tps),
+                ("decode_tps", &rates.decode_tps),
+            ] {
+                let field = format!("{at}: `{side}.{phase}`");
+                if s.samples.len() != r.rounds {
+                    return Err(format!(
+                        "{field} has {} samples, expected one per round ({})",
+                        s.samples.len(),
+                        r.rounds
+                    ));
+                }
+                if let Some(x) = s.samples.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                    return Err(format!(
+                        "{field} has the sample {x}, expected a positive rate"
+                    ));
+                }
+                let truth = Stats::of(&s.samples);
+                if (s.median, s.min, s.max) != (truth.median, truth.min, truth.max) {
+                    return Err(format!(
+                        "{field}: median {}, min {}, max {} are not its samples' ({}, {}, {})",
+                        s.median, s.min, s.max, truth.median, truth.min, truth.max
+                    ));
+                }
+            }
+        }
+        let ratios = [
+            ("prefill_ratio", t.prefill_ratio, Phase::Prefill),
+            ("decode_ratio", t.decode_ratio, Phase::Decode),
+        ];
+        for (name, stored, phase) in ratios {
+            match (stored, &t.llama) {
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(format!("{at}: `{name}` is given without a llama.cpp run"))
+                }
+                (None, Some(_)) => {
+                    return Err(format!("{at}: `{name}` is missing beside a llama.cpp run"))
+                }
+                (Some(x), Some(l)) => {
+                    let (e, lm) = (phase.median(&t.engine), phase.median(l));
+                    let truth = e / lm;
+                    if !(x.is_finite() && (x - truth).abs() <= 1e-12 * truth) {
+                        return Err(format!(
+                            "{at}: `{name}` is {x}, but the medians give {truth:.4} (engine {e} / llama.cpp {lm})"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if r.reference_unavailable.is_some() && r.results.iter().any(|t| t.llama.is_some()) {
+        return Err("`reference_unavailable` is set, yet results hold llama.cpp runs".into());
+    }
+    Ok(())
+}
+
+/// Whether a baseline can gate anything: floors to apply (the conservative set, and each CPU
+/// entry's), each with a positive finite ratio, a thread count from 1 to 256, a known phase, and
+/// no two for the same thread count and phase.
+pub fn check_baseline(b: &PerfBaseline) -> Result<(), String> {
+    if b.schema_version != 1 {
+        return Err(format!(
+            "`schema_version` is {}, expected 1",
+            b.schema_version
+        ));
+    }
+    if !(0.0..1.0).contains(&b.noise_margin) {
+        return Err(format!(
+            "`noise_margin` is {}, expected 0 to below 1",
+            b.noise_margin
+        ));
+    }
+    let sets = std::iter::once(("`floors`".to_owned(), &b.floors)).chain(
+        b.cpus
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("`cpus[{i}].floors`"), &c.floors)),
+    );
+    for (i, c) in b.cpus.iter().enumerate() {
+        if c.cpu_match.trim().is_empty() {
+            return Err(format!(
+                "`cpus[{i}].cpu_match` is empty: name the CPU model it applies to"
+            ));
+        }
+    }
+    for (name, floors) in sets {
+        if floors.is_empty() {
+            return Err(format!("{name} is empty: a gate needs at least one floor"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (j, f) in floors.iter().enumerate() {
+            let at = format!("{name}[{j}]");
+            if !(f.min_ratio.is_finite() && f.min_ratio > 0.0) {
+                return Err(format!(
+                    "{at}: `min_ratio` is {}, expected a positive ratio",
+                    f.min_ratio
+                ));
+            }
+            if f.threads == 0 || f.threads > crate::scenario::MAX_THREADS {
+                return Err(format!(
+                    "{at}: `threads` is {}, expected 1 to {}",
+                    f.threads,
+                    crate::scenario::MAX_THREADS
+                ));
+            }
+            if f.phase != "prefill" && f.phase != "decode" {
+                return Err(format!(
+                    "{at}: `phase` is `{}`, expected `prefill` or `decode`",
+                    f.phase
+                ));
+            }
+            if !seen.insert((f.threads, f.phase.clone())) {
+                return Err(format!(
+                    "{at}: a second floor for {} at {} threads",
+                    f.phase, f.threads
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Check a report against the floors: `Ok(lines)` when every floor holds, `Err(lines)` naming

@@ -190,15 +190,15 @@ pub struct GateArgs {
 /// Exit 0 when every floor holds, 1 (naming each miss) when not, 2 on unreadable input.
 pub fn perf_gate(a: GateArgs) -> Result<()> {
     let base: PerfBaseline = bench::read_json(&a.baseline).map_err(UsageError)?;
-    if base.schema_version != 1 {
-        return Err(UsageError(format!(
-            "{}: schema_version {} (expected 1)",
-            a.baseline.display(),
-            base.schema_version
-        ))
-        .into());
-    }
+    bench::check_baseline(&base)
+        .map_err(|e| UsageError(format!("{}: {e}", a.baseline.display())))?;
     let report: BenchReport = bench::read_json(&a.bench).map_err(UsageError)?;
+    bench::check_report(&report).map_err(|e| {
+        UsageError(format!(
+            "{}: {e}: not a report as `harness bench` writes it",
+            a.bench.display()
+        ))
+    })?;
     match bench::gate(&base, &report) {
         Ok(lines) => {
             for l in lines {

@@ -79,7 +79,19 @@ fn every_tampered_field_fails_with_its_code() {
             "scenario",
             |r| r["scenario"] = json!("elsewhere"),
             &["--against-goldens"],
-            EXIT_TRACE_DIGEST,
+            EXIT_SCENARIO_HASH,
+        ),
+        (
+            "scenario as a path to another golden",
+            |r| r["scenario"] = json!("../goldens/small"),
+            &["--against-goldens"],
+            EXIT_SCENARIO_HASH,
+        ),
+        (
+            "scenario without goldens",
+            |r| r["scenario"] = json!("tiny"),
+            &[],
+            EXIT_SCENARIO_HASH,
         ),
         (
             "scenario_file",
@@ -237,6 +249,33 @@ fn every_tampered_field_fails_with_its_code() {
             |r| r["verdicts"]["engine"] = json!("maybe"),
             &[],
             EXIT_VERDICT,
+        ),
+        (
+            "verdicts of a check the scenario has not",
+            |r| r["verdicts"]["bogus"] = json!("pass"),
+            &[],
+            EXIT_VERDICT,
+        ),
+        (
+            "decode_tps absent though the scenario generates 3 tokens",
+            |r| r["throughput"]["decode_tps"] = json!(null),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "reference_decode_tps absent beside a reference run",
+            |r| r["throughput"]["reference_decode_tps"] = json!(null),
+            &[],
+            EXIT_THROUGHPUT,
+        ),
+        (
+            "kernels listed twice",
+            |r| {
+                let k = r["kernels"][0].clone();
+                r["kernels"].as_array_mut().unwrap().push(k);
+            },
+            &[],
+            EXIT_KERNELS,
         ),
         (
             "verdicts empty",
@@ -557,6 +596,55 @@ fn a_receipt_repeating_a_key_is_malformed() {
     );
     assert!(
         text(&out).contains("the key `parity` appears twice"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A run in a git checkout records its commit; a receipt saying `unknown` there would skip the
+/// check that the commit is one of the checkout's.
+#[test]
+fn an_unknown_commit_is_refused_in_a_git_checkout() {
+    let dir = real_run();
+    let root = dir.path();
+    let out = harness(root, &["verify-receipt", "receipts/small.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let receipt: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("receipts/small.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        receipt["engine"]["git_commit"], "unknown",
+        "not a checkout yet"
+    );
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "scenarios"]);
+    git(&["commit", "-qm", "scenarios"]);
+    let out = harness(root, &["verify-receipt", "receipts/small.json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(EXIT_PROVENANCE)),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("field `engine.git_commit` is `unknown`, but")
+            && text(&out).contains("is a git checkout"),
         "{}",
         text(&out)
     );

@@ -77,6 +77,13 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             "field `kernels` is empty, expected the kernel IDs that executed".into(),
         ));
     }
+    let mut listed = std::collections::BTreeSet::new();
+    if let Some(twice) = r.kernels.iter().find(|k| !listed.insert(k.as_str())) {
+        return Err(fail(
+            EXIT_KERNELS,
+            format!("field `kernels` lists `{twice}` twice, expected each kernel ID once"),
+        ));
+    }
     if let Some(bad) = r.kernels.iter().find(|k| !kernel_id_ok(k)) {
         return Err(fail(EXIT_KERNELS, format!("field `kernels` has `{bad}`, expected `<format>_<activation>_<op>_<isa>` with isa one of {}", ISAS.join(", "))));
     }
@@ -283,6 +290,7 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ),
         ));
     }
+    check_scenario_name(&r).map_err(|(c, m)| fail(c, m))?;
     if let Some(goldens) = &o.goldens {
         let g = crate::golden::snapshot_path(goldens, &r.scenario);
         let text = bitnet_engine::files::read_text_limited(
@@ -452,8 +460,19 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ),
         ));
     }
-    // A commit must be one of this checkout's (when it is a git checkout).
-    if r.engine.git_commit != "unknown" && git_state(&o.base).0 != "unknown" {
+    // A commit must be one of this checkout's (when it is a git checkout), and a run in a git
+    // checkout records its commit: `unknown` there would skip this check.
+    let here = git_state(&o.base).0;
+    if r.engine.git_commit == "unknown" && here != "unknown" {
+        return Err(fail(
+            EXIT_PROVENANCE,
+            format!(
+                "field `engine.git_commit` is `unknown`, but `{}` is a git checkout (at {here}): a run there records its commit",
+                o.base.display()
+            ),
+        ));
+    }
+    if r.engine.git_commit != "unknown" && here != "unknown" {
         let known = std::process::Command::new("git")
             .arg("-C")
             .arg(&o.base)
@@ -519,6 +538,20 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             format!("field `gpu` is present but `backend` is `{}`", r.backend),
         ));
     }
+    let implied: Vec<&str> = crate::run::checks_of(&loaded)
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    if let Some(extra) = r.verdicts.keys().find(|k| !implied.contains(&k.as_str())) {
+        return Err(fail(
+            EXIT_VERDICT,
+            format!(
+                "field `verdicts` has `{extra}`, which is not a check of the scenario (its checks: {})",
+                implied.join(", ")
+            ),
+        ));
+    }
+    check_decode_presence(&r, sc.generation.steps).map_err(|(c, m)| fail(c, m))?;
     for check in crate::run::checks_of(&loaded) {
         if !r.verdicts.contains_key(check.name()) {
             return Err(fail(
@@ -588,4 +621,53 @@ pub fn blake3_file(path: &Path) -> std::io::Result<String> {
     let mut h = blake3::Hasher::new();
     h.update_mmap(path)?;
     Ok(h.finalize().to_hex().to_string())
+}
+
+/// `scenario` is the scenario file's stem, as `harness run` writes it: the name its golden is kept
+/// under, so a receipt cannot send `--against-goldens` to another scenario's golden, or a path.
+fn check_scenario_name(r: &Receipt) -> Result<(), (u8, String)> {
+    let stem = Path::new(&r.scenario_file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("");
+    if r.scenario != stem {
+        return Err((
+            EXIT_SCENARIO_HASH,
+            format!(
+                "field `scenario` is `{}`, but `scenario_file` `{}` is the scenario `{stem}`",
+                r.scenario, r.scenario_file
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A run times decode calls exactly when the scenario generates two or more tokens (the first
+/// comes from the prefill's logits): `decode_tps` is present then and absent with no steps.
+fn check_decode_presence(r: &Receipt, steps: usize) -> Result<(), (u8, String)> {
+    let t = &r.throughput;
+    let fields = [
+        ("decode_tps", t.decode_tps, true),
+        (
+            "reference_decode_tps",
+            t.reference_decode_tps,
+            t.reference_prefill_tps.is_some(),
+        ),
+    ];
+    for (name, value, expected_with_steps) in fields {
+        let wrong = match value {
+            None => steps >= 2 && expected_with_steps,
+            Some(_) => steps == 0,
+        };
+        if wrong {
+            return Err((
+                EXIT_THROUGHPUT,
+                format!(
+                    "field `throughput.{name}` is {}, but the scenario generates {steps} token(s)",
+                    value.map_or("absent".to_string(), |v| v.to_string())
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

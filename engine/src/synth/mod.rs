@@ -187,6 +187,13 @@ pub struct ModelSpec {
     pub f16_subnormals: bool,
 }
 
+/// The largest synthetic model a spec may ask for: the size of a real 8B-parameter ternary model
+/// with room to spare. A spec within every other bound could otherwise ask for 124 GB of disk.
+pub const MAX_MODEL_BYTES: u64 = 8 << 30;
+
+/// The largest `embedding_std` F16 embeddings hold without overflowing.
+pub const MAX_F16_EMBEDDING_STD: f32 = 10000.0;
+
 impl Default for ModelSpec {
     fn default() -> Self {
         ModelSpec {
@@ -460,6 +467,26 @@ impl ModelSpec {
                 &self.first_attn_scale,
                 "a positive number",
             );
+        }
+        // Embedding values reach about 5 standard deviations; F16 holds at most 65504.
+        if self.embedding_type == EmbeddingType::F16 && self.embedding_std > MAX_F16_EMBEDDING_STD {
+            return bad(
+                "embedding_std",
+                &self.embedding_std,
+                &format!("at most {MAX_F16_EMBEDDING_STD} with F16 embeddings (larger values overflow F16 to infinity)"),
+            );
+        }
+        let bytes = self.weight_bytes();
+        if bytes > MAX_MODEL_BYTES {
+            return Err(SynthError::Invalid {
+                field: "n_layer",
+                value: self.n_layer.to_string(),
+                expected: format!(
+                    "a model of at most {} GiB: this spec's weights take {:.1} GiB (`n_layer` × the layer size from `n_embd`, `n_ff`, plus the embedding)",
+                    MAX_MODEL_BYTES >> 30,
+                    bytes as f64 / (1u64 << 30) as f64
+                ),
+            });
         }
         Ok(())
     }

@@ -168,10 +168,33 @@ fn invalid_specs_name_the_field() {
             },
             "`rms_eps` is -1",
         ),
+        (
+            // 64 layers of seven 16384×16384 ternary matrices: by hand, 484,442,112 bytes of TQ2_0 per layer
+            // (66 bytes per 256 weights) and a 32 MiB embedding: 31,037,849,600 bytes.
+            ModelSpec {
+                n_embd: 16384,
+                n_ff: 16384,
+                n_layer: 64,
+                ..ModelSpec::default()
+            },
+            "a model of at most 8 GiB: this spec's weights take 28.9 GiB",
+        ),
+        (
+            ModelSpec {
+                embedding_type: EmbeddingType::F16,
+                embedding_std: 1e6,
+                ..ModelSpec::default()
+            },
+            "`embedding_std` is 1000000: at most 10000 with F16 embeddings",
+        ),
     ];
     for (spec, msg) in cases {
         let e = spec.validate().unwrap_err().to_string();
         assert!(e.contains(msg), "{e}");
+    }
+    // Every preset, the slow ones too, is within the bounds.
+    for name in PRESETS {
+        preset(name).unwrap().validate().unwrap();
     }
 }
 

@@ -232,6 +232,52 @@ fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error
 }
 
 impl TraceRecord {
+    /// Whether the record agrees with itself, as [`TraceRecord::summarize`] writes it: `f32`
+    /// values, a 64-digit hash, positions in order, a shape that starts with their count and
+    /// holds `count` elements, and the layer and stage its canonical name says.
+    pub fn check(&self) -> Result<(), String> {
+        if self.dtype != "f32" {
+            return Err(format!("`dtype` is {:?}, expected \"f32\"", self.dtype));
+        }
+        if !(self.blake3.len() == 64 && self.blake3.bytes().all(|c| c.is_ascii_hexdigit())) {
+            return Err(format!(
+                "`blake3` is {:?}, expected 64 hex digits",
+                self.blake3
+            ));
+        }
+        let [start, end] = self.positions;
+        if start > end {
+            return Err(format!(
+                "`positions` is [{start}, {end}], expected start ≤ end"
+            ));
+        }
+        if self.shape.first() != Some(&((end - start) as usize)) {
+            return Err(format!(
+                "`shape` {:?} does not start with the {} positions [{start}, {end})",
+                self.shape,
+                end - start
+            ));
+        }
+        let elements = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if elements != Some(self.count) {
+            return Err(format!(
+                "`count` is {}, but `shape` {:?} holds {}",
+                self.count,
+                self.shape,
+                elements.map_or("more than fits".into(), |n| n.to_string())
+            ));
+        }
+        if let Some(p) = TracePoint::parse(&self.name) {
+            if (p.layer, p.stage) != (self.layer, self.stage) {
+                return Err(format!(
+                    "`layer` {:?} and `stage` {:?} are not those of `{}` ({:?}, {:?})",
+                    self.layer, self.stage, self.name, p.layer, p.stage
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Summarise `values` for a point at one step.
     pub fn summarize(
         point: TracePoint,
@@ -484,12 +530,24 @@ pub fn read_trace(path: &std::path::Path) -> Result<Vec<TraceRecord>, String> {
     file.take(meta.len())
         .read_to_string(&mut text)
         .map_err(cannot)?;
+    let mut seen = std::collections::HashMap::new();
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             let r: TraceRecord = serde_json::from_str(l)
                 .map_err(|e| format!("{}:{}: bad trace record: {e}", path.display(), i + 1))?;
+            r.check()
+                .map_err(|e| format!("{}:{}: `{}` step {}: {e}", path.display(), i + 1, r.name, r.step))?;
+            if let Some(first) = seen.insert((r.name.clone(), r.step), i + 1) {
+                return Err(format!(
+                    "{}:{}: `{}` step {} again (first at line {first}): one record per point and step",
+                    path.display(),
+                    i + 1,
+                    r.name,
+                    r.step
+                ));
+            }
             if let Some(f) = &r.file {
                 let plain =
                     !f.is_empty() && f != "." && f != ".." && !f.contains(['/', '\\', '\0']);

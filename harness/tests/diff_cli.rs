@@ -241,3 +241,100 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+/// Trace directories are untrusted: a record that disagrees with itself is bad input (exit 2, naming the file and line), and values that are NaN on both sides are not
+/// agreement (exit 1, named).
+#[test]
+fn traces_that_lie_are_refused_and_nan_is_not_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    trace(d, "trace", "a", "0", &[]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(d.join("a/trace.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["name"], "embeddings");
+    let write_b = |records: &[serde_json::Value]| {
+        let b = d.join("b");
+        let _ = std::fs::remove_dir_all(&b);
+        std::fs::create_dir(&b).unwrap();
+        for e in std::fs::read_dir(d.join("a")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), b.join(e.file_name())).unwrap();
+        }
+        let text: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        std::fs::write(b.join("trace.jsonl"), text.join("\n") + "\n").unwrap();
+    };
+    type Edit = fn(&mut Vec<serde_json::Value>);
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            |r| r[0]["blake3"] = "xyz".into(),
+            "`blake3` is \"xyz\", expected 64 hex digits",
+        ),
+        (
+            |r| {
+                let first = r[0].clone();
+                r.push(first);
+            },
+            "`embeddings` step 0 again (first at line 1)",
+        ),
+        (
+            |r| r[0]["dtype"] = "f16".into(),
+            "trace.jsonl:1: `embeddings` step 0: `dtype` is \"f16\"",
+        ),
+        (
+            |r| r[0]["positions"] = serde_json::json!([9, 2]),
+            "`positions` is [9, 2], expected start ≤ end",
+        ),
+        (
+            |r| r[0]["count"] = 7.into(),
+            "`count` is 7, but `shape` [5, 256] holds 1280",
+        ),
+        (
+            |r| r[1]["layer"] = 3.into(),
+            "trace.jsonl:2: `blk.0.attn_norm` step 0: `layer` Some(3)",
+        ),
+        (|r| r.clear(), "no trace record: nothing to compare"),
+    ];
+    for (edit, says) in cases {
+        let mut records = lines.clone();
+        edit(&mut records);
+        write_b(&records);
+        let out = harness(d, &["diff", "a", "b", "--exact"], &[]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{says}: {t}");
+        assert!(t.contains(says), "{says}: {t}");
+    }
+
+    // The same NaNs on both sides: every bit equal, and still a failure at the first point.
+    let nan = vec![f32::NAN; 5 * 256];
+    let mut bytes = Vec::new();
+    for v in &nan {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut records = lines.clone();
+    records[0]["blake3"] = blake3::hash(&bytes).to_hex().to_string().into();
+    // (The values are compared; the hash is kept true to them all the same.)
+    for side in ["a", "b"] {
+        if side == "b" {
+            write_b(&records);
+        } else {
+            let text: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+            std::fs::write(d.join("a/trace.jsonl"), text.join("\n") + "\n").unwrap();
+        }
+        bitnet_engine::npy::write_npy(&d.join(side).join("embeddings.step0.npy"), &[5, 256], &nan)
+            .unwrap();
+    }
+    let out = harness(d, &["diff", "a", "b", "--exact"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "non-finite values (NaN or infinity): 256 in the engine's, 256 in the reference's"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("embeddings"), "{t}");
+}

@@ -405,7 +405,14 @@ struct Side {
 
 impl Side {
     fn load(dir: &Path) -> Result<Side, CompareError> {
-        let recs = read_trace(&dir.join("trace.jsonl")).map_err(CompareError::Trace)?;
+        let path = dir.join("trace.jsonl");
+        let recs = read_trace(&path).map_err(CompareError::Trace)?;
+        if recs.is_empty() {
+            return Err(CompareError::Format {
+                path,
+                what: "no trace record: nothing to compare".into(),
+            });
+        }
         let records = recs
             .into_iter()
             .map(|r| ((r.name.clone(), r.step), r))
@@ -539,6 +546,14 @@ pub fn compare_trace_dirs(
             };
             if let Some(d) = &diff {
                 violations.push(d.to_string());
+            }
+            // No stage of a healthy run holds NaN or infinity; equal NaNs are not agreement.
+            let bad = |v: &[f32]| v.iter().filter(|x| !x.is_finite()).count();
+            let (eb, rb) = (bad(er), bad(rr));
+            if eb + rb > 0 {
+                violations.push(format!(
+                    "non-finite values (NaN or infinity): {eb} in the engine's, {rb} in the reference's"
+                ));
             }
             points.push(PointResult {
                 name: name.clone(),

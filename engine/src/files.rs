@@ -74,8 +74,22 @@ pub fn read_limited(path: &Path, max: u64, what: &str) -> io::Result<Vec<u8>> {
 
 /// [`read_limited`] as UTF-8 text.
 pub fn read_text_limited(path: &Path, max: u64, what: &str) -> io::Result<String> {
-    String::from_utf8(read_limited(path, max, what)?)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")))
+    let mut text = String::from_utf8(read_limited(path, max, what)?).map_err(|e| {
+        // Where the first byte that is not UTF-8 is, as an editor counts (1-based).
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not UTF-8 text: the byte at line {line}, column {column} is not UTF-8"),
+        )
+    })?;
+    // A byte-order mark some editors write: not part of the text.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// Most bytes of a text file a person writes (a scenario, a model spec, `models.lock`): a few
@@ -97,6 +111,18 @@ mod tests {
         let p = dir.path().join("f.json");
         std::fs::write(&p, b"[1, 2]").unwrap();
         assert_eq!(read_text_limited(&p, 6, "receipt").unwrap(), "[1, 2]");
+        // A byte-order mark is dropped; a byte that is not UTF-8 is placed.
+        let t = dir.path().join("s.yaml");
+        std::fs::write(&t, "\u{feff}a: 1\n").unwrap();
+        assert_eq!(read_text_limited(&t, 64, "scenario").unwrap(), "a: 1\n");
+        std::fs::write(&t, b"a: 1\nb\xc3\xa9: \xff\n").unwrap();
+        let e = read_text_limited(&t, 64, "scenario")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the byte at line 2, column 5 is not UTF-8"),
+            "{e}"
+        );
         let e = read_limited(&p, 5, "receipt").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert_eq!(e.to_string(), "6 bytes, more than the 5 a receipt may have");

@@ -32,6 +32,22 @@ fn the_good_scenario_loads() {
     std::fs::write(&path, format!("{GOOD}threads: 256\nforce_threads: true\n")).unwrap();
     let s = load_scenario(&path).unwrap();
     assert_eq!((s.scenario.threads, s.scenario.force_threads), (256, true));
+    // A byte-order mark (some editors write one) is not part of the YAML.
+    std::fs::write(&path, format!("\u{feff}{GOOD}")).unwrap();
+    assert_eq!(load_scenario(&path).unwrap().scenario.threads, 2);
+    // A byte that is not UTF-8 is placed; the file has no `:0:0`.
+    let mut bytes = GOOD.as_bytes().to_vec();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    std::fs::write(&path, bytes).unwrap();
+    let e = load_scenario(&path).unwrap_err().to_string();
+    let lines = GOOD.lines().count();
+    assert!(
+        e.ends_with(&format!(
+            "good.yaml: cannot read the file: not UTF-8 text: the byte at line {}, column 6 is not UTF-8",
+            lines + 1
+        )),
+        "{e}"
+    );
 }
 
 #[test]

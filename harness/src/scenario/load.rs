@@ -5,12 +5,21 @@ use super::*;
 
 /// A bad scenario: where, and what to change.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}:{line}:{column}: {message}")]
 pub struct ScenarioError {
     pub path: String,
+    /// 1-based; 0 when the error has no place in the text (the file cannot be read).
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.path, self.message),
+            l => write!(f, "{}:{l}:{}: {}", self.path, self.column, self.message),
+        }
+    }
 }
 
 /// The canonical names a scenario may use in point globs, for "did you mean".

@@ -52,13 +52,77 @@ pub enum GoldenOutcome {
     },
 }
 
-/// A snapshot's text (a golden or a pending one): a regular file of bounded size.
+/// A snapshot's text (a golden or a pending one): a regular file of bounded size, not a link
+/// (the harness writes none, and accepting one would copy whatever it points at into `goldens/`),
+/// whose body is golden lines.
 fn read_snapshot(path: &Path) -> std::io::Result<String> {
-    bitnet_engine::files::read_text_limited(
+    let bad = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("`{}` is not a golden snapshot: {what}", path.display()),
+        )
+    };
+    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(bad("it is a symbolic link".into()));
+    }
+    let text = bitnet_engine::files::read_text_limited(
         path,
         bitnet_engine::files::MAX_REPORT_BYTES,
         "golden snapshot",
-    )
+    )?;
+    check_snapshot(&text).map_err(bad)?;
+    Ok(text)
+}
+
+/// Whether a snapshot's body is golden lines, each point once: `input N | NAME step S | shape
+/// [..] | rms X | blake3 H` (64 hex digits), or `input N | generated [ids]`. The error names the
+/// file's line.
+pub fn check_snapshot(text: &str) -> Result<(), String> {
+    let body = snapshot_body(text);
+    if body.trim().is_empty() {
+        return Err("its body is empty (no trace point)".into());
+    }
+    // Lines before the body's first (`body` lies inside `text`).
+    let start = body.as_ptr() as usize - text.as_ptr() as usize;
+    let offset = text[..start].matches('\n').count();
+    let mut keys = std::collections::HashSet::new();
+    for (i, line) in body.lines().enumerate() {
+        let at = |what: &str| format!("line {}: {what}: `{line}`", offset + i + 1);
+        let fields: Vec<&str> = line.split(" | ").collect();
+        let input_ok = fields[0]
+            .strip_prefix("input ")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+        let ok = input_ok
+            && match fields.as_slice() {
+                [_, generated] => generated
+                    .strip_prefix("generated ")
+                    .is_some_and(|ids| serde_json::from_str::<Vec<u32>>(ids).is_ok()),
+                [_, point, shape, rms, hash] => {
+                    point
+                        .rsplit_once(" step ")
+                        .is_some_and(|(name, step)| !name.is_empty() && step.parse::<u32>().is_ok())
+                        && shape
+                            .strip_prefix("shape ")
+                            .is_some_and(|s| serde_json::from_str::<Vec<usize>>(s).is_ok())
+                        && rms.strip_prefix("rms ").is_some_and(|r| {
+                            r.parse::<f64>().is_ok() || r == "NaN" || r.ends_with("inf")
+                        })
+                        && hash.strip_prefix("blake3 ").is_some_and(|h| {
+                            h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit())
+                        })
+                }
+                _ => false,
+            };
+        if !ok {
+            return Err(at(
+                "expected `input N | POINT step S | shape [..] | rms X | blake3 HASH` or `input N | generated [..]`",
+            ));
+        }
+        if !keys.insert(line_key(line)) {
+            return Err(at("a second line for this point"));
+        }
+    }
+    Ok(())
 }
 
 /// Compare `body` with the golden; never writes the golden itself.
@@ -197,7 +261,7 @@ mod tests {
     #[test]
     fn diff_names_the_first_changed_point() {
         let dir = tempfile::tempdir().unwrap();
-        let body = "input 0 | embeddings step 0 | shape [1, 4] | rms 1.00000e0 | blake3 aa\ninput 0 | blk.0.q step 0 | shape [1, 4] | rms 2.00000e0 | blake3 bb";
+        let body = "input 0 | embeddings step 0 | shape [1, 4] | rms 1.00000e0 | blake3 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\ninput 0 | blk.0.q step 0 | shape [1, 4] | rms 2.00000e0 | blake3 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
         assert_eq!(
             compare_golden(dir.path(), "s", body).unwrap(),
             GoldenOutcome::Missing
@@ -207,7 +271,10 @@ mod tests {
             compare_golden(dir.path(), "s", body).unwrap(),
             GoldenOutcome::Match
         );
-        let changed = body.replace("blake3 bb", "blake3 cc");
+        let changed = body.replace(
+            "blake3 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+            "blake3 cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+        );
         match compare_golden(dir.path(), "s", &changed).unwrap() {
             GoldenOutcome::Changed { first_point, diff } => {
                 assert_eq!(first_point, "input 0 | blk.0.q step 0");
@@ -217,7 +284,7 @@ mod tests {
         }
         assert_eq!(snapshot_body(&to_snapshot("s", body)), body);
         // One more step: its lines are added, the generated tokens changed, nothing else.
-        let longer = format!("{body}\ninput 0 | embeddings step 1 | shape [1, 4] | rms 1.00000e0 | blake3 dd\ninput 0 | generated [5, 6]");
+        let longer = format!("{body}\ninput 0 | embeddings step 1 | shape [1, 4] | rms 1.00000e0 | blake3 dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\ninput 0 | generated [5, 6]");
         let shorter = format!("{body}\ninput 0 | generated [5]");
         write_golden(dir.path(), "t", &shorter).unwrap();
         match compare_golden(dir.path(), "t", &longer).unwrap() {
@@ -226,7 +293,7 @@ mod tests {
                 assert_eq!(
                     diff,
                     [
-                        "+input 0 | embeddings step 1 | shape [1, 4] | rms 1.00000e0 | blake3 dd",
+                        "+input 0 | embeddings step 1 | shape [1, 4] | rms 1.00000e0 | blake3 dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
                         "-input 0 | generated [5]",
                         "+input 0 | generated [5, 6]"
                     ]
@@ -248,9 +315,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = dir.path();
         assert!(pending(&g.join("absent")).unwrap().is_empty());
-        write_golden(g, "a", "input 0 | x step 0 | blake3 aa").unwrap();
-        write_pending(g, "a", "input 0 | x step 0 | blake3 bb").unwrap();
-        write_pending(g, "b", "input 0 | y step 0 | blake3 cc").unwrap();
+        write_golden(g, "a", "input 0 | x step 0 | shape [1] | rms 1.00000e0 | blake3 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+        write_pending(g, "a", "input 0 | x step 0 | shape [1] | rms 1.00000e0 | blake3 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").unwrap();
+        write_pending(g, "b", "input 0 | y step 0 | shape [1] | rms 1.00000e0 | blake3 cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc").unwrap();
         std::fs::write(g.join(".hidden.snap.new"), "x").unwrap();
         let p = pending(g).unwrap();
         assert_eq!(
@@ -262,7 +329,7 @@ mod tests {
         assert_eq!(review_pending(g, &p[1]).unwrap().1, GoldenOutcome::Missing);
         accept_pending(g, &p[0]).unwrap();
         assert_eq!(
-            compare_golden(g, "a", "input 0 | x step 0 | blake3 bb").unwrap(),
+            compare_golden(g, "a", "input 0 | x step 0 | shape [1] | rms 1.00000e0 | blake3 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").unwrap(),
             GoldenOutcome::Match
         );
         reject_pending(&p[1]).unwrap();

@@ -350,3 +350,17 @@ fn a_yaml_alias_bomb_is_refused_without_the_memory_it_asks_for() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_decode_floor_that_is_not_a_positive_number_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for v in ["nan", "-1", "0", "inf"] {
+        let arg = format!("--min-decode-tps={v}");
+        let (code, stderr) = refused(dir.path(), &["verify-receipt", "r.json", &arg]);
+        assert_eq!(code, Some(2), "{v}: {stderr}");
+        assert!(
+            stderr.contains("expected a positive number of tokens/s"),
+            "{v}: {stderr}"
+        );
+    }
+}

@@ -134,3 +134,63 @@ fn the_readme_and_messages_suggest_no_review_command_that_finds_nothing() {
         );
     }
 }
+
+/// Only golden snapshots are reviewed and accepted: an empty file, plain text, or a link (which
+/// would copy what it points at into `goldens/`) is refused naming the file and line, nothing is
+/// written; a `goldens` directory that is not there is an error, not "nothing pending"; and a
+/// malformed golden fails the `golden` check as malformed, not as a divergence.
+#[test]
+fn only_golden_snapshots_are_reviewed_and_a_malformed_golden_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let g = root.join("goldens");
+    std::fs::create_dir_all(&g).unwrap();
+    std::fs::write(root.join("secret.txt"), "not a golden\n").unwrap();
+    let cases: Vec<(&str, &str)> = vec![
+        ("", "its body is empty"),
+        (
+            "---\nsource: x\nexpression: a\n---\nhello world\n",
+            "line 5: expected `input N | POINT step S",
+        ),
+        (
+            "input 0 | embeddings step 0 | shape [1, 4] | rms 1.0e0 | blake3 00\n",
+            "line 1: expected",
+        ),
+    ];
+    for (text_, says) in &cases {
+        std::fs::write(g.join("a.snap.new"), text_).unwrap();
+        let out = harness(root, &["review", "--accept-all"], "");
+        let t = text(&out);
+        assert_ne!(out.status.code(), Some(0), "{says}: {t}");
+        assert!(
+            t.contains("a.snap.new` is not a golden snapshot") && t.contains(says),
+            "{says}: {t}"
+        );
+        assert!(!g.join("a.snap").exists(), "{says}");
+    }
+    std::fs::remove_file(g.join("a.snap.new")).unwrap();
+    std::os::unix::fs::symlink(root.join("secret.txt"), g.join("a.snap.new")).unwrap();
+    let out = harness(root, &["review", "--accept-all"], "");
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("it is a symbolic link"), "{t}");
+    assert!(!g.join("a.snap").exists());
+    std::fs::remove_file(g.join("a.snap.new")).unwrap();
+
+    let out = harness(root, &["review", "--goldens", "nowhere"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("`nowhere` is not a directory of goldens"));
+
+    // A golden cut short to its header: the check says so.
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    scenario(root, "one", 0);
+    std::fs::write(g.join("one.snap"), "---\nsource: x\nexpression: one\n---\n").unwrap();
+    let out = harness(root, &["run"], "");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("one.snap` is not a golden snapshot: its body is empty"),
+        "{t}"
+    );
+    assert!(!t.contains("diverges"), "{t}");
+}

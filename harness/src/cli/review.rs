@@ -98,6 +98,13 @@ fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<String> 
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if !args.goldens.is_dir() {
+        return Err(UsageError(format!(
+            "`{}` is not a directory of goldens: run from the project's root, or give `--goldens`",
+            args.goldens.display()
+        ))
+        .into());
+    }
     let all = golden::pending(&args.goldens)
         .with_context(|| format!("listing `{}`", args.goldens.display()))?;
     for name in &args.scenarios {

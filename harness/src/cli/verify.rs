@@ -42,6 +42,14 @@ pub struct Args {
 
 /// Returns the exit code.
 pub fn run(args: Args) -> Result<u8> {
+    if let Some(v) = args.min_decode_tps {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(UsageError(format!(
+                "--min-decode-tps is {v}, expected a positive number of tokens/s"
+            ))
+            .into());
+        }
+    }
     let mut files = Vec::new();
     for p in &args.paths {
         if p.is_dir() {

@@ -28,7 +28,8 @@ pub use schema::json_schema;
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// Defaults to the file name without `.yaml`.
+    /// A label: 1 to 128 letters, digits, `_`, `-` or `.` (not first). The scenario's trials,
+    /// golden and receipt are named by its file name without `.yaml`.
     #[serde(default)]
     pub name: Option<String>,
     /// What the scenario guards.

@@ -269,6 +269,56 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["bad.yaml:4:18", "token id `300`", "`n_vocab` is 300"],
         ),
         (
+            "a name that is not a plain name",
+            &format!("name: ../../x\n{GOOD}"),
+            &["bad.yaml:1:1", "`name` is \"../../x\", expected 1 to 128 letters, digits"],
+        ),
+        (
+            "an empty prompt",
+            "model:\n  preset: tiny\ninputs:\n  prompts: [\"hi\", \"\"]\n",
+            &["bad.yaml:4:3", "`inputs.prompts[1]` is empty"],
+        ),
+        (
+            "prompts without a vocabulary",
+            "model:\n  spec: { tokenizer: none }\ninputs:\n  prompts: [\"hi\"]\n",
+            &["bad.yaml:4:3", "the spec has `tokenizer: none`"],
+        ),
+        (
+            "no backend",
+            &format!("{GOOD}backends: []\n"),
+            &["`backends` is empty"],
+        ),
+        (
+            "an empty reference program",
+            &format!("{GOOD}reference:\n  command: [\"\", x]\n"),
+            &["`reference.command` starts with an empty program name"],
+        ),
+        (
+            "an empty environment variable name",
+            &format!("{GOOD}skip_unless:\n  env: [\"\"]\n"),
+            &["`skip_unless.env` has \"\", expected an environment variable's name"],
+        ),
+        (
+            "a kernel glob that does not compile",
+            &format!("{GOOD}receipt:\n  kernels: [\"[\"]\n"),
+            &["`receipt.kernels` entry `[` is not a valid glob"],
+        ),
+        (
+            "a top-k past the vocabulary",
+            &format!("{GOOD}tolerances:\n  logits:\n    k: 100000\n"),
+            &["`tolerances.logits.k` is 100000, more than the model's vocabulary (512)"],
+        ),
+        (
+            "a prefill chunk as long as the prompt",
+            "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2, 3]]\nprefill_chunks: [2, 3]\n",
+            &["bad.yaml:5:1", "`prefill_chunks` has 3, but the longest token list has 3 tokens"],
+        ),
+        (
+            "a YAML tag",
+            &format!("{GOOD}generation:\n  steps: !foo 2\n"),
+            &["the tag `!foo` means nothing here"],
+        ),
+        (
             "a key given twice in a map (the last would win silently)",
             "model:\n  preset: tiny\ninputs:\n  tokens: [[1]]\ntolerances:\n  points:\n    logits: { rel_l2_max: 0.5 }\n    blk.*: { rel_l2_max: 0.1 }\n    logits: { rel_l2_max: 0.001 }\n",
             &[

@@ -274,6 +274,7 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     validate(&scenario, path, &err)?;
     check_token_ids(&scenario, path, &text)?;
     check_context(&scenario, path, &text)?;
+    check_meaning(&scenario, path, &stem, &err)?;
     Ok(LoadedScenario {
         path: path.to_owned(),
         stem,
@@ -339,6 +340,102 @@ pub(super) fn check_context(s: &Scenario, path: &Path, text: &str) -> Result<(),
             )));
         }
         k += list.len();
+    }
+    Ok(())
+}
+
+/// Values that parse but cannot mean what they say: caught when the scenario is read, at their
+/// line, instead of failing every check of the run (or passing one that tests nothing).
+fn check_meaning(
+    s: &Scenario,
+    path: &Path,
+    stem: &str,
+    err: &dyn Fn(&str, String) -> ScenarioError,
+) -> Result<(), ScenarioError> {
+    if let Some(name) = &s.name {
+        let plain = (1..=128).contains(&name.len())
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !plain {
+            return Err(err(
+                "name",
+                format!("`name` is {name:?}, expected 1 to 128 letters, digits, `_`, `-` or `.` (not first), like the file name `{stem}`"),
+            ));
+        }
+    }
+    if let Some(i) = s.inputs.prompts.iter().position(|p| p.is_empty()) {
+        return Err(err(
+            "prompts",
+            format!("`inputs.prompts[{i}]` is empty: give some text"),
+        ));
+    }
+    let no_vocab = s
+        .model
+        .spec
+        .as_ref()
+        .is_some_and(|m| m.tokenizer == bitnet_engine::synth::TokenizerKind::None);
+    if no_vocab && !s.inputs.prompts.is_empty() {
+        return Err(err(
+            "prompts",
+            "text prompts need a vocabulary, and the spec has `tokenizer: none`: give `inputs.tokens`".into(),
+        ));
+    }
+    if s.backends.is_empty() {
+        return Err(err(
+            "backends",
+            "`backends` is empty: name at least one (`[cpu]`, `[cpu, cuda]`)".into(),
+        ));
+    }
+    if let Reference::Command { command } = &s.reference {
+        if command.first().is_some_and(|p| p.trim().is_empty()) {
+            return Err(err(
+                "command",
+                "`reference.command` starts with an empty program name".into(),
+            ));
+        }
+    }
+    if let Some(v) = s
+        .skip_unless
+        .env
+        .iter()
+        .find(|v| v.is_empty() || v.contains(['=', '\0']))
+    {
+        return Err(err(
+            "env",
+            format!("`skip_unless.env` has {v:?}, expected an environment variable's name"),
+        ));
+    }
+    for k in &s.receipt.kernels {
+        if let Err(e) = globset::Glob::new(k) {
+            return Err(err(
+                "kernels",
+                format!("`receipt.kernels` entry `{k}` is not a valid glob: {e}"),
+            ));
+        }
+    }
+    if let Some(n_vocab) = model_vocab(&s.model, path) {
+        let k = s.tolerances.logits.k;
+        if k as u64 > n_vocab {
+            return Err(err(
+                "k:",
+                format!(
+                    "`tolerances.logits.k` is {k}, more than the model's vocabulary ({n_vocab})"
+                ),
+            ));
+        }
+    }
+    // A chunk at least as long as every token list is one chunk: the one-shot prefill compared
+    // with itself. (Text prompts' lengths are known only at run time.)
+    if s.inputs.prompts.is_empty() {
+        let longest = s.inputs.tokens.iter().map(Vec::len).max().unwrap_or(0);
+        if let Some(c) = s.prefill_chunks.iter().find(|&&c| c != 0 && c >= longest) {
+            return Err(err(
+                "prefill_chunks",
+                format!("`prefill_chunks` has {c}, but the longest token list has {longest} tokens: a chunk must be shorter to split the prefill"),
+            ));
+        }
     }
     Ok(())
 }

@@ -167,6 +167,11 @@ pub enum ReportError {
         path: std::path::PathBuf,
         found: u64,
     },
+    #[error("`{path}` disagrees with itself: {what}")]
+    Inconsistent {
+        path: std::path::PathBuf,
+        what: String,
+    },
 }
 
 /// The status as the table writes it.
@@ -241,7 +246,47 @@ impl Report {
             }
             None => {}
         }
-        serde_json::from_value(value).map_err(json)
+        let report: Report = serde_json::from_value(value).map_err(json)?;
+        report.check().map_err(|what| ReportError::Inconsistent {
+            path: path.to_owned(),
+            what,
+        })?;
+        Ok(report)
+    }
+
+    /// The totals are the rows' (the headline is rendered from them), and times are times.
+    fn check(&self) -> Result<(), String> {
+        let count = |s: Status| self.rows.iter().filter(|r| r.verdict.status == s).count();
+        let rows = (
+            count(Status::Pass),
+            count(Status::Fail),
+            count(Status::Ignored),
+        );
+        if (self.passed, self.failed, self.ignored) != rows {
+            return Err(format!(
+                "`passed`, `failed`, `ignored` are {}, {}, {}, but the rows hold {}, {}, {}",
+                self.passed, self.failed, self.ignored, rows.0, rows.1, rows.2
+            ));
+        }
+        let bad_time = |t: f64| !(t.is_finite() && t >= 0.0);
+        if bad_time(self.seconds) {
+            return Err(format!(
+                "`seconds` is {}, expected a duration",
+                self.seconds
+            ));
+        }
+        if let Some((i, r)) = self
+            .rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| bad_time(r.verdict.seconds))
+        {
+            return Err(format!(
+                "`rows[{i}].verdict.seconds` is {}, expected a duration",
+                r.verdict.seconds
+            ));
+        }
+        Ok(())
     }
 
     /// The last column of a row in the summary table.

@@ -271,6 +271,24 @@ fn html_report_plots_every_stage_marks_the_divergence_and_loads_in_chromium() {
     assert_eq!(again.len(), html.len());
     let out = harness(root, &["report", "missing.json"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // A report whose totals are not its rows' is refused, not rendered under a false headline.
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("target/harness/report.json")).unwrap(),
+    )
+    .unwrap();
+    let failed = v["failed"].as_u64().unwrap();
+    assert!(failed >= 1, "{v}");
+    v["failed"] = 0.into();
+    v["passed"] = (v["passed"].as_u64().unwrap() + failed).into();
+    std::fs::write(root.join("lie.json"), v.to_string()).unwrap();
+    let out = harness(root, &["report", "lie.json", "-o", "lie.html"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("lie.json` disagrees with itself: `passed`, `failed`, `ignored` are"),
+        "{}",
+        text(&out)
+    );
+    assert!(!root.join("lie.html").exists());
 
     // In a browser: loads without console errors, renders, has the elements.
     let Some(dom) = open_in_chromium(&html_path, &root.join("report.png")) else {

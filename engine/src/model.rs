@@ -482,7 +482,9 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
     let float = |key: &str, default: Option<f32>| -> Result<f32, ModelError> {
         let full = format!("{prefix}.{key}");
         match f.get(&full) {
-            Some(v) => v.as_f32().ok_or_else(|| ModelError::BadKey {
+            // Exactly a float32, as llama.cpp reads it (it refuses a float64 or an integer).
+            Some(Value::F32(x)) => Ok(*x),
+            Some(v) => Err(ModelError::BadKey {
                 file: name.clone(),
                 key: full.clone(),
                 found: format!("{} {}", v.type_name(), v.display_short()),

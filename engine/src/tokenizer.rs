@@ -381,26 +381,67 @@ impl Tokenizer {
             }
         }
         let merges = strings("tokenizer.ggml.merges")?;
-        let token_types = match f.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
-            Some(a) => a
-                .values
-                .iter()
-                .map(|v| v.as_i64().unwrap_or(1) as i32)
-                .collect(),
+        // As llama.cpp reads them: each key of exactly its type (llama.cpp refuses the model
+        // otherwise), token types an int32 array covering every token.
+        let found = |v: &Value| format!("found {} {}", v.type_name(), v.display_short());
+        let token_types = match f.get("tokenizer.ggml.token_type") {
+            Some(Value::Array(a)) if a.values.iter().all(|v| matches!(v, Value::I32(_))) => {
+                if a.values.len() < tokens.len() {
+                    return Err(key_err(
+                        "tokenizer.ggml.token_type",
+                        &format!(
+                            "{} types for {} tokens, expected one per token",
+                            a.values.len(),
+                            tokens.len()
+                        ),
+                    ));
+                }
+                a.values
+                    .iter()
+                    .filter_map(Value::as_i64)
+                    .map(|t| t as i32)
+                    .collect()
+            }
+            Some(v) => {
+                return Err(key_err(
+                    "tokenizer.ggml.token_type",
+                    &format!("expected an array of int32, {}", found(v)),
+                ))
+            }
             None => vec![1; tokens.len()],
         };
-        let id = |key: &str| f.get(key).and_then(Value::as_u32);
+        // A special token's id: a uint32 when present. llama.cpp's defaults for a `gpt2`
+        // vocabulary are 11, and an id past the vocabulary falls back to the default (disabled
+        // when that is past it too).
+        let n_tokens = tokens.len() as u64;
+        let default_id = (11 < n_tokens).then_some(11);
+        let special = |key: &str| -> Result<Option<u32>, TokenizerError> {
+            match f.get(key) {
+                None => Ok(default_id),
+                Some(Value::U32(id)) if u64::from(*id) < n_tokens => Ok(Some(*id)),
+                Some(Value::U32(_)) => Ok(default_id),
+                Some(v) => Err(key_err(key, &format!("expected a uint32, {}", found(v)))),
+            }
+        };
+        // Without the key, llama.cpp adds a BOS for the LLaMA 3 pre-tokenizers only.
+        let add_bos = match f.get("tokenizer.ggml.add_bos_token") {
+            None => pre_type == PreTokenizer::Llama3,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(key_err(
+                    "tokenizer.ggml.add_bos_token",
+                    &format!("expected a bool, {}", found(v)),
+                ))
+            }
+        };
         Ok(Some(Tokenizer::from_parts_with(
             &VocabParts {
                 tokens,
                 token_types,
                 merges,
-                bos: id("tokenizer.ggml.bos_token_id"),
-                eos: id("tokenizer.ggml.eos_token_id"),
-                add_bos: f
-                    .get("tokenizer.ggml.add_bos_token")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                bos: special("tokenizer.ggml.bos_token_id")?,
+                eos: special("tokenizer.ggml.eos_token_id")?,
+                add_bos,
             },
             pre_type,
         )))

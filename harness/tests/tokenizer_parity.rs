@@ -262,3 +262,128 @@ fn llama3_takes_a_word_that_is_a_token_whole_without_merges() {
         }
     }
 }
+
+/// The special-token metadata as llama.cpp reads it, with llama.cpp as the oracle: without a BOS
+/// id (its default for a `gpt2` vocabulary, 11), with one past the vocabulary (the default
+/// again), without `add_bos_token` (true for the LLaMA 3 pre-tokenizers only), the engine gives
+/// llama.cpp's ids; a key of the wrong type (a string id, an int32 id, an integer flag, token
+/// types of another type or too few) is refused by both.
+#[test]
+fn special_token_metadata_is_read_as_llama_cpp_reads_it() {
+    use bitnet_engine::gguf::{GgufWriter, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = preset("tiny").unwrap();
+    type Edit = fn(&mut GgufWriter);
+    let same: Vec<(&str, Edit)> = vec![
+        ("no BOS id", |w| {
+            w.remove_kv("tokenizer.ggml.bos_token_id");
+            w.add_kv("tokenizer.ggml.add_bos_token", Value::Bool(true));
+        }),
+        ("a BOS id past the vocabulary", |w| {
+            w.add_kv("tokenizer.ggml.bos_token_id", Value::U32(1_000_000));
+            w.add_kv("tokenizer.ggml.add_bos_token", Value::Bool(true));
+        }),
+        ("llama-bpe without add_bos_token", |w| {
+            w.add_kv("tokenizer.ggml.pre", "llama-bpe");
+            w.remove_kv("tokenizer.ggml.add_bos_token");
+        }),
+        ("gpt-2 without add_bos_token", |w| {
+            w.remove_kv("tokenizer.ggml.add_bos_token");
+        }),
+        ("add_bos_token true", |w| {
+            w.add_kv("tokenizer.ggml.add_bos_token", Value::Bool(true))
+        }),
+    ];
+    let prompts: Vec<String> = ["Hello world", "a", " x y "].map(String::from).to_vec();
+    for (what, edit) in same {
+        let path = dir.path().join("m.gguf");
+        let mut w = build(&spec).unwrap();
+        edit(&mut w);
+        w.write(&path).unwrap();
+        let t = Model::load(&path).unwrap().tokenizer.unwrap();
+        for p in &prompts {
+            let theirs = llama::tokenize(&path, p).unwrap();
+            assert_eq!(t.encode(p, true), theirs, "{what}: {p:?}");
+        }
+    }
+    let refused: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a string BOS id",
+            |w| w.add_kv("tokenizer.ggml.bos_token_id", "1"),
+            "tokenizer.ggml.bos_token_id`: expected a uint32, found string",
+        ),
+        (
+            "an int32 BOS id",
+            |w| w.add_kv("tokenizer.ggml.bos_token_id", Value::I32(-1)),
+            "tokenizer.ggml.bos_token_id`: expected a uint32, found int32",
+        ),
+        (
+            "an integer add_bos_token",
+            |w| w.add_kv("tokenizer.ggml.add_bos_token", Value::U32(1)),
+            "tokenizer.ggml.add_bos_token`: expected a bool, found uint32",
+        ),
+        (
+            "uint32 token types",
+            |w| {
+                w.add_kv(
+                    "tokenizer.ggml.token_type",
+                    Value::Array(bitnet_engine::gguf::Array::new(
+                        bitnet_engine::gguf::value_type::U32,
+                        vec![Value::U32(1); 512],
+                    )),
+                )
+            },
+            "tokenizer.ggml.token_type`: expected an array of int32",
+        ),
+        (
+            "too few token types",
+            |w| {
+                w.add_kv(
+                    "tokenizer.ggml.token_type",
+                    bitnet_engine::gguf::i32_array(&[1; 10]),
+                )
+            },
+            "10 types for 512 tokens",
+        ),
+    ];
+    for (what, edit, says) in refused {
+        let path = dir.path().join("m.gguf");
+        let mut w = build(&spec).unwrap();
+        edit(&mut w);
+        w.write(&path).unwrap();
+        let e = Model::load(&path).unwrap_err().to_string();
+        assert!(e.contains(says), "{what}: {e}");
+        assert!(
+            llama::tokenize(&path, "Hello").is_err(),
+            "{what}: llama.cpp loads it"
+        );
+    }
+}
+
+/// Float hyperparameters are float32 exactly, as llama.cpp reads them: a float64 epsilon or an
+/// integer RoPE base is refused by both, naming the key.
+#[test]
+fn float_hyperparameters_of_another_type_are_refused_as_llama_cpp_refuses_them() {
+    use bitnet_engine::gguf::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    for (key, value) in [
+        ("bitnet.attention.layer_norm_rms_epsilon", Value::F64(1e-5)),
+        ("bitnet.rope.freq_base", Value::U32(10000)),
+    ] {
+        let mut w = build(&preset("tiny").unwrap()).unwrap();
+        w.add_kv(key, value);
+        w.write(&path).unwrap();
+        let e = Model::load(&path).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains("a float32"), "{key}: {e}");
+        // llama.cpp's whole load (its tokenizer-only load skips the hyperparameters).
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["ref-trace", "m.gguf", "--tokens", "1", "-o", "r"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}: llama.cpp loads it");
+        assert!(text.contains("wrong type"), "{key}: {text}");
+    }
+}

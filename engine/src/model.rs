@@ -537,6 +537,42 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
             "an even number up to the head size",
         ));
     }
+    // What llama.cpp would run differently: head sizes other than n_embd / n_head (it shapes the
+    // attention by these keys) and RoPE scaling (it scales the rotation angles). Refused rather
+    // than run otherwise than the reference.
+    for key in ["attention.key_length", "attention.value_length"] {
+        if f.get(&format!("{prefix}.{key}")).is_some() {
+            let v = int(key, None)?;
+            if v != head_dim {
+                return Err(bad(
+                    key,
+                    v,
+                    &format!(
+                        "the head size n_embd / n_head = {head_dim}, the only one the engine has"
+                    ),
+                ));
+            }
+        }
+    }
+    let scaling = |key: &str, found: String| ModelError::BadKey {
+        file: name.clone(),
+        key: format!("{prefix}.{key}"),
+        found,
+        expected: "no RoPE scaling (`none`, or `linear` with factor 1): the engine implements none"
+            .into(),
+    };
+    match f.get(&format!("{prefix}.rope.scaling.type")) {
+        None => {}
+        Some(Value::String(t)) if t == "none" || t == "linear" => {}
+        Some(v) => return Err(scaling("rope.scaling.type", v.display_short())),
+    }
+    for key in ["rope.scaling.factor", "rope.scale_linear"] {
+        match f.get(&format!("{prefix}.{key}")) {
+            None => {}
+            Some(Value::F32(x)) if *x == 0.0 || *x == 1.0 => {}
+            Some(v) => return Err(scaling(key, v.display_short())),
+        }
+    }
     let n_vocab = match f.get(&format!("{prefix}.vocab_size")) {
         Some(_) => int("vocab_size", None)?,
         None => match f.get("tokenizer.ggml.tokens").and_then(Value::as_array) {

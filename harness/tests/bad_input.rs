@@ -364,3 +364,49 @@ fn a_decode_floor_that_is_not_a_positive_number_is_refused() {
         );
     }
 }
+
+/// Metadata llama.cpp would run differently (RoPE scaling, another head size) is refused by the
+/// engine, naming the key, rather than run otherwise than the reference.
+#[test]
+fn rope_scaling_and_other_head_sizes_are_refused() {
+    use bitnet_engine::gguf::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "bitnet.rope.scaling.type",
+            Value::String("yarn".into()),
+            "no RoPE scaling",
+        ),
+        (
+            "bitnet.rope.scaling.factor",
+            Value::F32(8.0),
+            "no RoPE scaling",
+        ),
+        (
+            "bitnet.attention.key_length",
+            Value::U32(32),
+            "the head size n_embd / n_head = 64",
+        ),
+    ];
+    for (key, value, says) in cases {
+        let mut w =
+            bitnet_engine::synth::build(&bitnet_engine::synth::preset("tiny").unwrap()).unwrap();
+        w.add_kv(key, value);
+        w.write(&dir.path().join("m.gguf")).unwrap();
+        let (code, stderr) = refused(dir.path(), &["trace", "m.gguf", "--tokens", "1", "-o", "t"]);
+        assert_eq!(code, Some(2), "{key}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(says),
+            "{key}: {stderr}"
+        );
+    }
+    // The values that change nothing still load.
+    let mut w =
+        bitnet_engine::synth::build(&bitnet_engine::synth::preset("tiny").unwrap()).unwrap();
+    w.add_kv("bitnet.rope.scaling.type", Value::String("linear".into()));
+    w.add_kv("bitnet.rope.scaling.factor", Value::F32(1.0));
+    w.add_kv("bitnet.attention.key_length", Value::U32(64));
+    w.write(&dir.path().join("m.gguf")).unwrap();
+    let (code, stderr) = refused(dir.path(), &["trace", "m.gguf", "--tokens", "1", "-o", "t"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -410,3 +410,44 @@ fn rope_scaling_and_other_head_sizes_are_refused() {
     let (code, stderr) = refused(dir.path(), &["trace", "m.gguf", "--tokens", "1", "-o", "t"]);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// An output path that cannot be written is named, with the flag, before the work it would hold
+/// (`run --out` onto a file ran every check first and then printed "File exists").
+#[test]
+fn output_paths_that_cannot_be_written_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("scenarios")).unwrap();
+    std::fs::write(
+        d.join("scenarios/s.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2]]\nreference: none\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("taken"), "a file").unwrap();
+    for flag in ["--out", "--receipts"] {
+        let (code, stderr) = refused(d, &["run", flag, "taken"]);
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "`{flag}` `taken` cannot be a directory to write to"
+            )),
+            "{flag}: {stderr}"
+        );
+    }
+    assert!(!d.join("target/harness/runs/s").exists(), "nothing ran");
+    let out = harness()
+        .args(["gen-model", "--preset", "tiny", "--output", "t.gguf"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = harness()
+        .args(["trace", "t.gguf", "--tokens", "1,2", "-o", "A"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, stderr) = refused(d, &["diff", "A", "A", "--html", "A"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cannot write `--html` `A`"), "{stderr}");
+}

@@ -308,7 +308,8 @@ pub fn run(args: Args) -> Result<u8> {
             },
         };
         let report = Report::new(vec![row], 0.0);
-        bitnet_engine::npy::write_atomic(path, report.html().as_bytes())?;
+        bitnet_engine::npy::write_atomic(path, report.html().as_bytes())
+            .map_err(|e| UsageError(format!("cannot write `--html` `{}`: {e}", path.display())))?;
         if !args.json {
             super::emit(&format!("wrote {}\n", path.display()))?;
         }

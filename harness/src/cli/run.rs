@@ -188,6 +188,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     let root = root_of(&paths, args.root.as_deref());
     let out = args.out.unwrap_or_else(|| root.join("target/harness"));
     let receipts_dir = &args.receipts.unwrap_or_else(|| root.join("receipts"));
+    // Where the run writes, checked before it runs (not after every check has).
+    for (flag, dir) in [("--out", &out), ("--receipts", receipts_dir)] {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            UsageError(format!(
+                "`{flag}` `{}` cannot be a directory to write to: {e}",
+                dir.display()
+            ))
+        })?;
+    }
     let _lock = lock_run_dir(&root.join("target/harness"))?;
     let harness = std::env::current_exe()?;
     let ctx = Arc::new(Context::new(

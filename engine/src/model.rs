@@ -15,6 +15,8 @@ use crate::kernels::Matrix;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(
         "`{file}`: architecture is `{found}`; this engine runs `bitnet` (SiLU FFN, llama.cpp's) and `bitnet-b1.58` (ReLU² FFN, bitnet.cpp's; older files say `bitnet-25`)"
     )]
@@ -342,12 +344,7 @@ impl Model {
                 w_down: proj(&b("ffn_down"), c.n_ff, c.n_embd)?,
             });
         }
-        let tokenizer =
-            crate::tokenizer::Tokenizer::from_gguf(&file).map_err(|e| ModelError::Tensor {
-                file: name.clone(),
-                tensor: "tokenizer".into(),
-                what: e.to_string(),
-            })?;
+        let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&file)?;
         if let Some(t) = &tokenizer {
             if t.len() != c.n_vocab {
                 return Err(ModelError::BadKey {

@@ -48,6 +48,8 @@ pub struct Tokenizer {
     ranks: HashMap<(String, String), usize>,
     byte_chars: [char; 256],
     char_bytes: HashMap<char, u8>,
+    /// Whether each token is a control token (llama.cpp's type 3): decoding skips those.
+    control: Vec<bool>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
@@ -316,6 +318,9 @@ impl Tokenizer {
             ranks,
             byte_chars,
             char_bytes,
+            control: (0..p.tokens.len())
+                .map(|i| p.token_types.get(i) == Some(&3))
+                .collect(),
             bos: p.bos,
             eos: p.eos,
             add_bos: p.add_bos,
@@ -355,10 +360,20 @@ impl Tokenizer {
             });
         };
         let strings = |key: &str| -> Result<Vec<String>, TokenizerError> {
-            let a = f
-                .get(key)
-                .and_then(Value::as_array)
-                .ok_or_else(|| key_err(key, "missing, expected an array of strings"))?;
+            let a = match f.get(key) {
+                None => return Err(key_err(key, "missing, expected an array of strings")),
+                Some(Value::Array(a)) => a,
+                Some(v) => {
+                    return Err(key_err(
+                        key,
+                        &format!(
+                            "expected an array of strings, found {} {}",
+                            v.type_name(),
+                            v.display_short()
+                        ),
+                    ))
+                }
+            };
             a.values
                 .iter()
                 .map(|v| {
@@ -523,7 +538,9 @@ impl Tokenizer {
             let Some(t) = self.tokens.get(id as usize) else {
                 continue;
             };
-            if Some(id) == self.bos || Some(id) == self.eos {
+            // As llama.cpp renders tokens without `special`: control tokens give no text, any
+            // other token (a BOS id that is a byte token, say) its text.
+            if self.control[id as usize] {
                 continue;
             }
             for ch in t.chars() {

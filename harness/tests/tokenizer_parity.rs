@@ -336,6 +336,11 @@ fn special_token_metadata_is_read_as_llama_cpp_reads_it() {
             "tokenizer.ggml.token_type`: expected an array of int32",
         ),
         (
+            "a string where the vocabulary belongs",
+            |w| w.add_kv("tokenizer.ggml.tokens", "abc"),
+            "tokenizer.ggml.tokens`: expected an array of strings, found string",
+        ),
+        (
             "too few token types",
             |w| {
                 w.add_kv(
@@ -353,6 +358,9 @@ fn special_token_metadata_is_read_as_llama_cpp_reads_it() {
         w.write(&path).unwrap();
         let e = Model::load(&path).unwrap_err().to_string();
         assert!(e.contains(says), "{what}: {e}");
+        // One mention of the file, and no tensor where a key is wrong.
+        assert_eq!(e.matches("m.gguf").count(), 1, "{what}: {e}");
+        assert!(!e.contains("tensor `"), "{what}: {e}");
         assert!(
             llama::tokenize(&path, "Hello").is_err(),
             "{what}: llama.cpp loads it"

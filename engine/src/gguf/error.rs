@@ -32,15 +32,20 @@ pub enum GgufError {
         max: u64,
         remaining: u64,
     },
-    #[error("`{file}`: string of {len} bytes at byte {offset} runs past the end of the file ({remaining} bytes remain)")]
+    #[error("`{file}`: {what}: a string of {len} bytes at byte {offset} runs past the end of the file ({remaining} bytes remain)")]
     StringLength {
         file: String,
+        what: String,
         len: u64,
         offset: u64,
         remaining: u64,
     },
-    #[error("`{file}`: string at byte {offset} is not valid UTF-8")]
-    Utf8 { file: String, offset: u64 },
+    #[error("`{file}`: {what}: the string at byte {offset} is not valid UTF-8")]
+    Utf8 {
+        file: String,
+        what: String,
+        offset: u64,
+    },
     #[error(
         "`{file}`: key `{key}` at byte {offset} has unknown value type {type_id} (expected 0..=12)"
     )]

@@ -301,6 +301,7 @@ impl<'a> Cursor<'a> {
         if len > self.remaining() {
             return Err(GgufError::StringLength {
                 file: self.file.into(),
+                what: what(),
                 len,
                 offset: at,
                 remaining: self.remaining(),
@@ -309,6 +310,7 @@ impl<'a> Cursor<'a> {
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::Utf8 {
             file: self.file.into(),
+            what: what(),
             offset: at,
         })
     }
@@ -599,13 +601,22 @@ fn parse_header(b: &[u8], file: &str) -> Result<Header, GgufError> {
     // And each tensor's right after the previous one's, padded to the alignment: gguf's loader
     // refuses gaps and reordering.
     let mut expected = 0u64;
-    for t in &tensors {
+    for (i, t) in tensors.iter().enumerate() {
         if t.offset != expected {
+            // The mismatch is as often the previous tensor's size (a wrong dimension or type)
+            // as this one's offset: name both.
+            let before = match i.checked_sub(1).map(|j| &tensors[j]) {
+                Some(p) => format!(
+                    "the previous tensor, `{}` ({:?} of {:?}, {} bytes at offset {}), ends there",
+                    p.name, p.dims, p.ty, p.n_bytes, p.offset
+                ),
+                None => "the first tensor's data starts there".into(),
+            };
             return Err(GgufError::Tensor {
                 file: file.into(),
                 tensor: t.name.clone(),
                 what: format!(
-                    "data at offset {}, expected {expected}: each tensor's data must follow the previous one's, padded to the alignment {alignment}",
+                    "data at offset {}, expected {expected}: {before}; each tensor's data must follow the previous one's, padded to the alignment {alignment}",
                     t.offset
                 ),
             });

@@ -246,7 +246,7 @@ fn an_edited_report_or_an_empty_baseline_is_refused() {
         ),
         (
             |r| r["results"][0]["llama"]["decode_tps"]["samples"] = serde_json::json!([]),
-            "`llama.decode_tps` has 0 samples, expected one per round (3)",
+            "`llama.decode_tps` has 0 samples, expected 1 to 3 (one per round)",
         ),
         (
             |r| r["results"][0]["engine"]["prefill_tps"]["samples"][1] = (-1.0).into(),

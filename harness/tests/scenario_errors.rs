@@ -269,9 +269,9 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["bad.yaml:4:18", "token id `300`", "`n_vocab` is 300"],
         ),
         (
-            "a name that is not a plain name",
-            &format!("name: ../../x\n{GOOD}"),
-            &["bad.yaml:1:1", "`name` is \"../../x\", expected 1 to 128 letters, digits"],
+            "a name with a control character",
+            &format!("name: \"a\\u0000b\"\n{GOOD}"),
+            &["bad.yaml:1:1", "`name` is \"a\\0b\", expected a label of 1 to 200 characters"],
         ),
         (
             "an empty prompt",
@@ -304,14 +304,9 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["`receipt.kernels` entry `[` is not a valid glob"],
         ),
         (
-            "a top-k past the vocabulary",
-            &format!("{GOOD}tolerances:\n  logits:\n    k: 100000\n"),
-            &["`tolerances.logits.k` is 100000, more than the model's vocabulary (512)"],
-        ),
-        (
-            "a prefill chunk as long as the prompt",
-            "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2, 3]]\nprefill_chunks: [2, 3]\n",
-            &["bad.yaml:5:1", "`prefill_chunks` has 3, but the longest token list has 3 tokens"],
+            "prefill chunks that split nothing",
+            "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2, 3]]\nprefill_chunks: [0, 3, 100000]\n",
+            &["bad.yaml:5:1", "`prefill_chunks` [0, 3, 100000] splits nothing: the longest token list has 3 tokens"],
         ),
         (
             "a YAML tag",

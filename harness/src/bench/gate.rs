@@ -101,9 +101,10 @@ impl Phase {
 }
 
 /// Whether a bench report agrees with itself, as `harness bench` writes it: each rate's median,
-/// minimum and maximum are those of its samples (one per round, each finite and positive), each
-/// ratio is the engine's median over llama.cpp's, each thread count appears once. The gate reads
-/// the ratios, so a report edited to claim a better one is refused here rather than passed.
+/// minimum and maximum are those of its samples (at most one per round, each finite and
+/// positive), each ratio is the engine's median over llama.cpp's, each thread count appears
+/// once. The gate reads the ratios, so a report edited to claim a better one is refused here
+/// rather than passed.
 pub fn check_report(r: &BenchReport) -> Result<(), String> {
     if r.schema_version != 1 {
         return Err(format!(
@@ -136,9 +137,9 @@ pub fn check_report(r: &BenchReport) -> Result<(), String> {
                 ("decode_tps", &rates.decode_tps),
             ] {
                 let field = format!("{at}: `{side}.{phase}`");
-                if s.samples.len() != r.rounds {
+                if s.samples.is_empty() || s.samples.len() > r.rounds {
                     return Err(format!(
-                        "{field} has {} samples, expected one per round ({})",
+                        "{field} has {} samples, expected 1 to {} (one per round)",
                         s.samples.len(),
                         r.rounds
                     ));
@@ -173,7 +174,8 @@ pub fn check_report(r: &BenchReport) -> Result<(), String> {
                 (Some(x), Some(l)) => {
                     let (e, lm) = (phase.median(&t.engine), phase.median(l));
                     let truth = e / lm;
-                    if !(x.is_finite() && (x - truth).abs() <= 1e-12 * truth) {
+                    // (Within the rounding of a ratio written to three decimals.)
+                    if !(x.is_finite() && (x - truth).abs() <= 5e-4 + 1e-3 * truth) {
                         return Err(format!(
                             "{at}: `{name}` is {x}, but the medians give {truth:.4} (engine {e} / llama.cpp {lm})"
                         ));

@@ -274,7 +274,7 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     validate(&scenario, path, &err)?;
     check_token_ids(&scenario, path, &text)?;
     check_context(&scenario, path, &text)?;
-    check_meaning(&scenario, path, &stem, &err)?;
+    check_meaning(&scenario, &stem, &err)?;
     Ok(LoadedScenario {
         path: path.to_owned(),
         stem,
@@ -348,20 +348,17 @@ pub(super) fn check_context(s: &Scenario, path: &Path, text: &str) -> Result<(),
 /// line, instead of failing every check of the run (or passing one that tests nothing).
 fn check_meaning(
     s: &Scenario,
-    path: &Path,
     stem: &str,
     err: &dyn Fn(&str, String) -> ScenarioError,
 ) -> Result<(), ScenarioError> {
     if let Some(name) = &s.name {
-        let plain = (1..=128).contains(&name.len())
-            && !name.starts_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !plain {
+        let text = !name.trim().is_empty()
+            && name.chars().count() <= 200
+            && !name.chars().any(char::is_control);
+        if !text {
             return Err(err(
                 "name",
-                format!("`name` is {name:?}, expected 1 to 128 letters, digits, `_`, `-` or `.` (not first), like the file name `{stem}`"),
+                format!("`name` is {name:?}, expected a label of 1 to 200 characters without control characters (the scenario's trials, golden and receipt are named by its file, `{stem}`)"),
             ));
         }
     }
@@ -415,25 +412,15 @@ fn check_meaning(
             ));
         }
     }
-    if let Some(n_vocab) = model_vocab(&s.model, path) {
-        let k = s.tolerances.logits.k;
-        if k as u64 > n_vocab {
-            return Err(err(
-                "k:",
-                format!(
-                    "`tolerances.logits.k` is {k}, more than the model's vocabulary ({n_vocab})"
-                ),
-            ));
-        }
-    }
-    // A chunk at least as long as every token list is one chunk: the one-shot prefill compared
-    // with itself. (Text prompts' lengths are known only at run time.)
-    if s.inputs.prompts.is_empty() {
+    // Chunks at least as long as every token list (or 0, all at once) split nothing: the check
+    // would compare the one-shot prefill with itself. (Text prompts' lengths are known only at
+    // run time.)
+    if s.inputs.prompts.is_empty() && !s.prefill_chunks.is_empty() {
         let longest = s.inputs.tokens.iter().map(Vec::len).max().unwrap_or(0);
-        if let Some(c) = s.prefill_chunks.iter().find(|&&c| c != 0 && c >= longest) {
+        if s.prefill_chunks.iter().all(|&c| c == 0 || c >= longest) {
             return Err(err(
                 "prefill_chunks",
-                format!("`prefill_chunks` has {c}, but the longest token list has {longest} tokens: a chunk must be shorter to split the prefill"),
+                format!("`prefill_chunks` {:?} splits nothing: the longest token list has {longest} tokens, so give a chunk size below that", s.prefill_chunks),
             ));
         }
     }

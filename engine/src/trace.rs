@@ -226,6 +226,11 @@ pub struct TraceRecord {
     pub file: Option<String>,
 }
 
+/// Whether `s` is a blake3 digest as records, goldens and receipts write it: 64 hex digits.
+pub fn is_blake3_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
 /// An f64 that JSON wrote as `null` (serde_json's NaN and ±infinity) read as NaN.
 fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
@@ -239,7 +244,7 @@ impl TraceRecord {
         if self.dtype != "f32" {
             return Err(format!("`dtype` is {:?}, expected \"f32\"", self.dtype));
         }
-        if !(self.blake3.len() == 64 && self.blake3.bytes().all(|c| c.is_ascii_hexdigit())) {
+        if !is_blake3_hex(&self.blake3) {
             return Err(format!(
                 "`blake3` is {:?}, expected 64 hex digits",
                 self.blake3

@@ -48,7 +48,12 @@ fn walk<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
         nodes: Cell::new(0),
         bytes: Cell::new(0),
     };
-    Walk(&budget).deserialize(d).map(|_| ())
+    Walk {
+        budget: &budget,
+        key: false,
+    }
+    .deserialize(d)
+    .map(|_| ())
 }
 
 struct Budget {
@@ -73,11 +78,27 @@ impl Budget {
     }
 }
 
-/// What a walked node was, as far as keys need: a scalar's text, or nothing.
+/// A mapping key's text when it is a scalar; nothing for any other node (values are counted,
+/// never copied).
 type Key = Option<String>;
 
 #[derive(Clone, Copy)]
-struct Walk<'b>(&'b Budget);
+struct Walk<'b> {
+    budget: &'b Budget,
+    /// Whether this node is a mapping key, whose text the duplicate check needs.
+    key: bool,
+}
+
+impl<'b> Walk<'b> {
+    fn nested(self, key: bool) -> Walk<'b> {
+        Walk { key, ..self }
+    }
+
+    fn text<E: de::Error>(self, bytes: usize, text: impl FnOnce() -> String) -> Result<Key, E> {
+        self.budget.take(bytes)?;
+        Ok(self.key.then(text))
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for Walk<'_> {
     type Value = Key;
@@ -89,8 +110,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
 macro_rules! scalar {
     ($($name:ident: $t:ty),*) => {$(
         fn $name<E: de::Error>(self, v: $t) -> Result<Key, E> {
-            self.0.take(8)?;
-            Ok(Some(v.to_string()))
+            self.text(8, || v.to_string())
         }
     )*};
 }
@@ -106,17 +126,16 @@ impl<'de> Visitor<'de> for Walk<'_> {
         visit_u128: u128, visit_f64: f64, visit_char: char);
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-        self.0.take(v.len())?;
-        Ok(Some(v.to_owned()))
+        self.text(v.len(), || v.to_owned())
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Key, E> {
-        self.0.take(v.len())?;
+        self.budget.take(v.len())?;
         Ok(None)
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Key, E> {
-        self.0.take(0)?;
+        self.budget.take(0)?;
         Ok(None)
     }
 
@@ -133,15 +152,15 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Key, A::Error> {
-        self.0.take(0)?;
-        while seq.next_element_seed(self)?.is_some() {}
+        self.budget.take(0)?;
+        while seq.next_element_seed(self.nested(false))?.is_some() {}
         Ok(None)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Key, A::Error> {
-        self.0.take(0)?;
+        self.budget.take(0)?;
         let mut seen = HashSet::new();
-        while let Some(key) = map.next_key_seed(self)? {
+        while let Some(key) = map.next_key_seed(self.nested(true))? {
             if let Some(k) = key {
                 if !seen.insert(k.clone()) {
                     return Err(de::Error::custom(format!(
@@ -149,7 +168,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
                     )));
                 }
             }
-            map.next_value_seed(self)?;
+            map.next_value_seed(self.nested(false))?;
         }
         Ok(None)
     }
@@ -157,7 +176,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Key, A::Error> {
         // A YAML tag (`!name value`): nothing here reads one, and serde would take the value
         // under it silently.
-        let (tag, _) = data.variant_seed(self)?;
+        let (tag, _) = data.variant_seed(self.nested(true))?;
         Err(de::Error::custom(format!(
             "the tag `!{}` means nothing here: write the value without it",
             tag.unwrap_or_default()

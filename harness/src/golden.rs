@@ -104,12 +104,13 @@ pub fn check_snapshot(text: &str) -> Result<(), String> {
                         && shape
                             .strip_prefix("shape ")
                             .is_some_and(|s| serde_json::from_str::<Vec<usize>>(s).is_ok())
-                        && rms.strip_prefix("rms ").is_some_and(|r| {
-                            r.parse::<f64>().is_ok() || r == "NaN" || r.ends_with("inf")
-                        })
-                        && hash.strip_prefix("blake3 ").is_some_and(|h| {
-                            h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit())
-                        })
+                        // (`f64` parsing reads `NaN` and `inf` too.)
+                        && rms
+                            .strip_prefix("rms ")
+                            .is_some_and(|r| r.parse::<f64>().is_ok())
+                        && hash
+                            .strip_prefix("blake3 ")
+                            .is_some_and(bitnet_engine::trace::is_blake3_hex)
                 }
                 _ => false,
             };

@@ -209,7 +209,7 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ))
         }
     }
-    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit());
+    let hex64 = bitnet_engine::trace::is_blake3_hex;
     if !hex64(&r.model_blake3) {
         return Err(fail(
             EXIT_MODEL_HASH,

@@ -30,6 +30,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// One row: a trial and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Row {
     pub scenario: String,
     pub check: String,
@@ -48,6 +49,7 @@ impl Row {
 
 /// A trial's [`Verdict`] as the report keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RowVerdict {
     pub status: Status,
     /// One paragraph: what was checked, or what failed and how to fix it.
@@ -94,6 +96,7 @@ impl From<Verdict> for RowVerdict {
 
 /// A row of the per-layer table ([`crate::compare::LayerRow`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LayerFigure {
     pub layer: Option<u32>,
     #[serde(with = "num")]
@@ -109,6 +112,7 @@ pub struct LayerFigure {
 
 /// A bench report shown in the HTML report, and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BenchEntry {
     /// The file it was read from, or `receipt <scenario>`.
     pub source: String,
@@ -118,6 +122,7 @@ pub struct BenchEntry {
 
 /// A scenario's reference runs: their wall time, charged to the reference, not to the checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReferenceTime {
     pub scenario: String,
     /// The reference's name (`llama.cpp`, or the external command).
@@ -129,6 +134,7 @@ pub struct ReferenceTime {
 
 /// The whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Report {
     pub schema_version: u32,
     pub rows: Vec<Row>,
@@ -419,5 +425,27 @@ mod tests {
         std::fs::write(dir.path().join("old.json"), r#"{"schema_version": 1}"#).unwrap();
         let e = Report::read(&dir.path().join("old.json")).unwrap_err();
         assert!(e.to_string().contains("schema version 1"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_by_name() {
+        let r = Report::new(
+            vec![Row::new("s", "parity", verdict(Status::Pass, "ok"))],
+            1.0,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        r.write(dir.path()).unwrap();
+        let good = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+        for (what, from, to) in [
+            ("forged", "\"rows\"", "\"forged\": true, \"rows\""),
+            ("verified", "\"status\"", "\"verified\": 1, \"status\""),
+        ] {
+            assert!(good.contains(from), "{good}");
+            let path = dir.path().join(format!("{what}.json"));
+            std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+            let e = Report::read(&path).unwrap_err().to_string();
+            assert!(e.contains(&format!("unknown field `{what}`")), "{e}");
+            assert!(e.contains(&format!("{what}.json")), "{e}");
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::compare::{
 
 /// One input's (or one chunked run's) comparison, as figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputFigures {
     /// What was compared: `input 0`, `input 1, chunks of 7`, `B against A`.
     pub label: String,
@@ -43,6 +44,7 @@ pub struct InputFigures {
 
 /// One decode call (0 = prefill).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StepFigures {
     pub step: u32,
     /// Per-layer stages in execution order, each with one value per layer.
@@ -53,6 +55,7 @@ pub struct StepFigures {
 
 /// One stage's points over the layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StageCurve {
     /// The stage's canonical suffix (`attn_norm`, `q`, ...).
     pub stage: String,
@@ -62,6 +65,7 @@ pub struct StageCurve {
 
 /// One trace point at one step: the worst value of each metric over its positions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PointFigure {
     pub name: String,
     pub layer: Option<u32>,
@@ -91,6 +95,7 @@ impl PointFigure {
 
 /// The first place the two sides part, with the points just before it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DivergenceFigure {
     pub step: u32,
     pub position: u32,
@@ -106,6 +111,7 @@ pub struct DivergenceFigure {
 
 /// A point before the divergence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BeforeFigure {
     pub name: String,
     pub metrics: MetricsFigure,
@@ -114,6 +120,7 @@ pub struct BeforeFigure {
 
 /// [`Metrics`], with NaN and infinities kept.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricsFigure {
     #[serde(with = "super::num")]
     pub cosine: f64,
@@ -138,6 +145,7 @@ impl From<&Metrics> for MetricsFigure {
 
 /// The prefill logits, per position.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogitFigures {
     pub k: usize,
     /// KL(P_ref ‖ P_eng) per position, nats.
@@ -168,6 +176,7 @@ pub struct LogitFigures {
 
 /// [`Headroom`], with the infinite factor of an exact metric kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeadroomFigure {
     pub metric: String,
     pub at: String,

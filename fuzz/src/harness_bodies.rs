@@ -142,8 +142,12 @@ impl ReceiptFixture {
         let hash = |p: &str| receipt::blake3_file(&root.join(p)).expect("hash");
         let git_commit = if git {
             let git = |args: &[&str]| {
+                // The commit is dated before the receipts' `started_at` (2026-09-21T12:00:00Z):
+                // a run cannot start before the commit it built was made.
                 let out = std::process::Command::new("git")
                     .current_dir(root)
+                    .env("GIT_AUTHOR_DATE", "2026-09-21T11:00:00Z")
+                    .env("GIT_COMMITTER_DATE", "2026-09-21T11:00:00Z")
                     .args([
                         "-c",
                         "user.name=fixture",

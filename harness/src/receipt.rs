@@ -16,7 +16,7 @@
 //! | 15 | `EXIT_MODEL_HASH` | the model is not a file (or is empty, or a `/proc` or `/sys` pseudo-file), or `model_blake3` differs from its hash |
 //! | 16 | `EXIT_TRACE_DIGEST` | `trace_digest` differs from the golden's (`--against-goldens`) or is malformed |
 //! | 17 | `EXIT_THROUGHPUT` | a tokens/s figure outside [`MIN_TPS`, `MAX_TPS`], under `--min-decode-tps` or the scenario's `receipt.min_decode_tps`, or a reference figure null although parity ran |
-//! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, or older than `--max-age`; a duration over a week |
+//! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, older than `--max-age`, before GGUF existed (2023-08-21) or before its `engine.git_commit` was made (an hour's grace); a duration of 0 or over a week |
 //! | 19 | `EXIT_VERDICT` | a check failed, a verdict is not `pass`/`fail`/`ignored`, a check other than `cuda` is `ignored`, or a check the scenario implies is missing |
 //! | 20 | `EXIT_SCENARIO_HASH` | the scenario is not a file or does not load, or `scenario_blake3` differs from its hash |
 //! | 21 | `EXIT_PROVENANCE` | engine version not this one, a commit not in this checkout, build, backend or threads inconsistent (`cuda` without a `gpu` section, a passing `cuda` verdict or the scenario's `cuda` backend) |

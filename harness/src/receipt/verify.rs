@@ -358,11 +358,24 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ),
         )
     })?;
-    if !(r.duration_seconds.is_finite() && (0.0..=MAX_DURATION).contains(&r.duration_seconds)) {
+    if start < GGUF_EPOCH {
         return Err(fail(
             EXIT_TIME,
             format!(
-                "field `duration_seconds` is {}, expected 0 to {MAX_DURATION} seconds",
+                "field `started_at` {} predates the GGUF format (2023-08-21), expected the time the run started",
+                r.started_at
+            ),
+        ));
+    }
+    // A run reads a model and writes a trace: it takes time, and not more than the cap.
+    if !(r.duration_seconds.is_finite()
+        && r.duration_seconds > 0.0
+        && r.duration_seconds <= MAX_DURATION)
+    {
+        return Err(fail(
+            EXIT_TIME,
+            format!(
+                "field `duration_seconds` is {}, expected more than 0 and at most {MAX_DURATION} seconds",
                 r.duration_seconds
             ),
         ));
@@ -479,6 +492,24 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
                     o.base.display()
                 ),
             ));
+        }
+        // The run built that commit, so it cannot have started before the commit was made
+        // (an hour's grace for clocks that disagree).
+        if let Some(made) = commit_time(&o.base, &r.engine.git_commit) {
+            if start < made - 3600 {
+                return Err(fail(
+                    EXIT_TIME,
+                    format!(
+                        "field `started_at` {} is before its commit {} was made ({})",
+                        r.started_at,
+                        r.engine.git_commit,
+                        crate::receipt::rfc3339(
+                            std::time::UNIX_EPOCH
+                                + std::time::Duration::from_secs(made.max(0) as u64)
+                        )
+                    ),
+                ));
+            }
         }
     }
     // What the scenario file (present and hash-checked above) implies.
@@ -600,6 +631,25 @@ pub const MIN_TPS: f64 = 1e-3;
 pub const MAX_TPS: f64 = 1e8;
 /// Longest run a receipt may state (one week).
 pub const MAX_DURATION: f64 = 7.0 * 86400.0;
+
+/// 2023-08-21T00:00:00Z, when llama.cpp introduced GGUF: no receipt of a GGUF model's run starts
+/// before it.
+pub const GGUF_EPOCH: i64 = 1_692_576_000;
+
+/// The committer time of `commit` in the checkout at `base` (seconds since the epoch).
+fn commit_time(base: &Path, commit: &str) -> Option<i64> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(base)
+        .args(["show", "-s", "--format=%ct", commit])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    std::str::from_utf8(&out.stdout).ok()?.trim().parse().ok()
+}
 
 /// Whether the gate may hash `path`: a regular file that is not empty and not a kernel
 /// pseudo-file. Files under `/proc` and `/sys` state a size of 0 (or one they do not hold) and

@@ -207,8 +207,11 @@ pub struct Model {
     pub token_embd: TensorInfo,
     pub output_norm: Vec<f32>,
     pub layers: Vec<Layer>,
-    /// The vocabulary stored in the file, if it has one.
+    /// The vocabulary stored in the file, if it has one the engine can tokenize text with.
     pub tokenizer: Option<crate::tokenizer::Tokenizer>,
+    /// Why a vocabulary the file has (one llama.cpp runs) cannot tokenize text here; the model
+    /// still runs on token ids.
+    pub tokenizer_unsupported: Option<String>,
     /// The TQ1_0 projections rewritten as TQ2_0, once asked for.
     tq2: OnceLock<Rewritten>,
 }
@@ -222,6 +225,19 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
+    /// The tokenizer for text prompts, or why there is none (`file` names the model).
+    pub fn text_tokenizer(&self, file: &str) -> Result<&crate::tokenizer::Tokenizer, String> {
+        match (&self.tokenizer, &self.tokenizer_unsupported) {
+            (Some(t), _) => Ok(t),
+            (None, Some(why)) => Err(format!(
+                "{why}: text prompts cannot be tokenized here; give token ids"
+            )),
+            (None, None) => Err(format!(
+                "`{file}` has no vocabulary (`tokenizer.ggml.model = none`): give token ids"
+            )),
+        }
+    }
+
     /// Load and validate `path`, the weights held as [`WeightPages::from_env`] says.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
         Model::load_with(path, WeightPages::from_env()?)
@@ -344,7 +360,12 @@ impl Model {
                 w_down: proj(&b("ffn_down"), c.n_ff, c.n_embd)?,
             });
         }
-        let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&file)?;
+        let (tokenizer, tokenizer_unsupported) = match crate::tokenizer::Tokenizer::from_gguf(&file)
+        {
+            Ok(t) => (t, None),
+            Err(e) if e.llama_cpp_runs_it() => (None, Some(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
         if let Some(t) = &tokenizer {
             if t.len() != c.n_vocab {
                 return Err(ModelError::BadKey {
@@ -362,6 +383,7 @@ impl Model {
             output_norm,
             layers,
             tokenizer,
+            tokenizer_unsupported,
             tq2: OnceLock::new(),
         })
     }

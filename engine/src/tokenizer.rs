@@ -12,6 +12,10 @@ use unicode_general_category::{get_general_category, GeneralCategory as G};
 
 use crate::gguf::{GgufFile, Value};
 
+mod special;
+use special::Fragment;
+pub use special::NamedSpecials;
+
 /// Why a vocabulary could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -27,17 +31,143 @@ pub enum TokenizerError {
     Pre { file: String, pre: String },
 }
 
+/// The tokenizer models llama.cpp knows (`llama_vocab::impl::load`); the engine runs `gpt2`.
+const LLAMA_CPP_MODELS: &[&str] = &[
+    "bert",
+    "gemma4",
+    "gpt2",
+    "hybriddna",
+    "llama",
+    "plamo2",
+    "rwkv",
+    "t5",
+    "test",
+    "whitespace",
+];
+
+/// The BPE pre-tokenizers llama.cpp knows (`tokenizer.ggml.pre`; empty reads as `default`).
+const LLAMA_CPP_PRE: &[&str] = &[
+    "a.x-4.0",
+    "afmoe",
+    "bailingmoe",
+    "bailingmoe2",
+    "bloom",
+    "chameleon",
+    "chatglm-bpe",
+    "codeshell",
+    "cohere2moe",
+    "command-r",
+    "dbrx",
+    "deepseek-coder",
+    "deepseek-llm",
+    "deepseek-r1-qwen",
+    "deepseek-v3",
+    "default",
+    "exaone",
+    "exaone-moe",
+    "exaone4",
+    "f2llmv2",
+    "falcon",
+    "falcon-h1",
+    "falcon3",
+    "gemma4",
+    "gigachat",
+    "glm4",
+    "glm5",
+    "gpt-2",
+    "gpt-4o",
+    "gpt3-finnish",
+    "granite-docling",
+    "granite-embed-multi-311m",
+    "granite-embed-multi-97m",
+    "grok-2",
+    "hunyuan",
+    "hunyuan-dense",
+    "hy_v4",
+    "jais",
+    "jais-2",
+    "jina-de",
+    "jina-es",
+    "jina-v1-en",
+    "jina-v2-code",
+    "jina-v2-de",
+    "jina-v2-es",
+    "jina-v5-nano",
+    "joyai-llm",
+    "kanana2",
+    "kimi-k2",
+    "kormo",
+    "laguna",
+    "lfm2",
+    "llada-moe",
+    "llama-bpe",
+    "llama-v3",
+    "llama3",
+    "llama4",
+    "megrez",
+    "mellum",
+    "mellum2",
+    "midm-2.0",
+    "minerva-7b",
+    "minicpm5",
+    "minimax-m2",
+    "mmbert",
+    "modern-bert",
+    "mpt",
+    "olmo",
+    "phi-2",
+    "pixtral",
+    "poro-chat",
+    "qwen2",
+    "qwen35",
+    "refact",
+    "roberta-bpe",
+    "sarvam-moe",
+    "seed-coder",
+    "smaug-bpe",
+    "smollm",
+    "solar-open",
+    "spark2_5",
+    "stablelm2",
+    "starcoder",
+    "superbpe",
+    "talkie",
+    "tekken",
+    "tiny_aya",
+    "trillion",
+    "ufakzeka",
+    "viking",
+    "whitespace",
+    "youtu",
+];
+
+impl TokenizerError {
+    /// Whether llama.cpp runs a vocabulary that gives this error: one the engine cannot
+    /// tokenize text with but llama.cpp can. Such a model still runs on token ids.
+    pub fn llama_cpp_runs_it(&self) -> bool {
+        match self {
+            TokenizerError::Model { model, .. } => LLAMA_CPP_MODELS.contains(&model.as_str()),
+            TokenizerError::Pre { pre, .. } => LLAMA_CPP_PRE.contains(&pre.as_str()),
+            TokenizerError::Key { .. } => false,
+        }
+    }
+}
+
 /// The parts of a BPE vocabulary, as stored under `tokenizer.ggml.*`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VocabParts {
     pub tokens: Vec<String>,
-    /// llama.cpp token types: 1 normal, 3 control, 5 unused.
+    /// llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
     pub token_types: Vec<i32>,
     /// `"left right"`, by rank.
     pub merges: Vec<String>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
+    /// `tokenizer.ggml.add_eos_token`: EOS last when special tokens are added.
+    pub add_eos: bool,
+    /// The special-token ids the file names (those llama.cpp then does not look for by text).
+    pub named: NamedSpecials,
 }
 
 /// A byte-level BPE tokenizer.
@@ -48,11 +178,14 @@ pub struct Tokenizer {
     ranks: HashMap<(String, String), usize>,
     byte_chars: [char; 256],
     char_bytes: HashMap<char, u8>,
-    /// Whether each token is a control token (llama.cpp's type 3): decoding skips those.
-    control: Vec<bool>,
+    /// Each token's attributes as llama.cpp derives them ([`special::attributes`]).
+    attr: Vec<u16>,
+    /// The user-defined tokens matched in text before BPE, in matching order.
+    matched: Vec<u32>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
+    pub add_eos: bool,
     pub pre: PreTokenizer,
 }
 
@@ -303,27 +436,31 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        let ranks = p
-            .merges
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                m.split_once(' ')
-                    .map(|(a, b)| ((a.to_string(), b.to_string()), i))
-            })
-            .collect();
+        // As llama.cpp reads a merge: split at the first space after the first byte (a merge
+        // without one pairs two empty strings), and the first rank of a pair repeated stands.
+        let mut ranks = HashMap::with_capacity(p.merges.len());
+        for (i, m) in p.merges.iter().enumerate() {
+            let space = m.bytes().skip(1).position(|b| b == b' ').map(|at| at + 1);
+            let pair = match space {
+                Some(at) => (m[..at].to_string(), m[at + 1..].to_string()),
+                None => (String::new(), String::new()),
+            };
+            ranks.entry(pair).or_insert(i);
+        }
+        let attr = special::attributes(&p.tokens, &p.token_types, p.named, p.eos);
+        let matched = special::matched_in_text(&p.tokens, &attr);
         Tokenizer {
             tokens: p.tokens.clone(),
             ids,
             ranks,
             byte_chars,
             char_bytes,
-            control: (0..p.tokens.len())
-                .map(|i| p.token_types.get(i) == Some(&3))
-                .collect(),
+            attr,
+            matched,
             bos: p.bos,
             eos: p.eos,
             add_bos: p.add_bos,
+            add_eos: p.add_eos,
             pre,
         }
     }
@@ -349,10 +486,21 @@ impl Tokenizer {
             "gpt2" => {}
             _ => return Err(TokenizerError::Model { file, model }),
         }
-        let pre = f
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let pre = match f.get("tokenizer.ggml.pre") {
+            None => "default",
+            Some(Value::String(p)) if p.is_empty() => "default",
+            Some(Value::String(p)) => p.as_str(),
+            Some(v) => {
+                return Err(key_err(
+                    "tokenizer.ggml.pre",
+                    &format!(
+                        "expected a string, found {} {}",
+                        v.type_name(),
+                        v.display_short()
+                    ),
+                ))
+            }
+        };
         let Some(pre_type) = PreTokenizer::from_name(pre) else {
             return Err(TokenizerError::Pre {
                 file,
@@ -439,16 +587,32 @@ impl Tokenizer {
             }
         };
         // Without the key, llama.cpp adds a BOS for the LLaMA 3 pre-tokenizers only.
-        let add_bos = match f.get("tokenizer.ggml.add_bos_token") {
-            None => pre_type == PreTokenizer::Llama3,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                return Err(key_err(
-                    "tokenizer.ggml.add_bos_token",
-                    &format!("expected a bool, {}", found(v)),
-                ))
-            }
+        let flag = |key: &str, default: bool| match f.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(key_err(key, &format!("expected a bool, {}", found(v)))),
         };
+        let add_bos = flag(
+            "tokenizer.ggml.add_bos_token",
+            pre_type == PreTokenizer::Llama3,
+        )?;
+        let add_eos = flag("tokenizer.ggml.add_eos_token", false)?;
+        // The other special ids llama.cpp reads: each a uint32 (it refuses the model otherwise);
+        // one within the vocabulary stops llama.cpp looking for that kind's token by its text.
+        let mut named = NamedSpecials::default();
+        for (key, kind) in special::NAMED_SPECIAL_KEYS {
+            match f.get(key) {
+                None => {}
+                Some(Value::U32(id)) if u64::from(*id) < n_tokens => named.set(kind),
+                Some(Value::U32(_)) => {}
+                Some(v) => return Err(key_err(key, &format!("expected a uint32, {}", found(v)))),
+            }
+        }
+        for key in special::OTHER_SPECIAL_KEYS {
+            if let Some(v) = f.get(key).filter(|v| !matches!(v, Value::U32(_))) {
+                return Err(key_err(key, &format!("expected a uint32, {}", found(v))));
+            }
+        }
         Ok(Some(Tokenizer::from_parts_with(
             &VocabParts {
                 tokens,
@@ -457,6 +621,8 @@ impl Tokenizer {
                 bos: special("tokenizer.ggml.bos_token_id")?,
                 eos: special("tokenizer.ggml.eos_token_id")?,
                 add_bos,
+                add_eos,
+                named,
             },
             pre_type,
         )))
@@ -471,12 +637,28 @@ impl Tokenizer {
         self.tokens.is_empty()
     }
 
-    /// Token ids of `text` (with BOS first when the vocabulary asks for it and `add_special`).
+    /// Token ids of `text` as `llama_tokenize(add_special, parse_special = false)` gives them:
+    /// BOS first and EOS last when the vocabulary asks for them and `add_special`; user-defined
+    /// tokens cut out of the text first, byte-level BPE on the pieces between them.
     pub fn encode(&self, text: &str, add_special: bool) -> Vec<u32> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
+        for f in special::partition(text, &self.matched, &self.tokens) {
+            match f {
+                Fragment::Token(id) => out.push(id),
+                Fragment::Text(t) => self.encode_text(t, &mut out),
+            }
+        }
+        if add_special && self.add_eos {
+            out.extend(self.eos);
+        }
+        out
+    }
+
+    /// Byte-level BPE of a piece of text without special tokens.
+    fn encode_text(&self, text: &str, out: &mut Vec<u32>) {
         let words = match self.pre {
             PreTokenizer::Gpt2 => pre_tokenize(text),
             PreTokenizer::Llama3 => pre_tokenize_llama3(text),
@@ -515,12 +697,11 @@ impl Tokenizer {
                 match self.ids.get(&s) {
                     Some(&id) => out.push(id),
                     None => {
-                        // Unknown symbol: its byte tokens.
-                        for ch in s.chars() {
-                            let b = self.char_bytes.get(&ch).copied().unwrap_or(b'?');
-                            if let Some(&id) =
-                                self.ids.get(&self.byte_chars[b as usize].to_string())
-                            {
+                        // A symbol the vocabulary lacks: as llama.cpp, each byte of its text
+                        // looked up as a one-byte token (only ASCII can be one), the rest
+                        // dropped.
+                        for b in s.bytes().filter(u8::is_ascii) {
+                            if let Some(&id) = self.ids.get(&char::from(b).to_string()) {
                                 out.push(id);
                             }
                         }
@@ -528,29 +709,53 @@ impl Tokenizer {
                 }
             }
         }
-        out
     }
 
-    /// Text of `ids` (byte-level decoding; control tokens are skipped, invalid UTF-8 replaced).
+    /// Text of `ids`, each token rendered as `llama_token_to_piece(special = false)` renders it
+    /// for a BPE vocabulary (invalid UTF-8 in the joined bytes replaced).
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &id in ids {
-            let Some(t) = self.tokens.get(id as usize) else {
-                continue;
-            };
-            // As llama.cpp renders tokens without `special`: control tokens give no text, any
-            // other token (a BOS id that is a byte token, say) its text.
-            if self.control[id as usize] {
-                continue;
-            }
-            for ch in t.chars() {
-                match self.char_bytes.get(&ch) {
-                    Some(&b) => bytes.push(b),
-                    None => bytes.extend_from_slice(ch.to_string().as_bytes()),
-                }
+            if let Some(t) = self.tokens.get(id as usize) {
+                self.piece(t, self.attr[id as usize], &mut bytes);
             }
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// One token's bytes: control and unknown tokens none, user-defined ones their text, normal
+    /// ones their text mapped back to bytes (a character outside the byte map written as
+    /// llama.cpp writes it, `[UNK_BYTE_0x..` and the token's text `]`), byte tokens the byte of
+    /// their `<0xHH>` text, any other type none.
+    fn piece(&self, t: &str, attr: u16, bytes: &mut Vec<u8>) {
+        if attr & (special::CONTROL | special::UNKNOWN) != 0 {
+        } else if attr & special::USER_DEFINED != 0 {
+            bytes.extend_from_slice(t.as_bytes());
+        } else if attr & special::NORMAL != 0 {
+            for ch in t.chars() {
+                match self.char_bytes.get(&ch) {
+                    Some(&b) => bytes.push(b),
+                    None => {
+                        bytes.extend_from_slice(b"[UNK_BYTE_0x");
+                        for b in ch.to_string().bytes() {
+                            bytes.extend_from_slice(format!("{b:02x}").as_bytes());
+                        }
+                        bytes.extend_from_slice(t.as_bytes());
+                        bytes.push(b']');
+                    }
+                }
+            }
+        } else if attr & special::BYTE != 0 {
+            // `strtol(text.substr(3, 2), 16)`: the hex digits there, 0 when none.
+            let hex: String = t
+                .bytes()
+                .skip(3)
+                .take(2)
+                .take_while(u8::is_ascii_hexdigit)
+                .map(char::from)
+                .collect();
+            bytes.push(u8::from_str_radix(&hex, 16).unwrap_or(0));
+        }
     }
 }
 
@@ -632,6 +837,8 @@ pub fn synthetic_bpe_vocab(n_vocab: usize) -> Result<VocabParts, String> {
         bos: Some(bos),
         eos: Some(bos + 1),
         add_bos: false,
+        add_eos: false,
+        named: NamedSpecials::default(),
     })
 }
 
@@ -683,6 +890,8 @@ mod tests {
             bos: None,
             eos: None,
             add_bos: false,
+            add_eos: false,
+            named: NamedSpecials::default(),
         };
         let t = Tokenizer::from_parts(&p);
         assert_eq!(t.encode("abc", true), vec![257]);

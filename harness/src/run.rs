@@ -449,9 +449,14 @@ impl Context {
         }
         let mut all_inputs = sc.inputs.tokens.clone();
         for (k, p) in sc.inputs.prompts.iter().enumerate() {
-            let t = model.tokenizer.as_ref().ok_or_else(|| {
-                format!("text prompts need a vocabulary; `{}` has none (`tokenizer.ggml.model = none`): give `inputs.tokens`", model_path.display())
-            })?;
+            let t = model
+                .text_tokenizer(&model_path.display().to_string())
+                .map_err(|e| {
+                    format!(
+                        "text prompts need a vocabulary: {}",
+                        e.replace("give token ids", "give `inputs.tokens`")
+                    )
+                })?;
             let ids = t.encode(p, true);
             if ids.is_empty() {
                 return Err(format!("the prompt {p:?} gives no tokens"));

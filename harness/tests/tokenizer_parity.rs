@@ -395,3 +395,146 @@ fn float_hyperparameters_of_another_type_are_refused_as_llama_cpp_refuses_them()
         assert!(text.contains("wrong type"), "{key}: {text}");
     }
 }
+
+/// A 32002-token vocabulary whose unused tail holds added tokens of every type, as conversion
+/// tools write them (user-defined, control, unknown, unused, byte), including texts llama.cpp
+/// retypes: end-of-generation and fill-in-the-middle texts become control tokens, gpt-oss's
+/// `<|channel|>` becomes user-defined.
+fn added_tokens_model(path: &Path, extra: impl FnOnce(&mut bitnet_engine::gguf::GgufWriter)) {
+    use bitnet_engine::gguf::{i32_array, string_array};
+    const ADDED: &[(&str, i32)] = &[
+        ("<tool_call>", 4),
+        ("Hello", 4),
+        (" xyz", 4),
+        ("abc<def", 4),
+        ("\n\n", 4),
+        ("<|user|>", 3),
+        ("<|assistant|>", 3),
+        ("<|user|>x", 4),
+        ("<|eot_id|>", 4),
+        ("<|channel|>", 3),
+        ("<|message|>", 1),
+        ("<|fim_prefix|>", 4),
+        ("<SUF>", 1),
+        ("<|im_start|>", 4),
+        ("<b>", 4),
+        ("<b><b>", 4),
+        ("日本", 4),
+        ("éè", 4),
+        ("Ġhello", 4),
+        ("<unk>", 2),
+        ("<unused0>", 5),
+        ("<0x41>", 6),
+        ("<|spare_unused|>", 3),
+        ("ĠĠĠĠ", 1),
+        ("\u{1F642}x", 1),
+    ];
+    let spec = ModelSpec {
+        n_vocab: 32002,
+        n_layer: 1,
+        ..ModelSpec::default()
+    };
+    let mut v = bitnet_engine::tokenizer::synthetic_bpe_vocab(32002).unwrap();
+    let first_unused = v.token_types.iter().position(|&t| t == 5).unwrap();
+    for (k, (text, ty)) in ADDED.iter().enumerate() {
+        v.tokens[first_unused + k] = text.to_string();
+        v.token_types[first_unused + k] = *ty;
+    }
+    let mut w = build(&spec).unwrap();
+    w.add_kv("tokenizer.ggml.tokens", string_array(&v.tokens));
+    w.add_kv("tokenizer.ggml.token_type", i32_array(&v.token_types));
+    extra(&mut w);
+    w.write(path).unwrap();
+}
+
+const ADDED_PROMPTS: &[&str] = &[
+    "x<tool_call>y",
+    "Hello world, Hello!Hello",
+    "say <|user|>hi<|assistant|> there",
+    "<|user|>xx<|user|>",
+    " xyz xyz  xyz",
+    "abc<def abc<de abc<defabc<def",
+    "a\n\n\nb\n\n",
+    "<|eot_id|>end",
+    "<|channel|>analysis<|message|>text",
+    "<|fim_prefix|>pre<SUF>",
+    "<b><b><b>",
+    "日本語 éè caféè",
+    "<unk><unused0><0x41><|spare_unused|>",
+    "Ġhello Ġhello",
+    "<|im_start|>user\nHello<tool_call> xyz",
+    "🙂x 🙂xy",
+];
+
+/// Engine and llama.cpp agree on `prompts` (ids) and on every token's text (each id rendered
+/// as `llama_token_to_piece` without special renders it).
+fn check_with_pieces(path: &Path, prompts: &[String]) {
+    let model = Model::load(path).unwrap();
+    let t = model.tokenizer.as_ref().unwrap();
+    let mut seen = Vec::new();
+    for p in prompts {
+        let ours = t.encode(p, true);
+        let theirs = llama::tokenize(path, p).unwrap();
+        assert_eq!(ours, theirs, "prompt {p:?}");
+        seen.extend(ours);
+    }
+    seen.extend((31960..32002).chain(0..300));
+    let pieces = llama::detokenize(path, &seen).unwrap();
+    for (id, piece) in seen.iter().zip(pieces) {
+        assert_eq!(
+            t.decode(&[*id]),
+            String::from_utf8_lossy(&piece),
+            "token {id}"
+        );
+    }
+}
+
+#[test]
+fn added_tokens_of_every_type_tokenize_and_render_as_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut prompts: Vec<String> = ADDED_PROMPTS.iter().map(|s| s.to_string()).collect();
+    prompts.extend(HARD.iter().map(|s| s.to_string()));
+    let path = dir.path().join("added.gguf");
+    added_tokens_model(&path, |_| {});
+    let t = Model::load(&path).unwrap().tokenizer.unwrap();
+    // Hand-checked: the user-defined `<tool_call>` is one token between the text around it.
+    let tool = t.encode("<tool_call>", false);
+    assert_eq!(tool.len(), 1, "{tool:?}");
+    assert_eq!(t.encode("x<tool_call>y", false)[1], tool[0]);
+    check_with_pieces(&path, &prompts);
+    // LLaMA 3 pre-tokenization, EOS added, and a FIM prefix id named by the file (so
+    // `<|fim_prefix|>` is not made a control token by its text, and is matched in text).
+    let path = dir.path().join("added-llama3.gguf");
+    added_tokens_model(&path, |w| {
+        w.add_kv("tokenizer.ggml.pre", "llama-bpe");
+        w.add_kv("tokenizer.ggml.add_eos_token", true);
+        w.add_kv("tokenizer.ggml.fim_pre_token_id", 5u32);
+    });
+    let t = Model::load(&path).unwrap().tokenizer.unwrap();
+    assert_eq!(t.encode("a", true).last().copied(), t.eos);
+    check_with_pieces(&path, &prompts);
+}
+
+/// A vocabulary llama.cpp runs but the engine cannot tokenize text with (a pre-tokenizer it
+/// lacks) still loads: the model runs on token ids, and text prompts are refused saying why. A
+/// pre-tokenizer llama.cpp does not know either refuses the model, as llama.cpp does.
+#[test]
+fn a_vocabulary_only_llama_cpp_tokenizes_still_runs_on_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qwen2.gguf");
+    let mut w = build(&preset("tiny").unwrap()).unwrap();
+    w.add_kv("tokenizer.ggml.pre", "qwen2");
+    w.write(&path).unwrap();
+    let model = Model::load(&path).unwrap();
+    assert!(model.tokenizer.is_none());
+    let e = model.text_tokenizer("qwen2.gguf").unwrap_err();
+    assert!(e.contains("pre-tokenizer `qwen2`") && e.contains("give token ids"), "{e}");
+    assert!(llama::tokenize(&path, "hi").is_ok(), "llama.cpp runs it");
+    let path = dir.path().join("gpt5.gguf");
+    let mut w = build(&preset("tiny").unwrap()).unwrap();
+    w.add_kv("tokenizer.ggml.pre", "gpt-5");
+    w.write(&path).unwrap();
+    let e = Model::load(&path).unwrap_err().to_string();
+    assert!(e.contains("pre-tokenizer `gpt-5` is not supported"), "{e}");
+    assert!(llama::tokenize(&path, "hi").is_err(), "llama.cpp refuses it");
+}

@@ -178,12 +178,9 @@ pub fn ref_tokenize(args: TokenizeArgs) -> Result<()> {
 pub fn tokenize(args: TokenizeArgs) -> Result<()> {
     let model =
         bitnet_engine::model::Model::load(&args.model).map_err(|e| UsageError(e.to_string()))?;
-    let t = model.tokenizer.as_ref().ok_or_else(|| {
-        UsageError(format!(
-            "`{}` has no vocabulary (`tokenizer.ggml.model = none`): give token ids",
-            args.model.display()
-        ))
-    })?;
+    let t = model
+        .text_tokenizer(&args.model.display().to_string())
+        .map_err(UsageError)?;
     outln!("{}", serde_json::to_string(&t.encode(&args.prompt, true))?);
     Ok(())
 }

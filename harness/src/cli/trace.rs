@@ -23,12 +23,9 @@ pub fn run(args: TraceArgs, kernel: Option<String>) -> Result<()> {
     let model = Model::load(&args.model).map_err(|e| UsageError(e.to_string()))?;
     let tokens = match &args.prompt {
         Some(p) => {
-            let t = model.tokenizer.as_ref().ok_or_else(|| {
-                UsageError(format!(
-                    "`{}` has no vocabulary (`tokenizer.ggml.model = none`): give `--tokens`",
-                    args.model.display()
-                ))
-            })?;
+            let t = model
+                .text_tokenizer(&args.model.display().to_string())
+                .map_err(|e| UsageError(e.replace("give token ids", "give `--tokens`")))?;
             let ids = t.encode(p, true);
             outln!("prompt tokens: {ids:?}");
             ids

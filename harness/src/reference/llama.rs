@@ -518,12 +518,14 @@ pub fn vocab_copy(path: &Path, out: &Path) -> Result<(), String> {
     w.write(out).map_err(|e| e.to_string())
 }
 
-/// llama.cpp's token ids for `text` (`llama_tokenize` with `add_special`, special tokens not
-/// parsed), loading only the vocabulary.
-pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
-    let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
-    // A model llama.cpp cannot load (I2_S weights, bitnet.cpp's architecture) still has a
-    // vocabulary it reads: its metadata alone, under the `bitnet` architecture, without tensors.
+/// Run `f` on llama.cpp's vocabulary of `model_path` (the model loaded vocabulary-only; one
+/// llama.cpp cannot run, I2_S weights or bitnet.cpp's architecture, through a copy of its
+/// metadata under the `bitnet` architecture, without tensors). A model without a vocabulary is
+/// an error.
+fn with_vocab<T>(
+    model_path: &Path,
+    f: impl FnOnce(*const ll::llama_vocab) -> Result<T, String>,
+) -> Result<T, String> {
     let _vocab_dir;
     let model = if super::llama_cannot_run(model_path).is_some() {
         let dir =
@@ -535,8 +537,7 @@ pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
     } else {
         load_model(model_path, true)?
     };
-    // SAFETY: `model` is valid until freed below; the token buffer holds `cap` ids; a negative
-    // result is the size needed, and the call is repeated with that much room.
+    // SAFETY: `model` is valid until freed below.
     let result = unsafe {
         let vocab = ll::llama_model_get_vocab(model);
         if ll::llama_vocab_type(vocab) == ll::LLAMA_VOCAB_TYPE_NONE {
@@ -545,10 +546,26 @@ pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
                 model_path.display()
             ))
         } else {
-            let mut cap = text.len() + 8;
-            loop {
-                let mut buf = vec![0i32; cap];
-                let n = ll::llama_tokenize(
+            f(vocab)
+        }
+    };
+    // SAFETY: freed once.
+    unsafe { ll::llama_model_free(model) };
+    result
+}
+
+/// llama.cpp's token ids for `text` (`llama_tokenize` with `add_special`, special tokens not
+/// parsed), loading only the vocabulary.
+pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
+    let fail = |what: String| format!("{what}\nllama.cpp log (last lines):\n{}", log_tail(20));
+    with_vocab(model_path, |vocab| {
+        let mut cap = text.len() + 8;
+        loop {
+            let mut buf = vec![0i32; cap];
+            // SAFETY: `vocab` is valid for the call; the buffer holds `cap` ids; a negative
+            // result is the size needed, and the call is repeated with that much room.
+            let n = unsafe {
+                ll::llama_tokenize(
                     vocab,
                     text.as_ptr() as *const c_char,
                     text.len() as i32,
@@ -556,21 +573,58 @@ pub fn tokenize(model_path: &Path, text: &str) -> Result<Vec<u32>, String> {
                     cap as i32,
                     true,
                     false,
-                );
-                if n >= 0 {
-                    buf.truncate(n as usize);
-                    break Ok(buf.into_iter().map(|t| t as u32).collect());
-                }
-                if (-n) as usize <= cap {
-                    break Err(fail("llama_tokenize failed".into()));
-                }
-                cap = (-n) as usize;
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                break Ok(buf.into_iter().map(|t| t as u32).collect());
             }
+            if (-n) as usize <= cap {
+                break Err(fail("llama_tokenize failed".into()));
+            }
+            cap = (-n) as usize;
         }
-    };
-    // SAFETY: freed once.
-    unsafe { ll::llama_model_free(model) };
-    result
+    })
+}
+
+/// llama.cpp's bytes for each of `ids` (`llama_token_to_piece` without `special`, as text is
+/// shown), loading only the vocabulary; ids past the vocabulary are refused.
+pub fn detokenize(model_path: &Path, ids: &[u32]) -> Result<Vec<Vec<u8>>, String> {
+    with_vocab(model_path, |vocab| {
+        // SAFETY: `vocab` is valid for the call.
+        let n_vocab = unsafe { ll::llama_vocab_n_tokens(vocab) };
+        ids.iter()
+            .map(|&id| {
+                if i64::from(id) >= i64::from(n_vocab) {
+                    return Err(format!("token {id} is past the vocabulary of {n_vocab}"));
+                }
+                let mut cap = 64usize;
+                loop {
+                    let mut buf = vec![0u8; cap];
+                    // SAFETY: the buffer holds `cap` bytes; a negative result is the size
+                    // needed, and the call is repeated with that much room.
+                    let n = unsafe {
+                        ll::llama_token_to_piece(
+                            vocab,
+                            id as i32,
+                            buf.as_mut_ptr() as *mut c_char,
+                            cap as i32,
+                            0,
+                            false,
+                        )
+                    };
+                    if n >= 0 {
+                        buf.truncate(n as usize);
+                        break Ok(buf);
+                    }
+                    if (-n) as usize <= cap {
+                        break Err("llama_token_to_piece failed".into());
+                    }
+                    cap = (-n) as usize;
+                }
+            })
+            .collect()
+    })
 }
 
 /// Time llama.cpp on `model`: the prompt in one batch (logits of the last position only), then

@@ -344,3 +344,123 @@ fn replays_i8s_check_counts_a_rounding_bug_as_boundary_flips() {
         "{buggy:?}"
     );
 }
+
+#[test]
+fn a_bug_in_the_avx2_decode_kernel_fails_chunking_and_variants_at_its_position() {
+    // Chunks of one token go through the decode kernels. Without a reference, the chunked run is
+    // held bit for bit to the same chunks on the scalar kernels: a one-ulp fault in the AVX2
+    // two-row decode kernel (its second row's lanes summed in order) fails chunking and names
+    // the first position at fault, where the logits tolerance alone would let it through. The
+    // variants check, over decode steps, names the step, position, layer and stage.
+    if !Kernel::Avx2.is_available() {
+        eprintln!("skipped: this CPU does not run the AVX2 kernels");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/chunks.yaml"),
+        "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 17, 300, 42, 5, 99, 250, 7, 11]\nprefill_chunks: [1]\nreference: none\ngolden: false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("scenarios/decode.yaml"),
+        "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 17, 300, 42]\ngeneration:\n  steps: 3\nreference: none\ngolden: false\ntags: [fast]\n",
+    )
+    .unwrap();
+    let run = |plant: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_harness"));
+        c.current_dir(root)
+            .env("BITNET_KERNEL", "avx2")
+            .env_remove("BITNET_PLANT")
+            .args(["run", "scenarios"]);
+        if let Some(p) = plant {
+            c.env("BITNET_PLANT", p);
+        }
+        let out = c.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join("target/harness/report.json")).unwrap(),
+        )
+        .unwrap();
+        let message = |scenario: &str, check: &str| {
+            let row = report["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["scenario"] == scenario && r["check"] == check)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {scenario} {check} row: {report}"));
+            (
+                row["verdict"]["status"].as_str().unwrap().to_string(),
+                row["verdict"]["message"].as_str().unwrap().to_string(),
+            )
+        };
+        (
+            out.status.code(),
+            message("chunks", "chunking"),
+            message("decode", "variants"),
+        )
+    };
+    let (code, chunking, variants) = run(None);
+    assert_eq!(code, Some(0), "{chunking:?} {variants:?}");
+    assert!(
+        chunking
+            .1
+            .contains("equal to the scalar kernels' bit for bit"),
+        "{chunking:?}"
+    );
+    let (code, chunking, variants) = run(Some("simd_decode_pair_lane_order"));
+    assert_eq!(code, Some(1));
+    assert_eq!(chunking.0, "fail");
+    assert!(
+        chunking
+            .1
+            .contains("on the avx2 kernels differs from the scalar specification's at position"),
+        "{chunking:?}"
+    );
+    assert_eq!(variants.0, "fail");
+    assert!(
+        variants
+            .1
+            .contains("the scalar kernels and the default run's (avx2) give different traces, first at step 1, position 4, layer 0"),
+        "{variants:?}"
+    );
+}
+
+#[test]
+fn a_divergence_among_some_traced_points_says_earlier_stages_were_not_traced() {
+    // `norm_eps_x2` changes layer 0's attn_norm; the scenario traces only the layers' outputs, so
+    // the first traced difference is `blk.0.out`, and the message says what was not traced.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/partial.yaml"),
+        "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 17, 300, 42]\ntrace:\n  points: [\"blk.*.out\", logits]\ngolden: false\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(root)
+        .env("BITNET_PLANT", "norm_eps_x2")
+        .args(["run", "scenarios", "--filter", "parity"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("target/harness/report.json")).unwrap())
+            .unwrap();
+    let msg = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == "parity")
+        .map(|r| r["verdict"]["message"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no parity row: {report}"));
+    assert!(
+        msg.contains("stage out (`blk.0.out`)")
+            && msg.contains("this scenario traces only blk.*.out, logits"),
+        "{msg}"
+    );
+}

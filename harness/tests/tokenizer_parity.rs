@@ -528,7 +528,10 @@ fn a_vocabulary_only_llama_cpp_tokenizes_still_runs_on_token_ids() {
     let model = Model::load(&path).unwrap();
     assert!(model.tokenizer.is_none());
     let e = model.text_tokenizer("qwen2.gguf").unwrap_err();
-    assert!(e.contains("pre-tokenizer `qwen2`") && e.contains("give token ids"), "{e}");
+    assert!(
+        e.contains("pre-tokenizer `qwen2`") && e.contains("give token ids"),
+        "{e}"
+    );
     assert!(llama::tokenize(&path, "hi").is_ok(), "llama.cpp runs it");
     let path = dir.path().join("gpt5.gguf");
     let mut w = build(&preset("tiny").unwrap()).unwrap();
@@ -536,5 +539,8 @@ fn a_vocabulary_only_llama_cpp_tokenizes_still_runs_on_token_ids() {
     w.write(&path).unwrap();
     let e = Model::load(&path).unwrap_err().to_string();
     assert!(e.contains("pre-tokenizer `gpt-5` is not supported"), "{e}");
-    assert!(llama::tokenize(&path, "hi").is_err(), "llama.cpp refuses it");
+    assert!(
+        llama::tokenize(&path, "hi").is_err(),
+        "llama.cpp refuses it"
+    );
 }

@@ -108,6 +108,16 @@ impl Kernel {
         }
     }
 
+    /// Whether this build has the variant's code (the x86 variants on x86-64, NEON on AArch64),
+    /// whether or not this CPU can run it.
+    pub fn compiled_for_this_arch(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512 => cfg!(target_arch = "x86_64"),
+            Kernel::Neon => cfg!(target_arch = "aarch64"),
+        }
+    }
+
     /// Every variant this CPU can run, slowest (scalar) first.
     pub fn available() -> Vec<Kernel> {
         Kernel::ALL

@@ -155,7 +155,13 @@ pub unsafe fn tq2_0_q8k_dot_span_avx2(rows: &[u8], a: &[BlockQ8K], ahead: usize,
             }
         }
         out[2 * p] = hsum8(acc[0]);
-        out[2 * p + 1] = hsum8(acc[1]);
+        out[2 * p + 1] = if crate::planted::on("simd_decode_pair_lane_order") {
+            // Planted: the second row's lanes summed in order, not ggml's pairwise tree.
+            let lanes: [f32; 8] = std::mem::transmute(acc[1]);
+            lanes.iter().sum()
+        } else {
+            hsum8(acc[1])
+        };
     }
     if out.len() % 2 == 1 {
         let last = out.len() - 1;

@@ -236,19 +236,54 @@ impl Context {
                     Ok(r) => r,
                     Err(e) => return Verdict::fail(format!("input {i}: {k:?}: {e}")),
                 };
-                let _ = std::fs::remove_dir_all(&dir);
                 let diff =
                     input.records.iter().zip(&records).find(|(a, b)| {
                         (&a.name, a.step, &a.blake3) != (&b.name, b.step, &b.blake3)
                     });
                 if let Some((a, b)) = diff {
+                    // Where, element by element: the first divergence of the two traces.
+                    let exact = |_: &str| crate::compare::Tolerance {
+                        exact: Some(true),
+                        ..Default::default()
+                    };
+                    let spec = CompareSpec {
+                        tolerance: &exact,
+                        logits: Default::default(),
+                        generated_equal: true,
+                    };
+                    let at = compare_trace_dirs(&dir, &input.engine_dir, &spec)
+                        .ok()
+                        .and_then(|c| c.first_divergence);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let default = runs.plan.as_ref().map_or_else(
+                        || runs.kernel.suffix().to_string(),
+                        |p| {
+                            let kinds: Vec<String> = p
+                                .describe()
+                                .iter()
+                                .map(|(k, v)| format!("{k} {v}"))
+                                .collect();
+                            format!("the tuned plan: {}", kinds.join(", "))
+                        },
+                    );
+                    let k = k.suffix();
+                    let (where_, divergence) = match &at {
+                        Some(d) => (format!("first at {d}"), format!("{k} vs {default} at {d}")),
+                        None => (
+                            format!(
+                                "at `{}` step {} (blake3 {} vs {})",
+                                b.name, b.step, b.blake3, a.blake3
+                            ),
+                            format!("{k} vs {default} at `{}` step {}", b.name, b.step),
+                        ),
+                    };
                     let mut v = Verdict::fail(format!(
-                        "input {i}: kernel variant {k:?} differs from the default run at `{}` step {} (blake3 {} vs {})",
-                        b.name, b.step, b.blake3, a.blake3
+                        "input {i}: the {k} kernels and the default run's ({default}) give different traces, {where_}; every variant must equal the scalar specification bit for bit, so the variant that differs from scalar is the one at fault"
                     ));
-                    v.divergence = Some(format!("{k:?} at `{}` step {}", b.name, b.step));
+                    v.divergence = Some(divergence);
                     return v;
                 }
+                let _ = std::fs::remove_dir_all(&dir);
                 if records.len() != input.records.len() || out.generated != input.generated {
                     return Verdict::fail(format!(
                         "input {i}: kernel variant {k:?} gives {} records and tokens {:?}; the default run {} and {:?}",
@@ -260,14 +295,27 @@ impl Context {
                 }
             }
         }
+        let unchecked: Vec<&str> = Kernel::ALL
+            .into_iter()
+            .filter(|k| !k.is_available() && k.compiled_for_this_arch())
+            .map(Kernel::suffix)
+            .collect();
         Verdict::pass(format!(
-            "{} variants give the same trace bit for bit: {}",
+            "{} variants give the same trace bit for bit: {}{}",
             variants.len(),
             variants
                 .iter()
-                .map(|k| format!("{k:?}").to_lowercase())
+                .map(|k| k.suffix())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if unchecked.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (not checked: {}, which this CPU cannot run)",
+                    unchecked.join(", ")
+                )
+            }
         ))
     }
 
@@ -428,7 +476,19 @@ impl Context {
                 || !c.logit_violations.is_empty()
                 || !c.unmatched.is_empty()
             {
-                let mut v = Verdict::fail(format!("input {i}: {}", c.failure_summary()));
+                // With only some points traced, the first traced point that differs may lie
+                // downstream of the stage at fault.
+                let partial = if c.first_divergence.is_some()
+                    && !s.scenario.trace.points.iter().any(|p| p == "*")
+                {
+                    format!(
+                        "\n(this scenario traces only {}: an untraced stage before it may be where the runs part; `harness trace` and `harness ref-trace` with every point, then `harness diff`, name it)",
+                        s.scenario.trace.points.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                let mut v = Verdict::fail(format!("input {i}: {}{partial}", c.failure_summary()));
                 v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
                 v.worst = c.worst_headroom().cloned();
                 v.per_layer = c.per_layer.clone();
@@ -545,10 +605,27 @@ pub(super) fn check_receipt_requirements(s: &LoadedScenario, runs: &Runs) -> Ver
 }
 
 /// Without a reference: each chunked prefill's logits against the one-shot prefill's, within the
-/// logits tolerance (chunks of one token sum some products in another order, as llama.cpp does).
+/// logits tolerance (chunks of one token sum some products in another order, as llama.cpp does),
+/// and bit for bit against the same chunks on the scalar kernels (the specification every variant
+/// equals), so a kernel fault on the chunked path is caught exactly. A failure names the first
+/// position at fault.
 pub(super) fn check_chunking_engine_only(s: &LoadedScenario, runs: &Runs) -> Verdict {
     let (model, kernel) = (&*runs.loaded, runs.kernel);
+    let n_vocab = model.config.n_vocab.max(1);
     let tol = s.scenario.tolerances.for_point("logits");
+    let threads = s.scenario.threads;
+    // The first position whose logits differ (bit for bit, or past the tolerance).
+    let first_position = |a: &[f32], b: &[f32], within: &dyn Fn(&[f32], &[f32]) -> bool| {
+        a.chunks(n_vocab)
+            .zip(b.chunks(n_vocab))
+            .position(|(x, y)| !within(x, y))
+    };
+    let bitwise = |x: &[f32], y: &[f32]| {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y)
+                .all(|(p, q)| crate::compare::same_value(*p, *q))
+    };
     let mut notes = Vec::new();
     for (i, input) in runs.inputs.iter().enumerate() {
         for &chunk in &s.scenario.prefill_chunks {
@@ -557,33 +634,65 @@ pub(super) fn check_chunking_engine_only(s: &LoadedScenario, runs: &Runs) -> Ver
             } else {
                 chunk
             };
-            let out = match forward::run(
-                model,
-                &input.tokens,
-                0,
-                Some(size),
-                s.scenario.threads,
-                kernel,
-                None,
-            ) {
+            let run =
+                |k: Kernel| forward::run(model, &input.tokens, 0, Some(size), threads, k, None);
+            let out = match run(kernel) {
                 Ok(o) => o,
                 Err(e) => return Verdict::fail(e),
             };
             let m = crate::compare::tensor_metrics(&input.logits, &out.logits);
             let violations = tol.violations(&m);
             if !violations.is_empty() {
-                return Verdict::fail(format!(
-                    "input {i}: prefill in chunks of {size} differs from one prefill: {}",
+                let within = |x: &[f32], y: &[f32]| {
+                    tol.violations(&crate::compare::tensor_metrics(x, y))
+                        .is_empty()
+                };
+                let at = first_position(&input.logits, &out.logits, &within)
+                    .map(|p| format!(", first at position {p}"))
+                    .unwrap_or_default();
+                let mut v = Verdict::fail(format!(
+                    "input {i}: prefill in chunks of {size} differs from one prefill{at}: {}",
                     violations.join(", ")
                 ));
+                v.divergence = Some(format!("chunks of {size}, logits{at}"));
+                return v;
+            }
+            if kernel != Kernel::Scalar {
+                let spec = match run(Kernel::Scalar) {
+                    Ok(o) => o,
+                    Err(e) => return Verdict::fail(e),
+                };
+                if let Some(p) = first_position(&spec.logits, &out.logits, &bitwise) {
+                    let row = |l: &[f32]| l.chunks(n_vocab).nth(p).map(<[f32]>::to_vec);
+                    let (a, b) = (row(&spec.logits), row(&out.logits));
+                    let element = a
+                        .zip(b)
+                        .and_then(|(a, b)| crate::compare::first_difference(&a, &b, &[a.len()]))
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
+                    let mut v = Verdict::fail(format!(
+                        "input {i}: prefill in chunks of {size} on the {} kernels differs from the scalar specification's at position {p}{element}",
+                        kernel.suffix()
+                    ));
+                    v.divergence = Some(format!(
+                        "chunks of {size}, {} vs scalar, logits at position {p}",
+                        kernel.suffix()
+                    ));
+                    return v;
+                }
             }
             let exact = input.logits == out.logits;
             notes.push(format!(
-                "chunks of {size}: {}",
+                "chunks of {size}: {}{}",
                 if exact {
                     "bit-identical".to_string()
                 } else {
                     format!("rel L2 {:.2e}", m.rel_l2)
+                },
+                if kernel == Kernel::Scalar {
+                    ""
+                } else {
+                    ", equal to the scalar kernels' bit for bit"
                 }
             ));
         }

@@ -900,6 +900,23 @@ mod tests {
         assert_eq!(bc[32], 'Ġ');
         assert_eq!(t.encode(" abc", true), vec![32, 257]);
         assert_eq!(t.decode(&t.encode("abd ab\n", false)), "abd ab\n");
+        // Equal ranks (one pair, overlapping): the leftmost pair merges first, so "aaa" is
+        // "aa" + "a" and "aaaaa" is "aa" + "aa" + "a".
+        let mut tokens: Vec<String> = bc.iter().map(|c| c.to_string()).collect();
+        tokens.push("aa".into());
+        let t = Tokenizer::from_parts(&VocabParts {
+            token_types: vec![1; tokens.len()],
+            tokens,
+            merges: vec!["a a".into()],
+            bos: None,
+            eos: None,
+            add_bos: false,
+            add_eos: false,
+            named: NamedSpecials::default(),
+        });
+        let a = u32::from(b'a');
+        assert_eq!(t.encode("aaa", false), vec![256, a]);
+        assert_eq!(t.encode("aaaaa", false), vec![256, 256, a]);
     }
 
     #[test]

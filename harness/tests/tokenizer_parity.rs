@@ -26,6 +26,8 @@ const HARD: &[&str] = &[
     "mixed123abc ABC123 a1b2c3",
     "The harness runs the engine and the reference on the same tokens.",
     "\u{00a0}non-breaking\u{2003}em space\u{3000}ideographic",
+    "runs of one pair: lll aaaa eee sss 1000000 ttt nnnn    ...... ----",
+    "trailing spaces and tabs   \t\t  ",
 ];
 
 fn check(model_path: &Path, prompts: &[String]) {

@@ -137,42 +137,68 @@ pub fn check(file: &GgufFile) -> Vec<Finding> {
 
     // Hyperparameters.
     let mut h = Hyper::default();
-    let int = |k: &str, required: bool, find: &mut dyn FnMut(&'static str, &str, String)| {
+    // As llama.cpp reads them: a uint32 (and, for the per-layer keys, an array of uint32 or
+    // int32 with one value per layer, which the engine runs when every layer has the same).
+    let int = |k: &str,
+               required: bool,
+               per_layer: bool,
+               find: &mut dyn FnMut(&'static str, &str, String)| {
         let full = key(k);
-        match file.get(&full) {
-            Some(v) => match v.as_u64() {
-                Some(x) if x > 0 => Some(x),
-                Some(x) => {
-                    find("key-value", &full, format!("is {x}, expected at least 1"));
-                    None
+        let value = match file.get(&full) {
+            Some(Value::U32(x)) => u64::from(*x),
+            Some(Value::Array(a)) if per_layer && [4, 5].contains(&a.elem_type) => {
+                let values: Vec<i64> = a.values.iter().filter_map(Value::as_i64).collect();
+                match values.first() {
+                    Some(&v) if v >= 0 && values.iter().all(|&x| x == v) => v as u64,
+                    _ => {
+                        find(
+                            "key-value",
+                            &full,
+                            format!(
+                                "is {}, expected one non-negative value for every layer (the engine runs one size for all layers)",
+                                Value::Array(a.clone()).display_short()
+                            ),
+                        );
+                        return None;
+                    }
                 }
-                None => {
-                    find(
-                        "key-type",
-                        &full,
-                        format!(
-                            "is {} {}, expected a non-negative integer",
-                            v.type_name(),
-                            v.display_short()
-                        ),
-                    );
-                    None
-                }
-            },
-            None if required => {
-                find("key-missing", &full, "missing (an integer)".into());
-                None
             }
-            None => None,
+            Some(v) => {
+                find(
+                    "key-type",
+                    &full,
+                    format!(
+                        "is {} {}, expected a uint32{}",
+                        v.type_name(),
+                        v.display_short(),
+                        if per_layer {
+                            " (or an array of one uint32 or int32 per layer)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                return None;
+            }
+            None if required => {
+                find("key-missing", &full, "missing (a uint32)".into());
+                return None;
+            }
+            None => return None,
+        };
+        if value == 0 {
+            find("key-value", &full, "is 0, expected at least 1".into());
+            return None;
         }
+        Some(value)
     };
-    h.n_embd = int("embedding_length", true, &mut find);
-    h.n_layer = int("block_count", true, &mut find);
-    h.n_ff = int("feed_forward_length", true, &mut find);
-    h.n_head = int("attention.head_count", true, &mut find);
-    h.n_head_kv = int("attention.head_count_kv", false, &mut find).or(h.n_head);
-    let n_rot = int("rope.dimension_count", false, &mut find);
-    int("context_length", false, &mut find);
+    h.n_embd = int("embedding_length", true, false, &mut find);
+    h.n_layer = int("block_count", true, false, &mut find);
+    h.n_ff = int("feed_forward_length", true, true, &mut find);
+    h.n_head = int("attention.head_count", true, true, &mut find);
+    h.n_head_kv = int("attention.head_count_kv", false, true, &mut find).or(h.n_head);
+    let n_rot = int("rope.dimension_count", false, false, &mut find);
+    int("context_length", true, false, &mut find);
     for (k, required) in [
         ("attention.layer_norm_rms_epsilon", true),
         ("rope.freq_base", false),
@@ -410,6 +436,12 @@ struct Role {
 }
 
 /// The role of a tensor name in the `bitnet` family, or `None`.
+/// Whether `name` is a tensor of the `bitnet` family (the embedding, the output norm, a layer's
+/// norm, projection or projection scale).
+pub fn is_known_tensor(name: &str) -> bool {
+    role_of(name).is_some()
+}
+
 fn role_of(name: &str) -> Option<Role> {
     match name {
         "token_embd.weight" => {

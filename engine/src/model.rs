@@ -279,6 +279,26 @@ impl Model {
             });
         };
         let config = read_config(&file, kind, &arch)?;
+        // A tensor the architecture does not use: llama.cpp refuses the file ("wrong number of
+        // tensors"); running without it would ignore what its writer meant.
+        if let Some(t) = file
+            .tensors()
+            .iter()
+            .find(|t| !crate::arch::is_known_tensor(&t.name))
+        {
+            return Err(ModelError::Tensor {
+                file: name.clone(),
+                tensor: t.name.clone(),
+                what: format!(
+                    "not a tensor of `{arch}`, which llama.cpp refuses (wrong number of tensors){}",
+                    if t.name == "output.weight" {
+                        ": the output is tied to `token_embd.weight`, a separate output matrix is not read"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
         let c = &config;
         let tensor =
             |t: &str, dims: &[usize], types: &[GgmlType]| -> Result<TensorInfo, ModelError> {
@@ -466,38 +486,75 @@ impl Model {
     }
 }
 
-/// A GGUF file's `<general.architecture>.context_length`, as [`Model::load`] reads it (2048 when
-/// the file has none), without loading the model; `None` when the architecture or the value
-/// cannot be read (loading the model then says why).
+/// A GGUF file's `<general.architecture>.context_length`, as [`Model::load`] reads it, without
+/// loading the model; `None` when the architecture or the value cannot be read (absent, or not
+/// a uint32: loading the model then says why).
 pub fn context_length(f: &GgufFile) -> Option<u64> {
     let arch = f.get("general.architecture")?.as_str()?;
     match f.get(&format!("{arch}.context_length")) {
-        Some(v) => v.as_u64(),
-        None => Some(2048),
+        Some(Value::U32(n)) => Some(u64::from(*n)),
+        _ => None,
     }
 }
 
 fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelError> {
     let name = f.name().to_string();
+    let found = |v: &Value| format!("{} {}", v.type_name(), v.display_short());
+    // Hyperparameters llama.cpp reads as a uint32: exactly that type (it refuses the model
+    // otherwise).
     let int = |key: &str, default: Option<usize>| -> Result<usize, ModelError> {
         let full = format!("{prefix}.{key}");
         match f.get(&full) {
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| ModelError::BadKey {
-                    file: name.clone(),
-                    key: full.clone(),
-                    found: format!("{} {}", v.type_name(), v.display_short()),
-                    expected: "a non-negative integer".into(),
-                }),
+            Some(Value::U32(x)) => Ok(*x as usize),
+            Some(v) => Err(ModelError::BadKey {
+                file: name.clone(),
+                key: full.clone(),
+                found: found(v),
+                expected: "a uint32".into(),
+            }),
             None => default.ok_or(ModelError::MissingKey {
                 file: name.clone(),
                 key: full,
-                expected: "an integer",
+                expected: "a uint32",
             }),
         }
     };
+    // `vocab_size`, which llama.cpp does not read for a vocabulary it has: any integer.
+    let any_int = |key: &str| -> Result<usize, ModelError> {
+        let full = format!("{prefix}.{key}");
+        let v = f.get(&full).expect("asked for a present key");
+        v.as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| ModelError::BadKey {
+                file: name.clone(),
+                key: full.clone(),
+                found: found(v),
+                expected: "a non-negative integer".into(),
+            })
+    };
+    // General keys llama.cpp reads with a type: `file_type` a uint32, `name` a string.
+    let typed = [
+        (
+            "general.file_type",
+            "a uint32",
+            matches!(f.get("general.file_type"), Some(Value::U32(_))),
+        ),
+        (
+            "general.name",
+            "a string",
+            matches!(f.get("general.name"), Some(Value::String(_))),
+        ),
+    ];
+    for (key, what, ok) in typed {
+        if let Some(v) = f.get(key).filter(|_| !ok) {
+            return Err(ModelError::BadKey {
+                file: name.clone(),
+                key: key.into(),
+                found: found(v),
+                expected: what.into(),
+            });
+        }
+    }
     let float = |key: &str, default: Option<f32>| -> Result<f32, ModelError> {
         let full = format!("{prefix}.{key}");
         match f.get(&full) {
@@ -518,9 +575,45 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
     };
     let n_embd = int("embedding_length", None)?;
     let n_layer = int("block_count", None)?;
-    let n_head = int("attention.head_count", None)?;
-    let n_head_kv = int("attention.head_count_kv", Some(n_head))?;
-    let n_ff = int("feed_forward_length", None)?;
+    // Keys llama.cpp also takes as one value per layer (an array of uint32 or int32, one per
+    // layer): the engine runs one size for every layer, so such an array must hold one value.
+    let per_layer = |key: &str, default: Option<usize>| -> Result<usize, ModelError> {
+        let full = format!("{prefix}.{key}");
+        let Some(Value::Array(a)) = f.get(&full) else {
+            return int(key, default);
+        };
+        let bad = |expected: String| ModelError::BadKey {
+            file: name.clone(),
+            key: full.clone(),
+            found: format!("array {}", Value::Array(a.clone()).display_short()),
+            expected,
+        };
+        // GGUF's type ids of uint32 (4) and int32 (5).
+        if ![4, 5].contains(&a.elem_type) {
+            return Err(bad(
+                "a uint32, or an array of uint32 or int32, one per layer".into(),
+            ));
+        }
+        if a.values.len() != n_layer {
+            return Err(bad(format!(
+                "one value per layer: {n_layer} (`{prefix}.block_count`), not {}",
+                a.values.len()
+            )));
+        }
+        let values: Vec<i64> = a.values.iter().filter_map(Value::as_i64).collect();
+        match values.first() {
+            Some(&v) if v >= 0 && values.iter().all(|&x| x == v) => Ok(v as usize),
+            Some(&v) if v >= 0 && values.iter().all(|&x| x >= 0) => Err(bad(format!(
+                "one value for every layer: the engine runs one size for all layers (layer 0 has {v}, layer {} has {})",
+                values.iter().position(|&x| x != v).unwrap_or(0),
+                values.iter().find(|&&x| x != v).copied().unwrap_or(v)
+            ))),
+            _ => Err(bad("non-negative values".into())),
+        }
+    };
+    let n_head = per_layer("attention.head_count", None)?;
+    let n_head_kv = per_layer("attention.head_count_kv", Some(n_head))?;
+    let n_ff = per_layer("feed_forward_length", None)?;
     let bad = |key: &str, found: usize, expected: &str| ModelError::BadKey {
         file: name.clone(),
         key: format!("{prefix}.{key}"),
@@ -593,7 +686,7 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
         }
     }
     let n_vocab = match f.get(&format!("{prefix}.vocab_size")) {
-        Some(_) => int("vocab_size", None)?,
+        Some(_) => any_int("vocab_size")?,
         None => match f.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
             Some(a) => a.values.len(),
             None => f
@@ -624,7 +717,7 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
             &format!("the number of layers in the file (it has a `blk.{n_layer}`)"),
         ));
     }
-    let n_ctx_train = int("context_length", Some(2048))?;
+    let n_ctx_train = int("context_length", None)?;
     if n_ctx_train == 0 {
         return Err(bad("context_length", 0, "at least 1"));
     }

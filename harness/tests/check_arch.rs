@@ -122,7 +122,7 @@ fn each_mis_mapped_file_is_refused_with_its_own_finding() {
             30,
             "key-type",
             "bitnet.block_count",
-            "expected a non-negative integer",
+            "expected a uint32",
         ),
         (
             "head counts that do not divide",

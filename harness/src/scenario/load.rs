@@ -311,7 +311,7 @@ fn model_file(m: &ModelSource, scenario: &Path) -> Option<bitnet_engine::gguf::G
 
 /// The context length of the scenario's model (`context_length`), known the way
 /// [`model_vocab`] knows the vocabulary: a preset's or spec's `n_ctx`, or the GGUF header's
-/// `<architecture>.context_length` (the engine's default, 2048, when the file has none).
+/// `<architecture>.context_length` (none when the file lacks it: loading the model refuses that).
 fn model_context(m: &ModelSource, scenario: &Path) -> Option<u64> {
     if let Some(spec) = m.spec.as_ref() {
         return Some(u64::from(spec.n_ctx));

@@ -1,0 +1,170 @@
+//! Files as other writers make them, each held to what llama.cpp does with it: where llama.cpp
+//! loads the file, the engine runs it and matches llama.cpp's trace bit for bit; where llama.cpp
+//! refuses it, the engine refuses it too, naming the key or tensor. Each file is the `tiny`
+//! preset with one change; llama.cpp runs in `harness ref-trace`, a child process.
+
+use std::path::Path;
+use std::process::Command;
+
+use bitnet_engine::gguf::{GgmlType, GgufWriter, Value};
+use bitnet_engine::synth::{build, preset};
+
+fn harness(args: &[&str], path: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn array(elem_type: u32, values: Vec<Value>) -> Value {
+    Value::Array(bitnet_engine::gguf::Array { elem_type, values })
+}
+
+#[test]
+fn the_engine_loads_what_llama_cpp_loads_and_refuses_what_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = preset("tiny").unwrap();
+    let n_layer = spec.n_layer as usize;
+    type Change = Box<dyn Fn(&mut GgufWriter)>;
+    // (what, change, whether llama.cpp loads it, what the engine's refusal names).
+    let cases: Vec<(&str, Change, bool, &str)> = vec![
+        (
+            "context_length as a uint64",
+            Box::new(|w| w.add_kv("bitnet.context_length", Value::U64(512))),
+            false,
+            "`bitnet.context_length` is uint64 512, expected a uint32",
+        ),
+        (
+            "context_length absent",
+            Box::new(|w| {
+                w.remove_kv("bitnet.context_length");
+            }),
+            false,
+            "missing metadata key `bitnet.context_length`",
+        ),
+        (
+            "embedding_length as an int32",
+            Box::new(|w| w.add_kv("bitnet.embedding_length", Value::I32(256))),
+            false,
+            "`bitnet.embedding_length` is int32 256, expected a uint32",
+        ),
+        (
+            "file_type as an int32",
+            Box::new(|w| w.add_kv("general.file_type", Value::I32(37))),
+            false,
+            "`general.file_type` is int32 37, expected a uint32",
+        ),
+        (
+            "name as a uint32",
+            Box::new(|w| w.add_kv("general.name", Value::U32(7))),
+            false,
+            "`general.name` is uint32 7, expected a string",
+        ),
+        (
+            "feed_forward_length per layer (uint32)",
+            Box::new(move |w| {
+                let n = spec.n_ff;
+                w.add_kv(
+                    "bitnet.feed_forward_length",
+                    array(4, vec![Value::U32(n); n_layer]),
+                )
+            }),
+            true,
+            "",
+        ),
+        (
+            "head_count and head_count_kv per layer (int32)",
+            Box::new(move |w| {
+                let h = spec.n_head as i32;
+                let kv = spec.n_head_kv.unwrap_or(spec.n_head) as i32;
+                w.add_kv(
+                    "bitnet.attention.head_count",
+                    array(5, vec![Value::I32(h); n_layer]),
+                );
+                w.add_kv(
+                    "bitnet.attention.head_count_kv",
+                    array(5, vec![Value::I32(kv); n_layer]),
+                )
+            }),
+            true,
+            "",
+        ),
+        (
+            "an untied output matrix",
+            Box::new(move |w| {
+                let n = (spec.n_embd * spec.n_vocab) as usize;
+                w.add_tensor(
+                    "output.weight",
+                    &[u64::from(spec.n_embd), u64::from(spec.n_vocab)],
+                    GgmlType::F32,
+                    vec![0u8; 4 * n],
+                )
+            }),
+            false,
+            "tensor `output.weight`: not a tensor of `bitnet`",
+        ),
+        (
+            "a tensor of no role",
+            Box::new(|w| w.add_tensor("blk.0.extra.weight", &[8], GgmlType::F32, vec![0u8; 32])),
+            false,
+            "tensor `blk.0.extra.weight`: not a tensor of `bitnet`",
+        ),
+    ];
+    for (what, change, llama_loads, refusal) in cases {
+        let path = dir.path().join("m.gguf");
+        let mut w = build(&spec).unwrap();
+        change(&mut w);
+        w.write(&path).unwrap();
+        let (e, r) = (dir.path().join("e"), dir.path().join("r"));
+        let _ = (std::fs::remove_dir_all(&e), std::fs::remove_dir_all(&r));
+        let tokens = ["--tokens", "1,17,300,42", "-o"];
+        let (ref_ok, ref_text) = harness(
+            &[
+                "ref-trace",
+                tokens[0],
+                tokens[1],
+                tokens[2],
+                r.to_str().unwrap(),
+            ],
+            &path,
+        );
+        assert_eq!(ref_ok, llama_loads, "{what}: llama.cpp: {ref_text}");
+        let (eng_ok, eng_text) = harness(
+            &[
+                "trace",
+                tokens[0],
+                tokens[1],
+                tokens[2],
+                e.to_str().unwrap(),
+            ],
+            &path,
+        );
+        assert_eq!(eng_ok, llama_loads, "{what}: engine: {eng_text}");
+        if llama_loads {
+            let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+                .args(["diff", "--exact"])
+                .args([&r, &e])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        } else {
+            assert!(
+                eng_text.contains(refusal) && eng_text.contains("m.gguf"),
+                "{what}: {eng_text}"
+            );
+        }
+    }
+}

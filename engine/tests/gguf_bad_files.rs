@@ -44,6 +44,18 @@ fn catalogue_of_bad_files() {
             "version 1",
         ),
         (
+            "big-endian (version 3 byte-swapped)",
+            B::header(3u32.swap_bytes(), 0, 0),
+            &|e| matches!(e, GgufError::Version { .. }),
+            "(read as 3, the file is big-endian",
+        ),
+        (
+            "alignment 4, a power of two below ggml's 8",
+            B::header(3, 0, 1).kv_u32("general.alignment", 4),
+            &|e| matches!(e, GgufError::Alignment { .. }),
+            "power of two of at least 8, found uint32 4",
+        ),
+        (
             "version 4",
             B::header(4, 0, 0),
             &|e| matches!(e, GgufError::Version { version: 4, .. }),

@@ -21,7 +21,7 @@ pub enum GgufError {
     },
     #[error("`{file}`: bad magic {found:?} at byte 0, expected `GGUF`")]
     BadMagic { file: String, found: String },
-    #[error("`{file}`: unsupported GGUF version {version} at byte 4, expected 2 or 3")]
+    #[error("`{file}`: unsupported GGUF version {version} at byte 4, expected 2 or 3{}", if version.swap_bytes() == 2 || version.swap_bytes() == 3 { format!(" (read as {}, the file is big-endian: only little-endian GGUF files are read, as by llama.cpp on this machine)", version.swap_bytes()) } else { String::new() })]
     Version { file: String, version: u32 },
     #[error("`{file}`: {what} count {count} at byte {offset} is impossible: at most {max} fit in the {remaining} bytes that follow")]
     Count {
@@ -70,7 +70,7 @@ pub enum GgufError {
     },
     #[error("`{file}`: empty key at byte {offset}")]
     EmptyKey { file: String, offset: u64 },
-    #[error("`{file}`: key `general.alignment` must be a uint32 power of two, found {found}")]
+    #[error("`{file}`: key `general.alignment` must be a uint32 power of two of at least 8, found {found}")]
     Alignment { file: String, found: String },
     #[error("`{file}`: tensor `{tensor}`: {what}")]
     Tensor {

@@ -168,3 +168,40 @@ fn the_engine_loads_what_llama_cpp_loads_and_refuses_what_it_refuses() {
         }
     }
 }
+
+/// Files llama.cpp's CPU build aborts on (an assert) are refused before llama.cpp sees them,
+/// saying why, where `harness ref-trace` used to die with llama.cpp's backtrace; the engine
+/// runs them.
+#[test]
+fn files_llama_cpp_aborts_on_are_refused_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = preset("tiny").unwrap();
+    let path = dir.path().join("m.gguf");
+    let mut w = build(&spec).unwrap();
+    w.remove_tensor("output_norm.weight");
+    let ones: Vec<f32> = vec![1.0; spec.n_embd as usize];
+    w.add_tensor(
+        "output_norm.weight",
+        &[u64::from(spec.n_embd)],
+        GgmlType::F16,
+        bitnet_engine::quant::quantize(GgmlType::F16, &ones).unwrap(),
+    );
+    w.write(&path).unwrap();
+    let r = dir.path().join("r");
+    let (ok, text) = harness(
+        &["ref-trace", "--tokens", "1,17", "-o", r.to_str().unwrap()],
+        &path,
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("llama.cpp aborts on this file: `output_norm.weight` is F16")
+            && !text.contains("ggml_abort"),
+        "{text}"
+    );
+    let e = dir.path().join("e");
+    let (ok, text) = harness(
+        &["trace", "--tokens", "1,17", "-o", e.to_str().unwrap()],
+        &path,
+    );
+    assert!(ok, "{text}");
+}

@@ -118,6 +118,10 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
         return Err(UsageError("`--ubatch` must be at least 1".into()).into());
     }
     llama::check_model(&args.model).map_err(UsageError)?;
+    // A file llama.cpp cannot run, or would abort on: said here, not left to its abort.
+    if let Some(why) = bitnet_harness::reference::llama_cannot_run(&args.model) {
+        return Err(UsageError(format!("`{}`: {why}", args.model.display())).into());
+    }
     args.check_counts()?;
     let tokens = match &args.prompt {
         Some(p) => llama::tokenize(&args.model, p).map_err(UsageError)?,

@@ -506,7 +506,14 @@ pub fn run_scenario_reference(
 /// Why upstream llama.cpp cannot run the model at `path`, or `None` when it can (or the file
 /// cannot be read here: llama.cpp then says why itself).
 pub fn llama_cannot_run(path: &Path) -> Option<String> {
-    let file = bitnet_engine::gguf::GgufFile::open(path).ok()?;
+    let file = match bitnet_engine::gguf::GgufFile::open(path) {
+        Ok(f) => f,
+        // An alignment below 8 passes gguf's own check, then llama.cpp aborts on an assert.
+        Err(e @ bitnet_engine::gguf::GgufError::Alignment { .. }) => {
+            return Some(format!("llama.cpp aborts on this file: {e}"))
+        }
+        Err(_) => return None,
+    };
     let arch = file
         .get("general.architecture")
         .and_then(bitnet_engine::gguf::Value::as_str)?
@@ -518,14 +525,40 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
             "llama.cpp cannot run architecture `{arch}` (bitnet.cpp's ReLU² graph){hint}"
         ));
     }
-    let i2s = file
-        .tensors()
+    let tensors = file.tensors();
+    if let Some(i2s) = tensors
         .iter()
-        .find(|t| t.ty == bitnet_engine::gguf::GgmlType::I2_S)?;
-    Some(format!(
-        "llama.cpp cannot read I2_S weights (type 36, bitnet.cpp's own; `{}` is one){hint}",
-        i2s.name
-    ))
+        .find(|t| t.ty == bitnet_engine::gguf::GgmlType::I2_S)
+    {
+        return Some(format!(
+            "llama.cpp cannot read I2_S weights (type 36, bitnet.cpp's own; `{}` is one){hint}",
+            i2s.name
+        ));
+    }
+    // Files llama.cpp's CPU build aborts on (an assert, not an error it returns): tensor data
+    // off a 32-byte boundary of the file (its mapped buffers need it), and a norm weight or a
+    // projection scale that is not F32 (its multiply takes F32 vectors only).
+    if let Some(t) = tensors
+        .iter()
+        .find(|t| (file.data_offset() + t.offset) % 32 != 0)
+    {
+        return Some(format!(
+            "llama.cpp aborts on this file: tensor `{}` starts at byte {} of it, not on a 32-byte boundary (`general.alignment` {}){hint}",
+            t.name,
+            file.data_offset() + t.offset,
+            file.alignment()
+        ));
+    }
+    if let Some(t) = tensors.iter().find(|t| {
+        (t.name.ends_with("norm.weight") || t.name.ends_with(".scale"))
+            && t.ty != bitnet_engine::gguf::GgmlType::F32
+    }) {
+        return Some(format!(
+            "llama.cpp aborts on this file: `{}` is {}, and its CPU build multiplies by F32 norm weights and scales only{hint}",
+            t.name, t.ty
+        ));
+    }
+    None
 }
 
 /// Run llama.cpp on `req` in a child `harness ref-trace` process. `harness` is the path of the

@@ -390,7 +390,9 @@ pub fn check(file: &GgufFile) -> Vec<Finding> {
         }
     }
 
-    // `general.file_type` names the projections' type.
+    // `general.file_type` names the projections' type, as llama.cpp's "mostly" types do: a
+    // file may keep some projections in another type (both loaders run those), but one whose
+    // projections never have the named type says something about itself that is not so.
     if let Some(ft) = file.get("general.file_type").and_then(Value::as_u64) {
         let named = match ft {
             36 => Some(GgmlType::TQ1_0),
@@ -399,21 +401,20 @@ pub fn check(file: &GgufFile) -> Vec<Finding> {
             _ => None,
         };
         if let Some(want) = named {
-            let other: BTreeSet<&str> = file
+            let projections: BTreeSet<&str> = file
                 .tensors()
                 .iter()
                 .filter(|t| matches!(role_of(&t.name).map(|r| r.kind), Some(Kind::Projection(_))))
-                .filter(|t| t.ty != want)
                 .map(|t| t.ty.name())
                 .collect();
-            if !other.is_empty() {
+            if !projections.is_empty() && !projections.contains(want.name()) {
                 find(
                     "file-type",
                     "general.file_type",
                     format!(
-                        "is {ft} ({}), but projections are {}",
+                        "is {ft} ({}), but no projection is: they are {}",
                         want.name(),
-                        other.into_iter().collect::<Vec<_>>().join(", ")
+                        projections.into_iter().collect::<Vec<_>>().join(", ")
                     ),
                 );
             }

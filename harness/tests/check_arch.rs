@@ -235,7 +235,7 @@ fn each_mis_mapped_file_is_refused_with_its_own_finding() {
             30,
             "file-type",
             "general.file_type",
-            "is 40 (I2_S), but projections are TQ2_0",
+            "is 40 (I2_S), but no projection is: they are TQ2_0",
         ),
         (
             "a scale tensor of more than one value",
@@ -298,4 +298,28 @@ fn json_lists_the_findings() {
     assert_eq!(j["architecture"], "bitnet");
     assert_eq!(j["findings"][0]["code"], "tensor-missing");
     assert_eq!(j["findings"][0]["subject"], "output_norm.weight");
+}
+
+/// A "mostly TQ2_0" file with one projection kept in F16, as llama.cpp's quantizer can leave
+/// one (both loaders run it): it maps.
+#[test]
+fn a_file_type_that_names_most_projections_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mostly.gguf");
+    let spec = preset("tiny").unwrap();
+    let (rows, cols) = (spec.n_embd as usize, spec.n_embd as usize);
+    let mut w = tiny_with(false, |w| w.add_kv("general.file_type", Value::U32(37)));
+    w.remove_tensor("blk.0.attn_q.weight");
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7) % 3) as f32 - 1.0)
+        .collect();
+    w.add_tensor(
+        "blk.0.attn_q.weight",
+        &[cols as u64, rows as u64],
+        GgmlType::F16,
+        bitnet_engine::quant::quantize(GgmlType::F16, &values).unwrap(),
+    );
+    w.write(&path).unwrap();
+    let (code, text) = check_arch(&path);
+    assert_eq!(code, 0, "{text}");
 }

@@ -99,6 +99,23 @@ fn the_engine_loads_what_llama_cpp_loads_and_refuses_what_it_refuses() {
             "",
         ),
         (
+            "one projection kept in F16 in a mostly-TQ2_0 file",
+            Box::new(move |w| {
+                let n = spec.n_embd as usize;
+                w.add_kv("general.file_type", Value::U32(37));
+                w.remove_tensor("blk.0.attn_q.weight");
+                let values: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 3) as f32 - 1.0).collect();
+                w.add_tensor(
+                    "blk.0.attn_q.weight",
+                    &[n as u64, n as u64],
+                    GgmlType::F16,
+                    bitnet_engine::quant::quantize(GgmlType::F16, &values).unwrap(),
+                )
+            }),
+            true,
+            "",
+        ),
+        (
             "an untied output matrix",
             Box::new(move |w| {
                 let n = (spec.n_embd * spec.n_vocab) as usize;

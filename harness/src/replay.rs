@@ -72,6 +72,9 @@ pub struct StageReplay {
     pub stage: Stage,
     /// Whether the output was held to exact equality (else to the point's tolerance).
     pub exact: bool,
+    /// The first position whose values differ (exact stages), as parity names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
     /// Empty when the stage reproduced the reference's output.
     pub violations: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,9 +104,13 @@ impl std::fmt::Display for StageReplay {
             .layer
             .map(|l| format!("layer {l}, "))
             .unwrap_or_default();
+        let position = self
+            .position
+            .map(|p| format!("position {p}, "))
+            .unwrap_or_default();
         write!(
             f,
-            "step {}, {layer}stage {} (`{}`) fed the reference's input: {}",
+            "step {}, {position}{layer}stage {} (`{}`) fed the reference's input: {}",
             self.step,
             self.stage.suffix(),
             self.name,
@@ -355,6 +362,7 @@ pub fn replay_with(
                     layer: p.layer,
                     stage: p.stage,
                     exact: false,
+                    position: None,
                     violations: vec![format!(
                         "the engine's stage gives {} values, the reference's record {:?}",
                         got.len(),
@@ -367,8 +375,18 @@ pub fn replay_with(
             }
             let tol = tolerance(&name);
             let exact = tol.exact == Some(true);
+            // Exact stages: the first position that differs, and its first element within the
+            // position's row (as parity reports it).
+            let mut position = None;
             let (mut violations, diff) = if exact {
-                let d = first_difference(&want, got, &rec.shape);
+                let n_pos = rec.shape.first().copied().unwrap_or(1).max(1);
+                let row = want.len() / n_pos;
+                let rows = want.chunks(row.max(1)).zip(got.chunks(row.max(1)));
+                let d = rows.enumerate().find_map(|(k, (w, g))| {
+                    let d = first_difference(w, g, rec.shape.get(1..).unwrap_or(&[]))?;
+                    position = Some(rec.positions[0] + k as u32);
+                    Some(d)
+                });
                 (d.iter().map(|d| d.to_string()).collect(), d)
             } else {
                 (tol.violations(&tensor_metrics(&want, got)), None)
@@ -391,6 +409,7 @@ pub fn replay_with(
                 layer: p.layer,
                 stage: p.stage,
                 exact,
+                position,
                 violations,
                 diff,
                 q8k,

@@ -182,6 +182,12 @@ fn every_planted_bug_is_caught_and_named_at_its_layer_and_stage() {
                 (0, layer, stage),
                 "planted bug `{bug}` on `{name}`: replay named {f}"
             );
+            // Fed the same inputs, the stage at fault first differs where parity saw it.
+            assert_eq!(
+                f.position,
+                Some(d.position),
+                "planted bug `{bug}` on `{name}`: replay named {f}, parity {d}"
+            );
         } else {
             assert_eq!(bug, "sub_norm_weight_swapped", "replay missed `{bug}`");
         }

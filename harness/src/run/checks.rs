@@ -188,7 +188,15 @@ impl Context {
                         "input {i}: prefill in chunks of {size} against the reference's: {}",
                         c.failure_summary()
                     ));
-                    v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
+                    let n_inputs = runs.inputs.len();
+                    v.divergence = c.first_divergence.as_ref().map(|d| {
+                        let input = if n_inputs > 1 {
+                            format!("input {i}, ")
+                        } else {
+                            String::new()
+                        };
+                        format!("{input}chunks of {size}: {d}")
+                    });
                     v.per_layer = c.per_layer.clone();
                     v.figures = vec![crate::report::InputFigures::build(
                         format!("input {i}, chunks of {size}"),
@@ -489,7 +497,15 @@ impl Context {
                     String::new()
                 };
                 let mut v = Verdict::fail(format!("input {i}: {}{partial}", c.failure_summary()));
-                v.divergence = c.first_divergence.as_ref().map(|d| d.to_string());
+                // The summary table's cell: which input, where several are compared.
+                let n_inputs = runs.inputs.len();
+                v.divergence = c.first_divergence.as_ref().map(|d| {
+                    if n_inputs > 1 {
+                        format!("input {i}, {d}")
+                    } else {
+                        d.to_string()
+                    }
+                });
                 v.worst = c.worst_headroom().cloned();
                 v.per_layer = c.per_layer.clone();
                 v.figures = figures;

@@ -73,7 +73,37 @@ fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
 /// A temporary file in `path`'s directory (so the rename is atomic), named `.<name>.<random>.tmp`,
 /// removed when dropped unless persisted with [`tempfile::NamedTempFile::persist`]. Its
 /// permissions are those `File::create` would give (0666 less the umask), not tempfile's 0600.
+///
+/// A `path` that exists as anything but a regular file (a device such as `/dev/null`, a pipe, a
+/// socket, a directory, a symbolic link) is refused: renaming a new file over it would replace
+/// it, not write to it.
 pub fn temp_beside(path: &Path) -> io::Result<tempfile::NamedTempFile> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        let t = m.file_type();
+        if !t.is_file() {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if t.is_symlink() {
+                "a symbolic link"
+            } else if t.is_dir() {
+                "a directory"
+            } else if t.is_char_device() || t.is_block_device() {
+                "a device"
+            } else if t.is_fifo() {
+                "a pipe"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "`{}` is {what}: output files are written whole and renamed into place, which would replace it rather than write to it; give the path of a regular file",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let (dir, prefix) = beside(path);
     builder(&prefix, 0o666).tempfile_in(dir)
 }
@@ -260,6 +290,33 @@ mod tests {
         std::fs::write(blocked.join("x"), b"x").unwrap();
         assert!(write_atomic(&blocked, b"data").is_err());
         assert_eq!(names(dir.path()), ["blocked", "r.json"]);
+        // A pipe or a symbolic link in the way is refused, not replaced by the rename (a device
+        // such as /dev/null is refused the same way).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let fifo = dir.path().join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                let e = write_atomic(&fifo, b"data").unwrap_err().to_string();
+                assert!(e.contains("is a pipe"), "{e}");
+                assert!(std::fs::symlink_metadata(&fifo)
+                    .unwrap()
+                    .file_type()
+                    .is_fifo());
+                std::fs::remove_file(&fifo).unwrap();
+            }
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&p, &link).unwrap();
+            let e = write_atomic(&link, b"data").unwrap_err().to_string();
+            assert!(e.contains("is a symbolic link"), "{e}");
+            assert!(std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert_eq!(std::fs::read(&p).unwrap(), b"new");
+            std::fs::remove_file(&link).unwrap();
+        }
         // A temporary directory beside a path: removed when dropped, with what it holds.
         let t = temp_dir_beside(&dir.path().join("trace")).unwrap();
         assert!(t

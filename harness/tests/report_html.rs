@@ -424,3 +424,41 @@ fn a_filter_that_selects_nothing_is_bad_usage_and_keeps_the_reports() {
         before
     );
 }
+
+/// `harness report` never replaces what it reads, nor a device or pipe named as its output.
+#[test]
+fn report_output_that_would_replace_an_input_or_a_device_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("report.json");
+    let json = r#"{"schema_version":2,"rows":[],"passed":0,"failed":0,"ignored":0,"seconds":0.0}"#;
+    std::fs::write(&input, json).unwrap();
+    let run = |out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .arg("report")
+            .arg(&input)
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let o = run(&input);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is the input"));
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), json);
+    let fifo = dir.path().join("pipe");
+    if std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let o = run(&fifo);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is a pipe"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = run(&dir.path().join("out.html"));
+    assert!(o.status.success());
+}

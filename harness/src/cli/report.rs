@@ -52,10 +52,23 @@ pub fn run(args: Args) -> Result<()> {
     let out = args
         .output
         .unwrap_or_else(|| args.report.with_file_name("report.html"));
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if let Some(input) = std::iter::once(&args.report)
+        .chain(&args.bench)
+        .find(|p| same(p, &out))
+    {
+        return Err(UsageError(format!(
+            "`--output {}` is the input `{}`: the HTML would replace it; give another path",
+            out.display(),
+            input.display()
+        ))
+        .into());
+    }
     if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    bitnet_engine::npy::write_atomic(&out, report.html().as_bytes())?;
+    bitnet_engine::npy::write_atomic(&out, report.html().as_bytes())
+        .map_err(|e| UsageError(format!("cannot write `{}`: {e}", out.display())))?;
     outln!("wrote {}", out.display());
     Ok(())
 }

@@ -200,3 +200,40 @@ fn a_failure_to_write_standard_output_is_an_error() {
         "{err}"
     );
 }
+
+/// Text from files (a model's metadata, a scenario's YAML) reaches the terminal with its control
+/// characters shown, not sent: an ESC in a model's name cannot clear the user's screen.
+#[test]
+fn terminal_controls_in_files_are_shown_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    let mut w =
+        bitnet_engine::synth::build(&bitnet_engine::synth::preset("tiny").unwrap()).unwrap();
+    w.add_kv("general.name", "evil\u{1b}[2J\u{1b}]0;owned\u{7}name");
+    w.write(&model).unwrap();
+    let out = harness().arg("inspect").arg(&model).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(text.contains("evil\\u{1b}[2J"), "{text}");
+    std::fs::create_dir_all(dir.path().join("scenarios")).unwrap();
+    std::fs::write(
+        dir.path().join("scenarios/s.yaml"),
+        "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens: [[1]]\n\"bogus\\e[2J\": 1\n",
+    )
+    .unwrap();
+    let out = harness()
+        .current_dir(dir.path())
+        .args(["list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        !text.contains('\u{1b}') && text.contains("bogus\\u{1b}[2J"),
+        "{text}"
+    );
+}

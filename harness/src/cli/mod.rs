@@ -51,14 +51,42 @@ static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 /// Writing standard output failed otherwise (a full disk): the command exits 1.
 static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
 
+/// `text` with the characters a terminal would act on shown instead: C0 controls other than
+/// newline and tab (ESC starts a terminal's escape sequences), DEL, C1 controls and the bidi
+/// overrides and isolates, each as `\u{..}`. What the harness prints quotes file names, YAML,
+/// trace records and a reference's output, none of which may drive the user's terminal.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    let acts = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !text.chars().any(acts) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if acts(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Write to standard output: dropped once the reader has gone; another error is reported once.
+/// Terminal controls in the text are shown, not sent ([`visible`]).
 pub fn write_out(args: std::fmt::Arguments) {
     use std::io::Write;
     if STDOUT_GONE.load(Ordering::Relaxed) || STDOUT_FAILED.load(Ordering::Relaxed) {
         return;
     }
+    let text = args.to_string();
     let mut o = std::io::stdout().lock();
-    let r = o.write_fmt(args).and_then(|()| o.flush());
+    let r = o
+        .write_all(visible(&text).as_bytes())
+        .and_then(|()| o.flush());
     match r {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -74,10 +102,14 @@ pub fn write_out(args: std::fmt::Arguments) {
     }
 }
 
-/// Write to standard error; a failure has nowhere to be reported, so it is dropped.
+/// Write to standard error; a failure has nowhere to be reported, so it is dropped. Terminal
+/// controls are shown, not sent ([`visible`]).
 pub fn write_err(args: std::fmt::Arguments) {
     use std::io::Write;
-    let _ = std::io::stderr().lock().write_fmt(args);
+    let text = args.to_string();
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(visible(&text).as_bytes());
 }
 
 /// Whether writing standard output failed for a reason other than a closed pipe.
@@ -123,3 +155,18 @@ impl std::fmt::Display for ChecksFailed {
 }
 
 impl std::error::Error for ChecksFailed {}
+
+#[cfg(test)]
+mod tests {
+    use super::visible;
+
+    #[test]
+    fn terminal_controls_are_shown_not_sent() {
+        assert_eq!(visible("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(
+            visible("a\u{1b}[2Jb\u{1b}]0;title\u{7}c\rd\u{0}e\u{9b}f\u{202e}g\u{7f}"),
+            "a\\u{1b}[2Jb\\u{1b}]0;title\\u{7}c\\u{d}d\\u{0}e\\u{9b}f\\u{202e}g\\u{7f}"
+        );
+        assert_eq!(visible("日本語 🙂 é"), "日本語 🙂 é");
+    }
+}

@@ -241,11 +241,19 @@ pub fn review_pending(goldens: &Path, p: &Pending) -> std::io::Result<(String, G
     Ok((body, outcome))
 }
 
-/// Accept a pending golden: it replaces `<stem>.snap` (by rename, so atomically).
-pub fn accept_pending(goldens: &Path, p: &Pending) -> std::io::Result<PathBuf> {
+/// Accept a pending golden whose body `shown` the reviewer saw: it replaces `<stem>.snap` (by
+/// rename, so atomically). A `.snap.new` that no longer holds `shown` (a run rewrote it while it
+/// was on screen) is refused and left pending: only what was shown is ever accepted.
+pub fn accept_pending(goldens: &Path, p: &Pending, shown: &str) -> std::io::Result<PathBuf> {
     let text = read_snapshot(&p.path)?;
+    if snapshot_body(&text) != shown {
+        return Err(std::io::Error::other(format!(
+            "`{}` changed since it was shown: review it again",
+            p.path.display()
+        )));
+    }
     // Rewrite through `write_golden` so the header is this harness's, then drop the candidate.
-    let path = write_golden(goldens, &p.stem, snapshot_body(&text))?;
+    let path = write_golden(goldens, &p.stem, shown)?;
     std::fs::remove_file(&p.path)?;
     Ok(path)
 }
@@ -325,10 +333,16 @@ mod tests {
             p.iter().map(|x| x.stem.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
-        let (_, outcome) = review_pending(g, &p[0]).unwrap();
+        let (shown, outcome) = review_pending(g, &p[0]).unwrap();
         assert!(matches!(outcome, GoldenOutcome::Changed { .. }));
         assert_eq!(review_pending(g, &p[1]).unwrap().1, GoldenOutcome::Missing);
-        accept_pending(g, &p[0]).unwrap();
+        // Rewritten after it was shown: refused, left pending, the golden unchanged.
+        write_pending(g, "a", "input 0 | x step 0 | shape [1] | rms 1.00000e0 | blake3 dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd").unwrap();
+        let e = accept_pending(g, &p[0], &shown).unwrap_err();
+        assert!(e.to_string().contains("changed since it was shown"), "{e}");
+        assert!(g.join("a.snap.new").exists());
+        write_pending(g, "a", &shown).unwrap();
+        accept_pending(g, &p[0], &shown).unwrap();
         assert_eq!(
             compare_golden(g, "a", "input 0 | x step 0 | shape [1] | rms 1.00000e0 | blake3 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").unwrap(),
             GoldenOutcome::Match

@@ -194,3 +194,32 @@ fn only_golden_snapshots_are_reviewed_and_a_malformed_golden_is_named() {
     );
     assert!(!t.contains("diverges"), "{t}");
 }
+
+/// One pending golden that cannot be read does not stop the review: the others are handled,
+/// `--reject-all` removes it too, and `--accept-all` leaves it pending and fails naming it.
+#[test]
+fn an_unreadable_pending_golden_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("goldens")).unwrap();
+    let good = "input 0 | x step 0 | shape [1] | rms 1.00000e0 | blake3 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let put = || {
+        std::fs::write(root.join("goldens/a.snap.new"), [0xffu8, 0, 1, 2, 0xfe]).unwrap();
+        bitnet_harness::golden::write_pending(&root.join("goldens"), "b", good).unwrap();
+    };
+    put();
+    let out = harness(root, &["review", "--accept-all"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("goldens/a.snap.new") && t.contains("1 accepted"),
+        "{t}"
+    );
+    assert!(root.join("goldens/b.snap").exists());
+    assert!(root.join("goldens/a.snap.new").exists());
+    put();
+    let out = harness(root, &["review", "--reject-all"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("2 rejected"), "{}", text(&out));
+    assert!(!root.join("goldens/a.snap.new").exists() && !root.join("goldens/b.snap.new").exists());
+}

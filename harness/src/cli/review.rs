@@ -57,8 +57,8 @@ fn ask(input: &mut impl BufRead, shown: &str) -> Result<Answer> {
     }
 }
 
-/// Print what accepting `p` would change.
-fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<String> {
+/// Print what accepting `p` would change; the golden's path as shown, and the body shown.
+fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<(String, String)> {
     let shown = golden::snapshot_path(goldens, &p.stem)
         .display()
         .to_string();
@@ -94,7 +94,7 @@ fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<String> 
             }
         }
     }
-    Ok(shown)
+    Ok((shown, body))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -133,9 +133,29 @@ pub fn run(args: Args) -> Result<()> {
     }
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
-    let (mut accepted, mut rejected, mut left) = (0, 0, 0);
+    let (mut accepted, mut rejected, mut left, mut unreadable) = (0, 0, 0, 0);
     for (i, p) in todo.iter().enumerate() {
-        let shown = show(&args.goldens, p, args.lines)?;
+        // One pending golden that cannot be read does not stop the others; `--reject-all`
+        // removes it like any other.
+        let (shown, body) = match show(&args.goldens, p, args.lines) {
+            Ok(s) => s,
+            Err(e) => {
+                errln!("error: {e:#}");
+                if args.reject_all {
+                    golden::reject_pending(p)
+                        .with_context(|| format!("removing `{}`", p.path.display()))?;
+                    outln!("rejected: `{}` removed", p.path.display());
+                    rejected += 1;
+                } else {
+                    errln!(
+                        "  it stays pending: fix it, or remove it with `harness review --reject-all {}`",
+                        p.stem
+                    );
+                    unreadable += 1;
+                }
+                continue;
+            }
+        };
         let answer = if args.accept_all {
             Answer::Accept
         } else if args.reject_all {
@@ -145,8 +165,14 @@ pub fn run(args: Args) -> Result<()> {
         };
         match answer {
             Answer::Accept => {
-                let path = golden::accept_pending(&args.goldens, p)
-                    .with_context(|| format!("accepting `{}`", p.path.display()))?;
+                let path = match golden::accept_pending(&args.goldens, p, &body) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        errln!("error: accepting `{}`: {e}", p.path.display());
+                        unreadable += 1;
+                        continue;
+                    }
+                };
                 outln!("accepted: `{}` written", path.display());
                 accepted += 1;
             }
@@ -167,5 +193,11 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     outln!("\n{accepted} accepted, {rejected} rejected, {left} still pending");
+    if unreadable > 0 {
+        anyhow::bail!(
+            "{} could not be reviewed (see above)",
+            super::count(unreadable, "pending golden")
+        );
+    }
     Ok(())
 }

@@ -124,18 +124,17 @@ fn rate(v: f64) -> String {
     }
 }
 
-/// An `id` made of the name's letters, digits, `-` and `_`.
+/// An `id` made of the name's ASCII letters, digits and `-`, every other character written as
+/// `_<hex>_`: one name, one id (`a.b`, `a_b` and `a b` each get their own).
 fn anchor(prefix: &str, name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut clean = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            clean.push(c);
+        } else {
+            clean.push_str(&format!("_{:x}_", c as u32));
+        }
+    }
     format!("{prefix}-{clean}")
 }
 
@@ -652,4 +651,23 @@ fn logits_block(h: &mut String, l: &LogitFigures) {
         kl.render(),
         agree.render()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::anchor;
+
+    #[test]
+    fn names_that_differ_get_different_anchors() {
+        let ids: Vec<String> = ["a.b", "a_b", "a b", "a-b", "ab"]
+            .iter()
+            .map(|n| anchor("scenario", n))
+            .collect();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        assert_eq!(ids[0], "scenario-a_2e_b");
+        assert!(ids.iter().all(|i| i
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')));
+    }
 }

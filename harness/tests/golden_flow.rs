@@ -33,7 +33,7 @@ fn missing_golden_bless_pass_then_a_changed_weight_fails_naming_the_point() {
     let mine = tiny
         .replace("  preset: tiny", "  path: ../model.gguf")
         .replace("[1, 17, 300, 42, 5, 99, 250, 7]", "[9, 99, 199, 299]")
-        .replace("prefill_chunks: [1, 7]", "reference: none");
+        .replace("prefill_chunks: [1, 3]", "reference: none");
     std::fs::write(root.join("scenarios/mine.yaml"), mine).unwrap();
 
     let out = harness(root, &["run"]);
@@ -78,4 +78,29 @@ fn missing_golden_bless_pass_then_a_changed_weight_fails_naming_the_point() {
         "{t}"
     );
     assert!(t.contains("harness bless mine"), "{t}");
+}
+
+/// A run that cannot write the candidate golden says so, and offers only `harness bless`
+/// (`harness review` would find nothing pending).
+#[test]
+fn a_candidate_that_cannot_be_written_is_named_and_review_is_not_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/s.yaml"),
+        "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 2, 3]\nreference: none\n",
+    )
+    .unwrap();
+    // A directory where the candidate would go.
+    std::fs::create_dir_all(root.join("goldens/s.snap.new")).unwrap();
+    let out = common::harness(root, &["run"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("no candidate for `harness review`: cannot write `")
+            && t.contains("accept it with `harness bless s`")
+            && !t.contains("`harness bless s` or `harness review`"),
+        "{t}"
+    );
 }

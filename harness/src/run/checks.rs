@@ -49,6 +49,26 @@ impl Context {
     pub(super) fn check_golden(&self, s: &LoadedScenario, runs: &Runs) -> Verdict {
         let body = golden_body(runs);
         let goldens = self.root.join("goldens");
+        // Where a candidate goes for `harness review`, or why none could be written (then only
+        // `harness bless` accepts the change).
+        let candidate = || -> (String, &'static str) {
+            if !self.write_pending {
+                return (String::new(), "`harness bless {}` or `harness review`");
+            }
+            match golden::write_pending(&goldens, &s.stem, &body) {
+                Ok(p) => (
+                    format!(" (candidate written to `{}`)", p.display()),
+                    "`harness bless {}` or `harness review`",
+                ),
+                Err(e) => (
+                    format!(
+                        " (no candidate for `harness review`: cannot write `{}`: {e})",
+                        golden::pending_path(&goldens, &s.stem).display()
+                    ),
+                    "`harness bless {}`",
+                ),
+            }
+        };
         match golden::compare_golden(&goldens, &s.stem, &body) {
             Ok(GoldenOutcome::Match) => Verdict::pass(format!(
                 "{} trace lines match `goldens/{}.snap`",
@@ -56,31 +76,22 @@ impl Context {
                 s.stem
             )),
             Ok(GoldenOutcome::Missing) => {
-                let pending = if self.write_pending {
-                    golden::write_pending(&goldens, &s.stem, &body)
-                        .ok()
-                        .map(|p| format!(" (candidate written to `{}`)", p.display()))
-                } else {
-                    None
-                };
+                let (pending, how) = candidate();
                 Verdict::fail(format!(
-                    "missing golden `goldens/{}.snap`{}: review the trace and accept it with `harness bless {}` or `harness review`",
+                    "missing golden `goldens/{}.snap`{pending}: review the trace and accept it with {}",
                     s.stem,
-                    pending.unwrap_or_default(),
-                    s.stem
+                    how.replace("{}", &s.stem)
                 ))
             }
             Ok(GoldenOutcome::Changed { first_point, diff }) => {
-                if self.write_pending {
-                    let _ = golden::write_pending(&goldens, &s.stem, &body);
-                }
+                let (pending, how) = candidate();
                 let shown: Vec<String> = diff.iter().take(12).cloned().collect();
                 let mut v = Verdict::fail(format!(
-                    "golden `goldens/{}.snap` differs, first at `{first_point}` ({} lines changed):\n{}\nif the change is intended, accept it with `harness bless {}` or `harness review`",
+                    "golden `goldens/{}.snap` differs, first at `{first_point}` ({} lines changed){pending}:\n{}\nif the change is intended, accept it with {}",
                     s.stem,
                     diff.len(),
                     shown.join("\n"),
-                    s.stem
+                    how.replace("{}", &s.stem)
                 ));
                 v.divergence = Some(first_point);
                 v

@@ -223,3 +223,16 @@ fn an_unreadable_pending_golden_does_not_stop_the_others() {
     assert!(text(&out).contains("2 rejected"), "{}", text(&out));
     assert!(!root.join("goldens/a.snap.new").exists() && !root.join("goldens/b.snap.new").exists());
 }
+
+/// Review finds the project's goldens from a directory inside it, as `bless` does.
+#[test]
+fn review_works_from_inside_the_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    let body = "input 0 | x step 0 | shape [1] | rms 1.00000e0 | blake3 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    bitnet_harness::golden::write_pending(&root.join("goldens"), "s", body).unwrap();
+    let out = harness(&root.join("scenarios"), &["review", "--accept-all"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(root.join("goldens/s.snap").exists(), "{}", text(&out));
+}

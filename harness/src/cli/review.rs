@@ -16,9 +16,10 @@ use super::UsageError;
 pub struct Args {
     /// Only the pending goldens of these scenarios (file stems); all when none is given.
     pub scenarios: Vec<String>,
-    /// Where the goldens are.
-    #[arg(long, default_value = "goldens")]
-    pub goldens: PathBuf,
+    /// Where the goldens are (default: `goldens` here, else that of the project the current
+    /// directory is in, as `harness bless` finds it).
+    #[arg(long)]
+    pub goldens: Option<PathBuf>,
     /// Accept every pending golden without asking.
     #[arg(long, conflicts_with = "reject_all")]
     pub accept_all: bool,
@@ -97,16 +98,27 @@ fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<(String,
     Ok((shown, body))
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if !args.goldens.is_dir() {
+pub fn run(mut args: Args) -> Result<()> {
+    let goldens = args.goldens.take().unwrap_or_else(|| {
+        let here = PathBuf::from("goldens");
+        if here.is_dir() {
+            return here;
+        }
+        std::env::current_dir()
+            .ok()
+            .and_then(|d| bitnet_harness::scenario::enclosing_project(&d))
+            .map_or(here, |p| p.join("goldens"))
+    });
+    if !goldens.is_dir() {
         return Err(UsageError(format!(
-            "`{}` is not a directory of goldens: run from the project's root, or give `--goldens`",
-            args.goldens.display()
+            "`{}` is not a directory of goldens: run inside the project, or give `--goldens`",
+            goldens.display()
         ))
         .into());
     }
-    let all = golden::pending(&args.goldens)
-        .with_context(|| format!("listing `{}`", args.goldens.display()))?;
+    let goldens = &goldens;
+    let all =
+        golden::pending(goldens).with_context(|| format!("listing `{}`", goldens.display()))?;
     for name in &args.scenarios {
         if !all.iter().any(|p| &p.stem == name) {
             let hint =
@@ -115,7 +127,7 @@ pub fn run(args: Args) -> Result<()> {
                     .unwrap_or_default();
             return Err(UsageError(format!(
                 "no pending golden `{}`{hint}",
-                golden::pending_path(&args.goldens, name).display()
+                golden::pending_path(goldens, name).display()
             ))
             .into());
         }
@@ -127,7 +139,7 @@ pub fn run(args: Args) -> Result<()> {
     if todo.is_empty() {
         outln!(
             "no pending goldens in `{}` (a failing `golden` check leaves `<scenario>.snap.new` there when `CI` is not set)",
-            args.goldens.display()
+            goldens.display()
         );
         return Ok(());
     }
@@ -137,7 +149,7 @@ pub fn run(args: Args) -> Result<()> {
     for (i, p) in todo.iter().enumerate() {
         // One pending golden that cannot be read does not stop the others; `--reject-all`
         // removes it like any other.
-        let (shown, body) = match show(&args.goldens, p, args.lines) {
+        let (shown, body) = match show(goldens, p, args.lines) {
             Ok(s) => s,
             Err(e) => {
                 errln!("error: {e:#}");
@@ -165,7 +177,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         match answer {
             Answer::Accept => {
-                let path = match golden::accept_pending(&args.goldens, p, &body) {
+                let path = match golden::accept_pending(goldens, p, &body) {
                     Ok(path) => path,
                     Err(e) => {
                         errln!("error: accepting `{}`: {e}", p.path.display());

@@ -63,8 +63,13 @@ fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<(String,
     let shown = golden::snapshot_path(goldens, &p.stem)
         .display()
         .to_string();
-    let (body, outcome) = golden::review_pending(goldens, p)
-        .with_context(|| format!("reading `{}`", p.path.display()))?;
+    let (body, outcome) = golden::review_pending(goldens, p).with_context(|| {
+        format!(
+            "reading `{}` or the golden it would replace, `{shown}` (a broken golden is rewritten by `harness bless {}`)",
+            p.path.display(),
+            p.stem
+        )
+    })?;
     outln!();
     match outcome {
         GoldenOutcome::Match => {

@@ -12,9 +12,12 @@ use unicode_general_category::{get_general_category, GeneralCategory as G};
 
 use crate::gguf::{GgufFile, Value};
 
+mod names;
 mod special;
+mod synthetic;
 use special::Fragment;
 pub use special::NamedSpecials;
+pub use synthetic::synthetic_bpe_vocab;
 
 /// Why a vocabulary could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,128 +32,6 @@ pub enum TokenizerError {
     Model { file: String, model: String },
     #[error("`{file}`: pre-tokenizer `{pre}` is not supported (supported: gpt-2, default, and the LLaMA 3 family: llama-bpe, llama3, llama-v3, falcon3, falcon-h1, pixtral, midm-2.0, lfm2, jina-v5-nano)")]
     Pre { file: String, pre: String },
-}
-
-/// The tokenizer models llama.cpp knows (`llama_vocab::impl::load`); the engine runs `gpt2`.
-const LLAMA_CPP_MODELS: &[&str] = &[
-    "bert",
-    "gemma4",
-    "gpt2",
-    "hybriddna",
-    "llama",
-    "plamo2",
-    "rwkv",
-    "t5",
-    "test",
-    "whitespace",
-];
-
-/// The BPE pre-tokenizers llama.cpp knows (`tokenizer.ggml.pre`; empty reads as `default`).
-const LLAMA_CPP_PRE: &[&str] = &[
-    "a.x-4.0",
-    "afmoe",
-    "bailingmoe",
-    "bailingmoe2",
-    "bloom",
-    "chameleon",
-    "chatglm-bpe",
-    "codeshell",
-    "cohere2moe",
-    "command-r",
-    "dbrx",
-    "deepseek-coder",
-    "deepseek-llm",
-    "deepseek-r1-qwen",
-    "deepseek-v3",
-    "default",
-    "exaone",
-    "exaone-moe",
-    "exaone4",
-    "f2llmv2",
-    "falcon",
-    "falcon-h1",
-    "falcon3",
-    "gemma4",
-    "gigachat",
-    "glm4",
-    "glm5",
-    "gpt-2",
-    "gpt-4o",
-    "gpt3-finnish",
-    "granite-docling",
-    "granite-embed-multi-311m",
-    "granite-embed-multi-97m",
-    "grok-2",
-    "hunyuan",
-    "hunyuan-dense",
-    "hy_v4",
-    "jais",
-    "jais-2",
-    "jina-de",
-    "jina-es",
-    "jina-v1-en",
-    "jina-v2-code",
-    "jina-v2-de",
-    "jina-v2-es",
-    "jina-v5-nano",
-    "joyai-llm",
-    "kanana2",
-    "kimi-k2",
-    "kormo",
-    "laguna",
-    "lfm2",
-    "llada-moe",
-    "llama-bpe",
-    "llama-v3",
-    "llama3",
-    "llama4",
-    "megrez",
-    "mellum",
-    "mellum2",
-    "midm-2.0",
-    "minerva-7b",
-    "minicpm5",
-    "minimax-m2",
-    "mmbert",
-    "modern-bert",
-    "mpt",
-    "olmo",
-    "phi-2",
-    "pixtral",
-    "poro-chat",
-    "qwen2",
-    "qwen35",
-    "refact",
-    "roberta-bpe",
-    "sarvam-moe",
-    "seed-coder",
-    "smaug-bpe",
-    "smollm",
-    "solar-open",
-    "spark2_5",
-    "stablelm2",
-    "starcoder",
-    "superbpe",
-    "talkie",
-    "tekken",
-    "tiny_aya",
-    "trillion",
-    "ufakzeka",
-    "viking",
-    "whitespace",
-    "youtu",
-];
-
-impl TokenizerError {
-    /// Whether llama.cpp runs a vocabulary that gives this error: one the engine cannot
-    /// tokenize text with but llama.cpp can. Such a model still runs on token ids.
-    pub fn llama_cpp_runs_it(&self) -> bool {
-        match self {
-            TokenizerError::Model { model, .. } => LLAMA_CPP_MODELS.contains(&model.as_str()),
-            TokenizerError::Pre { pre, .. } => LLAMA_CPP_PRE.contains(&pre.as_str()),
-            TokenizerError::Key { .. } => false,
-        }
-    }
 }
 
 /// The parts of a BPE vocabulary, as stored under `tokenizer.ggml.*`.
@@ -757,89 +638,6 @@ impl Tokenizer {
             bytes.push(u8::from_str_radix(&hex, 16).unwrap_or(0));
         }
     }
-}
-
-/// Text the synthetic vocabulary is trained on (written for this project).
-const CORPUS: &str = "The harness runs the engine and the reference on the same model and the same \
-tokens, and compares every tensor it can see. When the two disagree, it names the first place where \
-they part: the step, the position, the layer and the stage. A ternary weight is minus one, zero or \
-plus one, times a scale; the activations that meet it are rounded to eight bits, so the sums are \
-exact integers. Models are generated from a seed, written to a file, and read back by three \
-readers that were written apart from each other. Numbers such as 1, 2, 3, 10, 42, 100, 256, 1024 and \
-2048 appear in prompts too, and so do words like it's, we're, they've, I'm, you'll and she'd. \
-Tests should fail when something is wrong, and pass when it is right; a test that cannot fail \
-proves nothing. Keep the receipts: they say what ran, on which machine, with which kernels, and how \
-fast. Then the next change can be measured against this one, side by side, in the same run.";
-
-/// A small real BPE vocabulary of exactly `n_vocab` tokens: the 256 byte tokens, merges learned
-/// from an embedded English text (most frequent pair first, ties to the lexically smallest, until
-/// every word is one token),
-/// `<|bos|>` and `<|eos|>` control tokens, and unused tokens to fill the rest. Deterministic.
-pub fn synthetic_bpe_vocab(n_vocab: usize) -> Result<VocabParts, String> {
-    if n_vocab < 258 {
-        return Err(format!(
-            "a byte-level BPE vocabulary needs at least 258 tokens, `n_vocab` is {n_vocab}"
-        ));
-    }
-    let bc = byte_chars();
-    let mut tokens: Vec<String> = bc.iter().map(|c| c.to_string()).collect();
-    let mut token_types = vec![1; 256];
-    let mut words: HashMap<Vec<String>, usize> = HashMap::new();
-    for w in pre_tokenize(CORPUS) {
-        let syms = w.bytes().map(|b| bc[b as usize].to_string()).collect();
-        *words.entry(syms).or_default() += 1;
-    }
-    let mut words: Vec<(Vec<String>, usize)> = words.into_iter().collect();
-    words.sort();
-    let mut merges = Vec::new();
-    let budget = n_vocab - 258;
-    while merges.len() < budget {
-        let mut counts: HashMap<(String, String), usize> = HashMap::new();
-        for (syms, n) in &words {
-            for p in syms.windows(2) {
-                *counts.entry((p[0].clone(), p[1].clone())).or_default() += n;
-            }
-        }
-        let best = counts
-            .into_iter()
-            .filter(|(_, n)| *n >= 1)
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
-        let Some(((l, r), _)) = best else { break };
-        let joined = format!("{l}{r}");
-        for (syms, _) in &mut words {
-            let mut i = 0;
-            while i + 1 < syms.len() {
-                if syms[i] == l && syms[i + 1] == r {
-                    syms[i] = joined.clone();
-                    syms.remove(i + 1);
-                }
-                i += 1;
-            }
-        }
-        merges.push(format!("{l} {r}"));
-        tokens.push(joined);
-        token_types.push(1);
-    }
-    let bos = tokens.len() as u32;
-    tokens.push("<|bos|>".into());
-    tokens.push("<|eos|>".into());
-    token_types.extend([3, 3]);
-    let mut k = 0;
-    while tokens.len() < n_vocab {
-        tokens.push(format!("<|unused_{k}|>"));
-        token_types.push(5);
-        k += 1;
-    }
-    Ok(VocabParts {
-        tokens,
-        token_types,
-        merges,
-        bos: Some(bos),
-        eos: Some(bos + 1),
-        add_bos: false,
-        add_eos: false,
-        named: NamedSpecials::default(),
-    })
 }
 
 #[cfg(test)]

@@ -146,11 +146,10 @@ pub fn check(file: &GgufFile) -> Vec<Finding> {
         let full = key(k);
         let value = match file.get(&full) {
             Some(Value::U32(x)) => u64::from(*x),
-            Some(Value::Array(a)) if per_layer && [4, 5].contains(&a.elem_type) => {
-                let values: Vec<i64> = a.values.iter().filter_map(Value::as_i64).collect();
-                match values.first() {
-                    Some(&v) if v >= 0 && values.iter().all(|&x| x == v) => v as u64,
-                    _ => {
+            Some(Value::Array(a)) if per_layer && is_per_layer_array(a) => {
+                match one_value_per_layer(a) {
+                    Ok(v) => v,
+                    Err(_) => {
                         find(
                             "key-value",
                             &full,
@@ -437,6 +436,29 @@ struct Role {
 }
 
 /// The role of a tensor name in the `bitnet` family, or `None`.
+/// Whether an array holds the element type of a per-layer hyperparameter: uint32 (GGUF type 4)
+/// or int32 (5), as llama.cpp's `get_key_or_arr` takes them.
+pub(crate) fn is_per_layer_array(a: &crate::gguf::Array) -> bool {
+    [4, 5].contains(&a.elem_type)
+}
+
+/// The one value of a per-layer array when every layer has it and it is non-negative; else
+/// `Some((layer, first, that layer's))` for non-negative values that differ, `None` for an empty
+/// array or a negative value.
+pub(crate) fn one_value_per_layer(
+    a: &crate::gguf::Array,
+) -> Result<u64, Option<(usize, i64, i64)>> {
+    let values: Vec<i64> = a.values.iter().filter_map(Value::as_i64).collect();
+    match values.first() {
+        Some(&v) if v >= 0 && values.iter().all(|&x| x == v) => Ok(v as u64),
+        Some(&v) if values.iter().all(|&x| x >= 0) => {
+            let k = values.iter().position(|&x| x != v).unwrap_or(0);
+            Err(Some((k, v, values[k])))
+        }
+        _ => Err(None),
+    }
+}
+
 /// Whether `name` is a tensor of the `bitnet` family (the embedding, the output norm, a layer's
 /// norm, projection or projection scale).
 pub fn is_known_tensor(name: &str) -> bool {

@@ -588,8 +588,7 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
             found: format!("array {}", Value::Array(a.clone()).display_short()),
             expected,
         };
-        // GGUF's type ids of uint32 (4) and int32 (5).
-        if ![4, 5].contains(&a.elem_type) {
+        if !crate::arch::is_per_layer_array(a) {
             return Err(bad(
                 "a uint32, or an array of uint32 or int32, one per layer".into(),
             ));
@@ -600,15 +599,12 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
                 a.values.len()
             )));
         }
-        let values: Vec<i64> = a.values.iter().filter_map(Value::as_i64).collect();
-        match values.first() {
-            Some(&v) if v >= 0 && values.iter().all(|&x| x == v) => Ok(v as usize),
-            Some(&v) if v >= 0 && values.iter().all(|&x| x >= 0) => Err(bad(format!(
-                "one value for every layer: the engine runs one size for all layers (layer 0 has {v}, layer {} has {})",
-                values.iter().position(|&x| x != v).unwrap_or(0),
-                values.iter().find(|&&x| x != v).copied().unwrap_or(v)
+        match crate::arch::one_value_per_layer(a) {
+            Ok(v) => Ok(v as usize),
+            Err(Some((k, v, vk))) => Err(bad(format!(
+                "one value for every layer: the engine runs one size for all layers (layer 0 has {v}, layer {k} has {vk})"
             ))),
-            _ => Err(bad("non-negative values".into())),
+            Err(None) => Err(bad("non-negative values".into())),
         }
     };
     let n_head = per_layer("attention.head_count", None)?;

@@ -297,6 +297,15 @@ impl PreTokenizer {
     }
 }
 
+/// A merge's two sides as llama.cpp reads `"left right"`: split at the first space after the
+/// first byte; a merge without one pairs two empty strings.
+pub fn merge_pair(m: &str) -> (&str, &str) {
+    match m.bytes().skip(1).position(|b| b == b' ') {
+        Some(at) => (&m[..at + 1], &m[at + 2..]),
+        None => ("", ""),
+    }
+}
+
 impl Tokenizer {
     /// Build from vocabulary parts (GPT-2 pre-tokenization).
     pub fn from_parts(p: &VocabParts) -> Tokenizer {
@@ -317,16 +326,11 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
-        // As llama.cpp reads a merge: split at the first space after the first byte (a merge
-        // without one pairs two empty strings), and the first rank of a pair repeated stands.
+        // The first rank of a pair repeated stands, as in llama.cpp's map.
         let mut ranks = HashMap::with_capacity(p.merges.len());
         for (i, m) in p.merges.iter().enumerate() {
-            let space = m.bytes().skip(1).position(|b| b == b' ').map(|at| at + 1);
-            let pair = match space {
-                Some(at) => (m[..at].to_string(), m[at + 1..].to_string()),
-                None => (String::new(), String::new()),
-            };
-            ranks.entry(pair).or_insert(i);
+            let (l, r) = merge_pair(m);
+            ranks.entry((l.to_string(), r.to_string())).or_insert(i);
         }
         let attr = special::attributes(&p.tokens, &p.token_types, p.named, p.eos);
         let matched = special::matched_in_text(&p.tokens, &attr);

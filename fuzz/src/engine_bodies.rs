@@ -174,11 +174,8 @@ pub fn tokenizer(data: &[u8]) -> Result<(), String> {
     let ids = t.encode(text, false);
     let back = t.decode(&ids);
     let merges_closed = split(merge_line).iter().all(|m| {
-        let joined: String = match m.bytes().skip(1).position(|b| b == b' ') {
-            Some(at) => format!("{}{}", &m[..at + 1], &m[at + 2..]),
-            None => String::new(),
-        };
-        tokens.contains(&joined)
+        let (l, r) = tokenizer::merge_pair(m);
+        tokens.contains(&format!("{l}{r}"))
     });
     if all_bytes && merges_closed {
         assert_eq!(back, text, "{ids:?}");

@@ -121,6 +121,17 @@ fn mistakes_name_file_line_column_and_the_fix() {
             ],
         ),
         (
+            // Written with a YAML escape, the glob is not in the text as parsed: its section is.
+            "escaped bad glob",
+            &format!("{GOOD}trace:\n  points: [\"blk.\\u005b.q\"]\n"),
+            &["bad.yaml:8:3", "bad trace point glob `blk.[.q`"],
+        ),
+        (
+            "escaped unknown tolerance point",
+            &format!("{GOOD}tolerances:\n  points:\n    \"l\\x6Fgit\": {{ max_abs: 1.0 }}\n"),
+            &["bad.yaml:8:3", "`logit` matches no canonical trace point"],
+        ),
+        (
             "no inputs",
             "model:\n  preset: tiny\ninputs: {}\n",
             &["bad.yaml:3:1", "needs at least one `tokens` list"],

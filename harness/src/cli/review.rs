@@ -67,7 +67,7 @@ fn show(goldens: &std::path::Path, p: &Pending, lines: usize) -> Result<(String,
         format!(
             "reading `{}` or the golden it would replace, `{shown}` (a broken golden is rewritten by `harness bless {}`)",
             p.path.display(),
-            p.stem
+            bitnet_harness::shell_word(&p.stem)
         )
     })?;
     outln!();
@@ -166,7 +166,7 @@ pub fn run(mut args: Args) -> Result<()> {
                 } else {
                     errln!(
                         "  it stays pending: fix it, or remove it with `harness review --reject-all {}`",
-                        p.stem
+                        bitnet_harness::shell_word(&p.stem)
                     );
                     unreadable += 1;
                 }

@@ -404,6 +404,33 @@ struct Side {
 }
 
 impl Side {
+    /// The greedy ids of this side's `generated.json`: step k ≥ 1 consumes id k−1, so a side with
+    /// decode steps must say which ids they consumed (a missing file is not "none generated").
+    fn generated(&self) -> Result<Vec<u32>, CompareError> {
+        let last_step = self
+            .records
+            .keys()
+            .map(|(_, step)| *step)
+            .max()
+            .unwrap_or(0);
+        let ids = read_generated(&self.dir)?;
+        if (ids.len() as u64) < u64::from(last_step) {
+            let path = self.dir.join("generated.json");
+            let found = if path.exists() {
+                format!("holds {} ids", ids.len())
+            } else {
+                "is missing".to_string()
+            };
+            return Err(CompareError::Format {
+                path,
+                what: format!(
+                    "{found}, but `trace.jsonl` has records of decode step {last_step}: expected a JSON array of at least {last_step} token ids (step k consumes the k-th)"
+                ),
+            });
+        }
+        Ok(ids)
+    }
+
     fn load(dir: &Path) -> Result<Side, CompareError> {
         let path = dir.join("trace.jsonl");
         let recs = read_trace(&path).map_err(CompareError::Trace)?;
@@ -467,8 +494,8 @@ pub fn compare_trace_dirs(
     let refr = Side::load(reference_dir)?;
     let mut unmatched = Vec::new();
     let mut points = Vec::new();
-    let engine_generated = read_generated(engine_dir)?;
-    let reference_generated = read_generated(reference_dir)?;
+    let engine_generated = eng.generated()?;
+    let reference_generated = refr.generated()?;
     // Step k ≥ 1 consumes generated token k−1: after the first token that differs, the two runs
     // no longer see the same input, so their later steps are not compared.
     let token_split = engine_generated

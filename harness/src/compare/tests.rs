@@ -109,8 +109,8 @@ fn planted_divergence_is_named_at_its_step_position_layer_and_stage() {
 fn earlier_layer_wins_over_earlier_position() {
     // Execution order within a step is layer-major: blk.0 at position 2 runs before blk.1 at 0.
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_trace(a.path(), Some(("blk.0.v", 0, 2, 1.0)), &[]);
-    write_trace(b.path(), Some(("blk.1.q", 0, 0, 1.0)), &[]);
+    write_trace(a.path(), Some(("blk.0.v", 0, 2, 1.0)), &[4]);
+    write_trace(b.path(), Some(("blk.1.q", 0, 0, 1.0)), &[4]);
     let c = compare_trace_dirs(a.path(), b.path(), &spec(&tight)).unwrap();
     let d = c.first_divergence.unwrap();
     assert_eq!((d.layer, d.stage, d.position), (Some(0), Stage::V, 2));
@@ -128,10 +128,38 @@ fn decode_step_divergence_and_generated_mismatch() {
 }
 
 #[test]
+fn decode_records_without_their_generated_ids_are_refused() {
+    // Both traces hold decode step 1, which consumed generated id 0: a reference that wrote
+    // no `generated.json`, or too few ids, has not said what it decoded.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_trace(a.path(), None, &[4]);
+    write_trace(b.path(), None, &[4]);
+    assert!(compare_trace_dirs(a.path(), b.path(), &spec(&tight))
+        .unwrap()
+        .passed());
+    std::fs::write(b.path().join("generated.json"), "[]").unwrap();
+    let err = compare_trace_dirs(a.path(), b.path(), &spec(&tight))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("generated.json") && err.contains("holds 0 ids") && err.contains("step 1"),
+        "{err}"
+    );
+    std::fs::remove_file(b.path().join("generated.json")).unwrap();
+    let err = compare_trace_dirs(a.path(), b.path(), &spec(&tight))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("generated.json") && err.contains("is missing"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_points_and_bad_files_are_reported() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_trace(a.path(), None, &[]);
-    write_trace(b.path(), None, &[]);
+    write_trace(a.path(), None, &[4]);
+    write_trace(b.path(), None, &[4]);
     // Drop one record from the reference.
     let path = b.path().join("trace.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -154,7 +182,7 @@ fn missing_points_and_bad_files_are_reported() {
     assert!(err.contains("trace.jsonl:1: bad trace record"), "{err}");
 
     std::fs::write(b.path().join("generated.json"), "[1, \"x\"]").unwrap();
-    write_trace(b.path(), None, &[]);
+    write_trace(b.path(), None, &[4]);
     std::fs::write(b.path().join("generated.json"), "[1, \"x\"]").unwrap();
     let err = compare_trace_dirs(a.path(), b.path(), &spec(&tight))
         .unwrap_err()

@@ -80,7 +80,7 @@ impl Context {
                 Verdict::fail(format!(
                     "missing golden `goldens/{}.snap`{pending}: review the trace and accept it with {}",
                     s.stem,
-                    how.replace("{}", &s.stem)
+                    how.replace("{}", &crate::shell_word(&s.stem))
                 ))
             }
             Ok(GoldenOutcome::Changed { first_point, diff }) => {
@@ -91,7 +91,7 @@ impl Context {
                     s.stem,
                     diff.len(),
                     shown.join("\n"),
-                    how.replace("{}", &s.stem)
+                    how.replace("{}", &crate::shell_word(&s.stem))
                 ));
                 v.divergence = Some(first_point);
                 v

@@ -106,19 +106,23 @@ pub fn did_you_mean<'a>(
 /// stands as a key (`needle:` first on its line, or after `{`, `,` or `-`), else its first
 /// mention (a value: a preset, a glob). A comment that names a field is not the field.
 pub(super) fn locate(text: &str, needle: &str) -> (usize, usize) {
-    let key = format!("{}:", needle.trim_end_matches(':'));
+    // A needle may name fallbacks, one per line, tried in turn: a value written with YAML escapes
+    // (`"blk.\u005b.q"`) is not found as parsed, and its section's key is nearer than line 1.
     let lines: Vec<&str> = text.lines().map(uncommented).collect();
-    let as_key = |line: &str| {
-        line.match_indices(&key).map(|(i, _)| i).find(|&i| {
-            let before = line[..i].trim_end();
-            before.is_empty() || before.ends_with(['{', ',', '-'])
-        })
-    };
-    let anywhere = |line: &str| line.find(needle);
-    for find in [&as_key as &dyn Fn(&str) -> Option<usize>, &anywhere] {
-        for (i, line) in lines.iter().enumerate() {
-            if let Some(col) = find(line) {
-                return (i + 1, col + 1);
+    for needle in needle.split('\n') {
+        let key = format!("{}:", needle.trim_end_matches(':'));
+        let as_key = |line: &str| {
+            line.match_indices(&key).map(|(i, _)| i).find(|&i| {
+                let before = line[..i].trim_end();
+                before.is_empty() || before.ends_with(['{', ',', '-'])
+            })
+        };
+        let anywhere = |line: &str| line.find(needle);
+        for find in [&as_key as &dyn Fn(&str) -> Option<usize>, &anywhere] {
+            for (i, line) in lines.iter().enumerate() {
+                if let Some(col) = find(line) {
+                    return (i + 1, col + 1);
+                }
             }
         }
     }
@@ -597,7 +601,9 @@ pub(super) fn validate(
     }
     let names: Vec<String> = TracePoint::all(64).iter().map(|p| p.name()).collect();
     let check_glob = |g: &str| -> Result<(), ScenarioError> {
-        let f = PointFilter::new(&[g]).map_err(|e| err(g, e))?;
+        // The glob as written, else its section (an escaped glob is not found as parsed).
+        let at = format!("{g}\npoints");
+        let f = PointFilter::new(&[g]).map_err(|e| err(&at, e))?;
         if !names.iter().any(|n| f.matches(n)) {
             // Suggest against the layer-independent form (`blk.*.attn_out`).
             let generic: Vec<String> = TracePoint::all(1)
@@ -608,7 +614,7 @@ pub(super) fn validate(
                 .map(|m| format!("; did you mean `{m}`?"))
                 .unwrap_or_default();
             return Err(err(
-                g,
+                &at,
                 format!("trace point `{g}` matches no canonical trace point{hint}"),
             ));
         }
@@ -619,7 +625,7 @@ pub(super) fn validate(
     }
     for (g, t) in &s.tolerances.points {
         check_glob(g)?;
-        check_tolerance(t, &|m| err(g, m))?;
+        check_tolerance(t, &|m| err(&format!("{g}\npoints"), m))?;
     }
     check_tolerance(&s.tolerances.default, &|m| err("default", m))?;
     if let Some(t) = &s.tolerances.replay {

@@ -178,13 +178,76 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
             MAX_NPY_BYTES
         )));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(meta.len()).read_to_end(&mut bytes).map_err(io)?;
+    // The header first: the file's size must be the one its shape gives before any data is
+    // read, so a header that claims little in front of gigabytes (or the reverse) costs nothing.
+    let mut file = file.take(meta.len());
+    let mut head = vec![0u8; 12.min(meta.len() as usize)];
+    file.read_exact(&mut head).map_err(io)?;
+    let header_len = match head.get(6) {
+        Some(1) if head.len() >= 10 => u16::from_le_bytes([head[8], head[9]]) as usize,
+        Some(2 | 3) if head.len() >= 12 => {
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize
+        }
+        // Too short or an unknown version: the parser names it.
+        _ => return parse_npy(&head).map_err(format),
+    };
+    let prefix = if head[6] == 1 { 10 } else { 12 };
+    if header_len > MAX_NPY_HEADER || (prefix + header_len) as u64 > meta.len() {
+        return Err(format(format!(
+            "header of {header_len} bytes: more than the file's {} bytes or the {MAX_NPY_HEADER} a header may have",
+            meta.len()
+        )));
+    }
+    let mut bytes = head;
+    (&mut file)
+        .take((prefix + header_len).saturating_sub(bytes.len()) as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let (shape, _) = parse_npy_header(&bytes).map_err(format)?;
+    let count = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+    let want = count
+        .and_then(|c| c.checked_mul(4))
+        .and_then(|d| d.checked_add(bytes.len() as u64));
+    if want != Some(meta.len()) {
+        return Err(format(format!(
+            "file holds {} bytes, shape {shape:?} needs a {}-byte header and {} × 4 bytes of data",
+            meta.len(),
+            bytes.len(),
+            count.map_or("too many".to_string(), |c| c.to_string())
+        )));
+    }
+    bytes.reserve_exact((meta.len() as usize).saturating_sub(bytes.len()));
+    file.read_to_end(&mut bytes).map_err(io)?;
     parse_npy(&bytes).map_err(format)
 }
 
+/// Longest `.npy` header [`read_npy`] reads (numpy writes under 200 bytes; its own limit for
+/// reading is 10,000).
+pub const MAX_NPY_HEADER: usize = 64 << 10;
+
 /// Parse `.npy` bytes (versions 1.0 to 3.0, dtype `<f4`, C order).
 pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let (shape, end) = parse_npy_header(bytes)?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
+    let data = &bytes[end..];
+    if Some(data.len()) != count.checked_mul(4) {
+        return Err(format!(
+            "data holds {} bytes, shape {shape:?} needs {count} × 4",
+            data.len(),
+        ));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    Ok((shape, values.collect()))
+}
+
+/// The shape in a `.npy` header and where its data starts (the header checked as [`parse_npy`]
+/// checks it; `bytes` may end with the header).
+fn parse_npy_header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("bad magic (expected `\\x93NUMPY`)".into());
     }
@@ -236,21 +299,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
                 .map_err(|_| format!("bad shape dimension `{s}`"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("shape overflows")?;
-    let data = &bytes[end..];
-    if Some(data.len()) != count.checked_mul(4) {
-        return Err(format!(
-            "data holds {} bytes, shape {shape:?} needs {count} × 4",
-            data.len(),
-        ));
-    }
-    let values = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-    Ok((shape, values.collect()))
+    Ok((shape, end))
 }
 
 #[cfg(test)]
@@ -370,6 +419,55 @@ mod tests {
         b[8] = 0xff;
         assert!(parse_npy(&b).is_err());
         assert!(parse_npy(b"\x93NUMPY\x02\x00\x01").is_err());
+    }
+
+    /// The file's size is held to its header's shape before the data is read: a small shape in
+    /// front of gigabytes (a sparse file here, no disk) is refused by sizes alone, and so are
+    /// short files, headers past the end and every one of the hostile headers above on disk.
+    #[test]
+    fn read_npy_holds_the_file_size_to_the_header_before_reading_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let v: Vec<f32> = (0..2048).map(|i| i as f32).collect();
+        let good = to_npy_bytes(&[8, 256], &v);
+        let path = dir.path().join("a.npy");
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(read_npy(&path).unwrap(), (vec![8, 256], v));
+        // 3 GiB past an 8 KiB shape.
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(3 << 30).unwrap();
+        let e = read_npy(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("file holds {} bytes, shape [8, 256]", 3u64 << 30)),
+            "{e}"
+        );
+        // One byte short of the shape.
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        let e = read_npy(&path).unwrap_err().to_string();
+        assert!(e.contains("shape [8, 256] needs"), "{e}");
+        // A header length past the end; a file shorter than the magic; a bad version.
+        let mut b = good.clone();
+        b[8] = 0xff;
+        b[9] = 0xff;
+        b.truncate(200);
+        std::fs::write(&path, &b).unwrap();
+        assert!(read_npy(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("header of 65535 bytes"));
+        for bytes in [&b"\x93NUM"[..], b"\x93NUMPY\x07\x00\x00\x00\x00\x00"] {
+            std::fs::write(&path, bytes).unwrap();
+            assert!(read_npy(&path).is_err());
+        }
+        // A version-1 header of length 0 or 1 (shorter than the 12 bytes read first).
+        for len in [0u8, 1] {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&[len, 0, b'{', b'}', 0, 0]);
+            std::fs::write(&path, &b).unwrap();
+            assert!(read_npy(&path).is_err());
+        }
     }
 
     /// A path to a device is refused, not read without end.

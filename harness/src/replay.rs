@@ -243,11 +243,22 @@ struct RefTrace {
 }
 
 impl RefTrace {
-    fn values(&self, name: &str, step: u32) -> Result<Option<(TraceRecord, Vec<f32>)>, String> {
+    /// The values of `name` at `step`, when traced, and when its record holds `want` values: the
+    /// size the engine's stage gives. A record of another size is returned without its values
+    /// (never read: a reference's file is as large as its record says).
+    fn values(
+        &self,
+        name: &str,
+        step: u32,
+        want: usize,
+    ) -> Result<Option<(TraceRecord, Vec<f32>)>, String> {
         let Some(r) = self.records.get(&(name.to_string(), step)) else {
             return Ok(None);
         };
         let Some(file) = &r.file else { return Ok(None) };
+        if r.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(want) {
+            return Ok(Some((r.clone(), Vec::new())));
+        }
         let path = self.dir.join(file);
         let (shape, v) = bitnet_engine::npy::read_npy(&path).map_err(|e| e.to_string())?;
         if shape != r.shape {
@@ -350,7 +361,7 @@ pub fn replay_with(
                      q8k: Option<Q8kFlips>|
          -> Result<(), String> {
             let name = p.name();
-            let Some((rec, want)) = rt.values(&name, step)? else {
+            let Some((rec, want)) = rt.values(&name, step, got.len())? else {
                 out.skipped
                     .push(format!("`{name}` step {step}: not traced"));
                 return Ok(());
@@ -416,9 +427,18 @@ pub fn replay_with(
             });
             Ok(())
         };
-        let input = |name: String| -> Result<Option<Vec<f32>>, String> {
-            Ok(rt.values(&name, step)?.map(|(_, v)| v))
+        // A stage's input, `width` values for each of the `n` positions.
+        let sized = |name: String, width: usize| -> Result<Option<Vec<f32>>, String> {
+            match rt.values(&name, step, n * width)? {
+                Some((r, v)) if v.len() != n * width => Err(format!(
+                    "`{name}` step {step}: the reference's record has shape {:?}, where the engine's stage takes {n} positions of {width} values",
+                    r.shape
+                )),
+                found => Ok(found.map(|(_, v)| v)),
+            }
         };
+        let (heads, kv_heads) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        let input = |name: String| sized(name, e);
         let emb = s.embed(&step_tokens);
         check(&mut out, point(None, Stage::Embeddings), &emb, None)?;
         for (l, layer) in model.layers.iter().enumerate() {
@@ -445,9 +465,9 @@ pub fn replay_with(
                 check(&mut out, at(Stage::V), &v, None)?;
             }
             let (q, k, v) = (
-                input(name(Stage::Q))?,
-                input(name(Stage::K))?,
-                input(name(Stage::V))?,
+                sized(name(Stage::Q), heads)?,
+                sized(name(Stage::K), kv_heads)?,
+                sized(name(Stage::V), kv_heads)?,
             );
             if let (Some(q), Some(k), Some(v)) = (q, k, v) {
                 let caches = std::mem::take(&mut past[l]);
@@ -472,7 +492,7 @@ pub fn replay_with(
                 ));
                 return Ok(out);
             }
-            if let Some(a) = input(name(Stage::KqvOut))? {
+            if let Some(a) = sized(name(Stage::KqvOut), heads)? {
                 check(
                     &mut out,
                     at(Stage::AttnSubNorm),
@@ -480,7 +500,7 @@ pub fn replay_with(
                     None,
                 )?;
             }
-            if let Some(h) = input(name(Stage::AttnSubNorm))? {
+            if let Some(h) = sized(name(Stage::AttnSubNorm), heads)? {
                 let flips = flips(layer.wo.info.ty, &h, e);
                 check(
                     &mut out,
@@ -505,7 +525,7 @@ pub fn replay_with(
                 let flips = flips(layer.w_gate.info.ty, &h, e);
                 check(&mut out, at(Stage::FfnAct), &s.ffn_act(layer, &h, n), flips)?;
             }
-            if let Some(a) = input(name(Stage::FfnAct))? {
+            if let Some(a) = sized(name(Stage::FfnAct), ff)? {
                 check(
                     &mut out,
                     at(Stage::FfnSubNorm),
@@ -513,7 +533,7 @@ pub fn replay_with(
                     None,
                 )?;
             }
-            if let Some(h) = input(name(Stage::FfnSubNorm))? {
+            if let Some(h) = sized(name(Stage::FfnSubNorm), ff)? {
                 let flips = flips(layer.w_down.info.ty, &h, ff);
                 check(
                     &mut out,

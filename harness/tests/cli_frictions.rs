@@ -237,3 +237,48 @@ fn terminal_controls_in_files_are_shown_not_sent() {
         "{text}"
     );
 }
+
+#[test]
+fn two_scenario_files_of_one_stem_are_refused_and_one_file_named_twice_is_one() {
+    // Trials, runs, goldens and receipts are keyed by the file stem: `a/same.yaml` and
+    // `b/same.yaml` would share one run, the second judged on the first's.
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        std::fs::write(
+            dir.path().join(sub).join("same.yaml"),
+            "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2, 3]]\ngolden: false\n",
+        )
+        .unwrap();
+    }
+    let out = harness()
+        .args(["list", "a/same.yaml", "b/same.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`a/same.yaml` and `b/same.yaml` are both scenario `same`"),
+        "{err}"
+    );
+    // The same file twice (also through another spelling of its path) lists its trials once.
+    let listed = |args: &[&str]| {
+        let out = harness()
+            .arg("list")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        listed(&["a/same.yaml", "./a/same.yaml", "a/../a/same.yaml"]),
+        listed(&["a/same.yaml"])
+    );
+}

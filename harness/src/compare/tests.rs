@@ -156,6 +156,36 @@ fn decode_records_without_their_generated_ids_are_refused() {
 }
 
 #[test]
+fn records_without_values_fail_even_when_their_hashes_agree() {
+    // A reference that writes a record's hash (copied from anywhere) but not its values has
+    // shown nothing: values are compared, not hashes.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_trace(a.path(), None, &[4]);
+    write_trace(b.path(), None, &[4]);
+    let path = b.path().join("trace.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["name"] == "blk.1.q" && v["step"] == 0 {
+                v.as_object_mut().unwrap().remove("file");
+            }
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&path, edited.join("\n")).unwrap();
+    let c = compare_trace_dirs(a.path(), b.path(), &spec(&tight)).unwrap();
+    assert!(!c.passed());
+    assert!(
+        c.unmatched.iter().any(|u| u
+            == "`blk.1.q` step 0: the reference record names no values file (`file`): values are compared, not hashes"),
+        "{:?}",
+        c.unmatched
+    );
+}
+
+#[test]
 fn missing_points_and_bad_files_are_reported() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     write_trace(a.path(), None, &[4]);

@@ -742,5 +742,24 @@ pub fn find_scenarios(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         }
     }
     out.sort();
+    // A file named twice is one scenario.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
+    // A scenario's run, trials, golden and receipt are all named by its file stem: two files of
+    // one stem would share them, one judged on the other's run.
+    let mut by_stem: std::collections::HashMap<String, &PathBuf> = std::collections::HashMap::new();
+    for p in &out {
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(first) = by_stem.insert(stem.clone(), p) {
+            return Err(format!(
+                "`{}` and `{}` are both scenario `{stem}`: a scenario's trials, golden and receipt are named by its file's stem, so one would be judged on the other's run; rename one",
+                first.display(),
+                p.display()
+            ));
+        }
+    }
     Ok(out)
 }

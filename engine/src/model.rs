@@ -638,11 +638,12 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
     }
     let head_dim = n_embd / n_head;
     let n_rot = int("rope.dimension_count", Some(head_dim))?;
-    if n_rot > head_dim || n_rot % 2 != 0 {
+    // 0 rotates nothing in the engine, and loops without end in ggml's CPU RoPE.
+    if n_rot == 0 || n_rot > head_dim || n_rot % 2 != 0 {
         return Err(bad(
             "rope.dimension_count",
             n_rot,
-            "an even number up to the head size",
+            "an even number from 2 up to the head size",
         ));
     }
     // What llama.cpp would run differently: head sizes other than n_embd / n_head (it shapes the
@@ -669,17 +670,61 @@ fn read_config(f: &GgufFile, arch: Arch, prefix: &str) -> Result<Config, ModelEr
         expected: "no RoPE scaling (`none`, or `linear` with factor 1): the engine implements none"
             .into(),
     };
-    match f.get(&format!("{prefix}.rope.scaling.type")) {
-        None => {}
-        Some(Value::String(t)) if t == "none" || t == "linear" => {}
+    let unscaled = match f.get(&format!("{prefix}.rope.scaling.type")) {
+        None => false,
+        Some(Value::String(t)) if t == "linear" => false,
+        // llama.cpp never scales under `none`, whatever factor the file gives.
+        Some(Value::String(t)) if t == "none" => true,
         Some(v) => return Err(scaling("rope.scaling.type", v.display_short())),
-    }
-    for key in ["rope.scaling.factor", "rope.scale_linear"] {
+    };
+    for key in ["rope.scaling.factor", "rope.scale_linear"]
+        .into_iter()
+        .filter(|_| !unscaled)
+    {
         match f.get(&format!("{prefix}.{key}")) {
             None => {}
             Some(Value::F32(x)) if *x == 0.0 || *x == 1.0 => {}
             Some(v) => return Err(scaling(key, v.display_short())),
         }
+    }
+    // Keys llama.cpp reads for every architecture and the engine does not implement: each
+    // would make llama.cpp compute something else (a scaled rotation, attention to later
+    // positions) or refuse the file (a multi-token-prediction head's extra layers).
+    let refuse = |key: &str, v: &Value, expected: &str| ModelError::BadKey {
+        file: name.clone(),
+        key: format!("{prefix}.{key}"),
+        found: format!("{} {}", v.type_name(), v.display_short()),
+        expected: expected.into(),
+    };
+    match f.get(&format!("{prefix}.rope.scaling.attn_factor")) {
+        None => {}
+        Some(Value::F32(x)) if *x == 1.0 => {}
+        Some(v) => {
+            return Err(refuse(
+                "rope.scaling.attn_factor",
+                v,
+                "1 (llama.cpp multiplies RoPE's cosines and sines by it; the engine does not scale them)",
+            ))
+        }
+    }
+    match f.get(&format!("{prefix}.attention.causal")) {
+        None | Some(Value::Bool(true)) => {}
+        Some(v) => {
+            return Err(refuse(
+                "attention.causal",
+                v,
+                "true (the engine's attention is causal only)",
+            ))
+        }
+    }
+    match f.get(&format!("{prefix}.nextn_predict_layers")) {
+        None => {}
+        Some(v) if v.as_u64() == Some(0) => {}
+        Some(v) => return Err(refuse(
+            "nextn_predict_layers",
+            v,
+            "0 (next-token-prediction layers are not part of `bitnet`; llama.cpp refuses them too)",
+        )),
     }
     let n_vocab = match f.get(&format!("{prefix}.vocab_size")) {
         Some(_) => any_int("vocab_size")?,

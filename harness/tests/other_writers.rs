@@ -130,6 +130,22 @@ fn the_engine_loads_what_llama_cpp_loads_and_refuses_what_it_refuses() {
             "tensor `output.weight`: not a tensor of `bitnet`",
         ),
         (
+            "a multi-token-prediction head declared",
+            Box::new(|w| w.add_kv("bitnet.nextn_predict_layers", Value::U32(1))),
+            false,
+            "`bitnet.nextn_predict_layers` is uint32 1, expected 0",
+        ),
+        (
+            // llama.cpp never scales under `none`, whatever the factor.
+            "RoPE scaling `none` with a factor of 2",
+            Box::new(|w| {
+                w.add_kv("bitnet.rope.scaling.type", Value::String("none".into()));
+                w.add_kv("bitnet.rope.scaling.factor", Value::F32(2.0))
+            }),
+            true,
+            "",
+        ),
+        (
             "a tensor of no role",
             Box::new(|w| w.add_tensor("blk.0.extra.weight", &[8], GgmlType::F32, vec![0u8; 32])),
             false,
@@ -221,4 +237,102 @@ fn files_llama_cpp_aborts_on_are_refused_before_it_runs() {
         &path,
     );
     assert!(ok, "{text}");
+}
+
+/// Keys llama.cpp honours and the engine does not implement: llama.cpp runs the file and computes
+/// something else (RoPE's cosines and sines scaled; attention to later positions), so the engine
+/// refuses it naming the key rather than differ from the reference.
+#[test]
+fn files_llama_cpp_runs_otherwise_are_refused_by_the_engine_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = preset("tiny").unwrap();
+    type Change = Box<dyn Fn(&mut GgufWriter)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "RoPE attention factor 0.5",
+            Box::new(|w| w.add_kv("bitnet.rope.scaling.attn_factor", Value::F32(0.5))),
+            "`bitnet.rope.scaling.attn_factor` is float32 0.5, expected 1",
+        ),
+        (
+            "non-causal attention",
+            Box::new(|w| w.add_kv("bitnet.attention.causal", Value::Bool(false))),
+            "`bitnet.attention.causal` is bool false, expected true",
+        ),
+    ];
+    for (what, change, refusal) in cases {
+        let path = dir.path().join("m.gguf");
+        let mut w = build(&spec).unwrap();
+        change(&mut w);
+        w.write(&path).unwrap();
+        let (r, e) = (dir.path().join("r"), dir.path().join("e"));
+        let _ = (std::fs::remove_dir_all(&r), std::fs::remove_dir_all(&e));
+        let (ok, text) = harness(
+            &["ref-trace", "--tokens", "1,17", "-o", r.to_str().unwrap()],
+            &path,
+        );
+        assert!(ok, "{what}: llama.cpp: {text}");
+        let (ok, text) = harness(
+            &["trace", "--tokens", "1,17", "-o", e.to_str().unwrap()],
+            &path,
+        );
+        assert!(!ok && text.contains(refusal), "{what}: engine: {text}");
+    }
+}
+
+/// ggml's CPU RoPE never ends on `rope.dimension_count` 0, and writes past each row for an odd
+/// head size rotated in part: `ref-trace` refuses both before llama.cpp runs (it used to hang on
+/// the first), and the engine refuses the first.
+#[test]
+fn files_llama_cpp_rope_mishandles_are_refused_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = preset("tiny").unwrap();
+    let path = dir.path().join("m.gguf");
+    type Keys = &'static [(&'static str, u32)];
+    let cases: [(&str, Keys, &str); 2] = [
+        (
+            "no rotated dimension",
+            &[("bitnet.rope.dimension_count", 0)],
+            "loops without end on `bitnet.rope.dimension_count` 0",
+        ),
+        (
+            // Metadata only: llama.cpp is never reached, so the tensors need not agree.
+            "an odd head size rotated in part",
+            &[
+                ("bitnet.embedding_length", 320),
+                ("bitnet.attention.head_count", 64),
+                ("bitnet.attention.head_count_kv", 64),
+                ("bitnet.rope.dimension_count", 4),
+            ],
+            "the head size 5 is odd and `bitnet.rope.dimension_count` 4 rotates only part of it",
+        ),
+    ];
+    for (what, keys, refusal) in cases {
+        let mut w = build(&spec).unwrap();
+        for (k, v) in keys {
+            w.add_kv(k, Value::U32(*v));
+        }
+        w.write(&path).unwrap();
+        let r = dir.path().join("r");
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["ref-trace", "--tokens", "1,17", "-o"])
+            .arg(&r)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains(refusal),
+            "{what}: {text}"
+        );
+    }
+    let (ok, text) = harness(&["trace", "--tokens", "1,17", "-o", "/nonexistent/e"], &{
+        let mut w = build(&spec).unwrap();
+        w.add_kv("bitnet.rope.dimension_count", Value::U32(0));
+        w.write(&path).unwrap();
+        path.clone()
+    });
+    assert!(
+        !ok && text.contains("`bitnet.rope.dimension_count` is 0, expected an even number from 2"),
+        "{text}"
+    );
 }

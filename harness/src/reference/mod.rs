@@ -549,6 +549,30 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
             file.alignment()
         ));
     }
+    // ggml's CPU RoPE: with `rope.dimension_count` 0 its loop over the unrotated channels steps
+    // by n_rot − 2 and never ends; with an odd head size and only part of it rotated, it copies
+    // those channels in pairs, one float past each row (into the next head, or another tensor).
+    let u = |key: &str| {
+        file.get(&format!("{arch}.{key}"))
+            .and_then(bitnet_engine::gguf::Value::as_u64)
+    };
+    let head = match (u("embedding_length"), u("attention.head_count")) {
+        (Some(e), Some(h)) if h > 0 && e % h == 0 => Some(e / h),
+        _ => None,
+    };
+    match (u("rope.dimension_count"), head) {
+        (Some(0), _) => {
+            return Some(format!(
+                "llama.cpp never finishes on this file: its CPU RoPE loops without end on `{arch}.rope.dimension_count` 0{hint}"
+            ))
+        }
+        (Some(n_rot), Some(head)) if head % 2 == 1 && n_rot < head => {
+            return Some(format!(
+                "llama.cpp's CPU RoPE writes past each row on this file: the head size {head} is odd and `{arch}.rope.dimension_count` {n_rot} rotates only part of it, so its trace would not be its own computation{hint}"
+            ))
+        }
+        _ => {}
+    }
     if let Some(t) = tensors.iter().find(|t| {
         (t.name.ends_with("norm.weight") || t.name.ends_with(".scale"))
             && t.ty != bitnet_engine::gguf::GgmlType::F32

@@ -282,3 +282,46 @@ fn two_scenario_files_of_one_stem_are_refused_and_one_file_named_twice_is_one() 
         listed(&["a/same.yaml"])
     );
 }
+
+#[test]
+fn a_receipt_that_cannot_be_written_fails_the_run_and_long_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scenarios")).unwrap();
+    std::fs::write(
+        dir.path().join("scenarios/r.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2, 3]]\ngolden: false\nreference: none\nthreads: 1\n",
+    )
+    .unwrap();
+    // A directory where the receipt goes: the checks pass, the proof cannot be written.
+    std::fs::create_dir_all(dir.path().join("receipts/r.json/x")).unwrap();
+    let out = harness()
+        .args(["run", "--filter", "engine"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: cannot write the receipt of r")
+            && err.contains("the receipts of r could not be written"),
+        "{err}"
+    );
+    // A stem too long for the receipt's temporary file is refused when the scenarios are read.
+    let long = "s".repeat(201);
+    std::fs::write(
+        dir.path().join(format!("scenarios/{long}.yaml")),
+        "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2, 3]]\n",
+    )
+    .unwrap();
+    let out = harness()
+        .args(["list"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is 201 bytes") && err.contains("keep it to 200"),
+        "{err}"
+    );
+}

@@ -160,6 +160,13 @@ fn every_tampered_field_fails_with_its_code() {
             EXIT_PROVENANCE,
         ),
         (
+            // A CUDA check that passed makes the receipt `backend: cuda`, with its GPU.
+            "verdicts.cuda pass on a cpu receipt",
+            |r| r["verdicts"]["cuda"] = json!("pass"),
+            &[],
+            EXIT_PROVENANCE,
+        ),
+        (
             "backend cuda without GPU kernels",
             |r| r["backend"] = json!("cuda"),
             &[],

@@ -229,16 +229,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     let receipts = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let ref_times = Arc::new(Mutex::new(Vec::new()));
+    // Scenarios whose receipt could not be written: the run's proof is missing, so it fails.
+    let unwritten: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            let (queue, results, ctx, done, receipts, ref_times) = (
+            let (queue, results, ctx, done, receipts, ref_times, unwritten) = (
                 queue.clone(),
                 results.clone(),
                 ctx.clone(),
                 done.clone(),
                 receipts.clone(),
                 ref_times.clone(),
+                unwritten.clone(),
             );
             s.spawn(move || loop {
                 let Some((gi, group)) = queue.lock().expect("queue").pop() else {
@@ -285,10 +288,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                     ctx.receipt(&scenario, &verdicts, started, t0.elapsed().as_secs_f64())
                 {
                     if let Err(e) = r.write(receipts_dir) {
-                        errln!(
-                            "warning: cannot write the receipt of {}: {e}",
-                            scenario.stem
-                        );
+                        errln!("error: cannot write the receipt of {}: {e}", scenario.stem);
+                        unwritten
+                            .lock()
+                            .expect("unwritten")
+                            .push(scenario.stem.clone());
                     }
                     if let Ok(json) = serde_json::to_value(&r) {
                         receipts.lock().expect("receipts").push((gi, json));
@@ -353,6 +357,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     if report.failed > 0 {
         return Err(ChecksFailed.into());
+    }
+    let unwritten = unwritten.lock().expect("unwritten");
+    if !unwritten.is_empty() {
+        return Err(anyhow::anyhow!(
+            "the checks passed, but the receipts of {} could not be written (each named above): the run has no proof",
+            unwritten.join(", ")
+        ));
     }
     Ok(())
 }

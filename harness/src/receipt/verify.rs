@@ -178,6 +178,14 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             if o.require_gpu_kernels {
                 return Err(fail(EXIT_GPU_KERNELS, "GPU kernels are required (--require-gpu-kernels) but `kernels` has none and `backend` is `cpu`".into()));
             }
+            // A CUDA check that passed makes the receipt `backend: cuda`, with its kernels and
+            // GPU; a `cpu` receipt claiming one shows no GPU at all.
+            if r.verdicts.get("cuda").map(String::as_str) == Some("pass") {
+                return Err(fail(
+                    EXIT_PROVENANCE,
+                    "field `verdicts.cuda` is `pass` but `backend` is `cpu`: a CUDA check that passed records `backend: cuda`, its `_cuda` kernels and its `gpu`".into(),
+                ));
+            }
         }
         "cuda" => {
             if gpu.is_empty() {

@@ -723,6 +723,9 @@ fn bound_error(name: &str, v: f64) -> Option<String> {
 }
 
 /// Every `*.yaml` under `paths` (files or directories), sorted; `schema.json` is not a scenario.
+/// Longest scenario file stem, in bytes (a file name has 255; the receipt's temporary file adds 18).
+pub const MAX_STEM_BYTES: usize = 200;
+
 pub fn find_scenarios(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
@@ -753,6 +756,14 @@ pub fn find_scenarios(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Its receipt's temporary file (`.<stem>.json.XXXXXX.tmp`) must fit a file name.
+        if stem.len() > MAX_STEM_BYTES {
+            return Err(format!(
+                "`{}`: the scenario's name (its file stem) is {} bytes; its receipt, golden and their temporary files are named after it: keep it to {MAX_STEM_BYTES}",
+                p.display(),
+                stem.len()
+            ));
+        }
         if let Some(first) = by_stem.insert(stem.clone(), p) {
             return Err(format!(
                 "`{}` and `{}` are both scenario `{stem}`: a scenario's trials, golden and receipt are named by its file's stem, so one would be judged on the other's run; rename one",

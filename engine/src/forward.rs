@@ -831,3 +831,21 @@ pub fn argmax(logits: &[f32]) -> u32 {
     }
     best as u32
 }
+
+#[cfg(test)]
+mod argmax_tests {
+    use super::argmax;
+
+    /// Greedy choice as llama.cpp's greedy sampler makes it (`llama_sampler_greedy_apply`: a later
+    /// id replaces the choice only when strictly greater): ties go to the lowest id, and a NaN
+    /// never wins. Hand-worked cases.
+    #[test]
+    fn ties_go_to_the_lowest_id() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[5.0, 5.0]), 0);
+        assert_eq!(argmax(&[-1.0, -0.5, -0.5, -0.75]), 1);
+        assert_eq!(argmax(&[0.0, -0.0]), 0);
+        assert_eq!(argmax(&[1.0, f32::NAN, 2.0, 2.0]), 2);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+    }
+}

@@ -506,6 +506,7 @@ impl Context {
                 plan.as_ref(),
                 &filter,
                 &dir,
+                None,
             )?;
             let records = read_trace(&dir.join("trace.jsonl"))?;
             kernels.extend(out.kernels);
@@ -749,6 +750,7 @@ fn engine_trace(
     plan: Option<&KernelPlan>,
     filter: &PointFilter,
     dir: &Path,
+    unpack_tq1: Option<bool>,
 ) -> Result<forward::RunOutput, String> {
     let _ = std::fs::remove_dir_all(dir);
     let mut tracer =
@@ -759,7 +761,7 @@ fn engine_trace(
         threads: sc.threads,
         kernel,
         nudge_embeddings: false,
-        unpack_tq1: None,
+        unpack_tq1,
         plan: plan.cloned(),
         kv_type: sc.kv_cache,
     };

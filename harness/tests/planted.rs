@@ -470,3 +470,58 @@ fn a_divergence_among_some_traced_points_says_earlier_stages_were_not_traced() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_bug_in_the_base3_tq1_0_kernel_fails_the_variants_check() {
+    // The SIMD variants run TQ1_0 weights rewritten as TQ2_0; their base-3 TQ1_0 kernels are
+    // reached only with `BITNET_TQ1_UNPACK=0`. The variants check runs them too, so a fault there
+    // (the powers of three of the `qh` trits reversed) fails it, naming the variant.
+    if !Kernel::Avx2.is_available() {
+        eprintln!("skipped: this CPU does not run the AVX2 kernels");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/t.yaml"),
+        "description: x\nmodel:\n  preset: tq1\ninputs:\n  tokens:\n    - [1, 17, 300, 42]\nreference: none\ngolden: false\ntags: [fast]\n",
+    )
+    .unwrap();
+    let run = |plant: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_harness"));
+        c.current_dir(root)
+            .env("BITNET_KERNEL", "avx2")
+            .env_remove("BITNET_PLANT")
+            .env_remove("BITNET_TQ1_UNPACK")
+            .args(["run", "scenarios", "--filter", "variants"]);
+        if let Some(p) = plant {
+            c.env("BITNET_PLANT", p);
+        }
+        let out = c.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join("target/harness/report.json")).unwrap(),
+        )
+        .unwrap();
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["check"] == "variants")
+            .cloned()
+            .unwrap_or_else(|| panic!("no variants row: {report}"));
+        (
+            out.status.code(),
+            row["verdict"]["message"].as_str().unwrap().to_string(),
+        )
+    };
+    let (code, msg) = run(None);
+    assert_eq!(code, Some(0), "{msg}");
+    assert!(msg.contains("avx2 (base-3 TQ1_0)"), "{msg}");
+    let (code, msg) = run(Some("tq1_base3_qh_powers_reversed"));
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(
+        msg.contains("the avx2 (base-3 TQ1_0) kernels and the default run's (avx2) give different traces, first at step 0, position 0, layer 0"),
+        "{msg}"
+    );
+}

@@ -257,10 +257,13 @@ pub(super) unsafe fn tq1_0_codes(x: &[u8]) -> [__m256i; 8] {
     let b81 = times9(b9);
     let qh = u32::from_le_bytes([x[48], x[49], x[50], x[51]]);
     let h = _mm256_cvtepu8_epi16(_mm_set1_epi32(qh as i32));
-    let h = _mm256_mullo_epi16(
-        h,
-        _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1),
-    );
+    // Planted: the powers of three of the `qh` bytes' trits in reverse order.
+    let powers = if crate::planted::on("tq1_base3_qh_powers_reversed") {
+        _mm256_set_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27)
+    } else {
+        _mm256_set_epi16(27, 27, 27, 27, 9, 9, 9, 9, 3, 3, 3, 3, 1, 1, 1, 1)
+    };
+    let h = _mm256_mullo_epi16(h, powers);
     let h = _mm256_and_si256(h, _mm256_set1_epi16(0xff));
     let h = _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
     // (low 128 bits, high 128 bits) of the second half's vectors.

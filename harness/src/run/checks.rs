@@ -157,6 +157,7 @@ impl Context {
                     runs.plan.as_ref(),
                     &filter,
                     &eng,
+                    None,
                 ) {
                     return Verdict::fail(format!("input {i}: chunks of {size}: {e}"));
                 }
@@ -238,22 +239,54 @@ impl Context {
             Ok(f) => f,
             Err(e) => return Verdict::fail(e),
         };
-        let variants = Kernel::available();
-        for &k in &variants {
+        // Each kernel variant; and where the model has TQ1_0 weights, which the SIMD variants
+        // run rewritten as TQ2_0, those variants again on their base-3 TQ1_0 kernels.
+        let has_tq1 = model
+            .layers
+            .iter()
+            .flat_map(|l| l.projections())
+            .any(|p| p.info.ty == bitnet_engine::gguf::GgmlType::TQ1_0);
+        let variants: Vec<(Kernel, Option<bool>)> = Kernel::available()
+            .into_iter()
+            .flat_map(|k| {
+                let base3 = has_tq1 && forward::unpack_tq1_for(k);
+                std::iter::once((k, None)).chain(base3.then_some((k, Some(false))))
+            })
+            .collect();
+        let label = |k: Kernel, unpack: Option<bool>| match unpack {
+            Some(false) => format!("{} (base-3 TQ1_0)", k.suffix()),
+            _ => k.suffix().to_string(),
+        };
+        for &(k, unpack) in &variants {
             for (i, input) in runs.inputs.iter().enumerate() {
-                let dir = self
-                    .runs
-                    .join(&s.stem)
-                    .join(i.to_string())
-                    .join(format!("variant-{k:?}").to_lowercase());
-                let out = match engine_trace(model, &input.tokens, sc, None, k, None, &filter, &dir)
-                {
+                let dir = self.runs.join(&s.stem).join(i.to_string()).join(
+                    format!(
+                        "variant-{k:?}{}",
+                        if unpack.is_some() { "-base3" } else { "" }
+                    )
+                    .to_lowercase(),
+                );
+                let out = match engine_trace(
+                    model,
+                    &input.tokens,
+                    sc,
+                    None,
+                    k,
+                    None,
+                    &filter,
+                    &dir,
+                    unpack,
+                ) {
                     Ok(o) => o,
-                    Err(e) => return Verdict::fail(format!("input {i}: {k:?}: {e}")),
+                    Err(e) => {
+                        return Verdict::fail(format!("input {i}: {}: {e}", label(k, unpack)))
+                    }
                 };
                 let records = match read_trace(&dir.join("trace.jsonl")) {
                     Ok(r) => r,
-                    Err(e) => return Verdict::fail(format!("input {i}: {k:?}: {e}")),
+                    Err(e) => {
+                        return Verdict::fail(format!("input {i}: {}: {e}", label(k, unpack)))
+                    }
                 };
                 let diff =
                     input.records.iter().zip(&records).find(|(a, b)| {
@@ -285,7 +318,7 @@ impl Context {
                             format!("the tuned plan: {}", kinds.join(", "))
                         },
                     );
-                    let k = k.suffix();
+                    let k = label(k, unpack);
                     let (where_, divergence) = match &at {
                         Some(d) => (format!("first at {d}"), format!("{k} vs {default} at {d}")),
                         None => (
@@ -305,7 +338,8 @@ impl Context {
                 let _ = std::fs::remove_dir_all(&dir);
                 if records.len() != input.records.len() || out.generated != input.generated {
                     return Verdict::fail(format!(
-                        "input {i}: kernel variant {k:?} gives {} records and tokens {:?}; the default run {} and {:?}",
+                        "input {i}: kernel variant {} gives {} records and tokens {:?}; the default run {} and {:?}",
+                        label(k, unpack),
                         records.len(),
                         out.generated,
                         input.records.len(),
@@ -324,7 +358,7 @@ impl Context {
             variants.len(),
             variants
                 .iter()
-                .map(|k| k.suffix())
+                .map(|&(k, u)| label(k, u))
                 .collect::<Vec<_>>()
                 .join(", "),
             if unchecked.is_empty() {

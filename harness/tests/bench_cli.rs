@@ -251,6 +251,40 @@ fn a_receipt_takes_the_bench_section_and_still_verifies() {
     assert_eq!(v["bench"]["results"][0]["threads"], 1);
     let out = harness(root, &["verify-receipt", "receipts/small.json"]);
     assert!(out.status.success(), "{}", text(&out));
+    // The bench section is held to what `harness bench` writes, and to the receipt's model.
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit, i32, &str); 3] = [
+        (
+            "a median that is not its samples'",
+            |v| v["bench"]["results"][0]["engine"]["decode_tps"]["median"] = 1e12.into(),
+            17,
+            "field `bench`: `results[0]` (1 threads): `engine.decode_tps`: median",
+        ),
+        (
+            "no results",
+            |v| v["bench"]["results"] = serde_json::json!([]),
+            17,
+            "field `bench`: `results` is empty",
+        ),
+        (
+            "another model's bench",
+            |v| v["bench"]["model_blake3"] = "ab".repeat(32).into(),
+            15,
+            "field `bench.model_blake3`",
+        ),
+    ];
+    for (what, edit, code, want) in edits {
+        let mut forged = v.clone();
+        edit(&mut forged);
+        std::fs::write(
+            root.join("receipts/forged.json"),
+            serde_json::to_string_pretty(&forged).unwrap(),
+        )
+        .unwrap();
+        let out = harness(root, &["verify-receipt", "receipts/forged.json"]);
+        assert_eq!(out.status.code(), Some(code), "{what}: {}", text(&out));
+        assert!(text(&out).contains(want), "{what}: {}", text(&out));
+    }
 }
 
 #[test]

@@ -217,6 +217,22 @@ pub fn verify_file(path: &Path, o: &VerifyOptions) -> Result<(), Failure> {
             ))
         }
     }
+    // A bench section is held to what `harness bench` writes (the perf gate's own check: rates
+    // that are their samples' statistics, ratios that are their medians'), and to this receipt's
+    // model.
+    if let Some(b) = &r.bench {
+        crate::bench::check_report(b)
+            .map_err(|e| fail(EXIT_THROUGHPUT, format!("field `bench`: {e}")))?;
+        if b.model_blake3 != r.model_blake3 {
+            return Err(fail(
+                EXIT_MODEL_HASH,
+                format!(
+                    "field `bench.model_blake3` is `{}`, but the receipt's model is `{}`: the bench ran another model",
+                    b.model_blake3, r.model_blake3
+                ),
+            ));
+        }
+    }
     let hex64 = bitnet_engine::trace::is_blake3_hex;
     if !hex64(&r.model_blake3) {
         return Err(fail(

@@ -507,6 +507,7 @@ impl Context {
                 &filter,
                 &dir,
                 None,
+                None,
             )?;
             let records = read_trace(&dir.join("trace.jsonl"))?;
             kernels.extend(out.kernels);
@@ -751,6 +752,7 @@ fn engine_trace(
     filter: &PointFilter,
     dir: &Path,
     unpack_tq1: Option<bool>,
+    threads: Option<usize>,
 ) -> Result<forward::RunOutput, String> {
     let _ = std::fs::remove_dir_all(dir);
     let mut tracer =
@@ -758,7 +760,7 @@ fn engine_trace(
     let opts = forward::RunOptions {
         generate: sc.generation.steps,
         chunk,
-        threads: sc.threads,
+        threads: threads.unwrap_or(sc.threads),
         kernel,
         nudge_embeddings: false,
         unpack_tq1,

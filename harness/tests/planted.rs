@@ -525,3 +525,55 @@ fn a_bug_in_the_base3_tq1_0_kernel_fails_the_variants_check() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_fault_in_the_split_between_threads_fails_variants_without_a_reference() {
+    // Every kernel variant runs on the scenario's threads, so a fault in how rows are shared out
+    // (`thread_split_offset`) gives them all the same wrong trace; the variants check also runs
+    // on one thread, and names the split.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("scenarios")).unwrap();
+    std::fs::write(
+        root.join("scenarios/t.yaml"),
+        "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 17, 300, 42]\nreference: none\ngolden: false\nthreads: 2\ntags: [fast]\n",
+    )
+    .unwrap();
+    let run = |plant: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_harness"));
+        c.current_dir(root).env_remove("BITNET_PLANT").args([
+            "run",
+            "scenarios",
+            "--filter",
+            "variants",
+        ]);
+        if let Some(p) = plant {
+            c.env("BITNET_PLANT", p);
+        }
+        let out = c.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join("target/harness/report.json")).unwrap(),
+        )
+        .unwrap();
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["check"] == "variants")
+            .cloned()
+            .unwrap_or_else(|| panic!("no variants row: {report}"));
+        (
+            out.status.code(),
+            row["verdict"]["message"].as_str().unwrap().to_string(),
+        )
+    };
+    let (code, msg) = run(None);
+    assert_eq!(code, Some(0), "{msg}");
+    assert!(msg.contains("on 1 thread"), "{msg}");
+    let (code, msg) = run(Some("thread_split_offset"));
+    assert_eq!(code, Some(1), "{msg}");
+    assert!(
+        msg.contains("on 2 threads and the") && msg.contains("kernels on 1 thread give different traces, first at step 0, position 2, layer 0, stage attn_norm"),
+        "{msg}"
+    );
+}

@@ -30,6 +30,22 @@ fn a_flood_on_stdout_fails_the_run_without_being_kept() {
 }
 
 #[test]
+fn an_endless_flood_is_stopped_at_the_cap_and_quoted_in_short() {
+    // One line without end: stopped as soon as it passes the cap, not at the timeout, and the
+    // error quotes a few hundred characters of it, not megabytes.
+    let t = Instant::now();
+    let e = sh("tr '\\0' x < /dev/zero", Duration::from_secs(300))
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert!(
+        e.contains("printed more than") && e.contains("was stopped"),
+        "{e:.300}"
+    );
+    assert!(e.len() < 2000, "{} bytes: {e:.300}", e.len());
+}
+
+#[test]
 fn a_background_child_holding_the_pipes_does_not_hold_the_harness() {
     // Exits 0 at once, leaving `sleep 30` with its stdout and stderr: the group is killed when the
     // reference exits, so the pipes close and the call returns long before the sleep would end.

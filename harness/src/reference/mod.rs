@@ -347,6 +347,7 @@ fn drain(
     mut r: impl Read + Send + 'static,
     head: usize,
     tail: usize,
+    past_head: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 ) -> std::sync::mpsc::Receiver<(Vec<u8>, Vec<u8>, bool)> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -362,6 +363,10 @@ fn drain(
                     first.extend_from_slice(&chunk[..take]);
                     chunk = &chunk[take..];
                     if !chunk.is_empty() {
+                        // Past the cap: the run has failed; say so at once (`past_head`).
+                        if let Some(flag) = &past_head {
+                            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
                         last.extend_from_slice(chunk);
                         if last.len() > 2 * tail.max(1) {
                             let cut = last.len() - tail;
@@ -420,16 +425,25 @@ pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<S
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     };
     // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    // Standard output past its cap fails the run: the child is stopped then, not at its end.
+    let flooded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let out = drain(
         child.stdout.take().expect("piped"),
         MAX_CHILD_STDOUT,
         CHILD_LOG_TAIL,
+        Some(flooded.clone()),
     );
-    let err = drain(child.stderr.take().expect("piped"), 0, CHILD_LOG_TAIL);
+    let err = drain(child.stderr.take().expect("piped"), 0, CHILD_LOG_TAIL, None);
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
+            Ok(None) if flooded.load(std::sync::atomic::Ordering::SeqCst) => {
+                kill_group();
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
             Ok(None) if start.elapsed() >= timeout => {
                 kill_group();
                 let _ = child.kill();
@@ -452,9 +466,23 @@ pub fn run_child(program: &Path, args: &[String], timeout: Duration) -> Result<S
         String::from_utf8_lossy(&o_tail),
         String::from_utf8_lossy(&e_tail)
     );
-    let lines: Vec<&str> = text.lines().collect();
+    // The last 25 lines, each cut to 400 characters: what a reference printed is quoted in
+    // terminals and reports, and one line may be megabytes long.
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| match l.char_indices().nth(400) {
+            Some((at, _)) => format!("{}… ({} bytes)", &l[..at], l.len()),
+            None => l.to_string(),
+        })
+        .collect();
     let tail = lines[lines.len().saturating_sub(25)..].join("\n");
     match status {
+        None if flooded.load(std::sync::atomic::Ordering::SeqCst) => Err(RefError::Failed {
+            status: format!(
+                "printed more than {MAX_CHILD_STDOUT} bytes on standard output, and was stopped"
+            ),
+            tail,
+        }),
         None => Err(RefError::Timeout {
             seconds: timeout.as_secs(),
             tail,

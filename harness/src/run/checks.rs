@@ -158,6 +158,7 @@ impl Context {
                     &filter,
                     &eng,
                     None,
+                    None,
                 ) {
                     return Verdict::fail(format!("input {i}: chunks of {size}: {e}"));
                 }
@@ -246,23 +247,31 @@ impl Context {
             .iter()
             .flat_map(|l| l.projections())
             .any(|p| p.info.ty == bitnet_engine::gguf::GgmlType::TQ1_0);
-        let variants: Vec<(Kernel, Option<bool>)> = Kernel::available()
+        // (kernel, TQ1_0 rewrite, threads): a run on several threads also runs on one, where
+        // a fault in how rows are shared out between threads cannot happen.
+        let mut variants: Vec<(Kernel, Option<bool>, Option<usize>)> = Kernel::available()
             .into_iter()
             .flat_map(|k| {
                 let base3 = has_tq1 && forward::unpack_tq1_for(k);
-                std::iter::once((k, None)).chain(base3.then_some((k, Some(false))))
+                std::iter::once((k, None, None)).chain(base3.then_some((k, Some(false), None)))
             })
             .collect();
-        let label = |k: Kernel, unpack: Option<bool>| match unpack {
-            Some(false) => format!("{} (base-3 TQ1_0)", k.suffix()),
-            _ => k.suffix().to_string(),
-        };
-        for &(k, unpack) in &variants {
+        if sc.threads > 1 {
+            variants.push((runs.kernel, None, Some(1)));
+        }
+        let label =
+            |k: Kernel, unpack: Option<bool>, threads: Option<usize>| match (unpack, threads) {
+                (Some(false), _) => format!("{} (base-3 TQ1_0)", k.suffix()),
+                (_, Some(1)) => format!("{} on 1 thread", k.suffix()),
+                _ => k.suffix().to_string(),
+            };
+        for &(k, unpack, threads) in &variants {
             for (i, input) in runs.inputs.iter().enumerate() {
                 let dir = self.runs.join(&s.stem).join(i.to_string()).join(
                     format!(
-                        "variant-{k:?}{}",
-                        if unpack.is_some() { "-base3" } else { "" }
+                        "variant-{k:?}{}{}",
+                        if unpack.is_some() { "-base3" } else { "" },
+                        if threads.is_some() { "-1thread" } else { "" }
                     )
                     .to_lowercase(),
                 );
@@ -276,16 +285,23 @@ impl Context {
                     &filter,
                     &dir,
                     unpack,
+                    threads,
                 ) {
                     Ok(o) => o,
                     Err(e) => {
-                        return Verdict::fail(format!("input {i}: {}: {e}", label(k, unpack)))
+                        return Verdict::fail(format!(
+                            "input {i}: {}: {e}",
+                            label(k, unpack, threads)
+                        ))
                     }
                 };
                 let records = match read_trace(&dir.join("trace.jsonl")) {
                     Ok(r) => r,
                     Err(e) => {
-                        return Verdict::fail(format!("input {i}: {}: {e}", label(k, unpack)))
+                        return Verdict::fail(format!(
+                            "input {i}: {}: {e}",
+                            label(k, unpack, threads)
+                        ))
                     }
                 };
                 let diff =
@@ -318,7 +334,7 @@ impl Context {
                             format!("the tuned plan: {}", kinds.join(", "))
                         },
                     );
-                    let k = label(k, unpack);
+                    let k = label(k, unpack, threads);
                     let (where_, divergence) = match &at {
                         Some(d) => (format!("first at {d}"), format!("{k} vs {default} at {d}")),
                         None => (
@@ -329,9 +345,17 @@ impl Context {
                             format!("{k} vs {default} at `{}` step {}", b.name, b.step),
                         ),
                     };
-                    let mut v = Verdict::fail(format!(
-                        "input {i}: the {k} kernels and the default run's ({default}) give different traces, {where_}; every variant must equal the scalar specification bit for bit, so the variant that differs from scalar is the one at fault"
-                    ));
+                    let mut v = Verdict::fail(if threads.is_some() {
+                        format!(
+                            "input {i}: the default run ({default}) on {} threads and the {} kernels on 1 thread give different traces, {where_}; how rows are shared out between threads must change no bit, so the fault is in that split",
+                            sc.threads,
+                            runs.kernel.suffix()
+                        )
+                    } else {
+                        format!(
+                            "input {i}: the {k} kernels and the default run's ({default}) give different traces, {where_}; every variant must equal the scalar specification bit for bit, so the variant that differs from scalar is the one at fault"
+                        )
+                    });
                     v.divergence = Some(divergence);
                     return v;
                 }
@@ -339,7 +363,7 @@ impl Context {
                 if records.len() != input.records.len() || out.generated != input.generated {
                     return Verdict::fail(format!(
                         "input {i}: kernel variant {} gives {} records and tokens {:?}; the default run {} and {:?}",
-                        label(k, unpack),
+                        label(k, unpack, threads),
                         records.len(),
                         out.generated,
                         input.records.len(),
@@ -358,7 +382,7 @@ impl Context {
             variants.len(),
             variants
                 .iter()
-                .map(|&(k, u)| label(k, u))
+                .map(|&(k, u, t)| label(k, u, t))
                 .collect::<Vec<_>>()
                 .join(", "),
             if unchecked.is_empty() {

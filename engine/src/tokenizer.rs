@@ -721,6 +721,46 @@ mod tests {
         assert_eq!(t.encode("aaaaa", false), vec![256, 256, a]);
     }
 
+    /// llama.cpp's BPE fallback and byte tokens, hand-worked: a symbol the vocabulary lacks keeps
+    /// only the one-byte tokens of its ASCII bytes (`text_to_token` of one raw byte, which only
+    /// ASCII can match: token texts are UTF-8); a byte token `<0xHH>` renders as the byte HH
+    /// (`strtol(.., 16)`).
+    #[test]
+    fn missing_symbols_fall_back_to_ascii_bytes_and_byte_tokens_render_their_byte() {
+        let bc = byte_chars();
+        // The ASCII byte characters, 'Ã' (byte 0xC3) and 'Â' (byte 0xC2), but not '©' (0xA9);
+        // then byte tokens.
+        let mut tokens: Vec<String> = bc[..128].iter().map(|c| c.to_string()).collect();
+        tokens.push(bc[0xC3].to_string()); // 128
+        tokens.push(bc[0xC2].to_string()); // 129
+        let mut token_types = vec![1; tokens.len()];
+        for b in ["<0x0A>", "<0x41>", "<0xC3>", "<0xA9>", "<0xzz>"] {
+            tokens.push(b.into()); // 130 ..= 134
+            token_types.push(6);
+        }
+        let t = Tokenizer::from_parts(&VocabParts {
+            token_types,
+            tokens,
+            merges: vec![],
+            bos: None,
+            eos: None,
+            add_bos: false,
+            add_eos: false,
+            named: NamedSpecials::default(),
+        });
+        // "é" is bytes C3 A9: symbol 'Ã' is a token; '©' is not, and its UTF-8 bytes (C2 A9) are
+        // not ASCII, so nothing of it is kept (not 'Â', whose byte is C2).
+        assert_eq!(t.encode("é", false), vec![128]);
+        assert_eq!(
+            t.encode("aé!", false),
+            vec![u32::from(b'a'), 128, u32::from(b'!')]
+        );
+        // Byte tokens: hex, not decimal; no hex digits after `<0x` give byte 0.
+        assert_eq!(t.decode(&[130, 131]), "\nA");
+        assert_eq!(t.decode(&[132, 133]), "é");
+        assert_eq!(t.decode(&[134]), "\0");
+    }
+
     #[test]
     fn synthetic_vocab_is_deterministic_and_exact_in_size() {
         let a = synthetic_bpe_vocab(512).unwrap();

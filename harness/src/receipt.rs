@@ -19,7 +19,9 @@
 //! | 18 | `EXIT_TIME` | `started_at` unparsable, in the future, older than `--max-age`, before GGUF existed (2023-08-21) or before its `engine.git_commit` was made (an hour's grace); a duration of 0 or over a week |
 //! | 19 | `EXIT_VERDICT` | a check failed, a verdict is not `pass`/`fail`/`ignored`, a check other than `cuda` is `ignored`, or a check the scenario implies is missing |
 //! | 20 | `EXIT_SCENARIO_HASH` | the scenario is not a file or does not load, or `scenario_blake3` differs from its hash |
-//! | 21 | `EXIT_PROVENANCE` | engine version not this one, a commit not in this checkout, build, backend or threads inconsistent (`cuda` without a `gpu` section, a passing `cuda` verdict or the scenario's `cuda` backend) |
+//! | 21 | `EXIT_PROVENANCE` | engine version not this one, a commit not in this checkout, build, backend or threads inconsistent (`cuda` without a `gpu` section, a passing `cuda` verdict or the scenario's `cuda` backend; a passing `cuda` verdict on a `cpu` receipt) |
+//! | 22 | `EXIT_REPRODUCE` | `--reproduce`: another trace digest or throughput here |
+//! | 23 | `EXIT_MISSING` | `--every-scenario`: a scenario of the project that runs on this machine (none of its skip reasons holds) has no receipt |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,8 @@ pub const EXIT_PROVENANCE: u8 = 21;
 /// `--reproduce`: the scenario's engine run here gives another trace digest, or a throughput
 /// outside the stated factor of the recorded one, or cannot run.
 pub const EXIT_REPRODUCE: u8 = 22;
+/// `--every-scenario`: a scenario of the project that runs on this machine has no receipt.
+pub const EXIT_MISSING: u8 = 23;
 
 /// The receipt of one scenario's run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

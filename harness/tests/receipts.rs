@@ -607,3 +607,44 @@ fn a_receipt_repeating_a_key_is_malformed() {
         text(&out)
     );
 }
+
+#[test]
+fn every_scenario_that_runs_here_needs_its_receipt() {
+    // A second scenario that runs here, and one skipped here (its model file absent): with
+    // `--every-scenario`, deleting the first's receipt fails the gate (exit 23); the skipped
+    // one needs none.
+    let dir = real_run();
+    let root = dir.path();
+    std::fs::write(
+        root.join("scenarios/other.yaml"),
+        "description: other\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [5, 6]\ngolden: false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("scenarios/absent.yaml"),
+        "description: absent\nmodel:\n  path: nowhere.gguf\ninputs:\n  tokens:\n    - [5, 6]\n",
+    )
+    .unwrap();
+    let out = harness(root, &["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!root.join("receipts/absent.json").exists());
+    let gate = |root: &Path| harness(root, &["verify-receipt", "receipts", "--every-scenario"]);
+    let out = gate(root);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::remove_file(root.join("receipts/other.json")).unwrap();
+    let out = gate(root);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(EXIT_MISSING)),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("scenario `other` runs on this machine but has no receipt"),
+        "{}",
+        text(&out)
+    );
+    // Without the flag, the receipts present are all that is checked.
+    let out = harness(root, &["verify-receipt", "receipts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

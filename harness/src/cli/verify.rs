@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use bitnet_harness::receipt::{parse_duration, verify_file, VerifyOptions, EXIT_OK};
+use bitnet_harness::receipt::{parse_duration, verify_file, VerifyOptions, EXIT_MISSING, EXIT_OK};
 
 use super::UsageError;
 
@@ -38,6 +38,11 @@ pub struct Args {
     /// With `--reproduce`: how far the recorded tokens/s may be from this machine's (either way).
     #[arg(long, default_value_t = 3.0)]
     pub tps_factor: f64,
+    /// Require a receipt of every scenario of the project (`<root>/scenarios`) that runs on this
+    /// machine: one skipped here (its model absent, `slow`, `skip_unless`) needs none (exit 23
+    /// when one is missing, so deleting a failing scenario's receipt does not pass the gate).
+    #[arg(long)]
+    pub every_scenario: bool,
 }
 
 /// Returns the exit code.
@@ -102,6 +107,40 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let harness = std::env::current_exe()?;
     let mut first = EXIT_OK;
+    if args.every_scenario {
+        let root = args.root.clone().unwrap_or_else(|| {
+            files
+                .first()
+                .and_then(|f| receipt_project(f))
+                .unwrap_or_else(|| cwd.clone())
+        });
+        let have: std::collections::HashSet<String> = files
+            .iter()
+            .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        let dir = root.join("scenarios");
+        let paths = bitnet_harness::scenario::find_scenarios(std::slice::from_ref(&dir))
+            .map_err(|e| UsageError(format!("--every-scenario: {e}")))?;
+        for p in paths {
+            let s = bitnet_harness::scenario::load_scenario(&p)
+                .map_err(|e| UsageError(format!("--every-scenario: {e}")))?;
+            if have.contains(&s.stem) || bitnet_harness::run::skip_reason(&s).is_some() {
+                continue;
+            }
+            errln!(
+                "error: scenario `{}` runs on this machine but has no receipt among {} (exit code {EXIT_MISSING})",
+                s.stem,
+                args.paths
+                    .iter()
+                    .map(|p| format!("`{}`", p.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if first == EXIT_OK {
+                first = EXIT_MISSING;
+            }
+        }
+    }
     for f in &files {
         let base = args
             .root

@@ -316,7 +316,7 @@ impl Report {
             (None, None, Status::Fail) => first_line_of_failure(&v.message),
             (None, None, Status::Pass) => {
                 // The first input's note, shortened (e.g. "319 points × positions compared,
-                // 319 of them bit-exact").
+                // 319 of them held to bit-exactness and equal").
                 let first = v.message.split("; ").next().unwrap_or("");
                 let first = match first.strip_prefix("input ") {
                     Some(rest) => rest.split_once(": ").map_or(first, |(_, r)| r),

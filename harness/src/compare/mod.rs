@@ -366,7 +366,19 @@ impl Comparison {
             ));
         }
         if !self.unmatched.is_empty() {
-            parts.push(format!("not comparable: {}", self.unmatched.join("; ")));
+            // The first few: a reference may write thousands of records no engine has.
+            const SHOWN: usize = 12;
+            let more = self.unmatched.len().saturating_sub(SHOWN);
+            parts.push(format!(
+                "not comparable ({}): {}{}",
+                self.unmatched.len(),
+                self.unmatched[..self.unmatched.len().min(SHOWN)].join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
         }
         parts.join("\n")
     }

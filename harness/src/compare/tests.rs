@@ -249,3 +249,23 @@ fn tolerance_overrides_merge_field_by_field() {
     assert_eq!(v.len(), 2, "{v:?}");
     assert!(v[0].starts_with("cosine") && v[1].starts_with("max_abs"));
 }
+
+#[test]
+fn a_failure_summary_lists_a_dozen_unmatched_records_and_counts_the_rest() {
+    // 180,000 records no engine has made a 9 MB one-line message before.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_trace(a.path(), None, &[4]);
+    write_trace(b.path(), None, &[4]);
+    let mut c = compare_trace_dirs(a.path(), b.path(), &spec(&tight)).unwrap();
+    c.unmatched = (0..180_000)
+        .map(|i| format!("`blk.{i}.q` step 0 only in the reference's trace"))
+        .collect();
+    let s = c.failure_summary();
+    assert!(
+        s.starts_with("not comparable (180000): `blk.0.q` step 0 only in the reference's trace; ")
+            && s.contains("`blk.11.q`")
+            && !s.contains("`blk.12.q`")
+            && s.ends_with("; and 179988 more"),
+        "{s:.400}"
+    );
+}

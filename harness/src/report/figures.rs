@@ -369,7 +369,14 @@ impl InputFigures {
             divergence,
             logits: logits_of(engine_dir, reference_dir, c, spec),
             headroom: c.headroom.iter().map(HeadroomFigure::from).collect(),
-            unmatched: c.unmatched.clone(),
+            // The first hundred, and how many more (a reference may write thousands).
+            unmatched: {
+                let mut u: Vec<String> = c.unmatched.iter().take(100).cloned().collect();
+                if c.unmatched.len() > 100 {
+                    u.push(format!("… and {} more", c.unmatched.len() - 100));
+                }
+                u
+            },
             engine_generated: c.engine_generated.clone(),
             reference_generated: c.reference_generated.clone(),
         }

@@ -455,7 +455,7 @@ impl Context {
                 .sum();
             let exact = r.stages.iter().filter(|s| s.exact).count();
             notes.push(format!(
-                "input {i}: {} stages replayed, {exact} of them bit-exact, {boundary} int8 boundary flips ({}){}",
+                "input {i}: {} stages replayed, {exact} of them held to bit-exactness and equal, {boundary} int8 boundary flips ({}){}",
                 r.stages.len(),
                 {
                     let mut f: Vec<&str> = r
@@ -470,7 +470,13 @@ impl Context {
                 if r.skipped.is_empty() {
                     String::new()
                 } else {
-                    format!("; not replayed: {}", r.skipped.join("; "))
+                    // The first dozen: a reference may trace thousands of steps it never fed.
+                    let more = r.skipped.len().saturating_sub(12);
+                    format!(
+                        "; not replayed: {}{}",
+                        r.skipped[..r.skipped.len().min(12)].join("; "),
+                        if more > 0 { format!("; and {more} more") } else { String::new() }
+                    )
                 }
             ));
         }
@@ -575,7 +581,11 @@ impl Context {
                         d.to_string()
                     }
                 });
-                v.worst = c.worst_headroom().cloned();
+                // Where the values agree and only records could not be compared, the table
+                // shows the failure's first line, not a metric within its bound.
+                if c.first_divergence.is_some() || !c.logit_violations.is_empty() {
+                    v.worst = c.worst_headroom().cloned();
+                }
                 v.per_layer = c.per_layer.clone();
                 v.figures = figures;
                 return v;
@@ -589,7 +599,7 @@ impl Context {
                 }
             }
             notes.push(format!(
-                "input {i}: {} points × positions compared, {exact_points} of them bit-exact{}",
+                "input {i}: {} points × positions compared, {exact_points} of them held to bit-exactness and equal{}",
                 c.points.len(),
                 if why_not.is_empty() {
                     String::new()

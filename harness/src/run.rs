@@ -610,6 +610,7 @@ impl Context {
         };
         self.run_scenario_reference(s, &req)
             .map_err(|e| e.to_string())?;
+        check_timing(&dir, req.tokens.len(), sc.generation.steps)?;
         Ok(dir)
     }
 
@@ -739,6 +740,55 @@ fn install_panic_capture() {
     });
 }
 
+/// A reference's `timing.json`, which its receipt's tokens/s come from: the prefill of the
+/// `tokens` it was given and `steps − 1` decode calls, each taking a positive time that gives a
+/// rate the receipt gate accepts. Checked when the reference finishes, so a run cannot pass and
+/// leave a receipt the gate then refuses.
+fn check_timing(dir: &Path, tokens: usize, steps: usize) -> Result<(), String> {
+    let path = dir.join("timing.json");
+    let bad = |what: String| format!("the reference's `{}`: {what}", path.display());
+    let text = bitnet_engine::files::read_text_limited(
+        &path,
+        bitnet_engine::files::MAX_JSON_BYTES,
+        "timing.json",
+    )
+    .map_err(|e| {
+        bad(format!(
+            "{e} (a reference writes its prefill and decode times there)"
+        ))
+    })?;
+    let t: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let shown = |k: &str| t.get(k).map_or("absent".to_string(), |v| v.to_string());
+    let count = |k: &str| t.get(k).and_then(serde_json::Value::as_u64);
+    let seconds = |k: &str| t.get(k).and_then(serde_json::Value::as_f64);
+    let calls = steps.saturating_sub(1);
+    if count("prefill_tokens") != Some(tokens as u64) || count("decode_calls") != Some(calls as u64)
+    {
+        return Err(bad(format!(
+            "`prefill_tokens` {} and `decode_calls` {}, expected {tokens} and {calls} (the tokens it was given; one call per generated token after the first)",
+            shown("prefill_tokens"),
+            shown("decode_calls")
+        )));
+    }
+    let (lo, hi) = (crate::receipt::MIN_TPS, crate::receipt::MAX_TPS);
+    for (k, n) in [("prefill_seconds", tokens), ("decode_seconds", calls)] {
+        let v = seconds(k);
+        let ok = match v {
+            _ if n == 0 => v.is_some_and(|x| x.is_finite() && x >= 0.0),
+            Some(x) if x.is_finite() && x > 0.0 => (lo..=hi).contains(&(n as f64 / x)),
+            _ => false,
+        };
+        if !ok {
+            return Err(bad(format!(
+                "`{k}` is {} for {n}: expected a time in seconds giving {lo} to {hi:e} tokens/s",
+                shown(k)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Run the engine on `tokens` (prefill in chunks of `chunk`, then the scenario's generation)
 /// with a tracer into `dir` (cleared first), and write its `logits.npy` and `generated.json`.
 #[allow(clippy::too_many_arguments)]
@@ -793,4 +843,58 @@ pub fn golden_body(runs: &Runs) -> String {
         lines.push(format!("input {i} | generated {:?}", input.generated));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use super::check_timing;
+
+    #[test]
+    fn a_reference_timing_is_held_to_its_request_and_to_rates_the_gate_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |json: &str| {
+            std::fs::write(dir.path().join("timing.json"), json).unwrap();
+            check_timing(dir.path(), 8, 4)
+        };
+        let good = r#"{"prefill_tokens": 8, "prefill_seconds": 0.01, "decode_calls": 3, "decode_seconds": 0.02}"#;
+        assert_eq!(check(good), Ok(()));
+        for (json, want) in [
+            (
+                r#"{"prefill_tokens": 8, "prefill_seconds": 0, "decode_calls": 3, "decode_seconds": 0.02}"#,
+                "`prefill_seconds` is 0 for 8",
+            ),
+            (
+                r#"{"prefill_tokens": 8, "prefill_seconds": -1e-9, "decode_calls": 3, "decode_seconds": 0.02}"#,
+                "`prefill_seconds` is -1e-9",
+            ),
+            (
+                r#"{"prefill_tokens": 8, "prefill_seconds": 1e-12, "decode_calls": 3, "decode_seconds": 0.02}"#,
+                "giving 0.001 to 1e8 tokens/s",
+            ),
+            (
+                r#"{"prefill_tokens": 8, "prefill_seconds": 0.01, "decode_calls": 3}"#,
+                "`decode_seconds` is absent",
+            ),
+            (
+                r#"{"prefill_tokens": 9, "prefill_seconds": 0.01, "decode_calls": 3, "decode_seconds": 0.02}"#,
+                "expected 8 and 3",
+            ),
+            ("[]", "expected 8 and 3"),
+            ("{", "not JSON"),
+        ] {
+            let e = check(json).unwrap_err();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        // No decode call: its time may be 0.
+        std::fs::write(
+            dir.path().join("timing.json"),
+            r#"{"prefill_tokens": 8, "prefill_seconds": 0.01, "decode_calls": 0, "decode_seconds": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(check_timing(dir.path(), 8, 1), Ok(()));
+        std::fs::remove_file(dir.path().join("timing.json")).unwrap();
+        assert!(check_timing(dir.path(), 8, 1)
+            .unwrap_err()
+            .contains("writes its prefill and decode times"));
+    }
 }

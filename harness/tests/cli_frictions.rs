@@ -325,3 +325,25 @@ fn a_receipt_that_cannot_be_written_fails_the_run_and_long_names_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_root_that_is_not_a_directory_is_refused_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scenarios")).unwrap();
+    std::fs::write(
+        dir.path().join("scenarios/r.yaml"),
+        "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2, 3]]\ngolden: false\nreference: none\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("no/such/root");
+    let out = harness()
+        .args(["run", "scenarios/r.yaml", "--root"])
+        .arg(&missing)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+    assert!(!missing.exists() && !dir.path().join("no").exists());
+}

@@ -471,6 +471,35 @@ fn a_divergence_among_some_traced_points_says_earlier_stages_were_not_traced() {
     );
 }
 
+/// `harness run scenarios --filter variants` in `root` with `plant` (or none) and `env` set:
+/// the exit code and the variants row's message.
+fn variants_run(root: &Path, plant: Option<&str>, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_harness"));
+    c.current_dir(root)
+        .env_remove("BITNET_PLANT")
+        .env_remove("BITNET_TQ1_UNPACK")
+        .envs(env.iter().copied())
+        .args(["run", "scenarios", "--filter", "variants"]);
+    if let Some(p) = plant {
+        c.env("BITNET_PLANT", p);
+    }
+    let out = c.output().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("target/harness/report.json")).unwrap())
+            .unwrap();
+    let row = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == "variants")
+        .cloned()
+        .unwrap_or_else(|| panic!("no variants row: {report}"));
+    (
+        out.status.code(),
+        row["verdict"]["message"].as_str().unwrap().to_string(),
+    )
+}
+
 #[test]
 fn a_bug_in_the_base3_tq1_0_kernel_fails_the_variants_check() {
     // The SIMD variants run TQ1_0 weights rewritten as TQ2_0; their base-3 TQ1_0 kernels are
@@ -488,37 +517,11 @@ fn a_bug_in_the_base3_tq1_0_kernel_fails_the_variants_check() {
         "description: x\nmodel:\n  preset: tq1\ninputs:\n  tokens:\n    - [1, 17, 300, 42]\nreference: none\ngolden: false\ntags: [fast]\n",
     )
     .unwrap();
-    let run = |plant: Option<&str>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_harness"));
-        c.current_dir(root)
-            .env("BITNET_KERNEL", "avx2")
-            .env_remove("BITNET_PLANT")
-            .env_remove("BITNET_TQ1_UNPACK")
-            .args(["run", "scenarios", "--filter", "variants"]);
-        if let Some(p) = plant {
-            c.env("BITNET_PLANT", p);
-        }
-        let out = c.output().unwrap();
-        let report: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root.join("target/harness/report.json")).unwrap(),
-        )
-        .unwrap();
-        let row = report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["check"] == "variants")
-            .cloned()
-            .unwrap_or_else(|| panic!("no variants row: {report}"));
-        (
-            out.status.code(),
-            row["verdict"]["message"].as_str().unwrap().to_string(),
-        )
-    };
-    let (code, msg) = run(None);
+    let avx2 = [("BITNET_KERNEL", "avx2")];
+    let (code, msg) = variants_run(root, None, &avx2);
     assert_eq!(code, Some(0), "{msg}");
     assert!(msg.contains("avx2 (base-3 TQ1_0)"), "{msg}");
-    let (code, msg) = run(Some("tq1_base3_qh_powers_reversed"));
+    let (code, msg) = variants_run(root, Some("tq1_base3_qh_powers_reversed"), &avx2);
     assert_eq!(code, Some(1), "{msg}");
     assert!(
         msg.contains("the avx2 (base-3 TQ1_0) kernels and the default run's (avx2) give different traces, first at step 0, position 0, layer 0"),
@@ -539,41 +542,14 @@ fn a_fault_in_the_split_between_threads_fails_variants_without_a_reference() {
         "description: x\nmodel:\n  preset: tiny\ninputs:\n  tokens:\n    - [1, 17, 300, 42]\nreference: none\ngolden: false\nthreads: 2\ntags: [fast]\n",
     )
     .unwrap();
-    let run = |plant: Option<&str>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_harness"));
-        c.current_dir(root).env_remove("BITNET_PLANT").args([
-            "run",
-            "scenarios",
-            "--filter",
-            "variants",
-        ]);
-        if let Some(p) = plant {
-            c.env("BITNET_PLANT", p);
-        }
-        let out = c.output().unwrap();
-        let report: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root.join("target/harness/report.json")).unwrap(),
-        )
-        .unwrap();
-        let row = report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["check"] == "variants")
-            .cloned()
-            .unwrap_or_else(|| panic!("no variants row: {report}"));
-        (
-            out.status.code(),
-            row["verdict"]["message"].as_str().unwrap().to_string(),
-        )
-    };
-    let (code, msg) = run(None);
+    let (code, msg) = variants_run(root, None, &[]);
     assert_eq!(code, Some(0), "{msg}");
     assert!(msg.contains("on 1 thread"), "{msg}");
-    let (code, msg) = run(Some("thread_split_offset"));
+    let (code, msg) = variants_run(root, Some("thread_split_offset"), &[]);
     assert_eq!(code, Some(1), "{msg}");
     assert!(
-        msg.contains("on 2 threads and the") && msg.contains("kernels on 1 thread give different traces, first at step 0, position 2, layer 0, stage attn_norm"),
+        msg.contains("on 2 threads and the")
+            && msg.contains("kernels on 1 thread give different traces, first at step 0, position 2, layer 0, stage attn_norm"),
         "{msg}"
     );
 }

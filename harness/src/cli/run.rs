@@ -64,14 +64,20 @@ fn scenario_paths(paths: &[PathBuf], root: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// The project root: `--root`, else found from the first scenario path ([`project_root`]).
-fn root_of(paths: &[PathBuf], root: Option<&Path>) -> PathBuf {
+/// A `--root` that is not a directory is refused (the run would create it, and write there).
+fn root_of(paths: &[PathBuf], root: Option<&Path>) -> Result<PathBuf> {
     match root {
-        Some(r) => std::path::absolute(r).unwrap_or_else(|_| r.to_owned()),
-        None => project_root(
+        Some(r) if !r.is_dir() => Err(UsageError(format!(
+            "--root `{}` is not a directory: name the project's directory (the one holding `scenarios/` and `goldens/`)",
+            r.display()
+        ))
+        .into()),
+        Some(r) => Ok(std::path::absolute(r).unwrap_or_else(|_| r.to_owned())),
+        None => Ok(project_root(
             paths
                 .first()
                 .map_or(Path::new("scenarios"), |p| p.as_path()),
-        ),
+        )),
     }
 }
 
@@ -184,8 +190,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
     let paths = scenario_paths(&args.select.paths, args.root.as_deref());
+    let root = root_of(&paths, args.root.as_deref())?;
     let all = selected(&args.select, &paths)?;
-    let root = root_of(&paths, args.root.as_deref());
     let out = args.out.unwrap_or_else(|| root.join("target/harness"));
     let receipts_dir = &args.receipts.unwrap_or_else(|| root.join("receipts"));
     // Where the run writes, checked before it runs (not after every check has).
@@ -441,7 +447,7 @@ pub fn bless(args: BlessArgs) -> Result<()> {
             );
         }
     }
-    let root = root_of(std::slice::from_ref(&dir), args.root.as_deref());
+    let root = root_of(std::slice::from_ref(&dir), args.root.as_deref())?;
     let ctx = Context::new(
         &root,
         root.join("target/harness/runs"),

@@ -322,6 +322,44 @@ fn bad_arguments_are_usage_errors() {
             &["bench", "--preset", "tiny", "--kernel", "scalar tiles 4"][..],
             "at most `rows N`, `tokens N` and `prefetch BYTES` once each, found `tiles`",
         ),
+        // Output paths refused before anything is measured (no llama.cpp reachable here:
+        // `--reference-bin` names nothing, so a bench that ran would fail otherwise).
+        (
+            &[
+                "bench",
+                "--preset",
+                "tiny",
+                "--reference-bin",
+                "/nonexistent",
+                "--json",
+                "/",
+            ][..],
+            "cannot write `/`",
+        ),
+        (
+            &[
+                "bench",
+                "--preset",
+                "tiny",
+                "--reference-bin",
+                "/nonexistent",
+                "--json",
+                "no/dir/b.json",
+            ][..],
+            "cannot write `no/dir/b.json`",
+        ),
+        (
+            &[
+                "bench",
+                "--preset",
+                "tiny",
+                "--reference-bin",
+                "/nonexistent",
+                "--receipt",
+                "absent.json",
+            ][..],
+            "absent.json",
+        ),
     ] {
         let out = harness(d.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));

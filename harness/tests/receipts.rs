@@ -647,4 +647,20 @@ fn every_scenario_that_runs_here_needs_its_receipt() {
     // Without the flag, the receipts present are all that is checked.
     let out = harness(root, &["verify-receipt", "receipts"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A goldens directory that is not one is a bad argument, not a digest mismatch (16).
+    let out = harness(
+        root,
+        &[
+            "verify-receipt",
+            "receipts",
+            "--against-goldens",
+            "scenarios/small.yaml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not a directory of goldens"),
+        "{}",
+        text(&out)
+    );
 }

@@ -121,6 +121,11 @@ fn mistakes_name_file_line_column_and_the_fix() {
             ],
         ),
         (
+            "a backend named twice",
+            &format!("{GOOD}backends: [cpu, cpu]\n"),
+            &["bad.yaml:7:1", "`backends[1]` names `cpu` again"],
+        ),
+        (
             // Written with a YAML escape, the glob is not in the text as parsed: its section is.
             "escaped bad glob",
             &format!("{GOOD}trace:\n  points: [\"blk.\\u005b.q\"]\n"),

@@ -57,6 +57,16 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     bench::check_counts(&a.threads, a.prompt_tokens, a.decode_tokens, a.rounds)
         .map_err(UsageError)?;
+    // Where the figures go, checked before minutes of measuring: a file can be written beside
+    // each path, and the receipt is one.
+    for path in a.json.iter().chain(&a.receipt) {
+        bitnet_engine::npy::temp_beside(path)
+            .map_err(|e| UsageError(format!("cannot write `{}`: {e}", path.display())))?;
+    }
+    let receipt: Option<Receipt> = match &a.receipt {
+        Some(path) => Some(bench::read_json(path).map_err(UsageError)?),
+        None => None,
+    };
     let model = match (&a.model, &a.preset) {
         (Some(m), None) => {
             if !m.is_file() {
@@ -120,8 +130,7 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         errln!("report: {}", path.display());
     }
-    if let Some(path) = &a.receipt {
-        let mut r: Receipt = bench::read_json(path).map_err(UsageError)?;
+    if let (Some(path), Some(mut r)) = (&a.receipt, receipt) {
         r.bench = Some(report);
         let json = serde_json::to_vec_pretty(&r)?;
         bitnet_engine::npy::write_atomic(path, &json)

@@ -55,6 +55,15 @@ pub fn run(args: Args) -> Result<u8> {
             .into());
         }
     }
+    if let Some(Some(g)) = &args.against_goldens {
+        if !g.is_dir() {
+            return Err(UsageError(format!(
+                "--against-goldens `{}` is not a directory of goldens",
+                g.display()
+            ))
+            .into());
+        }
+    }
     let mut files = Vec::new();
     for p in &args.paths {
         if p.is_dir() {

@@ -389,6 +389,23 @@ fn check_meaning(
             "`backends` is empty: name at least one (`[cpu]`, `[cpu, cuda]`)".into(),
         ));
     }
+    if let Some((i, b)) = s
+        .backends
+        .iter()
+        .enumerate()
+        .find(|(i, b)| s.backends[..*i].contains(b))
+    {
+        return Err(err(
+            "backends",
+            format!(
+                "`backends[{i}]` names `{}` again: name each backend once",
+                match b {
+                    super::Backend::Cpu => "cpu",
+                    super::Backend::Cuda => "cuda",
+                }
+            ),
+        ));
+    }
     if let Reference::Command { command } = &s.reference {
         if command.first().is_some_and(|p| p.trim().is_empty()) {
             return Err(err(

@@ -121,6 +121,16 @@ fn mistakes_name_file_line_column_and_the_fix() {
             ],
         ),
         (
+            "a top-level key given twice",
+            &format!("{GOOD}generation:\n  steps: 1\ngolden: false\ngeneration:\n  steps: 2\n"),
+            &["bad.yaml:10:1", "the key `generation` appears twice"],
+        ),
+        (
+            "a nested key given twice",
+            "description: ok\nmodel:\n  preset: tiny\n  preset: gqa\ninputs:\n  tokens: [[1]]\n",
+            &["bad.yaml:4:3", "the key `preset` appears twice"],
+        ),
+        (
             "a backend named twice",
             &format!("{GOOD}backends: [cpu, cpu]\n"),
             &["bad.yaml:7:1", "`backends[1]` names `cpu` again"],
@@ -333,7 +343,7 @@ fn mistakes_name_file_line_column_and_the_fix() {
             "a key given twice in a map (the last would win silently)",
             "model:\n  preset: tiny\ninputs:\n  tokens: [[1]]\ntolerances:\n  points:\n    logits: { rel_l2_max: 0.5 }\n    blk.*: { rel_l2_max: 0.1 }\n    logits: { rel_l2_max: 0.001 }\n",
             &[
-                "bad.yaml:7:5",
+                "bad.yaml:9:5",
                 "tolerances.points: the key `logits` appears twice in one mapping",
             ],
         ),

@@ -247,6 +247,30 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, ScenarioError> {
             let (l, c) = locate(&text, "reference:");
             (line, column) = (l, c + "reference: ".len());
         }
+        // A repeated key is reported at its mapping's start: point at the repeat, the second
+        // line from there holding the key at the first one's indentation.
+        if let Some(k) = message
+            .split("the key `")
+            .nth(1)
+            .and_then(|r| r.split("` appears twice").next())
+        {
+            let key = format!("{k}:");
+            let mut found = text
+                .lines()
+                .enumerate()
+                .skip(line.saturating_sub(1))
+                .filter_map(|(i, l)| {
+                    let l = uncommented(l);
+                    let at = l.find(&key)?;
+                    let before = l[..at].trim_end();
+                    (before.is_empty() || before.ends_with(['{', ',', '-'])).then_some((i, at))
+                });
+            if let Some((_, first_col)) = found.next() {
+                if let Some((i, col)) = found.find(|&(_, c)| c == first_col) {
+                    (line, column) = (i + 1, col + 1);
+                }
+            }
+        }
         if let Some(rest) = message.find("unknown field `").map(|i| &message[i + 15..]) {
             if let Some(word) = rest.split('`').next() {
                 if let Some(m) = did_you_mean(word, field_names().iter().copied()) {

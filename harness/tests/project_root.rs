@@ -47,8 +47,9 @@ fn a_scenario_run_from_elsewhere_writes_into_its_project() {
     let out = harness(&elsewhere, &["run", mine.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    // `--root` overrides.
+    // `--root` overrides (a directory that exists: one that does not is refused, not made).
     let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
     let out = harness(
         &elsewhere,
         &[

@@ -24,7 +24,8 @@ pub const PROJECTION_TYPES: &[GgmlType] = &[
     GgmlType::F16,
 ];
 /// Types the token embedding (the tied output) may have.
-pub const EMBEDDING_TYPES: &[GgmlType] = &[GgmlType::F32, GgmlType::F16];
+/// Q6_K is what `llama-quantize` gives a tied embedding when it quantizes to TQ1_0 or TQ2_0.
+pub const EMBEDDING_TYPES: &[GgmlType] = &[GgmlType::F32, GgmlType::F16, GgmlType::Q6_K];
 /// Types a norm weight or a projection's `.scale` may have.
 pub const VECTOR_TYPES: &[GgmlType] = &[GgmlType::F32, GgmlType::F16, GgmlType::BF16];
 

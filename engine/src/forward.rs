@@ -419,8 +419,8 @@ impl<'m> Session<'m> {
             } else {
                 t
             };
-            let bytes =
-                &emb.data[t as usize * emb.cols * emb_size(&emb)..][..emb.cols * emb_size(&emb)];
+            let rb = emb_row_bytes(&emb);
+            let bytes = &emb.data[t as usize * rb..][..rb];
             dequant_row(&emb, bytes, row);
             if self.nudge_embeddings {
                 for v in row.iter_mut() {
@@ -756,8 +756,9 @@ pub fn next_up(v: f32) -> f32 {
     f32::from_bits(if v > 0.0 { b + 1 } else { b - 1 })
 }
 
-fn emb_size(m: &Matrix) -> usize {
-    m.ty.type_size()
+/// Bytes of one embedding row (F32, F16: `cols` elements; Q6_K: `cols/256` blocks).
+fn emb_row_bytes(m: &Matrix) -> usize {
+    m.data.len() / m.rows.max(1)
 }
 
 fn dequant_row(m: &Matrix, bytes: &[u8], out: &mut [f32]) {
@@ -773,11 +774,16 @@ fn dequant_row(m: &Matrix, bytes: &[u8], out: &mut [f32]) {
                 };
             }
         }
-        _ => {
+        crate::gguf::GgmlType::F32 => {
             for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
                 *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
         }
+        // ggml's `get_rows` runs the type's `dequantize_row_*`.
+        ty => out.copy_from_slice(
+            &crate::quant::dequantize(ty, bytes, out.len())
+                .expect("an embedding type the model loader accepts"),
+        ),
     }
 }
 

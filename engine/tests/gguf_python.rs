@@ -51,6 +51,7 @@ fn gguf_py_reads_what_we_write() {
         (GgmlType::F16, vec![64, 2]),
         (GgmlType::BF16, vec![32, 3]),
         (GgmlType::Q8_0, vec![64, 3]),
+        (GgmlType::Q6_K, vec![512, 3]),
         (GgmlType::TQ1_0, vec![256, 2]),
         (GgmlType::TQ2_0, vec![512, 3]),
     ];

@@ -22,6 +22,7 @@ fn expected_tensors(s: &ModelSpec) -> BTreeMap<String, (Vec<u64>, String)> {
     let emb = match s.embedding_type {
         EmbeddingType::F32 => "F32",
         EmbeddingType::F16 => "F16",
+        EmbeddingType::Q6K => "Q6_K",
     };
     let mut m = BTreeMap::new();
     let mut put = |n: String, d: Vec<u64>, t: &str| {

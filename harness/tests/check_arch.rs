@@ -227,7 +227,7 @@ fn each_mis_mapped_file_is_refused_with_its_own_finding() {
             30,
             "tensor-type",
             "token_embd.weight",
-            "type TQ2_0 is not one the engine reads for it (expected one of F32, F16)",
+            "type TQ2_0 is not one the engine reads for it (expected one of F32, F16, Q6_K)",
         ),
         (
             "a file type that names another format",

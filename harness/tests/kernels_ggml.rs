@@ -1,8 +1,9 @@
 //! The engine's kernels against ggml itself (the llama.cpp build the harness links, AVX2 as
 //! pinned in `.cargo/config.toml`): ggml's Q8_K quantizer gives the engine's bytes, and ggml's
-//! TQ1_0/TQ2_0 dot products and F16 matrix products (tinyBLAS for row counts divisible by 4,
-//! `ggml_vec_dot_f16` otherwise) give the engine's values bit for bit, for every kernel variant
-//! this CPU runs. The expected values are computed by ggml, not by the engine.
+//! TQ1_0/TQ2_0/Q6_K dot products and F16 matrix products (tinyBLAS for row counts divisible by
+//! 4, `ggml_vec_dot_f16` otherwise) give the engine's values bit for bit, for every kernel variant
+//! this CPU runs; ggml's Q6_K quantizer and dequantizer give the engine's bytes and values. The
+//! expected values are computed by ggml, not by the engine.
 
 use std::ffi::c_void;
 
@@ -314,6 +315,124 @@ fn f32_matrix_products_equal_ggml_mul_mat() {
                 let gb: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
                 let wb: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
                 assert_eq!(gb, wb, "F32 {rows}x{cols} {n_tok} tokens {k:?}");
+            }
+        }
+    }
+}
+
+/// Weights for Q6_K rows: spreads of either sign, groups of 16 that are all zero or hold one
+/// outlier, all-zero blocks and tiny magnitudes near ggml's `GROUP_MAX_EPS`.
+fn q6_k_weights(n: usize, rng: &mut Rng, case: usize) -> Vec<f32> {
+    let scale = [1.0f32, 0.02, 3e-3, 1e-14, 40.0][case % 5];
+    (0..n)
+        .map(|i| match (case / 5) % 4 {
+            0 => rng.f() * scale,
+            // Every other group of 16 all zero, the rest with an outlier at its 3rd element.
+            1 if (i / 16) % 2 == 0 => 0.0,
+            1 if i % 16 == 3 => -8.0 * scale,
+            // The second block of two all zero.
+            2 if (i / QK_K) % 2 == 1 => 0.0,
+            // Values on multiples of a step, so quantization meets rounding ties.
+            3 => ((rng.next() % 64) as f32 - 32.0) * scale / 32.0,
+            _ => rng.f() * scale,
+        })
+        .collect()
+}
+
+/// ggml's own Q6_K quantizer (`ggml_quantize_chunk`, no importance matrix: the reference
+/// quantizer `llama-quantize` runs then).
+fn ggml_quantize(ty: sys::ggml_type, x: &[f32], rows: usize) -> Vec<u8> {
+    let cols = x.len() / rows;
+    // SAFETY: ggml_row_size is pure; the destination holds `rows` rows of `cols` elements of
+    // `ty` and the source `rows × cols` floats.
+    unsafe {
+        let mut out = vec![0u8; sys::ggml_row_size(ty, cols as i64) * rows];
+        sys::ggml_quantize_chunk(
+            ty,
+            x.as_ptr(),
+            out.as_mut_ptr() as *mut c_void,
+            0,
+            rows as i64,
+            cols as i64,
+            std::ptr::null(),
+        );
+        out
+    }
+}
+
+fn ggml_dequantize(ty: sys::ggml_type, data: &[u8], n: usize) -> Vec<f32> {
+    // SAFETY: ggml's type table has `to_float` for every quantized type; `data` holds `n`
+    // elements of `ty` and `out` `n` floats.
+    unsafe {
+        let to_float = (*sys::ggml_get_type_traits(ty)).to_float.expect("to_float");
+        let mut out = vec![0f32; n];
+        to_float(data.as_ptr() as *const c_void, out.as_mut_ptr(), n as i64);
+        out
+    }
+}
+
+#[test]
+fn q6_k_quantization_dequantization_and_dot_products_equal_ggml() {
+    init();
+    let mut rng = Rng(6);
+    for case in 0..200 {
+        let blocks = 1 + case % 5;
+        let n = blocks * QK_K;
+        let w = q6_k_weights(n, &mut rng, case);
+        let ours_q = quantize(GgmlType::Q6_K, &w).unwrap();
+        let theirs_q = ggml_quantize(sys::GGML_TYPE_Q6_K, &w, 1);
+        assert_eq!(
+            ours_q, theirs_q,
+            "case {case}: Q6_K bytes differ from ggml's"
+        );
+        let ours_d = bitnet_engine::quant::dequantize(GgmlType::Q6_K, &theirs_q, n).unwrap();
+        let theirs_d = ggml_dequantize(sys::GGML_TYPE_Q6_K, &theirs_q, n);
+        let (ob, tb): (Vec<u32>, Vec<u32>) = (
+            ours_d.iter().map(|v| v.to_bits()).collect(),
+            theirs_d.iter().map(|v| v.to_bits()).collect(),
+        );
+        assert_eq!(
+            ob, tb,
+            "case {case}: Q6_K dequantization differs from ggml's"
+        );
+        let x = activations(n, &mut rng, case % 3);
+        let a = ggml_q8k(&x);
+        let want = ggml_vec_dot(sys::GGML_TYPE_Q6_K, &theirs_q, &a);
+        let spec = scalar::q6_k_q8k_dot_scalar(&theirs_q, &a);
+        assert_eq!(
+            spec.to_bits(),
+            want.to_bits(),
+            "case {case}: scalar {spec} vs ggml {want}"
+        );
+    }
+}
+
+#[test]
+fn q6_k_matrix_products_equal_ggml_mul_mat() {
+    init();
+    let mut rng = Rng(7);
+    for (rows, cols) in [(24, 512), (37, 256), (5, 1536)] {
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.f() * 0.3).collect();
+        let data = ggml_quantize(sys::GGML_TYPE_Q6_K, &w, rows);
+        let m = Matrix {
+            ty: GgmlType::Q6_K,
+            data: &data,
+            rows,
+            cols,
+        };
+        for n_tok in [1, 5] {
+            let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 3.0).collect();
+            let want = ggml_mul_mat(sys::GGML_TYPE_Q6_K, &data, rows, cols, &x, n_tok, 2);
+            for k in Kernel::available() {
+                for threads in [1, 2] {
+                    let got = ours(&m, &x, n_tok, threads, k);
+                    let gb: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                    let wb: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(
+                        gb, wb,
+                        "Q6_K {rows}x{cols} {n_tok} tokens {k:?} {threads} threads"
+                    );
+                }
             }
         }
     }

@@ -336,3 +336,79 @@ fn files_llama_cpp_rope_mishandles_are_refused_before_it_runs() {
         "{text}"
     );
 }
+
+/// What `llama-quantize` writes when it quantizes a BitNet model to TQ2_0 or TQ1_0: the
+/// projections ternary, and the tied token embedding Q6_K (`llama_tensor_get_type`: the output
+/// matrix's type, as `token_embd` is the output). The file comes from llama.cpp's own quantizer
+/// (`llama_model_quantize`, the library behind the tool) run on the `tiny` preset written with
+/// F32 projections; the engine runs it and matches llama.cpp's trace bit for bit.
+#[test]
+fn files_llama_quantize_writes_run_bit_for_bit() {
+    use bitnet_engine::gguf::GgufFile;
+    use llama_cpp_sys_2 as sys;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = preset("tiny").unwrap();
+    let synth = dir.path().join("synth.gguf");
+    build(&spec).unwrap().write(&synth).unwrap();
+    let file = GgufFile::open(&synth).unwrap();
+    let mut w = build(&spec).unwrap();
+    for t in file.tensors().iter().filter(|t| t.ty == GgmlType::TQ2_0) {
+        let n = t.n_elements() as usize;
+        let v = bitnet_engine::quant::dequantize(t.ty, file.tensor_data(t), n).unwrap();
+        w.remove_tensor(&t.name);
+        w.add_tensor(
+            &t.name,
+            &t.dims,
+            GgmlType::F32,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        );
+    }
+    let f32_path = dir.path().join("f32.gguf");
+    w.write(&f32_path).unwrap();
+    for (ftype, ternary) in [
+        (sys::LLAMA_FTYPE_MOSTLY_TQ2_0, GgmlType::TQ2_0),
+        (sys::LLAMA_FTYPE_MOSTLY_TQ1_0, GgmlType::TQ1_0),
+    ] {
+        let path = dir.path().join(format!("{ternary}.gguf"));
+        let cin = std::ffi::CString::new(f32_path.to_str().unwrap()).unwrap();
+        let cout = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: the parameters are llama.cpp's defaults with the file type and thread count
+        // set; both paths are NUL-terminated and outlive the call.
+        let rc = unsafe {
+            sys::llama_backend_init();
+            let mut p = sys::llama_model_quantize_default_params();
+            p.ftype = ftype;
+            p.nthread = 2;
+            sys::llama_model_quantize(cin.as_ptr(), cout.as_ptr(), &p)
+        };
+        assert_eq!(rc, 0, "llama_model_quantize to {ternary} failed");
+        let q = GgufFile::open(&path).unwrap();
+        assert_eq!(q.tensor("token_embd.weight").unwrap().ty, GgmlType::Q6_K);
+        assert_eq!(q.tensor("blk.1.ffn_down.weight").unwrap().ty, ternary);
+        let (e, r) = (dir.path().join("e"), dir.path().join("r"));
+        let _ = (std::fs::remove_dir_all(&e), std::fs::remove_dir_all(&r));
+        for (cmd, out) in [("ref-trace", &r), ("trace", &e)] {
+            let (ok, text) = harness(
+                &[
+                    cmd,
+                    "--tokens",
+                    "1,17,300,42,511,0",
+                    "-o",
+                    out.to_str().unwrap(),
+                ],
+                &path,
+            );
+            assert!(ok, "{ternary}: {cmd}: {text}");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["diff", "--exact"])
+            .args([&r, &e])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ternary}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -325,6 +325,8 @@ enum Prepared {
         sums: Vec<i32>,
         perm: Vec<i8>,
     },
+    /// `n_tok × nb` Q8_K blocks for K-quant weights (Q6_K), which only the scalar kernel reads.
+    KQuant { blocks: Vec<BlockQ8K> },
     /// `n_tok × cols` activations in the weights' element type (`bytes`, little-endian) and as
     /// f32 (`vals`: F16-rounded for F16 weights).
     Float { bytes: Vec<u8>, vals: Vec<f32> },
@@ -433,6 +435,19 @@ pub fn prepare(
                 scales,
                 sums,
                 perm,
+            }
+        }
+        // Q6_K's vec_dot type is Q8_K, as the ternary types'.
+        GgmlType::Q6_K => {
+            log.record("q8k_quantize_scalar");
+            Prepared::KQuant {
+                blocks: split_tokens(x, n_tok, cols, threads, &|rows, out| {
+                    let mut q = Vec::with_capacity(cols / QK_K);
+                    for row in rows.chunks_exact(cols) {
+                        quantize_q8k(row, &mut q);
+                        out.extend_from_slice(&q);
+                    }
+                }),
             }
         }
         // ggml converts the activations to the weights' vec_dot type, F16, before the dot.
@@ -628,6 +643,7 @@ pub fn known_kernel_ids() -> Vec<String> {
         "q8k_quantize_scalar",
         "i8_s_quantize_scalar",
         "tq1_0_unpack_tq2_0_scalar",
+        "q6_k_q8k_dot_scalar",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -668,6 +684,7 @@ fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
         GgmlType::TQ1_0 => format!("tq1_0_q8k_dot_{sfx}"),
         GgmlType::I2_S => format!("i2_s_i8_dot_{sfx}"),
         GgmlType::F16 => format!("f16_f16_dot_{sfx}"),
+        GgmlType::Q6_K => "q6_k_q8k_dot_scalar".into(),
         _ => format!("f32_f32_dot_{sfx}"),
     }
 }

@@ -320,6 +320,7 @@ impl KernelPlan {
             GgmlType::TQ1_0,
             GgmlType::TQ2_0,
             GgmlType::I2_S,
+            GgmlType::Q6_K,
         ];
         for ty in types {
             for prefill in [false, true] {

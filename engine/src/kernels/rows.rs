@@ -207,6 +207,15 @@ pub(super) fn compute_rows(
             sums,
             perm,
         } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, prefetch, r0, r1, o),
+        Prepared::KQuant { blocks } => {
+            let nb = cols / QK_K;
+            for r in r0..r1 {
+                for t in 0..n_tok {
+                    let a = &blocks[t * nb..(t + 1) * nb];
+                    o.set(r, t, scalar::q6_k_q8k_dot_scalar(w.row(r), a));
+                }
+            }
+        }
         Prepared::Float { bytes, vals } => {
             float_rows(w, bytes, vals, n_tok, kernel, prefetch, r0, r1, o);
         }

@@ -12,6 +12,9 @@
 //!   `bsums`). The integer lanes are exact; each is converted to f32 and accumulated across blocks
 //!   as `acc[k] = fma(lane, d_a·d_w, acc[k])`; the 8 accumulators are summed as `hsum_float_8`:
 //!   `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+//! - Q6_K (a tied embedding `llama-quantize` wrote) against Q8_K (`ggml_vec_dot_q6_K_q8_K`,
+//!   AVX2): the same 8 lanes of `Σ scale·code·q`, less `32·Σ scale·bsum` for the codes' offset
+//!   ([`q6_k_q8k_dot_scalar`]).
 //! - I2_S (bitnet.cpp's x86 layout) against its per-token int8 activations: `quantize_row_i8_s`,
 //!   the integer `Σ code·q` of `ggml_vec_dot_i2_i8_s`, exact here (bitnet.cpp's AVX2 kernel
 //!   adds 256 products per 16-bit lane before widening, so it wraps where such a partial sum
@@ -150,6 +153,36 @@ fn ternary_dot(row: &[u8], a: &[BlockQ8K], block: usize, code: fn(&[u8], usize) 
 /// TQ2_0 × Q8_K over one row of `row.len()/66` blocks.
 pub fn tq2_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
     ternary_dot(row, a, 66, tq2_0_code)
+}
+
+/// Q6_K × Q8_K over one row of `row.len()/210` blocks (`ggml_vec_dot_q6_K_q8_K`, AVX2): lane `k`
+/// of a block holds `Σ scale·code·q` over the elements whose index modulo 32 lies in `4k..4k+4`
+/// (codes 0..63, unsigned), less `32·Σ scale·bsum` over the activations' sums of groups `2k` and
+/// `2k+1` (ggml folds the codes' −32 offset in through `bsums`); accumulated as
+/// [`accumulate_block`]'s `fma` with `d_a·d_w` and summed as [`hsum8`].
+pub fn q6_k_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
+    use crate::quant::{q6_k_codes, q6_k_d, q6_k_scales, Q6_K_BYTES};
+    // Planted: lane `k` takes elements `32k..32k+32`, same integer sum, other float rounding.
+    let lane_of = if crate::planted::on("q6_k_lane_order") {
+        |e: usize| e / 32
+    } else {
+        |e: usize| (e % 32) / 4
+    };
+    let mut acc = [0f32; 8];
+    for (x, y) in row.chunks_exact(Q6_K_BYTES).zip(a) {
+        let (codes, sc) = (q6_k_codes(x), q6_k_scales(x));
+        let mut lanes = [0i32; 8];
+        for e in 0..QK_K {
+            lanes[lane_of(e)] += sc[e / 16] as i32 * codes[e] as i32 * y.qs[e] as i32;
+        }
+        let d = y.d * q6_k_d(x);
+        for k in 0..8 {
+            let offset = y.bsums[2 * k] as i32 * sc[2 * k] as i32
+                + y.bsums[2 * k + 1] as i32 * sc[2 * k + 1] as i32;
+            acc[k] = d.mul_add((lanes[k] - 32 * offset) as f32, acc[k]);
+        }
+    }
+    hsum8(acc)
 }
 
 /// One trit of a TQ1_0 byte plus one (0, 1 or 2): `((uint8)(q · 3^l) · 3) >> 8`.

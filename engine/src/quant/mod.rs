@@ -7,10 +7,12 @@
 //! plain little-endian bytes so no unsafe casting is needed.
 
 mod float;
+mod q6_k;
 mod q8_0;
 mod ternary;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+pub use q6_k::{q6_k_codes, q6_k_d, q6_k_scales, BlockQ6K, Q6_K_BYTES};
 pub use q8_0::{BlockQ8_0, QK8_0};
 pub use ternary::{BlockTq1_0, BlockTq2_0, QK_I2_S, QK_K};
 
@@ -19,7 +21,7 @@ use crate::gguf::GgmlType;
 /// Why a tensor could not be converted.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum QuantError {
-    #[error("tensor type `{0}` is not supported by this engine (supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0, I2_S)")]
+    #[error("tensor type `{0}` is not supported by this engine (supported: F32, F16, BF16, Q8_0, Q6_K, TQ1_0, TQ2_0, I2_S)")]
     Unsupported(GgmlType),
     #[error("{ty}: {n} elements is not a multiple of the block size {block}")]
     BlockSize {
@@ -37,11 +39,12 @@ pub enum QuantError {
 }
 
 /// Types with a dequantizer here.
-pub const SUPPORTED: [GgmlType; 7] = [
+pub const SUPPORTED: [GgmlType; 8] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q8_0,
+    GgmlType::Q6_K,
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
     GgmlType::I2_S,
@@ -81,6 +84,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, Quant
         GgmlType::F16 => float::dequantize_f16(data, &mut out),
         GgmlType::BF16 => float::dequantize_bf16(data, &mut out),
         GgmlType::Q8_0 => q8_0::dequantize(data, &mut out),
+        GgmlType::Q6_K => q6_k::dequantize(data, &mut out),
         GgmlType::TQ1_0 => ternary::dequantize_tq1_0(data, &mut out),
         GgmlType::TQ2_0 => ternary::dequantize_tq2_0(data, &mut out),
         GgmlType::I2_S => ternary::dequantize_i2_s(data, &mut out),
@@ -114,6 +118,7 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, QuantError> {
             .flat_map(|&v| f32_to_bf16(v).to_le_bytes())
             .collect(),
         GgmlType::Q8_0 => q8_0::quantize(values),
+        GgmlType::Q6_K => q6_k::quantize(values),
         GgmlType::TQ1_0 => ternary::quantize_tq1_0(values),
         GgmlType::TQ2_0 => ternary::quantize_tq2_0(values),
         GgmlType::I2_S => ternary::quantize_i2_s(values),

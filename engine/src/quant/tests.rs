@@ -85,7 +85,7 @@ fn q8_0_and_floats() {
 fn errors_name_type_and_sizes() {
     assert_eq!(
         dequantize(GgmlType::Q4_K, &[], 256).unwrap_err().to_string(),
-        "tensor type `Q4_K` is not supported by this engine (supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0, I2_S)"
+        "tensor type `Q4_K` is not supported by this engine (supported: F32, F16, BF16, Q8_0, Q6_K, TQ1_0, TQ2_0, I2_S)"
     );
     assert!(matches!(
         dequantize(GgmlType::TQ2_0, &[0; 65], 256),

@@ -129,6 +129,9 @@ impl ArchName {
 pub enum EmbeddingType {
     F32,
     F16,
+    /// ggml's Q6_K, quantized as `llama-quantize` does a tied embedding of a TQ1_0/TQ2_0 model.
+    #[serde(rename = "Q6_K")]
+    Q6K,
 }
 
 /// The description of a synthetic model. Every field has a default (the `tiny` preset's).
@@ -236,6 +239,7 @@ pub const PRESETS: &[&str] = &[
     "tq1",
     "i2s",
     "f16",
+    "q6k",
     "mixed",
     "b158-tiny",
     "700m",
@@ -279,6 +283,12 @@ pub fn preset(name: &str) -> Option<ModelSpec> {
         "f16" => ModelSpec {
             embedding_type: EmbeddingType::F16,
             seed: 4,
+            ..tiny
+        },
+        // A Q6_K tied embedding, as `llama-quantize` writes for TQ1_0 and TQ2_0 files.
+        "q6k" => ModelSpec {
+            embedding_type: EmbeddingType::Q6K,
+            seed: 11,
             ..tiny
         },
         // What the other presets leave unexercised: a LLaMA-3-style RoPE base and
@@ -502,10 +512,10 @@ impl ModelSpec {
         let tern = |n_in: u64, n_out: u64| tt.row_bytes(n_in).unwrap_or(0) * n_out;
         let per_layer = tern(e, e) * 2 + tern(e, kv) * 2 + tern(e, f) * 2 + tern(f, e);
         let emb = match self.embedding_type {
-            EmbeddingType::F32 => 4,
-            EmbeddingType::F16 => 2,
-        } * e
-            * self.n_vocab as u64;
+            EmbeddingType::F32 => 4 * e,
+            EmbeddingType::F16 => 2 * e,
+            EmbeddingType::Q6K => e / 256 * crate::quant::Q6_K_BYTES as u64,
+        } * self.n_vocab as u64;
         per_layer * self.n_layer as u64 + emb
     }
 }
@@ -638,6 +648,7 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
     let emb_ty = match spec.embedding_type {
         EmbeddingType::F32 => GgmlType::F32,
         EmbeddingType::F16 => GgmlType::F16,
+        EmbeddingType::Q6K => GgmlType::Q6_K,
     };
     let (std, n_vocab, subnormals) = (spec.embedding_std, spec.n_vocab, spec.f16_subnormals);
     w.add_tensor_lazy(
@@ -648,6 +659,10 @@ pub fn build(spec: &ModelSpec) -> Result<GgufWriter, SynthError> {
             // Straight to bytes: the largest tensor, so no f32 copy of it is held.
             let mut rng = Rng::for_tensor(seed, "token_embd.weight");
             let n = e as usize * n_vocab as usize;
+            if emb_ty == GgmlType::Q6_K {
+                let v: Vec<f32> = (0..n).map(|_| rng.normal() * std).collect();
+                return crate::quant::quantize(emb_ty, &v).expect("n_embd is a multiple of 256");
+            }
             let mut out = Vec::with_capacity(n * emb_ty.type_size());
             for i in 0..n {
                 let mut v = rng.normal() * std;

@@ -1,12 +1,12 @@
 //! Quick engine speed check: `cargo run --release -p bitnet-engine --example speed --
-//! PRESET|FILE.gguf [threads] [kernel] [prompt] [decode]` (a preset is generated into the temp
+//! PRESET|FILE.gguf [threads] [kernel, with knobs] [prompt] [decode]` (a preset is generated into the temp
 //! dir once; delete it there after changing the generator).
 //! `harness bench` is the measured comparison against llama.cpp; this is for kernel work.
 
 use std::time::Instant;
 
 use bitnet_engine::forward::{argmax, Session};
-use bitnet_engine::kernels::Kernel;
+use bitnet_engine::kernels::plan::KernelPlan;
 use bitnet_engine::model::Model;
 use bitnet_engine::synth::{build, preset};
 
@@ -14,7 +14,9 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("tiny");
     let threads: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
-    let kernel = Kernel::parse(args.get(2).map(String::as_str).unwrap_or("auto"))?;
+    // A variant with any knobs, as `BITNET_KERNEL` takes them (`"avx512 rows 1"`).
+    let (plan, _) = KernelPlan::forced(args.get(2).map(String::as_str).unwrap_or("auto"))?;
+    let kernel = plan.base;
     let prompt: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(32);
     let decode: usize = args.get(4).and_then(|v| v.parse().ok()).unwrap_or(32);
     let path = if name.ends_with(".gguf") {
@@ -38,6 +40,7 @@ fn main() -> Result<(), String> {
     // then greedy decode one token per call.
     for round in 0..3 {
         let mut s = Session::new(&model, threads, kernel);
+        s.set_plan(plan.clone());
         let t = Instant::now();
         let logits = s.forward(&tokens, false, None)?;
         let prefill = t.elapsed().as_secs_f64();

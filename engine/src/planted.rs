@@ -30,7 +30,7 @@ pub const BUGS: &[&str] = &[
     "embedding_row_past_end",
     "relu2_passes_negatives",
     "tq1_base3_qh_powers_reversed",
-    "q6_k_lane_order",
+    "q6_k_vec_dot_order_for_many_tokens",
 ];
 
 #[cfg(feature = "planted")]

@@ -420,7 +420,8 @@ fn q6_k_matrix_products_equal_ggml_mul_mat() {
             rows,
             cols,
         };
-        for n_tok in [1, 5] {
+        // ggml's vec_dot below 8 tokens, its tiled K-quant matmul from 8 on.
+        for n_tok in [1, 5, 7, 8, 9, 16] {
             let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 3.0).collect();
             let want = ggml_mul_mat(sys::GGML_TYPE_Q6_K, &data, rows, cols, &x, n_tok, 2);
             for k in Kernel::available() {

@@ -392,7 +392,7 @@ fn files_llama_quantize_writes_run_bit_for_bit() {
                 &[
                     cmd,
                     "--tokens",
-                    "1,17,300,42,511,0",
+                    "1,17,300,42,511,0,9,250,77",
                     "-o",
                     out.to_str().unwrap(),
                 ],

@@ -126,7 +126,7 @@ fn every_planted_bug_is_caught_and_named_at_its_layer_and_stage() {
         ("f16_embedding_next_row", "f16", Stage::Embeddings),
         ("f16_subnormals_flushed", "mixed", Stage::Embeddings),
         ("simd_softmax_remainder", "tiny", Stage::AttnProbs),
-        ("q6_k_lane_order", "q6k", Stage::Logits),
+        ("q6_k_vec_dot_order_for_many_tokens", "q6k", Stage::Logits),
     ];
     let spec = CompareSpec {
         tolerance: &exact,

@@ -23,6 +23,8 @@ pub mod x86_attn;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_i2s;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_q6k;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_rows2;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_vnni256;
@@ -174,7 +176,13 @@ impl Kernel {
     /// Whether this variant has kernels of its own for products of `ty` weights (not another
     /// variant's): what tuning needs to time.
     pub fn has_own_kernels(self, ty: GgmlType) -> bool {
-        self != Kernel::Vnni256 || matches!(ty, GgmlType::TQ1_0 | GgmlType::TQ2_0)
+        match ty {
+            // AVX2's SIMD kernel, compiled again for AVX-512 (VNNI256 runs AVX2's); NEON runs
+            // the scalar one.
+            GgmlType::Q6_K => matches!(self, Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512),
+            GgmlType::TQ1_0 | GgmlType::TQ2_0 => true,
+            _ => self != Kernel::Vnni256,
+        }
     }
 
     /// Whether this variant's decode kernels for `ty` weights prefetch at a distance a plan can
@@ -194,11 +202,16 @@ impl Kernel {
         matches!(self, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
     }
 
-    /// The row groups (decode) and token groups (prefill) this variant's kernels for `ty` weights
-    /// come in, when a plan can choose among them (empty: one fixed grouping).
-    pub fn groups(self, ty: GgmlType) -> &'static [usize] {
+    /// The row groups (decode, `prefill` false) and token groups (prefill) this variant's kernels
+    /// for `ty` weights come in, when a plan can choose among them (empty: one fixed grouping).
+    pub fn groups(self, ty: GgmlType, prefill: bool) -> &'static [usize] {
         match (self, ty) {
             (Kernel::Vnni256, GgmlType::TQ1_0 | GgmlType::TQ2_0) => &GROUPS,
+            (Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512, GgmlType::F16 | GgmlType::F32)
+                if !prefill =>
+            {
+                &FLOAT_ROWS
+            }
             _ => &[],
         }
     }
@@ -267,6 +280,11 @@ pub const PREFETCH_DISTANCES: [usize; 5] = [0, 2048, 4096, 8192, 16384];
 /// and where that balance lies depends on the CPU (a double-pumped one may prefer other groups
 /// than a full-width one), so [`plan::tune`] times each.
 pub const GROUPS: [usize; 3] = [2, 4, 8];
+
+/// Rows per call of the x86 F16/F32 decode kernels (the tied F16 output head): four rows share
+/// each activation load, one row streams its weights alone. Which is faster depends on the CPU
+/// (Zen 4, 700M output head: one row decoded 11% faster), so a plan chooses; four by default.
+pub const FLOAT_ROWS: [usize; 2] = [1, 4];
 
 /// The largest prefetch distance a plan may name (a receipt's or a cache file's is read as
 /// untrusted input).
@@ -567,9 +585,13 @@ pub fn matmul_prepared_many(
     if let Some(d) = prefetch {
         log.prefetch.lock().expect("kernel log lock").insert(d);
     }
-    let group = p
-        .group
-        .filter(|g| ws.first().is_some_and(|w| kernel.groups(w.ty).contains(g)));
+    let group = p.group.filter(|g| {
+        ws.first().is_some_and(|w| {
+            kernel
+                .groups(w.ty, n_tok >= plan::PREFILL_MIN_TOKENS)
+                .contains(g)
+        })
+    });
     if let Some(g) = group {
         log.groups.lock().expect("kernel log lock").insert(g);
     }
@@ -644,6 +666,8 @@ pub fn known_kernel_ids() -> Vec<String> {
         "i8_s_quantize_scalar",
         "tq1_0_unpack_tq2_0_scalar",
         "q6_k_q8k_dot_scalar",
+        "q6_k_q8k_dot_avx2",
+        "q6_k_q8k_dot_avx512",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -666,6 +690,14 @@ pub fn known_kernel_ids() -> Vec<String> {
 }
 
 fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
+    if w.ty == GgmlType::Q6_K {
+        let isa = match kernel {
+            Kernel::Avx2 | Kernel::Vnni256 => "avx2",
+            Kernel::Avx512 => "avx512",
+            _ => "scalar",
+        };
+        return format!("q6_k_q8k_dot_{isa}");
+    }
     let float_simd = matches!(w.ty, GgmlType::F16 | GgmlType::F32)
         && f16_simd_shape(w.rows, w.cols, n_tok).is_some();
     // A variant without kernels of its own for this type runs AVX2's (see `Kernel::Vnni256`).
@@ -684,7 +716,6 @@ fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
         GgmlType::TQ1_0 => format!("tq1_0_q8k_dot_{sfx}"),
         GgmlType::I2_S => format!("i2_s_i8_dot_{sfx}"),
         GgmlType::F16 => format!("f16_f16_dot_{sfx}"),
-        GgmlType::Q6_K => "q6_k_q8k_dot_scalar".into(),
         _ => format!("f32_f32_dot_{sfx}"),
     }
 }

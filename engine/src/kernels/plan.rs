@@ -218,7 +218,7 @@ impl KernelPlan {
                     plan.prefetch
                         .insert(kind, prefetch_distance(label, value, n)?);
                 } else if knob == group_word && !plan.groups.contains_key(&kind) {
-                    let offered = k.groups(ty);
+                    let offered = k.groups(ty, kind.prefill);
                     let g = n
                         .parse::<usize>()
                         .ok()
@@ -252,7 +252,6 @@ impl KernelPlan {
     pub fn forced(spec: &str) -> Result<(KernelPlan, String), String> {
         let mut words = spec.split_whitespace();
         let k = Kernel::parse(words.next().unwrap_or_default())?;
-        let ternary = [GgmlType::TQ1_0, GgmlType::TQ2_0];
         let mut knobs: BTreeMap<&str, usize> = BTreeMap::new();
         let mut label = k.suffix().to_string();
         while let Some(knob) = words.next() {
@@ -260,17 +259,20 @@ impl KernelPlan {
             let value = n.parse::<usize>().ok();
             let value = match knob {
                 "rows" | "tokens" => {
-                    let offered = ternary
-                        .iter()
-                        .map(|&t| k.groups(t))
-                        .find(|g| !g.is_empty())
-                        .unwrap_or_default();
+                    // The groups some product of the variant offers in that phase.
+                    let mut offered: Vec<usize> = GgmlType::all()
+                        .flat_map(|t| k.groups(t, knob == "tokens").iter().copied())
+                        .collect();
+                    offered.sort_unstable();
+                    offered.dedup();
                     if offered.is_empty() {
                         return Err(format!(
-                            "`{spec}`: `{}` comes in one grouping; `{knob}` is for a variant \
-                             with several (vnni256: {:?})",
+                            "`{spec}`: `{}` comes in one grouping for `{knob}`; it is for a \
+                             variant with several (vnni256: {:?} rows or tokens; the x86 \
+                             variants' F16/F32 decode: {:?} rows)",
                             k.suffix(),
-                            super::GROUPS
+                            super::GROUPS,
+                            super::FLOAT_ROWS
                         ));
                     }
                     value.filter(|g| offered.contains(g)).ok_or_else(|| {
@@ -330,7 +332,7 @@ impl KernelPlan {
                 };
                 plan.products.insert(kind, k);
                 let group = knobs.get(if prefill { "tokens" } else { "rows" });
-                if let Some(&g) = group.filter(|g| k.groups(ty).contains(g)) {
+                if let Some(&g) = group.filter(|g| k.groups(ty, prefill).contains(g)) {
                     plan.groups.insert(kind, g);
                 }
                 if let Some(&d) = knobs.get("prefetch").filter(|_| !prefill) {
@@ -521,7 +523,26 @@ mod tests {
             assert_eq!(plan.prefetch(GgmlType::TQ2_0, 1), None);
             assert_eq!(plan.describe()["TQ2_0/decode"], "vnni256 rows 2");
             let e = KernelPlan::forced("vnni256 rows 3").unwrap_err();
-            assert!(e.contains("rows `3` is not one of [2, 4, 8]"), "{e}");
+            assert!(e.contains("rows `3` is not one of [1, 2, 4, 8]"), "{e}");
+            // Four rows: the ternary and the float decode kernels both take it.
+            let (plan, _) = KernelPlan::forced("vnni256 rows 4").unwrap();
+            assert_eq!(plan.group(GgmlType::TQ2_0, 1), Some(4));
+            assert_eq!(plan.group(GgmlType::F16, 1), Some(4));
+        }
+        if Kernel::Avx2.is_available() {
+            // The float decode kernels' one row per call; no prefill grouping.
+            let (plan, _) = KernelPlan::forced("avx2 rows 1").unwrap();
+            assert_eq!(plan.group(GgmlType::F16, 1), Some(1));
+            assert_eq!(plan.group(GgmlType::F32, 2), Some(1));
+            assert_eq!(plan.group(GgmlType::F16, 16), None);
+            assert_eq!(plan.group(GgmlType::TQ2_0, 1), None);
+            assert_eq!(plan.describe()["F16/decode"], "avx2 rows 1");
+            assert_eq!(KernelPlan::parse_description(&plan.describe()), Ok(plan));
+            let e = KernelPlan::forced("avx2 tokens 4").unwrap_err();
+            assert!(
+                e.contains("`avx2` comes in one grouping for `tokens`"),
+                "{e}"
+            );
         }
         for (spec, want) in [
             (
@@ -530,7 +551,7 @@ mod tests {
             ),
             (
                 "scalar rows 4",
-                "`scalar` comes in one grouping; `rows` is for a variant",
+                "`scalar` comes in one grouping for `rows`; it is for a variant",
             ),
             ("sse9 rows 4", "unknown kernel `sse9`"),
             ("", "unknown kernel ``"),

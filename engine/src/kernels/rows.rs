@@ -209,15 +209,39 @@ pub(super) fn compute_rows(
         } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, prefetch, r0, r1, o),
         Prepared::KQuant { blocks } => {
             let nb = cols / QK_K;
+            // ggml's order: `vec_dot` for a few tokens, its tiled matmul from 8 on.
+            let tiled = n_tok >= scalar::Q6_K_TILED_MIN_TOKENS
+                && !crate::planted::on("q6_k_vec_dot_order_for_many_tokens");
+            #[cfg(target_arch = "x86_64")]
+            if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512) {
+                let rb = w.row_bytes();
+                for t in 0..n_tok {
+                    // SAFETY: every x86 SIMD variant's `is_available` includes AVX2 and FMA, and
+                    // AVX-512's AVX-512 F/BW/VL (`prepare` falls back to scalar otherwise).
+                    let (rows, a) = (&w.data[r0 * rb..r1 * rb], &blocks[t * nb..(t + 1) * nb]);
+                    unsafe {
+                        if kernel == Kernel::Avx512 {
+                            x86_q6k::q6_k_q8k_rows_avx512(rows, a, tiled, o.token_rows(t))
+                        } else {
+                            x86_q6k::q6_k_q8k_rows_avx2(rows, a, tiled, o.token_rows(t))
+                        }
+                    };
+                }
+                return;
+            }
+            let dot = if tiled {
+                scalar::q6_k_q8k_dot_tiled_scalar
+            } else {
+                scalar::q6_k_q8k_dot_scalar
+            };
             for r in r0..r1 {
                 for t in 0..n_tok {
-                    let a = &blocks[t * nb..(t + 1) * nb];
-                    o.set(r, t, scalar::q6_k_q8k_dot_scalar(w.row(r), a));
+                    o.set(r, t, dot(w.row(r), &blocks[t * nb..(t + 1) * nb]));
                 }
             }
         }
         Prepared::Float { bytes, vals } => {
-            float_rows(w, bytes, vals, n_tok, kernel, prefetch, r0, r1, o);
+            float_rows(w, bytes, vals, n_tok, kernel, [prefetch, group], r0, r1, o);
         }
     }
 }
@@ -374,21 +398,27 @@ pub(super) fn float_rows(
     vals: &[f32],
     n_tok: usize,
     kernel: Kernel,
-    prefetch: Option<usize>,
+    [prefetch, group]: [Option<usize>; 2],
     r0: usize,
     r1: usize,
     o: &mut rows_out::RowsOut,
 ) {
     let (rows, cols) = (w.rows, w.cols);
     let f16 = w.ty == GgmlType::F16;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = group;
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut r = r0;
     #[cfg(target_arch = "x86_64")]
     if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512) {
         let es = if f16 { 2 } else { 4 };
         if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
+            // Rows per call: a plan's decode group, else four.
+            let per = group
+                .filter(|g| n_tok < plan::PREFILL_MIN_TOKENS && FLOAT_ROWS.contains(g))
+                .unwrap_or(4);
             while r < r1 {
-                let n = if r1 - r >= 4 { 4 } else { 1 };
+                let n = if r1 - r >= per { per } else { 1 };
                 for t in 0..n_tok {
                     let a = &bytes[t * cols * es..(t + 1) * cols * es];
                     // SAFETY: AVX2/FMA/F16C checked by `is_available` (both variants need them).

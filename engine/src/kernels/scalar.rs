@@ -14,7 +14,9 @@
 //!   `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
 //! - Q6_K (a tied embedding `llama-quantize` wrote) against Q8_K (`ggml_vec_dot_q6_K_q8_K`,
 //!   AVX2): the same 8 lanes of `Σ scale·code·q`, less `32·Σ scale·bsum` for the codes' offset
-//!   ([`q6_k_q8k_dot_scalar`]).
+//!   ([`q6_k_q8k_dot_scalar`]). From 8 tokens on ggml takes its tiled K-quant matmul instead:
+//!   one exact integer per block, `acc = fma(d_w·s, d_a, acc)` in block order
+//!   ([`q6_k_q8k_dot_tiled_scalar`]).
 //! - I2_S (bitnet.cpp's x86 layout) against its per-token int8 activations: `quantize_row_i8_s`,
 //!   the integer `Σ code·q` of `ggml_vec_dot_i2_i8_s`, exact here (bitnet.cpp's AVX2 kernel
 //!   adds 256 products per 16-bit lane before widening, so it wraps where such a partial sum
@@ -162,18 +164,12 @@ pub fn tq2_0_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
 /// [`accumulate_block`]'s `fma` with `d_a·d_w` and summed as [`hsum8`].
 pub fn q6_k_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
     use crate::quant::{q6_k_codes, q6_k_d, q6_k_scales, Q6_K_BYTES};
-    // Planted: lane `k` takes elements `32k..32k+32`, same integer sum, other float rounding.
-    let lane_of = if crate::planted::on("q6_k_lane_order") {
-        |e: usize| e / 32
-    } else {
-        |e: usize| (e % 32) / 4
-    };
     let mut acc = [0f32; 8];
     for (x, y) in row.chunks_exact(Q6_K_BYTES).zip(a) {
         let (codes, sc) = (q6_k_codes(x), q6_k_scales(x));
         let mut lanes = [0i32; 8];
         for e in 0..QK_K {
-            lanes[lane_of(e)] += sc[e / 16] as i32 * codes[e] as i32 * y.qs[e] as i32;
+            lanes[(e % 32) / 4] += sc[e / 16] as i32 * codes[e] as i32 * y.qs[e] as i32;
         }
         let d = y.d * q6_k_d(x);
         for k in 0..8 {
@@ -183,6 +179,26 @@ pub fn q6_k_q8k_dot_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
         }
     }
     hsum8(acc)
+}
+
+/// From this many tokens on, ggml computes a Q6_K product with its tiled K-quant matmul
+/// (`ggml-cpu/tiled`, `ggml_tiled_min_batch`) instead of `ggml_vec_dot_q6_K_q8_K`.
+pub const Q6_K_TILED_MIN_TOKENS: usize = 8;
+
+/// Q6_K × Q8_K as ggml's tiled K-quant matmul sums it (AVX2 + FMA build,
+/// `tiled_run_microtile_avx2`): per block the exact integer `s = Σ scale·(code − 32)·q`, then
+/// `acc = fma(d_w·(f32)s, d_a, acc)` block after block from zero.
+pub fn q6_k_q8k_dot_tiled_scalar(row: &[u8], a: &[BlockQ8K]) -> f32 {
+    use crate::quant::{q6_k_codes, q6_k_d, q6_k_scales, Q6_K_BYTES};
+    let mut acc = 0f32;
+    for (x, y) in row.chunks_exact(Q6_K_BYTES).zip(a) {
+        let (codes, sc) = (q6_k_codes(x), q6_k_scales(x));
+        let s: i32 = (0..QK_K)
+            .map(|e| sc[e / 16] as i32 * (codes[e] as i32 - 32) * y.qs[e] as i32)
+            .sum();
+        acc = (q6_k_d(x) * s as f32).mul_add(y.d, acc);
+    }
+    acc
 }
 
 /// One trit of a TQ1_0 byte plus one (0, 1 or 2): `((uint8)(q · 3^l) · 3) >> 8`.

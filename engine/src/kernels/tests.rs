@@ -120,6 +120,7 @@ fn group_choice() -> impl Strategy<Value = Option<usize>> {
     prop_oneof![
         Just(None),
         prop::sample::select(GROUPS.to_vec()).prop_map(Some),
+        prop::sample::select(FLOAT_ROWS.to_vec()).prop_map(Some),
         (0usize..20).prop_map(Some),
     ]
 }
@@ -170,6 +171,40 @@ proptest! {
     }
 
     #[test]
+    fn q6_k_dots_match_scalar(
+        seed in any::<u64>(), blocks in 1usize..8, amode in 0u8..4, d_bits in 0u16..0x7c00
+    ) {
+        // Any bytes are a Q6_K block (every code and scale, −128 included); the F16 scale
+        // finite, of either sign.
+        let mut rng = Rng(seed);
+        let mut row: Vec<u8> = (0..blocks * 210).map(|_| rng.next() as u8).collect();
+        for b in 0..blocks {
+            let d = d_bits ^ (((rng.next() & 1) as u16) << 15);
+            row[210 * b + 208..210 * b + 210].copy_from_slice(&d.to_le_bytes());
+        }
+        let mut a = Vec::new();
+        quantize_q8k(&acts(blocks * QK_K, amode, &mut rng), &mut a);
+        let want = scalar::q6_k_q8k_dot_scalar(&row, &a);
+        #[cfg(target_arch = "x86_64")]
+        if Kernel::Avx2.is_available() {
+            // SAFETY: AVX2 and FMA checked just above.
+            let got = unsafe { x86_q6k::q6_k_q8k_dot_avx2(&row, &a) };
+            prop_assert_eq!(got.to_bits(), want.to_bits(), "{} vs {}", got, want);
+            let tiled = scalar::q6_k_q8k_dot_tiled_scalar(&row, &a);
+            // SAFETY: as above.
+            let got = unsafe { x86_q6k::q6_k_q8k_dot_tiled_avx2(&row, &a) };
+            prop_assert_eq!(got.to_bits(), tiled.to_bits(), "tiled: {} vs {}", got, tiled);
+        }
+        let w = Matrix { ty: GgmlType::Q6_K, data: &row, rows: 1, cols: blocks * QK_K };
+        let x: Vec<f32> = a.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
+        let scalar_out = matmul_with(&w, &x, 1, 1, Kernel::Scalar);
+        for k in Kernel::available() {
+            let got = matmul_with(&w, &x, 1, 1, k);
+            prop_assert_eq!(got[0].to_bits(), scalar_out[0].to_bits(), "{:?}", k);
+        }
+    }
+
+    #[test]
     fn tq1_0_rewritten_as_tq2_0_keeps_every_code_and_product(
         seed in any::<u64>(), blocks in 1usize..6, wmode in 0u8..5, amode in 0u8..6
     ) {
@@ -213,10 +248,13 @@ proptest! {
     #[test]
     fn whole_products_match_scalar_on_ragged_shapes(
         seed in any::<u64>(), rows in 1usize..23, blocks in 1usize..4, n_tok in 1usize..12,
-        threads in 1usize..4, ty_i in 0usize..5, f16_cols in 1usize..100,
+        threads in 1usize..4, ty_i in 0usize..6, f16_cols in 1usize..100,
         ahead in prefetch_distance(), group in group_choice()
     ) {
-        let ty = [GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16, GgmlType::F32, GgmlType::I2_S][ty_i];
+        let ty = [
+            GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::F16, GgmlType::F32, GgmlType::I2_S,
+            GgmlType::Q6_K,
+        ][ty_i];
         let mut rng = Rng(seed);
         // Float matrices get ragged column counts too (tails of the 8- and 32-wide steps).
         let float = matches!(ty, GgmlType::F16 | GgmlType::F32);
@@ -233,6 +271,9 @@ proptest! {
             (0..rows * cols).flat_map(|_| rng.f().to_le_bytes()).collect()
         } else if ty == GgmlType::I2_S {
             i2_s_matrix(rows, cols, (rng.next() % 5) as u8, &mut rng)
+        } else if ty == GgmlType::Q6_K {
+            let vals: Vec<f32> = (0..rows * cols).map(|_| rng.f()).collect();
+            crate::quant::quantize(ty, &vals).unwrap()
         } else {
             (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect()
         };

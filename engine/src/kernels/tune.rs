@@ -193,10 +193,11 @@ pub fn tune(
                     } else {
                         vec![None]
                     };
-                    let groups: Vec<Option<usize>> = if k.groups(m.ty).is_empty() {
+                    let offered = k.groups(m.ty, kind.prefill);
+                    let groups: Vec<Option<usize>> = if offered.is_empty() {
                         vec![None]
                     } else {
-                        k.groups(m.ty).iter().map(|&g| Some(g)).collect()
+                        offered.iter().map(|&g| Some(g)).collect()
                     };
                     groups
                         .into_iter()
@@ -493,7 +494,7 @@ mod tests {
         let expected = |decode: bool| -> Vec<Timed<'static>> {
             let mut v = Vec::new();
             for k in Kernel::available() {
-                let groups: Vec<Option<usize>> = match k.groups(GgmlType::TQ2_0) {
+                let groups: Vec<Option<usize>> = match k.groups(GgmlType::TQ2_0, !decode) {
                     [] => vec![None],
                     gs => gs.iter().map(|&g| Some(g)).collect(),
                 };

@@ -181,12 +181,13 @@ pub fn plan_for(s: &Session, cache: &Path, budget: Duration) -> Result<(TuneEntr
         budget,
         s.model().file.huge_pages_advised(),
     );
-    // The decode kinds' prefetch distances, decided again on whole decode steps of the model.
+    // The decode kinds' variants and prefetch distances, decided again on whole decode steps of
+    // the model.
     let (model, kv) = (s.model(), s.kv_type());
     let prompt = crate::bench::prompt(STEP_PROMPT, model.config.n_vocab);
     let what = format!("{STEPS} decode steps after a {STEP_PROMPT}-token prompt, per step");
     // Each timing: a new session runs the prompt, then `STEPS` greedy steps, as the bench does.
-    let (plan, step_timings) = refine_on_steps(plan, &what, |p| {
+    let (plan, step_timings) = refine_on_steps(plan, &timings, &what, |p| {
         crate::bench::engine_once(model, &prompt, STEPS, threads, p, kv)
             .map_or(f64::INFINITY, |(_, decode, _)| decode / STEPS as f64)
     });

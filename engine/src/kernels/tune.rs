@@ -254,6 +254,10 @@ pub fn tune(
 /// The `kind` of [`refine_on_steps`]'s timings: the decode kind's label and this suffix.
 pub const IN_STEPS: &str = " in decode steps";
 
+/// A variant whose product alone took at most this many times the fastest's is timed again on
+/// decode steps ([`refine_on_steps`]).
+pub const STEP_VARIANT_SPAN: f64 = 1.5;
+
 /// Decide again, on whole decode steps, the prefetch distance of every decode kind that `plan`
 /// chose one for (`step(plan)`: seconds per decode step of the model under `plan`; `what` says
 /// what a step timing runs, for the timings' `matrix`).
@@ -265,18 +269,119 @@ pub const IN_STEPS: &str = " in decode steps";
 /// distances are timed in [`ROUNDS`] interleaved rounds with the rest of the plan held (best
 /// round each), the kinds one after another, and the fastest is kept (on an exact tie, the
 /// product's own pick).
+///
+/// Before the distances, each decode kind's variant is decided on decode steps the same way
+/// when a second variant [`tune`] timed for it (`products`: its timings) came within
+/// [`STEP_VARIANT_SPAN`] of the fastest alone: each such variant with the group fastest for it
+/// alone, at every distance it takes, and the fastest of those is kept (variant, group and
+/// distance together; such a kind's distance is not timed again). On Zen 4 the AVX-512 two-row
+/// kernel timed 73 µs alone against AVX2's 88, and decoded the 700M preset at 46 tok/s against
+/// AVX2's 50.
 pub fn refine_on_steps(
     mut plan: KernelPlan,
+    products: &[Timing],
     what: &str,
     mut step: impl FnMut(&KernelPlan) -> f64,
 ) -> (KernelPlan, Vec<Timing>) {
-    let kinds: Vec<ProductKind> = plan
-        .prefetch
+    let mut timings = Vec::new();
+    let mut decided = Vec::new();
+    let decode_kinds: Vec<ProductKind> = plan
+        .products
         .keys()
         .filter(|k| !k.prefill)
         .copied()
         .collect();
-    let mut timings = Vec::new();
+    for kind in decode_kinds {
+        let label = kind.label();
+        // Each variant's fastest configuration alone, fastest first.
+        let mut each: Vec<&Timing> = Vec::new();
+        for t in products.iter().filter(|t| t.kind == label) {
+            match each.iter_mut().find(|e| e.variant == t.variant) {
+                Some(e) if e.micros <= t.micros => {}
+                Some(e) => *e = t,
+                None => each.push(t),
+            }
+        }
+        each.sort_by(|a, b| a.micros.total_cmp(&b.micros));
+        let Some(fastest_alone) = each.first().map(|t| t.micros) else {
+            continue;
+        };
+        let close: Vec<&Timing> = each
+            .iter()
+            .filter(|t| t.micros <= fastest_alone * STEP_VARIANT_SPAN)
+            .copied()
+            .collect();
+        if close.len() < 2 {
+            continue;
+        }
+        // Each close variant with its group, at every distance where it takes one (its own
+        // first): the distance fastest alone can be the slowest in a step.
+        let mut candidates: Vec<(Timing, KernelPlan)> = Vec::new();
+        for t in close {
+            let Ok(k) = Kernel::parse(&t.variant) else {
+                continue;
+            };
+            let distances: Vec<Option<usize>> = match t.prefetch {
+                Some(own) => std::iter::once(own)
+                    .chain(PREFETCH_DISTANCES.iter().copied().filter(|&d| d != own))
+                    .map(Some)
+                    .collect(),
+                None => vec![None],
+            };
+            for d in distances {
+                let mut p = plan.clone();
+                p.products.insert(kind, k);
+                match t.group {
+                    Some(g) => p.groups.insert(kind, g),
+                    None => p.groups.remove(&kind),
+                };
+                match d {
+                    Some(d) => p.prefetch.insert(kind, d),
+                    None => p.prefetch.remove(&kind),
+                };
+                candidates.push((
+                    Timing {
+                        prefetch: d,
+                        ..t.clone()
+                    },
+                    p,
+                ));
+            }
+        }
+        let mut best = vec![f64::INFINITY; candidates.len()];
+        for _ in 0..ROUNDS {
+            for (b, (_, p)) in best.iter_mut().zip(&candidates) {
+                *b = b.min(step(p));
+            }
+        }
+        // Exact ties keep the fastest alone (the first).
+        let mut fastest = 0;
+        for (i, t) in best.iter().enumerate() {
+            if *t < best[fastest] {
+                fastest = i;
+            }
+        }
+        for ((t, _), &s) in candidates.iter().zip(&best) {
+            timings.push(Timing {
+                kind: format!("{label}{IN_STEPS}"),
+                matrix: what.to_string(),
+                tokens: 1,
+                variant: t.variant.clone(),
+                prefetch: t.prefetch,
+                group: t.group,
+                micros: s * 1e6,
+            });
+        }
+        plan = candidates.swap_remove(fastest).1;
+        decided.push(kind);
+    }
+    // The other decode kinds' distances.
+    let kinds: Vec<ProductKind> = plan
+        .prefetch
+        .keys()
+        .filter(|k| !k.prefill && !decided.contains(k))
+        .copied()
+        .collect();
     for kind in kinds {
         let candidates: Vec<KernelPlan> = PREFETCH_DISTANCES
             .iter()
@@ -409,7 +514,7 @@ mod tests {
         plan.attention_prefetch = Some(2048);
         // A step is fastest with TQ2_0 at 4096 and F16 at 8192, whatever the other's distance.
         let mut calls = 0;
-        let (got, timings) = refine_on_steps(plan.clone(), "steps", |p| {
+        let (got, timings) = refine_on_steps(plan.clone(), &[], "steps", |p| {
             calls += 1;
             let mut t = 1.0;
             if p.prefetch[&tq2] != 4096 {
@@ -437,12 +542,78 @@ mod tests {
         assert_eq!(fastest_tq2.prefetch, Some(4096));
         assert_eq!(fastest_tq2.micros, 1e6 * 1.0);
         // Exact ties keep the product's own pick.
-        let (same, _) = refine_on_steps(plan.clone(), "steps", |_| 1.0);
+        let (same, _) = refine_on_steps(plan.clone(), &[], "steps", |_| 1.0);
         assert_eq!(same, plan);
         // A plan without decode distances is left alone, and nothing is timed.
         let bare = KernelPlan::uniform(Kernel::Scalar);
-        let (same, timings) = refine_on_steps(bare.clone(), "steps", |_| unreachable!());
+        let (same, timings) = refine_on_steps(bare.clone(), &[], "steps", |_| unreachable!());
         assert_eq!((same, timings.len()), (bare, 0));
+    }
+
+    #[test]
+    fn decode_steps_decide_the_decode_variant_among_those_close_alone() {
+        let tq2 = ProductKind::of(GgmlType::TQ2_0, 1);
+        let timing =
+            |variant: &str, group: Option<usize>, prefetch: Option<usize>, micros| Timing {
+                kind: tq2.label(),
+                matrix: "m".into(),
+                tokens: 1,
+                variant: variant.into(),
+                prefetch,
+                group,
+                micros,
+            };
+        // Alone: avx512 fastest, avx2 and vnni256 (its best: 4 rows, 4096) within the span,
+        // scalar far behind (never timed on steps).
+        let products = vec![
+            timing("avx512", None, Some(2048), 73.0),
+            timing("avx512", None, Some(0), 74.0),
+            timing("avx2", None, Some(0), 88.0),
+            timing("avx2", None, Some(8192), 90.0),
+            timing("vnni256", Some(2), Some(0), 95.0),
+            timing("vnni256", Some(4), Some(4096), 87.0),
+            timing("scalar", None, None, 9300.0),
+        ];
+        let mut plan = KernelPlan::uniform(Kernel::Scalar);
+        plan.products.insert(tq2, Kernel::Avx512);
+        plan.prefetch.insert(tq2, 2048);
+        // On steps vnni256 is fastest, at any distance.
+        let mut seen = BTreeMap::new();
+        let (got, timings) = refine_on_steps(plan.clone(), &products, "steps", |p| {
+            let k = p.products[&tq2];
+            *seen.entry(k.suffix()).or_insert(0) += 1;
+            if k == Kernel::Vnni256 {
+                1.0
+            } else {
+                1.2
+            }
+        });
+        assert_eq!(got.products[&tq2], Kernel::Vnni256);
+        assert_eq!(got.groups.get(&tq2), Some(&4));
+        // Every distance of vnni256 tied, so its own alone (4096, timed first) stays.
+        assert_eq!(got.prefetch.get(&tq2), Some(&4096));
+        // Each close variant at every distance in every round, and the kind not again.
+        assert_eq!(seen.get("scalar"), None);
+        for v in ["avx512", "avx2", "vnni256"] {
+            assert_eq!(seen[v], PREFETCH_DISTANCES.len() * ROUNDS, "{v}");
+        }
+        let firsts: Vec<(&str, Option<usize>)> = timings
+            .iter()
+            .filter(|t| t.kind == format!("TQ2_0/decode{IN_STEPS}"))
+            .step_by(PREFETCH_DISTANCES.len())
+            .map(|t| (t.variant.as_str(), t.prefetch))
+            .collect();
+        assert_eq!(
+            firsts,
+            [
+                ("avx512", Some(2048)),
+                ("vnni256", Some(4096)),
+                ("avx2", Some(0))
+            ]
+        );
+        // A kind with one variant within the span keeps it without a step timing of variants.
+        let (same, _) = refine_on_steps(plan.clone(), &products[..2], "steps", |_| 1.0);
+        assert_eq!(same.products[&tq2], Kernel::Avx512);
     }
 
     #[test]

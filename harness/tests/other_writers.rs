@@ -25,6 +25,19 @@ fn harness(args: &[&str], path: &Path) -> (bool, String) {
     )
 }
 
+/// `harness diff --exact R E`: whether E equals R bit for bit, and the report.
+fn diff_exact(r: &Path, e: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["diff", "--exact"])
+        .args([r, e])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 fn array(elem_type: u32, values: Vec<Value>) -> Value {
     Value::Array(bitnet_engine::gguf::Array { elem_type, values })
 }
@@ -183,16 +196,8 @@ fn the_engine_loads_what_llama_cpp_loads_and_refuses_what_it_refuses() {
         );
         assert_eq!(eng_ok, llama_loads, "{what}: engine: {eng_text}");
         if llama_loads {
-            let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-                .args(["diff", "--exact"])
-                .args([&r, &e])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{what}: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            let (same, report) = diff_exact(&r, &e);
+            assert!(same, "{what}: {report}");
         } else {
             assert!(
                 eng_text.contains(refusal) && eng_text.contains("m.gguf"),
@@ -400,15 +405,7 @@ fn files_llama_quantize_writes_run_bit_for_bit() {
             );
             assert!(ok, "{ternary}: {cmd}: {text}");
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-            .args(["diff", "--exact"])
-            .args([&r, &e])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{ternary}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let (same, report) = diff_exact(&r, &e);
+        assert!(same, "{ternary}: {report}");
     }
 }

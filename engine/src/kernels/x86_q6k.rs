@@ -17,6 +17,7 @@
 use std::arch::x86_64::*;
 
 use super::scalar::{BlockQ8K, QK_K};
+use super::x86_i2s::hsum_i32;
 use crate::quant::{f16_to_f32, Q6_K_BYTES};
 
 /// The sum of 8 f32 lanes as ggml's `hsum_float_8`.
@@ -39,16 +40,6 @@ unsafe fn scale_pair(scales: __m128i, g: usize) -> __m256i {
         scales,
         _mm_set_epi64x(hi as i64, lo as i64),
     ))
-}
-
-/// The sum of 8 i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
 }
 
 /// Q6_K × Q8_K over one row (`row.len() / 210` blocks, as many as `a`).

@@ -276,6 +276,14 @@ fn mistakes_name_file_line_column_and_the_fix() {
             &["bad.yaml:7:", "nested deeper than 64 levels"],
         ),
         (
+            "a logits top-k wider than the preset's vocabulary",
+            "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2]]\ntolerances:\n  logits:\n    k: 513\n",
+            &[
+                "bad.yaml:7:5",
+                "`tolerances.logits.k` is 513, more than the model's vocabulary (`n_vocab` 512)",
+            ],
+        ),
+        (
             "token id out of the preset's vocabulary (flow lists)",
             "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 2], [3, 512]]\n",
             &[

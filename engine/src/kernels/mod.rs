@@ -343,7 +343,7 @@ enum Prepared {
         sums: Vec<i32>,
         perm: Vec<i8>,
     },
-    /// `n_tok × nb` Q8_K blocks for K-quant weights (Q6_K), which only the scalar kernel reads.
+    /// `n_tok × nb` Q8_K blocks for K-quant weights (Q6_K), as its scalar and SIMD kernels read them.
     KQuant { blocks: Vec<BlockQ8K> },
     /// `n_tok × cols` activations in the weights' element type (`bytes`, little-endian) and as
     /// f32 (`vals`: F16-rounded for F16 weights).

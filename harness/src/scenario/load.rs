@@ -473,7 +473,8 @@ fn check_meaning(
 }
 
 /// Token ids of `inputs.tokens` outside the model's vocabulary, caught when the scenario is read
-/// (one error at the id's line and column) instead of by every check of the run.
+/// (one error at the id's line and column) instead of by every check of the run; and a
+/// `tolerances.logits.k` past the vocabulary.
 pub(super) fn check_token_ids(s: &Scenario, path: &Path, text: &str) -> Result<(), ScenarioError> {
     let Some(n_vocab) = model_vocab(&s.model, path) else {
         return Ok(());
@@ -489,6 +490,19 @@ pub(super) fn check_token_ids(s: &Scenario, path: &Path, text: &str) -> Result<(
             }
             k += 1;
         }
+    }
+    // A top-k wider than the vocabulary holds every id on both sides: it would always agree.
+    let k = s.tolerances.logits.k;
+    if k as u64 > n_vocab {
+        let (line, column) = locate(text, "k:");
+        return Err(ScenarioError {
+            path: path.display().to_string(),
+            line,
+            column,
+            message: format!(
+                "`tolerances.logits.k` is {k}, more than the model's vocabulary (`n_vocab` {n_vocab}): its top-k would hold every id on both sides and always agree; expected 1 to {n_vocab}"
+            ),
+        });
     }
     Ok(())
 }

@@ -17,18 +17,9 @@
 use std::arch::x86_64::*;
 
 use super::scalar::{BlockQ8K, QK_K};
+use super::x86::hsum8;
 use super::x86_i2s::hsum_i32;
 use crate::quant::{f16_to_f32, Q6_K_BYTES};
-
-/// The sum of 8 f32 lanes as ggml's `hsum_float_8`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum_float_8(x: __m256) -> f32 {
-    let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    _mm_cvtss_f32(r)
-}
 
 /// Group scales `2g` (first 8 of 16 i16 lanes) and `2g + 1` (last 8) of a block's 16.
 #[inline]
@@ -56,7 +47,7 @@ pub unsafe fn q6_k_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K]) -> f32 {
             acc,
         );
     }
-    hsum_float_8(acc)
+    hsum8(acc)
 }
 
 /// [`super::scalar::q6_k_q8k_dot_tiled_scalar`]'s order (ggml's tiled K-quant matmul, 8 tokens

@@ -59,6 +59,7 @@ fn kernels(c: &mut Criterion) {
             data: &data,
             rows,
             cols,
+            grouped: None,
         };
         let x: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
         let mut out = vec![0f32; rows];
@@ -79,6 +80,7 @@ fn kernels(c: &mut Criterion) {
             data: &data,
             rows: 4096,
             cols: 1536,
+            grouped: None,
         };
         let x: Vec<f32> = (0..128 * 1536).map(|_| rng.f()).collect();
         let mut out = vec![0f32; 128 * 4096];

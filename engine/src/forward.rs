@@ -237,7 +237,7 @@ impl<'m> Session<'m> {
         x: &[f32],
         n_tok: usize,
     ) -> [Vec<f32>; N] {
-        let ms = ps.map(|p| self.matrix(p));
+        let mut ms = ps.map(|p| self.matrix(p));
         let mut outs = ms.each_ref().map(|m| self.scratch.zeroed(n_tok * m.rows));
         let mut i = 0;
         while i < N {
@@ -255,6 +255,11 @@ impl<'m> Session<'m> {
             let mut j = i + 1;
             while j < N && prepared.matches(&ms[j]) {
                 j += 1;
+            }
+            if let Some(g) = prepared.grouped_rows() {
+                for k in i..j {
+                    ms[k].grouped = self.model.grouped_tq2(ps[k], g).map(|d| (g, d));
+                }
             }
             let mut group: Vec<&mut [f32]> =
                 outs[i..j].iter_mut().map(|o| o.as_mut_slice()).collect();

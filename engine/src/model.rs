@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
 use crate::kernels::scalar::tq1_0_to_tq2_0;
-use crate::kernels::Matrix;
+use crate::kernels::{group_rows_into, Matrix, GROUPS};
 
 /// Why a model could not be loaded: the key or tensor, and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +214,9 @@ pub struct Model {
     pub tokenizer_unsupported: Option<String>,
     /// The TQ1_0 projections rewritten as TQ2_0, once asked for.
     tq2: OnceLock<Rewritten>,
+    /// The TQ2_0 projections with rows grouped by each of [`GROUPS`] ([`Model::grouped_tq2`]),
+    /// each once asked for.
+    grouped: [OnceLock<Rewritten>; GROUPS.len()],
 }
 
 impl std::fmt::Debug for Model {
@@ -405,6 +408,7 @@ impl Model {
             tokenizer,
             tokenizer_unsupported,
             tq2: OnceLock::new(),
+            grouped: Default::default(),
         })
     }
 
@@ -415,6 +419,7 @@ impl Model {
             data: self.file.tensor_data(&p.info),
             rows: p.info.dims[1] as usize,
             cols: p.info.dims[0] as usize,
+            grouped: None,
         }
     }
 
@@ -437,6 +442,7 @@ impl Model {
             data,
             rows: p.info.dims[1] as usize,
             cols: p.info.dims[0] as usize,
+            grouped: None,
         }
     }
 
@@ -459,19 +465,80 @@ impl Model {
                 total += len;
             }
         }
-        // Mapping fails only when the memory is not there, as a vector's allocation would.
-        let mut buf = memmap2::MmapMut::map_anon(total.max(1))
-            .unwrap_or_else(|e| panic!("cannot map {total} bytes for the rewritten weights: {e}"));
-        if self.file.huge_pages_advised() {
-            // Advice only, as for the file's copy.
-            let _ = buf.advise(memmap2::Advice::HugePage);
-        }
+        let mut buf = self.anon_buffer(total);
         for (start, len, info) in todo {
             buf[start..start + len].copy_from_slice(&tq1_0_to_tq2_0(self.file.tensor_data(info)));
         }
         let bytes = buf
             .make_read_only()
             .unwrap_or_else(|e| panic!("cannot seal the rewritten weights: {e}"));
+        Rewritten { bytes, at }
+    }
+
+    /// `total` bytes of anonymous memory, advised for huge pages when the file's bytes are.
+    fn anon_buffer(&self, total: usize) -> memmap2::MmapMut {
+        // Mapping fails only when the memory is not there, as a vector's allocation would.
+        let buf = memmap2::MmapMut::map_anon(total.max(1))
+            .unwrap_or_else(|e| panic!("cannot map {total} bytes for the rewritten weights: {e}"));
+        if self.file.huge_pages_advised() {
+            // Advice only, as for the file's copy.
+            let _ = buf.advise(memmap2::Advice::HugePage);
+        }
+        buf
+    }
+
+    /// The TQ2_0 weights of projection `p` (as [`Model::matrix`] gives them, or
+    /// [`Model::tq1_as_tq2`] for a TQ1_0 projection) with rows grouped by `g`
+    /// ([`crate::kernels::group_rows`]), for the decode kernels that read a group as one stream.
+    /// Every such projection of the layers is grouped on the first call for `g` and kept, in one
+    /// buffer beside the file's copy (so a model decoded this way holds its ternary weights
+    /// twice). `None` for a `g` not in [`GROUPS`], a projection of another type, or a TQ1_0 one
+    /// not rewritten when the buffer was made.
+    pub fn grouped_tq2(&self, p: &Proj, g: usize) -> Option<&[u8]> {
+        let i = GROUPS.iter().position(|&x| x == g)?;
+        let r = self.grouped[i].get_or_init(|| self.group_tq2(g));
+        let &(start, len) = r.at.get(&p.info.offset)?;
+        Some(&r.bytes[start..start + len])
+    }
+
+    /// Every TQ2_0 projection of the layers (and every TQ1_0 one already rewritten as TQ2_0)
+    /// grouped by `g` into one buffer (see [`Rewritten`]).
+    fn group_tq2(&self, g: usize) -> Rewritten {
+        let rewritten = self.tq2.get();
+        let mut at = std::collections::HashMap::new();
+        let mut todo = Vec::new();
+        let mut total = 0usize;
+        for p in self.layers.iter().flat_map(|l| l.projections()) {
+            let data = match p.info.ty {
+                GgmlType::TQ2_0 => self.file.tensor_data(&p.info),
+                GgmlType::TQ1_0 => match rewritten.and_then(|r| r.at.get(&p.info.offset)) {
+                    Some(&(start, len)) => &rewritten.expect("checked").bytes[start..start + len],
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if let std::collections::hash_map::Entry::Vacant(e) = at.entry(p.info.offset) {
+                e.insert((total, data.len()));
+                todo.push((total, data, p.info.dims[1] as usize));
+                total += data.len();
+            }
+        }
+        let mut buf = self.anon_buffer(total);
+        for (start, data, rows) in todo {
+            let rb = data.len() / rows.max(1);
+            let block = GgmlType::TQ2_0.type_size();
+            group_rows_into(
+                data,
+                rows,
+                rb,
+                block,
+                g,
+                &mut buf[start..start + data.len()],
+            );
+        }
+        let bytes = buf
+            .make_read_only()
+            .unwrap_or_else(|e| panic!("cannot seal the grouped weights: {e}"));
         Rewritten { bytes, at }
     }
 
@@ -482,6 +549,7 @@ impl Model {
             data: self.file.tensor_data(&self.token_embd),
             rows: self.config.n_vocab,
             cols: self.config.n_embd,
+            grouped: None,
         }
     }
 }

@@ -92,6 +92,7 @@ fn i8_s_quantizer_and_i2_s_products_equal_bitnet_cpp_transcribed_in_numpy() {
             data: &data,
             rows,
             cols,
+            grouped: None,
         };
         for k in Kernel::available() {
             let mut y = vec![0f32; n_tok * rows];

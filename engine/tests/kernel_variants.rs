@@ -132,3 +132,44 @@ fn a_mixed_plan_gives_the_scalar_logits_and_runs_each_kinds_variant() {
         );
     }
 }
+
+/// The grouped copies a model makes for the decode kernels that read rows in groups hold every
+/// TQ2_0 projection (and every TQ1_0 one rewritten as TQ2_0 before they were made) grouped as
+/// `group_rows` says, and nothing for other weights or groups.
+#[test]
+fn a_models_grouped_copies_are_its_weights_grouped() {
+    use bitnet_engine::gguf::GgmlType;
+    use bitnet_engine::kernels::{group_rows, GROUPS};
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny", "tq1", "i2s"] {
+        let path = dir.path().join(format!("{name}.gguf"));
+        build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
+        let model = Model::load(&path).unwrap();
+        let mut checked = 0;
+        for layer in &model.layers {
+            for p in layer.projections() {
+                let m = match p.info.ty {
+                    GgmlType::TQ1_0 => model.tq1_as_tq2(p),
+                    _ => model.matrix(p),
+                };
+                for g in GROUPS {
+                    let got = model.grouped_tq2(p, g);
+                    if m.ty != GgmlType::TQ2_0 {
+                        assert!(got.is_none(), "{name}: {} has no grouped copy", m.ty);
+                        continue;
+                    }
+                    let rb = m.data.len() / m.rows;
+                    let want = group_rows(m.data, m.rows, rb, GgmlType::TQ2_0.type_size(), g);
+                    assert!(got == Some(&want[..]), "{name}: grouped by {g}");
+                    checked += 1;
+                }
+                assert!(model.grouped_tq2(p, 3).is_none(), "3 is not a group");
+            }
+        }
+        assert_eq!(
+            checked > 0,
+            name != "i2s",
+            "{name}: {checked} copies checked"
+        );
+    }
+}

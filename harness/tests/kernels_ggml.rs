@@ -142,6 +142,7 @@ fn ternary_dot_products_equal_ggml_for_every_variant() {
                 data: &row,
                 rows: 1,
                 cols: n,
+                grouped: None,
             };
             let x = activations(n, &mut rng, case % 3);
             let a = ggml_q8k(&x);
@@ -231,6 +232,7 @@ fn f16_matrix_products_equal_ggml_mul_mat() {
             data: &data,
             rows,
             cols,
+            grouped: None,
         };
         for n_tok in [1, 3] {
             let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 4.0).collect();
@@ -272,6 +274,7 @@ fn ternary_matrix_products_equal_ggml_mul_mat() {
                 data: &data,
                 rows,
                 cols,
+                grouped: None,
             };
             for n_tok in [1, 5] {
                 let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f()).collect();
@@ -306,6 +309,7 @@ fn f32_matrix_products_equal_ggml_mul_mat() {
             data: &data,
             rows,
             cols,
+            grouped: None,
         };
         for &n_tok in toks {
             let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 4.0).collect();
@@ -419,6 +423,7 @@ fn q6_k_matrix_products_equal_ggml_mul_mat() {
             data: &data,
             rows,
             cols,
+            grouped: None,
         };
         // ggml's vec_dot below 8 tokens, its tiled K-quant matmul from 8 on.
         for n_tok in [1, 5, 7, 8, 9, 16] {

@@ -195,7 +195,7 @@ proptest! {
             let got = unsafe { x86_q6k::q6_k_q8k_dot_tiled_avx2(&row, &a) };
             prop_assert_eq!(got.to_bits(), tiled.to_bits(), "tiled: {} vs {}", got, tiled);
         }
-        let w = Matrix { ty: GgmlType::Q6_K, data: &row, rows: 1, cols: blocks * QK_K };
+        let w = Matrix { ty: GgmlType::Q6_K, data: &row, rows: 1, cols: blocks * QK_K, grouped: None };
         let x: Vec<f32> = a.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
         let scalar_out = matmul_with(&w, &x, 1, 1, Kernel::Scalar);
         for k in Kernel::available() {
@@ -236,7 +236,7 @@ proptest! {
         let mut rng = Rng(seed);
         let cols = groups * QK_I2_S;
         let data = i2_s_matrix(rows, cols, wmode, &mut rng);
-        let w = Matrix { ty: GgmlType::I2_S, data: &data, rows, cols };
+        let w = Matrix { ty: GgmlType::I2_S, data: &data, rows, cols, grouped: None };
         let x = acts(n_tok * cols, amode, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in simd_variants() {
@@ -277,12 +277,19 @@ proptest! {
         } else {
             (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect()
         };
-        let w = Matrix { ty, data: &data, rows, cols };
+        let w = Matrix { ty, data: &data, rows, cols, grouped: None };
         let x = acts(n_tok * cols, 0, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in Kernel::available() {
             let got = bits(&matmul_tuned(&w, &x, n_tok, threads, k, [ahead, group]));
             prop_assert_eq!(&got, &want, "{:?} prefetch {:?} group {:?}", k, ahead, group);
+            // With the grouped copy the kernel reads, where it reads one.
+            if let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, group) {
+                let copy = group_rows(&data, rows, data.len() / rows, ty.type_size(), g);
+                let wg = Matrix { grouped: Some((g, &copy)), ..w };
+                let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [ahead, group]));
+                prop_assert_eq!(&got, &want, "{:?} grouped by {} prefetch {:?}", k, g, ahead);
+            }
         }
     }
 }
@@ -301,13 +308,42 @@ proptest! {
         let mut rng = Rng(seed);
         let cols = 2 * QK_K;
         let data: Vec<u8> = (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect();
-        let w = Matrix { ty, data: &data, rows, cols };
+        let w = Matrix { ty, data: &data, rows, cols, grouped: None };
         let x = acts(n_tok * cols, 0, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in simd_variants() {
             prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, threads, k)), &want, "{:?}", k);
+            for g in GROUPS {
+                let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, Some(g)) else {
+                    continue;
+                };
+                let copy = group_rows(&data, rows, data.len() / rows, ty.type_size(), g);
+                let wg = Matrix { grouped: Some((g, &copy)), ..w };
+                let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [None, Some(g)]));
+                prop_assert_eq!(&got, &want, "{:?} grouped by {}", k, g);
+            }
         }
     }
+}
+
+#[test]
+fn grouped_rows_interleave_whole_groups_blockwise_and_keep_the_rest() {
+    // 5 rows of 3 blocks of 2 bytes; row r's block b holds [10r + b, 100 + 10r + b].
+    let (rows, nb, bb) = (5usize, 3usize, 2usize);
+    let data: Vec<u8> = (0..rows)
+        .flat_map(|r| (0..nb).flat_map(move |b| [(10 * r + b) as u8, (100 + 10 * r + b) as u8]))
+        .collect();
+    let got = group_rows(&data, rows, nb * bb, bb, 2);
+    // Rows 0-1, then rows 2-3, each block-interleaved; row 4 as it was.
+    let want: Vec<u8> = vec![
+        0, 100, 10, 110, 1, 101, 11, 111, 2, 102, 12, 112, // rows 0 and 1
+        20, 120, 30, 130, 21, 121, 31, 131, 22, 122, 32, 132, // rows 2 and 3
+        40, 140, 41, 141, 42, 142, // row 4
+    ];
+    assert_eq!(got, want);
+    // A group of one row is the file's layout; a group wider than the matrix leaves it so.
+    assert_eq!(group_rows(&data, rows, nb * bb, bb, 1), data);
+    assert_eq!(group_rows(&data, rows, nb * bb, bb, 8), data);
 }
 
 #[test]
@@ -325,6 +361,7 @@ fn float_products_follow_the_specification_per_element() {
             data: &data,
             rows,
             cols,
+            grouped: None,
         };
         let x = acts(cols * n_tok, 0, &mut rng);
         let xr: Vec<f32> = x.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect();
@@ -408,6 +445,7 @@ fn i2_s_product_hand_worked() {
         data: &data,
         rows: 1,
         cols: 128,
+        grouped: None,
     };
     // Σ code·q = 2·127 + 2·127 + 0·127 + 0·127 + 1·64 = 572 and Σq = 4·127 + 64 = 572: the
     // product (572 − 572) / 63.5 · 0.5 is exactly 0.
@@ -479,6 +517,7 @@ fn vnni256_row_and_token_groups_match_scalar_across_their_boundaries() {
                 data: &data,
                 rows,
                 cols,
+                grouped: None,
             };
             for n_tok in [1usize, 2, 3, 4, 5, 8, 9, 17] {
                 let x = acts(n_tok * cols, (rng.next() % 4) as u8, &mut rng);

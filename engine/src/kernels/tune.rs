@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{KernelPlan, ProductKind};
-use super::{matmul_prepared, prepare, Kernel, KernelLog, Matrix, PREFETCH_DISTANCES};
+use super::{
+    group_rows, matmul_prepared, prepare, Kernel, KernelLog, Matrix, PreparedInput,
+    PREFETCH_DISTANCES,
+};
 
 /// One variant's time on one kind of product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +186,36 @@ pub fn tune(
                 Some(buf) if !m.data.is_empty() => buf.chunks_exact(m.data.len()).collect(),
                 _ => Vec::new(),
             };
+            // Kernels that read rows grouped ([`Matrix::grouped`]) stream grouped copies, made
+            // for each group some candidate reads.
+            let grouped_streams: Vec<(usize, Option<memmap2::MmapMut>)> = if copies.is_empty() {
+                Vec::new()
+            } else {
+                let mut gs: Vec<usize> = variants
+                    .iter()
+                    .flat_map(|&k| {
+                        let offered = k.groups(m.ty, kind.prefill);
+                        let groups: Vec<Option<usize>> = if offered.is_empty() {
+                            vec![None]
+                        } else {
+                            offered.iter().map(|&g| Some(g)).collect()
+                        };
+                        groups
+                            .into_iter()
+                            .filter_map(move |g| PreparedInput::grouped_rows_of(k, m.ty, tokens, g))
+                    })
+                    .collect();
+                gs.sort_unstable();
+                gs.dedup();
+                gs.into_iter()
+                    .map(|g| {
+                        let bb = m.ty.type_size();
+                        let rb = m.data.len() / m.rows.max(1);
+                        let one = group_rows(m.data, m.rows, rb, bb, g);
+                        (g, stream_copies(&one, copies.len(), huge_pages))
+                    })
+                    .collect()
+            };
             let mut best: Option<(f64, Kernel, Option<usize>, Option<usize>)> = None;
             let candidates = variants
                 .iter()
@@ -210,14 +243,22 @@ pub fn tune(
                 let (k, group, distance) = candidates[i];
                 let log = KernelLog::default();
                 let t = best_time(b, 1, |_| {
-                    let mat = match copies.get(next_copy % copies.len().max(1)) {
-                        Some(&data) => Matrix { data, ..*m },
-                        None => *m,
-                    };
+                    let at = next_copy % copies.len().max(1);
                     next_copy += 1;
                     let p = prepare(m.ty, &x, tokens, m.cols, threads, k, &log)
                         .with_prefetch(distance)
                         .with_group(group);
+                    let mut mat = match copies.get(at) {
+                        Some(&data) => Matrix { data, ..*m },
+                        None => *m,
+                    };
+                    let grouped = p.grouped_rows().and_then(|g| {
+                        let (_, s) = grouped_streams.iter().find(|(h, _)| *h == g)?;
+                        Some((g, s.as_ref()?.chunks_exact(m.data.len()).nth(at)?))
+                    });
+                    if grouped.is_some() {
+                        mat.grouped = grouped;
+                    }
                     matmul_prepared(&mat, &p, &mut out, threads, &log);
                 });
                 std::hint::black_box(&out);
@@ -647,6 +688,7 @@ mod tests {
             data: &data,
             rows,
             cols,
+            grouped: None,
         };
         let (plan, timings) = tune(&[("w".into(), m)], None, 1, Duration::from_millis(1), true);
         assert!(timings

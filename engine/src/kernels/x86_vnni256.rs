@@ -88,10 +88,6 @@ unsafe fn block_codes(row: &[u8], b: usize, tq2: bool) -> ([__m256i; 8], f32) {
 /// `a` (decode): each activation vector is loaded once for the `R` rows. Each row's result is
 /// exactly the one-row specification's.
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
-// Kept out of line: inlined into its row loop (the `tq2` branch, the group's registers and the
-// loop's own) it decoded 30% slower on Intel family 6 model 167 (criterion, 4096 × 1536 TQ2_0:
-// 106 µs inlined, 82 µs out of line).
-#[inline(never)]
 pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
     rows: [&[u8]; R],
     a: &[BlockQ8K],
@@ -102,6 +98,44 @@ pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
     for r in &rows {
         assert_eq!(r.len(), a.len() * bytes);
     }
+    dot_rows_strided::<R>(rows.map(|r| r.as_ptr()), bytes, a, tq2, ahead)
+}
+
+/// `R` TQ2_0 rows stored as one group of [`super::group_rows`] (`group`: the group's
+/// `R × a.len()` blocks, block `b` of row `i` at `(b·R + i)·66`) against one token's Q8_K blocks
+/// `a` (decode): the group is read front to back as one stream. Each row's result is exactly the
+/// one-row specification's.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn tq2_0_dot_group_vnni256<const R: usize>(
+    group: &[u8],
+    a: &[BlockQ8K],
+    ahead: usize,
+) -> [f32; R] {
+    assert_eq!(group.len(), R * a.len() * TQ2_BYTES);
+    let base = group.as_ptr();
+    dot_rows_strided::<R>(
+        std::array::from_fn(|i| base.add(i * TQ2_BYTES)),
+        R * TQ2_BYTES,
+        a,
+        true,
+        ahead,
+    )
+}
+
+/// The body of [`ternary_dot_rows_vnni256`] and [`tq2_0_dot_group_vnni256`]: row `r`'s block
+/// `b` at `rows[r] + b·stride` (`a.len()` blocks each, in bounds: the callers check).
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+// Kept out of line: inlined into its row loop (the `tq2` branch, the group's registers and the
+// loop's own) it decoded 30% slower on Intel family 6 model 167 (criterion, 4096 × 1536 TQ2_0:
+// 106 µs inlined, 82 µs out of line).
+#[inline(never)]
+unsafe fn dot_rows_strided<const R: usize>(
+    rows: [*const u8; R],
+    stride: usize,
+    a: &[BlockQ8K],
+    tq2: bool,
+    ahead: usize,
+) -> [f32; R] {
     let m3 = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, y) in a.iter().enumerate() {
@@ -112,16 +146,14 @@ pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
             // Codes formed next to their use (a shift and a mask), so R rows need R registers
             // of packed codes rather than 8R of unpacked ones.
             for r in 0..R {
-                let x = rows[r].as_ptr().add(b * TQ2_BYTES);
+                let x = rows[r].add(b * stride);
                 prefetch_ahead(x, ahead, 1);
                 dw[r] = f16_scale(std::slice::from_raw_parts(x.add(64), 2));
             }
             for h in 0..2 {
                 let mut q = [_mm256_setzero_si256(); R];
                 for r in 0..R {
-                    q[r] = _mm256_loadu_si256(
-                        rows[r].as_ptr().add(b * TQ2_BYTES + 32 * h) as *const __m256i
-                    );
+                    q[r] = _mm256_loadu_si256(rows[r].add(b * stride + 32 * h) as *const __m256i);
                 }
                 for l in 0..4 {
                     let v = _mm256_loadu_si256(yp.add(128 * h + 32 * l) as *const __m256i);
@@ -134,9 +166,9 @@ pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
             }
         } else {
             for r in 0..R {
-                let x = rows[r].as_ptr().add(b * TQ1_BYTES);
+                let x = rows[r].add(b * stride);
                 prefetch_ahead(x, ahead, 1);
-                let (codes, d) = block_codes(rows[r], b, false);
+                let (codes, d) = block_codes(std::slice::from_raw_parts(x, TQ1_BYTES), 0, false);
                 dw[r] = d;
                 s[r] = lanes(&codes, y);
             }
@@ -235,6 +267,21 @@ unsafe fn decode_rows<const R: usize>(
     let nb = w.cols / super::QK_K;
     let acts = |t: usize| &blocks[t * nb..(t + 1) * nb];
     let mut r = r0;
+    // The grouped copy, where it is grouped by `R` and `r0` starts a group: its whole groups.
+    if let Some((g, data)) = w.grouped.filter(|&(g, _)| tq2 && g == R && r0 % R == 0) {
+        let gb = g * nb * TQ2_BYTES;
+        let end = r0 + (r1.min(w.rows / g * g).saturating_sub(r0)) / g * g;
+        while r < end {
+            let group = &data[r / g * gb..(r / g + 1) * gb];
+            for t in 0..n_tok {
+                let got = tq2_0_dot_group_vnni256::<R>(group, acts(t), ahead);
+                for (k, v) in got.iter().enumerate() {
+                    o.set(r + k, t, *v);
+                }
+            }
+            r += R;
+        }
+    }
     while r + R <= r1 {
         let rows: [&[u8]; R] = std::array::from_fn(|k| w.row(r + k));
         for t in 0..n_tok {

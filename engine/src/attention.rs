@@ -122,7 +122,11 @@ pub struct LayerCache {
     /// `((n_kv + g)·chunk + p)·hd + d`, `p = pos % chunk`. Each is zeroed memory in small pages:
     /// in alternating benches (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the
     /// attention's read (9.3 GB/s either way timed alone) and a two-thread prefill now and then
-    /// stalled (193 against 237 tok/s) where each new chunk's huge page was faulted in.
+    /// stalled (193 against 237 tok/s) where each new chunk's huge page was faulted in. On Zen 4
+    /// (2026-12-05, chunks mapped as whole 2 MiB and advised, a scratch build): decode 63.5-65.2
+    /// against 58.8-60.3 tok/s at one thread in the `speed` example's later rounds, but its first
+    /// rounds 51 against 47-58, and in `harness bench` the two-thread prefill fell to 206 from
+    /// 234 tok/s, so the chunks stay in small pages.
     chunks: Chunks,
 }
 

@@ -20,7 +20,9 @@ use crate::attention::{attend, AttnOrder, KvType, LayerCache};
 use crate::gguf::GgmlType;
 use crate::kernels::plan::KernelPlan;
 use crate::kernels::rows_out::SharedOut;
-use crate::kernels::{matmul_prepared, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix};
+use crate::kernels::{
+    matmul_prepared, matmul_prepared_many, prepare, Kernel, KernelLog, Matrix, PreparedInput,
+};
 use crate::model::{FfnAct, Layer, Model, Proj};
 use crate::quant::f16_to_f32;
 use crate::trace::{PointFilter, Stage, TracePoint, TraceRecord, TraceWriter};
@@ -148,7 +150,30 @@ impl<'m> Session<'m> {
                 }
             }
         }
+        s.group_weights();
         s
+    }
+
+    /// Make the model's grouped copy of its TQ2_0 weights ([`Model::grouped_tq2`]) now when this
+    /// session's plan decodes from one, so that it is made once, at the start, not inside the
+    /// first timed decode step.
+    fn group_weights(&self) {
+        let (ty, kernel) = (GgmlType::TQ2_0, self.plan.product(GgmlType::TQ2_0, 1));
+        if !kernel.is_available() {
+            return;
+        }
+        let Some(g) = PreparedInput::grouped_rows_of(kernel, ty, 1, self.plan.group(ty, 1)) else {
+            return;
+        };
+        if let Some(p) = self
+            .model
+            .layers
+            .iter()
+            .flat_map(|l| l.projections())
+            .next()
+        {
+            self.model.grouped_tq2(p, g);
+        }
     }
 
     /// Store the KV cache as `ty` (F32 unless set; F16 as llama.cpp's default `type_k` /
@@ -550,6 +575,7 @@ impl<'m> Session<'m> {
     pub fn set_plan(&mut self, plan: KernelPlan) {
         self.kernel = plan.base;
         self.plan = plan;
+        self.group_weights();
     }
 
     /// One matrix per weight format, as this session's products read them (TQ1_0 rewritten as

@@ -105,9 +105,146 @@ impl KvType {
 /// A layer's chunks, of one element type.
 #[derive(Debug, Clone)]
 enum Chunks {
-    F32(Vec<Box<[f32]>>),
+    F32(Vec<KvChunk<f32>>),
     /// IEEE halves, as bits.
-    F16(Vec<Box<[u16]>>),
+    F16(Vec<KvChunk<u16>>),
+}
+
+/// One chunk's storage: `len` elements of anonymous memory, zeroed when new. With
+/// `BITNET_KV_PAGES=huge`, a chunk of at least half of [`CHUNK_BYTES`] is mapped as whole 2 MiB
+/// runs advised for huge pages, and its mapping goes back to a process-wide pool when the chunk
+/// is dropped, for the next cache's chunks (each huge page is faulted in once per process: with
+/// the kernel's compaction that cost about 4 ms per page on Zen 4). A chunk from the pool holds
+/// the old cache's bytes: a cache reads only the positions it has written.
+struct KvChunk<E> {
+    map: Option<memmap2::MmapMut>,
+    len: usize,
+    _elem: std::marker::PhantomData<E>,
+}
+
+/// The environment variable choosing the KV cache's pages: `small` (the default) or `huge`.
+pub const KV_PAGES_VAR: &str = "BITNET_KV_PAGES";
+
+/// A [`KV_PAGES_VAR`] value: `Some(true)` for `huge`, `Some(false)` for `small` or empty, `None`
+/// for anything else ([`crate::model::Model::load`] refuses it, naming the variable).
+pub fn parse_kv_pages(s: &str) -> Option<bool> {
+    match s.trim() {
+        "huge" => Some(true),
+        "" | "small" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether chunks of at least half of [`CHUNK_BYTES`] take huge pages ([`KV_PAGES_VAR`]); read
+/// once per process.
+fn kv_huge_pages() -> bool {
+    static HUGE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HUGE
+        .get_or_init(|| std::env::var(KV_PAGES_VAR).is_ok_and(|v| parse_kv_pages(&v) == Some(true)))
+}
+
+/// Mappings of dropped huge-page chunks, for reuse (at most [`POOL_MAX_BYTES`] in all).
+static POOL: std::sync::Mutex<Vec<memmap2::MmapMut>> = std::sync::Mutex::new(Vec::new());
+/// The most bytes of dropped chunks [`POOL`] keeps.
+const POOL_MAX_BYTES: usize = 1 << 30;
+
+/// Bytes of dropped chunks waiting in [`POOL`].
+#[cfg(test)]
+fn pooled_bytes() -> usize {
+    let pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    pool.iter().map(|m| m.len()).sum()
+}
+
+impl<E: bytemuck::Pod> KvChunk<E> {
+    /// `len` elements, in huge pages when `huge` and they fill at least half of
+    /// [`CHUNK_BYTES`].
+    fn new(len: usize, huge: bool) -> KvChunk<E> {
+        let bytes = len * std::mem::size_of::<E>();
+        let huge = huge && 2 * bytes >= CHUNK_BYTES;
+        let mapped = if huge {
+            bytes.next_multiple_of(CHUNK_BYTES)
+        } else {
+            bytes.max(1)
+        };
+        let pooled = if huge {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            pool.iter()
+                .position(|m| m.len() == mapped)
+                .map(|i| pool.swap_remove(i))
+        } else {
+            None
+        };
+        let map = pooled.unwrap_or_else(|| {
+            // Mapping fails only when the memory is not there, as a vector's allocation would.
+            let map = memmap2::MmapMut::map_anon(mapped)
+                .unwrap_or_else(|e| panic!("cannot map {mapped} bytes for the KV cache: {e}"));
+            if huge {
+                // Advice only.
+                let _ = map.advise(memmap2::Advice::HugePage);
+            }
+            map
+        });
+        KvChunk {
+            map: Some(map),
+            len,
+            _elem: std::marker::PhantomData,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let n = self.len * std::mem::size_of::<E>();
+        self.map.as_ref().map_or(&[], |m| &m[..n])
+    }
+}
+
+impl<E> Drop for KvChunk<E> {
+    fn drop(&mut self) {
+        let Some(map) = self.map.take() else {
+            return;
+        };
+        // Only huge-page chunks are whole multiples of 2 MiB (see `new`).
+        if map.len() % CHUNK_BYTES == 0 {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.iter().map(|m| m.len()).sum::<usize>() + map.len() <= POOL_MAX_BYTES {
+                pool.push(map);
+            }
+        }
+    }
+}
+
+impl<E: bytemuck::Pod> std::ops::Deref for KvChunk<E> {
+    type Target = [E];
+    fn deref(&self) -> &[E] {
+        bytemuck::cast_slice(self.bytes())
+    }
+}
+
+impl<E: bytemuck::Pod> std::ops::DerefMut for KvChunk<E> {
+    fn deref_mut(&mut self) -> &mut [E] {
+        let n = self.len * std::mem::size_of::<E>();
+        match self.map.as_mut() {
+            Some(m) => bytemuck::cast_slice_mut(&mut m[..n]),
+            None => &mut [],
+        }
+    }
+}
+
+impl<E: bytemuck::Pod> Clone for KvChunk<E> {
+    fn clone(&self) -> KvChunk<E> {
+        let huge = self
+            .map
+            .as_ref()
+            .is_some_and(|m| m.len() % CHUNK_BYTES == 0);
+        let mut c = KvChunk::new(self.len, huge);
+        c.copy_from_slice(self);
+        c
+    }
+}
+
+impl<E> std::fmt::Debug for KvChunk<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KvChunk({} elements)", self.len)
+    }
 }
 
 /// One layer's KV cache: every KV head's keys and values, position by position.
@@ -118,15 +255,17 @@ pub struct LayerCache {
     len: usize,
     /// Positions per chunk.
     chunk: usize,
+    /// New chunks in huge pages ([`KvChunk`]).
+    huge: bool,
     /// Chunks of `chunk` positions: key `(g, pos, d)` at `(g·chunk + p)·hd + d`, value at
-    /// `((n_kv + g)·chunk + p)·hd + d`, `p = pos % chunk`. Each is zeroed memory in small pages:
-    /// in alternating benches (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the
-    /// attention's read (9.3 GB/s either way timed alone) and a two-thread prefill now and then
-    /// stalled (193 against 237 tok/s) where each new chunk's huge page was faulted in. On Zen 4
-    /// (2026-12-05, chunks mapped as whole 2 MiB and advised, a scratch build): decode 63.5-65.2
-    /// against 58.8-60.3 tok/s at one thread in the `speed` example's later rounds, but its first
-    /// rounds 51 against 47-58, and in `harness bench` the two-thread prefill fell to 206 from
-    /// 234 tok/s, so the chunks stay in small pages.
+    /// `((n_kv + g)·chunk + p)·hd + d`, `p = pos % chunk`. Each is in small pages unless
+    /// `BITNET_KV_PAGES=huge` ([`KvChunk`]): in alternating benches on Intel family 6 model 167
+    /// (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the attention's read (9.3
+    /// GB/s either way timed alone) and a two-thread prefill now and then stalled (193 against
+    /// 237 tok/s) where each new chunk's huge page was faulted in. On Zen 4 (2026-12-05, one
+    /// thread, the `speed` example, three alternating pairs) huge pages from the pool decoded
+    /// 62.7-65.4 tok/s against 58.9-60.6, but each process's first round, where the pages were
+    /// faulted in, prefilled at 103-105 against 110-113 tok/s; so the default stays small.
     chunks: Chunks,
 }
 
@@ -137,7 +276,7 @@ impl Default for LayerCache {
 }
 
 /// An element of a cache: `f32`, or `u16` holding an IEEE half (the two [`KvType`]s).
-trait KvElem: Copy + Default + Send + Sync + 'static {
+trait KvElem: bytemuck::Pod + Default + Send + Sync + 'static {
     /// The value as stored (rounded to nearest even for a half).
     fn store(v: f32) -> Self;
     /// The stored value, exactly, as f32.
@@ -146,9 +285,9 @@ trait KvElem: Copy + Default + Send + Sync + 'static {
     /// widened back for F16 (the probabilities are converted to the cache's type).
     fn operand(p: f32) -> f32;
     /// The chunks, when the cache holds this type (else none).
-    fn chunks(c: &Chunks) -> &[Box<[Self]>];
+    fn chunks(c: &Chunks) -> &[KvChunk<Self>];
     /// The chunks; the cache must hold this type.
-    fn chunks_mut(c: &mut Chunks) -> &mut Vec<Box<[Self]>>;
+    fn chunks_mut(c: &mut Chunks) -> &mut Vec<KvChunk<Self>>;
 }
 
 impl KvElem for f32 {
@@ -164,13 +303,13 @@ impl KvElem for f32 {
     fn operand(p: f32) -> f32 {
         p
     }
-    fn chunks(c: &Chunks) -> &[Box<[f32]>] {
+    fn chunks(c: &Chunks) -> &[KvChunk<f32>] {
         match c {
             Chunks::F32(v) => v,
             Chunks::F16(_) => &[],
         }
     }
-    fn chunks_mut(c: &mut Chunks) -> &mut Vec<Box<[f32]>> {
+    fn chunks_mut(c: &mut Chunks) -> &mut Vec<KvChunk<f32>> {
         match c {
             Chunks::F32(v) => v,
             Chunks::F16(_) => unreachable!("an F16 cache's chunks taken as F32"),
@@ -191,13 +330,13 @@ impl KvElem for u16 {
     fn operand(p: f32) -> f32 {
         crate::quant::f16_to_f32(crate::quant::f32_to_f16(p))
     }
-    fn chunks(c: &Chunks) -> &[Box<[u16]>] {
+    fn chunks(c: &Chunks) -> &[KvChunk<u16>] {
         match c {
             Chunks::F16(v) => v,
             Chunks::F32(_) => &[],
         }
     }
-    fn chunks_mut(c: &mut Chunks) -> &mut Vec<Box<[u16]>> {
+    fn chunks_mut(c: &mut Chunks) -> &mut Vec<KvChunk<u16>> {
         match c {
             Chunks::F16(v) => v,
             Chunks::F32(_) => unreachable!("an F32 cache's chunks taken as F16"),
@@ -237,11 +376,47 @@ impl LayerCache {
             hd,
             len: 0,
             chunk: chunk.max(1),
+            huge: kv_huge_pages(),
             chunks: match ty {
                 KvType::F32 => Chunks::F32(Vec::new()),
                 KvType::F16 => Chunks::F16(Vec::new()),
             },
         }
+    }
+
+    /// This cache with its new chunks in huge pages (`true`) or small ones; the default is
+    /// `BITNET_KV_PAGES` (`huge` or `small`, the default).
+    pub fn with_huge_pages(mut self, huge: bool) -> LayerCache {
+        self.huge = huge;
+        self
+    }
+
+    /// A copy of this cache whose chunks, and new ones, are in huge pages (`true`) or small
+    /// ones.
+    pub fn copy_with_huge_pages(&self, huge: bool) -> LayerCache {
+        let mut c = LayerCache {
+            chunks: match &self.chunks {
+                Chunks::F32(_) => Chunks::F32(Vec::new()),
+                Chunks::F16(_) => Chunks::F16(Vec::new()),
+            },
+            ..*self
+        };
+        c.huge = huge;
+        fn copy<E: bytemuck::Pod>(from: &[KvChunk<E>], huge: bool) -> Vec<KvChunk<E>> {
+            from.iter()
+                .map(|x| {
+                    let mut y = KvChunk::new(x.len, huge);
+                    y.copy_from_slice(x);
+                    y
+                })
+                .collect()
+        }
+        match (&self.chunks, &mut c.chunks) {
+            (Chunks::F32(a), Chunks::F32(b)) => *b = copy(a, huge),
+            (Chunks::F16(a), Chunks::F16(b)) => *b = copy(a, huge),
+            _ => unreachable!("a copy holds its original's type"),
+        }
+        c
     }
 
     /// The element type.
@@ -291,7 +466,7 @@ impl LayerCache {
         let (c, p) = (self.len / ch, self.len % ch);
         let chunks = E::chunks_mut(&mut self.chunks);
         if p == 0 {
-            chunks.push(vec![E::default(); 2 * nkv * ch * hd].into_boxed_slice());
+            chunks.push(KvChunk::new(2 * nkv * ch * hd, self.huge));
         }
         let chunk = &mut chunks[c];
         let planted_f16 = crate::planted::on("v_cache_f16");
@@ -812,6 +987,84 @@ mod tests {
                     prop_assert_eq!(bits(&o[r * hd..(r + 1) * hd]), bits(&wo), "{:?} {:?} head {}", ty, k, h);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn caches_in_huge_pages_and_on_reused_chunks_attend_as_in_small_pages() {
+        // Chunks of 2 MiB (16 KV heads of 64 F32 values: 256 positions), so the huge-page path
+        // takes them; 300 positions span two. Then the huge cache is dropped and a new one takes
+        // its chunks from the pool, old bytes and all, and holds fewer, other positions.
+        let (n_kv, hd) = (16usize, 64usize);
+        let mut s = 7u64;
+        let mut f = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let order = AttnOrder {
+            kq_lanes8: false,
+            kqv_lanes8: false,
+        };
+        let fill = |n: usize, huge: bool, f: &mut dyn FnMut() -> f32| {
+            let rows: Vec<(Vec<f32>, Vec<f32>)> = (0..n)
+                .map(|_| {
+                    let k: Vec<f32> = (0..n_kv * hd).map(|_| f()).collect();
+                    let v: Vec<f32> = (0..n_kv * hd).map(|_| f()).collect();
+                    (k, v)
+                })
+                .collect();
+            let mut small = LayerCache::new(n_kv, hd).with_huge_pages(false);
+            let mut big = LayerCache::new(n_kv, hd).with_huge_pages(huge);
+            for (k, v) in &rows {
+                small.push(k, v);
+                big.push(k, v);
+            }
+            (small, big)
+        };
+        let q: Vec<f32> = (0..n_kv * hd).map(|_| f()).collect();
+        let run = |c: &LayerCache, k: Kernel| {
+            let limit = c.len();
+            let (mut p, mut o) = (vec![0f32; n_kv * limit], vec![0f32; n_kv * hd]);
+            let mut acc = Vec::new();
+            attend(
+                k,
+                &q,
+                c,
+                0..n_kv,
+                1,
+                limit,
+                0.125,
+                order,
+                0,
+                &mut p,
+                &mut o,
+                &mut acc,
+            );
+            (bits(&p), bits(&o))
+        };
+        let (small, big) = fill(300, true, &mut f);
+        assert_eq!(big.chunk_count(), 2);
+        for k in Kernel::available() {
+            assert_eq!(run(&big, k), run(&small, k), "{k:?}, 300 positions");
+        }
+        let before = pooled_bytes();
+        drop(big);
+        assert_eq!(
+            pooled_bytes(),
+            before + 2 * CHUNK_BYTES,
+            "both chunks pooled"
+        );
+        let (small, reused) = fill(100, true, &mut f);
+        assert_eq!(pooled_bytes(), before + CHUNK_BYTES, "one chunk taken back");
+        assert_eq!(reused.key(3, 99), small.key(3, 99));
+        for k in Kernel::available() {
+            assert_eq!(
+                run(&reused, k),
+                run(&small, k),
+                "{k:?}, 100 positions on reused chunks"
+            );
         }
     }
 

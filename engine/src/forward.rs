@@ -186,9 +186,8 @@ impl<'m> Session<'m> {
         if ty == self.kv_type {
             return;
         }
-        let c = &self.model.config;
         self.kv_type = ty;
-        self.cache = vec![LayerCache::new_typed(c.n_head_kv, c.head_dim, ty); c.n_layer];
+        self.cache = self.new_caches(ty);
     }
 
     /// The KV cache's element type.
@@ -574,8 +573,24 @@ impl<'m> Session<'m> {
     /// Run each kind of product on the variant `plan` names, everything else on `plan.base`.
     pub fn set_plan(&mut self, plan: KernelPlan) {
         self.kernel = plan.base;
+        let pages_changed = plan.kv_huge != self.plan.kv_huge;
         self.plan = plan;
+        if pages_changed && self.n_past == 0 {
+            self.cache = self.new_caches(self.kv_type);
+        }
         self.group_weights();
+    }
+
+    /// An empty KV cache per layer of type `ty`, in the pages the plan chose (or
+    /// `BITNET_KV_PAGES`'s).
+    fn new_caches(&self, ty: KvType) -> Vec<LayerCache> {
+        let c = &self.model.config;
+        let cache = LayerCache::new_typed(c.n_head_kv, c.head_dim, ty);
+        let cache = match self.plan.kv_huge {
+            Some(h) => cache.with_huge_pages(h),
+            None => cache,
+        };
+        vec![cache; c.n_layer]
     }
 
     /// One matrix per weight format, as this session's products read them (TQ1_0 rewritten as

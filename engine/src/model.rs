@@ -241,8 +241,20 @@ impl Model {
         }
     }
 
-    /// Load and validate `path`, the weights held as [`WeightPages::from_env`] says.
+    /// Load and validate `path`, the weights held as [`WeightPages::from_env`] says (and the
+    /// KV cache's pages setting, [`crate::attention::KV_PAGES_VAR`], checked).
     pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let var = crate::attention::KV_PAGES_VAR;
+        if let Ok(v) = std::env::var(var) {
+            if crate::attention::parse_kv_pages(&v).is_none() {
+                return Err(ModelError::Setting {
+                    var,
+                    found: v,
+                    expected: "`small` (the KV cache in small pages, the default) or `huge` \
+                               (in huge pages, kept for reuse)",
+                });
+            }
+        }
         Model::load_with(path, WeightPages::from_env()?)
     }
 

@@ -41,9 +41,10 @@ pub struct TuneEntry {
 /// The version of `tune.json` this harness writes and reads; a file of another version (one
 /// tuned before decode kinds had measured prefetch distances, before entries recorded the
 /// weights' pages, before the attention's prefetch distance was measured, before the decode
-/// distances were decided on whole decode steps, or before the `vnni256` TQ2_0 decode kernels
-/// read rows grouped) is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 6;
+/// distances were decided on whole decode steps, before the `vnni256` TQ2_0 decode kernels
+/// read rows grouped, or before the KV cache's pages were measured) is measured again and
+/// replaced.
+pub const TUNE_SCHEMA: u32 = 7;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -320,7 +320,8 @@ fn bad_arguments_are_usage_errors() {
         ),
         (
             &["bench", "--preset", "tiny", "--kernel", "scalar tiles 4"][..],
-            "at most `rows N`, `tokens N` and `prefetch BYTES` once each, found `tiles`",
+            "at most `rows N`, `tokens N`, `prefetch BYTES` and `kv huge|small` once each, found \
+             `tiles`",
         ),
         // Output paths refused before anything is measured (no llama.cpp reachable here:
         // `--reference-bin` names nothing, so a bench that ran would fail otherwise).
@@ -557,17 +558,20 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
         let words: Vec<&str> = v.split(' ').collect();
         assert!(available.contains(&words[0]), "{kind}: {v}");
         if kind == "other" {
-            // The attention's prefetch distance, where the variant's attention takes one.
+            // The attention's prefetch distance, where the variant's attention takes one; then
+            // the KV cache's pages, measured too.
             let k = bitnet_engine::kernels::Kernel::parse(words[0]).unwrap();
+            let pages = &words[words.len() - 2..];
+            assert!(pages == ["kv", "huge"] || pages == ["kv", "small"], "{v}");
             if k.tunes_attention_prefetch() {
-                assert_eq!((words.len(), words[1]), (3, "prefetch"), "{v}");
+                assert_eq!((words.len(), words[1]), (5, "prefetch"), "{v}");
                 let n: usize = words[2].parse().unwrap();
                 assert!(
                     bitnet_engine::kernels::PREFETCH_DISTANCES.contains(&n),
                     "{v}"
                 );
             } else {
-                assert_eq!(words.len(), 1, "{v}");
+                assert_eq!(words.len(), 3, "{v}");
             }
             continue;
         }
@@ -650,6 +654,36 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
         }
         if let Some(d) = fastest["prefetch"].as_u64() {
             timed.push_str(&format!(" prefetch {d}"));
+        }
+        if kind == "other" {
+            // The KV cache's pages, timed with the variant and distance chosen: huge only where
+            // they were at least 3% faster.
+            let pages: Vec<(String, f64)> = entry["timings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["kind"] == bitnet_engine::kernels::plan::KV_PAGES_KIND)
+                .map(|t| {
+                    assert_eq!(
+                        (t["variant"].as_str().unwrap(), t["prefetch"].as_u64()),
+                        (
+                            fastest["variant"].as_str().unwrap(),
+                            fastest["prefetch"].as_u64()
+                        ),
+                        "{t}"
+                    );
+                    let m = t["matrix"].as_str().unwrap();
+                    let page = m.rsplit(" in ").next().unwrap().to_string();
+                    (page, t["micros"].as_f64().unwrap())
+                })
+                .collect();
+            assert_eq!(pages.len(), 2, "{entry}");
+            assert_eq!(
+                (&pages[0].0[..], &pages[1].0[..]),
+                ("small pages", "huge pages")
+            );
+            let huge = pages[1].1 <= bitnet_engine::kernels::plan::KV_HUGE_GAIN * pages[0].1;
+            timed.push_str(if huge { " kv huge" } else { " kv small" });
         }
         assert_eq!(&timed, chosen, "{kind}");
     }

@@ -347,3 +347,46 @@ fn a_root_that_is_not_a_directory_is_refused_not_created() {
     assert!(err.contains("is not a directory"), "{err}");
     assert!(!missing.exists() && !dir.path().join("no").exists());
 }
+
+#[test]
+fn the_kv_pages_setting_is_checked_and_both_values_trace_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = harness()
+        .args(["gen-model", "--preset", "tiny", "-o", "m.gguf"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let trace = |pages: &str, to: &str| {
+        harness()
+            .args([
+                "trace",
+                "m.gguf",
+                "--tokens",
+                "1,17,300,42",
+                "--generate",
+                "3",
+                "-o",
+                to,
+            ])
+            .env("BITNET_KV_PAGES", pages)
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
+    let bad = trace("enormous", "t0");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("BITNET_KV_PAGES") && err.contains("enormous") && err.contains("`huge`"),
+        "{err}"
+    );
+    let (small, huge) = (trace("small", "t1"), trace("huge", "t2"));
+    assert!(
+        small.status.success() && huge.status.success(),
+        "{small:?} {huge:?}"
+    );
+    let logits = |t: &str| std::fs::read(d.join(t).join("logits.npy")).unwrap();
+    assert_eq!(logits("t1"), logits("t2"));
+}

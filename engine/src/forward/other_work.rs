@@ -19,8 +19,12 @@ pub const POSITIONS: usize = 256;
 /// attention of one token against `positions` cached ones, and SiLU·up (or ReLU²·up) over `n_ff`.
 pub struct DecodeOther<'m> {
     config: &'m Config,
-    /// Copies of one layer's cache, `positions` long.
+    /// Copies of one layer's cache, `positions` long, in small pages; and the same in huge
+    /// pages, made when first asked for.
     layers: Vec<LayerCache>,
+    layers_huge: Vec<LayerCache>,
+    /// Whether calls read `layers_huge`.
+    huge: bool,
     next: usize,
     positions: usize,
     q: Vec<f32>,
@@ -46,7 +50,7 @@ impl<'m> Session<'m> {
         let layer_bytes = positions * nkv * hd * 2 * self.kv_type.bytes();
         let copies = (STREAM_BYTES / layer_bytes.max(1)).clamp(1, 64);
         let (keys, values) = (pattern(nkv * hd, 1), pattern(nkv * hd, 2));
-        let mut layer = LayerCache::new_typed(nkv, hd, self.kv_type);
+        let mut layer = LayerCache::new_typed(nkv, hd, self.kv_type).with_huge_pages(false);
         for p in 0..positions {
             // Vary the keys by position so the scores are not all equal.
             let k: Vec<f32> = keys
@@ -58,6 +62,8 @@ impl<'m> Session<'m> {
         DecodeOther {
             config: c,
             layers: vec![layer; copies],
+            layers_huge: Vec::new(),
+            huge: false,
             next: 0,
             positions,
             q: pattern(nh * hd, 3),
@@ -78,9 +84,26 @@ impl OtherWork for DecodeOther<'_> {
         )
     }
 
+    fn set_kv_huge(&mut self, huge: bool) -> bool {
+        if huge && self.layers_huge.is_empty() {
+            self.layers_huge = self
+                .layers
+                .iter()
+                .map(|l| l.copy_with_huge_pages(true))
+                .collect();
+        }
+        self.huge = huge;
+        true
+    }
+
     fn run(&mut self, kernel: Kernel, prefetch: Option<usize>, threads: usize) {
         let c = self.config;
-        let i = self.next % self.layers.len();
+        let layers = if self.huge {
+            &mut self.layers_huge
+        } else {
+            &mut self.layers
+        };
+        let i = self.next % layers.len();
         self.next += 1;
         let (mut q, mut k) = (self.q.clone(), self.k.clone());
         rope_neox_with(
@@ -91,14 +114,14 @@ impl OtherWork for DecodeOther<'_> {
             self.positions as f32,
             c.rope_base,
         );
-        let cache = std::mem::take(&mut self.layers[i]);
+        let cache = std::mem::take(&mut layers[i]);
         let prefetch = prefetch.unwrap_or(crate::attention::PREFETCH);
         let (mut cache, out) = attend_layer(
             c, cache, &q, &k, &self.v, 1, false, threads, kernel, prefetch,
         );
         // Take the appended position back: every pass reads the same number of positions.
         cache.truncate(self.positions);
-        self.layers[i] = cache;
+        layers[i] = cache;
         let act = ffn_elementwise(c, kernel, threads, &self.gate, &self.up);
         std::hint::black_box((out, act));
     }

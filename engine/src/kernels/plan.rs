@@ -11,7 +11,8 @@ use crate::gguf::GgmlType;
 
 // The measurement behind a plan lives in `super::tune`; its names stay reachable from here.
 pub use super::tune::{
-    refine_on_steps, tune, OtherWork, Timing, DECODE_STREAM_BYTES, IN_STEPS, OTHER_KIND, ROUNDS,
+    refine_on_steps, tune, OtherWork, Timing, DECODE_STREAM_BYTES, IN_STEPS, KV_HUGE_GAIN,
+    KV_PAGES_KIND, OTHER_KIND, ROUNDS,
 };
 
 /// Prompt chunks of at least this many tokens are prefill products; fewer are decode products
@@ -65,6 +66,10 @@ pub struct KernelPlan {
     /// for a base variant whose attention prefetches ([`Kernel::tunes_attention_prefetch`]);
     /// `None`: [`crate::attention::PREFETCH`].
     pub attention_prefetch: Option<usize>,
+    /// Whether the KV cache's chunks take huge pages (`Some(true)`) or small ones, as measured
+    /// with the attention ([`tune`]); `None`: `BITNET_KV_PAGES` decides
+    /// ([`crate::attention::KV_PAGES_VAR`], small unless set).
+    pub kv_huge: Option<bool>,
 }
 
 impl KernelPlan {
@@ -76,6 +81,7 @@ impl KernelPlan {
             prefetch: BTreeMap::new(),
             groups: BTreeMap::new(),
             attention_prefetch: None,
+            kv_huge: None,
         }
     }
 
@@ -129,6 +135,9 @@ impl KernelPlan {
         if let Some(d) = self.attention_prefetch {
             other.push_str(&format!(" prefetch {d}"));
         }
+        if let Some(h) = self.kv_huge {
+            other.push_str(if h { " kv huge" } else { " kv small" });
+        }
         m.insert("other".into(), other);
         m
     }
@@ -159,22 +168,37 @@ impl KernelPlan {
             .ok_or("has no `other` entry (the variant of everything else)")?;
         let mut words = other.split(' ');
         let mut plan = KernelPlan::uniform(variant("other", words.next().unwrap_or_default())?);
-        match (words.next(), words.next(), words.next()) {
-            (None, _, _) => {}
-            (Some("prefetch"), Some(n), None) if plan.base.tunes_attention_prefetch() => {
-                plan.attention_prefetch = Some(prefetch_distance("other", other, n)?);
-            }
-            _ => {
-                return Err(format!(
-                    "gives `other` the value `{other}`: expected a variant, then `prefetch \
-                     BYTES` where its attention prefetches ({})",
-                    Kernel::ALL
-                        .iter()
-                        .filter(|k| k.tunes_attention_prefetch())
-                        .map(|k| k.suffix())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+        let bad = || {
+            format!(
+                "gives `other` the value `{other}`: expected a variant, then `prefetch BYTES` \
+                 where its attention prefetches ({}), then `kv huge` or `kv small`, each at \
+                 most once",
+                Kernel::ALL
+                    .iter()
+                    .filter(|k| k.tunes_attention_prefetch())
+                    .map(|k| k.suffix())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        while let Some(knob) = words.next() {
+            let value = words.next().ok_or_else(bad)?;
+            match knob {
+                "prefetch"
+                    if plan.base.tunes_attention_prefetch()
+                        && plan.attention_prefetch.is_none()
+                        && plan.kv_huge.is_none() =>
+                {
+                    plan.attention_prefetch = Some(prefetch_distance("other", other, value)?);
+                }
+                "kv" if plan.kv_huge.is_none() => {
+                    plan.kv_huge = Some(match value {
+                        "huge" => true,
+                        "small" => false,
+                        _ => return Err(bad()),
+                    });
+                }
+                _ => return Err(bad()),
             }
         }
         for (label, value) in d {
@@ -293,19 +317,33 @@ impl KernelPlan {
                         )
                     })?
                 }
+                "kv" => match n {
+                    "huge" => 1,
+                    "small" => 0,
+                    _ => {
+                        return Err(format!(
+                            "`{spec}`: kv `{n}` is not `huge` or `small` (the KV cache's pages)"
+                        ))
+                    }
+                },
                 _ => {
                     return Err(format!(
-                        "`{spec}`: expected a variant, then at most `rows N`, `tokens N` and \
-                         `prefetch BYTES` once each, found `{knob}`"
+                        "`{spec}`: expected a variant, then at most `rows N`, `tokens N`, \
+                         `prefetch BYTES` and `kv huge|small` once each, found `{knob}`"
                     ))
                 }
             };
             if knobs.insert(knob, value).is_some() {
                 return Err(format!("`{spec}`: `{knob}` is given twice"));
             }
-            label.push_str(&format!(" {knob} {value}"));
+            if knob == "kv" {
+                label.push_str(&format!(" kv {n}"));
+            } else {
+                label.push_str(&format!(" {knob} {value}"));
+            }
         }
         let mut plan = KernelPlan::uniform(k);
+        plan.kv_huge = knobs.remove("kv").map(|v| v == 1);
         if knobs.is_empty() {
             return Ok((plan, label));
         }
@@ -402,6 +440,40 @@ mod tests {
         let mut bad = d;
         bad.insert("other".into(), "sse9".into());
         assert_eq!(KernelPlan::from_description(&bad), None);
+    }
+
+    #[test]
+    fn the_kv_caches_pages_are_described_read_back_forced_and_bad_ones_refused() {
+        let mut plan = KernelPlan::uniform(Kernel::Avx2);
+        plan.attention_prefetch = Some(2048);
+        plan.kv_huge = Some(true);
+        let d = plan.describe();
+        assert_eq!(d["other"], "avx2 prefetch 2048 kv huge");
+        assert_eq!(KernelPlan::parse_description(&d), Ok(plan.clone()));
+        plan.attention_prefetch = None;
+        plan.kv_huge = Some(false);
+        let d = plan.describe();
+        assert_eq!(d["other"], "avx2 kv small");
+        assert_eq!(KernelPlan::parse_description(&d), Ok(plan.clone()));
+        for bad in [
+            "avx2 kv",
+            "avx2 kv enormous",
+            "avx2 kv huge kv small",
+            "avx2 kv huge prefetch 2048",
+            "avx2 prefetch",
+        ] {
+            let mut d = d.clone();
+            d.insert("other".into(), bad.into());
+            let err = KernelPlan::parse_description(&d).unwrap_err();
+            assert!(err.contains("`kv huge` or `kv small`"), "{bad}: {err}");
+        }
+        let (forced, label) = KernelPlan::forced("scalar kv huge").unwrap();
+        assert_eq!((forced.base, forced.kv_huge), (Kernel::Scalar, Some(true)));
+        assert_eq!(label, "scalar kv huge");
+        assert!(forced.products.is_empty(), "kv alone sets no product knob");
+        let err = KernelPlan::forced("scalar kv big").unwrap_err();
+        assert!(err.contains("`huge` or `small`"), "{err}");
+        assert_eq!(KernelPlan::forced("scalar").unwrap().0.kv_huge, None);
     }
 
     #[test]

@@ -65,7 +65,22 @@ pub trait OtherWork {
     /// One call with `kernel` (its attention prefetching `prefetch` bytes ahead; `None`: the
     /// default distance) on `threads` threads.
     fn run(&mut self, kernel: Kernel, prefetch: Option<usize>, threads: usize);
+    /// Run the next calls on a KV cache in huge pages (`true`) or small ones; `false` when this
+    /// work cannot (then the pages are not timed).
+    fn set_kv_huge(&mut self, huge: bool) -> bool {
+        let _ = huge;
+        false
+    }
 }
+
+/// The kind label of the timings of the rest of a decode step (the plan's `other`) on the KV
+/// cache in small pages and in huge ones.
+pub const KV_PAGES_KIND: &str = "other, KV cache pages";
+
+/// The KV cache takes huge pages only when the attention on them timed at most this fraction
+/// of its time on small pages: faulting huge pages in (with the kernel's compaction) is not in
+/// the timing, and costs each new chunk more than small pages do.
+pub const KV_HUGE_GAIN: f64 = 0.97;
 
 /// The kind label of the `other` timings (the plan's base).
 pub const OTHER_KIND: &str = "other";
@@ -166,6 +181,30 @@ pub fn tune(
         if let Some((_, k, d)) = best {
             plan.base = k;
             plan.attention_prefetch = d;
+            // The KV cache's pages, with the chosen variant and distance.
+            if work.set_kv_huge(false) {
+                let times = interleaved_best(2, budget, |i, b| {
+                    work.set_kv_huge(i == 1);
+                    best_time(b, 1, |_| work.run(k, d, threads))
+                });
+                for (huge, t) in [(false, times[0]), (true, times[1])] {
+                    timings.push(Timing {
+                        kind: KV_PAGES_KIND.into(),
+                        matrix: format!(
+                            "{}, KV cache in {} pages",
+                            work.describe(),
+                            if huge { "huge" } else { "small" }
+                        ),
+                        tokens: 1,
+                        variant: k.suffix().into(),
+                        prefetch: d,
+                        group: None,
+                        micros: t * 1e6,
+                    });
+                }
+                plan.kv_huge = Some(times[1] <= KV_HUGE_GAIN * times[0]);
+                work.set_kv_huge(false);
+            }
         }
     }
     for (name, m) in matrices {
@@ -541,6 +580,70 @@ mod tests {
         assert_eq!(plan.base, Kernel::best());
         assert_eq!(plan.attention_prefetch, None);
         assert!(timings.is_empty());
+    }
+
+    /// Work that runs in `huge_cost` (huge pages) or `small_cost` (small ones), whatever the
+    /// variant.
+    struct Pages {
+        huge: bool,
+        costs: [Duration; 2],
+        calls: [usize; 2],
+    }
+
+    impl OtherWork for Pages {
+        fn describe(&self) -> String {
+            "pages".into()
+        }
+        fn run(&mut self, _: Kernel, _: Option<usize>, _: usize) {
+            self.calls[usize::from(self.huge)] += 1;
+            let t = Instant::now();
+            while t.elapsed() < self.costs[usize::from(self.huge)] {
+                std::hint::spin_loop();
+            }
+        }
+        fn set_kv_huge(&mut self, huge: bool) -> bool {
+            self.huge = huge;
+            true
+        }
+    }
+
+    #[test]
+    fn the_kv_caches_pages_are_timed_and_huge_ones_taken_only_when_clearly_faster() {
+        let us = Duration::from_micros;
+        for (costs, want) in [
+            ([us(400), us(100)], true),
+            ([us(100), us(400)], false),
+            // Equal: the first-touch cost of huge pages is not in the timing.
+            ([us(200), us(200)], false),
+        ] {
+            let mut work = Pages {
+                huge: false,
+                costs,
+                calls: [0, 0],
+            };
+            let (plan, timings) = tune(&[], Some(&mut work), 1, Duration::from_millis(3), false);
+            assert_eq!(plan.kv_huge, Some(want), "{costs:?}");
+            assert!(work.calls.iter().all(|&n| n >= 3), "{:?}", work.calls);
+            let pages: Vec<&str> = timings
+                .iter()
+                .filter(|t| t.kind == KV_PAGES_KIND)
+                .filter_map(|t| t.matrix.strip_prefix("pages, KV cache in "))
+                .collect();
+            assert_eq!(pages, ["small pages", "huge pages"]);
+            assert!(!work.huge, "the work is left on small pages");
+            assert!(plan.describe()["other"].ends_with(if want {
+                " kv huge"
+            } else {
+                " kv small"
+            }));
+        }
+        // Work that cannot choose (the variants' own timings only) leaves the pages unset.
+        let mut spin = Spin {
+            fast: (Kernel::Scalar, None),
+            calls: BTreeMap::new(),
+        };
+        let (plan, _) = tune(&[], Some(&mut spin), 2, Duration::from_millis(1), false);
+        assert_eq!(plan.kv_huge, None);
     }
 
     #[test]

@@ -225,36 +225,6 @@ pub fn tune(
                 Some(buf) if !m.data.is_empty() => buf.chunks_exact(m.data.len()).collect(),
                 _ => Vec::new(),
             };
-            // Kernels that read rows grouped ([`Matrix::grouped`]) stream grouped copies, made
-            // for each group some candidate reads.
-            let grouped_streams: Vec<(usize, Option<memmap2::MmapMut>)> = if copies.is_empty() {
-                Vec::new()
-            } else {
-                let mut gs: Vec<usize> = variants
-                    .iter()
-                    .flat_map(|&k| {
-                        let offered = k.groups(m.ty, kind.prefill);
-                        let groups: Vec<Option<usize>> = if offered.is_empty() {
-                            vec![None]
-                        } else {
-                            offered.iter().map(|&g| Some(g)).collect()
-                        };
-                        groups
-                            .into_iter()
-                            .filter_map(move |g| PreparedInput::grouped_rows_of(k, m.ty, tokens, g))
-                    })
-                    .collect();
-                gs.sort_unstable();
-                gs.dedup();
-                gs.into_iter()
-                    .map(|g| {
-                        let bb = m.ty.type_size();
-                        let rb = m.data.len() / m.rows.max(1);
-                        let one = group_rows(m.data, m.rows, rb, bb, g);
-                        (g, stream_copies(&one, copies.len(), huge_pages))
-                    })
-                    .collect()
-            };
             let mut best: Option<(f64, Kernel, Option<usize>, Option<usize>)> = None;
             let candidates = variants
                 .iter()
@@ -276,6 +246,23 @@ pub fn tune(
                         .flat_map(move |g| distances.clone().into_iter().map(move |d| (k, g, d)))
                 })
                 .collect::<Vec<_>>();
+            // Kernels that read rows grouped ([`Matrix::grouped`]) stream grouped copies, made
+            // for each group some candidate reads.
+            let mut gs: Vec<usize> = candidates
+                .iter()
+                .filter_map(|&(k, g, _)| PreparedInput::grouped_rows_of(k, m.ty, tokens, g))
+                .collect();
+            gs.sort_unstable();
+            gs.dedup();
+            let grouped_streams: Vec<(usize, Option<memmap2::MmapMut>)> = gs
+                .into_iter()
+                .filter(|_| !copies.is_empty())
+                .map(|g| {
+                    let rb = m.data.len() / m.rows.max(1);
+                    let one = group_rows(m.data, m.rows, rb, m.ty.type_size(), g);
+                    (g, stream_copies(&one, copies.len(), huge_pages))
+                })
+                .collect();
             // Copies are taken in turn across every call, whichever candidate makes it.
             let mut next_copy = 0;
             let times = interleaved_best(candidates.len(), budget, |i, b| {

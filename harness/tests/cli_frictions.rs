@@ -10,6 +10,16 @@ fn harness() -> Command {
     c
 }
 
+/// `harness gen-model --preset tiny -o m.gguf` in `d`.
+fn tiny_model(d: &std::path::Path) {
+    let out = harness()
+        .args(["gen-model", "--preset", "tiny", "-o", "m.gguf"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 #[test]
 fn list_help_shows_only_the_options_list_uses() {
     let help = |cmd: &str| {
@@ -151,12 +161,7 @@ fn every_command_ends_quietly_into_a_closed_pipe() {
         "model:\n  preset: tiny\ninputs:\n  tokens: [[1, 17, 300]]\ngolden: false\nthreads: 1\n",
     )
     .unwrap();
-    let out = harness()
-        .args(["gen-model", "--preset", "tiny", "-o", "m.gguf"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    tiny_model(d);
     let commands: [&[&str]; 11] = [
         &["run", "--filter", "parity"],
         &["list"],
@@ -352,12 +357,7 @@ fn a_root_that_is_not_a_directory_is_refused_not_created() {
 fn the_kv_pages_setting_is_checked_and_both_values_trace_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = harness()
-        .args(["gen-model", "--preset", "tiny", "-o", "m.gguf"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    tiny_model(d);
     let trace = |pages: &str, to: &str| {
         harness()
             .args([

@@ -303,27 +303,13 @@ pub struct Matrix<'a> {
     pub grouped: Option<(usize, &'a [u8])>,
 }
 
-impl<'a> Matrix<'a> {
-    /// A matrix of `rows × cols` weights of type `ty`, rows one after another (the file's
-    /// layout), without a grouped copy.
-    pub fn new(ty: GgmlType, data: &'a [u8], rows: usize, cols: usize) -> Matrix<'a> {
-        Matrix {
-            ty,
-            data,
-            rows,
-            cols,
-            grouped: None,
-        }
-    }
-}
-
 /// `data` (`rows` rows of `row_bytes`, each of blocks of `block_bytes`) with each whole group of
 /// `g` consecutive rows rewritten block-interleaved: block `b` of the group's row `i` at
 /// `(b·g + i)·block_bytes` from the group's start. Groups keep their place (group `k` at
 /// `k·g·row_bytes`) and the last `rows % g` rows stay as they were, so any range of whole groups
 /// is one contiguous run of bytes in both layouts. A decode kernel reading `g` rows at once then
 /// reads one stream front to back: on Zen 4 (one thread, 4096 × 1536 TQ2_0 streamed from memory)
-/// four rows took 66-72 µs so against 87-121 µs in the file's layout, where four streams 396
+/// four rows took 66-72 µs against 87-121 µs in the file's layout, where four streams 396
 /// bytes apart advanced together.
 pub fn group_rows(
     data: &[u8],
@@ -601,7 +587,6 @@ impl PreparedInput {
         self
     }
 
-    /// Whether these activations serve products with `w` (same type and width).
     /// The rows per group of the grouped copy ([`Matrix::grouped`]) the products with these
     /// activations read, when their kernel reads one: the `vnni256` decode kernels on TQ2_0
     /// weights, by the group the plan chose (or their own).
@@ -630,6 +615,7 @@ impl PreparedInput {
         None
     }
 
+    /// Whether these activations serve products with `w` (same type and width).
     pub fn matches(&self, w: &Matrix) -> bool {
         self.ty == w.ty && self.cols == w.cols
     }

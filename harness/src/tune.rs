@@ -42,9 +42,9 @@ pub struct TuneEntry {
 /// tuned before decode kinds had measured prefetch distances, before entries recorded the
 /// weights' pages, before the attention's prefetch distance was measured, before the decode
 /// distances were decided on whole decode steps, before the `vnni256` TQ2_0 decode kernels
-/// read rows grouped, or before the KV cache's pages were measured) is measured again and
-/// replaced.
-pub const TUNE_SCHEMA: u32 = 7;
+/// read rows grouped, before the KV cache's pages were measured, or before the eight-row
+/// `vnni256` TQ2_0 decode body took its masked-plane form) is measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 8;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

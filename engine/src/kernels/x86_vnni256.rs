@@ -29,6 +29,13 @@ const TQ1_BYTES: usize = 54;
 /// bytes, so this reaches several row groups ahead. A tuned plan may choose another distance for
 /// decode.
 pub(super) const PREFETCH: usize = 4096;
+/// The fewest rows per decode call that take the masked-plane form of the TQ2_0 body (see
+/// [`dot_rows_strided`]). With eight rows its one accumulator chain per row stays full; with
+/// four each chain's latency shows. Scratch benchmark, 4096 × 1536 TQ2_0 grouped in huge pages,
+/// one thread, best of 5 rounds (AMD EPYC family 25 model 17, Zen 4, 2026-12-05): eight rows
+/// 57-64 µs against the shift-and-mask form's 67-80 at four rows and 80-84 at eight; the
+/// masked form at four rows 75-86.
+const HORNER_ROWS: usize = 8;
 /// Rows per decode call: they share each activation vector. A tuned plan may choose another of
 /// [`super::GROUPS`].
 pub const DECODE_ROWS: usize = 4;
@@ -112,18 +119,19 @@ pub unsafe fn tq2_0_dot_group_vnni256<const R: usize>(
     ahead: usize,
 ) -> [f32; R] {
     assert_eq!(group.len(), R * a.len() * TQ2_BYTES);
-    let base = group.as_ptr();
-    dot_rows_strided::<R>(
-        std::array::from_fn(|i| base.add(i * TQ2_BYTES)),
-        R * TQ2_BYTES,
-        a,
-        true,
-        ahead,
-    )
+    dot_group::<R>(group.as_ptr(), a, ahead)
 }
 
-/// The body of [`ternary_dot_rows_vnni256`] and [`tq2_0_dot_group_vnni256`]: row `r`'s block
-/// `b` at `rows[r] + b·stride` (`a.len()` blocks each, in bounds: the callers check).
+/// The body of [`tq2_0_dot_group_vnni256`]: row `r`'s block `b` at `base + (b·R + r)·66` (in
+/// bounds: the caller checks), so every row's address is one pointer and a constant.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline(never)]
+unsafe fn dot_group<const R: usize>(base: *const u8, a: &[BlockQ8K], ahead: usize) -> [f32; R] {
+    dot_body::<R>(|r, b| base.add((b * R + r) * TQ2_BYTES), a, true, ahead)
+}
+
+/// The body of [`ternary_dot_rows_vnni256`]: row `r`'s block `b` at `rows[r] + b·stride`
+/// (`a.len()` blocks each, in bounds: the caller checks).
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
 // Kept out of line: inlined into its row loop (the `tq2` branch, the group's registers and the
 // loop's own) it decoded 30% slower on Intel family 6 model 167 (criterion, 4096 × 1536 TQ2_0:
@@ -136,24 +144,65 @@ unsafe fn dot_rows_strided<const R: usize>(
     tq2: bool,
     ahead: usize,
 ) -> [f32; R] {
+    dot_body::<R>(|r, b| rows[r].add(b * stride), a, tq2, ahead)
+}
+
+/// `R` rows against `a`, row `r`'s block `b` at `at(r, b)`: the body of [`dot_rows_strided`]
+/// and [`dot_group`] (each its only caller, so inlined into it).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_body<const R: usize>(
+    at: impl Fn(usize, usize) -> *const u8,
+    a: &[BlockQ8K],
+    tq2: bool,
+    ahead: usize,
+) -> [f32; R] {
     let m3 = _mm256_set1_epi8(3);
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, y) in a.iter().enumerate() {
         let yp = y.qs.as_ptr();
         let mut s = [_mm256_setzero_si256(); R];
         let mut dw = [0f32; R];
-        if tq2 {
+        if tq2 && R >= HORNER_ROWS {
+            // Each plane masked in place (`q & 3 << 2l`, so its codes come scaled by `4^l`),
+            // from the top plane down: `s = (s >> 2) + planes l` keeps one accumulator per row,
+            // and each `>> 2` divides a multiple of 4 exactly, so the lanes end as the plain
+            // codes' sums. One `vpand` per 32 codes instead of a shift and a mask.
+            let masks = [3i8, 12, 48, -64].map(|m| _mm256_set1_epi8(m));
+            let mut q = [[_mm256_setzero_si256(); 2]; R];
+            for r in 0..R {
+                let x = at(r, b);
+                prefetch_ahead(x, ahead, 1);
+                dw[r] = f16_scale(std::slice::from_raw_parts(x.add(64), 2));
+                for h in 0..2 {
+                    q[r][h] = _mm256_loadu_si256(x.add(32 * h) as *const __m256i);
+                }
+            }
+            for l in (0..4).rev() {
+                for h in 0..2 {
+                    let v = _mm256_loadu_si256(yp.add(128 * h + 32 * l) as *const __m256i);
+                    for r in 0..R {
+                        s[r] = _mm256_dpbusd_epi32(s[r], _mm256_and_si256(q[r][h], masks[l]), v);
+                    }
+                }
+                if l > 0 {
+                    for r in 0..R {
+                        s[r] = _mm256_srai_epi32::<2>(s[r]);
+                    }
+                }
+            }
+        } else if tq2 {
             // Codes formed next to their use (a shift and a mask), so R rows need R registers
             // of packed codes rather than 8R of unpacked ones.
             for r in 0..R {
-                let x = rows[r].add(b * stride);
+                let x = at(r, b);
                 prefetch_ahead(x, ahead, 1);
                 dw[r] = f16_scale(std::slice::from_raw_parts(x.add(64), 2));
             }
             for h in 0..2 {
                 let mut q = [_mm256_setzero_si256(); R];
                 for r in 0..R {
-                    q[r] = _mm256_loadu_si256(rows[r].add(b * stride + 32 * h) as *const __m256i);
+                    q[r] = _mm256_loadu_si256(at(r, b).add(32 * h) as *const __m256i);
                 }
                 for l in 0..4 {
                     let v = _mm256_loadu_si256(yp.add(128 * h + 32 * l) as *const __m256i);
@@ -166,7 +215,7 @@ unsafe fn dot_rows_strided<const R: usize>(
             }
         } else {
             for r in 0..R {
-                let x = rows[r].add(b * stride);
+                let x = at(r, b);
                 prefetch_ahead(x, ahead, 1);
                 let (codes, d) = block_codes(std::slice::from_raw_parts(x, TQ1_BYTES), 0, false);
                 dw[r] = d;

@@ -47,8 +47,9 @@ pub enum Kernel {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 VNNI on 256-bit vectors (AVX-512 F/VL/VNNI) for the ternary products, the
-    /// AVX2 kernels for the rest: for CPUs whose 512-bit operations are double-pumped (Zen 4).
+    /// x86-64 AVX-512 VNNI on 256-bit vectors (AVX-512 F/VL/VNNI) for the ternary products (TQ2_0,
+    /// TQ1_0, I2_S), the AVX2 kernels for the rest: for CPUs whose 512-bit operations are
+    /// double-pumped (Zen 4).
     /// Its non-ternary products record `_avx2` kernel IDs, the code they run.
     Vnni256,
     /// x86-64 AVX-512 F/BW/VL/DQ with VNNI (`vpdpbusd`); CPUs with AVX-512 but no VNNI use AVX2.
@@ -180,7 +181,7 @@ impl Kernel {
             // AVX2's SIMD kernel, compiled again for AVX-512 (VNNI256 runs AVX2's); NEON runs
             // the scalar one.
             GgmlType::Q6_K => matches!(self, Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512),
-            GgmlType::TQ1_0 | GgmlType::TQ2_0 => true,
+            GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S => true,
             _ => self != Kernel::Vnni256,
         }
     }

@@ -278,7 +278,7 @@ pub(super) fn i2_s_rows(
             // SAFETY: each variant runs only when `is_available` says the CPU has it (the
             // AVX-512 activations, `perm`, exist only then).
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Vnni256 if n == 4 => unsafe {
+            Kernel::Avx2 if n == 4 => unsafe {
                 d = x86_i2s::i2_s_i8_dot_avx2::<4>(
                     row,
                     [act(t), act(t + 1), act(t + 2), act(t + 3)],
@@ -286,8 +286,20 @@ pub(super) fn i2_s_rows(
                 );
             },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Vnni256 => unsafe {
+            Kernel::Avx2 => unsafe {
                 d[0] = x86_i2s::i2_s_i8_dot_avx2::<1>(row, [act(t)], ahead)[0];
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni256 if n == 4 => unsafe {
+                d = x86_i2s::i2_s_i8_dot_vnni256::<4>(
+                    row,
+                    [act(t), act(t + 1), act(t + 2), act(t + 3)],
+                    ahead,
+                );
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni256 => unsafe {
+                d[0] = x86_i2s::i2_s_i8_dot_vnni256::<1>(row, [act(t)], ahead)[0];
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if n == 4 => unsafe {

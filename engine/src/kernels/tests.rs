@@ -462,6 +462,46 @@ fn i2_s_product_hand_worked() {
 }
 
 #[test]
+fn i2_s_rows_of_millions_of_weights_at_the_extremes_stay_exact() {
+    // The largest products the bytes allow (code 3, which a file may hold though no quantizer
+    // writes it, and code 2, the largest valid one) against quants −128, or −128 and 127 in
+    // turns, over 3·8192 + 5 groups of 128 (a row of 3.1M weights): a kernel whose lane
+    // accumulators ran the whole row would wrap (code 3: 98304 a group in a lane), while the
+    // true sums fit in i32. Expected: counted by hand, code × quant × count.
+    let groups = 3 * 8192 + 5;
+    let n = groups * QK_I2_S;
+    let neg: Vec<i8> = vec![-128; n];
+    let alt: Vec<i8> = (0..n)
+        .map(|i| if i % 2 == 0 { -128 } else { 127 })
+        .collect();
+    let n = n as i64;
+    for (byte, q, want) in [
+        (0xffu8, &neg, -384 * n),
+        (0b10_10_10_10, &neg, -256 * n),
+        (0b10_10_10_10, &alt, -n),
+    ] {
+        let row = vec![byte; groups * 32];
+        assert_eq!(scalar::i2_s_i8_dot_scalar(&row, q) as i64, want);
+        #[cfg(target_arch = "x86_64")]
+        for k in Kernel::available() {
+            // SAFETY: each variant only where the CPU runs it.
+            let got = unsafe {
+                match k {
+                    Kernel::Avx2 => x86_i2s::i2_s_i8_dot_avx2::<1>(&row, [q], 0)[0],
+                    Kernel::Vnni256 => x86_i2s::i2_s_i8_dot_vnni256::<1>(&row, [q], 0)[0],
+                    Kernel::Avx512 => {
+                        let p = x86_i2s::permute_for_i2_s_avx512(q);
+                        x86_i2s::i2_s_i8_dot_avx512vnni::<1>(&row, [&p], 0)[0]
+                    }
+                    _ => continue,
+                }
+            };
+            assert_eq!(got as i64, want, "{k:?} byte {byte:#x}");
+        }
+    }
+}
+
+#[test]
 fn tq1_0_rewritten_as_tq2_0_equals_quantizing_to_tq2_0() {
     // Both quantizers are checked against gguf-py elsewhere; for ternary weights the rewrite must
     // give the TQ2_0 quantizer's bytes exactly.

@@ -1,5 +1,5 @@
 //! x86-64 kernels for I2_S weights (bitnet.cpp's x86 layout) against per-token int8 activations:
-//! AVX2 and AVX-512 VNNI. Each returns the exact integer `Σ code·q` of
+//! AVX2, AVX-512 VNNI, and AVX-512 VNNI on 256-bit vectors. Each returns the exact integer `Σ code·q` of
 //! [`super::scalar::i2_s_i8_dot_scalar`] (the float finish is shared, [`super::scalar::i2_s_finish`]),
 //! so every variant is bit-identical to the specification; `kernels/tests.rs` checks them by
 //! proptest.
@@ -81,6 +81,63 @@ pub unsafe fn i2_s_i8_dot_avx2<const T: usize>(
     let mut out = [0i32; T];
     for t in 0..T {
         out[t] = hsum_i32(acc[t]);
+    }
+    out
+}
+
+/// Groups [`i2_s_i8_dot_vnni256`] sums before folding its plane accumulators into the total: a
+/// lane of a plane's accumulator gains at most `4·192·128` per group (the top plane's codes come
+/// scaled by 64), so `2^31 / 98304 > 21845` groups fit; folding every 8192 keeps any row exact.
+const VNNI256_FOLD: usize = 8192;
+
+/// `Σ code·q` of one I2_S row against `T` tokens' activations, on the 256-bit forms of AVX-512
+/// VNNI (for CPUs whose 512-bit operations are double-pumped): each plane of a group's codes is
+/// masked in place (`x & 3 << 2s`: its codes come scaled by `4^s`), with no shift, into an
+/// accumulator of its own (`vpdpbusd`, unsigned codes × signed activations, exact); the planes'
+/// sums are divided by their scales at the end (arithmetic shifts of exact multiples). `q[t]` is
+/// token `t`'s activations in their own order.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2")]
+pub unsafe fn i2_s_i8_dot_vnni256<const T: usize>(
+    row: &[u8],
+    q: [&[i8]; T],
+    ahead: usize,
+) -> [i32; T] {
+    let ng = row.len() / GROUP;
+    for a in q {
+        assert_eq!(a.len(), ng * QK_I2_S);
+    }
+    // Plane `l` (elements `32l..32l+32` of a group) sits in bits `6 - 2l..8 - 2l`.
+    let masks = [-64i8, 48, 12, 3].map(|m| _mm256_set1_epi8(m));
+    let mut total = [_mm256_setzero_si256(); T];
+    let mut g = 0;
+    while g < ng {
+        let end = ng.min(g + VNNI256_FOLD);
+        let mut acc = [[_mm256_setzero_si256(); 4]; T];
+        while g < end {
+            let p = row.as_ptr().add(g * GROUP);
+            super::x86::prefetch_ahead(p, ahead, 1);
+            let x = _mm256_loadu_si256(p as *const __m256i);
+            let c = masks.map(|m| _mm256_and_si256(x, m));
+            for t in 0..T {
+                let y = q[t].as_ptr().add(g * QK_I2_S) as *const __m256i;
+                for l in 0..4 {
+                    acc[t][l] = _mm256_dpbusd_epi32(acc[t][l], c[l], _mm256_loadu_si256(y.add(l)));
+                }
+            }
+            g += 1;
+        }
+        for t in 0..T {
+            let a = &acc[t];
+            let s = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_srai_epi32::<6>(a[0]), _mm256_srai_epi32::<4>(a[1])),
+                _mm256_add_epi32(_mm256_srai_epi32::<2>(a[2]), a[3]),
+            );
+            total[t] = _mm256_add_epi32(total[t], s);
+        }
+    }
+    let mut out = [0i32; T];
+    for t in 0..T {
+        out[t] = hsum_i32(total[t]);
     }
     out
 }

@@ -34,6 +34,15 @@ pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// The row's groups of 128 codes, each token's activations asserted to match them.
+fn groups_of(row: &[u8], q: &[&[i8]]) -> usize {
+    let ng = row.len() / GROUP;
+    for a in q {
+        assert_eq!(a.len(), ng * QK_I2_S);
+    }
+    ng
+}
+
 /// The four code vectors of one 32-byte group: vector `l` holds the codes of elements
 /// `32l..32l+32`.
 #[inline]
@@ -57,10 +66,7 @@ pub unsafe fn i2_s_i8_dot_avx2<const T: usize>(
     q: [&[i8]; T],
     ahead: usize,
 ) -> [i32; T] {
-    let ng = row.len() / GROUP;
-    for a in q {
-        assert_eq!(a.len(), ng * QK_I2_S);
-    }
+    let ng = groups_of(row, &q);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_si256(); T];
     for g in 0..ng {
@@ -102,10 +108,7 @@ pub unsafe fn i2_s_i8_dot_vnni256<const T: usize>(
     q: [&[i8]; T],
     ahead: usize,
 ) -> [i32; T] {
-    let ng = row.len() / GROUP;
-    for a in q {
-        assert_eq!(a.len(), ng * QK_I2_S);
-    }
+    let ng = groups_of(row, &q);
     // Plane `l` (elements `32l..32l+32` of a group) sits in bits `6 - 2l..8 - 2l`.
     let masks = [-64i8, 48, 12, 3].map(|m| _mm256_set1_epi8(m));
     let mut total = [_mm256_setzero_si256(); T];
@@ -168,10 +171,7 @@ pub unsafe fn i2_s_i8_dot_avx512vnni<const T: usize>(
     q: [&[i8]; T],
     ahead: usize,
 ) -> [i32; T] {
-    let ng = row.len() / GROUP;
-    for a in q {
-        assert_eq!(a.len(), ng * QK_I2_S);
-    }
+    let ng = groups_of(row, &q);
     let mask = _mm512_set1_epi8(3);
     // One accumulator per shift, so the four `vpdpbusd` of a step do not wait on each other.
     let mut acc = [[_mm512_setzero_si512(); 4]; T];

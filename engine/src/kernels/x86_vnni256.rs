@@ -30,7 +30,7 @@ const TQ1_BYTES: usize = 54;
 /// decode.
 pub(super) const PREFETCH: usize = 4096;
 /// The fewest rows per decode call that take the masked-plane form of the TQ2_0 body (see
-/// [`dot_rows_strided`]). With eight rows its one accumulator chain per row stays full; with
+/// [`dot_body`]). With eight rows its one accumulator chain per row stays full; with
 /// four each chain's latency shows. Scratch benchmark, 4096 × 1536 TQ2_0 grouped in huge pages,
 /// one thread, best of 5 rounds (AMD EPYC family 25 model 17, Zen 4, 2026-12-05): eight rows
 /// 57-64 µs against the shift-and-mask form's 67-80 at four rows and 80-84 at eight; the

@@ -261,29 +261,15 @@ impl LayerCache {
     /// A copy of this cache whose chunks, and new ones, are in huge pages (`true`) or small
     /// ones.
     pub fn copy_with_huge_pages(&self, huge: bool) -> LayerCache {
-        let mut c = LayerCache {
-            chunks: match &self.chunks {
-                Chunks::F32(_) => Chunks::F32(Vec::new()),
-                Chunks::F16(_) => Chunks::F16(Vec::new()),
-            },
-            ..*self
+        let chunks = match &self.chunks {
+            Chunks::F32(a) => Chunks::F32(a.iter().map(|x| x.copy_with(huge)).collect()),
+            Chunks::F16(a) => Chunks::F16(a.iter().map(|x| x.copy_with(huge)).collect()),
         };
-        c.huge = huge;
-        fn copy<E: bytemuck::Pod>(from: &[KvChunk<E>], huge: bool) -> Vec<KvChunk<E>> {
-            from.iter()
-                .map(|x| {
-                    let mut y = KvChunk::new(x.len, huge);
-                    y.copy_from_slice(x);
-                    y
-                })
-                .collect()
+        LayerCache {
+            chunks,
+            huge,
+            ..*self
         }
-        match (&self.chunks, &mut c.chunks) {
-            (Chunks::F32(a), Chunks::F32(b)) => *b = copy(a, huge),
-            (Chunks::F16(a), Chunks::F16(b)) => *b = copy(a, huge),
-            _ => unreachable!("a copy holds its original's type"),
-        }
-        c
     }
 
     /// The element type.

@@ -122,15 +122,23 @@ impl<E: bytemuck::Pod> std::ops::DerefMut for KvChunk<E> {
     }
 }
 
+impl<E: bytemuck::Pod> KvChunk<E> {
+    /// A copy of this chunk's elements, in huge pages when `huge` (as [`KvChunk::new`]).
+    pub(super) fn copy_with(&self, huge: bool) -> KvChunk<E> {
+        let mut c = KvChunk::new(self.len, huge);
+        c.copy_from_slice(self);
+        c
+    }
+}
+
 impl<E: bytemuck::Pod> Clone for KvChunk<E> {
     fn clone(&self) -> KvChunk<E> {
+        // Only huge-page chunks are whole multiples of 2 MiB (see `new`).
         let huge = self
             .map
             .as_ref()
             .is_some_and(|m| m.len() % CHUNK_BYTES == 0);
-        let mut c = KvChunk::new(self.len, huge);
-        c.copy_from_slice(self);
-        c
+        self.copy_with(huge)
     }
 }
 

@@ -254,9 +254,11 @@ pub fn tune(
                 .collect();
             gs.sort_unstable();
             gs.dedup();
+            if copies.is_empty() {
+                gs.clear();
+            }
             let grouped_streams: Vec<(usize, Option<memmap2::MmapMut>)> = gs
                 .into_iter()
-                .filter(|_| !copies.is_empty())
                 .map(|g| {
                     let rb = m.data.len() / m.rows.max(1);
                     let one = group_rows(m.data, m.rows, rb, m.ty.type_size(), g);

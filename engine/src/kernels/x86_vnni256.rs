@@ -158,6 +158,8 @@ unsafe fn dot_body<const R: usize>(
     ahead: usize,
 ) -> [f32; R] {
     let m3 = _mm256_set1_epi8(3);
+    // Plane `l`'s bits in place, for the masked-plane form.
+    let masks = [3i8, 12, 48, -64].map(|m| _mm256_set1_epi8(m));
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, y) in a.iter().enumerate() {
         let yp = y.qs.as_ptr();
@@ -168,7 +170,6 @@ unsafe fn dot_body<const R: usize>(
             // from the top plane down: `s = (s >> 2) + planes l` keeps one accumulator per row,
             // and each `>> 2` divides a multiple of 4 exactly, so the lanes end as the plain
             // codes' sums. One `vpand` per 32 codes instead of a shift and a mask.
-            let masks = [3i8, 12, 48, -64].map(|m| _mm256_set1_epi8(m));
             let mut q = [[_mm256_setzero_si256(); 2]; R];
             for r in 0..R {
                 let x = at(r, b);

@@ -505,6 +505,10 @@ mod tests {
         assert!(e.contains("rows `3`") && e.contains("[2, 4, 8]"), "{e}");
         let e = refused("TQ1_0/decode", "avx512 rows 4");
         assert!(e.contains("`avx512` offers"), "{e}");
+        let e = refused("I2_S/decode", "avx2 rows 8");
+        assert!(e.contains("rows `8`") && e.contains("[1, 2, 4]"), "{e}");
+        let e = refused("I2_S/decode", "avx512 rows 4");
+        assert!(e.contains("`avx512` offers"), "{e}");
         let e = refused("TQ2_0/prefill", "vnni256 tokens 99999999999999999999");
         assert!(e.contains("tokens `99999999999999999999`"), "{e}");
         // The attention's distance under `other`, for a base whose attention prefetches.
@@ -600,6 +604,12 @@ mod tests {
             let (plan, _) = KernelPlan::forced("vnni256 rows 4").unwrap();
             assert_eq!(plan.group(GgmlType::TQ2_0, 1), Some(4));
             assert_eq!(plan.group(GgmlType::F16, 1), Some(4));
+            assert_eq!(plan.group(GgmlType::I2_S, 1), Some(4));
+            assert_eq!(plan.group(GgmlType::I2_S, 16), None);
+            // Eight rows: the ternary kernels only (I2_S comes in 1, 2 and 4).
+            let (plan, _) = KernelPlan::forced("vnni256 rows 8").unwrap();
+            assert_eq!(plan.group(GgmlType::TQ2_0, 1), Some(8));
+            assert_eq!(plan.group(GgmlType::I2_S, 1), None);
         }
         if Kernel::Avx2.is_available() {
             // The float decode kernels' one row per call; no prefill grouping.
@@ -608,7 +618,9 @@ mod tests {
             assert_eq!(plan.group(GgmlType::F32, 2), Some(1));
             assert_eq!(plan.group(GgmlType::F16, 16), None);
             assert_eq!(plan.group(GgmlType::TQ2_0, 1), None);
+            assert_eq!(plan.group(GgmlType::I2_S, 1), Some(1));
             assert_eq!(plan.describe()["F16/decode"], "avx2 rows 1");
+            assert_eq!(plan.describe()["I2_S/decode"], "avx2 rows 1");
             assert_eq!(KernelPlan::parse_description(&plan.describe()), Ok(plan));
             let e = KernelPlan::forced("avx2 tokens 4").unwrap_err();
             assert!(

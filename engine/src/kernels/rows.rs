@@ -206,7 +206,17 @@ pub(super) fn compute_rows(
             scales,
             sums,
             perm,
-        } => i2_s_rows(w, q, scales, sums, perm, n_tok, kernel, prefetch, r0, r1, o),
+        } => i2_s_rows(
+            w,
+            [q, perm],
+            (scales, sums),
+            n_tok,
+            kernel,
+            [prefetch, group],
+            r0,
+            r1,
+            o,
+        ),
         Prepared::KQuant { blocks } => {
             let nb = cols / QK_K;
             // ggml's order: `vec_dot` for a few tokens, its tiled matmul from 8 on.
@@ -251,13 +261,11 @@ pub(super) fn compute_rows(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn i2_s_rows(
     w: &Matrix,
-    q: &[i8],
-    scales: &[f32],
-    sums: &[i32],
-    perm: &[i8],
+    [q, perm]: [&[i8]; 2],
+    (scales, sums): (&[f32], &[i32]),
     n_tok: usize,
     kernel: Kernel,
-    prefetch: Option<usize>,
+    [prefetch, group]: [Option<usize>; 2],
     r0: usize,
     r1: usize,
     o: &mut rows_out::RowsOut,
@@ -265,9 +273,37 @@ pub(super) fn i2_s_rows(
     let cols = w.cols;
     let w_scale = w.i2_s_scale();
     #[cfg(target_arch = "x86_64")]
+    if n_tok == 1 && matches!(kernel, Kernel::Avx2 | Kernel::Vnni256) {
+        let rows_per_call = group
+            .filter(|g| I2S_ROWS.contains(g))
+            .unwrap_or(x86_i2s::DECODE_ROWS);
+        if rows_per_call > 1 {
+            let ahead = prefetch.unwrap_or(x86_i2s::ROWS_PREFETCH);
+            let rb = w.row_bytes();
+            let mut dots = [0i32; 64];
+            for s0 in (r0..r1).step_by(dots.len()) {
+                let s1 = (s0 + dots.len()).min(r1);
+                let (rows, d) = (&w.data[s0 * rb..s1 * rb], &mut dots[..s1 - s0]);
+                // SAFETY: each variant runs only when `is_available` says the CPU has it.
+                unsafe {
+                    match (kernel, rows_per_call) {
+                        (Kernel::Avx2, 2) => x86_i2s::i2_s_i8_rows_avx2::<2>(rows, rb, q, ahead, d),
+                        (Kernel::Avx2, _) => x86_i2s::i2_s_i8_rows_avx2::<4>(rows, rb, q, ahead, d),
+                        (_, 2) => x86_i2s::i2_s_i8_rows_vnni256::<2>(rows, rb, q, ahead, d),
+                        _ => x86_i2s::i2_s_i8_rows_vnni256::<4>(rows, rb, q, ahead, d),
+                    }
+                }
+                for (r, &dr) in (s0..s1).zip(d.iter()) {
+                    o.set(r, 0, scalar::i2_s_finish(dr, sums[0], scales[0], w_scale));
+                }
+            }
+            return;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
     let ahead = prefetch.unwrap_or(x86_i2s::PREFETCH);
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = prefetch;
+    let _ = (prefetch, group);
     let act = |t: usize| &q[t * cols..(t + 1) * cols];
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let pact = |t: usize| &perm[t * cols..(t + 1) * cols];

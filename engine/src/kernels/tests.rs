@@ -240,8 +240,10 @@ proptest! {
         let x = acts(n_tok * cols, amode, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in simd_variants() {
-            let got = bits(&matmul_tuned(&w, &x, n_tok, 2, k, [ahead, None]));
-            prop_assert_eq!(&got, &want, "{:?} prefetch {:?}", k, ahead);
+            for group in [None, Some(1), Some(2), Some(4)] {
+                let got = bits(&matmul_tuned(&w, &x, n_tok, 2, k, [ahead, group]));
+                prop_assert_eq!(&got, &want, "{:?} prefetch {:?} rows {:?}", k, ahead, group);
+            }
         }
     }
 
@@ -497,6 +499,34 @@ fn i2_s_rows_of_millions_of_weights_at_the_extremes_stay_exact() {
                 }
             };
             assert_eq!(got as i64, want, "{k:?} byte {byte:#x}");
+            // The several-row decode kernels: five copies of the row (a block and a rest).
+            let rows = row.repeat(5);
+            for r in I2S_ROWS {
+                let mut out = [0i32; 5];
+                // SAFETY: as above.
+                unsafe {
+                    match (k, r) {
+                        (Kernel::Avx2, 2) => {
+                            x86_i2s::i2_s_i8_rows_avx2::<2>(&rows, row.len(), q, 0, &mut out)
+                        }
+                        (Kernel::Avx2, 4) => {
+                            x86_i2s::i2_s_i8_rows_avx2::<4>(&rows, row.len(), q, 0, &mut out)
+                        }
+                        (Kernel::Vnni256, 2) => {
+                            x86_i2s::i2_s_i8_rows_vnni256::<2>(&rows, row.len(), q, 0, &mut out)
+                        }
+                        (Kernel::Vnni256, 4) => {
+                            x86_i2s::i2_s_i8_rows_vnni256::<4>(&rows, row.len(), q, 0, &mut out)
+                        }
+                        _ => continue,
+                    }
+                }
+                assert_eq!(
+                    out.map(i64::from),
+                    [want; 5],
+                    "{k:?} rows {r} byte {byte:#x}"
+                );
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! x86-64 kernels for I2_S weights (bitnet.cpp's x86 layout) against per-token int8 activations:
-//! AVX2, AVX-512 VNNI, and AVX-512 VNNI on 256-bit vectors. Each returns the exact integer `Σ code·q` of
+//! AVX2, AVX-512 VNNI, and AVX-512 VNNI on 256-bit vectors; for decode, AVX2 and the 256-bit
+//! VNNI forms also take several rows per call. Each returns the exact integer `Σ code·q` of
 //! [`super::scalar::i2_s_i8_dot_scalar`] (the float finish is shared, [`super::scalar::i2_s_finish`]),
 //! so every variant is bit-identical to the specification; `kernels/tests.rs` checks them by
 //! proptest.
@@ -23,6 +24,14 @@ const GROUP: usize = 32;
 /// How far ahead of the group being read the kernels prefetch (bytes), unless a tuned plan
 /// chooses another distance for decode.
 pub(super) const PREFETCH: usize = 1024;
+
+/// Rows per decode call ([`i2_s_i8_rows_avx2`], [`i2_s_i8_rows_vnni256`]) unless a plan chooses
+/// another of [`super::I2S_ROWS`].
+pub(super) const DECODE_ROWS: usize = 4;
+/// How far ahead of a block of rows the several-row decode kernels prefetch (bytes), unless a
+/// plan chooses: without it, four rows of 2560 columns streamed at 7 GB/s on Zen 4, with a block
+/// or two ahead at 32-34.
+pub(super) const ROWS_PREFETCH: usize = 4096;
 
 /// The sum of 8 i32 lanes.
 #[inline]
@@ -130,12 +139,7 @@ pub unsafe fn i2_s_i8_dot_vnni256<const T: usize>(
             g += 1;
         }
         for t in 0..T {
-            let a = &acc[t];
-            let s = _mm256_add_epi32(
-                _mm256_add_epi32(_mm256_srai_epi32::<6>(a[0]), _mm256_srai_epi32::<4>(a[1])),
-                _mm256_add_epi32(_mm256_srai_epi32::<2>(a[2]), a[3]),
-            );
-            total[t] = _mm256_add_epi32(total[t], s);
+            total[t] = _mm256_add_epi32(total[t], fold_planes(&acc[t]));
         }
     }
     let mut out = [0i32; T];
@@ -143,6 +147,129 @@ pub unsafe fn i2_s_i8_dot_vnni256<const T: usize>(
         out[t] = hsum_i32(total[t]);
     }
     out
+}
+
+/// The rows of a decode call ([`i2_s_i8_rows_avx2`], [`i2_s_i8_rows_vnni256`]): `out.len()` rows
+/// of `row_bytes` back to back in `rows`, against `q`; the groups per row.
+fn rows_groups_of(rows: &[u8], row_bytes: usize, q: &[i8], out: &[i32]) -> usize {
+    assert!(row_bytes % GROUP == 0 && rows.len() == out.len() * row_bytes);
+    assert_eq!(q.len(), row_bytes / GROUP * QK_I2_S);
+    row_bytes / GROUP
+}
+
+/// Prefetch the lines of `R` interleaved rows' group `g` from a block starting at `base`, as if
+/// the block were read front to back: `R·32` bytes per group, `ahead` bytes past
+/// `base + g·R·32`. Over the block's groups this covers every byte of it once, in address
+/// order, one block or more ahead (the distance a plan chose). Nothing when `ahead` is 0 or a
+/// row's group is less than a line (`R` = 1: the one-row kernels prefetch themselves).
+#[inline(always)]
+fn prefetch_block<const R: usize>(base: *const u8, g: usize, ahead: usize) {
+    super::x86::prefetch_ahead(base.wrapping_add(g * GROUP * R), ahead, R / 2);
+}
+
+/// Decode: `out[i] = Σ code·q` of row `i` of `rows` (`out.len()` rows of `row_bytes`, back to
+/// back) against one token's activations `q`, AVX2, `R` rows at a time with their groups
+/// interleaved: each activation vector is loaded once for the `R` rows, and the block of `R`
+/// rows (one contiguous run) is prefetched front to back `ahead` bytes ahead
+/// ([`prefetch_block`]); the hardware prefetchers alone fall far behind `R` streams a row apart.
+/// The last `out.len() % R` rows go one at a time. Each sum is exactly
+/// [`i2_s_i8_dot_avx2`]'s.
+#[target_feature(enable = "avx2")]
+pub unsafe fn i2_s_i8_rows_avx2<const R: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    q: &[i8],
+    ahead: usize,
+    out: &mut [i32],
+) {
+    let ng = rows_groups_of(rows, row_bytes, q, out);
+    let ones = _mm256_set1_epi16(1);
+    let whole = out.len() / R * R;
+    for r in (0..whole).step_by(R) {
+        let base = rows.as_ptr().add(r * row_bytes);
+        let mut acc = [_mm256_setzero_si256(); R];
+        for g in 0..ng {
+            prefetch_block::<R>(base, g, ahead);
+            let y = q.as_ptr().add(g * QK_I2_S) as *const __m256i;
+            let ys = [0, 1, 2, 3].map(|l| _mm256_loadu_si256(y.add(l)));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let c = codes(base.add(i * row_bytes + g * GROUP));
+                let p0 = _mm256_maddubs_epi16(c[0], ys[0]);
+                let p1 = _mm256_maddubs_epi16(c[1], ys[1]);
+                let p2 = _mm256_maddubs_epi16(c[2], ys[2]);
+                let p3 = _mm256_maddubs_epi16(c[3], ys[3]);
+                // As in `i2_s_i8_dot_avx2`: each 16-bit lane at most 2048 in magnitude.
+                let s = _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(s, ones));
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            out[r + i] = hsum_i32(*a);
+        }
+    }
+    for r in whole..out.len() {
+        let row = &rows[r * row_bytes..(r + 1) * row_bytes];
+        out[r] = i2_s_i8_dot_avx2::<1>(row, [q], ahead)[0];
+    }
+}
+
+/// Decode on the 256-bit forms of AVX-512 VNNI: [`i2_s_i8_rows_avx2`]'s rows, blocks and
+/// prefetch with [`i2_s_i8_dot_vnni256`]'s masked planes, one accumulator per row and plane,
+/// folded every [`VNNI256_FOLD`] groups. Each sum is exactly [`i2_s_i8_dot_vnni256`]'s.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2")]
+pub unsafe fn i2_s_i8_rows_vnni256<const R: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    q: &[i8],
+    ahead: usize,
+    out: &mut [i32],
+) {
+    let ng = rows_groups_of(rows, row_bytes, q, out);
+    let masks = [-64i8, 48, 12, 3].map(|m| _mm256_set1_epi8(m));
+    let whole = out.len() / R * R;
+    for r in (0..whole).step_by(R) {
+        let base = rows.as_ptr().add(r * row_bytes);
+        let mut total = [_mm256_setzero_si256(); R];
+        let mut g = 0;
+        while g < ng {
+            let end = ng.min(g + VNNI256_FOLD);
+            let mut acc = [[_mm256_setzero_si256(); 4]; R];
+            while g < end {
+                prefetch_block::<R>(base, g, ahead);
+                let y = q.as_ptr().add(g * QK_I2_S) as *const __m256i;
+                let ys = [0, 1, 2, 3].map(|l| _mm256_loadu_si256(y.add(l)));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let p = base.add(i * row_bytes + g * GROUP);
+                    let x = _mm256_loadu_si256(p as *const __m256i);
+                    for l in 0..4 {
+                        a[l] = _mm256_dpbusd_epi32(a[l], _mm256_and_si256(x, masks[l]), ys[l]);
+                    }
+                }
+                g += 1;
+            }
+            for (t, a) in total.iter_mut().zip(&acc) {
+                *t = _mm256_add_epi32(*t, fold_planes(a));
+            }
+        }
+        for (i, t) in total.iter().enumerate() {
+            out[r + i] = hsum_i32(*t);
+        }
+    }
+    for r in whole..out.len() {
+        let row = &rows[r * row_bytes..(r + 1) * row_bytes];
+        out[r] = i2_s_i8_dot_vnni256::<1>(row, [q], ahead)[0];
+    }
+}
+
+/// The four masked planes' accumulators of [`i2_s_i8_dot_vnni256`] divided by their scales
+/// (`4^3`, `4^2`, `4`, 1: arithmetic shifts of exact multiples) and summed.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn fold_planes(a: &[__m256i; 4]) -> __m256i {
+    _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_srai_epi32::<6>(a[0]), _mm256_srai_epi32::<4>(a[1])),
+        _mm256_add_epi32(_mm256_srai_epi32::<2>(a[2]), a[3]),
+    )
 }
 
 /// Activations rearranged for [`i2_s_i8_dot_avx512vnni`]: per pair of groups, four 64-byte

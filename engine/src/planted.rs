@@ -4,6 +4,10 @@
 //! `planted` cargo feature, which only the harness's test builds enable (a dev-dependency
 //! feature); a release build has no switch and [`on`] is a constant `false` there.
 
+/// Whether this build has the switch (the `planted` feature): a test build, whose checks in hot
+/// loops cost time, so `harness bench` marks its reports and `harness perf-gate` refuses them.
+pub const COMPILED: bool = cfg!(feature = "planted");
+
 /// Every bug that can be planted, by name.
 pub const BUGS: &[&str] = &[
     "norm_eps_x2",

@@ -166,6 +166,12 @@ pub struct BenchReport {
     pub results: Vec<ThreadResult>,
     /// RFC 3339, UTC.
     pub started_at: String,
+    /// Whether the engine that ran had the planted-bug switch compiled in (a test build: `cargo
+    /// test` builds the `harness` binary so, into the same path as `cargo build --release`).
+    /// Its checks sit in hot loops, so such a report does not measure the release engine;
+    /// `harness perf-gate` refuses it. Absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_build: bool,
 }
 
 fn f32_label() -> String {
@@ -405,6 +411,9 @@ pub fn check_context(
 /// Run the whole comparison; `progress` receives a line per measurement.
 pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, String> {
     check_counts(&o.threads, o.prompt_tokens, o.decode_tokens, o.rounds)?;
+    if bitnet_engine::planted::COMPILED {
+        progress(TEST_BUILD_WARNING);
+    }
     let started_at = crate::receipt::rfc3339(std::time::SystemTime::now());
     let model = Model::load(&o.model).map_err(|e| e.to_string())?;
     check_context(
@@ -559,8 +568,16 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         weight_pages,
         results,
         started_at,
+        test_build: bitnet_engine::planted::COMPILED,
     })
 }
+
+/// What `harness bench` says when its engine is a test build (and its table repeats).
+pub const TEST_BUILD_WARNING: &str = "warning: this harness is a test build (the planted-bug \
+     switch is compiled in, as `cargo test` builds it, into the same path as `cargo build \
+     --release`); its checks cost time in the engine's hot loops, so these timings are not the \
+     release engine's and `harness perf-gate` refuses the report: run `cargo build --release` \
+     first";
 
 /// The human table.
 pub fn table(r: &BenchReport) -> String {
@@ -591,6 +608,9 @@ pub fn table(r: &BenchReport) -> String {
     );
     if !r.cpu_model.is_empty() {
         s.push_str(&format!("cpu {}\n", r.cpu_model));
+    }
+    if r.test_build {
+        s.push_str(&format!("{TEST_BUILD_WARNING}\n"));
     }
     if !r.weight_pages.is_empty() {
         s.push_str(&format!(

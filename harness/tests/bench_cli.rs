@@ -537,6 +537,15 @@ fn the_kernel_plan_is_measured_once_cached_and_reported() {
             .unwrap();
     assert_eq!(r.engine_kernel, "tuned");
     assert!(!r.cpu_model.is_empty());
+    // The binary under test is a test build (the planted-bug switch compiled in, as for this
+    // test crate): the report says so, and the output warns that its timings are not the
+    // release engine's.
+    const { assert!(bitnet_engine::planted::COMPILED) };
+    assert!(r.test_build);
+    assert!(
+        first.contains("warning: this harness is a test build"),
+        "{first}"
+    );
     let available: Vec<&str> = bitnet_engine::kernels::Kernel::available()
         .iter()
         .map(|k| k.suffix())

@@ -97,6 +97,27 @@ fn ratios_at_or_above_their_floors_pass() {
     );
 }
 
+/// A report from a test build (the planted-bug switch compiled in, as `cargo test` builds the
+/// binary) is refused whatever its ratios, naming the file and the field; the same report
+/// without the mark passes.
+#[test]
+fn a_report_from_a_test_build_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rep = report(&[(1, 1.3, 1.6), (2, 1.0, 1.5)]);
+    rep["test_build"] = serde_json::json!(true);
+    let (code, out) = gate(d.path(), &baseline(0.1).to_string(), &rep.to_string());
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("bench.json")
+            && out.contains("`test_build` is true")
+            && !out.contains("pass  "),
+        "{out}"
+    );
+    rep["test_build"] = serde_json::json!(false);
+    let (code, out) = gate(d.path(), &baseline(0.1).to_string(), &rep.to_string());
+    assert_eq!(code, 0, "{out}");
+}
+
 /// Floors are per processor family: the entry whose `cpu_match` is part of the report's CPU
 /// model applies, any other CPU gets the conservative floors; a noisy round set is named.
 #[test]

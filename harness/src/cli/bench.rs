@@ -208,6 +208,15 @@ pub fn perf_gate(a: GateArgs) -> Result<()> {
             a.bench.display()
         ))
     })?;
+    if report.test_build {
+        return Err(UsageError(format!(
+            "{}: `test_build` is true: the engine that ran was a test build (the planted-bug \
+             switch compiled in, as `cargo test` builds the `harness` binary), whose timings are \
+             not the release engine's; run `cargo build --release` and bench again",
+            a.bench.display()
+        ))
+        .into());
+    }
     match bench::gate(&base, &report) {
         Ok(lines) => {
             for l in lines {

@@ -41,14 +41,9 @@ pub const MIN_CHUNK: usize = 64;
 
 /// How far ahead of the row it reads the attention prefetches the cache (bytes) unless a plan says
 /// otherwise ([`crate::kernels::plan::KernelPlan::attention_prefetch`], measured by the tuner).
-/// The lines go to L2, not L1 (`prefetcht1`): the lane accumulators of the values' pass live in
-/// L1, and lines prefetched into L1 ahead of the stream displaced them. Timed alone on Zen 4
-/// (AMD EPYC family 25 model 17, one thread, 24 layers of 16 × 96 F32 heads at 192 positions,
-/// 56 MB, 2026-12-06): into L2, 8 or 16 KiB ahead 2.9 ms, 2 KiB 3.7, none 3.5-3.6; into L1, 0,
-/// 2, 8 and 16 KiB 3.8-4.2 ms. (With L1 prefetches on Intel Xeon family 6 model 167, 2026-12-04,
-/// 2 KiB had decoded 2-4% faster than none; the L2 form is not measured there, and the tuner
-/// times every distance, none included, on each CPU.)
-pub const PREFETCH: usize = 8192;
+/// On the 700M-shaped model with a 128-token prompt (Intel Xeon family 6 model 167, 2026-12-04),
+/// 2 KiB decoded 2-4% faster than none at one and two threads; 4 KiB about the same.
+pub const PREFETCH: usize = 2048;
 
 /// The KV cache's element type, llama.cpp's `type_k` / `type_v` (both the same here): `F32`, or
 /// `F16` (llama.cpp's default), which rounds every key and value to an IEEE half as it is stored
@@ -735,7 +730,7 @@ fn prefetch_span<E>(row: &[E], ahead: usize) {
     {
         let p = (row.as_ptr() as *const u8).wrapping_add(ahead);
         for i in (0..std::mem::size_of_val(row)).step_by(64) {
-            crate::kernels::x86::prefetch_line_l2(p.wrapping_add(i) as *const f32);
+            crate::kernels::x86::prefetch_line(p.wrapping_add(i) as *const f32);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

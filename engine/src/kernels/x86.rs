@@ -35,13 +35,6 @@ pub fn prefetch_line(p: *const f32) {
     unsafe { _mm_prefetch(p as *const i8, _MM_HINT_T0) }
 }
 
-/// Ask for the cache line holding `p` into the L2 cache, not L1 (a hint, as [`prefetch_line`]).
-#[inline(always)]
-pub fn prefetch_line_l2(p: *const f32) {
-    // SAFETY: as in `prefetch_line`.
-    unsafe { _mm_prefetch(p as *const i8, _MM_HINT_T1) }
-}
-
 /// Prefetch the cache lines `ahead` and `ahead + 64` bytes past `p` (`lines` of them, 1 or 2);
 /// nothing when `ahead` is 0 (a plan that measured software prefetch as slower turns it off).
 /// A hint: never faults, whatever the address, and changes no result.

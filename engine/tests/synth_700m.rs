@@ -1,5 +1,6 @@
-//! The 700M-shaped preset generates in seconds and in bounded memory (one tensor at a time): its
-//! own test binary, so the peak resident size measured is this generation's alone.
+//! The 700M-shaped preset generates in bounded memory (one tensor at a time): its own test binary,
+//! so the peak resident size measured is this generation's alone. The time it takes is printed,
+//! not asserted (timings belong to benchmarks: a slower or emulated CPU is not a failure).
 
 use bitnet_engine::synth::{generate, preset};
 
@@ -12,7 +13,7 @@ fn peak_rss() -> Option<u64> {
 }
 
 #[test]
-fn the_700m_preset_generates_in_seconds_in_bounded_memory() {
+fn the_700m_preset_generates_in_bounded_memory() {
     let spec = preset("700m").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("700m.gguf");
@@ -32,8 +33,6 @@ fn the_700m_preset_generates_in_seconds_in_bounded_memory() {
         size as f64 / 1e6,
         peak.map(|p| p / 1_000_000)
     );
-    // Measured: see the figures in the report; the bounds leave room for a slower machine.
-    assert!(secs < 60.0, "generation took {secs:.1} s");
     if let Some(p) = peak {
         // The largest tensor (the F16 embedding, 98 MB) and one ternary matrix in f32 (25 MB)
         // at a time, not the 273 MB file.

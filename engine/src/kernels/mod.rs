@@ -444,12 +444,12 @@ pub fn prepare(
     };
     let prepared = match ty {
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
-            log.record("q8k_quantize_scalar");
+            log.record(q8k_quantize_id(kernel));
             let nb = cols / QK_K;
             let blocks = split_tokens(x, n_tok, cols, threads, &|rows, out| {
                 let mut q = Vec::with_capacity(nb);
                 for row in rows.chunks_exact(cols) {
-                    quantize_q8k(row, &mut q);
+                    quantize_q8k_with(kernel, row, &mut q);
                     out.extend_from_slice(&q);
                 }
             });
@@ -517,12 +517,12 @@ pub fn prepare(
         }
         // Q6_K's vec_dot type is Q8_K, as the ternary types'.
         GgmlType::Q6_K => {
-            log.record("q8k_quantize_scalar");
+            log.record(q8k_quantize_id(kernel));
             Prepared::KQuant {
                 blocks: split_tokens(x, n_tok, cols, threads, &|rows, out| {
                     let mut q = Vec::with_capacity(cols / QK_K);
                     for row in rows.chunks_exact(cols) {
-                        quantize_q8k(row, &mut q);
+                        quantize_q8k_with(kernel, row, &mut q);
                         out.extend_from_slice(&q);
                     }
                 }),
@@ -745,12 +745,37 @@ pub fn matmul_prepared_many(
     });
 }
 
+/// The kernel ID of the Q8_K quantizer `kernel` (available here) runs.
+fn q8k_quantize_id(kernel: Kernel) -> &'static str {
+    match kernel {
+        Kernel::Avx2 | Kernel::Vnni256 => "q8k_quantize_avx2",
+        Kernel::Avx512 => "q8k_quantize_avx512",
+        _ => "q8k_quantize_scalar",
+    }
+}
+
+/// One row into Q8_K blocks by `kernel`'s quantizer (each the specification's bits).
+fn quantize_q8k_with(kernel: Kernel, row: &[f32], out: &mut Vec<BlockQ8K>) {
+    // SAFETY: `kernel` is available here (`prepare` fell back to scalar otherwise), and every
+    // x86 SIMD variant includes AVX2, AVX-512's its AVX-512 F/BW/VL.
+    #[cfg(target_arch = "x86_64")]
+    match kernel {
+        Kernel::Avx2 | Kernel::Vnni256 => return unsafe { x86::quantize_q8k_avx2(row, out) },
+        Kernel::Avx512 => return unsafe { x86::quantize_q8k_avx512(row, out) },
+        _ => {}
+    }
+    let _ = kernel;
+    quantize_q8k(row, out);
+}
+
 /// The kernel ID a product of `w` runs under `kernel` (float products fall back to the scalar
 /// kernel when their shape has no SIMD path).
 /// Every kernel ID the engine can record (what receipts may list).
 pub fn known_kernel_ids() -> Vec<String> {
     let mut v: Vec<String> = [
         "q8k_quantize_scalar",
+        "q8k_quantize_avx2",
+        "q8k_quantize_avx512",
         "i8_s_quantize_scalar",
         "tq1_0_unpack_tq2_0_scalar",
         "q6_k_q8k_dot_scalar",

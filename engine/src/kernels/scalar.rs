@@ -74,34 +74,46 @@ fn nearest_int(v: f32) -> i32 {
 pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     out.clear();
     for block in x.chunks_exact(QK_K) {
-        // ggml keeps the first value whose magnitude beats every earlier one: the first value
-        // of the largest magnitude (NaNs never win). In two passes, the first one vectorizes.
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let max = if amax > 0.0 {
-            *block
-                .iter()
-                .find(|v| v.abs() == amax)
-                .expect("amax is one of the magnitudes")
-        } else {
-            0.0
-        };
-        let mut y = BlockQ8K::default();
-        if amax != 0.0 {
-            let iscale = if crate::planted::on("q8k_scale_128") {
-                -128.0f32 / max
-            } else {
-                -127.0f32 / max
-            };
-            for (q, &v) in y.qs.iter_mut().zip(block) {
-                *q = nearest_int(iscale * v).min(127) as i8;
-            }
-            for (s, chunk) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
-                *s = chunk.iter().map(|&q| q as i16).sum();
-            }
-            y.d = 1.0 / iscale;
-        }
-        out.push(y);
+        out.push(q8k_block(block, block_amax(block)));
     }
+}
+
+/// A block's largest magnitude, NaNs ignored (0 when every value is 0 or NaN).
+pub fn block_amax(block: &[f32]) -> f32 {
+    block.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// One block of `quantize_row_q8_K_ref` given its largest magnitude `amax` ([`block_amax`]). Its
+/// element loops are plain enough for the compiler to vectorise, exactly (the same operations
+/// on each element): the x86 quantizers compile it again with their features.
+#[inline(always)]
+pub fn q8k_block(block: &[f32], amax: f32) -> BlockQ8K {
+    // ggml keeps the first value whose magnitude beats every earlier one: the first value of the
+    // largest magnitude (NaNs never win).
+    let max = if amax > 0.0 {
+        *block
+            .iter()
+            .find(|v| v.abs() == amax)
+            .expect("amax is one of the magnitudes")
+    } else {
+        0.0
+    };
+    let mut y = BlockQ8K::default();
+    if amax != 0.0 {
+        let iscale = if crate::planted::on("q8k_scale_128") {
+            -128.0f32 / max
+        } else {
+            -127.0f32 / max
+        };
+        for (q, &v) in y.qs.iter_mut().zip(block) {
+            *q = nearest_int(iscale * v).min(127) as i8;
+        }
+        for (s, chunk) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
+            *s = chunk.iter().map(|&q| q as i16).sum();
+        }
+        y.d = 1.0 / iscale;
+    }
+    y
 }
 
 /// `hsum_float_8`: the 8 lanes summed `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.

@@ -660,3 +660,46 @@ pub unsafe fn tq1_0_q8k_dot_tokens_avx512vnni<const T: usize>(
     }
     out
 }
+
+/// A block's largest magnitude, eight lanes at a time: [`super::scalar::block_amax`] exactly
+/// (`vmaxps` with the magnitude first returns the running maximum when the magnitude is NaN, as
+/// `f32::max` ignores NaN; the maximum of non-NaN values is the same in any order).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_amax_avx2(block: &[f32]) -> f32 {
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut m = [_mm256_setzero_ps(); 4];
+    let chunks = block.chunks_exact(32);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (j, mj) in m.iter_mut().enumerate() {
+            let v = _mm256_and_ps(_mm256_loadu_ps(c.as_ptr().add(8 * j)), abs);
+            *mj = _mm256_max_ps(v, *mj);
+        }
+    }
+    let v = _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3]));
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+    let m = lanes.iter().fold(0f32, |a, &b| a.max(b));
+    rest.iter().fold(m, |a, v| a.max(v.abs()))
+}
+
+/// [`super::scalar::quantize_q8k`] with AVX2: each block's largest magnitude by
+/// [`block_amax_avx2`], the rest the specification's [`super::scalar::q8k_block`] compiled for
+/// AVX2 (vectorised by the compiler: the same operations on each element, so the same bits).
+#[target_feature(enable = "avx2")]
+pub unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut Vec<BlockQ8K>) {
+    out.clear();
+    for block in x.chunks_exact(QK_K) {
+        out.push(super::scalar::q8k_block(block, block_amax_avx2(block)));
+    }
+}
+
+/// [`quantize_q8k_avx2`] compiled with the AVX-512 features (the AVX-512 variant's own code).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+pub unsafe fn quantize_q8k_avx512(x: &[f32], out: &mut Vec<BlockQ8K>) {
+    out.clear();
+    for block in x.chunks_exact(QK_K) {
+        out.push(super::scalar::q8k_block(block, block_amax_avx2(block)));
+    }
+}

@@ -28,7 +28,18 @@ use std::ops::Range;
 
 use crate::ggml_math::{dot_lanes8, dot_lanes8_f16, dot_steps32, dot_steps32_f16};
 use crate::kernels::scalar::{hadd8, hsum8};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::x86_attn::Elem as SimdElem;
 use crate::kernels::Kernel;
+
+/// What the x86 block kernels need of a cache element ([`crate::kernels::x86_attn::Elem`]);
+/// nothing elsewhere.
+#[cfg(not(target_arch = "x86_64"))]
+trait SimdElem {}
+#[cfg(not(target_arch = "x86_64"))]
+impl SimdElem for f32 {}
+#[cfg(not(target_arch = "x86_64"))]
+impl SimdElem for u16 {}
 
 /// Bytes per storage chunk at most (more only when a position takes more than 2 MiB /
 /// [`MIN_CHUNK`]): long runs in address order for the attention's read. The cache grows a chunk at a time and never moves what it
@@ -147,7 +158,7 @@ trait KvElem: bytemuck::Pod + Default + Send + Sync + 'static {
     /// The value as stored (rounded to nearest even for a half).
     fn store(v: f32) -> Self;
     /// The stored value, exactly, as f32.
-    fn widen(self) -> f32;
+    fn to_f32(self) -> f32;
     /// `p` as ggml multiplies it by a value of this type: unchanged for F32, rounded to F16 and
     /// widened back for F16 (the probabilities are converted to the cache's type).
     fn operand(p: f32) -> f32;
@@ -163,7 +174,7 @@ impl KvElem for f32 {
         v
     }
     #[inline(always)]
-    fn widen(self) -> f32 {
+    fn to_f32(self) -> f32 {
         self
     }
     #[inline(always)]
@@ -190,7 +201,7 @@ impl KvElem for u16 {
         crate::quant::f32_to_f16(v)
     }
     #[inline(always)]
-    fn widen(self) -> f32 {
+    fn to_f32(self) -> f32 {
         crate::quant::f16_to_f32(self)
     }
     #[inline(always)]
@@ -369,7 +380,7 @@ impl LayerCache {
             KvType::F16 => self
                 .rows::<u16>(g, pos, pos + 1, value)
                 .iter()
-                .map(|&h| h.widen())
+                .map(|&h| h.to_f32())
                 .collect(),
         }
     }
@@ -544,8 +555,35 @@ impl Attend<'_> {
         let (hd, h0, nh) = (cache.hd, self.heads.start, self.heads.len());
         let heads = &self.heads;
         // Scores, each chunk's keys in address order.
+        // Eight scores per call where the SIMD form has them (see `RowOps::dots8`): each head
+        // takes the chunk's keys in blocks of eight, the rest one by one.
+        let keys8 = SIMD && !order.kq_lanes8 && E::has_dots8(hd);
         visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
             let keys = cache.rows::<E>(g, pos.start, pos.end, false);
+            if keys8 {
+                let whole = pos.len() / 8 * 8;
+                let mut out = [0f32; 8];
+                for h in hs.clone() {
+                    let r = h - h0;
+                    let qh = &q[r * hd..(r + 1) * hd];
+                    for b in (0..whole).step_by(8) {
+                        let rows = &keys[b * hd..(b + 8) * hd];
+                        if prefetch > 0 && h == hs.start {
+                            prefetch_span(rows, prefetch);
+                        }
+                        E::dots8(rows, qh, &mut out);
+                        let at = r * limit + pos.start + b;
+                        for (pi, oi) in p[at..at + 8].iter_mut().zip(out) {
+                            *pi = oi * self.scale;
+                        }
+                    }
+                    for j in pos.start + whole..pos.end {
+                        let key = &keys[(j - pos.start) * hd..][..hd];
+                        p[r * limit + j] = E::dot::<SIMD>(key, qh, false) * self.scale;
+                    }
+                }
+                return;
+            }
             for j in pos.clone() {
                 let key = &keys[(j - pos.start) * hd..][..hd];
                 if SIMD && prefetch > 0 {
@@ -568,10 +606,40 @@ impl Attend<'_> {
         // Lane accumulators: lane `j % L` of head `r`'s output element `d` at
         // `acc[(r·L + j % L)·hd + d]`.
         let lanes = if order.kqv_lanes8 { 8 } else { 32 };
-        acc.clear();
-        acc.resize(nh * lanes * hd, 0.0);
         let shifted = crate::planted::on("kv_cache_value_offset");
+        if SIMD && !shifted && E::has_weighted_lanes(hd) {
+            // Each lane's accumulators in registers over its positions (`RowOps::weighted_lanes`),
+            // which writes every lane: no zeroing first.
+            acc.resize(acc.len().max(nh * lanes * hd), 0.0);
+            let mut spans: Vec<(usize, &[E])> = Vec::new();
+            let kv = h0 / self.group..(heads.end - 1) / self.group + 1;
+            for g in kv {
+                spans.clear();
+                for c in 0..limit.div_ceil(cache.chunk) {
+                    let pos = c * cache.chunk..((c + 1) * cache.chunk).min(limit);
+                    spans.push((pos.start, cache.rows::<E>(g, pos.start, pos.end, true)));
+                }
+                let hs = (g * self.group).max(h0)..((g + 1) * self.group).min(heads.end);
+                for h in hs {
+                    let r = h - h0;
+                    E::weighted_lanes(
+                        &spans,
+                        &p[r * limit..(r + 1) * limit],
+                        lanes,
+                        &mut acc[r * lanes * hd..(r + 1) * lanes * hd],
+                        prefetch,
+                    );
+                }
+            }
+        } else {
+            acc.clear();
+            acc.resize(nh * lanes * hd, 0.0);
+        }
+        let lanes_done = SIMD && !shifted && E::has_weighted_lanes(hd);
         visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
+            if lanes_done {
+                return;
+            }
             let values = cache.rows::<E>(g, pos.start, pos.end, true);
             for j in pos.clone() {
                 let v = &values[(j - pos.start) * hd..][..hd];
@@ -603,7 +671,70 @@ impl Attend<'_> {
 
 /// The row operations of one cache element type, portable (`SIMD` false) or from
 /// [`crate::kernels::x86_attn`] (`SIMD` true: only inside [`Attend::run_avx2`]).
-trait RowOps: KvElem {
+trait RowOps: KvElem + SimdElem {
+    /// Whether [`RowOps::dots8`] takes keys of `hd` values (x86 only).
+    #[inline(always)]
+    fn has_dots8(hd: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return crate::kernels::x86_attn::dots8_fits(hd);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = hd;
+            false
+        }
+    }
+
+    /// Eight scores in `ggml_vec_dot_f32`'s order (the one-key form's bits): the keys
+    /// `keys[i·hd..]` (eight rows) against `q` (`hd` long, [`RowOps::has_dots8`]). Only inside
+    /// [`Attend::run_avx2`].
+    #[inline(always)]
+    fn dots8(keys: &[Self], q: &[Self], out: &mut [f32; 8]) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: called only from `SIMD` bodies, which run inside `run_avx2` after AVX2, FMA
+        // and F16C were detected; the kernel checks the lengths.
+        unsafe {
+            crate::kernels::x86_attn::dots8_steps32(keys, q, out)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "no eight-key form here: {} {} {:?}",
+            keys.len(),
+            q.len(),
+            out
+        );
+    }
+
+    /// Whether [`RowOps::weighted_lanes`] takes heads of `hd` values (x86 only).
+    #[inline(always)]
+    fn has_weighted_lanes(hd: usize) -> bool {
+        cfg!(target_arch = "x86_64") && hd % 8 == 0 && hd > 0
+    }
+
+    /// One head's lane accumulators with each lane in registers over its positions
+    /// ([`crate::kernels::x86_attn::weighted_lanes`]): the bits the position-by-position
+    /// [`RowOps::axpy`] into zeroed lanes leaves. Only inside [`Attend::run_avx2`].
+    #[inline(always)]
+    fn weighted_lanes(
+        spans: &[(usize, &[Self])],
+        p: &[f32],
+        lanes: usize,
+        acc: &mut [f32],
+        prefetch: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dots8`.
+        unsafe {
+            crate::kernels::x86_attn::weighted_lanes(spans, p, lanes, acc, prefetch)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "no lane form here: {} {} {lanes} {} {prefetch}",
+            spans.len(),
+            p.len(),
+            acc.len()
+        );
+    }
+
     /// One score's dot product of a key and the query (of this type), in the order `lanes8`
     /// names.
     fn dot<const SIMD: bool>(key: &[Self], q: &[Self], lanes8: bool) -> f32;
@@ -679,7 +810,7 @@ impl RowOps for u16 {
             return;
         }
         for (a, &x) in acc.iter_mut().zip(v) {
-            *a = x.widen().mul_add(p, *a);
+            *a = x.to_f32().mul_add(p, *a);
         }
     }
 }
@@ -795,10 +926,14 @@ mod tests {
 
     proptest! {
         /// Every range of query heads, on every variant, against the reference head by head,
-        /// with several KV heads shared by groups of query heads and caches past a chunk.
+        /// with several KV heads shared by groups of query heads and caches past a chunk. Head
+        /// sizes include the SIMD block forms' (eight keys a call for whole steps of 32 up to
+        /// 128; lanes in registers for multiples of 8, in blocks of 12, 8, 4, 2 and 1 vectors).
         #[test]
         fn attend_equals_ggml_on_padded_rows(
-            seed in any::<u64>(), n in 1usize..150, hd in 1usize..70, limit_back in 0usize..5,
+            seed in any::<u64>(), n in 1usize..150,
+            hd in prop_oneof![1usize..70, prop::sample::select(vec![32usize, 64, 96, 128, 136, 160, 200])],
+            limit_back in 0usize..5,
             n_kv in 1usize..4, group in 1usize..4, first in 0usize..12, count in 1usize..12,
             chunk in 1usize..80, kq8 in any::<bool>(), kqv8 in any::<bool>(),
             prefetch in prop::sample::select(vec![0usize, 64, 2048]),
@@ -826,7 +961,7 @@ mod tests {
             let limit = n.saturating_sub(limit_back).max(1);
             let order = AttnOrder { kq_lanes8: kq8, kqv_lanes8: kqv8 };
             // Scratch left over from other calls (NaN) must change nothing.
-            let mut acc = vec![f32::NAN; 12 * 32 * 70];
+            let mut acc = vec![f32::NAN; 12 * 32 * 200];
             for k in Kernel::available() {
                 let (mut p, mut o) = (vec![0f32; heads.len() * limit], vec![0f32; heads.len() * hd]);
                 attend(k, &q, &c, heads.clone(), group, limit, 0.125, order, prefetch, &mut p, &mut o, &mut acc);

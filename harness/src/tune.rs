@@ -43,9 +43,10 @@ pub struct TuneEntry {
 /// weights' pages, before the attention's prefetch distance was measured, before the decode
 /// distances were decided on whole decode steps, before the `vnni256` TQ2_0 decode kernels
 /// read rows grouped, before the KV cache's pages were measured, before the eight-row
-/// `vnni256` TQ2_0 decode body took its masked-plane form, or before the I2_S decode kernels
-/// came in several rows per call) is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 9;
+/// `vnni256` TQ2_0 decode body took its masked-plane form, before the I2_S decode kernels
+/// came in several rows per call, or before the attention's SIMD form took eight keys a call and
+/// each value lane in registers) is measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 10;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -222,6 +222,178 @@ pub unsafe fn reduce_lanes(acc: &[f32], lanes8: bool, o: &mut [f32]) {
     }
 }
 
+/// A KV cache element the block kernels below read: F32, or an IEEE half as its bits.
+pub trait Elem: Copy {
+    /// Eight elements from `p`, as f32 (exactly).
+    unsafe fn load8(p: *const Self) -> __m256;
+    /// A probability as ggml multiplies it by a value of this type: unchanged for F32, rounded
+    /// to F16 and widened back for F16.
+    fn weight(p: f32) -> f32;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    fn weight(p: f32) -> f32 {
+        p
+    }
+}
+
+impl Elem for u16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const u16) -> __m256 {
+        load8_f16(p)
+    }
+    #[inline(always)]
+    fn weight(p: f32) -> f32 {
+        crate::quant::f16_to_f32(crate::quant::f32_to_f16(p))
+    }
+}
+
+/// The head sizes [`dots8_steps32`] takes: whole steps of 32, at most four of them.
+pub fn dots8_fits(hd: usize) -> bool {
+    hd % 32 == 0 && (32..=128).contains(&hd)
+}
+
+/// Eight scores at once: `out[i]` = [`dot_steps32`] (or [`dot_steps32_f16`]) of the key
+/// `keys[i·hd..(i+1)·hd]` and `q` (`hd` long, [`dots8_fits`]). Each key's four accumulators run
+/// as in the one-key form, with the query's vectors held in registers; the eight keys' final
+/// reductions go through one transposed reduction, each lane summing its own key in the one-key
+/// order (`(a0+a2)+(a1+a3)`, then the halves' sums `t`, then `(t0+t1)+(t2+t3)`), so every score has
+/// the one-key form's bits. With no tail past the last step, the F16 form's f64 tail sum is the
+/// f32 sum itself.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dots8_steps32<E: Elem>(keys: &[E], q: &[E], out: &mut [f32; 8]) {
+    let hd = q.len();
+    assert!(dots8_fits(hd) && keys.len() >= 8 * hd);
+    match hd / 32 {
+        1 => dots8::<E, 1>(keys.as_ptr(), q.as_ptr(), out),
+        2 => dots8::<E, 2>(keys.as_ptr(), q.as_ptr(), out),
+        3 => dots8::<E, 3>(keys.as_ptr(), q.as_ptr(), out),
+        _ => dots8::<E, 4>(keys.as_ptr(), q.as_ptr(), out),
+    }
+}
+
+/// [`dots8_steps32`] for `hd = 32·S` (`keys`: eight rows of `hd`; `q`: `hd`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots8<E: Elem, const S: usize>(keys: *const E, q: *const E, out: &mut [f32; 8]) {
+    let hd = 32 * S;
+    let qv: [[__m256; 4]; S] =
+        std::array::from_fn(|s| std::array::from_fn(|j| E::load8(q.add(32 * s + 8 * j))));
+    let mut r = [_mm256_setzero_ps(); 8];
+    for (i, ri) in r.iter_mut().enumerate() {
+        let k = keys.add(i * hd);
+        let mut a = [_mm256_setzero_ps(); 4];
+        for (s, qs) in qv.iter().enumerate() {
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj = _mm256_fmadd_ps(E::load8(k.add(32 * s + 8 * j)), qs[j], *aj);
+            }
+        }
+        *ri = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    }
+    // Keys 2m and 2m+1: [lo | lo] + [hi | hi] = [t of 2m | t of 2m+1].
+    let t: [__m256; 4] = std::array::from_fn(|m| {
+        let (a, b) = (r[2 * m], r[2 * m + 1]);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
+    });
+    // [t0+t1, t2+t3] of keys 0, 2 | 1, 3, then of 4, 6 | 5, 7; then the pairs' sums:
+    // [k0, k2, k4, k6 | k1, k3, k5, k7].
+    let w = _mm256_hadd_ps(_mm256_hadd_ps(t[0], t[1]), _mm256_hadd_ps(t[2], t[3]));
+    let w = _mm256_permutevar8x32_ps(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_ps(out.as_mut_ptr(), w);
+}
+
+/// One query head's lane accumulators of the weighted sum of values, each lane in registers:
+/// lane `l < lanes` of output element `d` (at `acc[l·hd + d]`, `hd` = `acc.len() / lanes`, a
+/// multiple of 8) is `fma(v_j[d], p'_j, ·)` over the positions `j ≡ l (mod lanes)` in increasing
+/// order from +0, `p'_j` = [`Elem::weight`] of `p[j]`: what [`axpy`] into the lane rows
+/// position by position leaves there, bit for bit. `spans` are the cache's rows by runs of
+/// consecutive positions (`(first position, rows)`, rows of `hd`, in increasing order, covering
+/// `0..p.len()`). Lanes are written whole, zeros where no position falls. `prefetch` (bytes, 0:
+/// none) is a hint ahead of each row read.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_lanes<E: Elem>(
+    spans: &[(usize, &[E])],
+    p: &[f32],
+    lanes: usize,
+    acc: &mut [f32],
+    prefetch: usize,
+) {
+    assert!(lanes > 0 && acc.len() % lanes == 0);
+    let hd = acc.len() / lanes;
+    assert!(hd % 8 == 0);
+    for &(start, rows) in spans {
+        assert!(start + rows.len() / hd.max(1) <= p.len() && rows.len() % hd.max(1) == 0);
+    }
+    let mut d0 = 0;
+    while d0 < hd {
+        // Blocks of at most 12 vectors, so a lane's accumulators stay in registers.
+        let left = (hd - d0) / 8;
+        let take = match left {
+            12..=15 | 17.. => 12,
+            8.. => 8,
+            4.. => 4,
+            2.. => 2,
+            _ => 1,
+        };
+        match take {
+            12 => lanes_block::<E, 12>(spans, p, lanes, acc, hd, d0, prefetch),
+            8 => lanes_block::<E, 8>(spans, p, lanes, acc, hd, d0, prefetch),
+            4 => lanes_block::<E, 4>(spans, p, lanes, acc, hd, d0, prefetch),
+            2 => lanes_block::<E, 2>(spans, p, lanes, acc, hd, d0, prefetch),
+            _ => lanes_block::<E, 1>(spans, p, lanes, acc, hd, d0, prefetch),
+        }
+        d0 += 8 * take;
+    }
+}
+
+/// Output elements `d0..d0 + 8·D` of [`weighted_lanes`] (its checks made).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes_block<E: Elem, const D: usize>(
+    spans: &[(usize, &[E])],
+    p: &[f32],
+    lanes: usize,
+    acc: &mut [f32],
+    hd: usize,
+    d0: usize,
+    prefetch: usize,
+) {
+    for l in 0..lanes {
+        let mut r = [_mm256_setzero_ps(); D];
+        for &(start, rows) in spans {
+            let end = start + rows.len() / hd;
+            let mut j = start + (l + lanes - start % lanes) % lanes;
+            while j < end {
+                let v = rows.as_ptr().add((j - start) * hd + d0);
+                if prefetch > 0 {
+                    let ahead = (v as *const u8).wrapping_add(prefetch);
+                    for b in (0..8 * D * std::mem::size_of::<E>()).step_by(64) {
+                        super::x86::prefetch_line(ahead.wrapping_add(b) as *const f32);
+                    }
+                }
+                let pv = _mm256_set1_ps(E::weight(*p.get_unchecked(j)));
+                for (d, rd) in r.iter_mut().enumerate() {
+                    *rd = _mm256_fmadd_ps(E::load8(v.add(8 * d)), pv, *rd);
+                }
+                j += lanes;
+            }
+        }
+        let o = acc.as_mut_ptr().add(l * hd + d0);
+        for (d, rd) in r.iter().enumerate() {
+            _mm256_storeu_ps(o.add(8 * d), *rd);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

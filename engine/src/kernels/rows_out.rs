@@ -82,6 +82,18 @@ impl RowsOut<'_> {
         unsafe { *self.ptr.add(t * self.rows + r) = v }
     }
 
+    /// Token `t`'s outputs of rows `a..b` (inside this writer's rows), as one slice.
+    pub fn token_span(&mut self, t: usize, a: usize, b: usize) -> &mut [f32] {
+        assert!(
+            self.r0 <= a && a <= b && b <= self.r1,
+            "rows {a}..{b} outside rows {}..{}",
+            self.r0,
+            self.r1
+        );
+        let r0 = self.r0;
+        &mut self.token_rows(t)[a - r0..b - r0]
+    }
+
     /// Token `t`'s outputs of rows `r0..r1`, as one slice (the output is token-major).
     pub fn token_rows(&mut self, t: usize) -> &mut [f32] {
         assert!(t < self.n_tok, "token {t} of {}", self.n_tok);

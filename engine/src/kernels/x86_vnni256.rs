@@ -122,6 +122,41 @@ pub unsafe fn tq2_0_dot_group_vnni256<const R: usize>(
     dot_group::<R>(group.as_ptr(), a, ahead)
 }
 
+/// Consecutive whole groups of [`tq2_0_dot_group_vnni256`] in one call: `groups` holds
+/// `out.len() / R` groups of `R × a.len()` blocks, group `k`'s rows go to `out[k·R..(k+1)·R]`,
+/// each exactly what the one-group call gives. The loop's fixed costs are paid once, and one
+/// group's final sums overlap the next group's loads (scratch benchmark, 4096 × 1536 TQ2_0
+/// grouped by 8 in huge pages, one thread, Zen 4, 2026-12-06: 60.5-65.6 µs from memory against
+/// 64.9-69.9 µs group by group, in three runs of four).
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn tq2_0_dot_groups_vnni256<const R: usize>(
+    groups: &[u8],
+    a: &[BlockQ8K],
+    ahead: usize,
+    out: &mut [f32],
+) {
+    let gb = R * a.len() * TQ2_BYTES;
+    assert!(out.len() % R == 0 && groups.len() == out.len() / R * gb);
+    dot_groups::<R>(groups.as_ptr(), gb, a, ahead, out)
+}
+
+/// The body of [`tq2_0_dot_groups_vnni256`] (its lengths checked).
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline(never)]
+unsafe fn dot_groups<const R: usize>(
+    base: *const u8,
+    gb: usize,
+    a: &[BlockQ8K],
+    ahead: usize,
+    out: &mut [f32],
+) {
+    for (k, o) in out.chunks_exact_mut(R).enumerate() {
+        let g = base.add(k * gb);
+        let got = dot_body::<R>(|r, b| g.add((b * R + r) * TQ2_BYTES), a, true, ahead);
+        o.copy_from_slice(&got);
+    }
+}
+
 /// The body of [`tq2_0_dot_group_vnni256`]: row `r`'s block `b` at `base + (b·R + r)·66` (in
 /// bounds: the caller checks), so every row's address is one pointer and a constant.
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -147,8 +182,8 @@ unsafe fn dot_rows_strided<const R: usize>(
     dot_body::<R>(|r, b| rows[r].add(b * stride), a, tq2, ahead)
 }
 
-/// `R` rows against `a`, row `r`'s block `b` at `at(r, b)`: the body of [`dot_rows_strided`]
-/// and [`dot_group`] (each its only caller, so inlined into it).
+/// `R` rows against `a`, row `r`'s block `b` at `at(r, b)`: the body of [`dot_rows_strided`],
+/// [`dot_group`] and [`dot_groups`] (inlined into each).
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_body<const R: usize>(
@@ -321,6 +356,12 @@ unsafe fn decode_rows<const R: usize>(
     if let Some((g, data)) = w.grouped.filter(|&(g, _)| tq2 && g == R && r0 % R == 0) {
         let gb = g * nb * TQ2_BYTES;
         let end = r0 + (r1.min(w.rows / g * g).saturating_sub(r0)) / g * g;
+        if n_tok == 1 && end > r {
+            // One token (decode): the whole groups in one call, straight into the output.
+            let out = o.token_span(0, r, end);
+            tq2_0_dot_groups_vnni256::<R>(&data[r / g * gb..end / g * gb], acts(0), ahead, out);
+            r = end;
+        }
         while r < end {
             let group = &data[r / g * gb..(r / g + 1) * gb];
             for t in 0..n_tok {

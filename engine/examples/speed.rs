@@ -11,6 +11,14 @@ use bitnet_engine::model::Model;
 use bitnet_engine::synth::{build, preset};
 
 fn main() -> Result<(), String> {
+    if bitnet_engine::planted::COMPILED {
+        // `cargo build --example` at the workspace root unifies the harness's dev-dependency
+        // features, the planted-bug switch among them: a check per operation, slower timings.
+        eprintln!(
+            "warning: this build has the planted-bug switch compiled in (built from the workspace \
+             root without `-p bitnet-engine`?); its timings are slower than the engine's"
+        );
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("tiny");
     let threads: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);

@@ -681,7 +681,7 @@ unsafe fn block_amax_avx2(block: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     _mm256_storeu_ps(lanes.as_mut_ptr(), v);
     let m = lanes.iter().fold(0f32, |a, &b| a.max(b));
-    rest.iter().fold(m, |a, v| a.max(v.abs()))
+    m.max(super::scalar::block_amax(rest))
 }
 
 /// [`super::scalar::quantize_q8k`] with AVX2: each block's largest magnitude by
@@ -689,15 +689,18 @@ unsafe fn block_amax_avx2(block: &[f32]) -> f32 {
 /// AVX2 (vectorised by the compiler: the same operations on each element, so the same bits).
 #[target_feature(enable = "avx2")]
 pub unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut Vec<BlockQ8K>) {
-    out.clear();
-    for block in x.chunks_exact(QK_K) {
-        out.push(super::scalar::q8k_block(block, block_amax_avx2(block)));
-    }
+    quantize_q8k_body(x, out)
 }
 
 /// [`quantize_q8k_avx2`] compiled with the AVX-512 features (the AVX-512 variant's own code).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
 pub unsafe fn quantize_q8k_avx512(x: &[f32], out: &mut Vec<BlockQ8K>) {
+    quantize_q8k_body(x, out)
+}
+
+/// The x86 quantizers' body, compiled into each with its features (AVX2 at least).
+#[inline(always)]
+unsafe fn quantize_q8k_body(x: &[f32], out: &mut Vec<BlockQ8K>) {
     out.clear();
     for block in x.chunks_exact(QK_K) {
         out.push(super::scalar::q8k_block(block, block_amax_avx2(block)));

@@ -8,6 +8,67 @@ use super::*;
 #[cfg(target_arch = "x86_64")]
 const PAIR_ROW_TILE: usize = 16;
 
+/// The most bytes of activations an AVX-512 prefill call's token pairs may hold (640 bytes a
+/// pair and block, [`x86::PairBlock`]): three quarters of a 32 KiB L1 data cache, the smallest
+/// among the CPUs with AVX-512 VNNI, so they stay in L1 beside the streaming rows.
+#[cfg(target_arch = "x86_64")]
+const PAIR_L1_BUDGET: usize = 24 << 10;
+
+/// Token pairs per AVX-512 prefill call for rows of `nb` blocks: four while their activations
+/// fit [`PAIR_L1_BUDGET`], else two, else one. Scratch benchmark (128 tokens, one thread, Zen 4,
+/// 2026-12-06): 1536 × 4096 (16 blocks, four pairs 40 KiB) 6.4-7.0 ms with two pairs against
+/// 9.5 with four and 9.5-9.8 with one; 4096 × 1536 (6 blocks, 15 KiB) 6.6 ms with four against
+/// 7.2 with two and 6.9 with eight (30 KiB).
+#[cfg(target_arch = "x86_64")]
+fn pairs_per_call(nb: usize) -> usize {
+    let pair = nb * std::mem::size_of::<x86::PairBlock>();
+    [4, 2]
+        .into_iter()
+        .find(|p| p * pair <= PAIR_L1_BUDGET)
+        .unwrap_or(1)
+}
+
+/// One thread's AVX-512 prefill over token pairs: rows `r0..r1` of `w` against `pairs`
+/// ([`x86::pair_for_tq2_0_avx512`], `nb` blocks a pair).
+#[cfg(target_arch = "x86_64")]
+struct PairWork<'a> {
+    w: &'a Matrix<'a>,
+    pairs: &'a [x86::PairBlock],
+    nb: usize,
+    r0: usize,
+    r1: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairWork<'_> {
+    /// `P` pairs per call over tiles of rows; returns the tokens done (a multiple of `2P`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 VNNI (as [`x86::tq2_0_q8k_dot_pairs_avx512vnni`]).
+    unsafe fn run<const P: usize>(&self, n_tok: usize, o: &mut rows_out::RowsOut) -> usize {
+        let (w, nb) = (self.w, self.nb);
+        let paired = n_tok / (2 * P) * (2 * P);
+        let pair = |p: usize| &self.pairs[p * nb..(p + 1) * nb];
+        let rb = w.row_bytes();
+        let mut rt = self.r0;
+        while rt < self.r1 {
+            let re = (rt + PAIR_ROW_TILE).min(self.r1);
+            for t in (0..paired).step_by(2 * P) {
+                let ps: [&[x86::PairBlock]; P] = std::array::from_fn(|k| pair(t / 2 + k));
+                for (r, row) in (rt..re).zip(w.data[rt * rb..re * rb].chunks_exact(rb)) {
+                    let got = x86::tq2_0_q8k_dot_pairs_avx512vnni::<P>(row, ps);
+                    for (k, g) in got.iter().enumerate() {
+                        o.set(r, t + 2 * k, g[0]);
+                        o.set(r, t + 2 * k + 1, g[1]);
+                    }
+                }
+            }
+            rt = re;
+        }
+        paired
+    }
+}
+
 /// Output rows `r0..r1` for every token, written through `o`; decode kernels prefetch
 /// `prefetch` bytes ahead and the kernels take `group` rows or tokens per call where the variant
 /// offers that choice (`None`: each kernel's own).
@@ -107,34 +168,28 @@ pub(super) fn compute_rows(
                     &perm[t * nb..(t + 1) * nb]
                 }
             };
-            // Several tokens at once share each block's unpacked codes (prefill): eight tokens
-            // (four pairs) per call, over tiles of rows so that those tokens' activations stay
-            // in L1 while the rows stream past.
+            // Several tokens at once share each block's unpacked codes (prefill): up to eight
+            // tokens (four pairs) per call, over tiles of rows so that those tokens' activations
+            // stay in L1 while the rows stream past.
             #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
             let mut paired = 0;
             #[cfg(target_arch = "x86_64")]
             if !pairs.is_empty() {
-                paired = n_tok / 8 * 8;
-                let pair = |p: usize| &pairs[p * nb..(p + 1) * nb];
-                let rb = w.row_bytes();
-                let mut rt = r0;
-                while rt < r1 {
-                    let re = (rt + PAIR_ROW_TILE).min(r1);
-                    for t in (0..paired).step_by(8) {
-                        let p = t / 2;
-                        let ps = [pair(p), pair(p + 1), pair(p + 2), pair(p + 3)];
-                        for (r, row) in (rt..re).zip(w.data[rt * rb..re * rb].chunks_exact(rb)) {
-                            // SAFETY: AVX-512 VNNI checked by `is_available` (pairs exist only
-                            // then).
-                            let got = unsafe { x86::tq2_0_q8k_dot_pairs_avx512vnni::<4>(row, ps) };
-                            for (k, g) in got.iter().enumerate() {
-                                o.set(r, t + 2 * k, g[0]);
-                                o.set(r, t + 2 * k + 1, g[1]);
-                            }
-                        }
+                let pw = PairWork {
+                    w,
+                    pairs,
+                    nb,
+                    r0,
+                    r1,
+                };
+                // SAFETY: AVX-512 VNNI checked by `is_available` (pairs exist only then).
+                paired = unsafe {
+                    match pairs_per_call(nb) {
+                        4 => pw.run::<4>(n_tok, o),
+                        2 => pw.run::<2>(n_tok, o),
+                        _ => pw.run::<1>(n_tok, o),
                     }
-                    rt = re;
-                }
+                };
             }
             // AVX2 prefill: four tokens per call over tiles of rows, as the AVX-512 pairs above
             // (TQ1_0 reaches here rewritten as TQ2_0 unless `BITNET_TQ1_UNPACK=0`).

@@ -366,6 +366,31 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Prefill-sized products on rows of many blocks, where the AVX-512 kernel takes fewer token
+    /// pairs per call so that their activations stay in L1 (four pairs up to 9 blocks, two up to
+    /// 19, then one), with token counts that leave every kind of rest.
+    #[test]
+    fn prefill_products_on_long_rows_match_scalar(
+        seed in any::<u64>(), rows in 1usize..40,
+        blocks in prop::sample::select(vec![6usize, 9, 10, 16, 19, 20, 27]),
+        n_tok in 4usize..20, threads in 1usize..3
+    ) {
+        let ty = GgmlType::TQ2_0;
+        let mut rng = Rng(seed);
+        let cols = blocks * QK_K;
+        let data: Vec<u8> = (0..rows).flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng)).collect();
+        let w = Matrix { ty, data: &data, rows, cols, grouped: None };
+        let x = acts(n_tok * cols, 0, &mut rng);
+        let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
+        for k in simd_variants() {
+            prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, threads, k)), &want, "{:?}", k);
+        }
+    }
+}
+
 #[test]
 fn grouped_rows_interleave_whole_groups_blockwise_and_keep_the_rest() {
     // 5 rows of 3 blocks of 2 bytes; row r's block b holds [10r + b, 100 + 10r + b].

@@ -283,6 +283,13 @@ pub const PREFETCH_DISTANCES: [usize; 5] = [0, 2048, 4096, 8192, 16384];
 /// than a full-width one), so [`plan::tune`] times each.
 pub const GROUPS: [usize; 3] = [2, 4, 8];
 
+/// The most bytes of activations a prefill call's group of tokens may hold: three quarters of a
+/// 32 KiB L1 data cache (the smallest among the x86 CPUs with AVX-512 VNNI), so that the group's
+/// activations stay in L1 while a tile of rows streams past. On rows of many blocks the kernels
+/// take fewer tokens per call than the plan's group (measured on the model's `ffn_gate`, whose
+/// rows are short); see `rows::pairs_per_call` and [`x86_vnni256::prefill_group`].
+pub const L1_ACTS_BUDGET: usize = 24 << 10;
+
 /// Rows per call of the x86 F16/F32 decode kernels (the tied F16 output head): four rows share
 /// each activation load, one row streams its weights alone. Which is faster depends on the CPU
 /// (Zen 4, 700M output head: one row decoded 11% faster), so a plan chooses; four by default.
@@ -679,6 +686,18 @@ pub fn matmul_prepared_many(
                 .groups(w.ty, n_tok >= plan::PREFILL_MIN_TOKENS)
                 .contains(g)
         })
+    });
+    // The group the kernels take on these rows (fewer tokens than the plan's on long rows).
+    #[cfg(target_arch = "x86_64")]
+    let group = group.map(|g| match ws.first() {
+        Some(w)
+            if kernel == Kernel::Vnni256
+                && n_tok >= plan::PREFILL_MIN_TOKENS
+                && matches!(w.ty, GgmlType::TQ2_0 | GgmlType::TQ1_0) =>
+        {
+            x86_vnni256::prefill_group(g, w.cols / QK_K)
+        }
+        _ => g,
     });
     if let Some(g) = group {
         log.groups.lock().expect("kernel log lock").insert(g);

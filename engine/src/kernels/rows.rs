@@ -8,23 +8,17 @@ use super::*;
 #[cfg(target_arch = "x86_64")]
 const PAIR_ROW_TILE: usize = 16;
 
-/// The most bytes of activations an AVX-512 prefill call's token pairs may hold (640 bytes a
-/// pair and block, [`x86::PairBlock`]): three quarters of a 32 KiB L1 data cache, the smallest
-/// among the CPUs with AVX-512 VNNI, so they stay in L1 beside the streaming rows.
-#[cfg(target_arch = "x86_64")]
-const PAIR_L1_BUDGET: usize = 24 << 10;
-
 /// Token pairs per AVX-512 prefill call for rows of `nb` blocks: four while their activations
-/// fit [`PAIR_L1_BUDGET`], else two, else one. Scratch benchmark (128 tokens, one thread, Zen 4,
-/// 2026-12-06): 1536 × 4096 (16 blocks, four pairs 40 KiB) 6.4-7.0 ms with two pairs against
+/// (640 bytes a pair and block, [`x86::PairBlock`]) fit [`L1_ACTS_BUDGET`], else two, else one.
+/// Scratch benchmark (128 tokens, one thread, Zen 4, 2026-12-06): 1536 × 4096 (16 blocks, four pairs 40 KiB) 6.4-7.0 ms with two pairs against
 /// 9.5 with four and 9.5-9.8 with one; 4096 × 1536 (6 blocks, 15 KiB) 6.6 ms with four against
 /// 7.2 with two and 6.9 with eight (30 KiB).
 #[cfg(target_arch = "x86_64")]
-fn pairs_per_call(nb: usize) -> usize {
+pub(super) fn pairs_per_call(nb: usize) -> usize {
     let pair = nb * std::mem::size_of::<x86::PairBlock>();
     [4, 2]
         .into_iter()
-        .find(|p| p * pair <= PAIR_L1_BUDGET)
+        .find(|p| p * pair <= L1_ACTS_BUDGET)
         .unwrap_or(1)
 }
 

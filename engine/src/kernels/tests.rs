@@ -386,9 +386,37 @@ proptest! {
         let x = acts(n_tok * cols, 0, &mut rng);
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in simd_variants() {
-            prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, threads, k)), &want, "{:?}", k);
+            for group in [None, Some(2), Some(4), Some(8)] {
+                let got = bits(&matmul_tuned(&w, &x, n_tok, threads, k, [None, group]));
+                prop_assert_eq!(&got, &want, "{:?} tokens {:?}", k, group);
+            }
         }
     }
+}
+
+/// The prefill groups on long rows, worked by hand: a Q8_K block is 292 bytes (`d`, 256 quants,
+/// 16 sums of 16 bits) and an AVX-512 pair's block 640; the budget is 24 KiB (24 576 bytes).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn prefill_groups_keep_their_activations_within_the_l1_budget() {
+    use super::x86_vnni256::prefill_group;
+    assert_eq!(std::mem::size_of::<BlockQ8K>(), 292);
+    assert_eq!(std::mem::size_of::<super::x86::PairBlock>(), 640);
+    // 8 × 6 × 292 = 14 016 fits; 8 × 16 × 292 = 37 376 does not, 4 × 16 × 292 = 18 688 does.
+    assert_eq!(prefill_group(8, 6), 8);
+    assert_eq!(prefill_group(8, 16), 4);
+    assert_eq!(prefill_group(4, 6), 4);
+    assert_eq!(prefill_group(2, 6), 2);
+    // 4 × 27 × 292 = 31 536 does not fit, 2 × 27 × 292 = 15 768 does; past 42 blocks none
+    // does, and the smallest group stays.
+    assert_eq!(prefill_group(8, 27), 2);
+    assert_eq!(prefill_group(8, 100), 2);
+    // Pairs: 4 × 9 × 640 = 23 040 fits, 4 × 10 × 640 = 25 600 does not; 2 × 19 × 640 = 24 320
+    // fits, 2 × 20 × 640 = 25 600 does not.
+    assert_eq!(super::rows::pairs_per_call(9), 4);
+    assert_eq!(super::rows::pairs_per_call(10), 2);
+    assert_eq!(super::rows::pairs_per_call(19), 2);
+    assert_eq!(super::rows::pairs_per_call(20), 1);
 }
 
 #[test]

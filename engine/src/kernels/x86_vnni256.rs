@@ -42,6 +42,20 @@ pub const DECODE_ROWS: usize = 4;
 /// Tokens per prefill call: they share each block's unpacked codes. A tuned plan may choose
 /// another of [`super::GROUPS`].
 pub const PREFILL_TOKENS: usize = 4;
+/// Tokens per prefill call on rows of `nb` blocks given the plan's group `t`: the largest of
+/// [`GROUPS`] up to `t` whose activations (`nb` Q8_K blocks a token) fit
+/// [`super::L1_ACTS_BUDGET`], else the smallest. Scratch benchmark (128 tokens, one thread, Zen
+/// 4, 2026-12-06): 1536 × 4096 (16 blocks; eight tokens 37 KiB) 8.0-8.3 ms with four tokens
+/// against 8.9 with eight; 4096 × 1536 (6 blocks) 8.1-8.2 ms with eight against 8.8 with four.
+pub fn prefill_group(t: usize, nb: usize) -> usize {
+    let token = nb * std::mem::size_of::<BlockQ8K>();
+    GROUPS
+        .into_iter()
+        .rev()
+        .find(|&g| g <= t && g * token <= super::L1_ACTS_BUDGET)
+        .unwrap_or(GROUPS[0])
+}
+
 /// Rows per prefill tile: the tile's tokens' activations stay in L1 while its rows stream past.
 const PREFILL_ROW_TILE: usize = 64;
 
@@ -328,7 +342,7 @@ pub unsafe fn q8k_rows(
             _ => decode_rows::<4>(w, blocks, n_tok, r0, r1, o, ahead),
         }
     } else {
-        match group.unwrap_or(PREFILL_TOKENS) {
+        match prefill_group(group.unwrap_or(PREFILL_TOKENS), w.cols / super::QK_K) {
             2 => prefill_rows::<2>(w, blocks, n_tok, r0, r1, o),
             8 => prefill_rows::<8>(w, blocks, n_tok, r0, r1, o),
             _ => prefill_rows::<4>(w, blocks, n_tok, r0, r1, o),

@@ -329,7 +329,7 @@ impl LayerCache {
         let ch = self.chunk;
         let (c, p) = (self.len / ch, self.len % ch);
         let chunks = E::chunks_mut(&mut self.chunks);
-        if p == 0 {
+        if p == 0 && chunks.len() == c {
             chunks.push(KvChunk::new(2 * nkv * ch * hd, self.huge));
         }
         let chunk = &mut chunks[c];
@@ -347,6 +347,27 @@ impl LayerCache {
             }
         }
         self.len += 1;
+    }
+
+    /// Storage for `positions` positions in all, mapped and faulted in now ([`KvChunk::touch`]):
+    /// the chunks the cache would add as it grows to that length, made ahead. Changes nothing
+    /// the cache holds or reads.
+    pub fn reserve(&mut self, positions: usize) {
+        match self.kv_type() {
+            KvType::F32 => self.reserve_typed::<f32>(positions),
+            KvType::F16 => self.reserve_typed::<u16>(positions),
+        }
+    }
+
+    fn reserve_typed<E: KvElem>(&mut self, positions: usize) {
+        let (ch, len) = (self.chunk, 2 * self.n_kv * self.chunk * self.hd);
+        let huge = self.huge;
+        let chunks = E::chunks_mut(&mut self.chunks);
+        while chunks.len() < positions.div_ceil(ch) {
+            let mut c = KvChunk::new(len, huge);
+            c.touch();
+            chunks.push(c);
+        }
     }
 
     /// Drop the positions from `len` on (no effect when fewer are cached): the tuner's timed
@@ -1057,6 +1078,92 @@ mod tests {
                 run(&small, k),
                 "{k:?}, 100 positions on reused chunks"
             );
+        }
+    }
+
+    #[test]
+    fn reserved_chunks_fill_in_order_and_change_no_result() {
+        // Chunks of 4 positions, 2 KV heads of 8 (the SIMD forms' sizes); the same rows into a
+        // cache reserved ahead (for fewer, as many and more positions than pushed, before and
+        // part way through the pushes) and into a plain one.
+        let (n_kv, hd) = (2usize, 8usize);
+        let mut s = 99u64;
+        let mut f = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let rows: Vec<(Vec<f32>, Vec<f32>)> = (0..13)
+            .map(|_| {
+                let k: Vec<f32> = (0..n_kv * hd).map(|_| f()).collect();
+                let v: Vec<f32> = (0..n_kv * hd).map(|_| f()).collect();
+                (k, v)
+            })
+            .collect();
+        let q: Vec<f32> = (0..n_kv * hd).map(|_| f()).collect();
+        let order = AttnOrder::for_pass(1, n_kv, hd);
+        let run = |c: &LayerCache, k: Kernel, limit: usize| {
+            let (mut p, mut o, mut acc) = (vec![0f32; n_kv * limit], vec![0f32; n_kv * hd], vec![]);
+            attend(
+                k,
+                &q,
+                c,
+                0..n_kv,
+                1,
+                limit,
+                0.25,
+                order,
+                0,
+                &mut p,
+                &mut o,
+                &mut acc,
+            );
+            (bits(&p), bits(&o))
+        };
+        for ty in KvType::ALL {
+            let mut plain = LayerCache::with_chunk_positions_typed(n_kv, hd, 4, ty);
+            for (k, v) in &rows[..9] {
+                plain.push(k, v);
+            }
+            for (ahead, at) in [(6usize, 0usize), (9, 0), (12, 0), (40, 0), (12, 5)] {
+                let mut c = LayerCache::with_chunk_positions_typed(n_kv, hd, 4, ty);
+                for (i, (k, v)) in rows[..9].iter().enumerate() {
+                    if i == at {
+                        c.reserve(ahead);
+                    }
+                    c.push(k, v);
+                }
+                // Reserved chunks, then grown ones: ceil(max(reserved, 9) / 4).
+                assert_eq!(
+                    c.chunk_count(),
+                    ahead.max(9).div_ceil(4),
+                    "{ty:?} {ahead} at {at}"
+                );
+                assert_eq!(c.len(), 9);
+                assert_eq!(c.value(1, 8), plain.value(1, 8));
+                for k in Kernel::available() {
+                    assert_eq!(
+                        run(&c, k, 9),
+                        run(&plain, k, 9),
+                        "{ty:?} {k:?} {ahead} at {at}"
+                    );
+                }
+                // On past the reservation.
+                let mut more = plain.clone();
+                for (k, v) in &rows[9..] {
+                    c.push(k, v);
+                    more.push(k, v);
+                }
+                assert_eq!(c.chunk_count(), ahead.max(13).div_ceil(4));
+                for k in Kernel::available() {
+                    assert_eq!(
+                        run(&c, k, 13),
+                        run(&more, k, 13),
+                        "{ty:?} {k:?} {ahead}, 13"
+                    );
+                }
+            }
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Session<'m> {
     cache: Vec<LayerCache>,
     /// The KV cache's element type (see [`Session::set_kv_type`]).
     kv_type: KvType,
+    /// Positions each layer's KV cache holds storage for ahead of use ([`Session::reserve`]).
+    reserved: usize,
     n_past: usize,
     /// Decode calls so far (0 = nothing run; the first call is step 0).
     calls: u32,
@@ -134,6 +136,7 @@ impl<'m> Session<'m> {
             attention_distances: Default::default(),
             cache: vec![LayerCache::new(model.config.n_head_kv, model.config.head_dim); n],
             kv_type: KvType::F32,
+            reserved: 0,
             n_past: 0,
             calls: 0,
             nudge_embeddings: false,
@@ -188,6 +191,18 @@ impl<'m> Session<'m> {
         }
         self.kv_type = ty;
         self.cache = self.new_caches(ty);
+    }
+
+    /// Map and fault in every layer's KV cache storage for `positions` positions now (and again
+    /// whenever the cache is rebuilt by a change of type or pages), as llama.cpp allocates and
+    /// clears its cache for `n_ctx` when a context is made: the page faults, and the kernel's
+    /// zeroing of each page, then happen here and not inside the first prompt's or decode step's
+    /// time. The cache still grows past `positions` as needed. No result changes.
+    pub fn reserve(&mut self, positions: usize) {
+        self.reserved = self.reserved.max(positions);
+        for c in &mut self.cache {
+            c.reserve(self.reserved);
+        }
     }
 
     /// The KV cache's element type.
@@ -590,7 +605,11 @@ impl<'m> Session<'m> {
             Some(h) => cache.with_huge_pages(h),
             None => cache,
         };
-        vec![cache; c.n_layer]
+        let mut caches = vec![cache; c.n_layer];
+        for c in &mut caches {
+            c.reserve(self.reserved);
+        }
+        caches
     }
 
     /// One matrix per weight format, as this session's products read them (TQ1_0 rewritten as

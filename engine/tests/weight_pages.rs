@@ -66,3 +66,45 @@ fn the_weight_pages_setting_is_read_and_a_bad_one_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_reserved_kv_cache_gives_the_same_logits() {
+    // Storage reserved ahead (the bench reserves the prompt and decode positions before timing,
+    // as llama.cpp makes its cache for n_ctx) holds nothing the forward pass reads differently:
+    // reserved before and after a change of cache type, for fewer and more positions than run.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    build(&preset("tiny").unwrap())
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    let model = Model::load(&path).unwrap();
+    let run = |reserve: Option<usize>, early: bool| {
+        let mut s = Session::new(&model, 2, Kernel::best());
+        if early {
+            if let Some(n) = reserve {
+                s.reserve(n);
+            }
+        }
+        s.set_kv_type(bitnet_engine::attention::KvType::F16);
+        if !early {
+            if let Some(n) = reserve {
+                s.reserve(n);
+            }
+        }
+        let mut out = s.forward(&[1, 7, 300, 2, 5, 9, 11], true, None).unwrap();
+        for t in [9, 4, 77, 3] {
+            out.extend(s.forward(&[t], false, None).unwrap());
+        }
+        out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+    };
+    let want = run(None, false);
+    for n in [3, 11, 1000] {
+        assert_eq!(
+            run(Some(n), true),
+            want,
+            "reserved {n} before the type change"
+        );
+        assert_eq!(run(Some(n), false), want, "reserved {n} after it");
+    }
+}

@@ -316,6 +316,9 @@ pub fn engine_once(
     let mut s = Session::new(model, threads, plan.base);
     s.set_plan(plan.clone());
     s.set_kv_type(kv);
+    // The cache's storage for every position the run takes, made before the clock starts, as
+    // llama.cpp makes its cache for n_ctx when the context is created.
+    s.reserve(tokens.len() + decode);
     let t0 = Instant::now();
     let logits = s.forward(tokens, false, None)?;
     let prefill = t0.elapsed().as_secs_f64();

@@ -84,6 +84,17 @@ impl<E: bytemuck::Pod> KvChunk<E> {
         }
     }
 
+    /// Fault in every page of the mapping now (one write a 4 KiB page, of the byte already
+    /// there): the kernel maps and zeroes each page here rather than at its first use.
+    pub(super) fn touch(&mut self) {
+        if let Some(m) = self.map.as_mut() {
+            for i in (0..m.len()).step_by(4096) {
+                // The byte's own value, opaque to the compiler, so the store stays.
+                m[i] = std::hint::black_box(m[i]);
+            }
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         let n = self.len * std::mem::size_of::<E>();
         self.map.as_ref().map_or(&[], |m| &m[..n])

@@ -50,6 +50,7 @@ pub fn generate_last_only(
     kernel: Kernel,
 ) -> Result<(Vec<u32>, Vec<f32>), String> {
     let mut s = Session::new(model, threads, kernel);
+    s.reserve(tokens.len() + generate);
     let mut logits = s.forward(tokens, false, None)?;
     let mut out = Vec::with_capacity(generate);
     for i in 0..generate {
@@ -100,6 +101,8 @@ pub fn run_with(
     }
     s.nudge_embeddings = opts.nudge_embeddings;
     s.set_kv_type(opts.kv_type);
+    // Every position's cache storage before the clock starts (see `Session::reserve`).
+    s.reserve(tokens.len() + generate);
     let chunk = chunk.unwrap_or(tokens.len()).max(1);
     let mut logits = Vec::with_capacity(tokens.len() * model.config.n_vocab);
     let t0 = std::time::Instant::now();

@@ -628,6 +628,7 @@ impl Attend<'_> {
         // `acc[(r·L + j % L)·hd + d]`.
         let lanes = if order.kqv_lanes8 { 8 } else { 32 };
         let shifted = crate::planted::on("kv_cache_value_offset");
+        // The planted value-offset bug lives in the position-by-position form.
         if SIMD && !shifted && E::has_weighted_lanes(hd) {
             // Each lane's accumulators in registers over its positions (`RowOps::weighted_lanes`),
             // which writes every lane: no zeroing first.
@@ -653,33 +654,30 @@ impl Attend<'_> {
                 }
             }
         } else {
+            // Position by position into zeroed lanes.
             acc.clear();
             acc.resize(nh * lanes * hd, 0.0);
+            visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
+                let values = cache.rows::<E>(g, pos.start, pos.end, true);
+                for j in pos.clone() {
+                    let v = &values[(j - pos.start) * hd..][..hd];
+                    if SIMD && prefetch > 0 {
+                        prefetch_span(v, prefetch);
+                    }
+                    let v = if shifted && j > 0 {
+                        cache.rows::<E>(g, j - 1, j, true)
+                    } else {
+                        v
+                    };
+                    for h in hs.clone() {
+                        let r = h - h0;
+                        let at = (r * lanes + j % lanes) * hd;
+                        let pj = E::operand(p[r * limit + j]);
+                        E::axpy::<SIMD>(&mut acc[at..at + hd], v, pj);
+                    }
+                }
+            });
         }
-        let lanes_done = SIMD && !shifted && E::has_weighted_lanes(hd);
-        visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
-            if lanes_done {
-                return;
-            }
-            let values = cache.rows::<E>(g, pos.start, pos.end, true);
-            for j in pos.clone() {
-                let v = &values[(j - pos.start) * hd..][..hd];
-                if SIMD && prefetch > 0 {
-                    prefetch_span(v, prefetch);
-                }
-                let v = if shifted && j > 0 {
-                    cache.rows::<E>(g, j - 1, j, true)
-                } else {
-                    v
-                };
-                for h in hs.clone() {
-                    let r = h - h0;
-                    let at = (r * lanes + j % lanes) * hd;
-                    let pj = E::operand(p[r * limit + j]);
-                    E::axpy::<SIMD>(&mut acc[at..at + hd], v, pj);
-                }
-            }
-        });
         for r in 0..nh {
             reduce::<SIMD>(
                 &acc[r * lanes * hd..(r + 1) * lanes * hd],

@@ -60,14 +60,21 @@ impl Default for BlockQ8K {
     }
 }
 
-/// ggml's `nearest_int`: round to nearest, ties to even, through the float mantissa.
+/// ggml's `nearest_int`: round to nearest, ties to even, through the float mantissa (valid for
+/// magnitudes up to 2^22, as ggml asserts). Also the Q6_K quantizer's ([`crate::quant`]).
+#[inline]
+pub(crate) fn ggml_nearest_int(v: f32) -> i32 {
+    let bits = (v + 12_582_912.0f32).to_bits() as i32;
+    (bits & 0x007f_ffff) - 0x0040_0000
+}
+
+/// [`ggml_nearest_int`] as the Q8_K quantizer rounds (where the planted rounding bug can live).
 #[inline]
 fn nearest_int(v: f32) -> i32 {
     if crate::planted::on("q8k_round_half_away") {
         return v.round() as i32;
     }
-    let bits = (v + 12_582_912.0f32).to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
+    ggml_nearest_int(v)
 }
 
 /// `quantize_row_q8_K_ref` for one row (`x.len()` a multiple of 256).

@@ -8,6 +8,7 @@
 
 use super::float::{f16_to_f32, f32_to_f16};
 use super::ternary::QK_K;
+use crate::kernels::scalar::ggml_nearest_int as nearest_int;
 
 /// `block_q6_K`: low 4 bits, high 2 bits, 16 group scales, block scale.
 #[repr(C)]
@@ -24,13 +25,6 @@ pub const Q6_K_BYTES: usize = 210;
 
 /// ggml's `GROUP_MAX_EPS`: a group (or block) whose largest magnitude is below it is all zero.
 const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// ggml's `nearest_int`: round to nearest, ties to even, through the float mantissa (valid for
-/// magnitudes up to 2^22, as ggml asserts).
-fn nearest_int(v: f32) -> i32 {
-    let bits = (v + 12_582_912.0f32).to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
-}
 
 /// The 6-bit codes (0..63, the weight plus 32) of one block, in element order.
 pub fn q6_k_codes(block: &[u8]) -> [u8; QK_K] {

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
 use crate::kernels::scalar::tq1_0_to_tq2_0;
-use crate::kernels::{group_rows_into, Matrix, GROUPS};
+use crate::kernels::{group_rows_into, Matrix, GROUPS, TQ2_CODES};
 
 /// Why a model could not be loaded: the key or tensor, and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -543,7 +543,7 @@ impl Model {
                 data,
                 rows,
                 rb,
-                block,
+                [block, TQ2_CODES],
                 g,
                 &mut buf[start..start + data.len()],
             );

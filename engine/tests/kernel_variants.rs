@@ -139,7 +139,7 @@ fn a_mixed_plan_gives_the_scalar_logits_and_runs_each_kinds_variant() {
 #[test]
 fn a_models_grouped_copies_are_its_weights_grouped() {
     use bitnet_engine::gguf::GgmlType;
-    use bitnet_engine::kernels::{group_rows, GROUPS};
+    use bitnet_engine::kernels::{group_rows, GROUPS, TQ2_CODES};
     let dir = tempfile::tempdir().unwrap();
     for name in ["tiny", "tq1", "i2s"] {
         let path = dir.path().join(format!("{name}.gguf"));
@@ -159,7 +159,13 @@ fn a_models_grouped_copies_are_its_weights_grouped() {
                         continue;
                     }
                     let rb = m.data.len() / m.rows;
-                    let want = group_rows(m.data, m.rows, rb, GgmlType::TQ2_0.type_size(), g);
+                    let want = group_rows(
+                        m.data,
+                        m.rows,
+                        rb,
+                        [GgmlType::TQ2_0.type_size(), TQ2_CODES],
+                        g,
+                    );
                     assert!(got == Some(&want[..]), "{name}: grouped by {g}");
                     checked += 1;
                 }

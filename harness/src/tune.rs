@@ -44,9 +44,10 @@ pub struct TuneEntry {
 /// distances were decided on whole decode steps, before the `vnni256` TQ2_0 decode kernels
 /// read rows grouped, before the KV cache's pages were measured, before the eight-row
 /// `vnni256` TQ2_0 decode body took its masked-plane form, before the I2_S decode kernels
-/// came in several rows per call, or before the attention's SIMD form took eight keys a call and
-/// each value lane in registers) is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 10;
+/// came in several rows per call, before the attention's SIMD form took eight keys a call and
+/// each value lane in registers, or before the grouped TQ2_0 copy put each group's scales in
+/// front of its codes) is measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 11;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

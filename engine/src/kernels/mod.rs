@@ -312,29 +312,43 @@ pub struct Matrix<'a> {
     pub data: &'a [u8],
     pub rows: usize,
     pub cols: usize,
-    /// The same weights with rows in groups (`(g, bytes)`: [`group_rows`] of `data` by `g`),
-    /// for the decode kernels that read a group's blocks as one stream; `None` for every other
+    /// The same weights with rows in groups (`(g, bytes)`: [`group_rows`] of `data` by `g`,
+    /// TQ2_0 blocks split after their [`TQ2_CODES`]), for the decode kernels that read a group's blocks as one stream; `None` for every other
     /// product. Kernels without a grouped form read `data`.
     pub grouped: Option<(usize, &'a [u8])>,
 }
 
+/// The bytes of a TQ2_0 block before its F16 scale (its 2-bit codes): what [`group_rows`] keeps
+/// in a group's block area for the grouped copy ([`Matrix::grouped`]).
+pub const TQ2_CODES: usize = 64;
+
 /// `data` (`rows` rows of `row_bytes`, each of blocks of `block_bytes`) with each whole group of
-/// `g` consecutive rows rewritten block-interleaved: block `b` of the group's row `i` at
-/// `(b·g + i)·block_bytes` from the group's start. Groups keep their place (group `k` at
-/// `k·g·row_bytes`) and the last `rows % g` rows stay as they were, so any range of whole groups
-/// is one contiguous run of bytes in both layouts. A decode kernel reading `g` rows at once then
-/// reads one stream front to back: on Zen 4 (one thread, 4096 × 1536 TQ2_0 streamed from memory)
-/// four rows took 66-72 µs against 87-121 µs in the file's layout, where four streams 396
-/// bytes apart advanced together.
+/// `g` consecutive rows rewritten block-interleaved, each block split after its first `lead`
+/// bytes: the group starts with the blocks' tails (block `b` of the group's row `i` at
+/// `(b·g + i)·tail`, `tail = block_bytes − lead`), then their leads (at `nb·g·tail +
+/// (b·g + i)·lead`, `nb` blocks a row). With `lead = block_bytes` a group is the plain
+/// interleave. Groups keep their place (group `k` at `k·g·row_bytes`) and the last `rows % g`
+/// rows stay as they were, so any range of whole groups is one contiguous run of bytes in both
+/// layouts.
+///
+/// The grouped copy of TQ2_0 weights takes `lead = TQ2_CODES`: a group's scales first, then
+/// its code blocks, so a decode kernel reading `g` rows at once reads one stream front to back,
+/// the `g` scales of a block in one load and each 32 code bytes in one load that stays within a
+/// cache line (when the copy starts 32-byte aligned and `g·nb` is a multiple of 16, which puts
+/// every group's codes on 32-byte boundaries; in the plain interleave 7 of a group of eight's 16
+/// loads a block cross a line). On Zen 4 (one thread, 4096 × 1536 TQ2_0 streamed from memory) four rows
+/// took 66-72 µs in the plain interleave against 87-121 µs in the file's layout, where four
+/// streams 396 bytes apart advanced together; see [`x86_vnni256::tq2_0_dot_group_vnni256`] for
+/// the split layout's figures.
 pub fn group_rows(
     data: &[u8],
     rows: usize,
     row_bytes: usize,
-    block_bytes: usize,
+    [block_bytes, lead]: [usize; 2],
     g: usize,
 ) -> Vec<u8> {
     let mut out = vec![0u8; data.len()];
-    group_rows_into(data, rows, row_bytes, block_bytes, g, &mut out);
+    group_rows_into(data, rows, row_bytes, [block_bytes, lead], g, &mut out);
     out
 }
 
@@ -343,22 +357,25 @@ pub fn group_rows_into(
     data: &[u8],
     rows: usize,
     row_bytes: usize,
-    block_bytes: usize,
+    [block_bytes, lead]: [usize; 2],
     g: usize,
     out: &mut [u8],
 ) {
-    assert!(g > 0 && block_bytes > 0 && row_bytes % block_bytes == 0);
+    assert!(g > 0 && block_bytes > 0 && row_bytes % block_bytes == 0 && lead <= block_bytes);
     assert_eq!(data.len(), out.len());
     assert!(rows * row_bytes <= data.len());
     let nb = row_bytes / block_bytes;
+    let tail = block_bytes - lead;
     let whole = rows / g * g;
     for k in 0..whole / g {
         let base = k * g * row_bytes;
+        let leads = base + nb * g * tail;
         for i in 0..g {
             for b in 0..nb {
-                let src = base + i * row_bytes + b * block_bytes;
-                let dst = base + (b * g + i) * block_bytes;
-                out[dst..dst + block_bytes].copy_from_slice(&data[src..src + block_bytes]);
+                let src = &data[base + i * row_bytes + b * block_bytes..][..block_bytes];
+                let at = b * g + i;
+                out[base + at * tail..][..tail].copy_from_slice(&src[lead..]);
+                out[leads + at * lead..][..lead].copy_from_slice(&src[..lead]);
             }
         }
     }

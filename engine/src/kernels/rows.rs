@@ -10,9 +10,10 @@ const PAIR_ROW_TILE: usize = 16;
 
 /// Token pairs per AVX-512 prefill call for rows of `nb` blocks: four while their activations
 /// (640 bytes a pair and block, [`x86::PairBlock`]) fit [`L1_ACTS_BUDGET`], else two, else one.
-/// Scratch benchmark (128 tokens, one thread, Zen 4, 2026-12-06): 1536 × 4096 (16 blocks, four pairs 40 KiB) 6.4-7.0 ms with two pairs against
-/// 9.5 with four and 9.5-9.8 with one; 4096 × 1536 (6 blocks, 15 KiB) 6.6 ms with four against
-/// 7.2 with two and 6.9 with eight (30 KiB).
+/// Scratch benchmark (128 tokens, one thread, Zen 4, 2026-12-06): 1536 × 4096 (16 blocks, four
+/// pairs 40 KiB) 6.4-7.0 ms with two pairs against 9.5 with four and 9.5-9.8 with one;
+/// 4096 × 1536 (6 blocks, 15 KiB) 6.6 ms with four against 7.2 with two and 6.9 with eight
+/// (30 KiB).
 #[cfg(target_arch = "x86_64")]
 pub(super) fn pairs_per_call(nb: usize) -> usize {
     let pair = nb * std::mem::size_of::<x86::PairBlock>();

@@ -325,7 +325,7 @@ proptest! {
             prop_assert_eq!(&got, &want, "{:?} prefetch {:?} group {:?}", k, ahead, group);
             // With the grouped copy the kernel reads, where it reads one.
             if let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, group) {
-                let copy = group_rows(&data, rows, data.len() / rows, ty.type_size(), g);
+                let copy = group_rows(&data, rows, data.len() / rows, [ty.type_size(), TQ2_CODES], g);
                 let wg = Matrix { grouped: Some((g, &copy)), ..w };
                 let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [ahead, group]));
                 prop_assert_eq!(&got, &want, "{:?} grouped by {} prefetch {:?}", k, g, ahead);
@@ -357,7 +357,7 @@ proptest! {
                 let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, Some(g)) else {
                     continue;
                 };
-                let copy = group_rows(&data, rows, data.len() / rows, ty.type_size(), g);
+                let copy = group_rows(&data, rows, data.len() / rows, [ty.type_size(), TQ2_CODES], g);
                 let wg = Matrix { grouped: Some((g, &copy)), ..w };
                 let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [None, Some(g)]));
                 prop_assert_eq!(&got, &want, "{:?} grouped by {}", k, g);
@@ -426,7 +426,7 @@ fn grouped_rows_interleave_whole_groups_blockwise_and_keep_the_rest() {
     let data: Vec<u8> = (0..rows)
         .flat_map(|r| (0..nb).flat_map(move |b| [(10 * r + b) as u8, (100 + 10 * r + b) as u8]))
         .collect();
-    let got = group_rows(&data, rows, nb * bb, bb, 2);
+    let got = group_rows(&data, rows, nb * bb, [bb, bb], 2);
     // Rows 0-1, then rows 2-3, each block-interleaved; row 4 as it was.
     let want: Vec<u8> = vec![
         0, 100, 10, 110, 1, 101, 11, 111, 2, 102, 12, 112, // rows 0 and 1
@@ -434,9 +434,18 @@ fn grouped_rows_interleave_whole_groups_blockwise_and_keep_the_rest() {
         40, 140, 41, 141, 42, 142, // row 4
     ];
     assert_eq!(got, want);
-    // A group of one row is the file's layout; a group wider than the matrix leaves it so.
-    assert_eq!(group_rows(&data, rows, nb * bb, bb, 1), data);
-    assert_eq!(group_rows(&data, rows, nb * bb, bb, 8), data);
+    // Split after each block's first byte: a group's tails (block by block, row by row), then
+    // its leads in the same order.
+    let got = group_rows(&data, rows, nb * bb, [bb, 1], 2);
+    let want: Vec<u8> = vec![
+        100, 110, 101, 111, 102, 112, 0, 10, 1, 11, 2, 12, // rows 0 and 1
+        120, 130, 121, 131, 122, 132, 20, 30, 21, 31, 22, 32, // rows 2 and 3
+        40, 140, 41, 141, 42, 142, // row 4
+    ];
+    assert_eq!(got, want);
+    // A group of one row unsplit is the file's layout; a group wider than the matrix leaves it so.
+    assert_eq!(group_rows(&data, rows, nb * bb, [bb, bb], 1), data);
+    assert_eq!(group_rows(&data, rows, nb * bb, [bb, 1], 8), data);
 }
 
 #[test]

@@ -69,7 +69,7 @@ pub(super) unsafe fn hsum8(x: __m256) -> f32 {
 /// The activations' sums over elements `32k..32k+32`, one per lane (from `bsums`).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn lane_ysums(y: &BlockQ8K) -> __m256i {
+pub(super) unsafe fn lane_ysums(y: &BlockQ8K) -> __m256i {
     let b = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
     _mm256_madd_epi16(b, _mm256_set1_epi16(1))
 }

@@ -313,8 +313,9 @@ pub struct Matrix<'a> {
     pub rows: usize,
     pub cols: usize,
     /// The same weights with rows in groups (`(g, bytes)`: [`group_rows`] of `data` by `g`,
-    /// TQ2_0 blocks split after their [`TQ2_CODES`]), for the decode kernels that read a group's blocks as one stream; `None` for every other
-    /// product. Kernels without a grouped form read `data`.
+    /// TQ2_0 blocks split after their [`TQ2_CODES`]), for the decode kernels that read a group's
+    /// blocks as one stream; `None` for every other product. Kernels without a grouped form read
+    /// `data`.
     pub grouped: Option<(usize, &'a [u8])>,
 }
 
@@ -336,10 +337,10 @@ pub const TQ2_CODES: usize = 64;
 /// the `g` scales of a block in one load and each 32 code bytes in one load that stays within a
 /// cache line (when the copy starts 32-byte aligned and `g·nb` is a multiple of 16, which puts
 /// every group's codes on 32-byte boundaries; in the plain interleave 7 of a group of eight's 16
-/// loads a block cross a line). On Zen 4 (one thread, 4096 × 1536 TQ2_0 streamed from memory) four rows
-/// took 66-72 µs in the plain interleave against 87-121 µs in the file's layout, where four
-/// streams 396 bytes apart advanced together; see [`x86_vnni256::tq2_0_dot_group_vnni256`] for
-/// the split layout's figures.
+/// loads a block cross a line). On Zen 4 (one thread, 4096 × 1536 TQ2_0 streamed from memory)
+/// four rows took 66-72 µs in the plain interleave against 87-121 µs in the file's layout, where
+/// four streams 396 bytes apart advanced together; see
+/// [`x86_vnni256::tq2_0_dot_group_vnni256`] for the split layout's figures.
 pub fn group_rows(
     data: &[u8],
     rows: usize,

@@ -129,9 +129,9 @@ pub unsafe fn ternary_dot_rows_vnni256<const R: usize>(
 /// exactly the one-row specification's.
 ///
 /// Scratch benchmark (one thread, AMD EPYC family 25 model 17, Zen 4, 2026-12-06; every
-/// projection of the `700m` preset, 175 MB grouped by 8 in huge pages, in layer order,
-/// alternating with the plain interleave's body in 12 rounds, three runs): best rounds 6.27-6.52
-/// ms against 6.69-7.15 ms (26.9-27.9 GB/s against 24.5-26.2).
+/// projection of the `700m` preset, 175 MB grouped by 8 in huge pages, in layer order, no
+/// software prefetch, alternating with the plain interleave's eight-row body in 20 rounds, three
+/// runs): best rounds 6.23-6.75 ms against 6.68-6.95 ms (26-28 GB/s against 25-26).
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn tq2_0_dot_group_vnni256<const R: usize>(
     group: &[u8],
@@ -200,14 +200,16 @@ unsafe fn group_scales<const R: usize>(p: *const u8) -> __m256 {
 /// The `out.len() / R` groups of the grouped copy from `base`, `gb` bytes apart (layout at
 /// [`tq2_0_dot_group_vnni256`], in bounds: the callers check), against `a`; group `k`'s rows
 /// into `out[k·R..(k+1)·R]`. The group loop is here, not in a caller, so that the compiler
-/// keeps the body in line (called once per group, it was not inlined). Each code vector is masked in place per plane (`q & 3 << 2l`, its codes
-/// scaled by `4^l`) and the planes are summed from the top down with a `>> 2` between (each
-/// divides a multiple of 4 exactly): with eight rows in one chain per row, with fewer in two
-/// (planes 3 and 2, planes 1 and 0, joined as `(s >> 4) + t`), so that the chains' latency
-/// stays covered (two chains at four rows: about 60 against 67-74 µs for one, 4096 × 1536
-/// streamed, Zen 4). The activations' sums (the codes' offset of one) start the chains, pre-scaled, so the
-/// lanes end as the specification's without a subtraction per row; the `R` scales of a block
-/// are converted and multiplied by the block's activation scale in one vector.
+/// keeps the body in line (called once per group, it was not inlined).
+///
+/// Each code vector is masked in place per plane (`q & 3 << 2l`, its codes scaled by `4^l`) and
+/// the planes are summed from the top down with a `>> 2` between (each divides a multiple of 4
+/// exactly): with eight rows in one chain per row, with fewer in two (planes 3 and 2, planes 1
+/// and 0, joined as `(s >> 4) + t`), so that the chains' latency stays covered (two chains at
+/// four rows: about 60 against 67-74 µs for one, 4096 × 1536 streamed, Zen 4). The activations'
+/// sums (the codes' offset of one) start the chains, pre-scaled, so the lanes end as the
+/// specification's without a subtraction per row; the `R` scales of a block are converted and
+/// multiplied by the block's activation scale in one vector.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn group_body<const R: usize>(

@@ -1,7 +1,8 @@
 //! Kernel benches: every variant this CPU runs, one thread, on the 700M-shaped matrices
-//! (throughput in bytes of weights read, so criterion prints GB/s) for TQ2_0, TQ1_0, I2_S and the
-//! F16 output, the Q8_K and I8_S activation quantizers, and the forward pass (prefill of 128 tokens, one decode step) on the tiny and
-//! 700M-shaped TQ2_0 models. Force a variant elsewhere with `BITNET_KERNEL`; here each runs by
+//! (throughput in bytes of weights read, so criterion prints GB/s) for TQ2_0 (the `vnni256`
+//! decode also on its grouped copies, `vnni256_grouped_G`), TQ1_0, I2_S and the F16 output, the
+//! Q8_K and I8_S activation quantizers, and the forward pass (prefill of 128 tokens, one decode
+//! step) on the tiny and 700M-shaped TQ2_0 models. Force a variant elsewhere with `BITNET_KERNEL`; here each runs by
 //! name. `cargo bench -p bitnet-engine --bench kernels [-- FILTER]`; for regressions
 //! `-- --save-baseline main`, later `-- --baseline main`.
 
@@ -9,7 +10,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 use bitnet_engine::forward::Session;
 use bitnet_engine::gguf::GgmlType;
-use bitnet_engine::kernels::{matmul, quantize_i8s, quantize_q8k, Kernel, KernelLog, Matrix};
+use bitnet_engine::kernels::{
+    group_rows, matmul, matmul_prepared, prepare, quantize_i8s, quantize_q8k, Kernel, KernelLog,
+    Matrix, PreparedInput, TQ2_CODES,
+};
 use bitnet_engine::model::Model;
 use bitnet_engine::quant::{f32_to_f16, quantize};
 use bitnet_engine::synth::{build, preset};
@@ -69,6 +73,27 @@ fn kernels(c: &mut Criterion) {
             g.bench_function(BenchmarkId::from_parameter(k.suffix()), |b| {
                 b.iter(|| matmul(&w, &x, 1, &mut out, 1, k, &KernelLog::default()))
             });
+            // The decode kernels that read the grouped copy, by each group they offer, on the
+            // copy they read (as a model's decode does).
+            for &group in k.groups(ty, false) {
+                let Some(gr) = PreparedInput::grouped_rows_of(k, ty, 1, Some(group)) else {
+                    continue;
+                };
+                let rb = data.len() / rows;
+                let copy = group_rows(&data, rows, rb, [ty.type_size(), TQ2_CODES], gr);
+                let wg = Matrix {
+                    grouped: Some((gr, &copy)),
+                    ..w
+                };
+                let id = format!("{}_grouped_{gr}", k.suffix());
+                g.bench_function(BenchmarkId::from_parameter(id), |b| {
+                    b.iter(|| {
+                        let log = KernelLog::default();
+                        let p = prepare(ty, &x, 1, cols, 1, k, &log).with_group(Some(group));
+                        matmul_prepared(&wg, &p, &mut out, 1, &log)
+                    })
+                });
+            }
         }
         g.finish();
     }

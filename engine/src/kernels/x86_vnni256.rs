@@ -139,7 +139,9 @@ pub unsafe fn tq2_0_dot_group_vnni256<const R: usize>(
     ahead: usize,
 ) -> [f32; R] {
     assert_eq!(group.len(), R * a.len() * TQ2_BYTES);
-    dot_group::<R>(group.as_ptr(), a, ahead)
+    let mut out = [0f32; R];
+    group_body::<R>(group.as_ptr(), 0, a, ahead, &mut out);
+    out
 }
 
 /// Consecutive whole groups of [`tq2_0_dot_group_vnni256`] in one call: `groups` holds
@@ -157,29 +159,7 @@ pub unsafe fn tq2_0_dot_groups_vnni256<const R: usize>(
 ) {
     let gb = R * a.len() * TQ2_BYTES;
     assert!(out.len() % R == 0 && groups.len() == out.len() / R * gb);
-    dot_groups::<R>(groups.as_ptr(), gb, a, ahead, out)
-}
-
-/// The body of [`tq2_0_dot_groups_vnni256`] (its lengths checked).
-#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline(never)]
-unsafe fn dot_groups<const R: usize>(
-    base: *const u8,
-    gb: usize,
-    a: &[BlockQ8K],
-    ahead: usize,
-    out: &mut [f32],
-) {
-    group_body::<R>(base, gb, a, ahead, out)
-}
-
-/// The body of [`tq2_0_dot_group_vnni256`] (its length checked).
-#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline(never)]
-unsafe fn dot_group<const R: usize>(base: *const u8, a: &[BlockQ8K], ahead: usize) -> [f32; R] {
-    let mut out = [0f32; R];
-    group_body::<R>(base, 0, a, ahead, &mut out);
-    out
+    group_body::<R>(groups.as_ptr(), gb, a, ahead, out)
 }
 
 /// The `R ≤ 8` F16 scales at `p` as f32 (lanes from `R` on unspecified).
@@ -199,8 +179,9 @@ unsafe fn group_scales<const R: usize>(p: *const u8) -> __m256 {
 
 /// The `out.len() / R` groups of the grouped copy from `base`, `gb` bytes apart (layout at
 /// [`tq2_0_dot_group_vnni256`], in bounds: the callers check), against `a`; group `k`'s rows
-/// into `out[k·R..(k+1)·R]`. The group loop is here, not in a caller, so that the compiler
-/// keeps the body in line (called once per group, it was not inlined).
+/// into `out[k·R..(k+1)·R]`: the body of [`tq2_0_dot_group_vnni256`] (one group) and
+/// [`tq2_0_dot_groups_vnni256`] (a thread's groups in one call; the group loop is here because
+/// a body `#[inline]` and called once per group was not inlined).
 ///
 /// Each code vector is masked in place per plane (`q & 3 << 2l`, its codes scaled by `4^l`) and
 /// the planes are summed from the top down with a `>> 2` between (each divides a multiple of 4
@@ -210,8 +191,8 @@ unsafe fn group_scales<const R: usize>(p: *const u8) -> __m256 {
 /// sums (the codes' offset of one) start the chains, pre-scaled, so the lanes end as the
 /// specification's without a subtraction per row; the `R` scales of a block are converted and
 /// multiplied by the block's activation scale in one vector.
-#[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline(never)]
 unsafe fn group_body<const R: usize>(
     base: *const u8,
     gb: usize,
@@ -315,8 +296,8 @@ unsafe fn dot_rows_strided<const R: usize>(
     dot_body::<R>(|r, b| rows[r].add(b * stride), a, tq2, ahead)
 }
 
-/// `R` rows against `a`, row `r`'s block `b` at `at(r, b)`: the body of [`dot_rows_strided`],
-/// [`dot_group`] and [`dot_groups`] (inlined into each).
+/// `R` rows against `a`, row `r`'s block `b` at `at(r, b)`: the body of [`dot_rows_strided`]
+/// (rows in the file's layout; the grouped copy has its own body, [`group_body`]).
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_body<const R: usize>(

@@ -1,14 +1,16 @@
 //! Kernel benches: every variant this CPU runs, one thread, on the 700M-shaped matrices
 //! (throughput in bytes of weights read, so criterion prints GB/s) for TQ2_0 (the `vnni256`
 //! decode also on its grouped copies, `vnni256_grouped_G`), TQ1_0, I2_S and the F16 output, the
-//! Q8_K and I8_S activation quantizers, and the forward pass (prefill of 128 tokens, one decode
-//! step) on the tiny and 700M-shaped TQ2_0 models. Force a variant elsewhere with `BITNET_KERNEL`; here each runs by
-//! name. `cargo bench -p bitnet-engine --bench kernels [-- FILTER]`; for regressions
+//! Q8_K and I8_S activation quantizers, a decode step's SwiGLU and softmax, and the forward pass
+//! (prefill of 128 tokens, one decode step) on the tiny and 700M-shaped TQ2_0 models. Force a
+//! variant elsewhere with `BITNET_KERNEL`; here each runs by name.
+//! `cargo bench -p bitnet-engine --bench kernels [-- FILTER]`; for regressions
 //! `-- --save-baseline main`, later `-- --baseline main`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use bitnet_engine::forward::Session;
+use bitnet_engine::ggml_math;
 use bitnet_engine::gguf::GgmlType;
 use bitnet_engine::kernels::{
     group_rows, matmul, matmul_prepared, prepare, quantize_i8s, quantize_q8k, Kernel, KernelLog,
@@ -130,6 +132,32 @@ fn kernels(c: &mut Criterion) {
     g.throughput(Throughput::Elements(4096));
     g.bench_function("scalar", |b| b.iter(|| quantize_i8s(&x, &mut q8)));
     g.finish();
+
+    // A decode step's element-wise work on the 700M shape: SwiGLU over the FFN's 4096 elements,
+    // and the attention's softmax of 16 heads over 193 positions (a 128-token prompt, 64 steps
+    // in), by each variant this CPU runs.
+    let gate: Vec<f32> = (0..4096).map(|_| 6.0 * rng.f()).collect();
+    let up: Vec<f32> = (0..4096).map(|_| rng.f()).collect();
+    let scores: Vec<f32> = (0..16 * 193).map(|_| 10.0 * rng.f()).collect();
+    let mut out = vec![0f32; 4096];
+    for (name, n) in [("swiglu_4096", 4096), ("softmax_16x193", 16 * 193)] {
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(n as u64));
+        for k in Kernel::available() {
+            g.bench_function(BenchmarkId::from_parameter(k.suffix()), |b| {
+                if name == "swiglu_4096" {
+                    b.iter(|| ggml_math::swiglu(k, &gate, &up, &mut out, 4096, 0))
+                } else {
+                    b.iter_batched_ref(
+                        || scores.clone(),
+                        |p| p.chunks_mut(193).for_each(|r| ggml_math::softmax(k, r)),
+                        criterion::BatchSize::SmallInput,
+                    )
+                }
+            });
+        }
+        g.finish();
+    }
 }
 
 fn forward(c: &mut Criterion) {

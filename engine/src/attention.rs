@@ -619,6 +619,15 @@ impl Attend<'_> {
         });
         for r in 0..nh {
             let pr = &mut p[r * limit..(r + 1) * limit];
+            #[cfg(target_arch = "x86_64")]
+            if SIMD {
+                // SAFETY: `SIMD` bodies run only inside `run_avx2`, after AVX2, FMA and F16C were
+                // detected.
+                unsafe { crate::ggml_math::softmax_fma(pr) };
+            } else {
+                crate::ggml_math::softmax_body(pr);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
             crate::ggml_math::softmax_body(pr);
             if SIMD && crate::planted::on("simd_softmax_remainder") && limit % 8 != 0 {
                 pr[limit - 1] = 0.0;

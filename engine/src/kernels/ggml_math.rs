@@ -2,7 +2,8 @@
 //! it (x86-64 AVX2 + FMA, `.cargo/config.toml`): the scalar specification of the softmax, SiLU and
 //! the attention's float products. Each function is written lane by lane, with `mul_add` wherever
 //! ggml issues an FMA instruction, so it gives the same bits on every target; the x86 copies
-//! (the same bodies compiled with AVX2 + FMA, picked by [`Kernel`]) are held to the portable ones by
+//! (the same bodies compiled with AVX2 + FMA, picked by [`Kernel`]; SwiGLU's and the softmax's
+//! exponentials eight lanes at a time in [`super::x86_expf`]) are held to the portable ones by
 //! proptest (`tests` below).
 //!
 //! - [`expf_lane`]: one lane of `ggml_v_expf` (ggml-cpu `vec.h`, the AVX2/FMA version adapted from
@@ -123,8 +124,17 @@ macro_rules! dispatch {
     };
 }
 
+/// [`swiglu`]'s rows: `groups(gate, up, out)` computes `silu_lane(gate)·up` over each row's
+/// elements before its last whole group of 8 ends, [`silu_tail`] the rest.
 #[inline(always)]
-fn swiglu_body(gate: &[f32], up: &[f32], out: &mut [f32], width: usize, first: usize) {
+fn swiglu_runs(
+    gate: &[f32],
+    up: &[f32],
+    out: &mut [f32],
+    width: usize,
+    first: usize,
+    mut groups: impl FnMut(&[f32], &[f32], &mut [f32]),
+) {
     let vec_end = width & !7;
     // Element `first + i` of the flattened rows sits at column `(first + i) % width`.
     let mut col = first % width;
@@ -133,9 +143,11 @@ fn swiglu_body(gate: &[f32], up: &[f32], out: &mut [f32], width: usize, first: u
     while i < n {
         let run = (width - col).min(n - i);
         let split = vec_end.saturating_sub(col).min(run);
-        for t in i..i + split {
-            out[t] = silu_lane(gate[t]) * up[t];
-        }
+        groups(
+            &gate[i..i + split],
+            &up[i..i + split],
+            &mut out[i..i + split],
+        );
         for t in i + split..i + run {
             out[t] = silu_tail(gate[t]) * up[t];
         }
@@ -144,11 +156,35 @@ fn swiglu_body(gate: &[f32], up: &[f32], out: &mut [f32], width: usize, first: u
     }
 }
 
-dispatch! {
-    /// `ggml_vec_swiglu_f32` over flattened rows of `width` elements: `out[i] =
-    /// silu(gate[i])·up[i]`, where `gate`, `up` and `out` start at element `first` of the rows
-    /// (so a thread's share of the elements computes what the whole would).
-    pub fn swiglu / swiglu_body / swiglu_avx2(gate: &[f32], up: &[f32], out: &mut [f32], width: usize, first: usize)
+fn swiglu_body(gate: &[f32], up: &[f32], out: &mut [f32], width: usize, first: usize) {
+    swiglu_runs(gate, up, out, width, first, |g, u, o| {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = silu_lane(g) * u;
+        }
+    });
+}
+
+/// `ggml_vec_swiglu_f32` over flattened rows of `width` elements: `out[i] =
+/// silu(gate[i])·up[i]`, where `gate`, `up` and `out` start at element `first` of the rows (so a
+/// thread's share of the elements computes what the whole would). Where `kernel` allows, the
+/// vector groups run eight lanes at once ([`super::x86_expf::silu_mul`], the same bits).
+pub fn swiglu(
+    kernel: Kernel,
+    gate: &[f32],
+    up: &[f32],
+    out: &mut [f32],
+    width: usize,
+    first: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if use_fma(kernel) {
+        return swiglu_runs(gate, up, out, width, first, |g, u, o| {
+            // SAFETY: AVX2 and FMA were detected on this CPU (`use_fma`).
+            unsafe { super::x86_expf::silu_mul(g, u, o) }
+        });
+    }
+    let _ = kernel;
+    swiglu_body(gate, up, out, width, first)
 }
 
 /// bitnet.cpp's ReLU² FFN gate (LLM_FFN_RELU_SQR, then LLM_FFN_PAR): `ggml_relu` (`x > 0 ? x :
@@ -161,24 +197,18 @@ pub fn relu2_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`softmax`] with `groups(values, max)` exponentiating the whole groups of 8 from the start and
+/// returning their sums (each group's `hsum8` added in turn to an f64 total).
 #[inline(always)]
-pub(crate) fn softmax_body(p: &mut [f32]) {
+fn softmax_with(p: &mut [f32], groups: impl FnOnce(&mut [f32], f32) -> f64) {
     let mut max = f32::NEG_INFINITY;
     for &v in p.iter() {
         // ggml_vec_max_f32: MAX(max, x) = (max > x ? max : x).
         max = if max > v { max } else { v };
     }
-    let mut sum = 0f64;
-    let mut chunks = p.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let mut vals = [0f32; 8];
-        for l in 0..8 {
-            vals[l] = expf_lane(c[l] - max);
-        }
-        c.copy_from_slice(&vals);
-        sum += hsum8(vals) as f64;
-    }
-    let rest = chunks.into_remainder();
+    let n8 = p.len() / 8 * 8;
+    let (whole, rest) = p.split_at_mut(n8);
+    let mut sum = groups(whole, max);
     if !rest.is_empty() {
         // The reference's row goes on with masked positions (exponentials exactly 0) to a multiple
         // of 8: the group is whole there too.
@@ -195,10 +225,44 @@ pub(crate) fn softmax_body(p: &mut [f32]) {
     }
 }
 
-dispatch! {
-    /// Softmax of the scaled, unmasked scores `p` in place, as ggml's `soft_max_f32` computes a
-    /// row whose other entries are masked.
-    pub fn softmax / softmax_body / softmax_avx2(p: &mut [f32])
+#[inline(always)]
+pub(crate) fn softmax_body(p: &mut [f32]) {
+    softmax_with(p, |whole, max| {
+        let mut sum = 0f64;
+        for c in whole.chunks_exact_mut(8) {
+            let mut vals = [0f32; 8];
+            for l in 0..8 {
+                vals[l] = expf_lane(c[l] - max);
+            }
+            c.copy_from_slice(&vals);
+            sum += hsum8(vals) as f64;
+        }
+        sum
+    })
+}
+
+/// [`softmax_body`] with its groups eight lanes at once ([`super::x86_expf::exp_groups`], the
+/// same bits). The caller must have checked AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn softmax_fma(p: &mut [f32]) {
+    // SAFETY: the caller checked AVX2 and FMA.
+    softmax_with(p, |whole, max| unsafe {
+        super::x86_expf::exp_groups(whole, max)
+    })
+}
+
+/// Softmax of the scaled, unmasked scores `p` in place, as ggml's `soft_max_f32` computes a row
+/// whose other entries are masked.
+pub fn softmax(kernel: Kernel, p: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if use_fma(kernel) {
+        // SAFETY: AVX2 and FMA were detected on this CPU (`use_fma`).
+        return unsafe { softmax_fma(p) };
+    }
+    let _ = kernel;
+    softmax_body(p)
 }
 
 #[inline(always)]

@@ -21,6 +21,8 @@ pub mod x86;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_attn;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_expf;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_i2s;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_q6k;

@@ -45,9 +45,10 @@ pub struct TuneEntry {
 /// read rows grouped, before the KV cache's pages were measured, before the eight-row
 /// `vnni256` TQ2_0 decode body took its masked-plane form, before the I2_S decode kernels
 /// came in several rows per call, before the attention's SIMD form took eight keys a call and
-/// each value lane in registers, or before the grouped TQ2_0 copy put each group's scales in
-/// front of its codes) is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 11;
+/// each value lane in registers, before the grouped TQ2_0 copy put each group's scales in
+/// front of its codes, or before decode steps decided among a variant's row groups too) is
+/// measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 12;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -340,12 +340,15 @@ pub const STEP_VARIANT_SPAN: f64 = 1.5;
 /// product's own pick).
 ///
 /// Before the distances, each decode kind's variant is decided on decode steps the same way
-/// when a second variant [`tune`] timed for it (`products`: its timings) came within
-/// [`STEP_VARIANT_SPAN`] of the fastest alone: each such variant with the group fastest for it
-/// alone, at every distance it takes, and the fastest of those is kept (variant, group and
-/// distance together; such a kind's distance is not timed again). On Zen 4 the AVX-512 two-row
-/// kernel timed 73 µs alone against AVX2's 88, and decoded the 700M preset at 46 tok/s against
-/// AVX2's 50.
+/// when a second configuration [`tune`] timed for it (`products`: its timings) came within
+/// [`STEP_VARIANT_SPAN`] of the fastest alone, a configuration being a variant, or for a
+/// variant that groups rows each of its groups: each such configuration at every distance it
+/// takes, and the fastest of those is kept (variant, group and distance together; such a kind's
+/// distance is not timed again). On Zen 4 the AVX-512 two-row kernel timed 73 µs alone against
+/// AVX2's 88, and decoded the 700M preset at 46 tok/s against AVX2's 50; and one tuning timed the
+/// `vnni256` eight-row groups at 77 µs alone against 57 for four rows, where all 168 of the
+/// 700M preset's projections in layer order ran 6.1-6.4 ms with eight rows against 6.5-7.0
+/// with four (2026-12-06).
 pub fn refine_on_steps(
     mut plan: KernelPlan,
     products: &[Timing],
@@ -362,10 +365,14 @@ pub fn refine_on_steps(
         .collect();
     for kind in decode_kinds {
         let label = kind.label();
-        // Each variant's fastest configuration alone, fastest first.
+        // Each variant's (and, where it groups rows, each group's) fastest configuration alone,
+        // fastest first.
         let mut each: Vec<&Timing> = Vec::new();
         for t in products.iter().filter(|t| t.kind == label) {
-            match each.iter_mut().find(|e| e.variant == t.variant) {
+            match each
+                .iter_mut()
+                .find(|e| e.variant == t.variant && e.group == t.group)
+            {
                 Some(e) if e.micros <= t.micros => {}
                 Some(e) => *e = t,
                 None => each.push(t),
@@ -383,8 +390,8 @@ pub fn refine_on_steps(
         if close.len() < 2 {
             continue;
         }
-        // Each close variant with its group, at every distance where it takes one (its own
-        // first): the distance fastest alone can be the slowest in a step.
+        // Each close variant and group, at every distance where it takes one (its own first):
+        // the distance fastest alone can be the slowest in a step.
         let mut candidates: Vec<(Timing, KernelPlan)> = Vec::new();
         for t in close {
             let Ok(k) = Kernel::parse(&t.variant) else {
@@ -761,10 +768,15 @@ mod tests {
         assert_eq!(got.groups.get(&tq2), Some(&4));
         // Every distance of vnni256 tied, so its own alone (4096, timed first) stays.
         assert_eq!(got.prefetch.get(&tq2), Some(&4096));
-        // Each close variant at every distance in every round, and the kind not again.
+        // Each close variant (vnni256 in each of its two groups) at every distance in every
+        // round, and the kind not again.
         assert_eq!(seen.get("scalar"), None);
-        for v in ["avx512", "avx2", "vnni256"] {
-            assert_eq!(seen[v], PREFETCH_DISTANCES.len() * ROUNDS, "{v}");
+        for (v, configurations) in [("avx512", 1), ("avx2", 1), ("vnni256", 2)] {
+            assert_eq!(
+                seen[v],
+                configurations * PREFETCH_DISTANCES.len() * ROUNDS,
+                "{v}"
+            );
         }
         let firsts: Vec<(&str, Option<usize>)> = timings
             .iter()
@@ -777,9 +789,21 @@ mod tests {
             [
                 ("avx512", Some(2048)),
                 ("vnni256", Some(4096)),
-                ("avx2", Some(0))
+                ("avx2", Some(0)),
+                ("vnni256", Some(0))
             ]
         );
+        // A group slower alone but fastest on steps is kept, with its distance fastest there.
+        let (got, _) = refine_on_steps(plan.clone(), &products, "steps", |p| {
+            match (p.products[&tq2], p.groups.get(&tq2), p.prefetch.get(&tq2)) {
+                (Kernel::Vnni256, Some(2), Some(8192)) => 0.8,
+                (Kernel::Vnni256, Some(2), _) => 0.9,
+                _ => 1.0,
+            }
+        });
+        assert_eq!(got.products[&tq2], Kernel::Vnni256);
+        assert_eq!(got.groups.get(&tq2), Some(&2));
+        assert_eq!(got.prefetch.get(&tq2), Some(&8192));
         // A kind with one variant within the span keeps it without a step timing of variants.
         let (same, _) = refine_on_steps(plan.clone(), &products[..2], "steps", |_| 1.0);
         assert_eq!(same.products[&tq2], Kernel::Avx512);

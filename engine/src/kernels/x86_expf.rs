@@ -109,8 +109,9 @@ pub unsafe fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
 }
 
 /// The softmax's whole groups: `p[i] = ggml_v_expf(p[i] − max)` for the first `p.len() / 8 · 8`
-/// values, and each group's sum (`hsum8`'s order: `(r0 + r2) + (r1 + r3)` of `r = hi + lo`, as
-/// `ggml_vec_soft_max_f32` reduces it) added in turn to an f64 total, which is returned.
+/// values, and each group's sum ([`super::x86::hsum8`]: `(r0 + r2) + (r1 + r3)` of
+/// `r = hi + lo`, as `ggml_vec_soft_max_f32` reduces it) added in turn to an f64 total, which is
+/// returned.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn exp_groups(p: &mut [f32], max: f32) -> f64 {
     let n8 = p.len() & !7;
@@ -121,10 +122,7 @@ pub unsafe fn exp_groups(p: &mut [f32], max: f32) -> f64 {
     while i < n8 {
         let v = expf8(_mm256_sub_ps(_mm256_loadu_ps(ptr.add(i)), m));
         _mm256_storeu_ps(ptr.add(i), v);
-        let r = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
-        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        sum += _mm_cvtss_f32(r) as f64;
+        sum += super::x86::hsum8(v) as f64;
         i += 8;
     }
     sum

@@ -24,6 +24,7 @@ pub mod model;
 pub mod npy;
 pub mod planted;
 pub mod quant;
+#[cfg(feature = "reference")]
 pub mod reference;
 pub mod synth;
 pub mod tokenizer;

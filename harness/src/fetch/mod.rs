@@ -21,6 +21,7 @@
 //! }
 //! ```
 
+#[cfg(feature = "download")]
 pub mod download;
 pub mod lock;
 

@@ -10,11 +10,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-bin=$(cargo test -p bitnet-harness --test scenarios --no-run --message-format json 2>/dev/null \
+# The whole workspace, as `cargo test --workspace` builds it: with `-p bitnet-harness` cargo
+# would resolve the features for the harness alone and build the engine, the harness and this
+# target a second time (about nine minutes on a 2-core machine).
+bin=$(cargo test --workspace --locked --no-run --message-format json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "scenarios" and m.get("executable"):
+    if (m.get("reason") == "compiler-artifact" and m["target"]["name"] == "scenarios"
+            and "#bitnet-harness@" in m["package_id"] and m.get("executable")):
         print(m["executable"])')
 "$bin" --list --format terse 2>/dev/null | sed -n 's/: test$//p' | sort > "$tmp/listed"
 # Trials ignored here (slow scenarios, absent model files, cuda) are reported, not run.
@@ -22,7 +26,7 @@ for l in sys.stdin:
 comm -23 "$tmp/listed" "$tmp/ignored" > "$tmp/all"
 export NEXTEST_EXPERIMENTAL_LIBTEST_JSON=1
 for shard in 1 2; do
-  cargo nextest run -p bitnet-harness --test scenarios --partition "count:$shard/2" --run-ignored default \
+  cargo nextest run --workspace --locked -E 'binary_id(bitnet-harness::scenarios)' --partition "count:$shard/2" --run-ignored default \
     --no-fail-fast --message-format libtest-json 2>/dev/null > "$tmp/run$shard.json" || {
       echo "nextest-partition: shard $shard/2 failed" >&2; exit 1; }
 done

@@ -12,6 +12,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use bitnet_engine::forward::Session;
 use bitnet_engine::ggml_math;
 use bitnet_engine::gguf::GgmlType;
+#[cfg(target_arch = "x86_64")]
+use bitnet_engine::kernels::x86_tables;
 use bitnet_engine::kernels::{
     group_rows, matmul, matmul_prepared, prepare, quantize_i8s, quantize_q8k, Kernel, KernelLog,
     Matrix, PreparedInput, TQ2_CODES,
@@ -96,6 +98,31 @@ fn kernels(c: &mut Criterion) {
                     })
                 });
             }
+        }
+        // The table-lookup TQ2_0 kernel on its own layout (not yet a plan variant): the
+        // activations quantized, the tables built and every row's product, as `avx2` does.
+        #[cfg(target_arch = "x86_64")]
+        if ty == GgmlType::TQ2_0
+            && rows % x86_tables::TABLE_ROWS == 0
+            && Kernel::available().contains(&Kernel::Avx2)
+        {
+            let layout = x86_tables::tq2_0_table_layout(&data, rows, cols);
+            let mut scratch = Vec::new();
+            let mut a = Vec::new();
+            g.bench_function(BenchmarkId::from_parameter("avx2_tables"), |b| {
+                b.iter(|| {
+                    quantize_q8k(&x, &mut a);
+                    // SAFETY: AVX2 is available (`Kernel::Avx2` needs AVX2, FMA and F16C).
+                    unsafe {
+                        x86_tables::tq2_0_q8k_dot_span_tables_avx2(
+                            &layout,
+                            &a,
+                            &mut scratch,
+                            &mut out,
+                        )
+                    }
+                })
+            });
         }
         g.finish();
     }

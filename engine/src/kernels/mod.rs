@@ -29,6 +29,8 @@ pub mod x86_q6k;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_rows2;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_tables;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_vnni256;
 
 use std::collections::BTreeSet;

@@ -366,6 +366,41 @@ proptest! {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The table-lookup TQ2_0 kernel (`x86_tables`) on its own layout, every row against the
+    /// scalar specification: mixed row kinds (random bytes, so code 3, included) and every
+    /// activation kind (the Q8_K extremes −128 and 127 among them).
+    #[test]
+    fn tq2_0_table_kernel_matches_scalar(
+        seed in any::<u64>(), groups in 1usize..4, blocks in 1usize..6, amode in 0u8..6
+    ) {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")) {
+            return Ok(());
+        }
+        let mut rng = Rng(seed);
+        let (rows, cols) = (groups * x86_tables::TABLE_ROWS, blocks * QK_K);
+        let ty = GgmlType::TQ2_0;
+        let data: Vec<u8> = (0..rows)
+            .flat_map(|_| ternary_row(ty, cols, (rng.next() % 5) as u8, &mut rng))
+            .collect();
+        let mut a = Vec::new();
+        quantize_q8k(&acts(cols, amode, &mut rng), &mut a);
+        let layout = x86_tables::tq2_0_table_layout(&data, rows, cols);
+        let mut out = vec![0f32; rows];
+        let mut scratch = Vec::new();
+        unsafe { x86_tables::tq2_0_q8k_dot_span_tables_avx2(&layout, &a, &mut scratch, &mut out) };
+        let rb = data.len() / rows;
+        for (r, got) in out.iter().enumerate() {
+            let want = scalar::tq2_0_q8k_dot_scalar(&data[r * rb..(r + 1) * rb], &a);
+            prop_assert_eq!(got.to_bits(), want.to_bits(), "row {}: {} vs {}", r, got, want);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 

@@ -1,6 +1,7 @@
 //! Kernel benches: every variant this CPU runs, one thread, on the 700M-shaped matrices
 //! (throughput in bytes of weights read, so criterion prints GB/s) for TQ2_0 (the `vnni256`
-//! decode also on its grouped copies, `vnni256_grouped_G`), TQ1_0, I2_S and the F16 output, the
+//! decode also on its grouped copies, `vnni256_grouped_G`, and the AVX2 table-lookup decode on
+//! its layout, `avx2_grouped_32`), TQ1_0, I2_S and the F16 output, the
 //! Q8_K and I8_S activation quantizers, a decode step's SwiGLU and softmax, and the forward pass
 //! (prefill of 128 tokens, one decode step) on the tiny and 700M-shaped TQ2_0 models. Force a
 //! variant elsewhere with `BITNET_KERNEL`; here each runs by name.
@@ -12,11 +13,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use bitnet_engine::forward::Session;
 use bitnet_engine::ggml_math;
 use bitnet_engine::gguf::GgmlType;
-#[cfg(target_arch = "x86_64")]
-use bitnet_engine::kernels::x86_tables;
 use bitnet_engine::kernels::{
-    group_rows, matmul, matmul_prepared, prepare, quantize_i8s, quantize_q8k, Kernel, KernelLog,
-    Matrix, PreparedInput, TQ2_CODES,
+    grouped_copy, matmul, matmul_prepared, prepare, quantize_i8s, quantize_q8k, Kernel, KernelLog,
+    Matrix, PreparedInput,
 };
 use bitnet_engine::model::Model;
 use bitnet_engine::quant::{f32_to_f16, quantize};
@@ -84,7 +83,7 @@ fn kernels(c: &mut Criterion) {
                     continue;
                 };
                 let rb = data.len() / rows;
-                let copy = group_rows(&data, rows, rb, [ty.type_size(), TQ2_CODES], gr);
+                let copy = grouped_copy(&data, rows, rb, gr);
                 let wg = Matrix {
                     grouped: Some((gr, &copy)),
                     ..w
@@ -98,31 +97,6 @@ fn kernels(c: &mut Criterion) {
                     })
                 });
             }
-        }
-        // The table-lookup TQ2_0 kernel on its own layout (not yet a plan variant): the
-        // activations quantized, the tables built and every row's product, as `avx2` does.
-        #[cfg(target_arch = "x86_64")]
-        if ty == GgmlType::TQ2_0
-            && rows % x86_tables::TABLE_ROWS == 0
-            && Kernel::available().contains(&Kernel::Avx2)
-        {
-            let layout = x86_tables::tq2_0_table_layout(&data, rows, cols);
-            let mut scratch = Vec::new();
-            let mut a = Vec::new();
-            g.bench_function(BenchmarkId::from_parameter("avx2_tables"), |b| {
-                b.iter(|| {
-                    quantize_q8k(&x, &mut a);
-                    // SAFETY: AVX2 is available (`Kernel::Avx2` needs AVX2, FMA and F16C).
-                    unsafe {
-                        x86_tables::tq2_0_q8k_dot_span_tables_avx2(
-                            &layout,
-                            &a,
-                            &mut scratch,
-                            &mut out,
-                        )
-                    }
-                })
-            });
         }
         g.finish();
     }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
 use crate::kernels::scalar::tq1_0_to_tq2_0;
-use crate::kernels::{group_rows_into, Matrix, GROUPS, TQ2_CODES};
+use crate::kernels::{grouped_copy_into, Matrix, GROUPS, TABLE_ROWS};
 
 /// Why a model could not be loaded: the key or tensor, and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -214,9 +214,9 @@ pub struct Model {
     pub tokenizer_unsupported: Option<String>,
     /// The TQ1_0 projections rewritten as TQ2_0, once asked for.
     tq2: OnceLock<Rewritten>,
-    /// The TQ2_0 projections with rows grouped by each of [`GROUPS`] ([`Model::grouped_tq2`]),
-    /// each once asked for.
-    grouped: [OnceLock<Rewritten>; GROUPS.len()],
+    /// The TQ2_0 projections with rows grouped by each of [`GROUPS`], then in the table-lookup
+    /// layout ([`TABLE_ROWS`]) ([`Model::grouped_tq2`]), each once asked for.
+    grouped: [OnceLock<Rewritten>; GROUPS.len() + 1],
 }
 
 impl std::fmt::Debug for Model {
@@ -501,13 +501,16 @@ impl Model {
 
     /// The TQ2_0 weights of projection `p` (as [`Model::matrix`] gives them, or
     /// [`Model::tq1_as_tq2`] for a TQ1_0 projection) with rows grouped by `g`
-    /// ([`crate::kernels::group_rows`]), for the decode kernels that read a group as one stream.
+    /// ([`crate::kernels::grouped_copy`]), for the decode kernels that read a group as one stream.
     /// Every such projection of the layers is grouped on the first call for `g` and kept, in one
     /// buffer beside the file's copy (so a model decoded this way holds its ternary weights
-    /// twice). `None` for a `g` not in [`GROUPS`], a projection of another type, or a TQ1_0 one
-    /// not rewritten when the buffer was made.
+    /// twice). `None` for a `g` neither in [`GROUPS`] nor [`TABLE_ROWS`], a projection of another
+    /// type, or a TQ1_0 one not rewritten when the buffer was made.
     pub fn grouped_tq2(&self, p: &Proj, g: usize) -> Option<&[u8]> {
-        let i = GROUPS.iter().position(|&x| x == g)?;
+        let i = GROUPS
+            .iter()
+            .position(|&x| x == g)
+            .or((g == TABLE_ROWS).then_some(GROUPS.len()))?;
         let r = self.grouped[i].get_or_init(|| self.group_tq2(g));
         let &(start, len) = r.at.get(&p.info.offset)?;
         Some(&r.bytes[start..start + len])
@@ -538,15 +541,7 @@ impl Model {
         let mut buf = self.anon_buffer(total);
         for (start, data, rows) in todo {
             let rb = data.len() / rows.max(1);
-            let block = GgmlType::TQ2_0.type_size();
-            group_rows_into(
-                data,
-                rows,
-                rb,
-                [block, TQ2_CODES],
-                g,
-                &mut buf[start..start + data.len()],
-            );
+            grouped_copy_into(data, rows, rb, g, &mut buf[start..start + data.len()]);
         }
         let bytes = buf
             .make_read_only()

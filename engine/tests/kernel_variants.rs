@@ -84,6 +84,67 @@ fn every_variant_gives_the_scalar_trace_hashes() {
     }
 }
 
+/// Every row and token grouping a plan can choose for TQ2_0 products (the `vnni256` groups; the
+/// AVX2 decode's two-row kernel and its table-lookup kernel on the model's copy in that kernel's
+/// layout) gives the scalar logits bit for bit through prefill and decode on two threads, and
+/// the table-lookup kernel records its own ID.
+#[test]
+fn every_tq2_0_grouping_a_plan_chooses_gives_the_scalar_logits() {
+    use bitnet_engine::forward::Session;
+    use bitnet_engine::gguf::GgmlType;
+    use bitnet_engine::kernels::plan::{KernelPlan, ProductKind};
+    use bitnet_engine::kernels::TABLE_ROWS;
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny", "gqa"] {
+        let path = dir.path().join(format!("{name}.gguf"));
+        build(&preset(name).unwrap()).unwrap().write(&path).unwrap();
+        let model = Model::load(&path).unwrap();
+        let tokens = [1u32, 17, 300, 42, 5, 99, 250, 7, 12];
+        let run = |plan: KernelPlan, threads: usize| {
+            let mut s = Session::new(&model, threads, plan.base);
+            s.set_plan(plan);
+            let mut logits = s.forward(&tokens, false, None).unwrap();
+            for t in [7u32, 300, 2] {
+                logits.extend(s.forward(&[t], false, None).unwrap());
+            }
+            (
+                logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                s.kernels_used(),
+            )
+        };
+        let (want, _) = run(KernelPlan::uniform(Kernel::Scalar), 1);
+        let mut tables_ran = false;
+        for (k, threads) in Kernel::available()
+            .into_iter()
+            .flat_map(|k| [(k, 1), (k, 2)])
+        {
+            for (n, prefill) in [(1, false), (9, true)] {
+                for &g in k.groups(GgmlType::TQ2_0, prefill) {
+                    let mut plan = KernelPlan::uniform(k);
+                    plan.groups.insert(ProductKind::of(GgmlType::TQ2_0, n), g);
+                    let (got, ids) = run(plan, threads);
+                    assert!(
+                        got == want,
+                        "{name}: {k:?} with {g} per call (prefill {prefill}), {threads} threads"
+                    );
+                    let tables = ids.iter().any(|id| id == "tq2_0_q8k_dot_tables_avx2");
+                    assert_eq!(
+                        tables,
+                        k == Kernel::Avx2 && g == TABLE_ROWS && !prefill,
+                        "{name}: {k:?} {g}: {ids:?}"
+                    );
+                    tables_ran |= tables;
+                }
+            }
+        }
+        assert_eq!(
+            tables_ran,
+            Kernel::available().contains(&Kernel::Avx2),
+            "{name}: the table-lookup kernel ran wherever AVX2 does"
+        );
+    }
+}
+
 /// A plan that mixes variants per kind of product (each kind on another variant, as a tuned plan
 /// may) gives the scalar logits bit for bit, and the session records each kind's kernel.
 #[test]
@@ -135,11 +196,12 @@ fn a_mixed_plan_gives_the_scalar_logits_and_runs_each_kinds_variant() {
 
 /// The grouped copies a model makes for the decode kernels that read rows in groups hold every
 /// TQ2_0 projection (and every TQ1_0 one rewritten as TQ2_0 before they were made) grouped as
-/// `group_rows` says, and nothing for other weights or groups.
+/// `grouped_copy` says (the `vnni256` groups and the table-lookup layout), and nothing for other
+/// weights or groups.
 #[test]
 fn a_models_grouped_copies_are_its_weights_grouped() {
     use bitnet_engine::gguf::GgmlType;
-    use bitnet_engine::kernels::{group_rows, GROUPS, TQ2_CODES};
+    use bitnet_engine::kernels::{grouped_copy, GROUPS, TABLE_ROWS};
     let dir = tempfile::tempdir().unwrap();
     for name in ["tiny", "tq1", "i2s"] {
         let path = dir.path().join(format!("{name}.gguf"));
@@ -152,20 +214,14 @@ fn a_models_grouped_copies_are_its_weights_grouped() {
                     GgmlType::TQ1_0 => model.tq1_as_tq2(p),
                     _ => model.matrix(p),
                 };
-                for g in GROUPS {
+                for g in GROUPS.into_iter().chain([TABLE_ROWS]) {
                     let got = model.grouped_tq2(p, g);
                     if m.ty != GgmlType::TQ2_0 {
                         assert!(got.is_none(), "{name}: {} has no grouped copy", m.ty);
                         continue;
                     }
                     let rb = m.data.len() / m.rows;
-                    let want = group_rows(
-                        m.data,
-                        m.rows,
-                        rb,
-                        [GgmlType::TQ2_0.type_size(), TQ2_CODES],
-                        g,
-                    );
+                    let want = grouped_copy(m.data, m.rows, rb, g);
                     assert!(got == Some(&want[..]), "{name}: grouped by {g}");
                     checked += 1;
                 }

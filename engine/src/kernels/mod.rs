@@ -212,6 +212,7 @@ impl Kernel {
     pub fn groups(self, ty: GgmlType, prefill: bool) -> &'static [usize] {
         match (self, ty) {
             (Kernel::Vnni256, GgmlType::TQ1_0 | GgmlType::TQ2_0) => &GROUPS,
+            (Kernel::Avx2, GgmlType::TQ2_0) if !prefill => &TQ2_AVX2_ROWS,
             (Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512, GgmlType::F16 | GgmlType::F32)
                 if !prefill =>
             {
@@ -299,6 +300,15 @@ pub const L1_ACTS_BUDGET: usize = 24 << 10;
 /// (Zen 4, 700M output head: one row decoded 11% faster), so a plan chooses; four by default.
 pub const FLOAT_ROWS: [usize; 2] = [1, 4];
 
+/// Rows per group of the table-lookup TQ2_0 kernel's layout ([`x86_tables`]), the grouped copy
+/// ([`Matrix::grouped`]) its decode reads.
+pub const TABLE_ROWS: usize = 32;
+
+/// The AVX2 TQ2_0 decode's row groupings a plan chooses between: 2, the two-row `vpmaddubsw`
+/// kernel on the file's layout (its own), and [`TABLE_ROWS`], the table-lookup kernel on its
+/// grouped copy. Both give the same bits.
+pub const TQ2_AVX2_ROWS: [usize; 2] = [2, TABLE_ROWS];
+
 /// Rows per call of the AVX2 and `vnni256` I2_S decode kernels: several rows share each
 /// activation load and their block is prefetched as one stream, one row streams alone
 /// ([`x86_i2s::i2_s_i8_rows_vnni256`]). On Zen 4 (one thread, 6912 × 2560 streamed in huge pages)
@@ -355,6 +365,28 @@ pub fn group_rows(
     let mut out = vec![0u8; data.len()];
     group_rows_into(data, rows, row_bytes, [block_bytes, lead], g, &mut out);
     out
+}
+
+/// The grouped copy of TQ2_0 weights (`rows` rows of `row_bytes`) that the decode kernels reading
+/// `g` rows at a time stream ([`Matrix::grouped`]): [`group_rows`] split after the codes for the
+/// `vnni256` groups ([`GROUPS`]), the table-lookup layout for [`TABLE_ROWS`]. Either keeps
+/// group `k` at `k·g·row_bytes` and the last `rows % g` rows as they were.
+pub fn grouped_copy(data: &[u8], rows: usize, row_bytes: usize, g: usize) -> Vec<u8> {
+    let mut out = vec![0u8; data.len()];
+    grouped_copy_into(data, rows, row_bytes, g, &mut out);
+    out
+}
+
+/// [`grouped_copy`] into `out` (as long as `data`).
+pub fn grouped_copy_into(data: &[u8], rows: usize, row_bytes: usize, g: usize, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if g == TABLE_ROWS {
+        let cols = row_bytes / GgmlType::TQ2_0.type_size() * QK_K;
+        x86_tables::tq2_0_table_layout_into(data, rows, cols, out);
+        return;
+    }
+    let block = GgmlType::TQ2_0.type_size();
+    group_rows_into(data, rows, row_bytes, [block, TQ2_CODES], g, out);
 }
 
 /// [`group_rows`] into `out` (as long as `data`).
@@ -640,6 +672,14 @@ impl PreparedInput {
         group: Option<usize>,
     ) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Avx2
+            && ty == GgmlType::TQ2_0
+            && n_tok < plan::PREFILL_MIN_TOKENS
+            && group == Some(TABLE_ROWS)
+        {
+            return Some(TABLE_ROWS);
+        }
+        #[cfg(target_arch = "x86_64")]
         if kernel == Kernel::Vnni256 && ty == GgmlType::TQ2_0 && n_tok < plan::PREFILL_MIN_TOKENS {
             return Some(
                 group
@@ -729,7 +769,7 @@ pub fn matmul_prepared_many(
     // contiguous region of chunks per thread ([`regions::Regions`]): each thread streams through
     // its own, and one slowed by the machine's other work is helped from its region's back,
     // instead of the others waiting for it at the end of every product. Chunks are multiples of
-    // 16 rows so the kernels' row tiles stay whole.
+    // 16 rows so the kernels' row tiles stay whole (32 for the table-lookup layout's groups).
     let mut chunks = Vec::new();
     for (i, (w, out)) in ws.iter().zip(outs.iter()).enumerate() {
         let (rows, cols) = (w.rows, w.cols);
@@ -751,7 +791,12 @@ pub fn matmul_prepared_many(
             continue;
         }
         let n = if threads == 1 { 1 } else { threads * 8 };
-        let chunk = rows.div_ceil(n).div_ceil(16) * 16;
+        // Whole groups of the table-lookup layout per chunk, where the kernel reads it.
+        let unit = match w.grouped {
+            Some((g, _)) if g == TABLE_ROWS => TABLE_ROWS,
+            _ => 16,
+        };
+        let chunk = rows.div_ceil(n).div_ceil(unit) * unit;
         for r0 in (0..rows).step_by(chunk) {
             chunks.push((i, r0, (r0 + chunk).min(rows)));
         }
@@ -822,6 +867,7 @@ pub fn known_kernel_ids() -> Vec<String> {
         "q6_k_q8k_dot_scalar",
         "q6_k_q8k_dot_avx2",
         "q6_k_q8k_dot_avx512",
+        "tq2_0_q8k_dot_tables_avx2",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -844,6 +890,13 @@ pub fn known_kernel_ids() -> Vec<String> {
 }
 
 fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
+    if w.ty == GgmlType::TQ2_0
+        && kernel == Kernel::Avx2
+        && n_tok < plan::PREFILL_MIN_TOKENS
+        && w.grouped.is_some_and(|(g, _)| g == TABLE_ROWS)
+    {
+        return "tq2_0_q8k_dot_tables_avx2".into();
+    }
     if w.ty == GgmlType::Q6_K {
         let isa = match kernel {
             Kernel::Avx2 | Kernel::Vnni256 => "avx2",

@@ -4,6 +4,12 @@
 
 use super::*;
 
+// Each thread's tables for the table-lookup TQ2_0 decode ([`x86_tables`]), kept between calls.
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static TABLES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Rows per tile of the paired prefill kernel (see `compute_rows`).
 #[cfg(target_arch = "x86_64")]
 const PAIR_ROW_TILE: usize = 16;
@@ -142,16 +148,46 @@ pub(super) fn compute_rows(
             if kernel == Kernel::Avx2 && w.ty == GgmlType::TQ2_0 && n_tok < 4 {
                 let ahead = prefetch.unwrap_or(x86::PREFETCH);
                 let rb = w.row_bytes();
+                // The table-lookup kernel on the whole groups of its layout within `r0..r1`
+                // (when the plan chose it, the matrix comes with that grouped copy), the
+                // two-row kernel on the rows before and after them.
+                let g = x86_tables::TABLE_ROWS;
+                let tables = w.grouped.filter(|&(h, _)| h == g).map(|(_, data)| {
+                    let start = r0.div_ceil(g) * g;
+                    let end = r1.min(w.rows / g * g) / g * g;
+                    (data, start.min(r1), end.max(start.min(r1)))
+                });
+                let (g0, g1) = tables.map_or((r1, r1), |(_, a, b)| (a, b));
                 for t in 0..n_tok {
-                    // SAFETY: AVX2, FMA and F16C checked by `is_available`.
-                    unsafe {
-                        x86::tq2_0_q8k_dot_span_avx2(
-                            &w.data[r0 * rb..r1 * rb],
-                            &blocks[t * nb..(t + 1) * nb],
-                            ahead,
-                            o.token_rows(t),
-                        )
-                    };
+                    let a = &blocks[t * nb..(t + 1) * nb];
+                    let out = o.token_rows(t);
+                    for (s0, s1) in [(r0, g0), (g1, r1)] {
+                        if s1 > s0 {
+                            // SAFETY: AVX2, FMA and F16C checked by `is_available`.
+                            unsafe {
+                                x86::tq2_0_q8k_dot_span_avx2(
+                                    &w.data[s0 * rb..s1 * rb],
+                                    a,
+                                    ahead,
+                                    &mut out[s0 - r0..s1 - r0],
+                                )
+                            };
+                        }
+                    }
+                    if let Some((data, g0, g1)) = tables.filter(|&(_, a, b)| b > a) {
+                        TABLES.with_borrow_mut(|scratch| {
+                            // SAFETY: as above (the layout's groups are `g` rows of `rb` bytes).
+                            unsafe {
+                                x86_tables::tq2_0_q8k_dot_span_tables_avx2(
+                                    &data[g0 * rb..g1 * rb],
+                                    a,
+                                    scratch,
+                                    ahead,
+                                    &mut out[g0 - r0..g1 - r0],
+                                )
+                            }
+                        });
+                    }
                 }
                 return;
             }

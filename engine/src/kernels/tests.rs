@@ -121,6 +121,7 @@ fn group_choice() -> impl Strategy<Value = Option<usize>> {
         Just(None),
         prop::sample::select(GROUPS.to_vec()).prop_map(Some),
         prop::sample::select(FLOAT_ROWS.to_vec()).prop_map(Some),
+        prop::sample::select(TQ2_AVX2_ROWS.to_vec()).prop_map(Some),
         (0usize..20).prop_map(Some),
     ]
 }
@@ -325,7 +326,7 @@ proptest! {
             prop_assert_eq!(&got, &want, "{:?} prefetch {:?} group {:?}", k, ahead, group);
             // With the grouped copy the kernel reads, where it reads one.
             if let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, group) {
-                let copy = group_rows(&data, rows, data.len() / rows, [ty.type_size(), TQ2_CODES], g);
+                let copy = grouped_copy(&data, rows, data.len() / rows, g);
                 let wg = Matrix { grouped: Some((g, &copy)), ..w };
                 let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [ahead, group]));
                 prop_assert_eq!(&got, &want, "{:?} grouped by {} prefetch {:?}", k, g, ahead);
@@ -353,11 +354,11 @@ proptest! {
         let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
         for k in simd_variants() {
             prop_assert_eq!(&bits(&matmul_with(&w, &x, n_tok, threads, k)), &want, "{:?}", k);
-            for g in GROUPS {
+            for g in GROUPS.into_iter().chain([TABLE_ROWS]) {
                 let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, Some(g)) else {
                     continue;
                 };
-                let copy = group_rows(&data, rows, data.len() / rows, [ty.type_size(), TQ2_CODES], g);
+                let copy = grouped_copy(&data, rows, data.len() / rows, g);
                 let wg = Matrix { grouped: Some((g, &copy)), ..w };
                 let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [None, Some(g)]));
                 prop_assert_eq!(&got, &want, "{:?} grouped by {}", k, g);
@@ -375,7 +376,8 @@ proptest! {
     /// activation kind (the Q8_K extremes −128 and 127 among them).
     #[test]
     fn tq2_0_table_kernel_matches_scalar(
-        seed in any::<u64>(), groups in 1usize..4, blocks in 1usize..6, amode in 0u8..6
+        seed in any::<u64>(), groups in 1usize..4, blocks in 1usize..6, amode in 0u8..6,
+        ahead in prefetch_distance()
     ) {
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")) {
@@ -392,7 +394,11 @@ proptest! {
         let layout = x86_tables::tq2_0_table_layout(&data, rows, cols);
         let mut out = vec![0f32; rows];
         let mut scratch = Vec::new();
-        unsafe { x86_tables::tq2_0_q8k_dot_span_tables_avx2(&layout, &a, &mut scratch, &mut out) };
+        unsafe {
+            x86_tables::tq2_0_q8k_dot_span_tables_avx2(
+                &layout, &a, &mut scratch, ahead.unwrap_or(0), &mut out,
+            )
+        };
         let rb = data.len() / rows;
         for (r, got) in out.iter().enumerate() {
             let want = scalar::tq2_0_q8k_dot_scalar(&data[r * rb..(r + 1) * rb], &a);

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{KernelPlan, ProductKind};
 use super::{
-    group_rows, matmul_prepared, prepare, Kernel, KernelLog, Matrix, PreparedInput,
-    PREFETCH_DISTANCES, TQ2_CODES,
+    grouped_copy, matmul_prepared, prepare, Kernel, KernelLog, Matrix, PreparedInput,
+    PREFETCH_DISTANCES,
 };
 
 /// One variant's time on one kind of product.
@@ -261,7 +261,7 @@ pub fn tune(
                 .into_iter()
                 .map(|g| {
                     let rb = m.data.len() / m.rows.max(1);
-                    let one = group_rows(m.data, m.rows, rb, [m.ty.type_size(), TQ2_CODES], g);
+                    let one = grouped_copy(m.data, m.rows, rb, g);
                     (g, stream_copies(&one, copies.len(), huge_pages))
                 })
                 .collect();

@@ -16,10 +16,13 @@
 //!
 //! The weights are read from their own layout ([`tq2_0_table_layout`]): per group of 32 rows and
 //! block, eight lanes × eight chunks of 32 index bytes (one per row, the `b1` plane's index in
-//! the low nibble and the `b0` plane's in the high one), then the 32 rows' F16 scales. On a Zen 1
-//! (one thread, L3-resident, 2026-12-06) whole products took 15-16.5% less time than the
-//! two-row `vpmaddubsw` loop ([`super::x86::tq2_0_q8k_dot_span_avx2`]); the plan does not choose
-//! it yet.
+//! the low nibble and the `b0` plane's in the high one), then the 32 rows' F16 scales: the
+//! grouped copy ([`super::Matrix::grouped`], [`super::grouped_copy`]) that the AVX2 TQ2_0 decode
+//! reads when its plan chose `rows 32` ([`super::TQ2_AVX2_ROWS`]); the tuner times it against the
+//! two-row `vpmaddubsw` kernel ([`super::x86::tq2_0_q8k_dot_span_avx2`]). On a Zen 1 (one
+//! thread, 2026-12-06) criterion's L3-resident products took 16-19% less time than with that
+//! kernel, and the tuner's products streamed from memory (prefetching 2 KiB ahead) 213 against
+//! 274 µs.
 //!
 //! Callers must have checked the CPU features (AVX2, FMA, F16C: [`super::Kernel::Avx2`]'s); the
 //! functions are `unsafe` for that reason only, and read nothing outside the slices they are
@@ -30,10 +33,9 @@
 use std::arch::x86_64::*;
 
 use super::scalar::{hsum8, tq2_0_code, BlockQ8K, QK_K};
-use super::x86::TQ2_BYTES;
+use super::x86::{prefetch_ahead, TQ2_BYTES};
 
-/// Rows per group of the table layout.
-pub const TABLE_ROWS: usize = 32;
+pub use super::TABLE_ROWS;
 
 /// Bytes of one group of 32 rows in the table layout, per block: 64 lanes × chunks of 32 index
 /// bytes, then 32 F16 scales.
@@ -51,18 +53,28 @@ fn slot_of_row(r: usize) -> usize {
     lane128 * 16 + half * 8 + within
 }
 
-/// The table layout of the whole groups of 32 among `rows` TQ2_0 rows of `cols` weights
-/// (`data` in the file's layout): `rows / 32` groups, each `cols / 256 ·`
-/// [`TABLE_GROUP_BLOCK_BYTES`] bytes. The last `rows % 32` rows are not in it.
+/// The table layout of `rows` TQ2_0 rows of `cols` weights (`data` in the file's layout): each
+/// whole group of 32 rows rewritten (`cols / 256 ·` [`TABLE_GROUP_BLOCK_BYTES`] bytes, as many as
+/// the 32 rows take in the file, so group `k` starts at `k · 32 ·` row bytes), the last
+/// `rows % 32` rows as they were.
 pub fn tq2_0_table_layout(data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let mut out = vec![0u8; data.len()];
+    tq2_0_table_layout_into(data, rows, cols, &mut out);
+    out
+}
+
+/// [`tq2_0_table_layout`] into `out` (as long as `data`).
+pub fn tq2_0_table_layout_into(data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
     assert_eq!(cols % QK_K, 0);
+    assert_eq!(data.len(), out.len());
     let nb = cols / QK_K;
     let rb = nb * TQ2_BYTES;
     assert!(data.len() >= rows * rb);
     let groups = rows / TABLE_ROWS;
     let gb = nb * TABLE_GROUP_BLOCK_BYTES;
-    let mut out = vec![0u8; groups * gb];
-    for (g, o) in out.chunks_exact_mut(gb).enumerate() {
+    debug_assert_eq!(gb, TABLE_ROWS * rb);
+    out[groups * gb..].copy_from_slice(&data[groups * gb..]);
+    for (g, o) in out[..groups * gb].chunks_exact_mut(gb).enumerate() {
         for r in 0..TABLE_ROWS {
             let s = slot_of_row(r);
             let row = &data[(g * TABLE_ROWS + r) * rb..][..rb];
@@ -84,7 +96,6 @@ pub fn tq2_0_table_layout(data: &[u8], rows: usize, cols: usize) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// The tables of `a`'s blocks into `t` (`a.len() ·` [`TABLE_BYTES`] bytes): for block `b`,
@@ -124,6 +135,7 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
     layout: &[u8],
     a: &[BlockQ8K],
     t: &[u8],
+    ahead: usize,
     out: &mut [f32],
 ) {
     let nb = a.len();
@@ -143,6 +155,7 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
         for (b, y) in a.iter().enumerate() {
             let ob = o.add(b * TABLE_GROUP_BLOCK_BYTES);
             let tb = t.as_ptr().add(b * TABLE_BYTES);
+            prefetch_ahead(ob.add(64 * TABLE_ROWS), ahead, 1);
             let yd = _mm256_set1_ps(y.d);
             // `y.d · d_w` for the 32 rows, eight at a time (the specification's product).
             let d: [__m256; 4] = std::array::from_fn(|q| {
@@ -150,6 +163,8 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
                 _mm256_mul_ps(yd, _mm256_cvtph_ps(h))
             });
             for (l, accl) in acc.iter_mut().enumerate() {
+                // This lane's 256 index bytes, `ahead` bytes on (0: no software prefetch).
+                prefetch_ahead(ob.add(l * 8 * TABLE_ROWS), ahead, 4);
                 let ysum = _mm256_set1_epi32(y.bsums[2 * l] as i32 + y.bsums[2 * l + 1] as i32);
                 let mut lane = [_mm256_setzero_si256(); 2];
                 for half in 0..2 {
@@ -214,9 +229,10 @@ pub unsafe fn tq2_0_q8k_dot_span_tables_avx2(
     layout: &[u8],
     a: &[BlockQ8K],
     scratch: &mut Vec<u8>,
+    ahead: usize,
     out: &mut [f32],
 ) {
     scratch.resize(a.len() * TABLE_BYTES, 0);
     build_tables_avx2(a, scratch);
-    tq2_0_q8k_dot_groups_tables_avx2(layout, a, scratch, out);
+    tq2_0_q8k_dot_groups_tables_avx2(layout, a, scratch, ahead, out);
 }

@@ -786,7 +786,9 @@ pub fn matmul_prepared_many(
             w.ty.data_bytes(cols as u64, (rows * cols) as u64),
             "matrix data is rows × row bytes (and I2_S's trailing scale)"
         );
-        log.record(&rows_kernel_id(w, n_tok, kernel));
+        for id in rows_kernel_ids(w, n_tok, kernel) {
+            log.record(&id);
+        }
         if rows == 0 {
             continue;
         }
@@ -889,14 +891,29 @@ pub fn known_kernel_ids() -> Vec<String> {
     v
 }
 
-fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
+/// The kernels a product of `w` runs: one, but for the AVX2 TQ2_0 decode on the table-lookup
+/// layout, which runs the table kernel on the whole groups of 32 rows (threads take whole
+/// groups) and the two-row kernel on the rows after them.
+fn rows_kernel_ids(w: &Matrix, n_tok: usize, kernel: Kernel) -> Vec<String> {
+    let plain = rows_kernel_id(w, n_tok, kernel);
     if w.ty == GgmlType::TQ2_0
         && kernel == Kernel::Avx2
         && n_tok < plan::PREFILL_MIN_TOKENS
         && w.grouped.is_some_and(|(g, _)| g == TABLE_ROWS)
     {
-        return "tq2_0_q8k_dot_tables_avx2".into();
+        let mut ids = Vec::new();
+        if w.rows >= TABLE_ROWS {
+            ids.push("tq2_0_q8k_dot_tables_avx2".to_string());
+        }
+        if w.rows % TABLE_ROWS != 0 {
+            ids.push(plain);
+        }
+        return ids;
     }
+    vec![plain]
+}
+
+fn rows_kernel_id(w: &Matrix, n_tok: usize, kernel: Kernel) -> String {
     if w.ty == GgmlType::Q6_K {
         let isa = match kernel {
             Kernel::Avx2 | Kernel::Vnni256 => "avx2",

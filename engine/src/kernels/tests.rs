@@ -756,3 +756,44 @@ fn vnni256_row_and_token_groups_match_scalar_across_their_boundaries() {
         }
     }
 }
+
+/// A product on the table-lookup layout records the kernels that ran: the table kernel where the
+/// matrix has a whole group of 32 rows, the two-row kernel where rows are left after the groups.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_table_layouts_products_record_the_kernels_that_ran() {
+    if !Kernel::available().contains(&Kernel::Avx2) {
+        return;
+    }
+    let mut rng = Rng(7);
+    let ty = GgmlType::TQ2_0;
+    let cols = QK_K;
+    for (rows, want) in [
+        (64, &["tq2_0_q8k_dot_tables_avx2"][..]),
+        (40, &["tq2_0_q8k_dot_avx2", "tq2_0_q8k_dot_tables_avx2"][..]),
+        (20, &["tq2_0_q8k_dot_avx2"][..]),
+    ] {
+        let data: Vec<u8> = (0..rows)
+            .flat_map(|_| ternary_row(ty, cols, 0, &mut rng))
+            .collect();
+        let copy = grouped_copy(&data, rows, data.len() / rows, TABLE_ROWS);
+        let w = Matrix {
+            ty,
+            data: &data,
+            rows,
+            cols,
+            grouped: Some((TABLE_ROWS, &copy)),
+        };
+        let x = acts(cols, 0, &mut rng);
+        let log = KernelLog::default();
+        let p = prepare(ty, &x, 1, cols, 2, Kernel::Avx2, &log).with_group(Some(TABLE_ROWS));
+        let mut out = vec![0f32; rows];
+        matmul_prepared(&w, &p, &mut out, 2, &log);
+        let ids: Vec<String> = log
+            .ids()
+            .into_iter()
+            .filter(|id| id.starts_with("tq2_0"))
+            .collect();
+        assert_eq!(ids, want, "{rows} rows");
+    }
+}

@@ -442,7 +442,8 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         Some(_) => None,
     };
     let mut results = Vec::new();
-    let mut kernels = Vec::new();
+    // Every kernel ID any run took (a tuned plan may differ between thread counts).
+    let mut kernels = std::collections::BTreeSet::new();
     let mut ctx_info = None;
     let weight_pages = model.file.pages();
     let buf = bandwidth_buffer(model.file.huge_pages_advised())?;
@@ -484,7 +485,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
             bws.push(measure_bandwidth(&buf, threads));
             let (p, d, k) =
                 engine_once(&model, &tokens, o.decode_tokens, threads, &plan, o.kv_cache)?;
-            kernels = k;
+            kernels.extend(k);
             ep.push(o.prompt_tokens as f64 / p);
             ed.push(o.decode_tokens as f64 / d);
             let line = format!(
@@ -563,7 +564,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
             .kernel
             .as_ref()
             .map_or("tuned".to_string(), |(_, label)| label.clone()),
-        engine_kernels: kernels,
+        engine_kernels: kernels.into_iter().collect(),
         reference,
         reference_unavailable: unavailable,
         cpu_features: crate::receipt::cpu_features(),

@@ -447,7 +447,9 @@ impl Matrix<'_> {
 /// Activations prepared for one weight type (quantized once, used by every row).
 enum Prepared {
     /// `n_tok × nb` blocks; `perm` holds the AVX-512 TQ2_0 rearrangement when that kernel runs,
-    /// `pairs` its two-token interleave for prefill, `dups` its two-row layout for decode.
+    /// `pairs` its two-token interleave for prefill, `dups` its two-row layout for decode,
+    /// `tables` each token's tables for the AVX2 table-lookup decode ([`x86_tables`]) when the
+    /// products read its layout ([`PreparedInput::with_group`]).
     Q8K {
         blocks: Vec<BlockQ8K>,
         perm: Vec<[i8; QK_K]>,
@@ -455,6 +457,8 @@ enum Prepared {
         pairs: Vec<x86::PairBlock>,
         #[cfg(target_arch = "x86_64")]
         dups: Vec<x86_rows2::DupBlock>,
+        #[cfg(target_arch = "x86_64")]
+        tables: Vec<u8>,
     },
     /// bitnet.cpp's per-token int8 activations for I2_S weights (`n_tok × cols`), each token's
     /// scale and quant sum; `perm` holds the AVX-512 kernel's rearrangement when it runs.
@@ -541,6 +545,8 @@ pub fn prepare(
                 pairs,
                 #[cfg(target_arch = "x86_64")]
                 dups,
+                #[cfg(target_arch = "x86_64")]
+                tables: Vec::new(),
             }
         }
         GgmlType::I2_S => {
@@ -653,7 +659,26 @@ impl PreparedInput {
     /// its own). Changes no result.
     pub fn with_group(mut self, group: Option<usize>) -> PreparedInput {
         self.group = group;
+        // The table-lookup decode's tables, once per product for every thread's rows.
+        #[cfg(target_arch = "x86_64")]
+        let reads = self.grouped_rows() == Some(TABLE_ROWS);
+        #[cfg(target_arch = "x86_64")]
+        if let Prepared::Q8K { blocks, tables, .. } = &mut self.prepared {
+            tables.clear();
+            if reads {
+                tables.resize(blocks.len() * x86_tables::TABLE_BYTES, 0);
+                // SAFETY: AVX2, checked by `prepare` (a kernel this CPU does not run falls
+                // back to scalar, which reads no tables).
+                unsafe { x86_tables::build_tables_avx2(blocks, tables) };
+            }
+        }
         self
+    }
+
+    /// Whether products with these activations read `w`'s copy in the table-lookup layout: the
+    /// plan chose it ([`PreparedInput::grouped_rows`]) and `w` comes with it.
+    fn reads_tables(&self, w: &Matrix) -> bool {
+        self.grouped_rows() == Some(TABLE_ROWS) && w.grouped.is_some_and(|(g, _)| g == TABLE_ROWS)
     }
 
     /// The rows per group of the grouped copy ([`Matrix::grouped`]) the products with these
@@ -786,7 +811,8 @@ pub fn matmul_prepared_many(
             w.ty.data_bytes(cols as u64, (rows * cols) as u64),
             "matrix data is rows × row bytes (and I2_S's trailing scale)"
         );
-        for id in rows_kernel_ids(w, n_tok, kernel) {
+        let tables = p.reads_tables(w);
+        for id in rows_kernel_ids(w, n_tok, kernel, tables) {
             log.record(&id);
         }
         if rows == 0 {
@@ -794,10 +820,7 @@ pub fn matmul_prepared_many(
         }
         let n = if threads == 1 { 1 } else { threads * 8 };
         // Whole groups of the table-lookup layout per chunk, where the kernel reads it.
-        let unit = match w.grouped {
-            Some((g, _)) if g == TABLE_ROWS => TABLE_ROWS,
-            _ => 16,
-        };
+        let unit = if tables { TABLE_ROWS } else { 16 };
         let chunk = rows.div_ceil(n).div_ceil(unit) * unit;
         for r0 in (0..rows).step_by(chunk) {
             chunks.push((i, r0, (r0 + chunk).min(rows)));
@@ -892,15 +915,11 @@ pub fn known_kernel_ids() -> Vec<String> {
 }
 
 /// The kernels a product of `w` runs: one, but for the AVX2 TQ2_0 decode on the table-lookup
-/// layout, which runs the table kernel on the whole groups of 32 rows (threads take whole
-/// groups) and the two-row kernel on the rows after them.
-fn rows_kernel_ids(w: &Matrix, n_tok: usize, kernel: Kernel) -> Vec<String> {
+/// layout (`tables`), which runs the table kernel on the whole groups of 32 rows (threads take
+/// whole groups) and the two-row kernel on the rows after them.
+fn rows_kernel_ids(w: &Matrix, n_tok: usize, kernel: Kernel, tables: bool) -> Vec<String> {
     let plain = rows_kernel_id(w, n_tok, kernel);
-    if w.ty == GgmlType::TQ2_0
-        && kernel == Kernel::Avx2
-        && n_tok < plan::PREFILL_MIN_TOKENS
-        && w.grouped.is_some_and(|(g, _)| g == TABLE_ROWS)
-    {
+    if tables {
         let mut ids = Vec::new();
         if w.rows >= TABLE_ROWS {
             ids.push("tq2_0_q8k_dot_tables_avx2".to_string());

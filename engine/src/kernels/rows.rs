@@ -4,12 +4,6 @@
 
 use super::*;
 
-// Each thread's tables for the table-lookup TQ2_0 decode ([`x86_tables`]), kept between calls.
-#[cfg(target_arch = "x86_64")]
-thread_local! {
-    static TABLES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Rows per tile of the paired prefill kernel (see `compute_rows`).
 #[cfg(target_arch = "x86_64")]
 const PAIR_ROW_TILE: usize = 16;
@@ -95,6 +89,8 @@ pub(super) fn compute_rows(
             pairs,
             #[cfg(target_arch = "x86_64")]
             dups,
+            #[cfg(target_arch = "x86_64")]
+            tables,
         } => {
             #[cfg(target_arch = "x86_64")]
             if kernel == Kernel::Vnni256 {
@@ -149,15 +145,15 @@ pub(super) fn compute_rows(
                 let ahead = prefetch.unwrap_or(x86::PREFETCH);
                 let rb = w.row_bytes();
                 // The table-lookup kernel on the whole groups of its layout within `r0..r1`
-                // (when the plan chose it, the matrix comes with that grouped copy), the
-                // two-row kernel on the rows before and after them.
-                let g = x86_tables::TABLE_ROWS;
-                let tables = w.grouped.filter(|&(h, _)| h == g).map(|(_, data)| {
-                    let start = r0.div_ceil(g) * g;
-                    let end = r1.min(w.rows / g * g) / g * g;
-                    (data, start.min(r1), end.max(start.min(r1)))
-                });
-                let (g0, g1) = tables.map_or((r1, r1), |(_, a, b)| (a, b));
+                // (where the plan chose it: the matrix comes with that copy, the activations
+                // with their tables), the two-row kernel on the rows before and after them.
+                let g = TABLE_ROWS;
+                let layout = w.grouped.filter(|&(h, _)| h == g && !tables.is_empty());
+                let (g0, g1) = match layout {
+                    Some(_) if r1 / g * g > r0.div_ceil(g) * g => (r0.div_ceil(g) * g, r1 / g * g),
+                    _ => (r1, r1),
+                };
+                let tb = nb * x86_tables::TABLE_BYTES;
                 for t in 0..n_tok {
                     let a = &blocks[t * nb..(t + 1) * nb];
                     let out = o.token_rows(t);
@@ -174,19 +170,17 @@ pub(super) fn compute_rows(
                             };
                         }
                     }
-                    if let Some((data, g0, g1)) = tables.filter(|&(_, a, b)| b > a) {
-                        TABLES.with_borrow_mut(|scratch| {
-                            // SAFETY: as above (the layout's groups are `g` rows of `rb` bytes).
-                            unsafe {
-                                x86_tables::tq2_0_q8k_dot_span_tables_avx2(
-                                    &data[g0 * rb..g1 * rb],
-                                    a,
-                                    scratch,
-                                    ahead,
-                                    &mut out[g0 - r0..g1 - r0],
-                                )
-                            }
-                        });
+                    if let Some((_, data)) = layout.filter(|_| g1 > g0) {
+                        // SAFETY: as above (the layout's groups are `g` rows of `rb` bytes).
+                        unsafe {
+                            x86_tables::tq2_0_q8k_dot_groups_tables_avx2(
+                                &data[g0 * rb..g1 * rb],
+                                a,
+                                &tables[t * tb..(t + 1) * tb],
+                                ahead,
+                                &mut out[g0 - r0..g1 - r0],
+                            )
+                        };
                     }
                 }
                 return;

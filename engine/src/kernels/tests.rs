@@ -393,10 +393,11 @@ proptest! {
         quantize_q8k(&acts(cols, amode, &mut rng), &mut a);
         let layout = x86_tables::tq2_0_table_layout(&data, rows, cols);
         let mut out = vec![0f32; rows];
-        let mut scratch = Vec::new();
+        let mut tables = vec![0u8; a.len() * x86_tables::TABLE_BYTES];
         unsafe {
-            x86_tables::tq2_0_q8k_dot_span_tables_avx2(
-                &layout, &a, &mut scratch, ahead.unwrap_or(0), &mut out,
+            x86_tables::build_tables_avx2(&a, &mut tables);
+            x86_tables::tq2_0_q8k_dot_groups_tables_avx2(
+                &layout, &a, &tables, ahead.unwrap_or(0), &mut out,
             )
         };
         let rb = data.len() / rows;

@@ -222,17 +222,3 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
         }
     }
 }
-
-/// [`tq2_0_q8k_dot_groups_tables_avx2`] with the tables built here, in `scratch` (resized).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tq2_0_q8k_dot_span_tables_avx2(
-    layout: &[u8],
-    a: &[BlockQ8K],
-    scratch: &mut Vec<u8>,
-    ahead: usize,
-    out: &mut [f32],
-) {
-    scratch.resize(a.len() * TABLE_BYTES, 0);
-    build_tables_avx2(a, scratch);
-    tq2_0_q8k_dot_groups_tables_avx2(layout, a, scratch, ahead, out);
-}

@@ -86,8 +86,8 @@ fn every_variant_gives_the_scalar_trace_hashes() {
 
 /// Every row and token grouping a plan can choose for TQ2_0 products (the `vnni256` groups; the
 /// AVX2 decode's two-row kernel and its table-lookup kernel on the model's copy in that kernel's
-/// layout) gives the scalar logits bit for bit through prefill and decode on two threads, and
-/// the table-lookup kernel records its own ID.
+/// layout) gives the scalar logits bit for bit through prefill and decode on one and two
+/// threads, and the table-lookup kernel records its own ID.
 #[test]
 fn every_tq2_0_grouping_a_plan_chooses_gives_the_scalar_logits() {
     use bitnet_engine::forward::Session;

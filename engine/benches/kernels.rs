@@ -82,8 +82,7 @@ fn kernels(c: &mut Criterion) {
                 let Some(gr) = PreparedInput::grouped_rows_of(k, ty, 1, Some(group)) else {
                     continue;
                 };
-                let rb = data.len() / rows;
-                let copy = grouped_copy(&data, rows, rb, gr);
+                let copy = grouped_copy(ty, &data, rows, cols, gr);
                 let wg = Matrix {
                     grouped: Some((gr, &copy)),
                     ..w

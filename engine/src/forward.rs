@@ -157,25 +157,30 @@ impl<'m> Session<'m> {
         s
     }
 
-    /// Make the model's grouped copy of its TQ2_0 weights ([`Model::grouped_tq2`]) now when this
-    /// session's plan decodes from one, so that it is made once, at the start, not inside the
-    /// first timed decode step.
+    /// Make the model's grouped copy of its ternary weights ([`Model::grouped_weights`]) now when
+    /// this session's plan decodes from one, so that it is made once, at the start, not inside
+    /// the first timed decode step.
     fn group_weights(&self) {
-        let (ty, kernel) = (GgmlType::TQ2_0, self.plan.product(GgmlType::TQ2_0, 1));
-        if !kernel.is_available() {
-            return;
-        }
-        let Some(g) = PreparedInput::grouped_rows_of(kernel, ty, 1, self.plan.group(ty, 1)) else {
-            return;
-        };
-        if let Some(p) = self
+        let Some(p) = self
             .model
             .layers
             .iter()
             .flat_map(|l| l.projections())
             .next()
-        {
-            self.model.grouped_tq2(p, g);
+        else {
+            return;
+        };
+        // A TQ1_0 model decodes TQ2_0 products (its rewritten weights).
+        let ty = match p.info.ty {
+            GgmlType::TQ1_0 => GgmlType::TQ2_0,
+            ty => ty,
+        };
+        let kernel = self.plan.product(ty, 1);
+        if !kernel.is_available() {
+            return;
+        }
+        if let Some(g) = PreparedInput::grouped_rows_of(kernel, ty, 1, self.plan.group(ty, 1)) {
+            self.model.grouped_weights(p, g);
         }
     }
 
@@ -297,7 +302,7 @@ impl<'m> Session<'m> {
             }
             if let Some(g) = prepared.grouped_rows() {
                 for k in i..j {
-                    ms[k].grouped = self.model.grouped_tq2(ps[k], g).map(|d| (g, d));
+                    ms[k].grouped = self.model.grouped_weights(ps[k], g).map(|d| (g, d));
                 }
             }
             let mut group: Vec<&mut [f32]> =

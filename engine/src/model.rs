@@ -214,8 +214,9 @@ pub struct Model {
     pub tokenizer_unsupported: Option<String>,
     /// The TQ1_0 projections rewritten as TQ2_0, once asked for.
     tq2: OnceLock<Rewritten>,
-    /// The TQ2_0 projections with rows grouped by each of [`GROUPS`], then in the table-lookup
-    /// layout ([`TABLE_ROWS`]) ([`Model::grouped_tq2`]), each once asked for.
+    /// The TQ2_0 projections with rows grouped by each of [`GROUPS`], then the TQ2_0 and I2_S
+    /// ones in the table-lookup layout ([`TABLE_ROWS`]) ([`Model::grouped_weights`]), each once
+    /// asked for.
     grouped: [OnceLock<Rewritten>; GROUPS.len() + 1],
 }
 
@@ -499,49 +500,58 @@ impl Model {
         buf
     }
 
-    /// The TQ2_0 weights of projection `p` (as [`Model::matrix`] gives them, or
-    /// [`Model::tq1_as_tq2`] for a TQ1_0 projection) with rows grouped by `g`
-    /// ([`crate::kernels::grouped_copy`]), for the decode kernels that read a group as one stream.
-    /// Every such projection of the layers is grouped on the first call for `g` and kept, in one
-    /// buffer beside the file's copy (so a model decoded this way holds its ternary weights
-    /// twice). `None` for a `g` neither in [`GROUPS`] nor [`TABLE_ROWS`], a projection of another
-    /// type, or a TQ1_0 one not rewritten when the buffer was made.
-    pub fn grouped_tq2(&self, p: &Proj, g: usize) -> Option<&[u8]> {
+    /// The weights of projection `p` (as [`Model::matrix`] gives them, or [`Model::tq1_as_tq2`]
+    /// for a TQ1_0 projection) with rows grouped by `g` ([`crate::kernels::grouped_copy`]), for
+    /// the decode kernels that read a group as one stream: TQ2_0 weights by each of [`GROUPS`]
+    /// and [`TABLE_ROWS`], I2_S weights by [`TABLE_ROWS`] (the table-lookup layout). Every such
+    /// projection of the layers is grouped on the first call for `g` and kept, in one buffer
+    /// beside the file's copy (so a model decoded this way holds its ternary weights twice).
+    /// `None` for a `g` neither in [`GROUPS`] nor [`TABLE_ROWS`], a projection of another type,
+    /// or a TQ1_0 one not rewritten when the buffer was made.
+    pub fn grouped_weights(&self, p: &Proj, g: usize) -> Option<&[u8]> {
         let i = GROUPS
             .iter()
             .position(|&x| x == g)
             .or((g == TABLE_ROWS).then_some(GROUPS.len()))?;
-        let r = self.grouped[i].get_or_init(|| self.group_tq2(g));
+        let r = self.grouped[i].get_or_init(|| self.group_weights(g));
         let &(start, len) = r.at.get(&p.info.offset)?;
         Some(&r.bytes[start..start + len])
     }
 
-    /// Every TQ2_0 projection of the layers (and every TQ1_0 one already rewritten as TQ2_0)
-    /// grouped by `g` into one buffer (see [`Rewritten`]).
-    fn group_tq2(&self, g: usize) -> Rewritten {
+    /// Every projection of the layers [`Model::grouped_weights`] groups by `g` (TQ2_0, the TQ1_0
+    /// ones already rewritten as TQ2_0, and I2_S for [`TABLE_ROWS`]) into one buffer (see
+    /// [`Rewritten`]).
+    fn group_weights(&self, g: usize) -> Rewritten {
         let rewritten = self.tq2.get();
         let mut at = std::collections::HashMap::new();
         let mut todo = Vec::new();
         let mut total = 0usize;
         for p in self.layers.iter().flat_map(|l| l.projections()) {
-            let data = match p.info.ty {
-                GgmlType::TQ2_0 => self.file.tensor_data(&p.info),
+            let (ty, data) = match p.info.ty {
+                GgmlType::TQ2_0 => (GgmlType::TQ2_0, self.file.tensor_data(&p.info)),
                 GgmlType::TQ1_0 => match rewritten.and_then(|r| r.at.get(&p.info.offset)) {
-                    Some(&(start, len)) => &rewritten.expect("checked").bytes[start..start + len],
+                    Some(&(start, len)) => (
+                        GgmlType::TQ2_0,
+                        &rewritten.expect("checked").bytes[start..start + len],
+                    ),
                     None => continue,
                 },
+                // The table-lookup layout is an x86 kernel's.
+                GgmlType::I2_S if g == TABLE_ROWS && cfg!(target_arch = "x86_64") => {
+                    (GgmlType::I2_S, self.file.tensor_data(&p.info))
+                }
                 _ => continue,
             };
             if let std::collections::hash_map::Entry::Vacant(e) = at.entry(p.info.offset) {
                 e.insert((total, data.len()));
-                todo.push((total, data, p.info.dims[1] as usize));
+                let (cols, rows) = (p.info.dims[0] as usize, p.info.dims[1] as usize);
+                todo.push((total, ty, data, rows, cols));
                 total += data.len();
             }
         }
         let mut buf = self.anon_buffer(total);
-        for (start, data, rows) in todo {
-            let rb = data.len() / rows.max(1);
-            grouped_copy_into(data, rows, rb, g, &mut buf[start..start + data.len()]);
+        for (start, ty, data, rows, cols) in todo {
+            grouped_copy_into(ty, data, rows, cols, g, &mut buf[start..start + data.len()]);
         }
         let bytes = buf
             .make_read_only()

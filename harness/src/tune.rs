@@ -46,9 +46,10 @@ pub struct TuneEntry {
 /// `vnni256` TQ2_0 decode body took its masked-plane form, before the I2_S decode kernels
 /// came in several rows per call, before the attention's SIMD form took eight keys a call and
 /// each value lane in registers, before the grouped TQ2_0 copy put each group's scales in
-/// front of its codes, before decode steps decided among a variant's row groups too, or before
-/// the AVX2 TQ2_0 decode offered the table-lookup kernel) is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 13;
+/// front of its codes, before decode steps decided among a variant's row groups too, before
+/// the AVX2 TQ2_0 decode offered the table-lookup kernel, or before the AVX2 I2_S decode did)
+/// is measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 14;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -218,7 +218,8 @@ impl Kernel {
             {
                 &FLOAT_ROWS
             }
-            (Kernel::Avx2 | Kernel::Vnni256, GgmlType::I2_S) if !prefill => &I2S_ROWS,
+            (Kernel::Avx2, GgmlType::I2_S) if !prefill => &I2S_AVX2_ROWS,
+            (Kernel::Vnni256, GgmlType::I2_S) if !prefill => &I2S_ROWS,
             _ => &[],
         }
     }
@@ -300,8 +301,8 @@ pub const L1_ACTS_BUDGET: usize = 24 << 10;
 /// (Zen 4, 700M output head: one row decoded 11% faster), so a plan chooses; four by default.
 pub const FLOAT_ROWS: [usize; 2] = [1, 4];
 
-/// Rows per group of the table-lookup TQ2_0 kernel's layout ([`x86_tables`]), the grouped copy
-/// ([`Matrix::grouped`]) its decode reads.
+/// Rows per group of the table-lookup kernels' layouts (TQ2_0 and I2_S, [`x86_tables`]), the
+/// grouped copy ([`Matrix::grouped`]) their decode reads.
 pub const TABLE_ROWS: usize = 32;
 
 /// The AVX2 TQ2_0 decode's row groupings a plan chooses between: 2, the two-row `vpmaddubsw`
@@ -314,6 +315,11 @@ pub const TQ2_AVX2_ROWS: [usize; 2] = [2, TABLE_ROWS];
 /// ([`x86_i2s::i2_s_i8_rows_vnni256`]). On Zen 4 (one thread, 6912 × 2560 streamed in huge pages)
 /// four rows took 130-136 µs against 175-187 for one; a plan chooses, four by default.
 pub const I2S_ROWS: [usize; 3] = [1, 2, 4];
+
+/// The AVX2 I2_S decode's row groupings a plan chooses between: [`I2S_ROWS`] (the `vpmaddubsw`
+/// kernels on the file's layout) and [`TABLE_ROWS`], the table-lookup kernel on its grouped copy
+/// ([`x86_tables::i2_s_i8_dot_groups_tables_avx2`]). All give the same integer sums.
+pub const I2S_AVX2_ROWS: [usize; 4] = [1, 2, 4, TABLE_ROWS];
 
 /// The largest prefetch distance a plan may name (a receipt's or a cache file's is read as
 /// untrusted input).
@@ -367,26 +373,43 @@ pub fn group_rows(
     out
 }
 
-/// The grouped copy of TQ2_0 weights (`rows` rows of `row_bytes`) that the decode kernels reading
-/// `g` rows at a time stream ([`Matrix::grouped`]): [`group_rows`] split after the codes for the
-/// `vnni256` groups ([`GROUPS`]), the table-lookup layout for [`TABLE_ROWS`]. Either keeps
-/// group `k` at `k·g·row_bytes` and the last `rows % g` rows as they were.
-pub fn grouped_copy(data: &[u8], rows: usize, row_bytes: usize, g: usize) -> Vec<u8> {
+/// The grouped copy of `ty` weights (`rows` rows of `cols`, `data` as [`Matrix::data`]) that
+/// the decode kernels reading `g` rows at a time stream ([`Matrix::grouped`]): for TQ2_0,
+/// [`group_rows`] split after the codes for the `vnni256` groups ([`GROUPS`]), the table-lookup
+/// layout for [`TABLE_ROWS`]; for I2_S, the table-lookup layout, its only grouped form (`g` must
+/// be [`TABLE_ROWS`]). Either keeps group `k` at `k·g·` row bytes and the last `rows % g` rows
+/// (and I2_S's trailing scale) as they were. Panics for another type or group.
+pub fn grouped_copy(ty: GgmlType, data: &[u8], rows: usize, cols: usize, g: usize) -> Vec<u8> {
     let mut out = vec![0u8; data.len()];
-    grouped_copy_into(data, rows, row_bytes, g, &mut out);
+    grouped_copy_into(ty, data, rows, cols, g, &mut out);
     out
 }
 
 /// [`grouped_copy`] into `out` (as long as `data`).
-pub fn grouped_copy_into(data: &[u8], rows: usize, row_bytes: usize, g: usize, out: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if g == TABLE_ROWS {
-        let cols = row_bytes / GgmlType::TQ2_0.type_size() * QK_K;
-        x86_tables::tq2_0_table_layout_into(data, rows, cols, out);
-        return;
+pub fn grouped_copy_into(
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    g: usize,
+    out: &mut [u8],
+) {
+    match ty {
+        #[cfg(target_arch = "x86_64")]
+        GgmlType::TQ2_0 if g == TABLE_ROWS => {
+            x86_tables::tq2_0_table_layout_into(data, rows, cols, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        GgmlType::I2_S if g == TABLE_ROWS => {
+            x86_tables::i2_s_table_layout_into(data, rows, cols, out)
+        }
+        GgmlType::TQ2_0 => {
+            let block = GgmlType::TQ2_0.type_size();
+            let row_bytes = cols / QK_K * block;
+            group_rows_into(data, rows, row_bytes, [block, TQ2_CODES], g, out);
+        }
+        _ => panic!("no grouped copy of {ty} weights by {g} rows"),
     }
-    let block = GgmlType::TQ2_0.type_size();
-    group_rows_into(data, rows, row_bytes, [block, TQ2_CODES], g, out);
 }
 
 /// [`group_rows`] into `out` (as long as `data`).
@@ -461,12 +484,15 @@ enum Prepared {
         tables: Vec<u8>,
     },
     /// bitnet.cpp's per-token int8 activations for I2_S weights (`n_tok × cols`), each token's
-    /// scale and quant sum; `perm` holds the AVX-512 kernel's rearrangement when it runs.
+    /// scale and quant sum; `perm` holds the AVX-512 kernel's rearrangement when it runs,
+    /// `tables` each token's tables for the AVX2 table-lookup decode when the products read its
+    /// layout.
     I8S {
         q: Vec<i8>,
         scales: Vec<f32>,
         sums: Vec<i32>,
         perm: Vec<i8>,
+        tables: Vec<u8>,
     },
     /// `n_tok × nb` Q8_K blocks for K-quant weights (Q6_K), as its scalar and SIMD kernels read them.
     KQuant { blocks: Vec<BlockQ8K> },
@@ -580,6 +606,7 @@ pub fn prepare(
                 scales,
                 sums,
                 perm,
+                tables: Vec::new(),
             }
         }
         // Q6_K's vec_dot type is Q8_K, as the ternary types'.
@@ -663,14 +690,26 @@ impl PreparedInput {
         #[cfg(target_arch = "x86_64")]
         let reads = self.grouped_rows() == Some(TABLE_ROWS);
         #[cfg(target_arch = "x86_64")]
-        if let Prepared::Q8K { blocks, tables, .. } = &mut self.prepared {
-            tables.clear();
-            if reads {
-                tables.resize(blocks.len() * x86_tables::TABLE_BYTES, 0);
-                // SAFETY: AVX2, checked by `prepare` (a kernel this CPU does not run falls
-                // back to scalar, which reads no tables).
-                unsafe { x86_tables::build_tables_avx2(blocks, tables) };
+        match &mut self.prepared {
+            Prepared::Q8K { blocks, tables, .. } => {
+                tables.clear();
+                if reads {
+                    tables.resize(blocks.len() * x86_tables::TABLE_BYTES, 0);
+                    // SAFETY: AVX2, checked by `prepare` (a kernel this CPU does not run falls
+                    // back to scalar, which reads no tables).
+                    unsafe { x86_tables::build_tables_avx2(blocks, tables) };
+                }
             }
+            Prepared::I8S { q, tables, .. } => {
+                tables.clear();
+                if reads {
+                    tables.resize(q.len() / 4 * x86_tables::I2S_TABLE_BYTES, 0);
+                    // SAFETY: as above. Each token's tables follow the previous token's, as its
+                    // activations do (`cols` is a multiple of 128).
+                    unsafe { x86_tables::build_i2_s_tables_avx2(q, tables) };
+                }
+            }
+            _ => {}
         }
         self
     }
@@ -683,7 +722,8 @@ impl PreparedInput {
 
     /// The rows per group of the grouped copy ([`Matrix::grouped`]) the products with these
     /// activations read, when their kernel reads one: the `vnni256` decode kernels on TQ2_0
-    /// weights, by the group the plan chose (or their own).
+    /// weights, by the group the plan chose (or their own), and the AVX2 table-lookup decode on
+    /// TQ2_0 and I2_S weights where the plan chose [`TABLE_ROWS`].
     pub fn grouped_rows(&self) -> Option<usize> {
         Self::grouped_rows_of(self.kernel, self.ty, self.n_tok, self.group)
     }
@@ -698,7 +738,7 @@ impl PreparedInput {
     ) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
         if kernel == Kernel::Avx2
-            && ty == GgmlType::TQ2_0
+            && matches!(ty, GgmlType::TQ2_0 | GgmlType::I2_S)
             && n_tok < plan::PREFILL_MIN_TOKENS
             && group == Some(TABLE_ROWS)
         {
@@ -893,6 +933,7 @@ pub fn known_kernel_ids() -> Vec<String> {
         "q6_k_q8k_dot_avx2",
         "q6_k_q8k_dot_avx512",
         "tq2_0_q8k_dot_tables_avx2",
+        "i2_s_i8_dot_tables_avx2",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -914,15 +955,19 @@ pub fn known_kernel_ids() -> Vec<String> {
     v
 }
 
-/// The kernels a product of `w` runs: one, but for the AVX2 TQ2_0 decode on the table-lookup
-/// layout (`tables`), which runs the table kernel on the whole groups of 32 rows (threads take
-/// whole groups) and the two-row kernel on the rows after them.
+/// The kernels a product of `w` runs: one, but for the AVX2 TQ2_0 and I2_S decodes on the
+/// table-lookup layout (`tables`), which run the table kernel on the whole groups of 32 rows
+/// (threads take whole groups) and their file-layout kernel on the rows after them.
 fn rows_kernel_ids(w: &Matrix, n_tok: usize, kernel: Kernel, tables: bool) -> Vec<String> {
     let plain = rows_kernel_id(w, n_tok, kernel);
     if tables {
         let mut ids = Vec::new();
         if w.rows >= TABLE_ROWS {
-            ids.push("tq2_0_q8k_dot_tables_avx2".to_string());
+            let id = match w.ty {
+                GgmlType::I2_S => "i2_s_i8_dot_tables_avx2",
+                _ => "tq2_0_q8k_dot_tables_avx2",
+            };
+            ids.push(id.to_string());
         }
         if w.rows % TABLE_ROWS != 0 {
             ids.push(plain);

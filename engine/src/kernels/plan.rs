@@ -506,7 +506,9 @@ mod tests {
         let e = refused("TQ1_0/decode", "avx512 rows 4");
         assert!(e.contains("`avx512` offers"), "{e}");
         let e = refused("I2_S/decode", "avx2 rows 8");
-        assert!(e.contains("rows `8`") && e.contains("[1, 2, 4]"), "{e}");
+        assert!(e.contains("rows `8`") && e.contains("[1, 2, 4, 32]"), "{e}");
+        let e = refused("I2_S/decode", "vnni256 rows 32");
+        assert!(e.contains("rows `32`") && e.contains("[1, 2, 4]"), "{e}");
         let e = refused("I2_S/decode", "avx512 rows 4");
         assert!(e.contains("`avx512` offers"), "{e}");
         let e = refused("TQ2_0/prefill", "vnni256 tokens 99999999999999999999");

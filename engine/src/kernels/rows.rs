@@ -286,9 +286,10 @@ pub(super) fn compute_rows(
             scales,
             sums,
             perm,
+            tables,
         } => i2_s_rows(
             w,
-            [q, perm],
+            ([q, perm], tables),
             (scales, sums),
             n_tok,
             kernel,
@@ -337,11 +338,14 @@ pub(super) fn compute_rows(
 }
 
 /// I2_S rows `r0..r1`: the exact integer dot of each row and token (SIMD kernels take four
-/// tokens per unpacked group), finished as [`scalar::i2_s_finish`].
+/// tokens per unpacked group), finished as [`scalar::i2_s_finish`]. With `tables` (the AVX2
+/// table-lookup decode's, [`PreparedInput::with_group`]) and `w`'s copy in that layout, the
+/// whole groups of [`TABLE_ROWS`] rows within `r0..r1` go to the table kernel and the rows
+/// around them to the file-layout kernels.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn i2_s_rows(
     w: &Matrix,
-    [q, perm]: [&[i8]; 2],
+    ([q, perm], tables): ([&[i8]; 2], &[u8]),
     (scales, sums): (&[f32], &[i32]),
     n_tok: usize,
     kernel: Kernel,
@@ -352,6 +356,46 @@ pub(super) fn i2_s_rows(
 ) {
     let cols = w.cols;
     let w_scale = w.i2_s_scale();
+    #[cfg(target_arch = "x86_64")]
+    if let Some((_, data)) = w
+        .grouped
+        .filter(|&(h, _)| h == TABLE_ROWS && !tables.is_empty())
+    {
+        let g = TABLE_ROWS;
+        let (g0, g1) = (r0.div_ceil(g) * g, r1 / g * g);
+        if g1 > g0 {
+            let ahead = prefetch.unwrap_or(x86_i2s::ROWS_PREFETCH);
+            let (rb, tb) = (w.row_bytes(), cols / 4 * x86_tables::I2S_TABLE_BYTES);
+            let mut dots = [0i32; 2 * TABLE_ROWS];
+            for t in 0..n_tok {
+                for s0 in (g0..g1).step_by(dots.len()) {
+                    let s1 = (s0 + dots.len()).min(g1);
+                    let d = &mut dots[..s1 - s0];
+                    // SAFETY: AVX2 checked by `is_available` (the tables exist only under the
+                    // AVX2 variant); the layout's groups are `g` rows of `rb` bytes.
+                    unsafe {
+                        x86_tables::i2_s_i8_dot_groups_tables_avx2(
+                            &data[s0 * rb..s1 * rb],
+                            &tables[t * tb..(t + 1) * tb],
+                            ahead,
+                            d,
+                        )
+                    };
+                    for (r, &dr) in (s0..s1).zip(d.iter()) {
+                        o.set(r, t, scalar::i2_s_finish(dr, sums[t], scales[t], w_scale));
+                    }
+                }
+            }
+            let rest = ([q, perm], &[][..]);
+            for (s0, s1) in [(r0, g0), (g1, r1)] {
+                if s1 > s0 {
+                    let pg = [prefetch, group];
+                    i2_s_rows(w, rest, (scales, sums), n_tok, kernel, pg, s0, s1, o);
+                }
+            }
+            return;
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if n_tok == 1 && matches!(kernel, Kernel::Avx2 | Kernel::Vnni256) {
         let rows_per_call = group

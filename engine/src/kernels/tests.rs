@@ -326,7 +326,7 @@ proptest! {
             prop_assert_eq!(&got, &want, "{:?} prefetch {:?} group {:?}", k, ahead, group);
             // With the grouped copy the kernel reads, where it reads one.
             if let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, group) {
-                let copy = grouped_copy(&data, rows, data.len() / rows, g);
+                let copy = grouped_copy(ty, &data, rows, cols, g);
                 let wg = Matrix { grouped: Some((g, &copy)), ..w };
                 let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [ahead, group]));
                 prop_assert_eq!(&got, &want, "{:?} grouped by {} prefetch {:?}", k, g, ahead);
@@ -358,10 +358,45 @@ proptest! {
                 let Some(g) = PreparedInput::grouped_rows_of(k, ty, n_tok, Some(g)) else {
                     continue;
                 };
-                let copy = grouped_copy(&data, rows, data.len() / rows, g);
+                let copy = grouped_copy(ty, &data, rows, cols, g);
                 let wg = Matrix { grouped: Some((g, &copy)), ..w };
                 let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [None, Some(g)]));
                 prop_assert_eq!(&got, &want, "{:?} grouped by {}", k, g);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Decode-sized I2_S products (1-3 tokens) over enough rows for the table-lookup layout's
+    /// groups of 32 to meet every kind of thread chunk (groups cut by a chunk's start or end,
+    /// rows after the last group), with every row grouping a plan offers, on the file's layout
+    /// and on the grouped copy where the grouping reads one.
+    #[test]
+    fn i2_s_decode_products_over_many_rows_match_scalar(
+        seed in any::<u64>(), rows in 33usize..300, groups in 1usize..4, n_tok in 1usize..4,
+        threads in 1usize..4, wmode in 0u8..5, ahead in prefetch_distance()
+    ) {
+        let mut rng = Rng(seed);
+        let cols = groups * QK_I2_S;
+        let data = i2_s_matrix(rows, cols, wmode, &mut rng);
+        let w = Matrix { ty: GgmlType::I2_S, data: &data, rows, cols, grouped: None };
+        let x = acts(n_tok * cols, 0, &mut rng);
+        let want = bits(&matmul_with(&w, &x, n_tok, 1, Kernel::Scalar));
+        for k in simd_variants() {
+            for &g in k.groups(GgmlType::I2_S, false) {
+                let got = bits(&matmul_tuned(&w, &x, n_tok, threads, k, [ahead, Some(g)]));
+                prop_assert_eq!(&got, &want, "{:?} rows {}", k, g);
+                let Some(h) = PreparedInput::grouped_rows_of(k, GgmlType::I2_S, n_tok, Some(g))
+                else {
+                    continue;
+                };
+                let copy = grouped_copy(GgmlType::I2_S, &data, rows, cols, h);
+                let wg = Matrix { grouped: Some((h, &copy)), ..w };
+                let got = bits(&matmul_tuned(&wg, &x, n_tok, threads, k, [ahead, Some(g)]));
+                prop_assert_eq!(&got, &want, "{:?} grouped by {}", k, h);
             }
         }
     }
@@ -404,6 +439,52 @@ proptest! {
         for (r, got) in out.iter().enumerate() {
             let want = scalar::tq2_0_q8k_dot_scalar(&data[r * rb..(r + 1) * rb], &a);
             prop_assert_eq!(got.to_bits(), want.to_bits(), "row {}: {} vs {}", r, got, want);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The table-lookup I2_S kernel (`x86_tables`) on its own layout, every row's integer sum
+    /// against the scalar specification: rows of random bytes (code 3 included) or quantized
+    /// ternary weights, activations of random bytes or the int8 extremes (−128, 127, both in
+    /// turns), which the quantizer's range does not bound here.
+    #[test]
+    fn i2_s_table_kernel_matches_scalar(
+        seed in any::<u64>(), groups in 1usize..4, blocks in 1usize..7, wmode in 0u8..5,
+        amode in 0u8..4, ahead in prefetch_distance()
+    ) {
+        if !is_x86_feature_detected!("avx2") {
+            return Ok(());
+        }
+        let mut rng = Rng(seed);
+        let (rows, cols) = (groups * x86_tables::TABLE_ROWS, blocks * QK_I2_S);
+        let data = i2_s_matrix(rows, cols, wmode, &mut rng);
+        let q: Vec<i8> = (0..cols)
+            .map(|i| match amode {
+                0 => rng.next() as i8,
+                1 => -128,
+                2 => 127,
+                _ => if i % 2 == 0 { -128 } else { 127 },
+            })
+            .collect();
+        let mut layout = vec![0u8; data.len()];
+        x86_tables::i2_s_table_layout_into(&data, rows, cols, &mut layout);
+        let rb = cols / 4;
+        prop_assert_eq!(&layout[rows * rb..], &data[rows * rb..], "the scale and padding kept");
+        let mut tables = vec![0u8; cols / 4 * x86_tables::I2S_TABLE_BYTES];
+        let mut out = vec![0i32; rows];
+        unsafe {
+            x86_tables::build_i2_s_tables_avx2(&q, &mut tables);
+            x86_tables::i2_s_i8_dot_groups_tables_avx2(
+                &layout[..rows * rb], &tables, ahead.unwrap_or(0), &mut out,
+            )
+        };
+        for (r, got) in out.iter().enumerate() {
+            let want = scalar::i2_s_i8_dot_scalar(&data[r * rb..(r + 1) * rb], &q);
+            prop_assert_eq!(*got, want, "row {}", r);
         }
     }
 }
@@ -670,6 +751,25 @@ fn i2_s_rows_of_millions_of_weights_at_the_extremes_stay_exact() {
                 );
             }
         }
+        // The table-lookup kernel: a group of 32 copies of the row in its layout.
+        #[cfg(target_arch = "x86_64")]
+        if Kernel::available().contains(&Kernel::Avx2) {
+            let rows = row.repeat(TABLE_ROWS);
+            let mut layout = vec![0u8; rows.len()];
+            x86_tables::i2_s_table_layout_into(&rows, TABLE_ROWS, n as usize, &mut layout);
+            let mut tables = vec![0u8; n as usize / 4 * x86_tables::I2S_TABLE_BYTES];
+            let mut out = [0i32; TABLE_ROWS];
+            // SAFETY: AVX2 checked above.
+            unsafe {
+                x86_tables::build_i2_s_tables_avx2(q, &mut tables);
+                x86_tables::i2_s_i8_dot_groups_tables_avx2(&layout, &tables, 0, &mut out);
+            }
+            assert_eq!(
+                out.map(i64::from),
+                [want; TABLE_ROWS],
+                "tables byte {byte:#x}"
+            );
+        }
     }
 }
 
@@ -759,7 +859,8 @@ fn vnni256_row_and_token_groups_match_scalar_across_their_boundaries() {
 }
 
 /// A product on the table-lookup layout records the kernels that ran: the table kernel where the
-/// matrix has a whole group of 32 rows, the two-row kernel where rows are left after the groups.
+/// matrix has a whole group of 32 rows, the file-layout kernel where rows are left after the
+/// groups (TQ2_0 and I2_S).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn the_table_layouts_products_record_the_kernels_that_ran() {
@@ -767,17 +868,31 @@ fn the_table_layouts_products_record_the_kernels_that_ran() {
         return;
     }
     let mut rng = Rng(7);
-    let ty = GgmlType::TQ2_0;
-    let cols = QK_K;
-    for (rows, want) in [
-        (64, &["tq2_0_q8k_dot_tables_avx2"][..]),
-        (40, &["tq2_0_q8k_dot_avx2", "tq2_0_q8k_dot_tables_avx2"][..]),
-        (20, &["tq2_0_q8k_dot_avx2"][..]),
+    for (ty, rows, want) in [
+        (GgmlType::TQ2_0, 64, &["tq2_0_q8k_dot_tables_avx2"][..]),
+        (
+            GgmlType::TQ2_0,
+            40,
+            &["tq2_0_q8k_dot_avx2", "tq2_0_q8k_dot_tables_avx2"][..],
+        ),
+        (GgmlType::TQ2_0, 20, &["tq2_0_q8k_dot_avx2"][..]),
+        (GgmlType::I2_S, 64, &["i2_s_i8_dot_tables_avx2"][..]),
+        (
+            GgmlType::I2_S,
+            40,
+            &["i2_s_i8_dot_avx2", "i2_s_i8_dot_tables_avx2"][..],
+        ),
+        (GgmlType::I2_S, 20, &["i2_s_i8_dot_avx2"][..]),
     ] {
-        let data: Vec<u8> = (0..rows)
-            .flat_map(|_| ternary_row(ty, cols, 0, &mut rng))
-            .collect();
-        let copy = grouped_copy(&data, rows, data.len() / rows, TABLE_ROWS);
+        let cols = if ty == GgmlType::I2_S { QK_I2_S } else { QK_K };
+        let data: Vec<u8> = if ty == GgmlType::I2_S {
+            i2_s_matrix(rows, cols, 0, &mut rng)
+        } else {
+            (0..rows)
+                .flat_map(|_| ternary_row(ty, cols, 0, &mut rng))
+                .collect()
+        };
+        let copy = grouped_copy(ty, &data, rows, cols, TABLE_ROWS);
         let w = Matrix {
             ty,
             data: &data,
@@ -793,8 +908,8 @@ fn the_table_layouts_products_record_the_kernels_that_ran() {
         let ids: Vec<String> = log
             .ids()
             .into_iter()
-            .filter(|id| id.starts_with("tq2_0"))
+            .filter(|id| id.starts_with("tq2_0") || id.starts_with("i2_s_i8_dot"))
             .collect();
-        assert_eq!(ids, want, "{rows} rows");
+        assert_eq!(ids, want, "{ty} {rows} rows");
     }
 }

@@ -260,8 +260,7 @@ pub fn tune(
             let grouped_streams: Vec<(usize, Option<memmap2::MmapMut>)> = gs
                 .into_iter()
                 .map(|g| {
-                    let rb = m.data.len() / m.rows.max(1);
-                    let one = grouped_copy(m.data, m.rows, rb, g);
+                    let one = grouped_copy(m.ty, m.data, m.rows, m.cols, g);
                     (g, stream_copies(&one, copies.len(), huge_pages))
                 })
                 .collect();

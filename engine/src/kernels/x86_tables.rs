@@ -1,5 +1,7 @@
-//! TQ2_0 × Q8_K by table lookup (T-MAC's approach), AVX2, exact: 32 rows at a time, with
-//! `vpshufb` lookups of sums of activations in place of `vpmaddubsw` products.
+//! TQ2_0 × Q8_K and I2_S × int8 by table lookup (T-MAC's approach), AVX2, exact: 32 rows at a
+//! time, with `vpshufb` lookups of sums of activations in place of `vpmaddubsw` products. TQ2_0
+//! first; I2_S ([`i2_s_i8_dot_groups_tables_avx2`]) sums whole rows into one integer, so the
+//! same lookups need no lane order there.
 //!
 //! ggml's AVX2 product keeps eight integer lanes per block (lane `l` sums the positions `4l` to
 //! `4l + 3` of each of the block's eight 32-weight chunks), so this kernel builds, for each such
@@ -32,7 +34,7 @@
 
 use std::arch::x86_64::*;
 
-use super::scalar::{hsum8, tq2_0_code, BlockQ8K, QK_K};
+use super::scalar::{hsum8, tq2_0_code, BlockQ8K, QK_I2_S, QK_K};
 use super::x86::{prefetch_ahead, TQ2_BYTES};
 
 pub use super::TABLE_ROWS;
@@ -105,11 +107,7 @@ pub fn tq2_0_table_layout_into(data: &[u8], rows: usize, cols: usize, out: &mut 
 #[target_feature(enable = "avx2")]
 pub unsafe fn build_tables_avx2(a: &[BlockQ8K], t: &mut [u8]) {
     assert_eq!(t.len(), a.len() * TABLE_BYTES);
-    let masks: [__m256i; 4] = std::array::from_fn(|i| {
-        let m: [u8; 16] = std::array::from_fn(|idx| if (idx >> i) & 1 == 1 { 0xFF } else { 0 });
-        let v = _mm_loadu_si128(m.as_ptr() as *const __m128i);
-        _mm256_set_m128i(v, v)
-    });
+    let masks = subset_masks();
     for (y, tb) in a.iter().zip(t.chunks_exact_mut(TABLE_BYTES)) {
         for l in 0..8 {
             for c in 0..8 {
@@ -219,6 +217,162 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
         }
         for (r, o) in outg.iter_mut().enumerate() {
             *o = hsum8(std::array::from_fn(|l| lanes[l][r]));
+        }
+    }
+}
+
+/// Bytes of the I2_S tables per four activations: 16 sums of the low four bits of every subset
+/// of them, then 16 of their high four bits (−8..7).
+pub const I2S_TABLE_BYTES: usize = 32;
+
+/// Groups of four columns whose 8-bit lookups (four groups) and 16-bit sums (four of those) the
+/// I2_S table kernel gathers before widening to i32: four groups' sums are at most 6096 and at
+/// least −6144 in a 16-bit lane (`2·240 + 240 + 48·112`; `48·(−128)`), four of those ±24576.
+const I2S_WIDEN: usize = 16;
+
+/// The table layout of `rows` I2_S rows of `cols` weights (`data`: bitnet.cpp's x86 layout,
+/// `cols / 4` bytes a row, then the tensor's scale and padding): each whole group of 32 rows
+/// rewritten as, per four consecutive columns `4k..4k + 4`, 32 index bytes (one per row, at
+/// [`slot_of_row`]; the codes' `b1` plane in the low nibble, bit `i` for column `4k + i`, the
+/// `b0` plane in the high one), as many bytes as the rows take in the file (group `k` at
+/// `k · 32 ·` row bytes); the rows after the last whole group, the scale and the padding kept
+/// as they were.
+pub fn i2_s_table_layout_into(data: &[u8], rows: usize, cols: usize, out: &mut [u8]) {
+    assert_eq!(cols % QK_I2_S, 0);
+    assert_eq!(data.len(), out.len());
+    let rb = cols / 4;
+    assert!(data.len() >= rows * rb);
+    let gb = TABLE_ROWS * rb;
+    let groups = rows / TABLE_ROWS;
+    out[groups * gb..].copy_from_slice(&data[groups * gb..]);
+    for (g, o) in out[..groups * gb].chunks_exact_mut(gb).enumerate() {
+        for r in 0..TABLE_ROWS {
+            let s = slot_of_row(r);
+            let row = &data[(g * TABLE_ROWS + r) * rb..][..rb];
+            // Group `G` of 128 columns is bytes `32G..32G + 32`: column `128G + 32l + j` in
+            // byte `32G + j` at bits `6 − 2l`, so columns `4k..4k + 4` with `k = 32G + 8l + m`
+            // are bytes `32G + 4m..32G + 4m + 4` at that shift.
+            for (gg, bytes) in row.chunks_exact(32).enumerate() {
+                for l in 0..4 {
+                    let shift = 6 - 2 * l;
+                    for m in 0..8 {
+                        let (mut i1, mut i0) = (0u8, 0u8);
+                        for i in 0..4 {
+                            let c = (bytes[4 * m + i] >> shift) & 3;
+                            i1 |= (c >> 1) << i;
+                            i0 |= (c & 1) << i;
+                        }
+                        let k = 32 * gg + 8 * l + m;
+                        o[k * TABLE_ROWS + s] = i1 | (i0 << 4);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The I2_S tables of one token's activations `q` into `t` (`8 · q.len()` bytes): for columns
+/// `4k..4k + 4`, at `32k`, the 16 sums of the low four bits of every subset of them (subset
+/// `idx`: the columns `4k + i` whose bit `i` is set), then the 16 sums of their high four bits
+/// (arithmetic shift).
+#[target_feature(enable = "avx2")]
+pub unsafe fn build_i2_s_tables_avx2(q: &[i8], t: &mut [u8]) {
+    assert_eq!(q.len() % 4, 0);
+    assert_eq!(t.len(), q.len() / 4 * I2S_TABLE_BYTES);
+    let masks = subset_masks();
+    for (qk, tk) in q.chunks_exact(4).zip(t.chunks_exact_mut(I2S_TABLE_BYTES)) {
+        let mut acc = _mm256_setzero_si256();
+        for (&v, m) in qk.iter().zip(&masks) {
+            let p = _mm256_set_m128i(_mm_set1_epi8(v >> 4), _mm_set1_epi8(v & 15));
+            acc = _mm256_add_epi8(acc, _mm256_and_si256(p, *m));
+        }
+        _mm256_storeu_si256(tk.as_mut_ptr() as *mut __m256i, acc);
+    }
+}
+
+/// Byte masks of the 16 subsets of four: in each 128-bit half, byte `idx` is all ones in mask
+/// `i` when bit `i` of `idx` is set.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn subset_masks() -> [__m256i; 4] {
+    std::array::from_fn(|i| {
+        let m: [u8; 16] = std::array::from_fn(|idx| if (idx >> i) & 1 == 1 { 0xFF } else { 0 });
+        let v = _mm_loadu_si128(m.as_ptr() as *const __m128i);
+        _mm256_set_m128i(v, v)
+    })
+}
+
+/// `out[r]` = `Σ code·q` of I2_S row `r` (exact, as [`super::scalar::i2_s_i8_dot_scalar`]) for
+/// the whole groups of 32 rows in `layout` ([`i2_s_table_layout_into`]), with the tables `t` of
+/// one token's activations ([`build_i2_s_tables_avx2`]); `out.len()` is 32 times the groups in
+/// `layout`. Integer sums, so any order gives the same result: per four columns and 32 rows,
+/// four `vpshufb` (two planes × two halves) summed in 8 bits over four column groups, joined by
+/// `vpmaddubsw` with (2, 1) and (32, 16), summed in 16 bits over four of those, then in i32.
+#[target_feature(enable = "avx2")]
+pub unsafe fn i2_s_i8_dot_groups_tables_avx2(
+    layout: &[u8],
+    t: &[u8],
+    ahead: usize,
+    out: &mut [i32],
+) {
+    let nk = t.len() / I2S_TABLE_BYTES;
+    assert_eq!(t.len() % I2S_TABLE_BYTES, 0);
+    assert_eq!(nk % I2S_WIDEN, 0);
+    let gb = nk * TABLE_ROWS;
+    assert_eq!(out.len() % TABLE_ROWS, 0);
+    assert_eq!(layout.len(), out.len() / TABLE_ROWS * gb);
+    let m15 = _mm256_set1_epi8(15);
+    let w_lo = _mm256_set1_epi16(0x0102);
+    let w_hi = _mm256_set1_epi16(0x1020);
+    for (g, outg) in out.chunks_exact_mut(TABLE_ROWS).enumerate() {
+        let o = layout.as_ptr().add(g * gb);
+        // The rows' i32 sums are kept in `outg` (rows 0-7, 8-15, 16-23, 24-31), not in
+        // registers: the lookups need all but a few of the sixteen.
+        let acc = outg.as_mut_ptr() as *mut __m256i;
+        for q in 0..4 {
+            _mm256_storeu_si256(acc.add(q), _mm256_setzero_si256());
+        }
+        for k16 in (0..nk).step_by(I2S_WIDEN) {
+            // This step's 512 index bytes, `ahead` bytes on (0: no software prefetch).
+            prefetch_ahead(o.add(k16 * TABLE_ROWS), ahead, 8);
+            let mut lane = [_mm256_setzero_si256(); 2];
+            for k4 in (k16..k16 + I2S_WIDEN).step_by(4) {
+                let z = _mm256_setzero_si256();
+                let (mut p1lo, mut p1hi, mut p0lo, mut p0hi) = (z, z, z, z);
+                for k in k4..k4 + 4 {
+                    let v = _mm256_loadu_si256(o.add(k * TABLE_ROWS) as *const __m256i);
+                    let i1 = _mm256_and_si256(v, m15);
+                    let i0 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+                    let tp = t.as_ptr().add(k * I2S_TABLE_BYTES);
+                    let tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(tp as *const __m128i));
+                    let thi =
+                        _mm256_broadcastsi128_si256(_mm_loadu_si128(tp.add(16) as *const __m128i));
+                    p1lo = _mm256_add_epi8(p1lo, _mm256_shuffle_epi8(tlo, i1));
+                    p1hi = _mm256_add_epi8(p1hi, _mm256_shuffle_epi8(thi, i1));
+                    p0lo = _mm256_add_epi8(p0lo, _mm256_shuffle_epi8(tlo, i0));
+                    p0hi = _mm256_add_epi8(p0hi, _mm256_shuffle_epi8(thi, i0));
+                }
+                let rows_lo = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(_mm256_unpacklo_epi8(p1lo, p0lo), w_lo),
+                    _mm256_maddubs_epi16(w_hi, _mm256_unpacklo_epi8(p1hi, p0hi)),
+                );
+                let rows_hi = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(_mm256_unpackhi_epi8(p1lo, p0lo), w_lo),
+                    _mm256_maddubs_epi16(w_hi, _mm256_unpackhi_epi8(p1hi, p0hi)),
+                );
+                lane[0] = _mm256_add_epi16(lane[0], rows_lo);
+                lane[1] = _mm256_add_epi16(lane[1], rows_hi);
+            }
+            for (h, v) in lane.iter().enumerate() {
+                let halves = [
+                    _mm256_cvtepi16_epi32(_mm256_castsi256_si128(*v)),
+                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(*v, 1)),
+                ];
+                for (j, e) in halves.iter().enumerate() {
+                    let a = acc.add(2 * h + j);
+                    _mm256_storeu_si256(a, _mm256_add_epi32(_mm256_loadu_si256(a), *e));
+                }
+            }
         }
     }
 }

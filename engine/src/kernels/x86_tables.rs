@@ -100,6 +100,45 @@ pub fn tq2_0_table_layout_into(data: &[u8], rows: usize, cols: usize, out: &mut 
     }
 }
 
+/// Four consecutive groups' lookups for 32 rows, summed: the groups' index vectors from `idx`
+/// on and their tables from `tab` on (32 bytes a group each, the low-half sums then the high),
+/// both planes' lookups summed in 8 bits over the four groups (low halves at most 240, high at
+/// least −128) and joined by `vpmaddubsw` into 16-bit sums: rows 0-15 (the low unpack), then
+/// rows 16-31 (the high), in [`slot_of_row`]'s order, each at most 6096 and at least −6144.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn four_groups(idx: *const u8, tab: *const u8) -> [__m256i; 2] {
+    let m15 = _mm256_set1_epi8(15);
+    // `vpmaddubsw` weights: (2, 1) for the two planes' low halves (unsigned sums first), and
+    // (32, 16) for their high halves (the weights first, as the unsigned operand).
+    let w_lo = _mm256_set1_epi16(0x0102);
+    let w_hi = _mm256_set1_epi16(0x1020);
+    let z = _mm256_setzero_si256();
+    let (mut p1lo, mut p1hi, mut p0lo, mut p0hi) = (z, z, z, z);
+    for i in 0..4 {
+        let v = _mm256_loadu_si256(idx.add(32 * i) as *const __m256i);
+        let i1 = _mm256_and_si256(v, m15);
+        let i0 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+        let tp = tab.add(32 * i);
+        let tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(tp as *const __m128i));
+        let thi = _mm256_broadcastsi128_si256(_mm_loadu_si128(tp.add(16) as *const __m128i));
+        p1lo = _mm256_add_epi8(p1lo, _mm256_shuffle_epi8(tlo, i1));
+        p1hi = _mm256_add_epi8(p1hi, _mm256_shuffle_epi8(thi, i1));
+        p0lo = _mm256_add_epi8(p0lo, _mm256_shuffle_epi8(tlo, i0));
+        p0hi = _mm256_add_epi8(p0hi, _mm256_shuffle_epi8(thi, i0));
+    }
+    [
+        _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_unpacklo_epi8(p1lo, p0lo), w_lo),
+            _mm256_maddubs_epi16(w_hi, _mm256_unpacklo_epi8(p1hi, p0hi)),
+        ),
+        _mm256_add_epi16(
+            _mm256_maddubs_epi16(_mm256_unpackhi_epi8(p1lo, p0lo), w_lo),
+            _mm256_maddubs_epi16(w_hi, _mm256_unpackhi_epi8(p1hi, p0hi)),
+        ),
+    ]
+}
+
 /// The tables of `a`'s blocks into `t` (`a.len() ·` [`TABLE_BYTES`] bytes): for block `b`,
 /// lane `l` and chunk `c`, at `((b·8 + l)·8 + c)·32`, the 16 sums of the low four bits of every
 /// subset of the activations `32c + 4l + i` (subset `idx`: the `i` whose bit is set), then the
@@ -141,11 +180,6 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
     assert_eq!(t.len(), nb * TABLE_BYTES);
     assert_eq!(out.len() % TABLE_ROWS, 0);
     assert_eq!(layout.len(), out.len() / TABLE_ROWS * gb);
-    let m15 = _mm256_set1_epi8(15);
-    // `vpmaddubsw` weights: (2, 1) for the two planes' low halves (unsigned sums first), and
-    // (32, 16) for their high halves (the weights first, as the unsigned operand).
-    let w_lo = _mm256_set1_epi16(0x0102);
-    let w_hi = _mm256_set1_epi16(0x1020);
     for (g, outg) in out.chunks_exact_mut(TABLE_ROWS).enumerate() {
         // The 8 float lanes of the 32 rows: `acc[l][q]` holds lane `l` of rows `8q..8q + 8`.
         let mut acc = [[_mm256_setzero_ps(); 4]; 8];
@@ -166,35 +200,10 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
                 let ysum = _mm256_set1_epi32(y.bsums[2 * l] as i32 + y.bsums[2 * l + 1] as i32);
                 let mut lane = [_mm256_setzero_si256(); 2];
                 for half in 0..2 {
-                    let z = _mm256_setzero_si256();
-                    let (mut p1lo, mut p1hi, mut p0lo, mut p0hi) = (z, z, z, z);
-                    for c in 4 * half..4 * half + 4 {
-                        let gi = l * 8 + c;
-                        let v = _mm256_loadu_si256(ob.add(gi * TABLE_ROWS) as *const __m256i);
-                        let i1 = _mm256_and_si256(v, m15);
-                        let i0 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
-                        let tp = tb.add(gi * 32);
-                        let tlo =
-                            _mm256_broadcastsi128_si256(_mm_loadu_si128(tp as *const __m128i));
-                        let thi = _mm256_broadcastsi128_si256(_mm_loadu_si128(
-                            tp.add(16) as *const __m128i
-                        ));
-                        p1lo = _mm256_add_epi8(p1lo, _mm256_shuffle_epi8(tlo, i1));
-                        p1hi = _mm256_add_epi8(p1hi, _mm256_shuffle_epi8(thi, i1));
-                        p0lo = _mm256_add_epi8(p0lo, _mm256_shuffle_epi8(tlo, i0));
-                        p0hi = _mm256_add_epi8(p0hi, _mm256_shuffle_epi8(thi, i0));
-                    }
-                    // Rows 0-15 (low unpack) and 16-31 (high unpack), as 16-bit sums.
-                    let rows_lo = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(_mm256_unpacklo_epi8(p1lo, p0lo), w_lo),
-                        _mm256_maddubs_epi16(w_hi, _mm256_unpacklo_epi8(p1hi, p0hi)),
-                    );
-                    let rows_hi = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(_mm256_unpackhi_epi8(p1lo, p0lo), w_lo),
-                        _mm256_maddubs_epi16(w_hi, _mm256_unpackhi_epi8(p1hi, p0hi)),
-                    );
-                    lane[0] = _mm256_add_epi16(lane[0], rows_lo);
-                    lane[1] = _mm256_add_epi16(lane[1], rows_hi);
+                    let gi = l * 8 + 4 * half;
+                    let [lo, hi] = four_groups(ob.add(gi * TABLE_ROWS), tb.add(gi * 32));
+                    lane[0] = _mm256_add_epi16(lane[0], lo);
+                    lane[1] = _mm256_add_epi16(lane[1], hi);
                 }
                 for (h, v) in lane.iter().enumerate() {
                     let eight = [
@@ -321,9 +330,6 @@ pub unsafe fn i2_s_i8_dot_groups_tables_avx2(
     let gb = nk * TABLE_ROWS;
     assert_eq!(out.len() % TABLE_ROWS, 0);
     assert_eq!(layout.len(), out.len() / TABLE_ROWS * gb);
-    let m15 = _mm256_set1_epi8(15);
-    let w_lo = _mm256_set1_epi16(0x0102);
-    let w_hi = _mm256_set1_epi16(0x1020);
     for (g, outg) in out.chunks_exact_mut(TABLE_ROWS).enumerate() {
         let o = layout.as_ptr().add(g * gb);
         // The rows' i32 sums are kept in `outg` (rows 0-7, 8-15, 16-23, 24-31), not in
@@ -337,31 +343,10 @@ pub unsafe fn i2_s_i8_dot_groups_tables_avx2(
             prefetch_ahead(o.add(k16 * TABLE_ROWS), ahead, 8);
             let mut lane = [_mm256_setzero_si256(); 2];
             for k4 in (k16..k16 + I2S_WIDEN).step_by(4) {
-                let z = _mm256_setzero_si256();
-                let (mut p1lo, mut p1hi, mut p0lo, mut p0hi) = (z, z, z, z);
-                for k in k4..k4 + 4 {
-                    let v = _mm256_loadu_si256(o.add(k * TABLE_ROWS) as *const __m256i);
-                    let i1 = _mm256_and_si256(v, m15);
-                    let i0 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
-                    let tp = t.as_ptr().add(k * I2S_TABLE_BYTES);
-                    let tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(tp as *const __m128i));
-                    let thi =
-                        _mm256_broadcastsi128_si256(_mm_loadu_si128(tp.add(16) as *const __m128i));
-                    p1lo = _mm256_add_epi8(p1lo, _mm256_shuffle_epi8(tlo, i1));
-                    p1hi = _mm256_add_epi8(p1hi, _mm256_shuffle_epi8(thi, i1));
-                    p0lo = _mm256_add_epi8(p0lo, _mm256_shuffle_epi8(tlo, i0));
-                    p0hi = _mm256_add_epi8(p0hi, _mm256_shuffle_epi8(thi, i0));
-                }
-                let rows_lo = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(_mm256_unpacklo_epi8(p1lo, p0lo), w_lo),
-                    _mm256_maddubs_epi16(w_hi, _mm256_unpacklo_epi8(p1hi, p0hi)),
-                );
-                let rows_hi = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(_mm256_unpackhi_epi8(p1lo, p0lo), w_lo),
-                    _mm256_maddubs_epi16(w_hi, _mm256_unpackhi_epi8(p1hi, p0hi)),
-                );
-                lane[0] = _mm256_add_epi16(lane[0], rows_lo);
-                lane[1] = _mm256_add_epi16(lane[1], rows_hi);
+                let [lo, hi] =
+                    four_groups(o.add(k4 * TABLE_ROWS), t.as_ptr().add(k4 * I2S_TABLE_BYTES));
+                lane[0] = _mm256_add_epi16(lane[0], lo);
+                lane[1] = _mm256_add_epi16(lane[1], hi);
             }
             for (h, v) in lane.iter().enumerate() {
                 let halves = [

@@ -47,9 +47,10 @@ pub struct TuneEntry {
 /// came in several rows per call, before the attention's SIMD form took eight keys a call and
 /// each value lane in registers, before the grouped TQ2_0 copy put each group's scales in
 /// front of its codes, before decode steps decided among a variant's row groups too, before
-/// the AVX2 TQ2_0 decode offered the table-lookup kernel, or before the AVX2 I2_S decode did)
-/// is measured again and replaced.
-pub const TUNE_SCHEMA: u32 = 14;
+/// the AVX2 TQ2_0 decode offered the table-lookup kernel, before the AVX2 I2_S decode did, or
+/// before the F16/F32 decode read its activations as f32 and offered two rows a call) is
+/// measured again and replaced.
+pub const TUNE_SCHEMA: u32 = 15;
 
 /// `target/harness/tune.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -297,9 +297,10 @@ pub const GROUPS: [usize; 3] = [2, 4, 8];
 pub const L1_ACTS_BUDGET: usize = 24 << 10;
 
 /// Rows per call of the x86 F16/F32 decode kernels (the tied F16 output head): four rows share
-/// each activation load, one row streams its weights alone. Which is faster depends on the CPU
-/// (Zen 4, 700M output head: one row decoded 11% faster), so a plan chooses; four by default.
-pub const FLOAT_ROWS: [usize; 2] = [1, 4];
+/// each activation load, two rows two, one row streams its weights alone. Which is faster
+/// depends on the CPU (Zen 4, 700M output head: one row decoded 11% faster than four; Zen 1: one
+/// or two rows, with the activations read as f32), so a plan chooses; four by default.
+pub const FLOAT_ROWS: [usize; 3] = [1, 2, 4];
 
 /// Rows per group of the table-lookup kernels' layouts (TQ2_0 and I2_S, [`x86_tables`]), the
 /// grouped copy ([`Matrix::grouped`]) their decode reads.

@@ -562,6 +562,28 @@ pub(super) fn ternary_dot(
     }
 }
 
+/// Rows `r..r + R` of a float matrix against one token's activations `a` (f32; F16-rounded for
+/// F16 weights), in tinyBLAS's order or `ggml_vec_dot_f16`'s.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[cfg(target_arch = "x86_64")]
+unsafe fn float_rows_x86<const R: usize>(
+    w: &Matrix,
+    r: usize,
+    a: &[f32],
+    tiny_blas: bool,
+    f16: bool,
+    prefetch: Option<usize>,
+) -> [f32; R] {
+    let rows: [&[u8]; R] = std::array::from_fn(|k| w.row(r + k));
+    if tiny_blas {
+        x86::float_lanes8_rows::<R>(rows, a, w.cols, f16, prefetch)
+    } else {
+        x86::float_steps32_rows::<R>(rows, a, w.cols, f16, prefetch)
+    }
+}
+
 /// Float rows (F16 or F32 weights) `r0..r1`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn float_rows(
@@ -583,46 +605,27 @@ pub(super) fn float_rows(
     let mut r = r0;
     #[cfg(target_arch = "x86_64")]
     if matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512) {
-        let es = if f16 { 2 } else { 4 };
         if let Some(tiny_blas) = f16_simd_shape(rows, cols, n_tok) {
             // Rows per call: a plan's decode group, else four.
             let per = group
                 .filter(|g| n_tok < plan::PREFILL_MIN_TOKENS && FLOAT_ROWS.contains(g))
                 .unwrap_or(4);
             while r < r1 {
+                // The plan's group where it fits, else single rows.
                 let n = if r1 - r >= per { per } else { 1 };
                 for t in 0..n_tok {
-                    let a = &bytes[t * cols * es..(t + 1) * cols * es];
+                    let a = &vals[t * cols..(t + 1) * cols];
                     // SAFETY: AVX2/FMA/F16C checked by `is_available` (both variants need them).
                     let got: [f32; 4] = unsafe {
-                        match (n, tiny_blas) {
-                            (4, true) => x86::float_lanes8_rows::<4>(
-                                [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
-                                a,
-                                cols,
-                                f16,
-                                prefetch,
-                            ),
-                            (4, false) => x86::float_steps32_rows::<4>(
-                                [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)],
-                                a,
-                                cols,
-                                f16,
-                                prefetch,
-                            ),
-                            (_, true) => {
-                                let [v] =
-                                    x86::float_lanes8_rows::<1>([w.row(r)], a, cols, f16, prefetch);
-                                [v, 0.0, 0.0, 0.0]
+                        match n {
+                            4 => float_rows_x86::<4>(w, r, a, tiny_blas, f16, prefetch),
+                            2 => {
+                                let [v0, v1] =
+                                    float_rows_x86::<2>(w, r, a, tiny_blas, f16, prefetch);
+                                [v0, v1, 0.0, 0.0]
                             }
-                            (_, false) => {
-                                let [v] = x86::float_steps32_rows::<1>(
-                                    [w.row(r)],
-                                    a,
-                                    cols,
-                                    f16,
-                                    prefetch,
-                                );
+                            _ => {
+                                let [v] = float_rows_x86::<1>(w, r, a, tiny_blas, f16, prefetch);
                                 [v, 0.0, 0.0, 0.0]
                             }
                         }

@@ -380,7 +380,7 @@ pub unsafe fn tq1_0_q8k_dot_avx512vnni(row: &[u8], a: &[BlockQ8K], ahead: usize)
     hsum8(acc)
 }
 
-/// 8 F16 (`bits`) or F32 values as f32.
+/// 8 F16 (`bits`) or F32 weights as f32.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn load8(p: *const u8, f16: bool) -> __m256 {
@@ -391,12 +391,14 @@ unsafe fn load8(p: *const u8, f16: bool) -> __m256 {
     }
 }
 
-/// The tinyBLAS order ([`super::scalar::f16_dot_lanes8`]) for `R` rows against one activation
-/// vector `a` (F16 bits as bytes when `f16`, else f32 bytes), with `cols % 8 == 0`.
+/// The tinyBLAS order ([`super::scalar::f16_dot_lanes8`]) for `R` rows (F16 bits as bytes when
+/// `f16`, else f32 bytes) against one activation vector `a`, with `cols % 8 == 0`. For F16 weights
+/// `a` holds the F16-rounded activations widened to f32 once per product: the same values
+/// `vcvtph2ps` would give per row, without converting them again for every row.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn float_lanes8_rows<const R: usize>(
     rows: [&[u8]; R],
-    a: &[u8],
+    a: &[f32],
     cols: usize,
     f16: bool,
     ahead: Option<usize>,
@@ -404,7 +406,7 @@ pub unsafe fn float_lanes8_rows<const R: usize>(
     let es = if f16 { 2 } else { 4 };
     // By default the same place in the next tile's rows, which follow these `R` rows.
     let ahead = ahead.unwrap_or(R * es * cols);
-    assert!(cols % 8 == 0 && a.len() == cols * es);
+    assert!(cols % 8 == 0 && a.len() == cols);
     for r in &rows {
         assert_eq!(r.len(), cols * es);
     }
@@ -416,7 +418,7 @@ pub unsafe fn float_lanes8_rows<const R: usize>(
                 prefetch_ahead(r.as_ptr().wrapping_add(i * es), ahead, 2);
             }
         }
-        let av = load8(a.as_ptr().add(i * es), f16);
+        let av = _mm256_loadu_ps(a.as_ptr().add(i));
         for k in 0..R {
             acc[k] = _mm256_fmadd_ps(load8(rows[k].as_ptr().add(i * es), f16), av, acc[k]);
         }
@@ -429,13 +431,14 @@ pub unsafe fn float_lanes8_rows<const R: usize>(
     out
 }
 
-/// The `ggml_vec_dot_f16`/`_f32` order ([`super::scalar::f16_dot_steps32`]) for `R` rows
-/// against one activation vector (F16 bits as bytes when `f16`, else f32 bytes), with
-/// `cols % 32 == 0` (no tail, so F16's f64 tail and F32's f32 one do not arise).
+/// The `ggml_vec_dot_f16`/`_f32` order ([`super::scalar::f16_dot_steps32`]) for `R` rows (F16
+/// bits as bytes when `f16`, else f32 bytes) against one activation vector `a` (as
+/// [`float_lanes8_rows`] takes it), with `cols % 32 == 0` (no tail, so F16's f64 tail and F32's
+/// f32 one do not arise).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn float_steps32_rows<const R: usize>(
     rows: [&[u8]; R],
-    a: &[u8],
+    a: &[f32],
     cols: usize,
     f16: bool,
     ahead: Option<usize>,
@@ -443,7 +446,7 @@ pub unsafe fn float_steps32_rows<const R: usize>(
     let es = if f16 { 2 } else { 4 };
     // By default the same place in the next tile's rows, which follow these `R` rows.
     let ahead = ahead.unwrap_or(R * es * cols);
-    assert!(cols % 32 == 0 && a.len() == cols * es);
+    assert!(cols % 32 == 0 && a.len() == cols);
     for r in &rows {
         assert_eq!(r.len(), cols * es);
     }
@@ -458,7 +461,7 @@ pub unsafe fn float_steps32_rows<const R: usize>(
             );
         }
         for j in 0..4 {
-            let av = load8(a.as_ptr().add(es * (i + 8 * j)), f16);
+            let av = _mm256_loadu_ps(a.as_ptr().add(i + 8 * j));
             for k in 0..R {
                 let wv = load8(rows[k].as_ptr().add(es * (i + 8 * j)), f16);
                 acc[k][j] = _mm256_fmadd_ps(wv, av, acc[k][j]);

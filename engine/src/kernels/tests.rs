@@ -607,6 +607,79 @@ fn float_products_follow_the_specification_per_element() {
     }
 }
 
+#[test]
+fn float_decode_products_on_every_row_group_follow_the_specification() {
+    // Every rows-per-call a plan can choose for the F16/F32 decode, on row counts that leave
+    // rows outside whole groups, at one to three threads, with and without a prefetch distance:
+    // each output is the scalar specification's dot of its own row (ggml_vec_dot_f16's order
+    // below two tokens, tinyBLAS's on multiples of four rows from two tokens on).
+    let mut rng = Rng(11);
+    for (ty, rows, cols, n_tok) in [
+        (GgmlType::F16, 7usize, 96usize, 1usize),
+        (GgmlType::F16, 13, 160, 1),
+        (GgmlType::F16, 8, 64, 2),
+        (GgmlType::F32, 9, 128, 1),
+        (GgmlType::F32, 12, 40, 3),
+    ] {
+        let f16 = ty == GgmlType::F16;
+        let data: Vec<u8> = (0..rows * cols)
+            .flat_map(|_| {
+                let v = rng.f() * 2.0;
+                if f16 {
+                    f32_to_f16(v).to_le_bytes().to_vec()
+                } else {
+                    v.to_le_bytes().to_vec()
+                }
+            })
+            .collect();
+        let w = Matrix {
+            ty,
+            data: &data,
+            rows,
+            cols,
+            grouped: None,
+        };
+        let x = acts(cols * n_tok, 0, &mut rng);
+        let es = if f16 { 2 } else { 4 };
+        let want: Vec<u32> = (0..n_tok)
+            .flat_map(|t| (0..rows).map(move |r| (t, r)))
+            .map(|(t, r)| {
+                let row = &data[r * cols * es..(r + 1) * cols * es];
+                let a: Vec<f32> = x[t * cols..(t + 1) * cols]
+                    .iter()
+                    .map(|&v| if f16 { f16_to_f32(f32_to_f16(v)) } else { v })
+                    .collect();
+                let v = if rows % 4 == 0 && n_tok >= 2 {
+                    if f16 {
+                        scalar::f16_dot_lanes8(&scalar::F16Bytes(row), &a)
+                    } else {
+                        scalar::f16_dot_lanes8(&scalar::F32Bytes(row), &a)
+                    }
+                } else if f16 {
+                    scalar::f16_dot_steps32(&scalar::F16Bytes(row), &a, true)
+                } else {
+                    scalar::f16_dot_steps32(&scalar::F32Bytes(row), &a, false)
+                };
+                v.to_bits()
+            })
+            .collect();
+        for k in Kernel::available() {
+            for group in FLOAT_ROWS.iter().map(|&g| Some(g)).chain([None]) {
+                for threads in 1..=3 {
+                    for ahead in [None, Some(0), Some(4096)] {
+                        let got = bits(&matmul_tuned(&w, &x, n_tok, threads, k, [ahead, group]));
+                        let msg = format!(
+                            "{k:?} {ty} {rows}x{cols} n_tok {n_tok} rows {group:?} threads \
+                             {threads} prefetch {ahead:?}"
+                        );
+                        assert_eq!(got, want, "{msg}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn trit_extraction_is_exact_for_every_byte() {

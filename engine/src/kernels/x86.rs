@@ -88,6 +88,24 @@ pub(super) unsafe fn accumulate_block(
     _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(y.d * dw), acc)
 }
 
+/// [`accumulate_block`] from the block's 16-bit lane halves `s` (`vpmaddubsw` products summed in
+/// 16 bits), as ggml's AVX2 ternary products finish a block: `bsums` subtracted in 16 bits, then
+/// one `vpmaddwd` by ones. The integers are those of `madd(s) − madd(bsums)` (at most eight
+/// products of 3·128 and a `bsums` of 16·128 per 16-bit lane, so nothing wraps), with one multiply
+/// instead of two.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn accumulate_block_i16(
+    acc: __m256,
+    s: __m256i,
+    y: &BlockQ8K,
+    dw: f32,
+) -> __m256 {
+    let b = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    let lanes = _mm256_madd_epi16(_mm256_sub_epi16(s, b), _mm256_set1_epi16(1));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(y.d * dw), acc)
+}
+
 /// TQ2_0 × Q8_K, AVX2.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K], ahead: usize) -> f32 {
@@ -113,8 +131,7 @@ pub unsafe fn tq2_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K], ahead: usize) -> f3
             s1 = _mm256_add_epi16(s1, _mm256_add_epi16(p2, p3));
         }
         // 16-bit sums cannot overflow: at most 8 pairs of 2·127 per lane.
-        let lanes = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), _mm256_set1_epi16(1));
-        acc = accumulate_block(acc, lanes, y, f16_scale(&x[64..]));
+        acc = accumulate_block_i16(acc, _mm256_add_epi16(s0, s1), y, f16_scale(&x[64..]));
     }
     hsum8(acc)
 }
@@ -150,8 +167,7 @@ pub unsafe fn tq2_0_q8k_dot_span_avx2(rows: &[u8], a: &[BlockQ8K], ahead: usize,
                 }
             }
             for r in 0..2 {
-                let lanes = _mm256_madd_epi16(s[r], _mm256_set1_epi16(1));
-                acc[r] = accumulate_block(acc[r], lanes, y, f16_scale(&xs[r][64..]));
+                acc[r] = accumulate_block_i16(acc[r], s[r], y, f16_scale(&xs[r][64..]));
             }
         }
         out[2 * p] = hsum8(acc[0]);
@@ -212,8 +228,7 @@ pub unsafe fn tq2_0_q8k_dot_tokens_avx2<const T: usize>(
         }
         let dw = f16_scale(&x[64..]);
         for ((acct, st), at) in acc.iter_mut().zip(&s).zip(&a) {
-            let lanes = _mm256_madd_epi16(*st, _mm256_set1_epi16(1));
-            *acct = accumulate_block(*acct, lanes, &at[b], dw);
+            *acct = accumulate_block_i16(*acct, *st, &at[b], dw);
         }
     }
     acc.map(|v| hsum8(v))
@@ -296,8 +311,7 @@ pub unsafe fn tq1_0_q8k_dot_avx2(row: &[u8], a: &[BlockQ8K], ahead: usize) -> f3
             let p = _mm256_maddubs_epi16(*ci, _mm256_loadu_si256(yp.add(32 * i) as *const __m256i));
             s = _mm256_add_epi16(s, p);
         }
-        let lanes = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
-        acc = accumulate_block(acc, lanes, y, f16_scale(&x[52..]));
+        acc = accumulate_block_i16(acc, s, y, f16_scale(&x[52..]));
     }
     hsum8(acc)
 }

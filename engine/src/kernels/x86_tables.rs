@@ -197,7 +197,10 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
             for (l, accl) in acc.iter_mut().enumerate() {
                 // This lane's 256 index bytes, `ahead` bytes on (0: no software prefetch).
                 prefetch_ahead(ob.add(l * 8 * TABLE_ROWS), ahead, 4);
-                let ysum = _mm256_set1_epi32(y.bsums[2 * l] as i32 + y.bsums[2 * l + 1] as i32);
+                // The activations' lane sum, taken off in 16 bits before the widening: a lane's
+                // two `four_groups` sums are at most 13728 in magnitude and the sum of 32 quants
+                // at most 4096, so the difference fits (the same integers as in i32).
+                let ysum = _mm256_set1_epi16(y.bsums[2 * l].wrapping_add(y.bsums[2 * l + 1]));
                 let mut lane = [_mm256_setzero_si256(); 2];
                 for half in 0..2 {
                     let gi = l * 8 + 4 * half;
@@ -206,13 +209,14 @@ pub unsafe fn tq2_0_q8k_dot_groups_tables_avx2(
                     lane[1] = _mm256_add_epi16(lane[1], hi);
                 }
                 for (h, v) in lane.iter().enumerate() {
+                    let v = _mm256_sub_epi16(*v, ysum);
                     let eight = [
-                        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(*v)),
-                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(*v, 1)),
+                        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)),
+                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1)),
                     ];
                     for (k, e) in eight.iter().enumerate() {
                         let q = 2 * h + k;
-                        let f = _mm256_cvtepi32_ps(_mm256_sub_epi32(*e, ysum));
+                        let f = _mm256_cvtepi32_ps(*e);
                         accl[q] = _mm256_fmadd_ps(f, d[q], accl[q]);
                     }
                 }

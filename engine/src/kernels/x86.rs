@@ -90,9 +90,9 @@ pub(super) unsafe fn accumulate_block(
 
 /// [`accumulate_block`] from the block's 16-bit lane halves `s` (`vpmaddubsw` products summed in
 /// 16 bits), as ggml's AVX2 ternary products finish a block: `bsums` subtracted in 16 bits, then
-/// one `vpmaddwd` by ones. The integers are those of `madd(s) − madd(bsums)` (at most eight
-/// products of 3·128 and a `bsums` of 16·128 per 16-bit lane, so nothing wraps), with one multiply
-/// instead of two.
+/// one `vpmaddwd` by ones. The integers are those of `madd(s) − madd(bsums)` (a 16-bit lane of `s`
+/// sums at most eight `vpmaddubsw` pairs, 8·2·3·128 = 6144 in magnitude, and a `bsums` of a
+/// quantized block at most 16·128, so nothing wraps), with one multiply instead of two.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn accumulate_block_i16(

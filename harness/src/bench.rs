@@ -430,8 +430,7 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
     let unavailable = crate::reference::llama_cannot_run(&o.model);
     if let Some(why) = &unavailable {
         progress(&format!(
-            "no side-by-side reference: {}; timing the engine alone",
-            why.split("; give").next().unwrap_or(why)
+            "no side-by-side reference: {why}; timing the engine alone"
         ));
     }
     let tokens = prompt(o.prompt_tokens, model.config.n_vocab);
@@ -594,6 +593,8 @@ pub fn table(r: &BenchReport) -> String {
             x.kv_type,
             if x.flash_attn { "on" } else { "off" },
         ),
+        // Reports written before the reason was recorded alone carried a scenario's advice after
+        // it (`; give the scenario a reference ...`), which a bench table has no use for.
         (None, Some(why)) => format!(
             "no side-by-side reference: {}",
             why.split("; give").next().unwrap_or(why)

@@ -484,6 +484,10 @@ fn i2_s_and_b158_models_run_engine_only_saying_why() {
             unavailable.starts_with(why.split(" (").next().unwrap()),
             "{preset}: {unavailable}"
         );
+        // The reason alone: a scenario's advice (`reference:` in its YAML) is no use to a bench
+        // report, nor to `harness perf-gate`, which prints the reason when it refuses one.
+        assert!(!unavailable.contains("scenario"), "{preset}: {unavailable}");
+        assert!(!t.contains("scenario"), "{preset}: {t}");
         assert!(r.reference.is_none());
         let x = &r.results[0];
         assert!(x.llama.is_none() && x.decode_ratio.is_none() && x.prefill_ratio.is_none());

@@ -120,7 +120,12 @@ pub fn run(a: RefTraceArgs) -> Result<()> {
     llama::check_model(&args.model).map_err(UsageError)?;
     // A file llama.cpp cannot run, or would abort on: said here, not left to its abort.
     if let Some(why) = bitnet_harness::reference::llama_cannot_run(&args.model) {
-        return Err(UsageError(format!("`{}`: {why}", args.model.display())).into());
+        return Err(UsageError(format!(
+            "`{}`: {why}; {}",
+            args.model.display(),
+            bitnet_harness::reference::SCENARIO_REFERENCE_HINT
+        ))
+        .into());
     }
     args.check_counts()?;
     let tokens = match &args.prompt {

@@ -524,12 +524,19 @@ pub fn run_scenario_reference(
         }
         _ => {
             if let Some(why) = llama_cannot_run(&req.model) {
-                return Err(RefError::Unsupported(why));
+                return Err(RefError::Unsupported(format!(
+                    "{why}; {SCENARIO_REFERENCE_HINT}"
+                )));
             }
             run_command(harness, &["ref-trace".to_string()], req, timeout)
         }
     }
 }
+
+/// What a scenario whose model llama.cpp cannot run can do instead, appended to
+/// [`llama_cannot_run`]'s reason where a scenario or `harness ref-trace` meets it (a bench report
+/// records the reason alone: it times the engine without a reference).
+pub const SCENARIO_REFERENCE_HINT: &str = "give the scenario a reference that can (`reference: { command: [../ci/refs/numpy-ref] }`, the numpy second implementation) or `reference: none`";
 
 /// Why upstream llama.cpp cannot run the model at `path`, or `None` when it can (or the file
 /// cannot be read here: llama.cpp then says why itself).
@@ -547,10 +554,9 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
         .and_then(bitnet_engine::gguf::Value::as_str)?
         .to_string();
     let known = bitnet_engine::model::Arch::from_name(&arch);
-    let hint = "; give the scenario a reference that can (`reference: { command: [../ci/refs/numpy-ref] }`, the numpy second implementation) or `reference: none`";
     if known.is_some_and(|a| !a.llama_cpp_runs()) {
         return Some(format!(
-            "llama.cpp cannot run architecture `{arch}` (bitnet.cpp's ReLU² graph){hint}"
+            "llama.cpp cannot run architecture `{arch}` (bitnet.cpp's ReLU² graph)"
         ));
     }
     let tensors = file.tensors();
@@ -559,7 +565,7 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
         .find(|t| t.ty == bitnet_engine::gguf::GgmlType::I2_S)
     {
         return Some(format!(
-            "llama.cpp cannot read I2_S weights (type 36, bitnet.cpp's own; `{}` is one){hint}",
+            "llama.cpp cannot read I2_S weights (type 36, bitnet.cpp's own; `{}` is one)",
             i2s.name
         ));
     }
@@ -571,7 +577,7 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
         .find(|t| (file.data_offset() + t.offset) % 32 != 0)
     {
         return Some(format!(
-            "llama.cpp aborts on this file: tensor `{}` starts at byte {} of it, not on a 32-byte boundary (`general.alignment` {}){hint}",
+            "llama.cpp aborts on this file: tensor `{}` starts at byte {} of it, not on a 32-byte boundary (`general.alignment` {})",
             t.name,
             file.data_offset() + t.offset,
             file.alignment()
@@ -591,12 +597,12 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
     match (u("rope.dimension_count"), head) {
         (Some(0), _) => {
             return Some(format!(
-                "llama.cpp never finishes on this file: its CPU RoPE loops without end on `{arch}.rope.dimension_count` 0{hint}"
+                "llama.cpp never finishes on this file: its CPU RoPE loops without end on `{arch}.rope.dimension_count` 0"
             ))
         }
         (Some(n_rot), Some(head)) if head % 2 == 1 && n_rot < head => {
             return Some(format!(
-                "llama.cpp's CPU RoPE writes past each row on this file: the head size {head} is odd and `{arch}.rope.dimension_count` {n_rot} rotates only part of it, so its trace would not be its own computation{hint}"
+                "llama.cpp's CPU RoPE writes past each row on this file: the head size {head} is odd and `{arch}.rope.dimension_count` {n_rot} rotates only part of it, so its trace would not be its own computation"
             ))
         }
         _ => {}
@@ -606,7 +612,7 @@ pub fn llama_cannot_run(path: &Path) -> Option<String> {
             && t.ty != bitnet_engine::gguf::GgmlType::F32
     }) {
         return Some(format!(
-            "llama.cpp aborts on this file: `{}` is {}, and its CPU build multiplies by F32 norm weights and scales only{hint}",
+            "llama.cpp aborts on this file: `{}` is {}, and its CPU build multiplies by F32 norm weights and scales only",
             t.name, t.ty
         ));
     }
@@ -652,5 +658,46 @@ mod tests {
         // The llama.cpp linked here is the pinned x86-64 build: exact.
         #[cfg(all(target_arch = "x86_64", feature = "llama"))]
         assert_eq!(RefBuild::this_llama().inexact_reason(), None);
+    }
+
+    /// A scenario whose model llama.cpp cannot run is told the reason and what to write instead;
+    /// `llama_cannot_run` itself gives the reason alone (what a bench report records).
+    #[test]
+    fn a_scenario_on_a_model_llama_cpp_cannot_run_is_told_what_to_write() {
+        let d = tempfile::tempdir().unwrap();
+        let model = d.path().join("i2s.gguf");
+        let spec = bitnet_engine::synth::preset("i2s").unwrap();
+        bitnet_engine::synth::build(&spec)
+            .unwrap()
+            .write(&model)
+            .unwrap();
+        let reason = super::llama_cannot_run(&model).unwrap();
+        assert!(
+            reason.starts_with("llama.cpp cannot read I2_S weights"),
+            "{reason}"
+        );
+        assert!(!reason.contains("scenario"), "{reason}");
+        let req = super::RefRequest {
+            model: model.clone(),
+            tokens: vec![1, 2],
+            generate: 0,
+            points: bitnet_engine::trace::PointFilter::all(),
+            threads: 1,
+            out: d.path().join("trace"),
+            ubatch: None,
+            nudge_embeddings: false,
+            kv_cache: bitnet_engine::attention::KvType::F32,
+        };
+        // No process is started: the check comes first (this path names no harness binary).
+        let err = super::run_scenario_reference(
+            &crate::scenario::Reference::default(),
+            d.path(),
+            std::path::Path::new("/nonexistent/harness"),
+            &req,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, format!("{reason}; {}", super::SCENARIO_REFERENCE_HINT));
     }
 }

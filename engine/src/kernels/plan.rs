@@ -597,7 +597,9 @@ mod tests {
             assert_eq!(label, "vnni256 tokens 8 rows 2");
             assert_eq!(plan.group(GgmlType::TQ1_0, 1), Some(2));
             assert_eq!(plan.group(GgmlType::TQ2_0, 64), Some(8));
-            assert_eq!(plan.group(GgmlType::F16, 1), None);
+            // Two rows: the float decode kernels take it too (`FLOAT_ROWS`), not in prefill.
+            assert_eq!(plan.group(GgmlType::F16, 1), Some(2));
+            assert_eq!(plan.group(GgmlType::F16, 64), None);
             assert_eq!(plan.prefetch(GgmlType::TQ2_0, 1), None);
             assert_eq!(plan.describe()["TQ2_0/decode"], "vnni256 rows 2");
             let e = KernelPlan::forced("vnni256 rows 3").unwrap_err();

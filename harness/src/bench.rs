@@ -33,7 +33,7 @@ mod gate;
 use crate::reference::run_child;
 pub use gate::{
     check_baseline, check_report, gate, noisy, read_json, CpuFloors, Floor, PerfBaseline,
-    NOISY_SPREAD,
+    ShareFloor, NOISY_SPREAD,
 };
 
 /// Median and spread of one measured rate.

@@ -286,6 +286,24 @@ fn an_edited_report_or_an_empty_baseline_is_refused() {
             |r| r["reference_unavailable"] = "I2_S".into(),
             "`reference_unavailable` is set, yet results hold llama.cpp runs",
         ),
+        (
+            // The engine's 15 tok/s over the 73 tok/s bound is 0.2055, not 0.9.
+            |r| r["results"][0]["engine_share_of_bound"] = 0.9.into(),
+            "`results[0]` (1 threads): `engine_share_of_bound` is 0.9, but the decode median over `bound_decode_tps` gives 0.2055",
+        ),
+        (
+            // 20 GB/s over 274 MB of weights is 72.99 tok/s, not 30.
+            |r| r["results"][1]["bound_decode_tps"] = 30.0.into(),
+            "`results[1]` (2 threads): `bound_decode_tps` is 30, but `bandwidth_gbs` over `weight_bytes_per_token` gives 72.9927",
+        ),
+        (
+            |r| r["results"][0]["bandwidth_gbs"] = 0.0.into(),
+            "`results[0]` (1 threads): `bandwidth_gbs` is 0, expected a positive read rate",
+        ),
+        (
+            |r| r["results"][1]["llama_share_of_bound"] = serde_json::Value::Null,
+            "`results[1]` (2 threads): `llama_share_of_bound` is missing beside a llama.cpp run",
+        ),
     ];
     for (edit, says) in cases {
         let mut r = report(&[(1, 1.3, 0.5), (2, 1.0, 1.6)]);
@@ -324,6 +342,20 @@ fn an_edited_report_or_an_empty_baseline_is_refused() {
             "`cpus[0].floors` is empty",
         ),
         (|b| b["noise_margin"] = 1.0.into(), "`noise_margin` is 1"),
+        (
+            |b| b["engine_only_floors"] = serde_json::json!([{ "threads": 1, "min_share": 1.5 }]),
+            "`engine_only_floors`[0]: `min_share` is 1.5, expected a share of the bound above 0 and at most 1",
+        ),
+        (
+            |b| {
+                b["cpus"] = serde_json::json!([{
+                    "cpu_match": "EPYC", "note": "",
+                    "floors": [{ "threads": 1, "phase": "decode", "min_ratio": 1.0 }],
+                    "engine_only_floors": [{ "threads": 2, "min_share": 0.5 }, { "threads": 2, "min_share": 0.6 }]
+                }])
+            },
+            "`cpus[0].engine_only_floors`[1]: a second floor for 2 threads",
+        ),
     ];
     for (edit, says) in bases {
         let mut b = baseline(0.1);
@@ -335,4 +367,112 @@ fn an_edited_report_or_an_empty_baseline_is_refused() {
             "{says}: {out}"
         );
     }
+}
+
+/// A report the engine ran alone (a model llama.cpp cannot run): decode at `decode_tps` tok/s per
+/// thread count against a 73 tok/s bound (20 GB/s over 274 MB), no llama.cpp side.
+fn engine_only_report(decodes: &[(usize, f64)]) -> serde_json::Value {
+    let mut r = report(&[(1, 1.0, 1.0)]);
+    r["reference"] = serde_json::Value::Null;
+    r["reference_unavailable"] =
+        "llama.cpp cannot run architecture `bitnet-b1.58` (bitnet.cpp's ReLU² graph)".into();
+    r["results"] = decodes
+        .iter()
+        .map(|&(threads, decode)| {
+            serde_json::json!({
+                "threads": threads,
+                "bandwidth_gbs": 20.0,
+                "bound_decode_tps": 73.0,
+                "engine": { "prefill_tps": stats(40.0), "decode_tps": stats(decode) },
+                "llama": null,
+                "prefill_ratio": null,
+                "decode_ratio": null,
+                "engine_share_of_bound": decode / 73.0,
+                "llama_share_of_bound": null
+            })
+        })
+        .collect();
+    r
+}
+
+/// A report the engine ran alone is held to the engine-only floors: its decode share of the
+/// bandwidth bound, by the CPU's entry or else the conservative ones; a share below its floor
+/// less the margin fails and is named with the reason the engine ran alone; a baseline with no
+/// engine-only floors cannot pass such a report.
+#[test]
+fn engine_only_reports_are_held_to_their_share_floors() {
+    let d = tempfile::tempdir().unwrap();
+    let mut base = baseline(0.1);
+    base["engine_only_floors"] = serde_json::json!([{ "threads": 1, "min_share": 0.5 }]);
+    base["cpus"] = serde_json::json!([
+        {
+            "cpu_match": "(family 25, model 17)",
+            "note": "test",
+            "floors": [{ "threads": 1, "phase": "decode", "min_ratio": 1.5 }],
+            "engine_only_floors": [{ "threads": 1, "min_share": 0.7 }, { "threads": 2, "min_share": 0.7 }]
+        },
+        {
+            "cpu_match": "(family 6, model 167)",
+            "note": "ratio floors only",
+            "floors": [{ "threads": 1, "phase": "decode", "min_ratio": 1.5 }]
+        }
+    ]);
+    // 43.8 of 73 tok/s: 60% of the bound, above the conservative 50% less 10% = 45%.
+    let mut rep = engine_only_report(&[(1, 43.8)]);
+    let (code, out) = gate(d.path(), &base.to_string(), &rep.to_string());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "note  using the conservative engine-only floors (no engine-only entry for CPU \
+             `unknown`): the engine ran alone (llama.cpp cannot run architecture `bitnet-b1.58`"
+        ) && out.contains(
+            "pass  decode at 1 thread(s): engine alone at 60.0% of the bandwidth bound (43.8 of \
+             73.0 tok/s at 20.0 GB/s), floor 50.0% less 10% = 45.0%"
+        ),
+        "{out}"
+    );
+    // A CPU whose entry has ratio floors only gets the conservative engine-only ones too.
+    rep["cpu_model"] = "Intel(R) Xeon(R) Processor (family 6, model 167)".into();
+    let (code, out) = gate(d.path(), &base.to_string(), &rep.to_string());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("conservative engine-only floors (no engine-only entry for CPU `Intel"),
+        "{out}"
+    );
+    // Zen 4's own floors: 60% is below 70% less 10% = 63%, and 2 threads were not measured.
+    rep["cpu_model"] = "AMD EPYC (family 25, model 17)".into();
+    let (code, out) = gate(d.path(), &base.to_string(), &rep.to_string());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("note  using the engine-only floors of `(family 25, model 17)`")
+            && out.contains(
+                "FAIL  decode at 1 thread(s): engine alone at 60.0% of the bandwidth bound"
+            )
+            && out.contains("FAIL  decode at 2 thread(s): no measurement in the report"),
+        "{out}"
+    );
+    // Both thread counts at 65% and 90%: both pass.
+    let mut rep = engine_only_report(&[(1, 0.65 * 73.0), (2, 0.9 * 73.0)]);
+    rep["cpu_model"] = "AMD EPYC (family 25, model 17)".into();
+    let (code, out) = gate(d.path(), &base.to_string(), &rep.to_string());
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("pass  decode at").count(), 2, "{out}");
+    // Without engine-only floors in the baseline, such a report cannot pass.
+    let (code, out) = gate(d.path(), &baseline(0.1).to_string(), &rep.to_string());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("the baseline has no engine-only floors to hold this report to"),
+        "{out}"
+    );
+}
+
+/// The shipped baseline holds an engine-only report on the conservative floors too (a CPU with
+/// no entry), so the `2b4t` bench can be gated anywhere.
+#[test]
+fn the_shipped_baseline_has_conservative_engine_only_floors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let b: bitnet_harness::bench::PerfBaseline =
+        bitnet_harness::bench::read_json(&root.join("receipts/perf-baseline.json")).unwrap();
+    let threads: Vec<usize> = b.engine_only_floors.iter().map(|f| f.threads).collect();
+    assert_eq!(threads, [1, 2]);
 }

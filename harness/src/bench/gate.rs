@@ -1,6 +1,7 @@
 //! The perf gate: a bench report's engine/llama.cpp ratios against the floors committed per
-//! processor family in `receipts/perf-baseline.json`, and the rounds whose spread is too wide
-//! to trust.
+//! processor family in `receipts/perf-baseline.json` (or, for a report the engine ran alone,
+//! its decode share of the bandwidth bound against the engine-only floors), and the rounds
+//! whose spread is too wide to trust.
 
 use std::path::Path;
 
@@ -21,6 +22,10 @@ pub struct PerfBaseline {
     pub noise_margin: f64,
     /// The conservative floors, for a CPU no entry of `cpus` matches.
     pub floors: Vec<Floor>,
+    /// The conservative engine-only floors: for a report of a model llama.cpp cannot run (its
+    /// `reference_unavailable` set), on a CPU whose entry has none of its own.
+    #[serde(default)]
+    pub engine_only_floors: Vec<ShareFloor>,
     /// Floors measured on a processor family: the first entry whose `cpu_match` is part of the
     /// report's `cpu_model` applies.
     #[serde(default)]
@@ -36,6 +41,19 @@ pub struct CpuFloors {
     /// Where the floors come from (the machine, date and measured ratios).
     pub note: String,
     pub floors: Vec<Floor>,
+    /// The family's engine-only floors (none: the conservative ones apply).
+    #[serde(default)]
+    pub engine_only_floors: Vec<ShareFloor>,
+}
+
+/// An engine-only floor: for a report the engine ran alone (no llama.cpp run to compare with),
+/// its median decode rate's share of the weights-only bandwidth bound at a thread count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareFloor {
+    pub threads: usize,
+    /// A share passes when it is at least `min_share × (1 − noise_margin)`.
+    pub min_share: f64,
 }
 
 /// A round set is noisy when its slowest and fastest rates differ by more than this factor: the
@@ -121,6 +139,11 @@ pub fn check_report(r: &BenchReport) -> Result<(), String> {
     if r.results.is_empty() {
         return Err("`results` is empty: nothing was measured".into());
     }
+    if r.weight_bytes_per_token == 0 {
+        return Err("`weight_bytes_per_token` is 0, expected the model's weight bytes".into());
+    }
+    // Within the rounding of a figure written to three decimals.
+    let close = |x: f64, truth: f64| x.is_finite() && (x - truth).abs() <= 5e-4 + 1e-3 * truth;
     let mut seen = std::collections::BTreeSet::new();
     for (i, t) in r.results.iter().enumerate() {
         let at = format!("`results[{i}]` ({} threads)", t.threads);
@@ -174,10 +197,56 @@ pub fn check_report(r: &BenchReport) -> Result<(), String> {
                 (Some(x), Some(l)) => {
                     let (e, lm) = (phase.median(&t.engine), phase.median(l));
                     let truth = e / lm;
-                    // (Within the rounding of a ratio written to three decimals.)
-                    if !(x.is_finite() && (x - truth).abs() <= 5e-4 + 1e-3 * truth) {
+                    if !close(x, truth) {
                         return Err(format!(
                             "{at}: `{name}` is {x}, but the medians give {truth:.4} (engine {e} / llama.cpp {lm})"
+                        ));
+                    }
+                }
+            }
+        }
+        // The bound and the shares of it (the engine-only floors read the engine's share).
+        if !(t.bandwidth_gbs.is_finite() && t.bandwidth_gbs > 0.0) {
+            return Err(format!(
+                "{at}: `bandwidth_gbs` is {}, expected a positive read rate",
+                t.bandwidth_gbs
+            ));
+        }
+        let bound = t.bandwidth_gbs * 1e9 / r.weight_bytes_per_token as f64;
+        if !close(t.bound_decode_tps, bound) {
+            return Err(format!(
+                "{at}: `bound_decode_tps` is {}, but `bandwidth_gbs` over \
+                 `weight_bytes_per_token` gives {bound:.4}",
+                t.bound_decode_tps
+            ));
+        }
+        let shares = [
+            (
+                "engine_share_of_bound",
+                Some(t.engine_share_of_bound),
+                Some(&t.engine),
+            ),
+            (
+                "llama_share_of_bound",
+                t.llama_share_of_bound,
+                t.llama.as_ref(),
+            ),
+        ];
+        for (name, stored, rates) in shares {
+            match (stored, rates) {
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(format!("{at}: `{name}` is given without a llama.cpp run"))
+                }
+                (None, Some(_)) => {
+                    return Err(format!("{at}: `{name}` is missing beside a llama.cpp run"))
+                }
+                (Some(x), Some(rates)) => {
+                    let truth = rates.decode_tps.median / t.bound_decode_tps;
+                    if !close(x, truth) {
+                        return Err(format!(
+                            "{at}: `{name}` is {x}, but the decode median over \
+                             `bound_decode_tps` gives {truth:.4}"
                         ));
                     }
                 }
@@ -253,6 +322,35 @@ pub fn check_baseline(b: &PerfBaseline) -> Result<(), String> {
             }
         }
     }
+    let share_sets = std::iter::once(("`engine_only_floors`".to_owned(), &b.engine_only_floors))
+        .chain(b.cpus.iter().enumerate().map(|(i, c)| {
+            (
+                format!("`cpus[{i}].engine_only_floors`"),
+                &c.engine_only_floors,
+            )
+        }));
+    for (name, floors) in share_sets {
+        let mut seen = std::collections::BTreeSet::new();
+        for (j, f) in floors.iter().enumerate() {
+            let at = format!("{name}[{j}]");
+            if !(f.min_share.is_finite() && f.min_share > 0.0 && f.min_share <= 1.0) {
+                return Err(format!(
+                    "{at}: `min_share` is {}, expected a share of the bound above 0 and at most 1",
+                    f.min_share
+                ));
+            }
+            if f.threads == 0 || f.threads > crate::scenario::MAX_THREADS {
+                return Err(format!(
+                    "{at}: `threads` is {}, expected 1 to {}",
+                    f.threads,
+                    crate::scenario::MAX_THREADS
+                ));
+            }
+            if !seen.insert(f.threads) {
+                return Err(format!("{at}: a second floor for {} threads", f.threads));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -267,11 +365,14 @@ pub fn gate(base: &PerfBaseline, report: &BenchReport) -> Result<Vec<String>, Ve
             base.noise_margin
         ));
     }
-    let (floors, source) = match base
+    let cpu = base
         .cpus
         .iter()
-        .find(|c| !c.cpu_match.is_empty() && report.cpu_model.contains(&c.cpu_match))
-    {
+        .find(|c| !c.cpu_match.is_empty() && report.cpu_model.contains(&c.cpu_match));
+    if let Some(why) = &report.reference_unavailable {
+        return gate_engine_only(base, cpu, report, why);
+    }
+    let (floors, source) = match cpu {
         Some(c) => (&c.floors, format!("floors of `{}`", c.cpu_match)),
         None => (
             &base.floors,
@@ -342,6 +443,81 @@ pub fn gate(base: &PerfBaseline, report: &BenchReport) -> Result<Vec<String>, Ve
         bad.clear();
     }
     if bad.is_empty() {
+        Ok(ok)
+    } else {
+        Err(bad)
+    }
+}
+
+/// [`gate`] for a report the engine ran alone (`why`: its `reference_unavailable`): each
+/// engine-only floor of the CPU's entry, or the conservative ones, against the engine's decode
+/// share of the weights-only bound.
+fn gate_engine_only(
+    base: &PerfBaseline,
+    cpu: Option<&CpuFloors>,
+    report: &BenchReport,
+    why: &str,
+) -> Result<Vec<String>, Vec<String>> {
+    let cpu_name = if report.cpu_model.is_empty() {
+        "unknown"
+    } else {
+        &report.cpu_model
+    };
+    let (floors, source) = match cpu.filter(|c| !c.engine_only_floors.is_empty()) {
+        Some(c) => (
+            &c.engine_only_floors,
+            format!("engine-only floors of `{}`", c.cpu_match),
+        ),
+        None => (
+            &base.engine_only_floors,
+            format!("conservative engine-only floors (no engine-only entry for CPU `{cpu_name}`)"),
+        ),
+    };
+    let head = format!("using the {source}: the engine ran alone ({why})");
+    if floors.is_empty() {
+        return Err(vec![
+            head,
+            "the baseline has no engine-only floors to hold this report to: add \
+             `engine_only_floors` (threads and `min_share`, a share of the bandwidth bound)"
+                .to_string(),
+        ]);
+    }
+    let (mut ok, mut bad) = (vec![head.clone()], vec![head]);
+    for f in floors {
+        let Some(t) = report.results.iter().find(|t| t.threads == f.threads) else {
+            bad.push(format!(
+                "decode at {} thread(s): no measurement in the report",
+                f.threads
+            ));
+            continue;
+        };
+        let share = t.engine_share_of_bound;
+        let limit = f.min_share * (1.0 - base.noise_margin);
+        let line = format!(
+            "decode at {} thread(s): engine alone at {:.1}% of the bandwidth bound ({:.1} of {:.1} \
+             tok/s at {:.1} GB/s), floor {:.1}% less {:.0}% = {:.1}%",
+            f.threads,
+            100.0 * share,
+            t.engine.decode_tps.median,
+            t.bound_decode_tps,
+            t.bandwidth_gbs,
+            100.0 * f.min_share,
+            100.0 * base.noise_margin,
+            100.0 * limit
+        );
+        let noise = noisy(t);
+        let line = if noise.is_empty() {
+            line
+        } else {
+            format!("{line} (noisy: {})", noise.join("; "))
+        };
+        if share.is_finite() && share >= limit {
+            ok.push(line);
+        } else {
+            bad.push(line);
+        }
+    }
+    if bad.len() == 1 {
         Ok(ok)
     } else {
         Err(bad)

@@ -297,6 +297,15 @@ fn an_edited_report_or_an_empty_baseline_is_refused() {
             "`results[1]` (2 threads): `bound_decode_tps` is 30, but `bandwidth_gbs` over `weight_bytes_per_token` gives 72.9927",
         ),
         (
+            // A subnormal read rate gives a bound so small that any share over it is infinite:
+            // the stored share cannot match, however it was chosen.
+            |r| {
+                r["results"][0]["bandwidth_gbs"] = 1e-310.into();
+                r["results"][0]["bound_decode_tps"] = (1e-310 * 1e9 / 274e6).into();
+            },
+            "`results[0]` (1 threads): `engine_share_of_bound` is 0.2054794520547945, but the decode median over `bound_decode_tps` gives inf",
+        ),
+        (
             |r| r["results"][0]["bandwidth_gbs"] = 0.0.into(),
             "`results[0]` (1 threads): `bandwidth_gbs` is 0, expected a positive read rate",
         ),

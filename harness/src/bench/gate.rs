@@ -142,8 +142,12 @@ pub fn check_report(r: &BenchReport) -> Result<(), String> {
     if r.weight_bytes_per_token == 0 {
         return Err("`weight_bytes_per_token` is 0, expected the model's weight bytes".into());
     }
-    // Within the rounding of a figure written to three decimals.
-    let close = |x: f64, truth: f64| x.is_finite() && (x - truth).abs() <= 5e-4 + 1e-3 * truth;
+    // Within the rounding of a figure written to three decimals. A truth that is not finite
+    // (a positive rate or read so small that the quotient overflows) matches nothing: with
+    // `inf` on both sides of the comparison any stored figure would pass.
+    let close = |x: f64, truth: f64| {
+        x.is_finite() && truth.is_finite() && (x - truth).abs() <= 5e-4 + 1e-3 * truth
+    };
     let mut seen = std::collections::BTreeSet::new();
     for (i, t) in r.results.iter().enumerate() {
         let at = format!("`results[{i}]` ({} threads)", t.threads);

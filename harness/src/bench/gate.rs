@@ -430,23 +430,38 @@ pub fn gate(base: &PerfBaseline, report: &BenchReport) -> Result<Vec<String>, Ve
             f.min_ratio,
             100.0 * base.noise_margin
         );
-        let noise = noisy(t);
-        let line = if noise.is_empty() {
-            line
-        } else {
-            format!("{line} (noisy: {})", noise.join("; "))
-        };
-        if ratio.is_finite() && ratio >= limit {
-            ok.push(line);
-        } else {
-            bad.push(line);
-        }
+        judge(t, line, ratio, limit, &mut ok, &mut bad);
     }
-    // Only the line naming the floors: nothing failed.
+    verdict(ok, bad)
+}
+
+/// One floor's verdict: `line` (with the thread count's noisy rates named) goes to `ok` when
+/// `value` is finite and at least `limit`, else to `bad`.
+fn judge(
+    t: &ThreadResult,
+    line: String,
+    value: f64,
+    limit: f64,
+    ok: &mut Vec<String>,
+    bad: &mut Vec<String>,
+) {
+    let noise = noisy(t);
+    let line = if noise.is_empty() {
+        line
+    } else {
+        format!("{line} (noisy: {})", noise.join("; "))
+    };
+    if value.is_finite() && value >= limit {
+        ok.push(line);
+    } else {
+        bad.push(line);
+    }
+}
+
+/// The gate's result from its lines: both lists start with the line naming the floors, so `bad`
+/// holding only that line means nothing failed.
+fn verdict(ok: Vec<String>, bad: Vec<String>) -> Result<Vec<String>, Vec<String>> {
     if bad.len() == 1 {
-        bad.clear();
-    }
-    if bad.is_empty() {
         Ok(ok)
     } else {
         Err(bad)
@@ -509,21 +524,7 @@ fn gate_engine_only(
             100.0 * base.noise_margin,
             100.0 * limit
         );
-        let noise = noisy(t);
-        let line = if noise.is_empty() {
-            line
-        } else {
-            format!("{line} (noisy: {})", noise.join("; "))
-        };
-        if share.is_finite() && share >= limit {
-            ok.push(line);
-        } else {
-            bad.push(line);
-        }
+        judge(t, line, share, limit, &mut ok, &mut bad);
     }
-    if bad.len() == 1 {
-        Ok(ok)
-    } else {
-        Err(bad)
-    }
+    verdict(ok, bad)
 }

@@ -17,9 +17,10 @@
 //! Every score, and every lane of every output element, is its own chain of operations, so the
 //! work may visit them in any order without changing a bit. It visits the cache in address order:
 //! a layer's cache is a list of chunks (up to [`CHUNK_BYTES`] each), each holding every
-//! KV head's keys (head by head, position by position) and then their values, and a range of heads
-//! reads each chunk's keys front to back, then (after the softmax) each chunk's values, prefetching
-//! [`PREFETCH`] bytes ahead. A decode step's attention streams the whole cache from memory: with
+//! KV head's keys (tile by tile of [`KEY_TILE`] positions, each tile head by head) and then their
+//! values (head by head, position by position), and a range of heads reads each chunk's keys
+//! front to back, then (after the softmax) each chunk's values, prefetching [`PREFETCH`] bytes
+//! ahead. A decode step's attention streams the whole cache from memory: with
 //! one 24 KiB allocation per head and 64 positions, and the compiler's own vectorisation of the
 //! row arithmetic, it read a 700M-shaped model's 47 MB cache at 7-8 GB/s from memory where this
 //! layout and [`crate::kernels::x86_attn`] read it at 9-10 (one core; a plain read gets 17).
@@ -49,6 +50,14 @@ pub const CHUNK_BYTES: usize = 2 << 20;
 
 /// The fewest positions a chunk holds.
 pub const MIN_CHUNK: usize = 64;
+
+/// Positions per tile of a chunk's keys ([`LayerCache`]): the keys lie tile by tile, and within a
+/// tile KV head by KV head, so that the scores' pass, which reads a tile's heads in turn, reads
+/// the chunk's keys front to back with no gap but in its last, partly filled tile. Laid out
+/// head by head for the whole chunk, as the values are, each head's keys ended where its share
+/// of the chunk was not yet filled, and a pass of one core over keys with such gaps read 27
+/// GB/s where it read 34 without (Zen 4, 2026-12-07, 160 of 170 positions filled).
+pub const KEY_TILE: usize = 32;
 
 /// How far ahead of the row it reads the attention prefetches the cache (bytes) unless a plan says
 /// otherwise ([`crate::kernels::plan::KernelPlan::attention_prefetch`], measured by the tuner).
@@ -135,8 +144,11 @@ pub struct LayerCache {
     chunk: usize,
     /// New chunks in huge pages ([`KvChunk`]).
     huge: bool,
-    /// Chunks of `chunk` positions: key `(g, pos, d)` at `(g·chunk + p)·hd + d`, value at
-    /// `((n_kv + g)·chunk + p)·hd + d`, `p = pos % chunk`. Each is in small pages unless
+    /// Chunks of `chunk` positions, `p = pos % chunk`: key `(g, pos, d)` at row
+    /// `t0·n_kv + g·len + p − t0` (its tile starting at `t0` = `p` rounded down to a multiple
+    /// of [`KEY_TILE`], `len` = the tile's positions, `KEY_TILE` but in a chunk's last tile
+    /// when it does not divide `chunk`), value at row `(n_kv + g)·chunk + p`; rows of `hd`
+    /// elements. Each is in small pages unless
     /// `BITNET_KV_PAGES=huge` ([`KvChunk`]): in alternating benches on Intel family 6 model 167
     /// (700M, `--kernel avx512`, 2026-12-04) huge pages did not speed the attention's read (9.3
     /// GB/s either way timed alone) and a two-thread prefill now and then stalled (193 against
@@ -335,7 +347,7 @@ impl LayerCache {
         let chunk = &mut chunks[c];
         let planted_f16 = crate::planted::on("v_cache_f16");
         for g in 0..nkv {
-            let at = (g * ch + p) * hd;
+            let at = key_row(ch, nkv, g, p) * hd;
             for (o, &x) in chunk[at..at + hd].iter_mut().zip(&k[g * hd..(g + 1) * hd]) {
                 *o = E::store(x);
             }
@@ -406,19 +418,33 @@ impl LayerCache {
         }
     }
 
-    /// KV head `g`'s keys (`value`: values) at positions `a..b`, which lie in one chunk, as one
-    /// slice of `(b − a)·hd` elements (empty when the cache does not hold `E`).
+    /// KV head `g`'s keys (`value`: values) at positions `a..b`, as one slice of `(b − a)·hd`
+    /// elements (empty when the cache does not hold `E`). Values' positions lie in one chunk;
+    /// keys' in one tile of one chunk ([`KEY_TILE`]).
     fn rows<E: KvElem>(&self, g: usize, a: usize, b: usize, value: bool) -> &[E] {
         let ch = self.chunk;
         assert!(g < self.n_kv && a <= b && b <= self.len);
         assert!(a == b || a / ch == (b - 1) / ch);
-        let plane = if value { self.n_kv + g } else { g };
-        let at = (plane * ch + a % ch) * self.hd;
+        let row = if value {
+            (self.n_kv + g) * ch + a % ch
+        } else {
+            assert!(a == b || (a % ch) / KEY_TILE == ((b - 1) % ch) / KEY_TILE);
+            key_row(ch, self.n_kv, g, a % ch)
+        };
+        let at = row * self.hd;
         match E::chunks(&self.chunks).get(a / ch) {
             Some(c) => &c[at..at + (b - a) * self.hd],
             None => &[],
         }
     }
+}
+
+/// The row of KV head `g`'s key at position `p` of a chunk of `chunk` positions and `n_kv`
+/// heads (see [`LayerCache`]'s layout).
+fn key_row(chunk: usize, n_kv: usize, g: usize, p: usize) -> usize {
+    let t0 = p / KEY_TILE * KEY_TILE;
+    let len = KEY_TILE.min(chunk - t0);
+    t0 * n_kv + g * len + (p - t0)
 }
 
 /// Which of ggml's two summation orders each attention product takes (see the module docs).
@@ -579,44 +605,51 @@ impl Attend<'_> {
         // Eight scores per call where the SIMD form has them (see `RowOps::dots8`): each head
         // takes the chunk's keys in blocks of eight, the rest one by one.
         let keys8 = SIMD && !order.kq_lanes8 && E::has_dots8(hd);
-        visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
-            let keys = cache.rows::<E>(g, pos.start, pos.end, false);
-            if keys8 {
-                let whole = pos.len() / 8 * 8;
-                let mut out = [0f32; 8];
-                for h in hs.clone() {
-                    let r = h - h0;
-                    let qh = &q[r * hd..(r + 1) * hd];
-                    for b in (0..whole).step_by(8) {
-                        let rows = &keys[b * hd..(b + 8) * hd];
-                        if prefetch > 0 && h == hs.start {
-                            prefetch_span(rows, prefetch);
+        visit(
+            cache.chunk,
+            KEY_TILE,
+            limit,
+            heads,
+            self.group,
+            |pos, g, hs| {
+                let keys = cache.rows::<E>(g, pos.start, pos.end, false);
+                if keys8 {
+                    let whole = pos.len() / 8 * 8;
+                    let mut out = [0f32; 8];
+                    for h in hs.clone() {
+                        let r = h - h0;
+                        let qh = &q[r * hd..(r + 1) * hd];
+                        for b in (0..whole).step_by(8) {
+                            let rows = &keys[b * hd..(b + 8) * hd];
+                            if prefetch > 0 && h == hs.start {
+                                prefetch_span(rows, prefetch);
+                            }
+                            E::dots8(rows, qh, &mut out);
+                            let at = r * limit + pos.start + b;
+                            for (pi, oi) in p[at..at + 8].iter_mut().zip(out) {
+                                *pi = oi * self.scale;
+                            }
                         }
-                        E::dots8(rows, qh, &mut out);
-                        let at = r * limit + pos.start + b;
-                        for (pi, oi) in p[at..at + 8].iter_mut().zip(out) {
-                            *pi = oi * self.scale;
+                        for j in pos.start + whole..pos.end {
+                            let key = &keys[(j - pos.start) * hd..][..hd];
+                            p[r * limit + j] = E::dot::<SIMD>(key, qh, false) * self.scale;
                         }
                     }
-                    for j in pos.start + whole..pos.end {
-                        let key = &keys[(j - pos.start) * hd..][..hd];
-                        p[r * limit + j] = E::dot::<SIMD>(key, qh, false) * self.scale;
+                    return;
+                }
+                for j in pos.clone() {
+                    let key = &keys[(j - pos.start) * hd..][..hd];
+                    if SIMD && prefetch > 0 {
+                        prefetch_span(key, prefetch);
+                    }
+                    for h in hs.clone() {
+                        let r = h - h0;
+                        let dot = E::dot::<SIMD>(key, &q[r * hd..(r + 1) * hd], order.kq_lanes8);
+                        p[r * limit + j] = dot * self.scale;
                     }
                 }
-                return;
-            }
-            for j in pos.clone() {
-                let key = &keys[(j - pos.start) * hd..][..hd];
-                if SIMD && prefetch > 0 {
-                    prefetch_span(key, prefetch);
-                }
-                for h in hs.clone() {
-                    let r = h - h0;
-                    let dot = E::dot::<SIMD>(key, &q[r * hd..(r + 1) * hd], order.kq_lanes8);
-                    p[r * limit + j] = dot * self.scale;
-                }
-            }
-        });
+            },
+        );
         for r in 0..nh {
             let pr = &mut p[r * limit..(r + 1) * limit];
             #[cfg(target_arch = "x86_64")]
@@ -642,15 +675,27 @@ impl Attend<'_> {
             // Each lane's accumulators in registers over its positions (`RowOps::weighted_lanes`),
             // which writes every lane: no zeroing first.
             acc.resize(acc.len().max(nh * lanes * hd), 0.0);
-            let mut spans: Vec<(usize, &[E])> = Vec::new();
+            let spans_of = |g: usize| -> Vec<(usize, &[E])> {
+                (0..limit.div_ceil(cache.chunk))
+                    .map(|c| {
+                        let pos = c * cache.chunk..((c + 1) * cache.chunk).min(limit);
+                        (pos.start, cache.rows::<E>(g, pos.start, pos.end, true))
+                    })
+                    .collect()
+            };
             let kv = h0 / self.group..(heads.end - 1) / self.group + 1;
-            for g in kv {
-                spans.clear();
-                for c in 0..limit.div_ceil(cache.chunk) {
-                    let pos = c * cache.chunk..((c + 1) * cache.chunk).min(limit);
-                    spans.push((pos.start, cache.rows::<E>(g, pos.start, pos.end, true)));
-                }
+            let mut spans = spans_of(kv.start);
+            for g in kv.clone() {
+                // The next KV head's values, prefetched while the last query head of this one
+                // reads its own (`x86_attn::Ahead`).
+                let next: Vec<(usize, &[E])> = if g + 1 < kv.end {
+                    spans_of(g + 1)
+                } else {
+                    Vec::new()
+                };
+                let next_rows: Vec<&[E]> = next.iter().map(|&(_, r)| r).collect();
                 let hs = (g * self.group).max(h0)..((g + 1) * self.group).min(heads.end);
+                let last = hs.end - 1;
                 for h in hs {
                     let r = h - h0;
                     E::weighted_lanes(
@@ -659,33 +704,42 @@ impl Attend<'_> {
                         lanes,
                         &mut acc[r * lanes * hd..(r + 1) * lanes * hd],
                         prefetch,
+                        if h == last { &next_rows } else { &[] },
                     );
                 }
+                spans = next;
             }
         } else {
             // Position by position into zeroed lanes.
             acc.clear();
             acc.resize(nh * lanes * hd, 0.0);
-            visit(cache.chunk, limit, heads, self.group, |pos, g, hs| {
-                let values = cache.rows::<E>(g, pos.start, pos.end, true);
-                for j in pos.clone() {
-                    let v = &values[(j - pos.start) * hd..][..hd];
-                    if SIMD && prefetch > 0 {
-                        prefetch_span(v, prefetch);
+            visit(
+                cache.chunk,
+                cache.chunk,
+                limit,
+                heads,
+                self.group,
+                |pos, g, hs| {
+                    let values = cache.rows::<E>(g, pos.start, pos.end, true);
+                    for j in pos.clone() {
+                        let v = &values[(j - pos.start) * hd..][..hd];
+                        if SIMD && prefetch > 0 {
+                            prefetch_span(v, prefetch);
+                        }
+                        let v = if shifted && j > 0 {
+                            cache.rows::<E>(g, j - 1, j, true)
+                        } else {
+                            v
+                        };
+                        for h in hs.clone() {
+                            let r = h - h0;
+                            let at = (r * lanes + j % lanes) * hd;
+                            let pj = E::operand(p[r * limit + j]);
+                            E::axpy::<SIMD>(&mut acc[at..at + hd], v, pj);
+                        }
                     }
-                    let v = if shifted && j > 0 {
-                        cache.rows::<E>(g, j - 1, j, true)
-                    } else {
-                        v
-                    };
-                    for h in hs.clone() {
-                        let r = h - h0;
-                        let at = (r * lanes + j % lanes) * hd;
-                        let pj = E::operand(p[r * limit + j]);
-                        E::axpy::<SIMD>(&mut acc[at..at + hd], v, pj);
-                    }
-                }
-            });
+                },
+            );
         }
         for r in 0..nh {
             reduce::<SIMD>(
@@ -748,16 +802,18 @@ trait RowOps: KvElem + SimdElem {
         lanes: usize,
         acc: &mut [f32],
         prefetch: usize,
+        next: &[&[Self]],
     ) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dots8`.
         unsafe {
-            crate::kernels::x86_attn::weighted_lanes(spans, p, lanes, acc, prefetch)
+            crate::kernels::x86_attn::weighted_lanes(spans, p, lanes, acc, prefetch, next)
         };
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
-            "no lane form here: {} {} {lanes} {} {prefetch}",
+            "no lane form here: {} {} {} {lanes} {} {prefetch}",
             spans.len(),
+            next.len(),
             p.len(),
             acc.len()
         );
@@ -858,10 +914,14 @@ fn reduce<const SIMD: bool>(acc: &[f32], lanes8: bool, o: &mut [f32]) {
     }
 }
 
-/// The chunks' position ranges below `limit`, and for each the KV heads `heads` reads with the
-/// query heads of each.
+/// The chunks' position ranges below `limit`, each cut into runs of `tile` positions from the
+/// chunk's start (the last run of a chunk shorter when `tile` does not divide it), and for each
+/// run the KV heads `heads` reads with the query heads of each: run by run, and within a run KV
+/// head by KV head, which is address order for the keys ([`LayerCache`]'s tiles) with `tile` =
+/// [`KEY_TILE`], and for the values with `tile` = the chunk.
 fn visit(
     chunk: usize,
+    tile: usize,
     limit: usize,
     heads: &Range<usize>,
     group: usize,
@@ -870,12 +930,18 @@ fn visit(
     if heads.is_empty() {
         return;
     }
+    let tile = tile.clamp(1, chunk.max(1));
     let kv = heads.start / group..(heads.end - 1) / group + 1;
     for c in 0..limit.div_ceil(chunk) {
-        let positions = c * chunk..((c + 1) * chunk).min(limit);
-        for g in kv.clone() {
-            let hs = (g * group).max(heads.start)..((g + 1) * group).min(heads.end);
-            f(positions.clone(), g, hs);
+        let end = ((c + 1) * chunk).min(limit);
+        let mut start = c * chunk;
+        while start < end {
+            let positions = start..(start + tile).min(end);
+            for g in kv.clone() {
+                let hs = (g * group).max(heads.start)..((g + 1) * group).min(heads.end);
+                f(positions.clone(), g, hs);
+            }
+            start = positions.end;
         }
     }
 }
@@ -1201,6 +1267,35 @@ mod tests {
             c.rows::<f32>(0, 4, 6, true),
             &[-4.0, -4.0, -4.0, -5.0, -5.0, -5.0]
         );
+    }
+
+    #[test]
+    fn keys_lie_tile_by_tile_and_values_head_by_head() {
+        // Hand-worked rows: 2 KV heads of 1 value, one chunk of 40 positions: the keys' first
+        // tile holds positions 0..32 of head 0 (rows 0..32), then of head 1 (rows 32..64); the
+        // last tile, 8 positions, head 0's (rows 64..72) then head 1's (72..80); the values head
+        // by head after them (head 0 at rows 80..120, head 1 at 120..160).
+        assert_eq!(KEY_TILE, 32);
+        let mut c = LayerCache::with_chunk_positions(2, 1, 40);
+        for pos in 0..40 {
+            let x = pos as f32;
+            c.push(&[x, 100.0 + x], &[-x, -100.0 - x]);
+        }
+        let chunk = &f32::chunks(&c.chunks)[0];
+        assert_eq!(chunk.len(), 160);
+        for pos in 0..40 {
+            let x = pos as f32;
+            let (k0, k1) = if pos < 32 {
+                (pos, 32 + pos)
+            } else {
+                (64 + pos - 32, 72 + pos - 32)
+            };
+            assert_eq!((chunk[k0], chunk[k1]), (x, 100.0 + x), "keys at {pos}");
+            assert_eq!((chunk[80 + pos], chunk[120 + pos]), (-x, -100.0 - x));
+            assert_eq!(c.key(1, pos), &[100.0 + x]);
+        }
+        // A tile's run of one head is one slice.
+        assert_eq!(c.rows::<f32>(1, 33, 36, false), &[133.0, 134.0, 135.0]);
     }
 
     #[test]

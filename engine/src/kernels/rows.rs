@@ -610,6 +610,23 @@ pub(super) fn float_rows(
             let per = group
                 .filter(|g| n_tok < plan::PREFILL_MIN_TOKENS && FLOAT_ROWS.contains(g))
                 .unwrap_or(4);
+            if per == 1 && n_tok == 1 && !tiny_blas {
+                // One row a call: the row loop inside the kernel's own call.
+                let rb = w.row_bytes();
+                let out = o.token_span(0, r0, r1);
+                // SAFETY: AVX2/FMA/F16C checked by `is_available` (both variants need them).
+                unsafe {
+                    x86::float_steps32_span(
+                        &w.data[r0 * rb..r1 * rb],
+                        &vals[..cols],
+                        cols,
+                        f16,
+                        prefetch,
+                        out,
+                    )
+                };
+                return;
+            }
             while r < r1 {
                 // The plan's group where it fits, else single rows.
                 let n = if r1 - r >= per { per } else { 1 };

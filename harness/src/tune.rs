@@ -49,8 +49,9 @@ pub struct TuneEntry {
 /// front of its codes, before decode steps decided among a variant's row groups too, before
 /// the AVX2 TQ2_0 decode offered the table-lookup kernel, before the AVX2 I2_S decode did, or
 /// before the F16/F32 decode read its activations as f32 and offered two rows a call, or before
-/// a decode-step timing was the fastest of eight steps rather than the mean of four) is
-/// measured again and replaced.
+/// a decode-step timing was the fastest of eight steps rather than the mean of four, and a
+/// candidate's the median of five rounds of those rather than the best of three) is measured
+/// again and replaced.
 pub const TUNE_SCHEMA: u32 = 16;
 
 /// `target/harness/tune.json`.

@@ -319,6 +319,32 @@ pub fn tune(
     (plan, timings)
 }
 
+/// Interleaved rounds in which [`refine_on_steps`] times each candidate on decode steps.
+pub const STEP_ROUNDS: usize = 5;
+
+/// Each of `n` candidates timed once per round in [`STEP_ROUNDS`] interleaved rounds
+/// (`time(i)`: seconds), its median round kept. The median and not the best: on a shared host
+/// whose memory traffic from other tenants comes and goes over seconds, the best of three rounds
+/// let one lucky round decide, and at two threads on Zen 4 (2026-12-07) it kept the `vnni256`
+/// two-row TQ2_0 decode with a 4 KiB prefetch (7.50 against 7.96 ms a step for eight rows
+/// without), which then decoded the 700M preset at 112-116 tok/s against 123-127 for eight rows
+/// in alternating runs.
+fn step_medians(n: usize, mut time: impl FnMut(usize) -> f64) -> Vec<f64> {
+    let mut rounds = vec![Vec::with_capacity(STEP_ROUNDS); n];
+    for _ in 0..STEP_ROUNDS {
+        for (i, r) in rounds.iter_mut().enumerate() {
+            r.push(time(i));
+        }
+    }
+    rounds
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect()
+}
+
 /// The `kind` of [`refine_on_steps`]'s timings: the decode kind's label and this suffix.
 pub const IN_STEPS: &str = " in decode steps";
 
@@ -334,8 +360,8 @@ pub const STEP_VARIANT_SPAN: f64 = 1.5;
 /// decode step, where each product starts cold at its own weights after other work: on an AMD
 /// EPYC (Zen 3) at two threads the lone TQ2_0 product timed every distance within 1.5% and
 /// [`tune`] kept "none", which ran the 700M decode at 57 tok/s against 72 with 2 KiB. Each kind's
-/// distances are timed in [`ROUNDS`] interleaved rounds with the rest of the plan held (best
-/// round each), the kinds one after another, and the fastest is kept (on an exact tie, the
+/// distances are timed in [`STEP_ROUNDS`] interleaved rounds with the rest of the plan held
+/// (median round each, [`step_medians`]), the kinds one after another, and the fastest is kept (on an exact tie, the
 /// product's own pick).
 ///
 /// Before the distances, each decode kind's variant is decided on decode steps the same way
@@ -427,12 +453,7 @@ pub fn refine_on_steps(
         if candidates.is_empty() {
             continue;
         }
-        let mut best = vec![f64::INFINITY; candidates.len()];
-        for _ in 0..ROUNDS {
-            for (b, (_, p)) in best.iter_mut().zip(&candidates) {
-                *b = b.min(step(p));
-            }
-        }
+        let best = step_medians(candidates.len(), |i| step(&candidates[i].1));
         // Exact ties keep the fastest alone (the first).
         let mut fastest = 0;
         for (i, t) in best.iter().enumerate() {
@@ -470,12 +491,7 @@ pub fn refine_on_steps(
                 p
             })
             .collect();
-        let mut best = vec![f64::INFINITY; candidates.len()];
-        for _ in 0..ROUNDS {
-            for (b, p) in best.iter_mut().zip(&candidates) {
-                *b = b.min(step(p));
-            }
-        }
+        let best = step_medians(candidates.len(), |i| step(&candidates[i]));
         // Exact ties keep the product's own pick.
         let mut fastest = PREFETCH_DISTANCES
             .iter()
@@ -675,7 +691,7 @@ mod tests {
         assert_eq!(got.base, plan.base);
         assert_eq!(got.attention_prefetch, Some(2048));
         // Every distance of both kinds, in every round.
-        assert_eq!(calls, 2 * PREFETCH_DISTANCES.len() * ROUNDS);
+        assert_eq!(calls, 2 * PREFETCH_DISTANCES.len() * STEP_ROUNDS);
         assert_eq!(timings.len(), 2 * PREFETCH_DISTANCES.len());
         let fastest_tq2 = timings
             .iter()
@@ -691,6 +707,35 @@ mod tests {
         let bare = KernelPlan::uniform(Kernel::Scalar);
         let (same, timings) = refine_on_steps(bare.clone(), &[], "steps", |_| unreachable!());
         assert_eq!((same, timings.len()), (bare, 0));
+    }
+
+    #[test]
+    fn decode_steps_keep_each_candidates_median_round_so_one_lucky_round_does_not_decide() {
+        let tq2 = ProductKind::of(GgmlType::TQ2_0, 1);
+        let mut plan = KernelPlan::uniform(Kernel::Scalar);
+        plan.prefetch.insert(tq2, 0);
+        // 4096: 1.0 a step but 0.1 in one round (a quiet spell); 8192: 0.9 in every round.
+        let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+        let (got, timings) = refine_on_steps(plan, &[], "steps", |p| {
+            let d = p.prefetch[&tq2];
+            let round = seen.entry(d).or_default();
+            *round += 1;
+            match d {
+                4096 if *round == 2 => 0.1,
+                8192 => 0.9,
+                _ => 1.0,
+            }
+        });
+        assert_eq!(got.prefetch[&tq2], 8192);
+        assert!(seen.values().all(|&r| r == STEP_ROUNDS), "{seen:?}");
+        let at = |d: usize| {
+            timings
+                .iter()
+                .find(|t| t.prefetch == Some(d))
+                .unwrap()
+                .micros
+        };
+        assert_eq!((at(4096), at(8192)), (1e6, 0.9e6));
     }
 
     #[test]
@@ -773,7 +818,7 @@ mod tests {
         for (v, configurations) in [("avx512", 1), ("avx2", 1), ("vnni256", 2)] {
             assert_eq!(
                 seen[v],
-                configurations * PREFETCH_DISTANCES.len() * ROUNDS,
+                configurations * PREFETCH_DISTANCES.len() * STEP_ROUNDS,
                 "{v}"
             );
         }

@@ -74,18 +74,44 @@ pub fn unpack_tq1_for(kernel: Kernel) -> bool {
 
 /// RMSNorm of each row of `x` (rows of `w.len()`), times `w`, as ggml computes `mul(rms_norm(x), w)`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    rms_norm_with(Kernel::Scalar, x, w, eps, out)
+}
+
+/// [`rms_norm`] with its sum of squares by `kernel`: the x86 SIMD variants add it thirty-two terms at
+/// a time where that gives the same bits ([`crate::kernels::x86_norm`]), the others one at a time
+/// as ggml does.
+pub fn rms_norm_with(kernel: Kernel, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
+    #[cfg(target_arch = "x86_64")]
+    let blocks = matches!(kernel, Kernel::Avx2 | Kernel::Vnni256 | Kernel::Avx512)
+        && std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = kernel;
     for (xr, yr) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let mut sum = 0f64;
-        for &v in xr {
-            sum += (v * v) as f64;
-        }
+        #[cfg(target_arch = "x86_64")]
+        let sum = if blocks {
+            // SAFETY: AVX2 detected above.
+            unsafe { crate::kernels::x86_norm::sum_squares(xr) }
+        } else {
+            sum_squares(xr)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let sum = sum_squares(xr);
         let mean = (sum / n as f64) as f32;
         let scale = 1.0f32 / (mean + eps).sqrt();
         for ((y, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
             *y = (v * scale) * g;
         }
     }
+}
+
+/// `Σ (v·v as f64)` one term at a time from the first, as ggml's RMS norm adds it.
+fn sum_squares(x: &[f32]) -> f64 {
+    let mut sum = 0f64;
+    for &v in x {
+        sum += (v * v) as f64;
+    }
+    sum
 }
 
 /// `f(part, first_row)` over `data` (rows of `width` values) split into one contiguous part per
@@ -251,8 +277,9 @@ impl<'m> Session<'m> {
         if crate::planted::on("norm_eps_x2") {
             eps *= 2.0;
         }
+        let kernel = self.kernel;
         par_rows(self.threads, out, n, &|part, r0| {
-            rms_norm(&x[r0 * n..r0 * n + part.len()], w, eps, part)
+            rms_norm_with(kernel, &x[r0 * n..r0 * n + part.len()], w, eps, part)
         });
     }
 

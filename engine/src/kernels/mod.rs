@@ -25,6 +25,8 @@ pub mod x86_expf;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_i2s;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_norm;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_q6k;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_rows2;

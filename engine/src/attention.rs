@@ -437,6 +437,21 @@ impl LayerCache {
             None => &[],
         }
     }
+
+    /// KV head `g`'s values at positions `0..limit` into `spans`, run by run (one per chunk:
+    /// `(first position, rows)`), replacing what it held.
+    fn value_spans<'a, E: KvElem>(
+        &'a self,
+        g: usize,
+        limit: usize,
+        spans: &mut Vec<(usize, &'a [E])>,
+    ) {
+        spans.clear();
+        for c in 0..limit.div_ceil(self.chunk) {
+            let pos = c * self.chunk..((c + 1) * self.chunk).min(limit);
+            spans.push((pos.start, self.rows::<E>(g, pos.start, pos.end, true)));
+        }
+    }
 }
 
 /// The row of KV head `g`'s key at position `p` of a chunk of `chunk` positions and `n_kv`
@@ -675,25 +690,16 @@ impl Attend<'_> {
             // Each lane's accumulators in registers over its positions (`RowOps::weighted_lanes`),
             // which writes every lane: no zeroing first.
             acc.resize(acc.len().max(nh * lanes * hd), 0.0);
-            let spans_of = |g: usize| -> Vec<(usize, &[E])> {
-                (0..limit.div_ceil(cache.chunk))
-                    .map(|c| {
-                        let pos = c * cache.chunk..((c + 1) * cache.chunk).min(limit);
-                        (pos.start, cache.rows::<E>(g, pos.start, pos.end, true))
-                    })
-                    .collect()
-            };
             let kv = h0 / self.group..(heads.end - 1) / self.group + 1;
-            let mut spans = spans_of(kv.start);
+            let (mut spans, mut next) = (Vec::new(), Vec::new());
+            cache.value_spans(kv.start, limit, &mut spans);
             for g in kv.clone() {
                 // The next KV head's values, prefetched while the last query head of this one
                 // reads its own (`x86_attn::Ahead`).
-                let next: Vec<(usize, &[E])> = if g + 1 < kv.end {
-                    spans_of(g + 1)
-                } else {
-                    Vec::new()
-                };
-                let next_rows: Vec<&[E]> = next.iter().map(|&(_, r)| r).collect();
+                next.clear();
+                if g + 1 < kv.end {
+                    cache.value_spans(g + 1, limit, &mut next);
+                }
                 let hs = (g * self.group).max(h0)..((g + 1) * self.group).min(heads.end);
                 let last = hs.end - 1;
                 for h in hs {
@@ -704,10 +710,10 @@ impl Attend<'_> {
                         lanes,
                         &mut acc[r * lanes * hd..(r + 1) * lanes * hd],
                         prefetch,
-                        if h == last { &next_rows } else { &[] },
+                        if h == last { &next } else { &[] },
                     );
                 }
-                spans = next;
+                std::mem::swap(&mut spans, &mut next);
             }
         } else {
             // Position by position into zeroed lanes.
@@ -802,7 +808,7 @@ trait RowOps: KvElem + SimdElem {
         lanes: usize,
         acc: &mut [f32],
         prefetch: usize,
-        next: &[&[Self]],
+        next: &[(usize, &[Self])],
     ) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dots8`.

@@ -93,25 +93,16 @@ pub fn rms_norm_with(kernel: Kernel, x: &[f32], w: &[f32], eps: f32, out: &mut [
             // SAFETY: AVX2 detected above.
             unsafe { crate::kernels::x86_norm::sum_squares(xr) }
         } else {
-            sum_squares(xr)
+            crate::ggml_math::sum_squares(xr, 0.0)
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let sum = sum_squares(xr);
+        let sum = crate::ggml_math::sum_squares(xr, 0.0);
         let mean = (sum / n as f64) as f32;
         let scale = 1.0f32 / (mean + eps).sqrt();
         for ((y, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
             *y = (v * scale) * g;
         }
     }
-}
-
-/// `Σ (v·v as f64)` one term at a time from the first, as ggml's RMS norm adds it.
-fn sum_squares(x: &[f32]) -> f64 {
-    let mut sum = 0f64;
-    for &v in x {
-        sum += (v * v) as f64;
-    }
-    sum
 }
 
 /// `f(part, first_row)` over `data` (rows of `width` values) split into one contiguous part per

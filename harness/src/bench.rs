@@ -313,21 +313,34 @@ pub fn engine_once(
     plan: &KernelPlan,
     kv: KvType,
 ) -> Result<(f64, f64, Vec<String>), String> {
-    let mut s = Session::new(model, threads, plan.base);
-    s.set_plan(plan.clone());
-    s.set_kv_type(kv);
-    // The cache's storage for every position the run takes, made before the clock starts, as
-    // llama.cpp makes its cache for n_ctx when the context is created.
-    s.reserve(tokens.len() + decode);
-    let t0 = Instant::now();
-    let logits = s.forward(tokens, false, None)?;
-    let prefill = t0.elapsed().as_secs_f64();
-    let mut tok = argmax(&logits);
+    let (mut s, prefill, mut tok) = engine_prompt(model, tokens, decode, threads, plan, kv)?;
     let t1 = Instant::now();
     for _ in 0..decode {
         tok = argmax(&s.forward(&[tok], false, None)?);
     }
     Ok((prefill, t1.elapsed().as_secs_f64(), s.kernels_used()))
+}
+
+/// A new session under `plan` that has run `tokens` as one prompt, its cache's storage for
+/// `decode` more positions made before the clock started (as llama.cpp makes its cache for
+/// n_ctx when the context is created): the session, the prompt's seconds and the greedy next
+/// token.
+pub fn engine_prompt<'m>(
+    model: &'m Model,
+    tokens: &[u32],
+    decode: usize,
+    threads: usize,
+    plan: &KernelPlan,
+    kv: KvType,
+) -> Result<(Session<'m>, f64, u32), String> {
+    let mut s = Session::new(model, threads, plan.base);
+    s.set_plan(plan.clone());
+    s.set_kv_type(kv);
+    s.reserve(tokens.len() + decode);
+    let t0 = Instant::now();
+    let logits = s.forward(tokens, false, None)?;
+    let prefill = t0.elapsed().as_secs_f64();
+    Ok((s, prefill, argmax(&logits)))
 }
 
 /// One llama.cpp measurement in a child `ref-bench` process.

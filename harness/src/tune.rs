@@ -177,7 +177,7 @@ const STEP_PROMPT: usize = 8;
 const STEPS: usize = 8;
 
 /// Seconds of the fastest of `steps` greedy decode steps after `prompt`, in a new session under
-/// `plan` (its cache reserved first, as `harness bench` does).
+/// `plan` ([`crate::bench::engine_prompt`], as `harness bench` runs it).
 fn fastest_step(
     model: &bitnet_engine::model::Model,
     prompt: &[u32],
@@ -186,11 +186,7 @@ fn fastest_step(
     plan: &KernelPlan,
     kv: bitnet_engine::attention::KvType,
 ) -> Result<f64, String> {
-    let mut s = Session::new(model, threads, plan.base);
-    s.set_plan(plan.clone());
-    s.set_kv_type(kv);
-    s.reserve(prompt.len() + steps);
-    let mut tok = bitnet_engine::forward::argmax(&s.forward(prompt, false, None)?);
+    let (mut s, _, mut tok) = crate::bench::engine_prompt(model, prompt, steps, threads, plan, kv)?;
     let mut fastest = f64::INFINITY;
     for _ in 0..steps {
         let t = std::time::Instant::now();

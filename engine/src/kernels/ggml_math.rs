@@ -22,6 +22,8 @@
 //!   `(a0+a2)+(a1+a3)`, the lanes summed as two `_mm_hadd_ps`, a tail added in f32) and tinyBLAS
 //!   (`llamafile_sgemm`: one 8-lane FMA accumulator, summed as `hsum8`), which ggml takes for a
 //!   product of two or more columns whose row count divides by 4 and length by 8.
+//! - [`sum_squares`]: the RMS norm's `Σ (x·x as f64)` (`ggml_compute_forward_rms_norm_f32`), one
+//!   term at a time from the first (block by block where that is exact: [`super::x86_norm`]).
 //! - [`dot_steps32_f16`] / [`dot_lanes8_f16`]: the same two orders over an F16 cache
 //!   (`ggml_vec_dot_f16`, whose tail is summed in f64, and tinyBLAS's F16 × F16 form), which ggml
 //!   takes after rounding the F32 operand (the query, the probabilities) to F16.
@@ -42,6 +44,15 @@ const P1: u32 = 0x3f7f_fff6; // 0x1.ffffecp-1
 #[inline(always)]
 fn f(bits: u32) -> f32 {
     f32::from_bits(bits)
+}
+
+/// `s` plus `Σ (v·v as f64)` over `x`, one term at a time from the first: the RMS norm's sum of
+/// squares as ggml adds it (from `s` = 0).
+pub fn sum_squares(x: &[f32], mut s: f64) -> f64 {
+    for &v in x {
+        s += (v * v) as f64;
+    }
+    s
 }
 
 /// One lane of ggml's `ggml_v_expf` (AVX2 + FMA).

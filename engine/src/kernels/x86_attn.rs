@@ -318,7 +318,7 @@ unsafe fn dots8<E: Elem, const S: usize>(keys: *const E, q: *const E, out: &mut 
 /// position by position leaves there, bit for bit. `spans` are the cache's rows by runs of
 /// consecutive positions (`(first position, rows)`, rows of `hd`, in increasing order, covering
 /// `0..p.len()`). Lanes are written whole, zeros where no position falls. `prefetch` (bytes, 0:
-/// none) is a hint ahead of each row read; `next`, the rows the next call will read (the next KV
+/// none) is a hint ahead of each row read; `next`, the spans the next call will read (the next KV
 /// head's), are prefetched into L2 in order, as many bytes as this call reads (hints only: they
 /// change no result). On Zen 4 (one core, 160 positions of 16 KV heads × 96, 48 layers' caches
 /// read in turn, 2026-12-07) this pass took 39-44 µs a layer with `next` against 46-54 without.
@@ -329,7 +329,7 @@ pub unsafe fn weighted_lanes<E: Elem>(
     lanes: usize,
     acc: &mut [f32],
     prefetch: usize,
-    next: &[&[E]],
+    next: &[(usize, &[E])],
 ) {
     let mut ahead = Ahead::new(prefetch, next);
     assert!(lanes > 0 && acc.len() % lanes == 0);
@@ -367,7 +367,7 @@ pub unsafe fn weighted_lanes<E: Elem>(
 /// in ahead, in order.
 struct Ahead<'a, E> {
     distance: usize,
-    spans: &'a [&'a [E]],
+    spans: &'a [(usize, &'a [E])],
     span: usize,
     at: usize,
     /// Bytes of elements counted but not yet prefetched (below a line).
@@ -375,7 +375,7 @@ struct Ahead<'a, E> {
 }
 
 impl<'a, E> Ahead<'a, E> {
-    fn new(distance: usize, spans: &'a [&'a [E]]) -> Self {
+    fn new(distance: usize, spans: &'a [(usize, &'a [E])]) -> Self {
         Ahead {
             distance,
             spans,
@@ -393,10 +393,10 @@ impl<'a, E> Ahead<'a, E> {
         }
         self.owed += n * std::mem::size_of::<E>();
         while self.owed >= 64 {
-            let Some(s) = self.spans.get(self.span) else {
+            let Some(&(_, s)) = self.spans.get(self.span) else {
                 return;
             };
-            let bytes = std::mem::size_of_val(*s);
+            let bytes = std::mem::size_of_val(s);
             if self.at >= bytes {
                 self.span += 1;
                 self.at = 0;

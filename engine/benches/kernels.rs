@@ -127,6 +127,16 @@ fn kernels(c: &mut Criterion) {
     g.throughput(Throughput::Elements(4096));
     g.bench_function("scalar", |b| b.iter(|| quantize_q8k(&x, &mut q)));
     g.finish();
+    // A decode product's whole activation preparation (quantizer, buffers, log), per variant.
+    let mut g = c.benchmark_group("prepare_tq2_0_4096_1tok");
+    g.throughput(Throughput::Elements(4096));
+    let log = KernelLog::default();
+    for k in Kernel::available() {
+        g.bench_function(BenchmarkId::from_parameter(k.suffix()), |b| {
+            b.iter(|| prepare(GgmlType::TQ2_0, &x, 1, 4096, 1, k, &log))
+        });
+    }
+    g.finish();
     let mut q8 = vec![0i8; 4096];
     let mut g = c.benchmark_group("i8_s_quantize_4096");
     g.throughput(Throughput::Elements(4096));

@@ -540,13 +540,21 @@ pub fn prepare(
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
             log.record(q8k_quantize_id(kernel));
             let nb = cols / QK_K;
-            let blocks = split_tokens(x, n_tok, cols, threads, &|rows, out| {
-                let mut q = Vec::with_capacity(nb);
-                for row in rows.chunks_exact(cols) {
-                    quantize_q8k_with(kernel, row, &mut q);
-                    out.extend_from_slice(&q);
-                }
-            });
+            let blocks = if threads.min(n_tok) <= 1 && cols % QK_K == 0 {
+                // One thread's rows in one call, straight into the list: no block crosses a row,
+                // so the blocks are the row-by-row ones.
+                let mut blocks = Vec::new();
+                quantize_q8k_with(kernel, x, &mut blocks);
+                blocks
+            } else {
+                split_tokens(x, n_tok, cols, threads, &|rows, out| {
+                    let mut q = Vec::with_capacity(nb);
+                    for row in rows.chunks_exact(cols) {
+                        quantize_q8k_with(kernel, row, &mut q);
+                        out.extend_from_slice(&q);
+                    }
+                })
+            };
             #[cfg(target_arch = "x86_64")]
             let perm = if kernel == Kernel::Avx512 && ty == GgmlType::TQ2_0 {
                 x86::permute_for_tq2_0_avx512(&blocks)

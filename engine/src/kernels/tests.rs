@@ -145,9 +145,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// The x86 Q8_K quantizers against the specification, bit for bit (quants, sums, scale), on
-    /// blocks of every activation mode and with special values planted: NaN (never the largest),
-    /// ±infinity, −0, subnormals, a repeated largest magnitude of either sign (the first wins),
-    /// halves that round to even.
+    /// blocks of every activation mode and with special values planted: NaNs, one with a payload
+    /// (never the largest), ±infinity, −0, subnormals, a repeated largest magnitude of either
+    /// sign (the first wins), halves that round to even.
     #[test]
     fn q8k_quantizers_match_the_specification(
         seed in any::<u64>(), blocks in 1usize..5, amode in 0u8..6, specials in 0usize..6,
@@ -157,6 +157,7 @@ proptest! {
         let n = x.len();
         let picks = [
             f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e-40, -3.0, 3.0, 0.5, -2.5,
+            f32::from_bits(0x7fc0_00ff),
         ];
         for k in 0..specials {
             let at = (rng.next() as usize) % n;
@@ -879,6 +880,66 @@ fn q8k_scale_takes_the_first_value_of_the_largest_magnitude() {
     quantize_q8k(&[0.0; QK_K], &mut q);
     assert_eq!(q[0].d, 0.0);
     assert!(q[0].qs.iter().all(|&v| v == 0));
+}
+
+/// Quants past the range, from infinities and NaNs, as ggml's `nearest_int` and the `(int8_t)`
+/// cast leave them, worked by hand. An infinite largest magnitude makes the scale −127/∞ = −0:
+/// finite values round to 0, −0·∞ is the default NaN (mantissa 0x400000: quant 0), and a quiet
+/// NaN keeps its payload through the product and the rounding (mantissa 0x400005: quant 5;
+/// 0x4000ff: 255, capped at 127). A subnormal largest magnitude alone makes the scale −∞: its own
+/// product is −∞ (mantissa 0: −2^22, whose low byte is 0) and the zeros' are NaN (0).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q8k_quantizers_keep_ggmls_bytes_past_the_range() {
+    let mut inf = vec![0.0f32; QK_K];
+    inf[3] = 2.0;
+    inf[4] = f32::INFINITY;
+    inf[5] = f32::from_bits(0x7fc0_0005);
+    inf[6] = f32::from_bits(0x7fc0_00ff);
+    inf[7] = -1.0;
+    let mut tiny = vec![0.0f32; 2 * QK_K];
+    tiny[QK_K + 7] = 1e-40;
+    let mut want_inf = [0i8; QK_K];
+    want_inf[5] = 5;
+    want_inf[6] = 127;
+    let check = |name: &str, q: &[BlockQ8K]| {
+        assert_eq!(q.len(), 1, "{name}");
+        assert_eq!(q[0].qs, want_inf, "{name}");
+        assert_eq!(q[0].bsums[0], 132, "{name}");
+        assert!(q[0].bsums[1..].iter().all(|&s| s == 0), "{name}");
+        assert_eq!(q[0].d, f32::NEG_INFINITY, "{name}");
+    };
+    let check_tiny = |name: &str, q: &[BlockQ8K]| {
+        assert_eq!(q.len(), 2, "{name}");
+        for y in q {
+            assert!(y.qs.iter().all(|&v| v == 0), "{name}");
+            assert!(y.bsums.iter().all(|&v| v == 0), "{name}");
+        }
+        assert_eq!(q[0].d.to_bits(), 0, "{name}: an all-zero block");
+        assert_eq!(q[1].d.to_bits(), (-0.0f32).to_bits(), "{name}: 1/−∞");
+    };
+    let mut q = Vec::new();
+    quantize_q8k(&inf, &mut q);
+    check("specification", &q);
+    quantize_q8k(&tiny, &mut q);
+    check_tiny("specification", &q);
+    for k in simd_variants() {
+        for (x, tiny_case) in [(&inf, false), (&tiny, true)] {
+            // SAFETY: each only where the CPU runs it.
+            unsafe {
+                match k {
+                    Kernel::Avx2 | Kernel::Vnni256 => x86::quantize_q8k_avx2(x, &mut q),
+                    Kernel::Avx512 => x86::quantize_q8k_avx512(x, &mut q),
+                    _ => continue,
+                }
+            }
+            if tiny_case {
+                check_tiny(k.suffix(), &q);
+            } else {
+                check(k.suffix(), &q);
+            }
+        }
+    }
 }
 
 /// The 256-bit VNNI variant's decode row groups (2, 4 or 8 rows, then single rows) and prefill

@@ -475,6 +475,35 @@ fn engine_only_reports_are_held_to_their_share_floors() {
     );
 }
 
+/// The library's gate refuses a baseline whose noise margin is out of range on either path (the
+/// CLI checks the baseline first; a caller of the library may not): a margin of 1.5 would turn
+/// every floor negative and pass anything.
+#[test]
+fn the_library_gate_refuses_an_out_of_range_noise_margin_on_either_path() {
+    let mut base = baseline(1.5);
+    base["engine_only_floors"] = serde_json::json!([{ "threads": 1, "min_share": 0.5 }]);
+    let base: bitnet_harness::bench::PerfBaseline = serde_json::from_value(base).unwrap();
+    // 20% of the bound, and a ratio of 0.5: both far below their floors.
+    let engine_only: bitnet_harness::bench::BenchReport =
+        serde_json::from_value(engine_only_report(&[(1, 0.2 * 73.0)])).unwrap();
+    let both: bitnet_harness::bench::BenchReport =
+        serde_json::from_value(report(&[(1, 0.5, 0.5)])).unwrap();
+    for (name, rep) in [("engine alone", &engine_only), ("against llama.cpp", &both)] {
+        let err = bitnet_harness::bench::gate(&base, rep).expect_err(name);
+        assert!(
+            err.len() == 1 && err[0].contains("`noise_margin` is 1.5, expected 0 to below 1"),
+            "{name}: {err:?}"
+        );
+    }
+    // The same reports under a sound margin fail on their floors, as they should.
+    let mut sound = base.clone();
+    sound.noise_margin = 0.1;
+    for rep in [&engine_only, &both] {
+        let err = bitnet_harness::bench::gate(&sound, rep).expect_err("below the floors");
+        assert!(err.iter().any(|l| l.contains("thread(s)")), "{err:?}");
+    }
+}
+
 /// The shipped baseline holds an engine-only report on the conservative floors too (a CPU with
 /// no entry), so the `2b4t` bench can be gated anywhere.
 #[test]

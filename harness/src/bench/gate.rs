@@ -359,16 +359,17 @@ pub fn check_baseline(b: &PerfBaseline) -> Result<(), String> {
 }
 
 /// Check a report against the floors: `Ok(lines)` when every floor holds, `Err(lines)` naming
-/// each one that does not (and any floor the report has no measurement for).
+/// each one that does not (and any floor the report has no measurement for). A baseline whose
+/// `noise_margin` is outside `[0, 1)` holds nothing: `Err` at once, whichever floors would apply.
 pub fn gate(base: &PerfBaseline, report: &BenchReport) -> Result<Vec<String>, Vec<String>> {
+    if !(0.0..1.0).contains(&base.noise_margin) {
+        return Err(vec![format!(
+            "`noise_margin` is {}, expected 0 to below 1: no floor can be applied",
+            base.noise_margin
+        )]);
+    }
     let mut ok = Vec::new();
     let mut bad = Vec::new();
-    if !(0.0..1.0).contains(&base.noise_margin) {
-        bad.push(format!(
-            "noise_margin {} is outside [0, 1)",
-            base.noise_margin
-        ));
-    }
     let cpu = base
         .cpus
         .iter()

@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-cargo build --release --locked -p bitnet-harness
+# The workspace's build, as the README's commands make it: with `-p bitnet-harness` the engine
+# would be built without its own default features, a second harness binary replacing the first.
+cargo build --release --locked --workspace
 mkdir -p target/harness
 out=target/harness/bench-700m.json
 ./target/release/harness bench --preset 700m --threads 1,2 --rounds 3 --json "$out" "$@"

@@ -77,8 +77,10 @@ pub struct Rates {
 #[serde(deny_unknown_fields)]
 pub struct ThreadResult {
     pub threads: usize,
-    /// Plain read bandwidth at this thread count, GB/s (10^9 bytes): the median of one
-    /// measurement per round, each taken just before that round's runs.
+    /// Plain read bandwidth at this thread count, GB/s (10^9 bytes): the median of two
+    /// measurements per round, taken just before and just after that round's engine run (the
+    /// host's read rate moves within seconds; one measurement beside a run can catch a moment
+    /// the run did not see).
     pub bandwidth_gbs: f64,
     /// Decode tokens/s if every weight byte streamed at that bandwidth.
     pub bound_decode_tps: f64,
@@ -492,19 +494,21 @@ pub fn run(o: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchRepo
         let (mut ep, mut ed, mut lp, mut ld) = (vec![], vec![], vec![], vec![]);
         let mut bws = Vec::new();
         for round in 0..o.rounds {
-            // The bandwidth is measured in every round, beside the runs it bounds: the machine's
-            // other load moves it as much as it moves them.
-            bws.push(measure_bandwidth(&buf, threads));
+            // The bandwidth is measured in every round, just before and just after the engine's
+            // run it bounds: the machine's other load moves it as much as it moves the runs, and
+            // within seconds.
+            let before = measure_bandwidth(&buf, threads);
             let (p, d, k) =
                 engine_once(&model, &tokens, o.decode_tokens, threads, &plan, o.kv_cache)?;
+            let after = measure_bandwidth(&buf, threads);
+            bws.extend([before, after]);
             kernels.extend(k);
             ep.push(o.prompt_tokens as f64 / p);
             ed.push(o.decode_tokens as f64 / d);
             let line = format!(
-                "threads {threads} round {}: read {:.1} GB/s; engine prefill {:.1} decode {:.1} \
-                 tok/s",
+                "threads {threads} round {}: read {before:.1} / {after:.1} GB/s (before / after \
+                 the engine); engine prefill {:.1} decode {:.1} tok/s",
                 round + 1,
-                bws[round],
                 ep[round],
                 ed[round],
             );

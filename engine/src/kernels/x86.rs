@@ -748,8 +748,7 @@ unsafe fn quantize_q8k_body(x: &[f32], out: &mut Vec<BlockQ8K>) {
     out.clear();
     out.reserve(x.len() / QK_K);
     // The planted bugs live in the specification's block; a build with them quantizes there.
-    let spec = crate::planted::COMPILED
-        && (crate::planted::on("q8k_scale_128") || crate::planted::on("q8k_round_half_away"));
+    let spec = crate::planted::on("q8k_scale_128") || crate::planted::on("q8k_round_half_away");
     for block in x.chunks_exact(QK_K) {
         let amax = block_amax_avx2(block);
         out.push(if spec {

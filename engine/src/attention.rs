@@ -169,6 +169,12 @@ impl Default for LayerCache {
 trait KvElem: bytemuck::Pod + Default + Send + Sync + 'static {
     /// The value as stored (rounded to nearest even for a half).
     fn store(v: f32) -> Self;
+    /// [`KvElem::store`] of every value of `src` into `dst` (as long).
+    fn store_all(src: &[f32], dst: &mut [Self]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = Self::store(v);
+        }
+    }
     /// The stored value, exactly, as f32.
     fn to_f32(self) -> f32;
     /// `p` as ggml multiplies it by a value of this type: unchanged for F32, rounded to F16 and
@@ -211,6 +217,9 @@ impl KvElem for u16 {
     #[inline(always)]
     fn store(v: f32) -> u16 {
         crate::quant::f32_to_f16(v)
+    }
+    fn store_all(src: &[f32], dst: &mut [u16]) {
+        crate::quant::f32_to_f16_into(src, dst);
     }
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -348,14 +357,16 @@ impl LayerCache {
         let planted_f16 = crate::planted::on("v_cache_f16");
         for g in 0..nkv {
             let at = key_row(ch, nkv, g, p) * hd;
-            for (o, &x) in chunk[at..at + hd].iter_mut().zip(&k[g * hd..(g + 1) * hd]) {
-                *o = E::store(x);
-            }
+            E::store_all(&k[g * hd..(g + 1) * hd], &mut chunk[at..at + hd]);
             let at = ((nkv + g) * ch + p) * hd;
-            for (o, &x) in chunk[at..at + hd].iter_mut().zip(&v[g * hd..(g + 1) * hd]) {
+            let (src, dst) = (&v[g * hd..(g + 1) * hd], &mut chunk[at..at + hd]);
+            if planted_f16 {
                 // The planted bug rounds an F32 cache's values as an F16 cache would.
-                let x = if planted_f16 { u16::operand(x) } else { x };
-                *o = E::store(x);
+                for (o, &x) in dst.iter_mut().zip(src) {
+                    *o = E::store(u16::operand(x));
+                }
+            } else {
+                E::store_all(src, dst);
             }
         }
         self.len += 1;
@@ -549,7 +560,8 @@ pub fn attend(
     match cache.kv_type() {
         KvType::F32 => a.run::<f32>(kernel, q, p, o, acc),
         KvType::F16 => {
-            let q16: Vec<u16> = q.iter().map(|&x| u16::store(x)).collect();
+            let mut q16 = vec![0u16; q.len()];
+            u16::store_all(q, &mut q16);
             a.run::<u16>(kernel, &q16, p, o, acc)
         }
     }

@@ -229,6 +229,9 @@ pub trait Elem: Copy {
     /// A probability as ggml multiplies it by a value of this type: unchanged for F32, rounded
     /// to F16 and widened back for F16.
     fn weight(p: f32) -> f32;
+    /// [`Elem::weight`] of `p` in all eight lanes (for F16 by F16C's conversions, the instruction
+    /// [`crate::quant::f32_to_f16`] runs where F16C is present, without its per-call check).
+    unsafe fn weight8(p: f32) -> __m256;
 }
 
 impl Elem for f32 {
@@ -240,6 +243,10 @@ impl Elem for f32 {
     fn weight(p: f32) -> f32 {
         p
     }
+    #[inline(always)]
+    unsafe fn weight8(p: f32) -> __m256 {
+        _mm256_set1_ps(p)
+    }
 }
 
 impl Elem for u16 {
@@ -250,6 +257,36 @@ impl Elem for u16 {
     #[inline(always)]
     fn weight(p: f32) -> f32 {
         crate::quant::f16_to_f32(crate::quant::f32_to_f16(p))
+    }
+    #[inline(always)]
+    unsafe fn weight8(p: f32) -> __m256 {
+        weight8_f16(p)
+    }
+}
+
+/// `p` rounded to an IEEE half (to nearest even) and widened back, in all eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weight8_f16(p: f32) -> __m256 {
+    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+        _mm256_set1_ps(p),
+    ))
+}
+
+/// `src` rounded to IEEE halves (to nearest even) into `dst`, eight at a time by F16C's
+/// `vcvtps2ph`, the instruction [`crate::quant::f32_to_f16`] runs per value where F16C is present
+/// (ggml's `GGML_CPU_FP32_TO_FP16` too), so the same bits, NaNs included; the last `len % 8` by
+/// [`crate::quant::f32_to_f16`].
+#[target_feature(enable = "avx,f16c")]
+pub unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len());
+    let whole = src.len() / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
+        _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
+    }
+    for (d, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
+        *d = crate::quant::f32_to_f16(v);
     }
 }
 
@@ -437,7 +474,7 @@ unsafe fn lanes_block<E: Elem, const D: usize>(
                     }
                 }
                 ahead.step(8 * D);
-                let pv = _mm256_set1_ps(E::weight(*p.get_unchecked(j)));
+                let pv = E::weight8(*p.get_unchecked(j));
                 for (d, rd) in r.iter_mut().enumerate() {
                     *rd = _mm256_fmadd_ps(E::load8(v.add(8 * d)), pv, *rd);
                 }
@@ -471,6 +508,38 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
             })
             .collect()
+    }
+
+    #[test]
+    fn halves_of_a_slice_round_to_nearest_even_by_hand() {
+        if !(is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c")) {
+            return;
+        }
+        // IEEE 754 binary16 by hand; eleven values, so one group of eight and a tail of three.
+        let cases: [(f32, u16); 11] = [
+            (1.0, 0x3c00),
+            (-2.5, 0xc100),
+            (65504.0, 0x7bff),              // the largest half
+            (65520.0, 0x7c00),              // halfway past it: rounds to infinity
+            (2f32.powi(-24), 0x0001),       // the smallest subnormal
+            (2f32.powi(-25), 0x0000),       // half of it: a tie, to even (zero)
+            (3.0 * 2f32.powi(-25), 0x0002), // 1.5 of it: a tie, to even (two)
+            (-0.0, 0x8000),
+            (f32::INFINITY, 0x7c00),
+            (1.0 + 2f32.powi(-11), 0x3c00), // a tie between 1 and its next half: to even
+            (1.0 + 3.0 * 2f32.powi(-11), 0x3c02), // a tie between 0x3c01 and 0x3c02: to even
+        ];
+        let src: Vec<f32> = cases.iter().map(|c| c.0).collect();
+        let mut got = vec![0u16; src.len()];
+        // SAFETY: AVX and F16C were detected.
+        unsafe { f32_to_f16_slice(&src, &mut got) };
+        let want: Vec<u16> = cases.iter().map(|c| c.1).collect();
+        assert_eq!(got, want);
+        // A quiet NaN stays a NaN.
+        let mut nan = [0u16; 1];
+        // SAFETY: as above.
+        unsafe { f32_to_f16_slice(&[f32::NAN], &mut nan) };
+        assert!(nan[0] & 0x7c00 == 0x7c00 && nan[0] & 0x03ff != 0);
     }
 
     proptest! {
@@ -534,6 +603,22 @@ mod tests {
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             );
+        }
+
+        #[test]
+        fn half_rounding_of_a_slice_equals_the_scalar_one(
+            bits in prop::collection::vec(any::<u32>(), 0..40),
+        ) {
+            if !(is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c")) {
+                return Ok(());
+            }
+            // Any bit pattern: NaNs with payloads, infinities, subnormals, ties.
+            let src: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            let mut got = vec![0u16; src.len()];
+            // SAFETY: AVX and F16C were detected.
+            unsafe { f32_to_f16_slice(&src, &mut got) };
+            let want: Vec<u16> = src.iter().map(|&v| crate::quant::f32_to_f16(v)).collect();
+            prop_assert_eq!(got, want);
         }
 
         #[test]

@@ -11,6 +11,21 @@ pub fn f32_to_f16(v: f32) -> u16 {
     half::f16::from_f32(v).to_bits()
 }
 
+/// [`f32_to_f16`] of every value of `src` into `dst` (as long): eight at a time by F16C where the
+/// CPU has it (the same instruction, so the same bits), else one by one.
+pub fn f32_to_f16_into(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "as many halves as values");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX and F16C were detected; the kernel reads and writes within the slices.
+        unsafe { crate::kernels::x86_attn::f32_to_f16_slice(src, dst) };
+        return;
+    }
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = f32_to_f16(v);
+    }
+}
+
 /// bfloat16 to f32 (exact).
 pub fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)

@@ -11,7 +11,7 @@ mod q6_k;
 mod q8_0;
 mod ternary;
 
-pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, f32_to_f16_into};
 pub use q6_k::{q6_k_codes, q6_k_d, q6_k_scales, BlockQ6K, Q6_K_BYTES};
 pub use q8_0::{BlockQ8_0, QK8_0};
 pub use ternary::{BlockTq1_0, BlockTq2_0, QK_I2_S, QK_K};

@@ -41,7 +41,7 @@ use std::sync::Mutex;
 pub use scalar::{quantize_i8s, quantize_q8k, BlockQ8K, QK_I2_S, QK_K};
 
 use crate::gguf::GgmlType;
-use crate::quant::{f16_to_f32, f32_to_f16};
+use crate::quant::{f16_to_f32, f32_to_f16_into};
 use rows::compute_rows;
 #[cfg(test)]
 use rows::ternary_dot;
@@ -635,7 +635,8 @@ pub fn prepare(
         }
         // ggml converts the activations to the weights' vec_dot type, F16, before the dot.
         GgmlType::F16 => {
-            let bits: Vec<u16> = x.iter().map(|&v| f32_to_f16(v)).collect();
+            let mut bits = vec![0u16; x.len()];
+            f32_to_f16_into(x, &mut bits);
             Prepared::Float {
                 vals: bits.iter().map(|&h| f16_to_f32(h)).collect(),
                 bytes: bits.iter().flat_map(|h| h.to_le_bytes()).collect(),

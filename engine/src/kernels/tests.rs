@@ -2,6 +2,7 @@
 //! random and edge-case blocks, and whole threaded products on ragged shapes.
 
 use super::*;
+use crate::quant::f32_to_f16;
 use crate::quant::quantize;
 use proptest::prelude::*;
 

@@ -273,23 +273,6 @@ unsafe fn weight8_f16(p: f32) -> __m256 {
     ))
 }
 
-/// `src` rounded to IEEE halves (to nearest even) into `dst`, eight at a time by F16C's
-/// `vcvtps2ph`, the instruction [`crate::quant::f32_to_f16`] runs per value where F16C is present
-/// (ggml's `GGML_CPU_FP32_TO_FP16` too), so the same bits, NaNs included; the last `len % 8` by
-/// [`crate::quant::f32_to_f16`].
-#[target_feature(enable = "avx,f16c")]
-pub unsafe fn f32_to_f16_slice(src: &[f32], dst: &mut [u16]) {
-    assert_eq!(src.len(), dst.len());
-    let whole = src.len() / 8 * 8;
-    for i in (0..whole).step_by(8) {
-        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
-        _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
-    }
-    for (d, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
-        *d = crate::quant::f32_to_f16(v);
-    }
-}
-
 /// The head sizes [`dots8_steps32`] takes: whole steps of 32, at most four of them.
 pub fn dots8_fits(hd: usize) -> bool {
     hd % 32 == 0 && (32..=128).contains(&hd)
@@ -510,38 +493,6 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn halves_of_a_slice_round_to_nearest_even_by_hand() {
-        if !(is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c")) {
-            return;
-        }
-        // IEEE 754 binary16 by hand; eleven values, so one group of eight and a tail of three.
-        let cases: [(f32, u16); 11] = [
-            (1.0, 0x3c00),
-            (-2.5, 0xc100),
-            (65504.0, 0x7bff),              // the largest half
-            (65520.0, 0x7c00),              // halfway past it: rounds to infinity
-            (2f32.powi(-24), 0x0001),       // the smallest subnormal
-            (2f32.powi(-25), 0x0000),       // half of it: a tie, to even (zero)
-            (3.0 * 2f32.powi(-25), 0x0002), // 1.5 of it: a tie, to even (two)
-            (-0.0, 0x8000),
-            (f32::INFINITY, 0x7c00),
-            (1.0 + 2f32.powi(-11), 0x3c00), // a tie between 1 and its next half: to even
-            (1.0 + 3.0 * 2f32.powi(-11), 0x3c02), // a tie between 0x3c01 and 0x3c02: to even
-        ];
-        let src: Vec<f32> = cases.iter().map(|c| c.0).collect();
-        let mut got = vec![0u16; src.len()];
-        // SAFETY: AVX and F16C were detected.
-        unsafe { f32_to_f16_slice(&src, &mut got) };
-        let want: Vec<u16> = cases.iter().map(|c| c.1).collect();
-        assert_eq!(got, want);
-        // A quiet NaN stays a NaN.
-        let mut nan = [0u16; 1];
-        // SAFETY: as above.
-        unsafe { f32_to_f16_slice(&[f32::NAN], &mut nan) };
-        assert!(nan[0] & 0x7c00 == 0x7c00 && nan[0] & 0x03ff != 0);
-    }
-
     proptest! {
         #[test]
         fn row_operations_equal_their_specification(
@@ -603,22 +554,6 @@ mod tests {
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             );
-        }
-
-        #[test]
-        fn half_rounding_of_a_slice_equals_the_scalar_one(
-            bits in prop::collection::vec(any::<u32>(), 0..40),
-        ) {
-            if !(is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c")) {
-                return Ok(());
-            }
-            // Any bit pattern: NaNs with payloads, infinities, subnormals, ties.
-            let src: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
-            let mut got = vec![0u16; src.len()];
-            // SAFETY: AVX and F16C were detected.
-            unsafe { f32_to_f16_slice(&src, &mut got) };
-            let want: Vec<u16> = src.iter().map(|&v| crate::quant::f32_to_f16(v)).collect();
-            prop_assert_eq!(got, want);
         }
 
         #[test]

@@ -1,4 +1,5 @@
 use super::*;
+use proptest::prelude::*;
 
 fn ternary(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed;
@@ -99,4 +100,45 @@ fn errors_name_type_and_sizes() {
         quantize(GgmlType::TQ1_0, &[0.0; 100]),
         Err(QuantError::BlockSize { .. })
     ));
+}
+
+#[test]
+fn halves_of_a_slice_round_to_nearest_even_by_hand() {
+    // IEEE 754 binary16 by hand; eleven values, so one group of eight and a tail of three.
+    let cases: [(f32, u16); 11] = [
+        (1.0, 0x3c00),
+        (-2.5, 0xc100),
+        (65504.0, 0x7bff),              // the largest half
+        (65520.0, 0x7c00),              // halfway past it: rounds to infinity
+        (2f32.powi(-24), 0x0001),       // the smallest subnormal
+        (2f32.powi(-25), 0x0000),       // half of it: a tie, to even (zero)
+        (3.0 * 2f32.powi(-25), 0x0002), // 1.5 of it: a tie, to even (two)
+        (-0.0, 0x8000),
+        (f32::INFINITY, 0x7c00),
+        (1.0 + 2f32.powi(-11), 0x3c00), // a tie between 1 and its next half: to even
+        (1.0 + 3.0 * 2f32.powi(-11), 0x3c02), // a tie between 0x3c01 and 0x3c02: to even
+    ];
+    let src: Vec<f32> = cases.iter().map(|c| c.0).collect();
+    let mut got = vec![0u16; src.len()];
+    f32_to_f16_into(&src, &mut got);
+    let want: Vec<u16> = cases.iter().map(|c| c.1).collect();
+    assert_eq!(got, want);
+    // A quiet NaN stays a NaN.
+    let mut nan = [0u16; 1];
+    f32_to_f16_into(&[f32::NAN], &mut nan);
+    assert!(nan[0] & 0x7c00 == 0x7c00 && nan[0] & 0x03ff != 0);
+}
+
+proptest! {
+    #[test]
+    fn half_rounding_of_a_slice_equals_the_scalar_one(
+        bits in prop::collection::vec(any::<u32>(), 0..40),
+    ) {
+        // Any bit pattern: NaNs with payloads, infinities, subnormals, ties.
+        let src: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+        let mut got = vec![0u16; src.len()];
+        f32_to_f16_into(&src, &mut got);
+        let want: Vec<u16> = src.iter().map(|&v| f32_to_f16(v)).collect();
+        prop_assert_eq!(got, want);
+    }
 }

@@ -383,7 +383,9 @@ pub fn reference_flags(o: &BenchOptions) -> Result<BTreeMap<String, String>, Str
 }
 
 /// The counts a bench is given, checked before anything runs: thread counts from 1 to
-/// [`MAX_THREADS`], and at least one prompt token, decode step and round.
+/// [`MAX_THREADS`], each once (a report holds one result per thread count, and
+/// [`gate::check_report`] refuses a second), and at least one prompt token, decode step and
+/// round.
 pub fn check_counts(
     threads: &[usize],
     prompt_tokens: usize,
@@ -393,6 +395,18 @@ pub fn check_counts(
     if threads.is_empty() || threads.iter().any(|&t| t == 0 || t > MAX_THREADS) {
         return Err(format!(
             "--threads: give thread counts from 1 to {MAX_THREADS}, e.g. 1,2 (got {threads:?})"
+        ));
+    }
+    if let Some((i, t)) = threads
+        .iter()
+        .enumerate()
+        .find(|(i, t)| threads[..*i].contains(t))
+    {
+        return Err(format!(
+            "--threads: {t} is given twice (entries {} and {}); give each thread count once, \
+             e.g. 1,2 (got {threads:?})",
+            threads.iter().position(|x| x == t).unwrap_or(0) + 1,
+            i + 1
         ));
     }
     for (flag, n) in [
@@ -758,6 +772,8 @@ mod tests {
             (vec![], 1, 1, 1),
             (vec![0], 1, 1, 1),
             (vec![1, MAX_THREADS + 1], 1, 1, 1),
+            (vec![1, 1], 1, 1, 1),
+            (vec![2, 1, 2], 1, 1, 1),
             (vec![1], 0, 1, 1),
             (vec![1], 1, 0, 1),
             (vec![1], 1, 1, 0),

@@ -186,6 +186,11 @@ fn counts_out_of_range_on_the_command_line_are_refused_before_anything_runs() {
             "give thread counts from 1 to 256".into(),
         ),
         (
+            vec!["bench", "--preset", "tiny", "--threads", "2,1,2"],
+            2,
+            "--threads: 2 is given twice (entries 1 and 3)".into(),
+        ),
+        (
             vec!["bench", "--preset", "tiny", "--decode-tokens", &huge],
             1,
             format!("--prompt-tokens 128 + --decode-tokens {huge} exceed the context"),

@@ -105,7 +105,20 @@ pub fn temp_beside(path: &Path) -> io::Result<tempfile::NamedTempFile> {
         }
     }
     let (dir, prefix) = beside(path);
-    builder(&prefix, 0o666).tempfile_in(dir)
+    builder(&prefix, 0o666).tempfile_in(dir).map_err(|e| {
+        // tempfile names its own temporary path; say which directory is missing instead.
+        if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the directory `{}` does not exist: create it first, or give a path in one that does",
+                    dir.display()
+                ),
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// A temporary directory beside `path` (`.<name>.<random>.tmp`), removed with its contents when
@@ -338,6 +351,18 @@ mod tests {
         std::fs::create_dir(&blocked).unwrap();
         std::fs::write(blocked.join("x"), b"x").unwrap();
         assert!(write_atomic(&blocked, b"data").is_err());
+        assert_eq!(names(dir.path()), ["blocked", "r.json"]);
+        // A missing directory is named, not the temporary file tempfile would have made in it.
+        let missing = dir.path().join("no").join("such");
+        let e = write_atomic(&missing.join("x.json"), b"data").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the directory `{}` does not exist: create it first, or give a path in one that does",
+                missing.display()
+            )
+        );
         assert_eq!(names(dir.path()), ["blocked", "r.json"]);
         // A pipe or a symbolic link in the way is refused, not replaced by the rename (a device
         // such as /dev/null is refused the same way).

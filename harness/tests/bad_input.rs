@@ -455,4 +455,19 @@ fn output_paths_that_cannot_be_written_are_named() {
     let (code, stderr) = refused(d, &["diff", "A", "A", "--html", "A"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("cannot write `--html` `A`"), "{stderr}");
+    // A model written into a directory that does not exist: the file and the missing directory
+    // are each named once, not the temporary file the write would have made there.
+    let (code, stderr) = refused(
+        d,
+        &["gen-model", "--preset", "tiny", "-o", "no/such/m.gguf"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "writing `no/such/m.gguf`: the directory `no/such` does not exist: create it first"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("writing").count(), 1, "{stderr}");
+    assert!(!stderr.contains(".tmp"), "{stderr}");
 }

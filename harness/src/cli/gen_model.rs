@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bitnet_engine::synth::{self, ModelSpec};
 
 use super::UsageError;
@@ -83,7 +83,11 @@ pub fn run(args: Args) -> Result<()> {
         bar.set_length(total);
         bar.set_position(done);
     })
-    .with_context(|| format!("writing `{}`", args.output.display()))?;
+    .map_err(|e| match e {
+        // A write error names the output file already.
+        synth::SynthError::Write(_) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("generating `{}`", args.output.display())),
+    })?;
     bar.finish_and_clear();
     let size = std::fs::metadata(&args.output)
         .map(|m| m.len())

@@ -302,6 +302,7 @@ fn named_pipes_and_devices_as_input_files_are_refused_without_hanging() {
             vec!["report", input],
             vec!["gen-model", "--spec", input, "--output", "x.gguf"],
             vec!["perf-gate", "--bench", input, "--baseline", input],
+            vec!["bench", input, "--threads", "1"],
         ];
         for args in cases {
             let (code, stderr) = refused(d, &args);

@@ -70,9 +70,15 @@ pub fn run(a: Args) -> Result<()> {
     let model = match (&a.model, &a.preset) {
         (Some(m), None) => {
             if !m.is_file() {
-                return Err(
-                    UsageError(format!("model file `{}` does not exist", m.display())).into(),
-                );
+                // Why not: absent, or there as a directory, a pipe or a device.
+                let why = match bitnet_engine::files::open_regular(m) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        " does not exist".to_string()
+                    }
+                    Err(e) => format!(": {e}"),
+                    Ok(_) => " cannot be read".to_string(),
+                };
+                return Err(UsageError(format!("model file `{}`{why}", m.display())).into());
             }
             m.clone()
         }
@@ -90,10 +96,10 @@ pub fn run(a: Args) -> Result<()> {
             if !path.is_file() {
                 std::fs::create_dir_all(path.parent().expect("has a parent"))?;
                 errln!("generating preset `{p}` into {}", path.display());
+                // A write error names the file.
                 bitnet_engine::synth::build(&spec)
                     .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .write(&path)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                    .write(&path)?;
             }
             path
         }
